@@ -1,0 +1,154 @@
+"""Prior → flat buffers: the one packing every fused backend (C++, CUDA, Triton) reads.
+
+What the kernels compute per step is fixed by the reference (:mod:`hebm.sampling`); this module
+only lays the networks out.  Spectral norm and the level-conditioning are resolved here, so a
+kernel sees plain MLPs:
+
+* MLP order: conditionals ``g_1 … g_{L-1}`` (``g_i``: z_{i+1} → [μ_i | ℓ_i], 0-based
+  ``conditionals[i]`` reads layer i+1 and writes layer i), then energies ``f_1 … f_L`` (absent for
+  a plain Gaussian prior).
+* Each MLP: widths ``[w_0 = in, …, w_n = out]``; hidden layers are followed by the MLP's
+  activation (code from :data:`hebm.nn.ACTIVATION_CODES`, parameter = LeakyReLU slope), the
+  last layer by nothing.
+* Each Linear layer: weight ``W`` ``[out, in]`` row-major (spectral norm already divided in) and a
+  bias *table* ``[rows, out]``: ``rows = n_levels`` for the hidden layers of a level-conditioned
+  energy (row ℓ = static bias + level bias of level ℓ), else 1.  A layer without bias gets a
+  zero table, so kernels never branch on it.
+
+Flat form (``PackedPrior.params`` / ``.layout`` / ``.mlps``), for kernels that take raw pointers:
+
+* ``params``: every W then its bias table, layer by layer, MLP by MLP, in u's dtype;
+* ``layout``: int64 ``[n_layers_total, 5]`` rows ``(in, out, w_offset, b_offset, b_rows)``;
+* ``mlps``: int64 ``[n_mlps, 3]`` rows ``(first_layer_row, n_layers, act_code)`` and
+  ``act_params``: float64 ``[n_mlps]``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+
+from ..nn import ACTIVATION_CODES, MLP, SNLinear
+from ..prior import HierarchicalPrior
+
+
+@dataclass
+class PackedMLP:
+    widths: tuple
+    act_code: int
+    act_param: float
+    weights: list  # [out, in] tensors
+    biases: list  # [rows, out] tensors
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.weights)
+
+
+@dataclass
+class PackedPrior:
+    dims: tuple
+    offsets: tuple  # start column of each layer in the flat [B, D] state
+    sigma_min: float
+    n_levels: int  # 1 for an unconditional prior
+    conditionals: list  # PackedMLP, L-1 of them
+    energies: list  # PackedMLP, L of them (empty for a plain Gaussian prior)
+    params: torch.Tensor = field(repr=False, default=None)
+    layout: torch.Tensor = field(repr=False, default=None)
+    mlps: torch.Tensor = field(repr=False, default=None)
+    act_params: torch.Tensor = field(repr=False, default=None)
+
+    @property
+    def L(self) -> int:
+        return len(self.dims)
+
+    @property
+    def D(self) -> int:
+        return sum(self.dims)
+
+    @property
+    def has_energy(self) -> bool:
+        return bool(self.energies)
+
+    def all_mlps(self) -> list:
+        return list(self.conditionals) + list(self.energies)
+
+    def n_params(self) -> int:
+        """Weights of every MLP (the FLOP model of DESIGN.md §5 counts 4·B·params per step)."""
+        return sum(int(w.numel()) for m in self.all_mlps() for w in m.weights)
+
+
+@torch.no_grad()
+def pack_mlp(mlp: MLP, dtype: torch.dtype, device) -> PackedMLP:
+    n = len(mlp.layers)
+    level_table = mlp.level_bias_table()
+    level_parts = None
+    if level_table is not None:
+        level_parts = torch.split(level_table, mlp.hidden_widths, dim=1)
+    weights, biases = [], []
+    for j, layer in enumerate(mlp.layers):
+        w = layer.effective_weight().detach().to(device=device, dtype=dtype).contiguous()
+        out = w.shape[0]
+        b = layer.bias.detach() if layer.bias is not None else torch.zeros(out, device=w.device, dtype=w.dtype)
+        b = b.to(device=device, dtype=dtype).reshape(1, out)
+        if level_parts is not None and j < n - 1:
+            b = b + level_parts[j].detach().to(device=device, dtype=dtype)
+        weights.append(w)
+        biases.append(b.contiguous())
+    return PackedMLP(tuple(mlp.widths), mlp.act.code, mlp.act.param, weights, biases)
+
+
+@torch.no_grad()
+def pack_prior(prior: HierarchicalPrior, dtype: Optional[torch.dtype] = None, device=None) -> PackedPrior:
+    """Pack ``prior`` for the kernels (weights in ``dtype`` on ``device``; defaults: the prior's)."""
+    p0 = next(prior.parameters(), None)
+    dtype = dtype or (p0.dtype if p0 is not None else torch.float32)
+    device = device or (p0.device if p0 is not None else "cpu")
+    conds = [pack_mlp(m, dtype, device) for m in prior.conditionals]
+    ens = [pack_mlp(m, dtype, device) for m in prior.energies] if prior.energies is not None else []
+    offsets, o = [], 0
+    for d in prior.dims:
+        offsets.append(o)
+        o += d
+    packed = PackedPrior(
+        dims=tuple(prior.dims), offsets=tuple(offsets), sigma_min=prior.sigma_min,
+        n_levels=prior.n_levels or 1, conditionals=conds, energies=ens,
+    )
+    _flatten(packed, dtype, device)
+    return packed
+
+
+def _flatten(packed: PackedPrior, dtype, device) -> None:
+    chunks, layout, mlps, act_params = [], [], [], []
+    off = 0
+    for m in packed.all_mlps():
+        mlps.append((len(layout), m.n_layers, m.act_code))
+        act_params.append(m.act_param)
+        for w, b in zip(m.weights, m.biases):
+            layout.append((w.shape[1], w.shape[0], off, off + w.numel(), b.shape[0]))
+            chunks += [w.reshape(-1), b.reshape(-1)]
+            off += w.numel() + b.numel()
+    packed.params = torch.cat(chunks).contiguous() if chunks else torch.zeros(0, dtype=dtype, device=device)
+    packed.layout = torch.tensor(layout, dtype=torch.int64).reshape(-1, 5)
+    packed.mlps = torch.tensor(mlps, dtype=torch.int64).reshape(-1, 3)
+    packed.act_params = torch.tensor(act_params, dtype=torch.float64)
+
+
+def supported_network(prior) -> Optional[str]:
+    """None if every network of ``prior`` is in the family the kernels take, else why not."""
+    if not isinstance(prior, HierarchicalPrior):
+        return f"the fused kernels take a hebm.HierarchicalPrior, got {type(prior).__name__}"
+    for meth in ("T", "conditional", "energy", "energy_terms", "log_density", "forward"):
+        if getattr(type(prior), meth) is not getattr(HierarchicalPrior, meth):
+            return f"{type(prior).__name__} overrides {meth}(); the fused kernels implement HierarchicalPrior's own math"
+    nets = list(prior.conditionals) + list(prior.energies or [])
+    for m in nets:
+        if type(m) is not MLP or type(m).forward is not MLP.forward:
+            return f"network {type(m).__name__} is not a plain hebm.nn.MLP"
+        for layer in m.layers:
+            if type(layer) is not SNLinear:
+                return f"layer {type(layer).__name__} is not a hebm.nn.SNLinear"
+        if m.act.name not in ACTIVATION_CODES:
+            return f"activation {m.act.name!r} is not supported by the kernels"
+    return None

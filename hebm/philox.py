@@ -1,0 +1,110 @@
+"""hebm's seeded noise stream, reference implementation in plain PyTorch (DESIGN.md §2).
+
+Every backend draws exactly these normals, so a chain's trajectory depends neither on the
+batch it runs in nor on the backend:
+
+* generator: Philox4x32-10 (Salmon et al., Random123);
+* key ``(seed mod 2³², ⌊seed / 2³²⌋ mod 2³²)`` for a seed in [0, 2⁶⁴);
+* counter ``(j, c, k, s)``: j = element block (elements 4j … 4j+3 of the chain's D), c = chain id,
+  k = step (counted across levels in a fused reverse diffusion), s = stream
+  (:data:`STREAM_LANGEVIN` = 0, :data:`STREAM_INIT` = 1);
+* the four outputs x₀…x₃ → uniforms ``((x >> 9) + 0.5) · 2⁻²³`` (exact in fp32, in (0, 1)) →
+  Box–Muller: ``r₁ = √(−2 ln u₀)``; elements 4j, 4j+1 = ``r₁ cos 2πu₁, r₁ sin 2πu₁``;
+  ``r₂ = √(−2 ln u₂)``; elements 4j+2, 4j+3 = ``r₂ cos 2πu₃, r₂ sin 2πu₃``; elements ≥ D dropped.
+
+The 32-bit words live in int64 tensors; products of two 32-bit words are split in 16-bit halves
+so nothing overflows int64.  Box–Muller runs in float32, as the kernels do.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+
+STREAM_LANGEVIN = 0
+STREAM_INIT = 1
+
+PHILOX_M0 = 0xD2511F53
+PHILOX_M1 = 0xCD9E8D57
+PHILOX_W0 = 0x9E3779B9
+PHILOX_W1 = 0xBB67AE85
+_MASK32 = 0xFFFFFFFF
+
+
+def _mulhilo(m: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(hi, lo) 32-bit words of the 64-bit product of the constant ``m`` and ``x`` (< 2³²)."""
+    p_lo = x * (m & 0xFFFF)  # < 2^48
+    p_hi = x * (m >> 16)  # < 2^48
+    mid = p_lo + ((p_hi & 0xFFFF) << 16)  # < 2^49
+    lo = mid & _MASK32
+    hi = (p_hi >> 16) + (mid >> 32)
+    return hi & _MASK32, lo
+
+
+def philox4x32(counter: tuple, key: tuple, rounds: int = 10) -> tuple[torch.Tensor, ...]:
+    """Philox4x32-``rounds`` on broadcastable int64 tensors (or ints) holding 32-bit words."""
+    c0, c1, c2, c3 = (torch.as_tensor(c, dtype=torch.int64) & _MASK32 for c in counter)
+    k0, k1 = (int(k) & _MASK32 for k in key)
+    for r in range(rounds):
+        hi0, lo0 = _mulhilo(PHILOX_M0, c0)
+        hi1, lo1 = _mulhilo(PHILOX_M1, c2)
+        c0, c1, c2, c3 = hi1 ^ c1 ^ k0, lo1, hi0 ^ c3 ^ k1, lo0
+        if r < rounds - 1:
+            k0 = (k0 + PHILOX_W0) & _MASK32
+            k1 = (k1 + PHILOX_W1) & _MASK32
+    return c0, c1, c2, c3
+
+
+def seed_to_key(seed: int) -> tuple[int, int]:
+    seed = int(seed)
+    if not 0 <= seed < 2**64:
+        raise ValueError(f"seed must be an integer in [0, 2**64), got {seed}")
+    return seed & _MASK32, (seed >> 32) & _MASK32
+
+
+def uniform_from_bits(x: torch.Tensor) -> torch.Tensor:
+    """``((x >> 9) + 0.5) · 2⁻²³`` as float32: exact, strictly inside (0, 1)."""
+    return ((x >> 9).to(torch.float32) + 0.5) * (2.0**-23)
+
+
+def philox_normal(
+    seed: int,
+    chain_ids: torch.Tensor,
+    step: int,
+    D: int,
+    *,
+    stream: int = STREAM_LANGEVIN,
+    device=None,
+) -> torch.Tensor:
+    """The normals ``ε[b, :]`` of step ``step`` for chains ``chain_ids`` (``[B]``): ``[B, D]`` fp32."""
+    chain_ids = torch.as_tensor(chain_ids, dtype=torch.int64, device=device)
+    device = chain_ids.device
+    n_blocks = (int(D) + 3) // 4
+    j = torch.arange(n_blocks, dtype=torch.int64, device=device)[None, :]
+    c = chain_ids[:, None]
+    x0, x1, x2, x3 = philox4x32((j, c, int(step), int(stream)), seed_to_key(seed))
+    u0, u1, u2, u3 = (uniform_from_bits(x) for x in (x0, x1, x2, x3))
+    two_pi = 2.0 * math.pi
+    r1 = torch.sqrt(-2.0 * torch.log(u0))
+    r2 = torch.sqrt(-2.0 * torch.log(u2))
+    out = torch.stack(
+        [r1 * torch.cos(two_pi * u1), r1 * torch.sin(two_pi * u1), r2 * torch.cos(two_pi * u3), r2 * torch.sin(two_pi * u3)],
+        dim=-1,
+    )  # [B, n_blocks, 4]
+    return out.reshape(chain_ids.shape[0], 4 * n_blocks)[:, : int(D)].contiguous()
+
+
+def philox_noise(
+    seed: int, chain_ids: torch.Tensor, n_steps: int, D: int, *, step_offset: int = 0, device=None
+) -> torch.Tensor:
+    """All Langevin normals of ``n_steps`` steps, ``[K, B, D]`` fp32 (small problems and tests)."""
+    return torch.stack(
+        [philox_normal(seed, chain_ids, step_offset + k, D, device=device) for k in range(n_steps)]
+    )
+
+
+def default_chain_ids(batch: int, chain_ids: Optional[torch.Tensor], device) -> torch.Tensor:
+    if chain_ids is None:
+        return torch.arange(batch, dtype=torch.int64, device=device)
+    return torch.as_tensor(chain_ids, dtype=torch.int64, device=device)

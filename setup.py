@@ -1,0 +1,4 @@
+"""Build script.  Pure-Python install unless torch is importable at build time (see README)."""
+from setuptools import setup
+
+setup()
