@@ -56,8 +56,7 @@ def standard_problem(name: str, batch: int, *, device="cpu", seed: int = 0, dtyp
     if int(batch) < 1:
         raise ValueError(f"batch must be >= 1, got {batch}")
     dims, prior_h, energy_h = PROBLEMS[name]
-    torch.manual_seed(seed)  # module init draws from the global generator; restore it after
-    state = torch.random.get_rng_state()
+    state = torch.random.get_rng_state()  # module init draws from the global generator: restore it after
     try:
         torch.manual_seed(seed)
         prior = HierarchicalPrior(dims, prior_hidden=(prior_h,), energy_hidden=(energy_h, energy_h), act="gelu",
