@@ -253,20 +253,37 @@ def _finish(prior: HierarchicalPrior, args: LangevinArgs, u: torch.Tensor, info:
 
 
 # ---------------------------------------------------------------------------------- reference
+def ref_step_coefficients(a: LangevinArgs) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(δ²/2, c·δ)`` as ``[B, 1]`` columns: the per-chain factors of :func:`ref_step`."""
+    return (0.5 * a.step_size * a.step_size)[:, None], (a.noise_scale * a.step_size)[:, None]
+
+
+def ref_step(prior: HierarchicalPrior, a: LangevinArgs, u: torch.Tensor, eps: torch.Tensor,
+             half_d2: torch.Tensor, noise_amp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One step of the update rule, eager autograd: ``(u + (δ²/2)·∇log π(u) + c·δ·ε, log π(u))``.
+
+    The single statement of the step: the reference loop, the CUDA-graph backend (which captures
+    it) and the ``compile`` benchmark provider all call this.  ``a`` supplies the target's
+    per-chain parameters (``energy_scale, t, u_next, alpha, sigma``); ``half_d2, noise_amp``
+    come from :func:`ref_step_coefficients`.  No host synchronisation (CUDA-graph safe as long
+    as the prior's ``log_density`` is).
+    """
+    with torch.enable_grad():
+        x = u.detach().requires_grad_(True)
+        logp = prior.log_density(x, energy_scale=a.energy_scale, t=a.t, u_next=a.u_next, alpha=a.alpha, sigma=a.sigma)
+        (grad,) = torch.autograd.grad(logp.sum(), x)
+    return u + half_d2 * grad + noise_amp * eps, logp.detach()
+
+
 def _ref_loop(prior: HierarchicalPrior, a: LangevinArgs, trace: bool):
     """The update rule, eager autograd: one source of truth for every backend's parity test."""
     u = a.u.detach().clone()
-    half_d2 = (0.5 * a.step_size * a.step_size)[:, None]
-    noise_amp = (a.noise_scale * a.step_size)[:, None]
+    half_d2, noise_amp = ref_step_coefficients(a)
     logs = []
     for k in range(a.n_steps):
-        with torch.enable_grad():
-            x = u.detach().requires_grad_(True)
-            logp = prior.log_density(x, energy_scale=a.energy_scale, t=a.t, u_next=a.u_next, alpha=a.alpha, sigma=a.sigma)
-            (grad,) = torch.autograd.grad(logp.sum(), x)
+        u, logp = ref_step(prior, a, u, a.step_noise(k), half_d2, noise_amp)
         if trace:
-            logs.append(logp.detach())
-        u = u + half_d2 * grad + noise_amp * a.step_noise(k)
+            logs.append(logp)
     log_density = torch.stack(logs) if trace else None
     return u.detach(), log_density
 
