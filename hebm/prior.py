@@ -194,8 +194,10 @@ class HierarchicalPrior(nn.Module):
     @torch.no_grad()
     def sample_gaussian(self, n: int, *, generator: Optional[torch.Generator] = None, flat: bool = True) -> Latents:
         """Ancestral sample of the Gaussian hierarchy ``p_β`` (no EBM tilt)."""
-        p = next(self.parameters())
-        u = torch.randn(n, self.D, generator=generator, dtype=p.dtype, device=p.device)
+        p = next(self.parameters(), None)  # L = 1 without energy has no parameters at all
+        dtype = p.dtype if p is not None else torch.get_default_dtype()
+        device = p.device if p is not None else (generator.device if generator is not None else "cpu")
+        u = torch.randn(n, self.D, generator=generator, dtype=dtype, device=device)
         return self.T(u) if flat else self.T(self.split(u))
 
     # ----------------------------------------------------------------- the joint energy
