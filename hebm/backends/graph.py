@@ -1,0 +1,259 @@
+"""Backend ``"graph"``: the reference K-step loop captured once in a CUDA graph, then replayed.
+
+The generic fused path for any PyTorch prior the kernels cannot take (and the "CUDA graph"
+baseline of DESIGN.md §5).  Nothing here restates the update rule: the captured body is
+:func:`hebm.sampling.ref_step` called K times, exactly as :func:`hebm.sampling._ref_loop` does.
+
+One graph per (prior, parameter storage, B, D, K, dtype, device, which optional terms are on,
+noise kind, trace).  Everything that changes between calls lives in static buffers that are
+refreshed before each replay:
+
+* the state ``u`` and every per-chain parameter (step size, noise scale, λ, t, u_next, a, σ);
+* the noise: an explicit ``[K, B, D]`` tensor is copied into a static buffer; seeded noise is
+  generated *inside* the graph by the Philox4x32-10 stream of :mod:`hebm.philox` with the
+  round keys, the chain ids and the step offset read from static tensors — never a Python int
+  baked into the capture (which would replay the same noise every call, KERNEL_NOTES.md);
+* the level-bias tables of level-conditioned MLPs: computed eagerly once per call into a static
+  buffer that the captured forward reads (their sinusoidal embedding makes a host→device copy,
+  which a capture forbids; the table does not depend on u, so the values are identical).
+
+The prior's parameters are read in place, so an optimiser step between calls is seen by the
+next replay; replacing a parameter tensor (``.to()``, re-assignment) triggers a new capture.
+Long chains are captured in chunks of at most :data:`MAX_CAPTURE_STEPS` steps.
+
+A prior whose ``log_density`` cannot be captured (host synchronisation, CPU tensors, data-
+dependent control flow) falls back to the eager reference with one warning.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import warnings
+import weakref
+from collections import OrderedDict
+from dataclasses import replace
+from typing import Optional
+
+import torch
+
+NAME = "graph"
+MAX_CAPTURE_STEPS = 128
+MAX_GRAPHS_PER_PRIOR = 8
+
+_cache: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # prior -> OrderedDict(key -> _Captured)
+_uncapturable: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # prior -> reason
+last_capture_seconds: float = 0.0  # wall time of the most recent capture (benchmarks report it)
+
+
+def unavailable() -> Optional[str]:
+    if not torch.cuda.is_available():
+        return ("backend 'graph' replays CUDA graphs and needs a CUDA GPU (torch.cuda.is_available() is False); "
+                "use backend='ref' or 'cpu' here")
+    return None
+
+
+def unsupported(prior, args) -> Optional[str]:
+    if args.u.device.type != "cuda":
+        return f"backend 'graph' runs CUDA tensors; u is on {args.u.device}"
+    return None
+
+
+# ------------------------------------------------------------------------------ seeded noise
+def round_keys(seed: int) -> torch.Tensor:
+    """The 10 Philox round keys of ``seed`` as int64 ``[2, 10]`` (host side; copied to a static buffer)."""
+    from ..philox import PHILOX_W0, PHILOX_W1, _MASK32, seed_to_key
+
+    k0, k1 = seed_to_key(seed)
+    rows = []
+    for _ in range(10):
+        rows.append((k0, k1))
+        k0, k1 = (k0 + PHILOX_W0) & _MASK32, (k1 + PHILOX_W1) & _MASK32
+    return torch.tensor(rows, dtype=torch.int64).t().contiguous()
+
+
+def philox_normal_tensor_key(keys: torch.Tensor, chain_ids: torch.Tensor, step: torch.Tensor, D: int,
+                             stream: int = 0) -> torch.Tensor:
+    """:func:`hebm.philox.philox_normal` with the key (``keys`` from :func:`round_keys`) and the
+    step (a 0-d int64 tensor) as device tensors, so a CUDA graph can replay it with new values.
+    Bit-identical to ``philox_normal`` (tested on the CPU)."""
+    from ..philox import PHILOX_M0, PHILOX_M1, _MASK32, _mulhilo, uniform_from_bits
+
+    n_blocks = (int(D) + 3) // 4
+    dev = chain_ids.device
+    c0 = torch.arange(n_blocks, dtype=torch.int64, device=dev)[None, :]
+    c1 = chain_ids[:, None] & _MASK32
+    c2 = (step & _MASK32).reshape(1, 1)
+    c3 = torch.full((1, 1), stream & _MASK32, dtype=torch.int64, device=dev)
+    for r in range(10):
+        hi0, lo0 = _mulhilo(PHILOX_M0, c0)
+        hi1, lo1 = _mulhilo(PHILOX_M1, c2)
+        c0, c1, c2, c3 = hi1 ^ c1 ^ keys[0, r], lo1, hi0 ^ c3 ^ keys[1, r], lo0
+    u0, u1, u2, u3 = (uniform_from_bits(x) for x in (c0, c1, c2, c3))
+    two_pi = 2.0 * math.pi
+    r1 = torch.sqrt(-2.0 * torch.log(u0))
+    r2 = torch.sqrt(-2.0 * torch.log(u2))
+    out = torch.stack([r1 * torch.cos(two_pi * u1), r1 * torch.sin(two_pi * u1),
+                       r2 * torch.cos(two_pi * u3), r2 * torch.sin(two_pi * u3)], dim=-1)
+    B = chain_ids.shape[0]
+    return out.expand(B, n_blocks, 4).reshape(B, 4 * n_blocks)[:, : int(D)]
+
+
+# ------------------------------------------------------------------------------ capture
+def _level_mlps(prior):
+    from ..nn import MLP
+
+    return [m for m in prior.modules() if isinstance(m, MLP) and m.n_levels is not None]
+
+
+def _storage_signature(prior) -> tuple:
+    return tuple((t.data_ptr(), tuple(t.shape), t.dtype) for t in list(prior.parameters()) + list(prior.buffers()))
+
+
+class _Captured:
+    """Static buffers and the graph of one chunk of ``n`` steps."""
+
+    def __init__(self, prior, a, n: int, trace: bool, capture: bool = True):
+        from ..sampling import ref_step, ref_step_coefficients
+
+        self.n, self.trace = n, trace
+        B, D, dev = a.B, a.D, a.u.device
+        clone = lambda x: None if x is None else x.detach().clone()  # noqa: E731
+        self.args = replace(a, u=clone(a.u), step_size=clone(a.step_size), noise_scale=clone(a.noise_scale),
+                            energy_scale=clone(a.energy_scale), t=clone(a.t), u_next=clone(a.u_next),
+                            alpha=clone(a.alpha), sigma=clone(a.sigma), chain_ids=clone(a.chain_ids),
+                            noise=None, extras={})
+        self.seeded = a.noise is None
+        self.noise = None if self.seeded else torch.zeros(n, B, D, dtype=a.u.dtype, device=dev)
+        self.keys = torch.zeros(2, 10, dtype=torch.int64, device=dev)
+        self.step0 = torch.zeros((), dtype=torch.int64, device=dev)
+        self.mlps = _level_mlps(prior)
+        self.tables = [m.level_bias_table().detach().clone() for m in self.mlps]
+        self.logs = torch.zeros(n, B, dtype=a.u.dtype, device=dev) if trace else None
+        sa = self.args
+        pr = weakref.proxy(prior)  # the cache is keyed weakly by the prior: do not keep it alive
+
+        def body(n_steps: int) -> torch.Tensor:
+            half_d2, noise_amp = ref_step_coefficients(sa)
+            u = sa.u
+            for k in range(n_steps):
+                if self.seeded:
+                    eps = philox_normal_tensor_key(self.keys, sa.chain_ids, self.step0 + k, D).to(u.dtype)
+                else:
+                    eps = self.noise[k]
+                u, logp = ref_step(pr, sa, u, eps, half_d2, noise_amp)
+                if trace:
+                    self.logs[k].copy_(logp)
+            return u
+
+        self._body = body
+        self.graph = None
+        if not capture:  # eager replay of the same body: lets the CPU test everything but the capture
+            return
+        with self._static_tables():
+            side = torch.cuda.Stream(device=dev)
+            side.wait_stream(torch.cuda.current_stream(dev))
+            with torch.cuda.stream(side):
+                body(1)  # warm-up: cuBLAS handles, autograd engine, allocator
+            torch.cuda.current_stream(dev).wait_stream(side)
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):
+                self.out = body(n)
+
+    @contextlib.contextmanager
+    def _static_tables(self):
+        """The forward reads the static level-bias tables (an instance attribute shadows the method)."""
+        for m, tab in zip(self.mlps, self.tables):
+            m.level_bias_table = (lambda tab=tab: tab)
+        try:
+            yield
+        finally:
+            for m in self.mlps:
+                m.__dict__.pop("level_bias_table", None)
+
+    def replay(self, a, u: torch.Tensor, noise: Optional[torch.Tensor], step0: int, keys: Optional[torch.Tensor]):
+        sa = self.args
+        sa.u.copy_(u)
+        for name in ("step_size", "noise_scale", "energy_scale", "t", "u_next", "alpha", "sigma", "chain_ids"):
+            dst = getattr(sa, name)
+            if dst is not None:
+                dst.copy_(getattr(a, name))
+        for m, tab in zip(self.mlps, self.tables):
+            with torch.no_grad():
+                tab.copy_(m.level_bias_table())
+        if self.seeded:
+            self.keys.copy_(keys)
+            self.step0.fill_(step0)
+        else:
+            self.noise.copy_(noise)
+        if self.graph is not None:
+            self.graph.replay()
+        else:
+            with self._static_tables():
+                self.out = self._body(self.n)
+        return self.out, self.logs
+
+
+def _key(prior, a, n: int, trace: bool, precision: str) -> tuple:
+    return (precision, n, a.B, a.D, a.u.dtype, a.u.device, a.t is not None, a.u_next is not None, a.noise is None, trace,
+            _storage_signature(prior))
+
+
+def _get(prior, a, n: int, trace: bool, precision: str) -> _Captured:
+    global last_capture_seconds
+    import time
+
+    graphs = _cache.setdefault(prior, OrderedDict())
+    key = _key(prior, a, n, trace, precision)
+    if key in graphs:
+        graphs.move_to_end(key)
+        return graphs[key]
+    t0 = time.perf_counter()
+    # the captured matmuls keep the cuBLAS math mode of capture time: TF32 iff precision says so
+    old = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
+    try:
+        on_gpu = a.u.device.type == "cuda"  # CPU tensors (tests only): the same body, replayed eagerly
+        cap = _Captured(prior, a, n, trace, capture=on_gpu)
+        if on_gpu:
+            torch.cuda.synchronize(a.u.device)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = old
+    last_capture_seconds = time.perf_counter() - t0
+    graphs[key] = cap
+    while len(graphs) > MAX_GRAPHS_PER_PRIOR:
+        graphs.popitem(last=False)
+    return cap
+
+
+def clear_cache() -> None:
+    """Drop every captured graph (frees their memory pools)."""
+    _cache.clear()
+    _uncapturable.clear()
+
+
+def run(prior, args, *, precision: str, trace: bool):
+    from ..sampling import _ref_loop
+
+    if args.n_steps == 0 or prior in _uncapturable:
+        return _ref_loop(prior, args, trace)
+    keys = round_keys(args.seed).to(args.u.device) if args.noise is None else None
+    u, logs, done = args.u, [], 0
+    while done < args.n_steps:
+        n = min(MAX_CAPTURE_STEPS, args.n_steps - done)
+        try:
+            cap = _get(prior, args, n, trace, precision)
+        except Exception as e:  # the capture failed: this prior is not graph-safe
+            if done > 0:
+                raise
+            msg = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            _uncapturable[prior] = msg
+            warnings.warn(f"hebm backend 'graph': could not capture this prior's log_density in a CUDA graph "
+                          f"({msg}); running the eager reference instead", RuntimeWarning, stacklevel=3)
+            return _ref_loop(prior, args, trace)
+        noise = None if args.noise is None else args.noise[done : done + n]
+        out, lg = cap.replay(args, u, noise, args.step_offset + done, keys)
+        u = out.clone()  # the static output is overwritten by the next replay
+        if trace:
+            logs.append(lg.clone())
+        done += n
+    return u, (torch.cat(logs) if trace else None)

@@ -1,0 +1,142 @@
+"""Backend "graph" (CUDA-graph replay of the reference loop).
+
+On a GPU: parity with the float64 reference through tests/parity.py (explicit noise and seeded
+noise), fresh noise on every replay, in-place weight updates seen by the next replay, long chains
+in chunks, reverse diffusion, and "auto" choosing it for networks the kernels cannot take.
+On the CPU: the backend says why it is unavailable, a request for it raises, and everything but
+the capture itself (the in-graph Philox stream, the static-buffer body, chunking) is checked
+against the reference bit for bit.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import hebm
+from hebm.backends import BackendUnavailable, graph
+from hebm.philox import philox_normal
+from hebm.sampling import _ref_loop, check_langevin_args
+from tests.parity import make_kwargs, make_prior, parity
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="backend 'graph' needs a CUDA GPU")
+
+
+# ------------------------------------------------------------------------------ CPU
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA message")
+def test_unavailable_without_cuda():
+    why = hebm.backends.unavailable("graph")
+    assert why is not None and "CUDA" in why
+    prior = make_prior()
+    u, kw = make_kwargs(prior, 4)
+    with pytest.raises(BackendUnavailable, match="CUDA"):
+        hebm.langevin_fused(prior, u, backend="graph", **kw)
+
+
+def test_unsupported_on_cpu_tensors():
+    prior = make_prior()
+    u, kw = make_kwargs(prior, 3)
+    a = check_langevin_args(prior, u, **kw)
+    assert "cpu" in graph.unsupported(prior, a)
+
+
+@pytest.mark.parametrize("seed", [0, 12345, 2**64 - 1, 2**40 + 3])
+@pytest.mark.parametrize("step", [0, 7, 2**32 - 1])
+@pytest.mark.parametrize("D", [1, 4, 97])
+def test_in_graph_philox_is_the_reference_stream(seed, step, D):
+    ids = torch.tensor([0, 5, 2**32 - 1, 77, 33])
+    want = philox_normal(seed, ids, step, D)
+    got = graph.philox_normal_tensor_key(graph.round_keys(seed), ids, torch.tensor(step), D)
+    assert torch.equal(want, got)
+
+
+@pytest.mark.parametrize("seeded", [True, False])
+@pytest.mark.parametrize("levels", [None, 3])
+def test_captured_body_equals_reference_on_cpu(monkeypatch, seeded, levels):
+    """The exact body that is captured on a GPU, replayed eagerly on CPU tensors: bit-identical."""
+    monkeypatch.setattr(graph, "MAX_CAPTURE_STEPS", 3)  # 7 steps = chunks of 3, 3, 1
+    prior = make_prior((7, 13, 5), n_levels=levels)
+    u, kw = make_kwargs(prior, 33, n_steps=7, explicit_noise=not seeded, seed=99)
+    if levels is None:
+        kw.pop("t", None)
+    a = check_langevin_args(prior, u, step_offset=11 if seeded else 0, **kw)
+    want, want_ld = _ref_loop(prior, a, True)
+    graph.clear_cache()
+    for _ in range(2):  # second call: cached "graphs", new inputs copied into the static buffers
+        got, got_ld = graph.run(prior, a, precision="fp32", trace=True)
+        assert torch.equal(got, want)
+        assert torch.equal(got_ld, want_ld)
+    u2 = u + 0.5
+    a2 = check_langevin_args(prior, u2, step_offset=11 if seeded else 0, **kw)
+    assert torch.equal(graph.run(prior, a2, precision="fp32", trace=False)[0], _ref_loop(prior, a2, False)[0])
+    graph.clear_cache()
+
+
+# ------------------------------------------------------------------------------ GPU
+CASES = [
+    dict(dims=(7, 13), kernel=True, per_row=True),
+    dict(dims=(97,), kernel=False, per_row=False),
+    dict(dims=(5, 11, 3), kernel=True, per_row=True, n_levels=4),
+    dict(dims=(2, 2), kernel=True, per_row=False, act="silu"),
+]
+
+
+@cuda
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"d{'x'.join(map(str, c['dims']))}")
+@pytest.mark.parametrize("explicit_noise", [True, False])
+def test_parity(case, explicit_noise):
+    case = dict(case)
+    dims, kernel, per_row = case.pop("dims"), case.pop("kernel"), case.pop("per_row")
+    prior = make_prior(dims, **case)
+    u, kw = make_kwargs(prior, 33, n_steps=9, kernel=kernel, per_row=per_row, explicit_noise=explicit_noise,
+                        device="cuda")
+    parity(prior, u, kw, "graph", device="cuda")
+
+
+@cuda
+def test_replay_draws_fresh_noise_and_sees_new_weights():
+    prior = make_prior((7, 13), device="cuda")
+    u, kw = make_kwargs(prior, 16, n_steps=5, explicit_noise=False, device="cuda")
+    kw.pop("seed")
+    graph.clear_cache()
+    outs = {}
+    for seed in (1, 2, 1):
+        got = hebm.langevin_fused(prior, u, backend="graph", seed=seed, **kw)
+        want = hebm.langevin_ref(prior, u, seed=seed, **kw)
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+        outs.setdefault(seed, got)
+    assert not torch.allclose(outs[1], outs[2])
+    with torch.no_grad():
+        for p in prior.parameters():
+            p.mul_(0.9)  # an optimiser step: in place
+    got = hebm.langevin_fused(prior, u, backend="graph", seed=3, **kw)
+    torch.testing.assert_close(got, hebm.langevin_ref(prior, u, seed=3, **kw), rtol=1e-5, atol=1e-5)
+
+
+@cuda
+def test_long_chain_in_chunks(monkeypatch):
+    monkeypatch.setattr(graph, "MAX_CAPTURE_STEPS", 4)
+    prior = make_prior((7, 13))
+    u, kw = make_kwargs(prior, 33, n_steps=10, explicit_noise=False)
+    parity(prior, u, kw, "graph", device="cuda")
+
+
+@cuda
+def test_reverse_diffusion_matches_reference():
+    p = hebm.standard_problem("toy", 64, device="cuda")
+    want = hebm.reverse_diffusion(p.prior, p.schedule, n_steps=8, batch=64, seed=5, backend="ref")
+    got = hebm.reverse_diffusion(p.prior, p.schedule, n_steps=8, batch=64, seed=5, backend="graph")
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+@cuda
+def test_auto_uses_graph_for_unsupported_networks():
+    class Custom(hebm.HierarchicalPrior):
+        def log_density(self, u, **kw):  # a network the kernels do not take
+            return super().log_density(u, **kw) - 0.01 * torch.tanh(u).pow(2).sum(1)
+
+    prior = Custom((6, 3), prior_hidden=(8,), energy_hidden=(8, 8)).cuda().eval()
+    for q in prior.parameters():
+        q.requires_grad_(False)
+    u = torch.randn(8, 9, device="cuda")
+    _, info = hebm.langevin_fused(prior, u, n_steps=3, step_size=0.1, seed=0, return_info=True)
+    assert info["backend"] == "graph"
