@@ -284,7 +284,9 @@ def _ref_loop(prior: HierarchicalPrior, a: LangevinArgs, trace: bool):
         u, logp = ref_step(prior, a, u, a.step_noise(k), half_d2, noise_amp)
         if trace:
             logs.append(logp)
-    log_density = torch.stack(logs) if trace else None
+    log_density = None
+    if trace:  # [K, B]; K = 0 gives an empty [0, B] (torch.stack refuses an empty list)
+        log_density = torch.stack(logs) if logs else a.u.new_zeros(0, a.B)
     return u.detach(), log_density
 
 
