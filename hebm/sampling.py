@@ -16,6 +16,7 @@ Philox4x32-10 stream of :mod:`hebm.philox` at step ``step_offset + k`` for chain
 """
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass, field
 from typing import Optional, Sequence, Union
 
@@ -78,6 +79,18 @@ def _fmt(x) -> str:
 def _check_finite(name: str, x: torch.Tensor) -> None:
     if not bool(torch.isfinite(x).all()):
         raise ValueError(f"{name} contains NaN or Inf; expected finite values")
+
+
+def _as_int(name: str, x, what: str) -> int:
+    """An integer argument: Python/NumPy ints and one-element integer tensors; floats (which
+    would silently truncate) and bools are refused."""
+    if isinstance(x, bool) or (isinstance(x, torch.Tensor) and (x.numel() != 1 or x.dtype.is_floating_point
+                                                                 or x.dtype == torch.bool)):
+        raise TypeError(f"{name} must be {what}, got {x!r}")
+    try:
+        return int(operator.index(x.reshape(()) if isinstance(x, torch.Tensor) else x))
+    except TypeError:
+        raise TypeError(f"{name} must be {what}, got {x!r}") from None
 
 
 def _per_chain(name: str, x, u: torch.Tensor, *, positive: bool = False, allow_zero: bool = True) -> torch.Tensor:
@@ -150,12 +163,10 @@ def check_langevin_args(
         if p0.device != u.device:
             raise ValueError(f"u is on {u.device} but the prior is on {p0.device}; move one of them")
     _check_finite("u", u)
-    if isinstance(n_steps, bool) or not isinstance(n_steps, int) and not (isinstance(n_steps, torch.Tensor) and n_steps.numel() == 1):
-        raise TypeError(f"n_steps must be an int >= 0, got {n_steps!r}")
-    n_steps = int(n_steps)
+    n_steps = _as_int("n_steps", n_steps, "an int >= 0")
     if n_steps < 0:
         raise ValueError(f"n_steps must be >= 0, got {n_steps}")
-    step_offset = int(step_offset)
+    step_offset = _as_int("step_offset", step_offset, "an int >= 0")
     if step_offset < 0:
         raise ValueError(f"step_offset must be >= 0, got {step_offset}")
 
@@ -224,11 +235,7 @@ def check_langevin_args(
             raise ValueError("chain_ids select seeded noise; they mean nothing with an explicit noise tensor")
         ids = default_chain_ids(u.shape[0], None, u.device)
     else:
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            try:
-                seed = int(seed)
-            except (TypeError, ValueError):
-                raise TypeError(f"seed must be an int in [0, 2**64), got {seed!r}") from None
+        seed = _as_int("seed", seed, "an int in [0, 2**64)")
         if not 0 <= seed < 2**64:
             raise ValueError(f"seed must be in [0, 2**64), got {seed}")
         if chain_ids is not None:
