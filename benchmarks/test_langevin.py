@@ -1,0 +1,28 @@
+"""A Langevin chain segment: the standard problem (DESIGN.md §5), K steps, every provider.
+
+    p = hebm.standard_problem(name, B);  langevin(p.prior, p.u, **p.kwargs)
+"""
+from __future__ import annotations
+
+import pytest
+
+import hebm
+from benchmarks import providers as P
+
+
+def test_langevin(benchmark, bench, problem_name, batch, provider):
+    p = hebm.standard_problem(problem_name, batch, device=bench.device)
+    kw = dict(p.kwargs, n_steps=bench.steps)
+    why = P.skip_reason(provider, p.prior, p.u, kw)
+    if why is not None:
+        pytest.skip(f"{provider}: {why}")
+    benchmark.group = f"langevin {problem_name} B={batch}"
+    n = min(batch, P.N_CHECK_ROWS)
+    flops = 4.0 * batch * p.n_params() * bench.steps
+
+    def check(out):
+        gold, ref32 = P.langevin_gold(p, kw, n)
+        return P.tolerance_check(out[:n], gold, ref32, bench.precision, f"langevin {provider} {problem_name} B={batch}")
+
+    P.run_entry(benchmark, bench, entry="langevin", provider=provider, problem=problem_name, batch=batch,
+                fn=P.langevin_fn(provider, p.prior, p.u, kw, bench.precision), check=check, flops=flops)
