@@ -243,3 +243,18 @@ def test_bad_prior_construction():
         hebm.HierarchicalPrior([3], energy_hidden=None, n_levels=3)
     with pytest.raises(ValueError, match="n_levels"):
         hebm.HierarchicalPrior([3], n_levels=0)
+
+
+def test_backend_with_broken_dependency(prior, monkeypatch, tmp_path):
+    """A backend module that exists but cannot import a dependency is reported unavailable (so
+    'auto' moves on) and requesting it names the import error."""
+    pkg = tmp_path / "hebm_broken_backend_pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "mod.py").write_text("import hebm_no_such_dependency_xyz\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(backends._MODULES, "cpu", "hebm_broken_backend_pkg.mod")
+    why = backends.unavailable("cpu")
+    assert why is not None and "hebm_no_such_dependency_xyz" in why
+    with pytest.raises(BackendUnavailable, match="hebm_no_such_dependency_xyz"):
+        hebm.langevin_fused(prior, U, backend="cpu", **good())

@@ -57,7 +57,10 @@ def unavailable(name: str) -> Optional[str]:
     """None if backend ``name`` can run on this machine, else the reason (with the fix)."""
     if name == "ref":
         return None
-    mod = _module(name)
+    try:
+        mod = _module(name)
+    except ImportError as e:  # a dependency of the backend is missing or broken: report, so "auto" moves on
+        return f"backend {name!r} failed to import ({type(e).__name__}: {e}); use backend='ref' or 'auto'"
     if mod is None:
         return f"backend {name!r} is not built in this version of hebm; use backend='ref' or 'auto'"
     return mod.unavailable()
