@@ -11,6 +11,8 @@ SEED = 7
 
 
 def test_reverse_diffusion(benchmark, bench, problem_name, batch, provider):
+    if bench.quick and problem_name != "toy":
+        pytest.skip("--bench-quick runs the reverse diffusion on toy only")
     p = hebm.standard_problem(problem_name, batch, device=bench.device)
     K = bench.steps
     why = P.skip_reason(provider, p.prior, p.u, dict(p.kwargs, n_steps=K))
