@@ -1,0 +1,259 @@
+"""Turn pytest-benchmark JSON into hebm's tables, plots and roofline summary.
+
+    pytest benchmarks --benchmark-json=bench.json
+    python -m benchmarks.report --json bench.json --out bench-report/
+
+Prints (and writes ``OUT/report.md``, ready to paste into benchmarks/RESULTS.md):
+
+* per sampler entry point (Langevin segment, reverse diffusion): median time of every provider
+  per problem and B, its speed-up over ``ref`` (eager autograd) and over ``graph`` (CUDA-graph
+  replay), and the FLOP floor of DESIGN.md §5 (4·B·params FLOPs a step at the device's peak:
+  H100/H200 fp32 67 TFLOP/s, TF32 ≈ 400 TFLOP/s; on a CPU the torch.mm rate measured in the
+  same run);
+* the training iteration per prior type (fused vs ref);
+* a roofline-style summary: achieved GFLOP/s of each provider against that peak;
+
+and draws ``OUT/speedup_<entry>.png`` (speed-up over ref vs batch, one panel per problem).
+Times are medians of the timed rounds (synchronised, warm; first-call/compile time apart).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections import defaultdict
+from typing import Optional
+
+# FLOP/s peaks of known GPUs (DESIGN.md §5: fp32 FMA rate; TF32 ≈ half the measured bf16 rate)
+GPU_PEAKS = {
+    "H100": {"fp32": 67e12, "tf32": 400e12},
+    "H200": {"fp32": 67e12, "tf32": 400e12},
+}
+PROVIDER_ORDER = ("ref", "compile", "graph", "cpu", "triton", "cuda", "auto")
+
+
+def load(path: str) -> dict:
+    with open(path) as f:
+        return json.load(f)
+
+
+def rows_of(data: dict) -> list[dict]:
+    out = []
+    for b in data.get("benchmarks", []):
+        e = dict(b.get("extra_info", {}))
+        if "entry" not in e:
+            continue
+        e["median_s"] = b["stats"]["median"]
+        e["min_s"] = b["stats"]["min"]
+        e["rounds"] = b["stats"]["rounds"]
+        out.append(e)
+    return out
+
+
+def peak_flops(rows: list[dict]) -> tuple[Optional[float], str]:
+    """(peak FLOP/s, where it came from) for this run's device and precision."""
+    if not rows:
+        return None, "no results"
+    r0 = rows[0]
+    prec = r0.get("precision", "fp32")
+    if r0.get("device") == "cuda":
+        for key, peaks in GPU_PEAKS.items():
+            if key in str(r0.get("device_name", "")):
+                return peaks.get(prec, peaks["fp32"]), f"{key} {prec} peak, DESIGN.md §5"
+    mm = [r for r in rows if r["entry"] == "mm"]
+    if mm:
+        best = max(r["flops"] / r["median_s"] for r in mm)
+        return best, f"torch.mm fp32 measured in this run ({mm[0]['problem']})"
+    return None, "unknown device and no mm benchmark in this run"
+
+
+def _ms(s: Optional[float]) -> str:
+    if s is None:
+        return "—"
+    return f"{s * 1e3:.3g}" if s * 1e3 < 100 else f"{s * 1e3:.0f}"
+
+
+def _x(v: Optional[float]) -> str:
+    return "—" if v is None else (f"{v:.2f}×" if v < 10 else f"{v:.0f}×" if v >= 100 else f"{v:.1f}×")
+
+
+def _providers(rs) -> list[str]:
+    seen = {r["provider"] for r in rs}
+    return [p for p in PROVIDER_ORDER if p in seen] + sorted(seen - set(PROVIDER_ORDER))
+
+
+def _problem_key(p):
+    order = {"toy": 0, "small": 1, "large": 2}
+    return (order.get(p, 9), p)
+
+
+def sampler_table(rows: list[dict], entry: str, peak: Optional[float]) -> str:
+    rs = [r for r in rows if r["entry"] == entry]
+    if not rs:
+        return ""
+    provs = _providers(rs)
+    cells = defaultdict(dict)
+    flops = {}
+    for r in rs:
+        cells[(r["problem"], r["B"])][r["provider"]] = r["median_s"]
+        flops[(r["problem"], r["B"])] = r.get("flops")
+    K = rs[0].get("K")
+    head = ["problem", "B"] + [f"{p} ms" for p in provs]
+    head += [f"{p} vs ref" for p in provs if p != "ref"] + [f"{p} vs graph" for p in provs if p not in ("ref", "graph")]
+    head += ["FLOP floor ms"]
+    lines = [f"### {entry} (K = {K} steps{' per level' if entry == 'reverse_diffusion' else ''}; median ms; "
+             f"speed-up = ref or graph time / provider time)", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for key in sorted(cells, key=lambda k: (_problem_key(k[0]), k[1])):
+        c = cells[key]
+        row = [key[0], str(key[1])] + [_ms(c.get(p)) for p in provs]
+        ref, gr = c.get("ref"), c.get("graph")
+        row += [_x(ref / c[p]) if ref and c.get(p) else "—" for p in provs if p != "ref"]
+        row += [_x(gr / c[p]) if gr and c.get(p) else "—" for p in provs if p not in ("ref", "graph")]
+        f = flops.get(key)
+        row.append(_ms(f / peak) if (f and peak) else "—")
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def train_table(rows: list[dict]) -> str:
+    rs = [r for r in rows if r["entry"] == "train_iteration"]
+    if not rs:
+        return ""
+    by = defaultdict(dict)
+    backend = {}
+    for r in rs:
+        by[r["problem"]][r["provider"]] = r["median_s"]
+        if r["provider"] != "ref":
+            backend[r["problem"]] = r.get("backend")
+    lines = ["### train_iteration (default digits config, batch 64; median ms)", "",
+             "| run | ref ms | fused ms (backend) | fused vs ref |", "|---|---|---|---|"]
+    for prob in sorted(by):
+        c = by[prob]
+        f = c.get("auto")
+        lines.append(f"| {prob} | {_ms(c.get('ref'))} | {_ms(f)}{f' ({backend.get(prob)})' if f else ''} | "
+                     f"{_x(c['ref'] / f) if f and c.get('ref') else '—'} |")
+    return "\n".join(lines) + "\n"
+
+
+def roofline(rows: list[dict], peak: Optional[float], source: str) -> str:
+    rs = [r for r in rows if r["entry"] in ("langevin", "reverse_diffusion") and r.get("flops")]
+    if not rs:
+        return ""
+    lines = [f"### Roofline summary (achieved GFLOP/s by the 4·B·params-per-step model; peak: "
+             f"{'%.0f GFLOP/s' % (peak / 1e9) if peak else 'unknown'} — {source})", "",
+             "| entry | provider | best GFLOP/s (problem, B) | median over cells | best % of peak |", "|---|---|---|---|---|"]
+    groups = defaultdict(list)
+    for r in rs:
+        groups[(r["entry"], r["provider"])].append(r)
+    for (entry, prov) in sorted(groups, key=lambda k: (k[0], PROVIDER_ORDER.index(k[1]) if k[1] in PROVIDER_ORDER else 99)):
+        g = groups[(entry, prov)]
+        rates = sorted((r["flops"] / r["median_s"], r["problem"], r["B"]) for r in g)
+        best = rates[-1]
+        med = rates[len(rates) // 2][0]
+        pct = f"{100 * best[0] / peak:.2g} %" if peak else "—"
+        lines.append(f"| {entry} | {prov} | {best[0] / 1e9:.3g} ({best[1]}, {best[2]}) | {med / 1e9:.3g} | {pct} |")
+    mm = [r for r in rows if r["entry"] == "mm"]
+    for r in mm:
+        lines.append(f"| mm | torch.mm {r['problem']} | {r['flops'] / r['median_s'] / 1e9:.3g} | | |")
+    return "\n".join(lines) + "\n"
+
+
+def header(rows: list[dict], data: dict) -> str:
+    if not rows:
+        return "No hebm benchmark results in this file.\n"
+    r0 = rows[0]
+    dates = sorted({r.get("date") for r in rows if r.get("date")})
+    return (f"Device: **{r0.get('device_name')}** ({r0.get('device')}); torch {r0.get('torch')}, "
+            f"triton {r0.get('triton')}, CUDA {r0.get('cuda')}, hebm {r0.get('hebm')}, Python {r0.get('python')}; "
+            f"date {', '.join(dates)}; precision {r0.get('precision')}"
+            f"{' (QUICK subset)' if any(r.get('quick') for r in rows) else ''}.\n")
+
+
+def setup_table(rows: list[dict]) -> str:
+    rs = [r for r in rows if r.get("provider") not in ("ref", "torch.mm") and r.get("setup_s") is not None
+          and r["entry"] != "mm"]
+    if not rs:
+        return ""
+    lines = ["### One-off costs (first call minus a warm call: compile / JIT / capture), and peak memory", "",
+             "| entry | problem | B | provider | setup s | peak memory MB |", "|---|---|---|---|---|---|"]
+    for r in sorted(rs, key=lambda r: (r["entry"], _problem_key(r["problem"]), r["B"], r["provider"])):
+        mem = r.get("peak_mem_bytes")
+        lines.append(f"| {r['entry']} | {r['problem']} | {r['B']} | {r['provider']} | {r['setup_s']:.2f} | "
+                     f"{'—' if mem is None else f'{mem / 2**20:.1f}'} |")
+    return "\n".join(lines) + "\n"
+
+
+def plots(rows: list[dict], out: str) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    for entry in ("langevin", "reverse_diffusion"):
+        rs = [r for r in rows if r["entry"] == entry]
+        if not rs:
+            continue
+        problems = sorted({r["problem"] for r in rs}, key=_problem_key)
+        fig, axes = plt.subplots(1, len(problems), figsize=(4.5 * len(problems), 3.6), squeeze=False)
+        for ax, prob in zip(axes[0], problems):
+            pr = [r for r in rs if r["problem"] == prob]
+            ref = {r["B"]: r["median_s"] for r in pr if r["provider"] == "ref"}
+            for prov in _providers(pr):
+                pts = sorted((r["B"], ref[r["B"]] / r["median_s"]) for r in pr
+                             if r["provider"] == prov and r["B"] in ref)
+                if pts:
+                    ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=prov)
+            ax.set_xscale("log", base=2)
+            ax.set_yscale("log")
+            ax.set_title(f"{entry}: {prob}")
+            ax.set_xlabel("batch B")
+            ax.set_ylabel("speed-up over ref (eager)")
+            ax.grid(True, which="both", alpha=0.3)
+            ax.legend(fontsize=8)
+        fig.tight_layout()
+        path = os.path.join(out, f"speedup_{entry}.png")
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def render(data: dict) -> str:
+    rows = rows_of(data)
+    peak, source = peak_flops(rows)
+    parts = [header(rows, data)]
+    for entry in ("langevin", "reverse_diffusion"):
+        parts.append(sampler_table(rows, entry, peak))
+    parts.append(train_table(rows))
+    parts.append(roofline(rows, peak, source))
+    parts.append(setup_table(rows))
+    return "\n".join(p for p in parts if p)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.report", description=__doc__.split("\n")[0])
+    ap.add_argument("--json", default="bench.json", help="pytest-benchmark JSON (--benchmark-json=...)")
+    ap.add_argument("--out", default="bench-report", help="folder for report.md and the PNG plots")
+    ap.add_argument("--no-plots", action="store_true")
+    args = ap.parse_args(argv)
+    if not os.path.exists(args.json):
+        print(f"no such file {args.json!r}: run `pytest benchmarks --benchmark-json={args.json}` first", file=sys.stderr)
+        return 2
+    data = load(args.json)
+    md = render(data)
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "report.md"), "w") as f:
+        f.write(md)
+    print(md)
+    if not args.no_plots:
+        for p in plots(rows_of(data), args.out):
+            print(f"plot: {p}")
+    print(f"markdown: {os.path.join(args.out, 'report.md')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
