@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# One command on a GPU machine: build, GPU parity tests, compute-sanitizer, full benchmark, report.
+#
+#   benchmarks/run_gpu.sh OUT_DIR [extra pytest-benchmark args, e.g. --bench-problems=toy,small]
+#
+# Writes under OUT_DIR: build.log, parity.log, sanitizer.log, bench.json (+ bench.log),
+# bench_tf32.json (TF32 baselines, unless HEBM_BENCH_NO_TF32=1), report/ (report.md, PNG plots),
+# report_tf32/, summary.txt.  Exit status: non-zero if any step failed (all steps still run).
+# Env: HEBM_BENCH_NO_COMPILE=1 skips the torch.compile provider (≈ 30–60 s of compile per shape);
+#      CUDA_HOME (default /usr/local/cuda), HEBM_EXTENSIONS_DIR (build cache) pass through.
+set -uo pipefail
+OUT=${1:?usage: benchmarks/run_gpu.sh OUT_DIR [pytest args]}
+shift
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+cd "$(dirname "$0")/.."
+export CUDA_HOME=${CUDA_HOME:-/usr/local/cuda}
+export PATH="$CUDA_HOME/bin:$PATH"
+PY=${PYTHON:-python}
+status=0
+step() {  # step NAME LOG CMD...: run, log, remember failure, carry on
+  local name=$1 log=$2; shift 2
+  echo "== $name: $*" | tee -a "$OUT/summary.txt"
+  local t0=$SECONDS
+  "$@" >"$log" 2>&1
+  local rc=$?
+  echo "   rc=$rc ($((SECONDS - t0)) s) log: $log" | tee -a "$OUT/summary.txt"
+  tail -n 3 "$log" | sed 's/^/   | /' | tee -a "$OUT/summary.txt"
+  [ $rc -eq 0 ] || status=1
+  return $rc
+}
+
+: >"$OUT/summary.txt"
+nvidia-smi >"$OUT/nvidia-smi.txt" 2>&1 || true
+
+# 1. build every extension (JIT, cached) and say which backends can run here
+step build "$OUT/build.log" "$PY" -c '
+import torch, hebm
+from hebm import backends
+print("torch", torch.__version__, "cuda", torch.version.cuda, "device", torch.cuda.get_device_name() if torch.cuda.is_available() else None)
+bad = 0
+for name in ("cpu", "triton", "cuda", "graph"):
+    why = backends.unavailable(name)
+    print(f"{name:7s}", "OK" if why is None else f"UNAVAILABLE: {why}")
+    bad += why is not None and name in ("cuda", "graph")
+raise SystemExit(1 if bad else 0)'
+
+# 2. GPU parity tests (those files that exist in this version)
+tests=()
+for f in tests/test_triton_backend.py tests/test_cuda_backend.py tests/test_graph_backend.py; do
+  [ -f "$f" ] && tests+=("$f")
+done
+step parity "$OUT/parity.log" "$PY" -m pytest -q -rs "${tests[@]}"
+
+# 3. compute-sanitizer (memcheck) once over the CUDA kernel's parity tests
+if [ -f tests/test_cuda_backend.py ] && command -v compute-sanitizer >/dev/null; then
+  step sanitizer "$OUT/sanitizer.log" compute-sanitizer --tool memcheck --error-exitcode 1 --target-processes all \
+    "$PY" -m pytest -q -x tests/test_cuda_backend.py
+else
+  echo "== sanitizer: skipped (no tests/test_cuda_backend.py or no compute-sanitizer on PATH)" | tee -a "$OUT/summary.txt"
+fi
+
+# 4. the full benchmark (fp32, DESIGN.md §5), then the TF32 baselines
+step bench "$OUT/bench.log" "$PY" -m pytest benchmarks -q -rs --bench-device=cuda --benchmark-json="$OUT/bench.json" "$@"
+if [ -z "${HEBM_BENCH_NO_TF32:-}" ]; then
+  step bench_tf32 "$OUT/bench_tf32.log" "$PY" -m pytest benchmarks/test_langevin.py benchmarks/test_matmul_peak.py -q -rs \
+    --bench-device=cuda --bench-precision=tf32 --bench-providers=ref,graph,triton,cuda --benchmark-json="$OUT/bench_tf32.json" "$@"
+fi
+
+# 5. the report (tables for benchmarks/RESULTS.md, plots, roofline)
+[ -f "$OUT/bench.json" ] && step report "$OUT/report.log" "$PY" -m benchmarks.report --json "$OUT/bench.json" --out "$OUT/report"
+[ -f "$OUT/bench_tf32.json" ] && step report_tf32 "$OUT/report_tf32.log" "$PY" -m benchmarks.report --json "$OUT/bench_tf32.json" --out "$OUT/report_tf32"
+echo "done: status $status; see $OUT/summary.txt and $OUT/report/report.md" | tee -a "$OUT/summary.txt"
+exit $status
