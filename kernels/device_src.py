@@ -97,8 +97,8 @@ def _philox_normal(blk, cid, step, stream, comp, k0, k1):
     zero = (blk + cid) * 0
     c0 = zero + blk
     c1 = zero + cid
-    c2 = zero + step
-    c3 = zero + stream
+    c2 = (zero + step).to(tl.uint32)  # a step >= 2^31 arrives as int64: keep its low word
+    c3 = (zero + stream).to(tl.uint32)
     x0, x1, x2, x3 = _philox_words(c0, c1, c2, c3, k0, k1)
     lo = comp < 2
     ua = _uniform(tl.where(lo, x0, x2))
@@ -125,8 +125,8 @@ def rng_debug_kernel(words_ptr, normal_ptr, key_ptr, ids_ptr, step, stream, B, D
     NB = (D + 3) // 4
     jj = tl.arange(0, NBP)
     zero = tl.zeros([BLOCK_B, NBP], dtype=tl.uint32)
-    x0, x1, x2, x3 = _philox_words(zero + jj.to(tl.uint32)[None, :], zero + cid[:, None], zero + step,
-                                   zero + stream, k0, k1)
+    x0, x1, x2, x3 = _philox_words(zero + jj.to(tl.uint32)[None, :], zero + cid[:, None],
+                                   (zero + step).to(tl.uint32), (zero + stream).to(tl.uint32), k0, k1)
     wm = rm[:, None] & (jj < NB)[None, :]
     base = words_ptr + rows[:, None].to(tl.int64) * (4 * NB) + 4 * jj[None, :]
     tl.store(base + 0, x0.to(tl.int64), mask=wm)

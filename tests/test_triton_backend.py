@@ -1,0 +1,224 @@
+"""The Triton backend (``kernels/`` + ``hebm.backends.triton_backend``) against the reference.
+
+Without a CUDA device the kernels run under the Triton interpreter (``TRITON_INTERPRET=1``, set
+here before any kernel is built) on CPU tensors, at small sizes; with one, the same tests run on
+CUDA tensors (plus TF32 and autotune checks).  Parity follows tests/parity.py: the fp32 result is
+within 2× PyTorch's own fp32 error of the float64 reference, for the same explicit noise or seed.
+"""
+import os
+
+import torch
+
+if not torch.cuda.is_available():
+    os.environ["TRITON_INTERPRET"] = "1"  # before any @triton.jit kernel is built
+
+import copy  # noqa: E402
+
+import pytest  # noqa: E402
+
+pytest.importorskip("triton")
+
+import hebm  # noqa: E402
+from hebm.backends import triton_backend as tb  # noqa: E402
+from hebm.philox import philox4x32, philox_normal  # noqa: E402
+from tests.parity import make_kwargs, make_prior, parity  # noqa: E402
+
+# exp overflow to inf inside σ(x) for very negative x is intended (σ → 0); numpy warns about it
+pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
+
+INTERP = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+DEVICE = "cpu" if INTERP else "cuda"
+if not INTERP and not torch.cuda.is_available():  # pragma: no cover
+    pytest.skip("no CUDA device and TRITON_INTERPRET unset", allow_module_level=True)
+
+
+@pytest.fixture
+def tiled():
+    """Force the scratch-tiled layer form (the one large widths use) at small sizes."""
+    old = dict(tb.TUNING)
+    tb.TUNING.update(reg_limit=0, tile=16)
+    yield
+    tb.TUNING.update(old)
+
+
+def _run_parity(prior_kw, B, *, n_steps=3, **kw_kw):
+    prior = make_prior(**prior_kw)
+    u, kw = make_kwargs(prior, B, n_steps=n_steps, **kw_kw)
+    return parity(prior.to(DEVICE), u.to(DEVICE), {k: v.to(DEVICE) if isinstance(v, torch.Tensor) else v
+                                                   for k, v in kw.items()}, "triton")
+
+
+# ------------------------------------------------------------------------------ noise stream
+def _rng(seed, ids, step, D, stream=0):
+    kern = __import__("kernels").rng_debug_kernel()
+    B = ids.shape[0]
+    nb = (D + 3) // 4
+    words = torch.zeros(B, 4 * nb, dtype=torch.int64, device=DEVICE)
+    normals = torch.zeros(B, D, dtype=torch.float32, device=DEVICE)
+    key = torch.tensor([seed & 0xFFFFFFFF, seed >> 32], dtype=torch.int64, device=DEVICE)
+    P = max(16, 1 << (D - 1).bit_length())
+    NBP = max(16, 1 << (nb - 1).bit_length())
+    kern[((B + 15) // 16,)](words, normals, key, ids.to(DEVICE), step, stream, B, D, BLOCK_B=16, P=P, NBP=NBP)
+    return words.cpu(), normals.cpu()
+
+
+def test_philox_known_answer():
+    words, _ = _rng(0, torch.zeros(1, dtype=torch.int64), 0, 4)
+    assert [hex(int(w)) for w in words[0]] == ["0x6627e8d5", "0xe169c58d", "0xbc57ac4c", "0x9b00dbd8"]
+
+
+@pytest.mark.parametrize("stream", [0, 1])
+def test_philox_stream_matches_reference(stream):
+    seed = (0xDEADBEEF << 32) | 0x9ABCDEF1  # both key words > 2^31
+    ids = torch.tensor([0, 1, 7, 12345, 2**32 - 1, 3, 99, 4096, 5, 6, 70000, 2**31, 11], dtype=torch.int64)
+    D, step = 11, 2**31 + 5
+    words, normals = _rng(seed, ids, step, D, stream)
+    nb = (D + 3) // 4
+    j = torch.arange(nb)[None, :]
+    ref = philox4x32((j, ids[:, None], step, stream), (seed & 0xFFFFFFFF, seed >> 32))
+    ref_words = torch.stack(ref, -1).reshape(len(ids), 4 * nb)
+    assert torch.equal(words, ref_words)  # bit-exact 32-bit words
+    ref_n = philox_normal(seed, ids, step, D, stream=stream)
+    # uniforms are exact; log/cos/sin may differ by an ulp between numpy / libdevice and torch
+    assert torch.allclose(normals, ref_n, rtol=2e-6, atol=1e-6), (normals - ref_n).abs().max()
+
+
+# ------------------------------------------------------------------------------ Langevin parity
+ACTS = ["relu", "leaky_relu:0.1", "tanh", "silu", "gelu", "gelu_tanh", "softplus"]
+
+
+@pytest.mark.parametrize("act", ACTS)
+def test_parity_every_activation(act):
+    # weights scaled up so pre-activations reach the nonlinear ranges (softplus, tanh saturation)
+    _run_parity(dict(act=act, scale=2.5), B=5, per_row=act in ("gelu", "tanh", "softplus", "relu"))
+
+
+CASES = {
+    "L1": (dict(dims=(13,)), dict(B=6)),
+    "L3_seeded": (dict(dims=(7, 13, 3)), dict(B=9, explicit_noise=False)),
+    "no_bias": (dict(dims=(7, 3), bias=False), dict(B=5)),
+    "levels_per_row_t": (dict(dims=(7, 13), n_levels=4), dict(B=7)),
+    "levels_scalar_t": (dict(dims=(3, 7), n_levels=3), dict(B=5, per_row=False)),
+    "no_kernel_term": (dict(dims=(7, 13)), dict(B=8, kernel=False)),
+    "scalar_params_seeded": (dict(dims=(7, 13)), dict(B=5, per_row=False, explicit_noise=False, seed=2**63 + 17)),
+    "gaussian_prior": (dict(dims=(7, 13, 3), energy_hidden=None), dict(B=5)),
+    "linear_nets": (dict(dims=(3, 7, 13), prior_hidden=(), energy_hidden=()), dict(B=5, explicit_noise=False)),
+    "deep_spectral_sigma0": (dict(dims=(7, 3), prior_hidden=(9, 5), energy_hidden=(9, 7, 5), spectral_norm=True,
+                                  sigma_min=0.0, energy_act="silu"), dict(B=6)),
+    "two_programs": (dict(dims=(7, 13)), dict(B=21, n_steps=2, explicit_noise=False)),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_parity_structures(case):
+    prior_kw, run_kw = CASES[case]
+    _run_parity(prior_kw, **run_kw)
+
+
+@pytest.mark.parametrize("seeded", [False, True])
+def test_parity_tiled_layers(tiled, seeded):
+    """The scratch-streamed K-loop form of wide layers (tile 16, hidden 33 → 64: 4 chunks)."""
+    _run_parity(dict(dims=(7, 13, 3), prior_hidden=(33,), energy_hidden=(33, 20), n_levels=3), B=18, n_steps=2,
+                explicit_noise=not seeded)
+
+
+def test_seeded_chain_independent_of_batch():
+    prior = make_prior(dims=(7, 13)).to(DEVICE)
+    u, kw = make_kwargs(prior, 6, n_steps=3, explicit_noise=False, kernel=False, per_row=False, device=DEVICE)
+    full = hebm.langevin_fused(prior, u, backend="triton", precision="fp32", step_offset=4, **kw)
+    pick = torch.tensor([4, 1], device=DEVICE)
+    part = hebm.langevin_fused(prior, u[pick], backend="triton", precision="fp32", chain_ids=pick, step_offset=4, **kw)
+    ref = hebm.langevin_ref(prior, u[pick], chain_ids=pick, step_offset=4, **kw)
+    assert torch.allclose(part, full[pick], atol=1e-6)
+    assert torch.allclose(part, ref, atol=1e-5)
+
+
+def test_list_input_zero_steps_and_trace():
+    prior = make_prior(dims=(7, 13)).to(DEVICE)
+    u, kw = make_kwargs(prior, 5, n_steps=2, device=DEVICE)
+    parts = prior.split(u)
+    out, info = hebm.langevin_fused(prior, parts, backend="triton", precision="fp32", return_info=True, **kw)
+    assert isinstance(out, list) and [p.shape for p in out] == [p.shape for p in parts]
+    assert info["backend"] == "triton" and info["log_density"].shape == (2, 5)
+    ref = hebm.langevin_ref(prior, u, **kw)
+    assert torch.allclose(torch.cat(out, 1), ref, atol=1e-5)
+    kw0 = dict(kw, n_steps=0, noise=kw["noise"][:0])
+    same = hebm.langevin_fused(prior, u, backend="triton", precision="fp32", **kw0)
+    assert torch.equal(same, u)
+
+
+# ------------------------------------------------------------------------------ reverse diffusion
+@pytest.mark.parametrize("seeded", [True, False])
+def test_reverse_diffusion_one_launch(monkeypatch, seeded):
+    prior = make_prior(dims=(7, 13), n_levels=3)
+    sch = hebm.DiffusionSchedule(T=3)
+    B, K = 7, 2
+    g = torch.Generator().manual_seed(3)
+    uT = torch.randn(B, prior.D, generator=g, dtype=torch.float64)
+    kw = dict(seed=11, chain_ids=torch.arange(B) * 3 + 1) if seeded else \
+        dict(noise=torch.randn(sch.T * K, B, prior.D, generator=g, dtype=torch.float64))
+    gold, gold_lv = hebm.reverse_diffusion(copy.deepcopy(prior).double(), sch, uT, n_steps=K, return_levels=True, **kw)
+    kw32 = {k: (v.float() if v.dtype.is_floating_point else v) if isinstance(v, torch.Tensor) else v for k, v in kw.items()}
+    ref = hebm.reverse_diffusion(prior, sch, uT.float(), n_steps=K, **kw32)
+    launches = []
+    real = tb._launch
+    monkeypatch.setattr(tb, "_launch", lambda *a, **k: launches.append(1) or real(*a, **k))
+    kwd = {k: v.to(DEVICE) if isinstance(v, torch.Tensor) else v for k, v in kw32.items()}
+    out, lv = hebm.reverse_diffusion(prior.to(DEVICE), sch, uT.float().to(DEVICE), n_steps=K, backend="triton",
+                                     precision="fp32", return_levels=True, **kwd)
+    assert len(launches) == 1 and len(lv) == sch.T + 1
+    scale = max(1.0, float(gold.abs().max()))
+    bound = 2 * float((ref.double() - gold).abs().max()) + 1e-5 * scale
+    assert float((out.cpu().double() - gold).abs().max()) <= bound
+    for a, b in zip(lv, gold_lv):
+        assert float((a.cpu().double() - b).abs().max()) <= 2e-5 * scale
+
+
+def test_reverse_diffusion_top_level_only():
+    prior = make_prior(dims=(5,), n_levels=1)
+    sch = hebm.DiffusionSchedule(T=1)
+    ref = hebm.reverse_diffusion(prior, sch, n_steps=2, batch=5, seed=3)
+    out = hebm.reverse_diffusion(prior.to(DEVICE), sch, n_steps=2, batch=5, seed=3, backend="triton", precision="fp32")
+    assert torch.allclose(out.cpu(), ref, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------ availability
+def test_unsupported_reasons(monkeypatch):
+    from hebm.sampling import check_langevin_args
+
+    prior = make_prior(dims=(3,), dtype=torch.float64)
+    a = check_langevin_args(prior, torch.zeros(2, 3, dtype=torch.float64), n_steps=1, step_size=0.1, seed=0)
+    assert "float32" in tb.unsupported(prior, a)
+    prior32 = make_prior(dims=(3,))
+    a32 = check_langevin_args(prior32, torch.zeros(2, 3), n_steps=1, step_size=0.1, seed=0)
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    assert "CUDA" in tb.unsupported(prior32, a32)
+    if not torch.cuda.is_available():
+        assert "TRITON_INTERPRET" in tb.unavailable()
+        with pytest.raises(hebm.BackendUnavailable):
+            hebm.langevin_fused(prior32, torch.zeros(2, 3), n_steps=1, step_size=0.1, seed=0, backend="triton")
+
+
+# ------------------------------------------------------------------------------ GPU only
+gpu = pytest.mark.skipif(INTERP, reason="needs a CUDA device (compiled Triton)")
+
+
+@gpu
+@pytest.mark.parametrize("name", ["toy", "small", "large"])
+def test_gpu_standard_problem_parity(name):
+    p = hebm.standard_problem(name, 64, device="cuda")
+    parity(p.prior, p.u, dict(p.kwargs, n_steps=5), "triton")
+
+
+@gpu
+def test_gpu_tf32_error_and_auto():
+    p = hebm.standard_problem("small", 128, device="cuda")
+    kw = dict(p.kwargs, n_steps=10)
+    gold = hebm.langevin_ref(copy.deepcopy(p.prior).double(), p.u.double(),
+                             **{k: v.double() if isinstance(v, torch.Tensor) and v.dtype.is_floating_point else v
+                                for k, v in kw.items()})
+    out = hebm.langevin_fused(p.prior, p.u, backend="triton", precision="tf32", **kw)
+    err = float((out.double() - gold).abs().max())
+    assert err < 1e-2 * max(1.0, float(gold.abs().max())), err
+    _, info = hebm.langevin_fused(p.prior, p.u, backend="auto", return_info=True, **kw)
+    assert info["backend"] in ("cuda", "triton")
