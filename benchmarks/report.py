@@ -101,7 +101,7 @@ def sampler_table(rows: list[dict], entry: str, peak: Optional[float]) -> str:
     K = rs[0].get("K")
     head = ["problem", "B"] + [f"{p} ms" for p in provs]
     head += [f"{p} vs ref" for p in provs if p != "ref"] + [f"{p} vs graph" for p in provs if p not in ("ref", "graph")]
-    head += ["FLOP floor ms"]
+    head += ["FLOP floor ms", "§5 target (best fused)"]
     lines = [f"### {entry} (K = {K} steps{' per level' if entry == 'reverse_diffusion' else ''}; median ms; "
              f"speed-up = ref or graph time / provider time)", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -112,9 +112,26 @@ def sampler_table(rows: list[dict], entry: str, peak: Optional[float]) -> str:
         row += [_x(ref / c[p]) if ref and c.get(p) else "—" for p in provs if p != "ref"]
         row += [_x(gr / c[p]) if gr and c.get(p) else "—" for p in provs if p not in ("ref", "graph")]
         f = flops.get(key)
-        row.append(_ms(f / peak) if (f and peak) else "—")
+        floor = f / peak if (f and peak) else None
+        row += [_ms(floor), target(c, key, floor, rs[0].get("device"))]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
+
+
+def target(c: dict, key, floor: Optional[float], device: Optional[str]) -> str:
+    """DESIGN.md §5 verdict for the best fused provider of one cell ("—" when none ran)."""
+    fused = {p: t for p, t in c.items() if p in ("cpu", "triton", "cuda")}
+    if not fused or not c.get("ref"):
+        return "—"
+    best, tb = min(fused.items(), key=lambda kv: kv[1])
+    vs_ref = c["ref"] / tb
+    near_floor = floor is not None and tb <= 2 * floor
+    if device == "cuda":
+        vs_graph = c["graph"] / tb if c.get("graph") else None
+        ok = (vs_ref >= 100 and vs_graph is not None and vs_graph >= 10) or near_floor
+    else:
+        ok = (vs_ref >= 30) if key == ("toy", 64) else (near_floor and vs_ref >= 1)
+    return f"{'met' if ok else 'MISSED'} ({best})"
 
 
 def train_table(rows: list[dict]) -> str:
