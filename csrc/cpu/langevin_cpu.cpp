@@ -1,0 +1,708 @@
+// langevin_cpu.cpp — the fused ũ-space Langevin sampler on the CPU.
+//
+// Per chunk of R chains (R a multiple of RB rows), for every step k = 0 … K-1, with no
+// allocation and no framework call inside the loop:
+//   1. T_β forward, top-down: z_L = u_L;  (μ_i | ℓ_i) = g_i(z_{i+1});  z_i = μ_i + (e^{ℓ_i} + σ_min) u_i
+//   2. energies f_i(z_i; t) forward and backward (seed λ_b) → ∂/∂z_i
+//   3. backward through T_β, bottom-up: ∂/∂u_i = σ_i ⊙ ∂/∂z_i;  the conditional g_i gets
+//      ∂/∂μ_i = ∂/∂z_i,  ∂/∂ℓ_i = ∂/∂z_i ⊙ u_i ⊙ e^{ℓ_i};  its input gradient adds into ∂/∂z_{i+1}
+//   4. ∇ log π = ∂/∂u − u − [kernel] a (a u − u_next)/σ²,  log π (optional trace)
+//   5. u ← u + (δ²/2) ∇ log π + c δ ε, ε explicit or Philox4x32-10 (hebm_kernel.h)
+// Every Linear layer is a small matrix product C[R × N] = A[R × K] · M[K × N] done by a
+// register-blocked micro-kernel (RB rows × NV vectors) written with GCC/Clang vector
+// extensions, so the same source compiles to AVX-512 with -march=native and to SSE2 without.
+// Weights are packed once per call: Wᵀ (forward) and W (backward), columns zero-padded to the
+// vector width; activations for fp32 use vectorised exp/erf (the formulas PyTorch's own
+// vectorised CPU kernels use), fp64 uses libm.
+#include "langevin_cpu.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#if !(defined(__GNUC__) || defined(__clang__))
+#error "hebm's CPU kernel needs GCC or Clang (vector extensions)"
+#endif
+
+#if defined(__AVX512F__)
+#define HEBM_VBYTES 64
+#define HEBM_ISA "avx512"
+#elif defined(__AVX2__) && defined(__FMA__)
+#define HEBM_VBYTES 32
+#define HEBM_ISA "avx2+fma"
+#elif defined(__AVX__)
+#define HEBM_VBYTES 32
+#define HEBM_ISA "avx"
+#elif defined(__ARM_NEON) || defined(__aarch64__)
+#define HEBM_VBYTES 16
+#define HEBM_ISA "neon"
+#else
+#define HEBM_VBYTES 16
+#define HEBM_ISA "sse2/generic"
+#endif
+
+#define HEBM_INLINE inline __attribute__((always_inline))
+#define HEBM_UNROLL _Pragma("GCC unroll 16")
+
+namespace hebm {
+namespace cpu {
+
+const char* isa_name() { return HEBM_ISA; }
+int vector_bytes() { return HEBM_VBYTES; }
+
+namespace {
+
+constexpr int kAlign = 64;
+constexpr int RB = 4;                                 // rows per micro-kernel tile
+constexpr int NV = HEBM_VBYTES >= 32 ? 4 : 2;         // vectors per micro-kernel tile
+constexpr int KC = 256;                               // k-block: keeps a weight tile in L1/L2
+
+template <typename T>
+struct Vec;
+template <>
+struct Vec<float> {
+  typedef float v __attribute__((vector_size(HEBM_VBYTES)));
+  typedef int32_t vi __attribute__((vector_size(HEBM_VBYTES)));
+};
+template <>
+struct Vec<double> {
+  typedef double v __attribute__((vector_size(HEBM_VBYTES)));
+  typedef int64_t vi __attribute__((vector_size(HEBM_VBYTES)));
+};
+
+template <typename T>
+constexpr int64_t width() {
+  return HEBM_VBYTES / sizeof(T);
+}
+template <typename T>
+inline int64_t padw(int64_t n) {
+  const int64_t w = width<T>();
+  return (n + w - 1) / w * w;
+}
+inline int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
+
+// ---------------------------------------------------------------------------------- micro-kernel
+// C[RB × NVX·W] (ldc) = (acc ? C : 0) + A[RB × K] (lda) · M[K × NVX·W] (ldm); C, M rows aligned.
+template <typename T, int NVX>
+HEBM_INLINE void micro(int64_t K, const T* __restrict A, int64_t lda, const T* __restrict M, int64_t ldm,
+                       T* __restrict C, int64_t ldc, bool acc) {
+  typedef typename Vec<T>::v V;
+  constexpr int64_t W = width<T>();
+  V c[RB][NVX];
+  HEBM_UNROLL for (int r = 0; r < RB; ++r) {
+    HEBM_UNROLL for (int j = 0; j < NVX; ++j) {
+      c[r][j] = acc ? *reinterpret_cast<const V*>(C + r * ldc + j * W) : V{};
+    }
+  }
+  const T* a0 = A;
+  const T* a1 = A + lda;
+  const T* a2 = A + 2 * lda;
+  const T* a3 = A + 3 * lda;
+  for (int64_t k = 0; k < K; ++k) {
+    V m[NVX];
+    const V* mk = reinterpret_cast<const V*>(M + k * ldm);
+    HEBM_UNROLL for (int j = 0; j < NVX; ++j) m[j] = mk[j];
+    const T x0 = a0[k], x1 = a1[k], x2 = a2[k], x3 = a3[k];
+    HEBM_UNROLL for (int j = 0; j < NVX; ++j) {
+      c[0][j] += x0 * m[j];
+      c[1][j] += x1 * m[j];
+      c[2][j] += x2 * m[j];
+      c[3][j] += x3 * m[j];
+    }
+  }
+  HEBM_UNROLL for (int r = 0; r < RB; ++r) {
+    HEBM_UNROLL for (int j = 0; j < NVX; ++j) *reinterpret_cast<V*>(C + r * ldc + j * W) = c[r][j];
+  }
+}
+static_assert(RB == 4, "micro() is written for 4-row tiles");
+
+// C[R × Np] (ldc) (+)= A[R × K] (lda) · M[K × Np] (ldm);  R multiple of RB, Np multiple of W.
+template <typename T>
+void gemm(int64_t R, int64_t K, int64_t Np, const T* A, int64_t lda, const T* M, int64_t ldm, T* C, int64_t ldc,
+          bool acc) {
+  constexpr int64_t W = width<T>();
+  const int64_t nvec = Np / W;
+  for (int64_t k0 = 0; k0 < K; k0 += KC) {
+    const int64_t kc = std::min<int64_t>(KC, K - k0);
+    const bool ac = acc || k0 > 0;
+    const T* Ak = A + k0;
+    const T* Mk = M + k0 * ldm;
+    int64_t j = 0;
+    for (; j + NV <= nvec; j += NV)
+      for (int64_t r = 0; r < R; r += RB) micro<T, NV>(kc, Ak + r * lda, lda, Mk + j * W, ldm, C + r * ldc + j * W, ldc, ac);
+    const int64_t rest = nvec - j;
+    if (rest == 0) continue;
+    for (int64_t r = 0; r < R; r += RB) {
+      switch (rest) {
+        case 1: micro<T, 1>(kc, Ak + r * lda, lda, Mk + j * W, ldm, C + r * ldc + j * W, ldc, ac); break;
+        case 2: micro<T, 2>(kc, Ak + r * lda, lda, Mk + j * W, ldm, C + r * ldc + j * W, ldc, ac); break;
+        case 3: micro<T, 3>(kc, Ak + r * lda, lda, Mk + j * W, ldm, C + r * ldc + j * W, ldc, ac); break;
+        default: break;
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------- fp32 vector math
+typedef Vec<float>::v VF;
+typedef Vec<float>::vi VI;
+
+HEBM_INLINE VF vsel(VI m, VF a, VF b) { return m ? a : b; }
+
+// exp, Cephes expf (≈1 ulp) with round-to-nearest by the 1.5·2²³ trick; input clamped to
+// [-87.3, 88.3] (results below 2⁻¹²⁶ are not needed by any caller).
+HEBM_INLINE VF vexp(VF x) {
+  const VF hi = VF{} + 88.3f, lo = VF{} - 87.3f;
+  x = vsel(x > hi, hi, x);
+  x = vsel(x < lo, lo, x);
+  const VF magic = VF{} + 12582912.0f;
+  const VF t = x * 1.44269504088896341f + magic;
+  const VF n = t - magic;
+  const VI ni = (VI)t - (VI)magic;
+  VF r = x - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  const VF z = r * r;
+  VF y = VF{} + 1.9875691500E-4f;
+  y = y * r + 1.3981999507E-3f;
+  y = y * r + 8.3334519073E-3f;
+  y = y * r + 4.1665795894E-2f;
+  y = y * r + 1.6666665459E-1f;
+  y = y * r + 5.0000001201E-1f;
+  y = y * z + r + 1.0f;
+  const VI e = (ni + 127) << 23;
+  return y * (VF)e;
+}
+
+HEBM_INLINE VF vabs(VF x) { return vsel(x < 0.0f, -x, x); }
+
+// The activation value (written over x) and its derivative (to d), n a multiple of W.
+void act_fwd_der_f32(int act, float param, float* __restrict x, float* __restrict d, int64_t n) {
+  constexpr int64_t W = width<float>();
+  if (act == ACT_SOFTPLUS) {  // rare: libm, PyTorch's threshold-20 form
+    for (int64_t i = 0; i < n; ++i) {
+      const float v = x[i];
+      if (v > 20.0f) {
+        x[i] = v;
+        d[i] = 1.0f;
+      } else {
+        const float e = std::exp(v);
+        x[i] = std::log1p(e);
+        d[i] = e / (e + 1.0f);
+      }
+    }
+    return;
+  }
+  for (int64_t i = 0; i < n; i += W) {
+    VF v = *reinterpret_cast<VF*>(x + i);
+    VF val, der;
+    switch (act) {
+      case ACT_RELU:
+        val = vsel(v > 0.0f, v, VF{});
+        der = vsel(v > 0.0f, VF{} + 1.0f, VF{});
+        break;
+      case ACT_LEAKY_RELU:
+        val = vsel(v > 0.0f, v, v * param);
+        der = vsel(v > 0.0f, VF{} + 1.0f, VF{} + param);
+        break;
+      case ACT_TANH: {
+        const VF a = vabs(v);
+        const VF s = v * v;
+        VF p = VF{} - 5.70498872745E-3f;
+        p = p * s + 2.06390887954E-2f;
+        p = p * s - 5.37397155531E-2f;
+        p = p * s + 1.33314422036E-1f;
+        p = p * s - 3.33332819422E-1f;
+        const VF small = p * s * v + v;
+        VF big = 1.0f - 2.0f / (vexp(a + a) + 1.0f);
+        big = vsel(v < 0.0f, -big, big);
+        val = vsel(a < 0.625f, small, big);
+        der = 1.0f - val * val;
+        break;
+      }
+      case ACT_SILU: {
+        const VF s = 1.0f / (1.0f + vexp(-v));
+        val = v * s;
+        der = s * (1.0f + v * (1.0f - s));
+        break;
+      }
+      case ACT_GELU: {
+        // erf by Abramowitz–Stegun 7.1.26 (|error| < 1.5e-7), as ATen's Vectorized<float>::erf
+        const VF xs = v * 0.70710678118654752440f;
+        const VF ax = vabs(xs);
+        const VF t = 1.0f / (0.3275911f * ax + 1.0f);
+        VF r = VF{} + 1.061405429f;
+        r = r * t - 1.453152027f;
+        r = r * t + 1.421413741f;
+        r = r * t - 0.284496736f;
+        r = r * t + 0.254829592f;
+        const VF e = vexp(-(ax * ax));  // = exp(-x²/2), shared with the pdf
+        VF erf = 1.0f - r * t * e;
+        erf = vsel(xs < 0.0f, -erf, erf);
+        const VF cdf = 0.5f * (1.0f + erf);
+        val = v * cdf;
+        der = cdf + v * 0.39894228040143267794f * e;
+        break;
+      }
+      case ACT_GELU_TANH: {
+        const float k = 0.79788456080286535588f;
+        const VF y = k * (v + 0.044715f * v * v * v);
+        const VF s = 1.0f / (1.0f + vexp(-2.0f * y));  // (1 + tanh y)/2
+        val = v * s;
+        der = s + 2.0f * v * s * (1.0f - s) * k * (1.0f + 3.0f * 0.044715f * v * v);
+        break;
+      }
+      default:
+        val = v;
+        der = VF{} + 1.0f;
+    }
+    *reinterpret_cast<VF*>(x + i) = val;
+    *reinterpret_cast<VF*>(d + i) = der;
+  }
+}
+
+void act_fwd_der(int act, float param, float* x, float* d, int64_t n) { act_fwd_der_f32(act, param, x, d, n); }
+
+void act_fwd_der(int act, double param, double* x, double* d, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    const double v = x[i];
+    x[i] = act_forward<double>(act, param, v);
+    d[i] = act_derivative<double>(act, param, v);
+  }
+}
+
+template <typename T>
+HEBM_INLINE void vmul_inplace(T* __restrict a, const T* __restrict b, int64_t n) {
+  typedef typename Vec<T>::v V;
+  constexpr int64_t W = width<T>();
+  for (int64_t i = 0; i < n; i += W) *reinterpret_cast<V*>(a + i) *= *reinterpret_cast<const V*>(b + i);
+}
+
+struct AlignedBuffer {
+  void* p = nullptr;
+  explicit AlignedBuffer(size_t bytes) {
+    if (bytes == 0) bytes = kAlign;
+    p = std::aligned_alloc(kAlign, round_up(static_cast<int64_t>(bytes), kAlign));
+    if (!p) throw std::bad_alloc();
+    std::memset(p, 0, round_up(static_cast<int64_t>(bytes), kAlign));
+  }
+  ~AlignedBuffer() { std::free(p); }
+  AlignedBuffer(const AlignedBuffer&) = delete;
+  AlignedBuffer& operator=(const AlignedBuffer&) = delete;
+};
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------- the sampler
+template <typename T>
+struct SamplerImpl {
+  struct Layer {
+    int64_t in, out, inp, outp, brows;
+    const T* Wt;    // [in, outp]   forward operand
+    const T* Wb;    // [out, inp]   backward operand
+    const T* bias;  // [brows, outp]
+  };
+  struct Net {
+    int64_t first, n, act;
+    T param;
+  };
+
+  Problem<T> p;
+  int64_t R = 0, nchunks = 0, L = 0, D = 0, n_energy_hidden = 0, maxWp = 0;
+  std::vector<int64_t> dims, offs;
+  std::vector<Layer> layers;
+  std::vector<Net> nets;  // conditionals g_0 … g_{L-2}, then energies f_0 … f_{L-1}
+  std::unique_ptr<AlignedBuffer> packed;
+
+  // workspace layout: offsets (in T elements) of each buffer from the 64-aligned base
+  struct WsLayout {
+    int64_t uc, zc, gz, unx, eps, row, gout, ta, tb, eout, total;
+    std::vector<int64_t> cact, cder, cout;  // per conditional: hidden layer buffers (flattened), output
+    std::vector<int64_t> cact_start;        // index into cact of each conditional's first hidden layer
+    std::vector<int64_t> eact, eder;        // energy scratch per hidden layer index
+  } ws;
+  // per-row scalars inside the `row` block
+  enum { ROW_LAM = 0, ROW_DELTA, ROW_C, ROW_ALPHA, ROW_SIG, ROW_F, ROW_LOGP, ROW_T, ROW_N };
+
+  SamplerImpl(const Problem<T>& prob, int64_t chunk_rows) : p(prob) {
+    L = p.L;
+    D = p.D;
+    dims.assign(p.dims, p.dims + L);
+    offs.assign(p.offsets, p.offsets + L);
+    R = std::max<int64_t>(RB, round_up(chunk_rows, RB));
+    nchunks = (p.B + R - 1) / R;
+    // ---- pack the weights
+    const int64_t n_layers_total = p.n_mlps > 0 ? p.mlps[(p.n_mlps - 1) * MLP_NCOLS + MLP_FIRST] +
+                                                      p.mlps[(p.n_mlps - 1) * MLP_NCOLS + MLP_NLAYERS]
+                                                : 0;
+    int64_t total = 0;
+    std::vector<int64_t> wt_off(n_layers_total), wb_off(n_layers_total), b_off(n_layers_total);
+    for (int64_t l = 0; l < n_layers_total; ++l) {
+      const int64_t* row = p.layout + l * LAY_NCOLS;
+      const int64_t in = row[LAY_IN], out = row[LAY_OUT], brows = row[LAY_BROWS];
+      wt_off[l] = total;
+      total += in * padw<T>(out);
+      wb_off[l] = total;
+      total += out * padw<T>(in);
+      b_off[l] = total;
+      total += brows * padw<T>(out);
+    }
+    packed.reset(new AlignedBuffer(sizeof(T) * std::max<int64_t>(total, 1)));
+    T* base = static_cast<T*>(packed->p);
+    for (int64_t l = 0; l < n_layers_total; ++l) {
+      const int64_t* row = p.layout + l * LAY_NCOLS;
+      Layer ly;
+      ly.in = row[LAY_IN];
+      ly.out = row[LAY_OUT];
+      ly.brows = row[LAY_BROWS];
+      ly.inp = padw<T>(ly.in);
+      ly.outp = padw<T>(ly.out);
+      const T* Wsrc = p.params + row[LAY_W];
+      const T* bsrc = p.params + row[LAY_B];
+      T* wt = base + wt_off[l];
+      T* wb = base + wb_off[l];
+      T* bb = base + b_off[l];
+      for (int64_t o = 0; o < ly.out; ++o)
+        for (int64_t i = 0; i < ly.in; ++i) {
+          wt[i * ly.outp + o] = Wsrc[o * ly.in + i];
+          wb[o * ly.inp + i] = Wsrc[o * ly.in + i];
+        }
+      for (int64_t r = 0; r < ly.brows; ++r)
+        for (int64_t o = 0; o < ly.out; ++o) bb[r * ly.outp + o] = bsrc[r * ly.out + o];
+      ly.Wt = wt;
+      ly.Wb = wb;
+      ly.bias = bb;
+      layers.push_back(ly);
+      maxWp = std::max({maxWp, ly.inp, ly.outp});
+    }
+    for (int64_t m = 0; m < p.n_mlps; ++m) {
+      const int64_t* row = p.mlps + m * MLP_NCOLS;
+      nets.push_back(Net{row[MLP_FIRST], row[MLP_NLAYERS], row[MLP_ACT], static_cast<T>(p.act_params[m])});
+    }
+    // ---- workspace layout
+    int64_t off = 0;
+    auto take = [&](int64_t n) {
+      const int64_t o = off;
+      off += round_up(std::max<int64_t>(n, 1), kAlign / static_cast<int64_t>(sizeof(T)));
+      return o;
+    };
+    ws.uc = take(R * D);
+    ws.zc = take(R * D);
+    ws.gz = take(R * D);
+    ws.unx = take(R * D);
+    ws.eps = take(R * D);
+    ws.row = take(R * ROW_N);
+    ws.gout = take(R * maxWp);
+    ws.ta = take(R * maxWp);
+    ws.tb = take(R * maxWp);
+    for (int64_t i = 0; i + 1 < L; ++i) {
+      const Net& g = nets[i];
+      ws.cact_start.push_back(static_cast<int64_t>(ws.cact.size()));
+      for (int64_t j = 0; j + 1 < g.n; ++j) {
+        const Layer& ly = layers[g.first + j];
+        ws.cact.push_back(take(R * ly.outp));
+        ws.cder.push_back(take(R * ly.outp));
+      }
+      ws.cout.push_back(take(R * layers[g.first + g.n - 1].outp));
+    }
+    if (p.has_energy) {
+      int64_t maxh = 0;
+      for (int64_t i = 0; i < L; ++i) maxh = std::max(maxh, nets[L - 1 + i].n - 1);
+      for (int64_t j = 0; j < maxh; ++j) {
+        int64_t w = 0;
+        for (int64_t i = 0; i < L; ++i) {
+          const Net& f = nets[L - 1 + i];
+          if (j + 1 < f.n) w = std::max(w, layers[f.first + j].outp);
+        }
+        ws.eact.push_back(take(R * w));
+        ws.eder.push_back(take(R * w));
+      }
+      ws.eout = take(R * maxWp);
+    } else {
+      ws.eout = take(1);
+    }
+    ws.total = off;
+  }
+
+  size_t bytes() const { return sizeof(T) * static_cast<size_t>(ws.total) + kAlign; }
+
+  // ---- one MLP forward over the chunk: input A [R, in] (lda); hidden values/derivatives to
+  //      act/der, output to out [R, outp].  Bias row per chain: its level where the table has one.
+  void mlp_forward(const Net& net, const T* A, int64_t lda, T* base, const int64_t* act_off, const int64_t* der_off,
+                   T* out, const int64_t* tl) const {
+    const T* src = A;
+    int64_t slda = lda;
+    for (int64_t j = 0; j < net.n; ++j) {
+      const Layer& ly = layers[net.first + j];
+      T* dst = (j + 1 < net.n) ? base + act_off[j] : out;
+      for (int64_t r = 0; r < R; ++r) {
+        const int64_t br = ly.brows > 1 ? tl[r] : 0;
+        std::memcpy(dst + r * ly.outp, ly.bias + br * ly.outp, sizeof(T) * ly.outp);
+      }
+      gemm<T>(R, ly.in, ly.outp, src, slda, ly.Wt, ly.outp, dst, ly.outp, true);
+      if (j + 1 < net.n) act_fwd_der(static_cast<int>(net.act), net.param, dst, base + der_off[j], R * ly.outp);
+      src = dst;
+      slda = ly.outp;
+    }
+  }
+
+  // ---- backward through one MLP: g [R, outp] (gradient at the output) → gin [R, inp] (returned)
+  T* mlp_backward(const Net& net, const T* g, T* base, const int64_t* der_off) const {
+    T* ta = base + ws.ta;
+    T* tb = base + ws.tb;
+    const T* src = g;
+    T* dst = nullptr;
+    for (int64_t j = net.n - 1; j >= 0; --j) {
+      const Layer& ly = layers[net.first + j];
+      dst = (src == ta) ? tb : ta;
+      gemm<T>(R, ly.out, ly.inp, src, ly.outp, ly.Wb, ly.inp, dst, ly.inp, false);
+      if (j > 0) vmul_inplace(dst, base + der_off[j - 1], R * ly.inp);
+      src = dst;
+    }
+    return dst;
+  }
+
+  // ---- one Langevin step of the chunk (state in ws.uc), gradient and update
+  void step(T* base, int64_t row0, int64_t nvalid, uint64_t philox_step, const T* noise_k, T* trace_k,
+            bool kernel_on) const {
+    T* uc = base + ws.uc;
+    T* zc = base + ws.zc;
+    T* gz = base + ws.gz;
+    T* unx = base + ws.unx;
+    T* eps = base + ws.eps;
+    T* rowv = base + ws.row;
+    const T* lam = rowv + ROW_LAM * R;
+    const T* delta = rowv + ROW_DELTA * R;
+    const T* cc = rowv + ROW_C * R;
+    const T* al = rowv + ROW_ALPHA * R;
+    const T* sg = rowv + ROW_SIG * R;
+    T* Fs = rowv + ROW_F * R;
+    T* logp = rowv + ROW_LOGP * R;
+    const int64_t* tl = reinterpret_cast<const int64_t*>(rowv + ROW_T * R);
+    const T smin = p.sigma_min;
+
+    if (p.has_energy) {
+      // 1. T_β forward, top-down
+      const int64_t top = offs[L - 1];
+      for (int64_t r = 0; r < R; ++r)
+        for (int64_t c = 0; c < dims[L - 1]; ++c) zc[r * D + top + c] = uc[r * D + top + c];
+      for (int64_t i = L - 2; i >= 0; --i) {
+        const Net& g = nets[i];
+        T* out = base + ws.cout[i];
+        const int64_t s = ws.cact_start[i];
+        mlp_forward(g, zc + offs[i + 1], D, base, ws.cact.data() + s, ws.cder.data() + s, out, tl);
+        const int64_t di = dims[i], ldo = layers[g.first + g.n - 1].outp, oi = offs[i];
+        for (int64_t r = 0; r < R; ++r) {
+          T* o = out + r * ldo;
+          for (int64_t c = 0; c < di; ++c) {
+            const T e = std::exp(o[di + c]);
+            o[di + c] = e;  // keep e^ℓ for the backward pass
+            zc[r * D + oi + c] = o[c] + (e + smin) * uc[r * D + oi + c];
+          }
+        }
+      }
+      // 2. energies forward and backward
+      for (int64_t r = 0; r < R * D; ++r) gz[r] = T(0);
+      for (int64_t r = 0; r < R; ++r) Fs[r] = T(0);
+      T* eout = base + ws.eout;
+      T* gout = base + ws.gout;
+      for (int64_t i = 0; i < L; ++i) {
+        const Net& f = nets[L - 1 + i];
+        mlp_forward(f, zc + offs[i], D, base, ws.eact.data(), ws.eder.data(), eout, tl);
+        const int64_t ldo = layers[f.first + f.n - 1].outp;
+        for (int64_t r = 0; r < R; ++r) {
+          Fs[r] += eout[r * ldo];
+          T* g = gout + r * ldo;
+          for (int64_t c = 0; c < ldo; ++c) g[c] = T(0);
+          g[0] = lam[r];
+        }
+        const T* gin = mlp_backward(f, gout, base, ws.eder.data());
+        const int64_t ldi = padw<T>(dims[i]), oi = offs[i];
+        for (int64_t r = 0; r < R; ++r)
+          for (int64_t c = 0; c < dims[i]; ++c) gz[r * D + oi + c] += gin[r * ldi + c];
+      }
+      // 3. backward through T_β, bottom-up
+      for (int64_t i = 0; i + 1 < L; ++i) {
+        const Net& g = nets[i];
+        const T* out = base + ws.cout[i];
+        const int64_t di = dims[i], ldo = layers[g.first + g.n - 1].outp, oi = offs[i];
+        for (int64_t r = 0; r < R; ++r) {
+          const T* o = out + r * ldo;
+          T* go = gout + r * ldo;
+          for (int64_t c = 0; c < ldo; ++c) go[c] = T(0);
+          for (int64_t c = 0; c < di; ++c) {
+            const T gzc = gz[r * D + oi + c];
+            const T e = o[di + c];
+            go[c] = gzc;                                    // ∂/∂μ
+            go[di + c] = gzc * uc[r * D + oi + c] * e;      // ∂/∂ℓ
+            gz[r * D + oi + c] = gzc * (e + smin);          // ∂/∂u_i
+          }
+        }
+        const int64_t s = ws.cact_start[i];
+        const T* gin = mlp_backward(g, gout, base, ws.cder.data() + s);
+        const int64_t ldi = padw<T>(dims[i + 1]), on = offs[i + 1];
+        for (int64_t r = 0; r < R; ++r)
+          for (int64_t c = 0; c < dims[i + 1]; ++c) gz[r * D + on + c] += gin[r * ldi + c];
+      }
+    }
+    // 4./5. gradient of the Gaussian and kernel terms, log π, noise, update
+    bool any_noise = false;
+    for (int64_t r = 0; r < nvalid; ++r) any_noise |= (cc[r] != T(0));
+    if (any_noise && !noise_k) {
+      for (int64_t r = 0; r < nvalid; ++r) {
+        const uint64_t chain = static_cast<uint64_t>(p.chain_ids[row0 + r]);
+        T* e = eps + r * D;
+        for (int64_t j = 0; 4 * j < D; ++j) {
+          float nv[4];
+          philox_normal4(p.key0, p.key1, static_cast<uint64_t>(j), chain, philox_step, 0u, nv);
+          for (int q = 0; q < 4 && 4 * j + q < D; ++q) e[4 * j + q] = static_cast<T>(nv[q]);
+        }
+      }
+    }
+    for (int64_t r = 0; r < nvalid; ++r) {
+      T* u = uc + r * D;
+      const T* gu = gz + r * D;
+      const T* un = unx + r * D;
+      const T* ep = noise_k ? noise_k + (row0 + r) * D : eps + r * D;
+      const T h = T(0.5) * delta[r] * delta[r];
+      const T amp = cc[r] * delta[r];
+      const bool noisy = cc[r] != T(0);
+      T uu = T(0), kk = T(0);
+      const T a = al[r], inv_s2 = T(1) / (sg[r] * sg[r]);
+      for (int64_t c = 0; c < D; ++c) {
+        const T x = u[c];
+        T grad = (p.has_energy ? gu[c] : T(0)) - x;
+        uu += x * x;
+        if (kernel_on) {
+          const T dlt = a * x - un[c];
+          kk += dlt * dlt;
+          grad -= a * dlt * inv_s2;
+        }
+        T nx = x + h * grad;
+        if (noisy) nx += amp * ep[c];
+        u[c] = nx;
+      }
+      if (trace_k) {
+        T lp = -T(0.5) * uu;
+        if (p.has_energy) lp += lam[r] * Fs[r];
+        if (kernel_on) lp -= kk / (T(2) * sg[r] * sg[r]);
+        trace_k[row0 + r] = lp;
+      }
+    }
+  }
+
+  // ---- load a chunk's rows into the workspace (padded rows: zeros, σ = 1)
+  int64_t load_chunk(T* base, int64_t ci) const {
+    const int64_t row0 = ci * R;
+    const int64_t nvalid = std::min<int64_t>(R, p.B - row0);
+    T* uc = base + ws.uc;
+    std::memset(uc, 0, sizeof(T) * R * D);
+    std::memcpy(uc, p.u + row0 * D, sizeof(T) * nvalid * D);
+    T* rowv = base + ws.row;
+    std::memset(rowv, 0, sizeof(T) * R * ROW_N);
+    int64_t* tl = reinterpret_cast<int64_t*>(rowv + ROW_T * R);
+    for (int64_t r = 0; r < R; ++r) rowv[ROW_SIG * R + r] = T(1);
+    for (int64_t r = 0; r < nvalid; ++r) {
+      rowv[ROW_LAM * R + r] = p.energy_scale[row0 + r];
+      rowv[ROW_DELTA * R + r] = p.step_size[row0 + r];
+      rowv[ROW_C * R + r] = p.noise_scale[row0 + r];
+      tl[r] = p.t ? p.t[row0 + r] : 0;
+      if (p.u_next) {
+        rowv[ROW_ALPHA * R + r] = p.alpha[row0 + r];
+        rowv[ROW_SIG * R + r] = p.sigma[row0 + r];
+      }
+    }
+    T* unx = base + ws.unx;
+    std::memset(unx, 0, sizeof(T) * R * D);
+    if (p.u_next) std::memcpy(unx, p.u_next + row0 * D, sizeof(T) * nvalid * D);
+    return nvalid;
+  }
+
+  T* ws_base(void* w) const {
+    uintptr_t a = reinterpret_cast<uintptr_t>(w);
+    a = (a + kAlign - 1) / kAlign * kAlign;
+    return reinterpret_cast<T*>(a);
+  }
+
+  void run(int64_t c0, int64_t c1, void* w) const {
+    T* base = ws_base(w);
+    std::memset(static_cast<void*>(base), 0, sizeof(T) * ws.total);
+    for (int64_t ci = c0; ci < c1; ++ci) {
+      const int64_t row0 = ci * R;
+      const int64_t nvalid = load_chunk(base, ci);
+      for (int64_t k = 0; k < p.n_steps; ++k) {
+        const T* nk = p.noise ? p.noise + k * p.B * D : nullptr;
+        T* tk = p.log_density ? p.log_density + k * p.B : nullptr;
+        step(base, row0, nvalid, static_cast<uint64_t>(p.step_offset + k), nk, tk, p.u_next != nullptr);
+      }
+      std::memcpy(p.u + row0 * D, base + ws.uc, sizeof(T) * nvalid * D);
+    }
+  }
+
+  void run_reverse(int64_t c0, int64_t c1, void* w, const LevelParams* lv, int64_t nlv, T* levels_out) const {
+    T* base = ws_base(w);
+    std::memset(static_cast<void*>(base), 0, sizeof(T) * ws.total);
+    const int64_t K = p.n_steps;
+    for (int64_t ci = c0; ci < c1; ++ci) {
+      const int64_t row0 = ci * R;
+      const int64_t nvalid = load_chunk(base, ci);
+      T* uc = base + ws.uc;
+      T* rowv = base + ws.row;
+      int64_t* tl = reinterpret_cast<int64_t*>(rowv + ROW_T * R);
+      if (levels_out) std::memcpy(levels_out + row0 * D, uc, sizeof(T) * nvalid * D);
+      for (int64_t j = 0; j < nlv; ++j) {
+        const bool kernel_on = lv[j].alpha != 0.0;
+        for (int64_t r = 0; r < R; ++r) {
+          const bool valid = r < nvalid;
+          rowv[ROW_LAM * R + r] = valid ? static_cast<T>(lv[j].energy_scale) : T(0);
+          rowv[ROW_DELTA * R + r] = valid ? static_cast<T>(lv[j].step) : T(0);
+          rowv[ROW_ALPHA * R + r] = valid ? static_cast<T>(lv[j].alpha) : T(0);
+          rowv[ROW_SIG * R + r] = valid ? static_cast<T>(lv[j].sigma) : T(1);
+          tl[r] = lv[j].t;
+        }
+        if (kernel_on) std::memcpy(base + ws.unx, uc, sizeof(T) * R * D);
+        for (int64_t k = 0; k < K; ++k) {
+          const T* nk = p.noise ? p.noise + (j * K + k) * p.B * D : nullptr;
+          step(base, row0, nvalid, static_cast<uint64_t>(j * K + k), nk, nullptr, kernel_on);
+        }
+        if (levels_out) std::memcpy(levels_out + ((j + 1) * p.B + row0) * D, uc, sizeof(T) * nvalid * D);
+      }
+      std::memcpy(p.u + row0 * D, uc, sizeof(T) * nvalid * D);
+    }
+  }
+};
+
+template <typename T>
+Sampler<T>::Sampler(const Problem<T>& p, int64_t chunk_rows) : impl_(new SamplerImpl<T>(p, chunk_rows)) {}
+template <typename T>
+Sampler<T>::~Sampler() = default;
+template <typename T>
+int64_t Sampler<T>::n_chunks() const {
+  return impl_->nchunks;
+}
+template <typename T>
+int64_t Sampler<T>::chunk_rows() const {
+  return impl_->R;
+}
+template <typename T>
+size_t Sampler<T>::workspace_bytes() const {
+  return impl_->bytes();
+}
+template <typename T>
+void Sampler<T>::run(int64_t c0, int64_t c1, void* w) const {
+  impl_->run(c0, c1, w);
+}
+template <typename T>
+void Sampler<T>::run_reverse(int64_t c0, int64_t c1, void* w, const LevelParams* lv, int64_t n, T* out) const {
+  impl_->run_reverse(c0, c1, w, lv, n, out);
+}
+
+template class Sampler<float>;
+template class Sampler<double>;
+
+}  // namespace cpu
+}  // namespace hebm

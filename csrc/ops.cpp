@@ -1,0 +1,334 @@
+// ops.cpp — hebm's one op schema (torch.library), its CPU implementation and the module bindings.
+//
+//   hebm::langevin          K steps of ũ-space Langevin (hebm/sampling.py langevin_ref)
+//   hebm::reverse_diffusion all levels of the ũ-space reverse diffusion, K steps each
+//
+// The CUDA extension (csrc/cuda/) registers its implementation of the same schema with
+// TORCH_LIBRARY_IMPL(hebm, CUDA, m); it must be loaded after this module (hebm/backends/_build.py
+// does that).  Flat network buffers come from hebm/backends/pack.py; see csrc/hebm_kernel.h.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/extension.h>
+#include <torch/library.h>
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "cpu/langevin_cpu.h"
+#include "hebm_kernel.h"
+
+#ifndef HEBM_SOURCE_HASH
+#define HEBM_SOURCE_HASH ""
+#endif
+
+namespace {
+
+using at::Tensor;
+using OptTensor = std::optional<Tensor>;
+
+constexpr const char* kLangevinSchema =
+    "langevin(Tensor u, Tensor params, int[] dims, int[] layout, int[] mlps, float[] act_params, bool has_energy, "
+    "int n_levels, float sigma_min, Tensor step_size, Tensor noise_scale, Tensor energy_scale, Tensor? t, "
+    "Tensor? u_next, Tensor? alpha, Tensor? sigma, Tensor? noise, int key0, int key1, Tensor chain_ids, "
+    "int n_steps, int step_offset, bool trace, str precision) -> (Tensor, Tensor)";
+
+constexpr const char* kReverseSchema =
+    "reverse_diffusion(Tensor u_T, Tensor params, int[] dims, int[] layout, int[] mlps, float[] act_params, "
+    "bool has_energy, int n_levels, float sigma_min, int[] level_t, float[] level_step, float[] level_energy_scale, "
+    "float[] level_alpha, float[] level_sigma, Tensor noise_scale, Tensor? noise, int key0, int key1, "
+    "Tensor chain_ids, int n_steps, bool return_levels, str precision) -> Tensor";
+
+// Row chunk per task: all chains of a thread when B is small (one chunk per thread), at most
+// 64 rows (weight reuse vs. enough tasks for the threads).
+int64_t choose_chunk_rows(int64_t B) {
+  const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
+  int64_t per = (B + threads - 1) / threads;
+  per = (per + 3) / 4 * 4;
+  return std::max<int64_t>(4, std::min<int64_t>(per, 64));
+}
+
+// The structural checks shared by both ops; fills dims/offsets.
+void check_structure(const Tensor& u, const Tensor& params, at::IntArrayRef dims, at::IntArrayRef layout,
+                     at::IntArrayRef mlps, at::ArrayRef<double> act_params, bool has_energy, int64_t n_levels,
+                     std::vector<int64_t>& offsets) {
+  TORCH_CHECK(u.dim() == 2, "hebm: u must be [B, D], got ", u.sizes());
+  TORCH_CHECK(u.scalar_type() == at::kFloat || u.scalar_type() == at::kDouble,
+              "hebm: u must be float32 or float64, got ", u.scalar_type());
+  TORCH_CHECK(params.scalar_type() == u.scalar_type(), "hebm: params must have u's dtype ", u.scalar_type(),
+              ", got ", params.scalar_type());
+  TORCH_CHECK(params.dim() == 1, "hebm: params must be a flat 1-d buffer");
+  const int64_t L = static_cast<int64_t>(dims.size());
+  TORCH_CHECK(L >= 1, "hebm: dims must not be empty");
+  int64_t D = 0;
+  offsets.clear();
+  for (int64_t d : dims) {
+    TORCH_CHECK(d >= 1, "hebm: layer sizes must be positive");
+    offsets.push_back(D);
+    D += d;
+  }
+  TORCH_CHECK(u.size(1) == D, "hebm: u has ", u.size(1), " columns but sum(dims) = ", D);
+  TORCH_CHECK(n_levels >= 1, "hebm: n_levels must be >= 1");
+  TORCH_CHECK(layout.size() % hebm::LAY_NCOLS == 0, "hebm: layout must be [n_layers, 5] flattened");
+  TORCH_CHECK(mlps.size() % hebm::MLP_NCOLS == 0, "hebm: mlps must be [n_mlps, 3] flattened");
+  const int64_t n_layers = static_cast<int64_t>(layout.size()) / hebm::LAY_NCOLS;
+  const int64_t n_mlps = static_cast<int64_t>(mlps.size()) / hebm::MLP_NCOLS;
+  TORCH_CHECK(n_mlps == (L - 1) + (has_energy ? L : 0), "hebm: expected ", (L - 1) + (has_energy ? L : 0),
+              " networks (L-1 conditionals", has_energy ? " + L energies" : "", "), got ", n_mlps);
+  TORCH_CHECK(static_cast<int64_t>(act_params.size()) == n_mlps, "hebm: act_params must have one entry per network");
+  const int64_t numel = params.numel();
+  int64_t next_layer = 0;
+  for (int64_t m = 0; m < n_mlps; ++m) {
+    const int64_t first = mlps[m * 3 + 0], nl = mlps[m * 3 + 1], act = mlps[m * 3 + 2];
+    TORCH_CHECK(first == next_layer && nl >= 1 && first + nl <= n_layers, "hebm: network ", m,
+                " has a bad layer range");
+    TORCH_CHECK(act >= 0 && act <= hebm::ACT_SOFTPLUS, "hebm: unknown activation code ", act);
+    next_layer = first + nl;
+    const bool is_cond = m < L - 1;
+    const int64_t i = is_cond ? m : m - (L - 1);
+    const int64_t want_in = is_cond ? dims[i + 1] : dims[i];
+    const int64_t want_out = is_cond ? 2 * dims[i] : 1;
+    int64_t prev_out = want_in;
+    for (int64_t j = 0; j < nl; ++j) {
+      const int64_t* row = layout.data() + (first + j) * hebm::LAY_NCOLS;
+      const int64_t in = row[0], out = row[1], w = row[2], b = row[3], brows = row[4];
+      TORCH_CHECK(in == prev_out && out >= 1, "hebm: network ", m, " layer ", j, " widths do not chain");
+      TORCH_CHECK(brows == 1 || brows == n_levels, "hebm: bias table rows must be 1 or n_levels");
+      TORCH_CHECK(w >= 0 && w + in * out <= numel && b >= 0 && b + brows * out <= numel,
+                  "hebm: network ", m, " layer ", j, " lies outside params");
+      prev_out = out;
+    }
+    TORCH_CHECK(prev_out == want_out, "hebm: network ", m, " must output ", want_out, " values, got ", prev_out);
+  }
+  TORCH_CHECK(next_layer == n_layers, "hebm: layout has layers no network uses");
+}
+
+Tensor per_chain(const OptTensor& x, const char* name, const Tensor& u) {
+  TORCH_CHECK(x.has_value(), "hebm: ", name, " is required");
+  const Tensor& t = *x;
+  TORCH_CHECK(t.device().is_cpu(), "hebm: ", name, " must be a CPU tensor");
+  TORCH_CHECK(t.dim() == 1 && t.size(0) == u.size(0), "hebm: ", name, " must be [B] = [", u.size(0), "], got ",
+              t.sizes());
+  return t.to(u.scalar_type()).contiguous();
+}
+
+Tensor per_chain_int(const Tensor& t, const char* name, const Tensor& u) {
+  TORCH_CHECK(t.device().is_cpu(), "hebm: ", name, " must be a CPU tensor");
+  TORCH_CHECK(!at::isFloatingType(t.scalar_type()), "hebm: ", name, " must be an integer tensor");
+  TORCH_CHECK(t.dim() == 1 && t.size(0) == u.size(0), "hebm: ", name, " must be [B] = [", u.size(0), "], got ",
+              t.sizes());
+  return t.to(at::kLong).contiguous();
+}
+
+void check_precision(c10::string_view precision) {
+  const std::string p(precision);
+  TORCH_CHECK(p == "fp32" || p == "tf32" || p == "bf16" || p == "fp64" || p == "auto",
+              "hebm: precision must be fp32, tf32, bf16 or fp64, got ", p);
+}
+
+template <typename T>
+void fill_structure(hebm::Problem<T>& P, const Tensor& params, at::IntArrayRef dims, const std::vector<int64_t>& offs,
+                    at::IntArrayRef layout, at::IntArrayRef mlps, at::ArrayRef<double> act_params, bool has_energy,
+                    int64_t n_levels, double sigma_min) {
+  P.L = static_cast<int64_t>(dims.size());
+  P.dims = dims.data();
+  P.offsets = offs.data();
+  P.params = params.data_ptr<T>();
+  P.layout = layout.data();
+  P.mlps = mlps.data();
+  P.act_params = act_params.data();
+  P.n_mlps = static_cast<int64_t>(mlps.size()) / hebm::MLP_NCOLS;
+  P.has_energy = has_energy;
+  P.n_levels = n_levels;
+  P.sigma_min = static_cast<T>(sigma_min);
+}
+
+template <typename F>
+void parallel_chunks(int64_t n_chunks, size_t ws_bytes, const F& f) {
+  at::parallel_for(0, n_chunks, 1, [&](int64_t c0, int64_t c1) {
+    std::unique_ptr<char[]> ws(new char[ws_bytes]);  // once per task, never per step
+    f(c0, c1, static_cast<void*>(ws.get()));
+  });
+}
+
+std::tuple<Tensor, Tensor> langevin_cpu(const Tensor& u_in, const Tensor& params_in, at::IntArrayRef dims,
+                                        at::IntArrayRef layout, at::IntArrayRef mlps, at::ArrayRef<double> act_params,
+                                        bool has_energy, int64_t n_levels, double sigma_min, const Tensor& step_size,
+                                        const Tensor& noise_scale, const Tensor& energy_scale, const OptTensor& t,
+                                        const OptTensor& u_next, const OptTensor& alpha, const OptTensor& sigma,
+                                        const OptTensor& noise, int64_t key0, int64_t key1, const Tensor& chain_ids,
+                                        int64_t n_steps, int64_t step_offset, bool trace,
+                                        c10::string_view precision) {
+  TORCH_CHECK(u_in.device().is_cpu() && params_in.device().is_cpu(), "hebm::langevin (CPU): tensors must be on the CPU");
+  check_precision(precision);
+  std::vector<int64_t> offs;
+  check_structure(u_in, params_in, dims, layout, mlps, act_params, has_energy, n_levels, offs);
+  TORCH_CHECK(n_steps >= 0 && step_offset >= 0, "hebm: n_steps and step_offset must be >= 0");
+  const int64_t B = u_in.size(0), D = u_in.size(1);
+  Tensor u = u_in.contiguous().clone();
+  Tensor params = params_in.contiguous();
+  Tensor step = per_chain(step_size, "step_size", u), c = per_chain(noise_scale, "noise_scale", u);
+  Tensor lam = per_chain(energy_scale, "energy_scale", u);
+  Tensor ids = per_chain_int(chain_ids, "chain_ids", u);
+  Tensor tt;
+  bool needs_t = false;
+  for (size_t l = 0; l < layout.size() / hebm::LAY_NCOLS; ++l) needs_t |= layout[l * hebm::LAY_NCOLS + 4] > 1;
+  if (t.has_value()) {
+    tt = per_chain_int(*t, "t", u);
+    if (B > 0) {
+      TORCH_CHECK(tt.min().item<int64_t>() >= 0 && tt.max().item<int64_t>() < n_levels, "hebm: t must lie in [0, ",
+                  n_levels - 1, "]");
+    }
+  } else {
+    TORCH_CHECK(!needs_t, "hebm: the energies are level-conditioned; pass t");
+  }
+  Tensor un, a, s;
+  if (u_next.has_value()) {
+    TORCH_CHECK(u_next->sizes() == u.sizes() && u_next->device().is_cpu(), "hebm: u_next must be a CPU tensor [B, D]");
+    un = u_next->to(u.scalar_type()).contiguous();
+    a = per_chain(alpha, "alpha", u);
+    s = per_chain(sigma, "sigma", u);
+  }
+  Tensor nz;
+  if (noise.has_value()) {
+    TORCH_CHECK(noise->dim() == 3 && noise->size(0) == n_steps && noise->size(1) == B && noise->size(2) == D &&
+                    noise->device().is_cpu(),
+                "hebm: noise must be a CPU tensor [K, B, D] = [", n_steps, ", ", B, ", ", D, "], got ", noise->sizes());
+    nz = noise->to(u.scalar_type()).contiguous();
+  }
+  Tensor logd = trace ? at::empty({n_steps, B}, u.options()) : at::empty({0}, u.options());
+  if (B == 0 || n_steps == 0) return {u, logd};
+
+  AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "hebm_langevin_cpu", [&] {
+    hebm::Problem<scalar_t> P;
+    fill_structure(P, params, dims, offs, layout, mlps, act_params, has_energy, n_levels, sigma_min);
+    P.B = B;
+    P.D = D;
+    P.u = u.data_ptr<scalar_t>();
+    P.step_size = step.data_ptr<scalar_t>();
+    P.noise_scale = c.data_ptr<scalar_t>();
+    P.energy_scale = lam.data_ptr<scalar_t>();
+    P.t = tt.defined() ? tt.data_ptr<int64_t>() : nullptr;
+    P.u_next = un.defined() ? un.data_ptr<scalar_t>() : nullptr;
+    P.alpha = a.defined() ? a.data_ptr<scalar_t>() : nullptr;
+    P.sigma = s.defined() ? s.data_ptr<scalar_t>() : nullptr;
+    P.noise = nz.defined() ? nz.data_ptr<scalar_t>() : nullptr;
+    P.key0 = static_cast<uint32_t>(key0);
+    P.key1 = static_cast<uint32_t>(key1);
+    P.chain_ids = ids.data_ptr<int64_t>();
+    P.step_offset = step_offset;
+    P.n_steps = n_steps;
+    P.log_density = trace ? logd.data_ptr<scalar_t>() : nullptr;
+    hebm::cpu::Sampler<scalar_t> sampler(P, choose_chunk_rows(B));
+    parallel_chunks(sampler.n_chunks(), sampler.workspace_bytes(),
+                    [&](int64_t c0, int64_t c1, void* ws) { sampler.run(c0, c1, ws); });
+  });
+  return {u, logd};
+}
+
+Tensor reverse_diffusion_cpu(const Tensor& u_T, const Tensor& params_in, at::IntArrayRef dims, at::IntArrayRef layout,
+                             at::IntArrayRef mlps, at::ArrayRef<double> act_params, bool has_energy, int64_t n_levels,
+                             double sigma_min, at::IntArrayRef level_t, at::ArrayRef<double> level_step,
+                             at::ArrayRef<double> level_energy_scale, at::ArrayRef<double> level_alpha,
+                             at::ArrayRef<double> level_sigma, const Tensor& noise_scale, const OptTensor& noise,
+                             int64_t key0, int64_t key1, const Tensor& chain_ids, int64_t n_steps, bool return_levels,
+                             c10::string_view precision) {
+  TORCH_CHECK(u_T.device().is_cpu() && params_in.device().is_cpu(),
+              "hebm::reverse_diffusion (CPU): tensors must be on the CPU");
+  check_precision(precision);
+  std::vector<int64_t> offs;
+  check_structure(u_T, params_in, dims, layout, mlps, act_params, has_energy, n_levels, offs);
+  const int64_t nlv = static_cast<int64_t>(level_t.size());
+  TORCH_CHECK(static_cast<int64_t>(level_step.size()) == nlv && static_cast<int64_t>(level_energy_scale.size()) == nlv &&
+                  static_cast<int64_t>(level_alpha.size()) == nlv && static_cast<int64_t>(level_sigma.size()) == nlv,
+              "hebm: the level_* lists must have one entry per level");
+  std::vector<hebm::cpu::LevelParams> lv(nlv);
+  for (int64_t j = 0; j < nlv; ++j) {
+    TORCH_CHECK(level_t[j] >= 0 && level_t[j] < n_levels, "hebm: level_t must lie in [0, ", n_levels - 1, "]");
+    TORCH_CHECK(level_sigma[j] > 0 || level_alpha[j] == 0, "hebm: level_sigma must be > 0 where alpha != 0");
+    lv[j] = hebm::cpu::LevelParams{level_t[j], level_step[j], level_energy_scale[j], level_alpha[j], level_sigma[j]};
+  }
+  TORCH_CHECK(n_steps >= 0, "hebm: n_steps must be >= 0");
+  const int64_t B = u_T.size(0), D = u_T.size(1);
+  Tensor u = u_T.contiguous().clone();
+  Tensor params = params_in.contiguous();
+  Tensor c = per_chain(noise_scale, "noise_scale", u);
+  Tensor ids = per_chain_int(chain_ids, "chain_ids", u);
+  Tensor nz;
+  if (noise.has_value()) {
+    TORCH_CHECK(noise->dim() == 3 && noise->size(0) == nlv * n_steps && noise->size(1) == B && noise->size(2) == D &&
+                    noise->device().is_cpu(),
+                "hebm: noise must be a CPU tensor [n_levels*K, B, D] = [", nlv * n_steps, ", ", B, ", ", D, "], got ",
+                noise->sizes());
+    nz = noise->to(u.scalar_type()).contiguous();
+  }
+  Tensor levels = return_levels ? at::empty({nlv + 1, B, D}, u.options()) : Tensor();
+  if (B > 0) {
+    AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "hebm_reverse_diffusion_cpu", [&] {
+      hebm::Problem<scalar_t> P;
+      fill_structure(P, params, dims, offs, layout, mlps, act_params, has_energy, n_levels, sigma_min);
+      std::vector<scalar_t> ones(B, scalar_t(1)), zeros(B, scalar_t(0));
+      P.B = B;
+      P.D = D;
+      P.u = u.data_ptr<scalar_t>();
+      P.step_size = zeros.data();
+      P.energy_scale = zeros.data();
+      P.noise_scale = c.data_ptr<scalar_t>();
+      P.noise = nz.defined() ? nz.data_ptr<scalar_t>() : nullptr;
+      P.key0 = static_cast<uint32_t>(key0);
+      P.key1 = static_cast<uint32_t>(key1);
+      P.chain_ids = ids.data_ptr<int64_t>();
+      P.n_steps = n_steps;
+      hebm::cpu::Sampler<scalar_t> sampler(P, choose_chunk_rows(B));
+      scalar_t* lvl = return_levels ? levels.data_ptr<scalar_t>() : nullptr;
+      parallel_chunks(sampler.n_chunks(), sampler.workspace_bytes(), [&](int64_t c0, int64_t c1, void* ws) {
+        sampler.run_reverse(c0, c1, ws, lv.data(), nlv, lvl);
+      });
+    });
+  }
+  if (return_levels) {
+    if (B == 0) levels.zero_();
+    return levels;
+  }
+  return u;
+}
+
+// Test hook: the normals of hebm/philox.py from the shared header, [B, D] float32.
+Tensor philox_normal_cpp(int64_t seed, const Tensor& chain_ids, int64_t step, int64_t D, int64_t stream) {
+  const uint64_t s = static_cast<uint64_t>(seed);
+  Tensor ids = chain_ids.to(at::kLong).contiguous();
+  const int64_t B = ids.size(0);
+  Tensor out = at::empty({B, D}, at::kFloat);
+  float* o = out.data_ptr<float>();
+  const int64_t* id = ids.data_ptr<int64_t>();
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t j = 0; 4 * j < D; ++j) {
+      float nv[4];
+      hebm::philox_normal4(static_cast<uint32_t>(s), static_cast<uint32_t>(s >> 32), j, id[b], step,
+                           static_cast<uint32_t>(stream), nv);
+      for (int q = 0; q < 4 && 4 * j + q < D; ++q) o[b * D + 4 * j + q] = nv[q];
+    }
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY(hebm, m) {
+  m.def(kLangevinSchema);
+  m.def(kReverseSchema);
+}
+
+TORCH_LIBRARY_IMPL(hebm, CPU, m) {
+  m.impl("langevin", &langevin_cpu);
+  m.impl("reverse_diffusion", &reverse_diffusion_cpu);
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "hebm C++ CPU kernel: registers torch.ops.hebm.langevin / reverse_diffusion";
+  m.attr("source_hash") = HEBM_SOURCE_HASH;
+  m.def("isa", []() { return std::string(hebm::cpu::isa_name()); }, "ISA the vector code was compiled for");
+  m.def("vector_bytes", []() { return hebm::cpu::vector_bytes(); });
+  m.def("philox_normal", &philox_normal_cpp, "normals of the shared Philox stream (tests)", pybind11::arg("seed"),
+        pybind11::arg("chain_ids"), pybind11::arg("step"), pybind11::arg("D"), pybind11::arg("stream") = 0);
+}
