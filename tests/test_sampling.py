@@ -262,8 +262,9 @@ def test_zero_energy_stationary_law(make_prior, energy):
     if energy != "none":
         _zero_last_layer(prior)
     delta = 0.5
-    u0 = torch.full((N_CHAINS, prior.D), 3.0, dtype=f64)
-    out = hebm.langevin_ref(prior, u0, n_steps=130, step_size=delta, seed=1)  # 0.875^130 · 3 ≈ 1e-7
+    u0 = torch.zeros(N_CHAINS, prior.D, dtype=f64)
+    # from 0 the variance is v·(1 − 0.875^(2K)): 0.875^120 ≈ 1e-7
+    out = hebm.langevin_ref(prior, u0, n_steps=60, step_size=delta, seed=1)
     v = 1 / (1 - delta**2 / 4)
     assert_standard_normal(out / math.sqrt(v))
     # the discretisation bias is resolved: variance 1 is excluded
@@ -280,7 +281,7 @@ def test_kernel_term_stationary_law(make_prior):
     a = 0.3 + 0.6 * torch.rand(B, generator=g, dtype=f64)
     s = 0.5 + 0.5 * torch.rand(B, generator=g, dtype=f64)
     delta = 0.5
-    out = hebm.langevin_ref(prior, torch.zeros(B, D, dtype=f64), n_steps=160, step_size=delta, seed=2,
+    out = hebm.langevin_ref(prior, torch.zeros(B, D, dtype=f64), n_steps=80, step_size=delta, seed=2,
                             u_next=y, alpha=a, sigma=s)
     P = (1 + a**2 / s**2)[:, None]
     mean = a[:, None] * y / (s**2)[:, None] / P
@@ -305,7 +306,7 @@ def test_linear_energy_shifts_the_mean(make_prior, kind):
     B = N_CHAINS
     lam = 1 + 3 * torch.rand(B, generator=g, dtype=f64)
     delta = 0.6
-    out = hebm.langevin_ref(prior, torch.zeros(B, 5, dtype=f64), n_steps=120, step_size=delta, seed=3,
+    out = hebm.langevin_ref(prior, torch.zeros(B, 5, dtype=f64), n_steps=60, step_size=delta, seed=3,
                             energy_scale=lam)
     if kind != "linear":  # the premise held along the way
         assert bool((f.layers[0](out) > 0).all())
@@ -327,7 +328,7 @@ def test_linear_energy_through_T(make_prior):
     w2 = prior.energies[1].layers[0].weight[0]
     grad = torch.cat([sig * w1, A.T @ w1 + w2])
     lam, delta = 2.5, 0.6
-    out = hebm.langevin_ref(prior, torch.zeros(N_CHAINS, 7, dtype=f64), n_steps=120, step_size=delta, seed=4,
+    out = hebm.langevin_ref(prior, torch.zeros(N_CHAINS, 7, dtype=f64), n_steps=60, step_size=delta, seed=4,
                             energy_scale=lam)
     v = 1 / (1 - delta**2 / 4)
     assert_standard_normal((out - lam * grad) / math.sqrt(v))
