@@ -579,10 +579,17 @@ def load_source(src: str, prefix: str):
         return mod
 
 
+_built: dict = {}
+
+
 def build_kernel(spec: LangevinSpec):
-    """(jitted kernel, scratch floats per row) for ``spec`` (cached)."""
-    src, scr_w = generate_source(spec)
-    return load_source(src, "langevin").langevin_kernel, scr_w
+    """(jitted kernel, scratch floats per row) for ``spec`` (cached: no code generation per call)."""
+    interp = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+    hit = _built.get((spec, interp))
+    if hit is None:
+        src, scr_w = generate_source(spec)
+        hit = _built[(spec, interp)] = (load_source(src, "langevin").langevin_kernel, scr_w)
+    return hit
 
 
 def rng_debug_kernel():
