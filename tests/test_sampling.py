@@ -332,3 +332,22 @@ def test_linear_energy_through_T(make_prior):
                             energy_scale=lam)
     v = 1 / (1 - delta**2 / 4)
     assert_standard_normal((out - lam * grad) / math.sqrt(v))
+
+
+def test_odd_sizes_fp32_seeded(make_prior):
+    """D = 97, B = 33, fp32, seeded: three steps equal the update rule written out with the
+    Philox stream and autograd."""
+    prior = make_prior((60, 37), prior_hidden=(19,), energy_hidden=(23, 13), dtype=torch.float32)
+    g = torch.Generator().manual_seed(0)
+    u = torch.randn(33, 97, generator=g)
+    nxt = torch.randn(33, 97, generator=g)
+    delta = 0.05 + 0.1 * torch.rand(33, generator=g)
+    kw = dict(u_next=nxt, alpha=0.8, sigma=0.6, energy_scale=1.7)
+    out = hebm.langevin_ref(prior, u, n_steps=3, step_size=delta, seed=99, **kw)
+    eps = philox_noise(99, torch.arange(33), 3, 97)
+    x = u
+    for k in range(3):
+        xx = x.clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad(prior.log_density(xx, **kw).sum(), xx)
+        x = x + (delta**2 / 2)[:, None] * grad + delta[:, None] * eps[k]
+    torch.testing.assert_close(out, x, rtol=0, atol=1e-6)
