@@ -59,7 +59,10 @@ namespace {
 
 constexpr int kAlign = 64;
 constexpr int RB = 4;                                 // rows per micro-kernel tile
-constexpr int NV = HEBM_VBYTES >= 32 ? 4 : 2;         // vectors per micro-kernel tile
+#ifndef HEBM_NV
+#define HEBM_NV (HEBM_VBYTES >= 64 ? 4 : 2)  // AVX-512: 32 registers; AVX2/SSE/NEON: 16
+#endif
+constexpr int NV = HEBM_NV;                           // vectors per micro-kernel tile
 constexpr int KC = 256;                               // k-block: keeps a weight tile in L1/L2
 
 template <typename T>
@@ -320,13 +323,13 @@ struct SamplerImpl {
 
   // workspace layout: offsets (in T elements) of each buffer from the 64-aligned base
   struct WsLayout {
-    int64_t uc, zc, gz, unx, eps, row, gout, ta, tb, eout, total;
+    int64_t uc, zc, gz, unx, eps, row, tl, gout, ta, tb, eout, total;
     std::vector<int64_t> cact, cder, cout;  // per conditional: hidden layer buffers (flattened), output
     std::vector<int64_t> cact_start;        // index into cact of each conditional's first hidden layer
     std::vector<int64_t> eact, eder;        // energy scratch per hidden layer index
   } ws;
   // per-row scalars inside the `row` block
-  enum { ROW_LAM = 0, ROW_DELTA, ROW_C, ROW_ALPHA, ROW_SIG, ROW_F, ROW_LOGP, ROW_T, ROW_N };
+  enum { ROW_LAM = 0, ROW_DELTA, ROW_C, ROW_ALPHA, ROW_SIG, ROW_F, ROW_LOGP, ROW_N };
 
   SamplerImpl(const Problem<T>& prob, int64_t chunk_rows) : p(prob) {
     L = p.L;
@@ -396,6 +399,7 @@ struct SamplerImpl {
     ws.unx = take(R * D);
     ws.eps = take(R * D);
     ws.row = take(R * ROW_N);
+    ws.tl = take(R * static_cast<int64_t>(sizeof(int64_t) / sizeof(T)));  // level per row (int64)
     ws.gout = take(R * maxWp);
     ws.ta = take(R * maxWp);
     ws.tb = take(R * maxWp);
@@ -482,7 +486,7 @@ struct SamplerImpl {
     const T* sg = rowv + ROW_SIG * R;
     T* Fs = rowv + ROW_F * R;
     T* logp = rowv + ROW_LOGP * R;
-    const int64_t* tl = reinterpret_cast<const int64_t*>(rowv + ROW_T * R);
+    const int64_t* tl = reinterpret_cast<const int64_t*>(base + ws.tl);
     const T smin = p.sigma_min;
 
     if (p.has_energy) {
@@ -604,7 +608,7 @@ struct SamplerImpl {
     std::memcpy(uc, p.u + row0 * D, sizeof(T) * nvalid * D);
     T* rowv = base + ws.row;
     std::memset(rowv, 0, sizeof(T) * R * ROW_N);
-    int64_t* tl = reinterpret_cast<int64_t*>(rowv + ROW_T * R);
+    int64_t* tl = reinterpret_cast<int64_t*>(base + ws.tl);
     for (int64_t r = 0; r < R; ++r) rowv[ROW_SIG * R + r] = T(1);
     for (int64_t r = 0; r < nvalid; ++r) {
       rowv[ROW_LAM * R + r] = p.energy_scale[row0 + r];
@@ -652,7 +656,7 @@ struct SamplerImpl {
       const int64_t nvalid = load_chunk(base, ci);
       T* uc = base + ws.uc;
       T* rowv = base + ws.row;
-      int64_t* tl = reinterpret_cast<int64_t*>(rowv + ROW_T * R);
+      int64_t* tl = reinterpret_cast<int64_t*>(base + ws.tl);
       if (levels_out) std::memcpy(levels_out + row0 * D, uc, sizeof(T) * nvalid * D);
       for (int64_t j = 0; j < nlv; ++j) {
         const bool kernel_on = lv[j].alpha != 0.0;

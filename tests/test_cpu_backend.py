@@ -1,0 +1,357 @@
+"""The fused C++ CPU sampler (backend="cpu"): build, parity with the reference, seeded streams,
+reverse diffusion, statistics, the op schema (opcheck) and bad input.
+
+The extension must build here: a failed build FAILS these tests (CI has a compiler); only
+the simulated build failures below are expected to fall back.
+"""
+from __future__ import annotations
+
+import copy
+import warnings
+
+import pytest
+import torch
+
+import hebm
+from hebm import backends
+from hebm.backends import _build
+from hebm.backends import cpu as cpu_backend
+from hebm.backends.pack import pack_prior
+from tests.parity import make_kwargs, make_prior, parity
+
+ACTS = ["gelu", "gelu_tanh", "silu", "leaky_relu:0.2", "tanh", "relu", "softplus"]
+
+
+@pytest.fixture(scope="module")
+def ext():
+    mod, why = _build.load_cpu_ops()
+    assert mod is not None, f"the C++ CPU extension must build here: {why}"
+    return mod
+
+
+# ---------------------------------------------------------------------------------------- build
+def test_extension_loads_and_backend_available(ext):
+    assert hasattr(torch.ops.hebm, "langevin") and hasattr(torch.ops.hebm, "reverse_diffusion")
+    assert cpu_backend.unavailable() is None
+    assert isinstance(ext.isa(), str) and ext.vector_bytes() in (16, 32, 64)
+
+
+def test_philox_normals_match_reference(ext):
+    ids = torch.tensor([0, 1, 7, 99, 2**32 - 1], dtype=torch.int64)
+    for seed, step, D, stream in [(0, 0, 13, 0), (12345, 7, 4, 0), (2**33 + 5, 3, 9, 1)]:
+        want = hebm.philox_normal(seed, ids, step, D, stream=stream)
+        got = ext.philox_normal(seed, ids, step, D, stream)
+        # same bits into Box–Muller; libm vs ATen's cos/sin/log may differ by an ulp
+        torch.testing.assert_close(got, want, rtol=4e-7, atol=4e-7)
+
+
+# ---------------------------------------------------------------------------------------- parity
+@pytest.mark.parametrize("act", ACTS)
+@pytest.mark.parametrize("n_steps", [1, 60])
+def test_parity_activations(ext, act, n_steps):
+    prior = make_prior((7, 13), act=act, seed=3)
+    u, kw = make_kwargs(prior, 33, n_steps=n_steps)
+    parity(prior, u, kw, "cpu")
+
+
+@pytest.mark.parametrize("dims", [(5,), (7, 13), (13, 7, 3), (2, 5, 9, 4)])
+@pytest.mark.parametrize("n_steps", [1, 60])
+def test_parity_depths(ext, dims, n_steps):
+    prior = make_prior(dims, prior_hidden=(17, 9), energy_hidden=(19, 11, 6), seed=len(dims))
+    u, kw = make_kwargs(prior, 33, n_steps=n_steps, data_seed=len(dims))
+    parity(prior, u, kw, "cpu")
+
+
+def test_parity_wide_odd_layer(ext):
+    # D = 97 + 13, widths > one micro-kernel tile and > the k-block
+    prior = make_prior((97, 13), prior_hidden=(300,), energy_hidden=(70, 33), seed=5, scale=0.5)
+    u, kw = make_kwargs(prior, 33, n_steps=8)
+    parity(prior, u, kw, "cpu")
+
+
+@pytest.mark.parametrize(
+    "variant",
+    ["no_bias", "spectral_norm", "levels_per_row", "levels_scalar", "scalar_params", "no_kernel", "zero_noise",
+     "gaussian", "gaussian_no_kernel", "sigma_min_0", "energy_act_differs", "B1"],
+)
+def test_parity_variants(ext, variant):
+    pk, kk = {}, {"n_steps": 20}
+    B = 33
+    if variant == "no_bias":
+        pk["bias"] = False
+    elif variant == "spectral_norm":
+        pk["spectral_norm"] = True
+    elif variant == "levels_per_row":
+        pk["n_levels"] = 4
+    elif variant == "levels_scalar":
+        pk["n_levels"] = 3
+        kk["per_row"] = False
+    elif variant == "scalar_params":
+        kk["per_row"] = False
+    elif variant == "no_kernel":
+        kk["kernel"] = False
+    elif variant in ("gaussian", "gaussian_no_kernel"):
+        pk["energy_hidden"] = None
+        kk["kernel"] = variant == "gaussian"
+    elif variant == "sigma_min_0":
+        pk["sigma_min"] = 0.0
+    elif variant == "energy_act_differs":
+        pk.update(act="tanh", energy_act="silu")
+    elif variant == "B1":
+        B = 1
+    prior = make_prior((7, 13, 3), **pk, seed=11)
+    u, kw = make_kwargs(prior, B, **kk)
+    if variant == "zero_noise":
+        kw["noise_scale"] = torch.zeros(B)
+    parity(prior, u, kw, "cpu")
+
+
+def test_parity_seeded(ext):
+    prior = make_prior((7, 13), n_levels=3, seed=2)
+    u, kw = make_kwargs(prior, 33, n_steps=30, explicit_noise=False, seed=2**40 + 17)
+    parity(prior, u, kw, "cpu")
+    kw["step_offset"] = 5
+    parity(prior, u, kw, "cpu")
+
+
+def test_chain_alone_equals_chain_in_batch(ext):
+    prior = make_prior((7, 13), n_levels=3, seed=4)
+    u, kw = make_kwargs(prior, 100, n_steps=25, explicit_noise=False, seed=99)
+    batch = hebm.langevin_fused(prior, u, backend="cpu", **kw)
+    for b in (0, 37, 99):
+        one = {k: (v[b:b + 1] if isinstance(v, torch.Tensor) and v.dim() >= 1 and v.shape[0] == 100 else v)
+               for k, v in kw.items()}
+        alone = hebm.langevin_fused(prior, u[b:b + 1], backend="cpu", chain_ids=torch.tensor([b]), **one)
+        torch.testing.assert_close(alone, batch[b:b + 1], rtol=0, atol=0)
+
+
+def test_float64_matches_reference(ext):
+    prior = make_prior((7, 13, 5), n_levels=2, seed=6, dtype=torch.float64)
+    u, kw = make_kwargs(prior, 33, n_steps=40, dtype=torch.float64)
+    want, info_ref = hebm.langevin_ref(prior, u, return_info=True, **kw)
+    got, info = hebm.langevin_fused(prior, u, backend="cpu", return_info=True, **kw)
+    assert info["backend"] == "cpu" and got.dtype == torch.float64 and info["precision"] == "fp64"
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(info["log_density"], info_ref["log_density"], rtol=1e-10, atol=1e-10)
+
+
+def test_list_input_and_trace(ext):
+    prior = make_prior((7, 13), seed=8)
+    u, kw = make_kwargs(prior, 9, n_steps=4)
+    parts = prior.split(u)
+    out, info = hebm.langevin_fused(prior, parts, backend="cpu", return_info=True, **kw)
+    assert isinstance(out, list) and [p.shape for p in out] == [p.shape for p in parts]
+    assert info["log_density"].shape == (4, 9)
+
+
+@pytest.mark.parametrize("name,n_steps", [("toy", 60), ("small", 60), ("large", 6)])
+def test_standard_problems(ext, name, n_steps):
+    p = hebm.standard_problem(name, 8)
+    kw = dict(p.kwargs, n_steps=n_steps)
+    parity(p.prior, p.u, kw, "cpu")
+
+
+def test_auto_picks_cpu(ext):
+    p = hebm.standard_problem("toy", 4)
+    _, info = hebm.langevin_fused(p.prior, p.u, return_info=True, **dict(p.kwargs, n_steps=2))
+    assert info["backend"] == "cpu"
+
+
+def test_pack_cache_follows_parameter_updates(ext):
+    prior = make_prior((7, 13), seed=9)
+    u, kw = make_kwargs(prior, 5, n_steps=3)
+    a = hebm.langevin_fused(prior, u, backend="cpu", **kw)
+    with torch.no_grad():
+        prior.energies[0].layers[0].weight.mul_(1.5)
+    b = hebm.langevin_fused(prior, u, backend="cpu", **kw)
+    torch.testing.assert_close(b, hebm.langevin_ref(prior, u, **kw), rtol=2e-5, atol=2e-5)
+    assert not torch.equal(a, b)
+
+
+# ---------------------------------------------------------------------------------------- reverse diffusion
+@pytest.mark.parametrize("explicit", [False, True])
+def test_reverse_diffusion_matches_reference(ext, explicit):
+    T, K, B = 3, 12, 17
+    prior = make_prior((7, 13), n_levels=T, seed=12)
+    sched = hebm.DiffusionSchedule(T, base_step_size=1e-2)
+    kw = dict(n_steps=K)
+    if explicit:
+        g = torch.Generator().manual_seed(0)
+        kw["noise"] = torch.randn(T * K, B, prior.D, generator=g)
+        u_T = torch.randn(B, prior.D, generator=g)
+    else:
+        kw.update(seed=77, chain_ids=torch.arange(B) * 3)
+        u_T = None
+        kw["batch"] = B
+    want, lv_ref = hebm.reverse_diffusion(prior, sched, u_T, backend="ref", return_levels=True, **kw)
+    got, lv = hebm.reverse_diffusion(prior, sched, u_T, backend="cpu", return_levels=True, **kw)
+    assert len(lv) == len(lv_ref) == T + 1
+    torch.testing.assert_close(lv[0], lv_ref[0], rtol=0, atol=0)
+    for a, b in zip(lv, lv_ref):
+        torch.testing.assert_close(a, b, rtol=2e-4, atol=2e-4)
+    only = hebm.reverse_diffusion(prior, sched, u_T, backend="cpu", **kw)
+    torch.testing.assert_close(only, got, rtol=0, atol=0)
+
+
+def test_reverse_diffusion_float64(ext):
+    T, K, B = 2, 10, 6
+    prior = make_prior((7, 5), n_levels=T, seed=13, dtype=torch.float64)
+    sched = hebm.DiffusionSchedule(T, base_step_size=1e-2)
+    want = hebm.reverse_diffusion(prior, sched, batch=B, seed=5, n_steps=K, backend="ref")
+    got = hebm.reverse_diffusion(prior, sched, batch=B, seed=5, n_steps=K, backend="cpu")
+    # the seeded normals are fp32 (Box–Muller through libm vs ATen: an ulp apart at most)
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------- statistics
+def test_zero_energy_stationary_variance(ext):
+    # F ≡ 0, no kernel: u ← (1 − δ²/2) u + δ ε, stationary variance 1 / (1 − δ²/4)
+    prior = make_prior((3, 1), energy_hidden=None, seed=0)
+    B, delta = 4000, 0.5
+    out = hebm.langevin_fused(prior, torch.zeros(B, prior.D), n_steps=150, step_size=delta, seed=3, backend="cpu")
+    var = out.double().var(0)
+    want = 1.0 / (1.0 - delta**2 / 4)
+    se = want * (2.0 / B) ** 0.5
+    assert torch.all((var - want).abs() < 5 * se), (var, want)
+    assert out.double().mean(0).abs().max() < 5 * (want / B) ** 0.5
+
+
+# ---------------------------------------------------------------------------------------- op schema
+def _op_args(prior, u, kw, trace):
+    pk = pack_prior(prior)
+    B = u.shape[0]
+    ones = torch.ones(B)
+    t = kw.get("t")
+    return (u, pk.params, list(pk.dims), pk.layout.reshape(-1).tolist(), pk.mlps.reshape(-1).tolist(),
+            pk.act_params.tolist(), pk.has_energy, pk.n_levels, pk.sigma_min, 0.1 * ones, ones, ones,
+            None if t is None else t, kw["u_next"], 0.7 * ones, 0.8 * ones, None, 5, 0,
+            torch.arange(B), 3, 0, trace, "fp32")
+
+
+@pytest.mark.parametrize("trace", [False, True])
+def test_opcheck_langevin(ext, trace):
+    prior = make_prior((7, 13), n_levels=3, seed=1)
+    u, kw = make_kwargs(prior, 6, n_steps=3)
+    torch.library.opcheck(torch.ops.hebm.langevin.default, _op_args(prior, u, kw, trace))
+
+
+def test_opcheck_reverse_diffusion(ext):
+    prior = make_prior((7, 13), n_levels=3, seed=1)
+    pk = pack_prior(prior)
+    B = 5
+    u = torch.randn(B, prior.D)
+    for return_levels in (False, True):
+        args = (u, pk.params, list(pk.dims), pk.layout.reshape(-1).tolist(), pk.mlps.reshape(-1).tolist(),
+                pk.act_params.tolist(), pk.has_energy, pk.n_levels, pk.sigma_min, [2, 1, 0], [0.1, 0.2, 0.3],
+                [10.0, 5.0, 3.0], [0.0, 0.9, 0.95], [1.0, 0.4, 0.3], torch.ones(B), None, 1, 2, torch.arange(B), 4,
+                return_levels, "fp32")
+        torch.library.opcheck(torch.ops.hebm.reverse_diffusion.default, args)
+
+
+def test_op_rejects_inconsistent_structure(ext):
+    prior = make_prior((7, 13), seed=1)
+    u, kw = make_kwargs(prior, 4, n_steps=3)
+    args = list(_op_args(prior, u, kw, False))
+    args[3] = args[3][:-5]  # drop a layer row
+    with pytest.raises(RuntimeError, match="hebm"):
+        torch.ops.hebm.langevin(*args)
+    args = list(_op_args(prior, u, kw, False))
+    args[1] = args[1][:10]  # params too short
+    with pytest.raises(RuntimeError, match="outside params"):
+        torch.ops.hebm.langevin(*args)
+
+
+# ---------------------------------------------------------------------------------------- bad input
+def test_non_contiguous_input(ext):
+    prior = make_prior((7, 13), seed=14)
+    u, kw = make_kwargs(prior, 33, n_steps=5)
+    wide = torch.zeros(prior.D, 33).t()  # column-major view [33, D]
+    wide.copy_(u)
+    assert not wide.is_contiguous()
+    got = hebm.langevin_fused(prior, wide, backend="cpu", **kw)
+    torch.testing.assert_close(got, hebm.langevin_ref(prior, u, **kw), rtol=2e-5, atol=2e-5)
+    strided = torch.zeros(33, 2 * prior.D)[:, ::2]
+    strided.copy_(u)
+    got2 = hebm.langevin_fused(prior, strided, backend="cpu", **kw)
+    torch.testing.assert_close(got2, got, rtol=0, atol=0)
+
+
+def test_bad_dtype_and_nan(ext):
+    prior = make_prior((7, 13), seed=1)
+    u, kw = make_kwargs(prior, 4, n_steps=2)
+    with pytest.raises(TypeError):
+        hebm.langevin_fused(prior, u.half(), backend="cpu", **kw)
+    with pytest.raises(TypeError):
+        hebm.langevin_fused(prior, u.double(), backend="cpu", **kw)  # prior is float32
+    bad = u.clone()
+    bad[1, 2] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        hebm.langevin_fused(prior, bad, backend="cpu", **kw)
+
+
+def test_wrong_device_is_refused(ext):
+    prior = make_prior((7, 13), seed=1)
+    u, kw = make_kwargs(prior, 4, n_steps=2)
+    args = hebm.sampling.check_langevin_args(prior, u, **kw)
+    args.u = torch.empty(4, prior.D, device="meta")
+    why = cpu_backend.unsupported(prior, args)
+    assert why is not None and "meta" in why
+    # the op itself refuses non-CPU tensors on its CPU kernel and shapes them on meta
+    meta = _op_args(prior, u, kw, True)
+    meta = tuple(a.to("meta") if isinstance(a, torch.Tensor) else a for a in meta)
+    out, logd = torch.ops.hebm.langevin(*meta)
+    assert out.device.type == "meta" and out.shape == u.shape and logd.shape == (3, 4)
+
+
+class _ShiftedPrior(hebm.HierarchicalPrior):
+    def T(self, u):  # not the math the kernel implements
+        return super().T(u)
+
+
+def test_unsupported_network_falls_back(ext, monkeypatch):
+    monkeypatch.setattr(backends, "_warned", set())
+    prior = _ShiftedPrior([3, 2], prior_hidden=(8,), energy_hidden=(8,))
+    for p in prior.parameters():
+        p.requires_grad_(False)
+    u = torch.randn(5, prior.D)
+    with pytest.warns(RuntimeWarning, match="overrides T"):
+        _, info = hebm.langevin_fused(prior, u, n_steps=2, step_size=0.1, seed=0, return_info=True)
+    assert info["backend"] == "ref"
+    with pytest.raises(hebm.BackendUnavailable, match="overrides T"):
+        hebm.langevin_fused(prior, u, n_steps=2, step_size=0.1, seed=0, backend="cpu")
+
+
+def test_missing_compiler_falls_back(ext, monkeypatch):
+    """Simulated machine without a compiler: auto warns once and uses ref; "cpu" names the fix."""
+    monkeypatch.setattr(_build, "_CACHE", {})
+    monkeypatch.setattr(backends, "_warned", set())
+    monkeypatch.setenv("HEBM_FORCE_BUILD", "1")  # ignore the extension this process already has
+    monkeypatch.setenv("CXX", "/nonexistent/c++")
+    prior = make_prior((7, 13), seed=1)
+    u, kw = make_kwargs(prior, 4, n_steps=2)
+    why = cpu_backend.unavailable()
+    assert why is not None and "compiler" in why and "install" in why
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        _, info = hebm.langevin_fused(prior, u, return_info=True, **kw)
+        _, info2 = hebm.langevin_fused(prior, u, return_info=True, **kw)
+    assert info["backend"] == info2["backend"] == "ref"
+    assert len([w for w in rec if "no fused backend" in str(w.message)]) == 1
+    with pytest.raises(hebm.BackendUnavailable, match="compiler"):
+        hebm.langevin_fused(prior, u, backend="cpu", **kw)
+
+
+def test_build_failure_and_skip_switch(ext, monkeypatch, tmp_path):
+    monkeypatch.setattr(_build, "_CACHE", {})
+    monkeypatch.setenv("HEBM_SKIP_CPU_BUILD", "1")
+    monkeypatch.setenv("HEBM_FORCE_BUILD", "1")
+    mod, why = _build.load_cpu_ops()
+    assert mod is None and "HEBM_SKIP_CPU_BUILD" in why
+    monkeypatch.delenv("HEBM_SKIP_CPU_BUILD")
+    monkeypatch.setattr(_build, "_CACHE", {})
+    bad = tmp_path / "broken.cpp"
+    bad.write_text("this is not C++\n")
+    monkeypatch.setenv("HEBM_EXTENSIONS_DIR", str(tmp_path / "ext"))
+    mod, why = _build.load_extension("_C_broken_test", [str(bad)])
+    assert mod is None and "failed" in why and "backend='ref'" in why
+    assert _build.load_extension("_C_broken_test", [str(bad)]) == (None, why)  # cached, no second build
