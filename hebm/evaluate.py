@@ -136,7 +136,7 @@ def frechet_distance(f1: np.ndarray, f2: np.ndarray) -> float:
 
     mu1, mu2 = f1.mean(0), f2.mean(0)
     s1, s2 = np.cov(f1, rowvar=False), np.cov(f2, rowvar=False)
-    covmean, _ = linalg.sqrtm(s1 @ s2, disp=False)
+    covmean = linalg.sqrtm(s1 @ s2)
     if not np.isfinite(covmean).all():
         off = np.eye(s1.shape[0]) * 1e-6
         covmean = linalg.sqrtm((s1 + off) @ (s2 + off))
@@ -325,6 +325,8 @@ def main(argv=None) -> int:
     from .checkpoint import CheckpointError
 
     a = build_parser().parse_args(argv)
+    if a.device == "cpu":
+        torch.set_num_threads(1)
     try:
         if a.task == "anomaly":
             holdouts = [int(v) for v in str(a.holdout).split(",") if v.strip()]

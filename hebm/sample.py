@@ -145,6 +145,8 @@ def main(argv=None) -> int:
     from .train import load_model
 
     a = build_parser().parse_args(argv)
+    if a.device == "cpu":
+        torch.set_num_threads(1)
     try:
         model, cfg, _ = load_model(a.ckpt, a.device)
     except CheckpointError as e:
