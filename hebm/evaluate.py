@@ -288,6 +288,50 @@ def fd_eval(path: str, *, n: int = 1000, seed: int = 0, fused: bool = False, dev
     return res
 
 
+def latents_figure(path: str, fig_path: str, *, n: int = 500, seed: int = 0, fused: bool = False) -> dict:
+    """The digits-0/1 experiment (PAPERS.md A, B §5.4): per layer, posterior means of the data
+    coloured by label, prior samples before the EBM tilt (p_β, ancestral) and after it (ũ-space
+    Langevin).  Needs 2-d layers (``--latent-dims 2,2``); saves one PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .train import load_model
+
+    model, cfg, _ = load_model(path)
+    if any(d != 2 for d in model.dims):
+        raise ValueError(f"the latent scatter needs 2-d layers (train with --latent-dims 2,2), got {model.dims}")
+    data, tr, _ = _run_data(cfg)
+    with torch.no_grad():
+        mu = model.q_sample(data.x, mean=True)[2]
+    z0 = model.sample_latents(n, seed=seed, n_steps=0, step_size=cfg["langevin_step_size"]) if model.kind != "diffusion" else None
+    z1 = model.sample_latents(n, seed=seed, n_steps=cfg["langevin_steps"], step_size=cfg["langevin_step_size"], fused=fused)
+    L = model.prior.L
+    fig, axes = plt.subplots(L, 3, figsize=(9, 3 * L), squeeze=False)
+    mus, a0, a1 = model.prior.split(mu), model.prior.split(z0) if z0 is not None else None, model.prior.split(z1)
+    for i in range(L):
+        ax = axes[L - 1 - i]
+        for c in sorted(set(data.y.tolist())):
+            m = data.y == c
+            ax[0].scatter(mus[i][m, 0], mus[i][m, 1], s=3, label=f"digit {c}")
+        ax[0].legend(fontsize=7)
+        ax[0].set_title(f"z_{i + 1}: posterior means", fontsize=9)
+        if a0 is not None:
+            ax[1].scatter(a0[i][:, 0], a0[i][:, 1], s=3, c="gray")
+        ax[1].set_title(f"z_{i + 1}: Gaussian prior p_β", fontsize=9)
+        ax[2].scatter(a1[i][:, 0], a1[i][:, 1], s=3, c="C3")
+        ax[2].set_title(f"z_{i + 1}: {model.kind} prior (after tilt)", fontsize=9)
+        lim = float(torch.cat([mus[i], a1[i]]).abs().quantile(0.99)) * 1.2 + 0.1
+        for a in ax:
+            a.set_xlim(-lim, lim)
+            a.set_ylim(-lim, lim)
+    fig.tight_layout()
+    fig.savefig(fig_path, dpi=70)
+    plt.close(fig)
+    return dict(figure=fig_path)
+
+
 # ---------------------------------------------------------------------------------- CLI
 def build_parser():
     p = argparse.ArgumentParser(prog="python -m hebm.evaluate", description="Evaluate a hebm checkpoint the way the papers do.",
@@ -318,6 +362,9 @@ def build_parser():
     f.add_argument("--fused", action="store_true")
     f.add_argument("--langevin-steps", dest="langevin_steps", type=int, default=None)
     f.add_argument("--inception-weights", dest="inception_weights", default=None, help="local Inception weights for torchmetrics FID")
+    t = sub.add_parser("latents", help="digits-0/1 figure: posterior means and prior samples per 2-d layer")
+    t.add_argument("--figure", default="latents.png")
+    t.add_argument("--fused", action="store_true")
     return p
 
 
@@ -356,6 +403,11 @@ def main(argv=None) -> int:
             print(f"  {'k':>2} {'score':>7} {'AUROC':>6} {'AUPRC':>6} {'FPR80':>6}")
             for k, r in result["rows"].items():
                 print(f"  {k:>2} {r['score']:>7} {r['auroc']:.3f}  {r['auprc']:.3f}  {r['fpr80']:.3f}")
+        elif a.task == "latents":
+            if not a.ckpt:
+                raise SystemExit("latents needs --ckpt CKPT")
+            result = latents_figure(a.ckpt, a.figure, seed=a.seed, fused=a.fused)
+            print(f"wrote {a.figure}")
         else:
             if not a.ckpt:
                 raise SystemExit("fd needs --ckpt CKPT")

@@ -57,7 +57,7 @@ def default_config(prior: str = "ebm", **overrides) -> dict:
         classes=None,  # e.g. [0, 1]: keep only these labels
         holdout=None,  # anomaly protocol: train on the 80 % normal split without this digit
         test_fraction=0.1,
-        steps=1500,
+        steps=4000,
         batch_size=64,
         lr=1e-3,  # generator / encoder / conditionals (diffusion: the energies)
         lr_ebm=1e-4,  # joint EBM energies
@@ -473,7 +473,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--download", action="store_true", help="allow torchvision to download --dataset into --data-root")
     a("--classes", type=_ints, help="keep only these labels, e.g. 0,1")
     a("--holdout", type=int, help="anomaly protocol: train on 80%% of the digits other than this one")
-    a("--steps", type=int, help="training iterations (default 1500)")
+    a("--steps", type=int, help="training iterations (default 4000)")
     a("--batch-size", dest="batch_size", type=int, help="per-process batch size (default 64)")
     a("--lr", type=float, help="Adam lr of generator/encoder/conditionals (diffusion: of the energies) (default 1e-3; diffusion 1e-4)")
     a("--lr-ebm", dest="lr_ebm", type=float, help="Adam lr of the joint EBM energies (default 1e-4)")

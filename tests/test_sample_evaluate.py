@@ -89,3 +89,9 @@ def test_bad_ckpt_is_clear(tmp_path, capsys):
     p.write_bytes(b"garbage")
     assert evaluate.main(["--ckpt", str(p), "fd"]) == 2
     assert "corrupt" in capsys.readouterr().err
+
+
+def test_latents_figure(tmp_path):
+    Trainer(default_config("ebm", out=str(tmp_path / "r"), classes=[0, 1], **dict(TINY, latent_dims=[2, 2]))).train()
+    assert evaluate.main(["--ckpt", str(tmp_path / "r" / "ckpt.pt"), "latents", "--figure", str(tmp_path / "l.png")]) == 0
+    assert (tmp_path / "l.png").is_file()
