@@ -13,13 +13,21 @@
 
 #include <memory>
 #include <optional>
+#include <exception>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "cpu/langevin_cpu.h"
 #include "hebm_kernel.h"
 
-#ifndef HEBM_SOURCE_HASH
+// setup.py passes -DHEBM_SOURCE_HASH_TOKEN=h<hex> (a bare token: survives ninja and the shell);
+// hebm/backends/_build.py compares it with the sources to skip a stale prebuilt module.
+#define HEBM_STR2(x) #x
+#define HEBM_STR(x) HEBM_STR2(x)
+#ifdef HEBM_SOURCE_HASH_TOKEN
+#define HEBM_SOURCE_HASH HEBM_STR(HEBM_SOURCE_HASH_TOKEN)
+#else
 #define HEBM_SOURCE_HASH ""
 #endif
 
@@ -144,12 +152,41 @@ void fill_structure(hebm::Problem<T>& P, const Tensor& params, at::IntArrayRef d
   P.sigma_min = static_cast<T>(sigma_min);
 }
 
+// Chunks split statically over at::get_num_threads() std::threads (the chunks are equal work).
+// Own threads rather than at::parallel_for: that one is an inline `#pragma omp parallel`, which
+// would bind the extension to whichever OpenMP runtime it was linked with (the system libgomp,
+// not the copy bundled in torch's wheel) and runs serially without -fopenmp.
 template <typename F>
 void parallel_chunks(int64_t n_chunks, size_t ws_bytes, const F& f) {
-  at::parallel_for(0, n_chunks, 1, [&](int64_t c0, int64_t c1) {
-    std::unique_ptr<char[]> ws(new char[ws_bytes]);  // once per task, never per step
+  const int64_t nt = std::min<int64_t>(std::max<int64_t>(1, at::get_num_threads()), n_chunks);
+  auto task = [&](int64_t c0, int64_t c1) {
+    std::unique_ptr<char[]> ws(new char[ws_bytes]);  // once per thread, never per step
     f(c0, c1, static_cast<void*>(ws.get()));
-  });
+  };
+  if (nt <= 1 || at::in_parallel_region()) {
+    task(0, n_chunks);
+    return;
+  }
+  std::vector<std::exception_ptr> errors(nt);
+  std::vector<std::thread> threads;
+  threads.reserve(nt - 1);
+  for (int64_t i = 1; i < nt; ++i) {
+    threads.emplace_back([&, i] {
+      try {
+        task(i * n_chunks / nt, (i + 1) * n_chunks / nt);
+      } catch (...) {
+        errors[i] = std::current_exception();
+      }
+    });
+  }
+  try {
+    task(0, n_chunks / nt);
+  } catch (...) {
+    errors[0] = std::current_exception();
+  }
+  for (auto& t : threads) t.join();
+  for (auto& e : errors)
+    if (e) std::rethrow_exception(e);
 }
 
 std::tuple<Tensor, Tensor> langevin_cpu(const Tensor& u_in, const Tensor& params_in, at::IntArrayRef dims,

@@ -60,7 +60,7 @@ namespace {
 constexpr int kAlign = 64;
 constexpr int RB = 4;                                 // rows per micro-kernel tile
 #ifndef HEBM_NV
-#define HEBM_NV (HEBM_VBYTES >= 64 ? 4 : 2)  // AVX-512: 32 registers; AVX2/SSE/NEON: 16
+#define HEBM_NV (HEBM_VBYTES >= 64 ? 4 : 3)  // AVX-512: 32 registers; AVX2/SSE/NEON: 16 (4x3 acc + 3 + 1)
 #endif
 constexpr int NV = HEBM_NV;                           // vectors per micro-kernel tile
 constexpr int KC = 256;                               // k-block: keeps a weight tile in L1/L2

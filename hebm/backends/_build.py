@@ -90,28 +90,39 @@ def extensions_dir() -> Path:
     return cache / "hebm" / "extensions" / tag
 
 
-_NATIVE_OK: Optional[bool] = None
+def _compiler_accepts(flags: list) -> bool:
+    cxx = os.environ.get("CXX", "c++")
+    try:
+        r = subprocess.run([cxx, *flags, "-x", "c++", "-E", "-o", os.devnull, os.devnull], capture_output=True,
+                           timeout=30)
+        return r.returncode == 0
+    except Exception:
+        return False
+
+
+_PROBES: dict = {}
+
+
+def _probe(flag: str) -> bool:
+    if flag not in _PROBES:
+        _PROBES[flag] = _compiler_accepts([flag])
+    return _PROBES[flag]
 
 
 def native_flags() -> list:
     """``-march=native`` where the compiler takes it and ``HEBM_NATIVE`` is not 0."""
-    global _NATIVE_OK
     if os.environ.get("HEBM_NATIVE", "1").strip() == "0":
         return []
-    if _NATIVE_OK is None:
-        cxx = os.environ.get("CXX", "c++")
-        try:
-            r = subprocess.run([cxx, "-march=native", "-x", "c++", "-E", "-o", os.devnull, os.devnull],
-                               capture_output=True, timeout=30)
-            _NATIVE_OK = r.returncode == 0
-        except Exception:
-            _NATIVE_OK = False
-    return ["-march=native"] if _NATIVE_OK else []
+    return ["-march=native"] if _probe("-march=native") else []
 
 
 def cxx_flags() -> list:
     """Host compiler flags of every hebm extension (JIT and setup.py alike)."""
     return ["-O3", "-ffp-contract=fast", "-fno-math-errno", *native_flags()]
+
+
+def ld_flags() -> list:
+    return []
 
 
 def _first_line(e: BaseException) -> str:
@@ -130,7 +141,7 @@ def _prebuilt(name: str, sources: Sequence) -> tuple:
         return None, f"no usable prebuilt hebm.{name} ({_first_line(e)})"
     except OSError as e:
         return None, f"prebuilt hebm.{name} does not load ({_first_line(e)})"
-    want = getattr(mod, "source_hash", "")
+    want = str(getattr(mod, "source_hash", "")).lstrip("h")
     if want and all(Path(s).is_file() for s in sources) and want != source_hash(sources):
         return None, f"prebuilt hebm.{name} is older than the sources in {csrc_dir()}"
     return mod, None
@@ -193,7 +204,7 @@ def _load(name, sources, cuda, extra_cflags, extra_cuda_cflags, extra_ldflags) -
             sources=list(sources),
             extra_cflags=[*cxx_flags(), *extra_cflags],
             extra_cuda_cflags=list(extra_cuda_cflags),
-            extra_ldflags=list(extra_ldflags),
+            extra_ldflags=[*ld_flags(), *extra_ldflags],
             extra_include_paths=[str(csrc_dir())],
             build_directory=str(build_dir),
             with_cuda=cuda,
@@ -254,5 +265,5 @@ def reset_cache() -> None:
         _CACHE.clear()
 
 
-__all__ = ["csrc_dir", "cpu_sources", "cxx_flags", "extensions_dir", "load_cpu_ops", "load_extension",
+__all__ = ["csrc_dir", "cpu_sources", "cxx_flags", "ld_flags", "extensions_dir", "load_cpu_ops", "load_extension",
            "native_flags", "source_hash", "reset_cache", "CPU_EXTENSION", "CUDA_EXTENSION"]
