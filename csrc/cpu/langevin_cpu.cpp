@@ -485,7 +485,6 @@ struct SamplerImpl {
     const T* al = rowv + ROW_ALPHA * R;
     const T* sg = rowv + ROW_SIG * R;
     T* Fs = rowv + ROW_F * R;
-    T* logp = rowv + ROW_LOGP * R;
     const int64_t* tl = reinterpret_cast<const int64_t*>(base + ws.tl);
     const T smin = p.sigma_min;
 

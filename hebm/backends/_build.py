@@ -182,8 +182,9 @@ def _load(name, sources, cuda, extra_cflags, extra_cuda_cflags, extra_ldflags) -
             _after_load(mod)
             return mod, None
     if _flag(skip_var):
-        return None, (f"{skip_var}=1 is set and there is no usable prebuilt hebm.{name}; unset {skip_var} to "
-                      f"compile the {what} extension on first use (needs a C++ compiler and ninja)")
+        return None, (f"{skip_var}=1 is set and there is no usable prebuilt hebm.{name} ({prebuilt_why or 'ignored'}); "
+                      f"unset {skip_var} to compile the {what} extension on first use (needs a C++ compiler and "
+                      f"ninja)")
     missing = [s for s in sources if not Path(s).is_file()]
     if missing:
         return None, f"the {what} sources are missing ({missing[0]}); reinstall hebm from a full checkout"
