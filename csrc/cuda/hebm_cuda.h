@@ -1,0 +1,93 @@
+// hebm_cuda.h — the CUDA sampler's kernel arguments and launch entry points (plain C++, no torch).
+//
+// Shared by: langevin_kernel.cu (device code, nvcc), langevin_cuda.cpp (torch binding + the
+// host emulator of one thread block, host compiler).  The math contract is hebm/sampling.py
+// (langevin_ref); the block algorithm lives in langevin_block.cuh.
+#pragma once
+
+#include <cstdint>
+
+#include "../hebm_kernel.h"
+
+namespace hebm {
+namespace cuda {
+
+constexpr int kThreads = 256;  // threads per block (8 warps); the block code assumes exactly this
+constexpr int kWarps = kThreads / 32;
+constexpr int kMaxL = 16;                // latent layers
+constexpr int kMaxMlps = 2 * kMaxL - 1;  // conditionals + energies
+constexpr int kMaxLayers = 64;           // Linear layers over all MLPs
+constexpr int kMaxLevels = 16;           // levels of a fused reverse diffusion
+constexpr int kRowScalars = 8;           // per-row scalar slots in the workspace
+
+struct LayerDesc {
+  int32_t in, out, brows, pad;
+  int64_t w_off, b_off;  // element offsets into params (W [out, in] row-major; bias table [brows, out])
+};
+
+struct MlpDesc {
+  int32_t first, n_layers, act, stack_off;  // stack_off: per-row element offset of its hidden buffers
+  float act_param;
+  int32_t pad;
+};
+
+HEBM_HD int round4(int x) { return (x + 3) & ~3; }
+
+// Everything one launch needs, passed by value as a __grid_constant__ kernel parameter.
+template <typename T>
+struct KArgs {
+  // ---- structure (from pack.py's flat tables)
+  int32_t B, D, L, LD;  // LD = round4(D): row stride of the state buffers
+  int32_t dims[kMaxL], offs[kMaxL];
+  int32_t n_mlps, n_layers, has_energy, n_levels;
+  MlpDesc mlps[kMaxMlps];
+  LayerDesc layers[kMaxLayers];
+  T sigma_min;
+  const T* P;   // params as packed
+  const T* PT;  // same offsets, every W transposed to [in, out] (biases copied)
+  int64_t n_params;
+
+  // ---- workspace plan (per-row element offsets; every region a multiple of 4 elements)
+  int32_t rows;         // rows (chains) per block = the template ROWS of the kernel
+  int32_t ld_w, ld_out, stack_len, store_all, has_un, stage_params;
+  int32_t off_U, off_Z, off_G, off_EX, off_UN, off_XT, off_GA, off_GB, off_OUT, off_STACK, off_RS;
+  int32_t row_elems;    // elements per row of the workspace
+  T* gws;               // global workspace [gridDim.x, ws_block_elems] or nullptr (shared memory)
+  int64_t ws_block_elems;
+
+  // ---- per-chain data (Langevin mode; [B] each, materialised)
+  const T* u_in;
+  T* u_out;
+  const T* step_size;
+  const T* noise_scale;
+  const T* energy_scale;
+  const int64_t* t;  // nullptr: level 0
+  const T* u_next;   // nullptr: no kernel term
+  const T* alpha;
+  const T* sigma;
+  const T* noise;    // [n_steps (· n_lv), B, D] or nullptr (Philox)
+  uint32_t key0, key1;
+  const int64_t* chain_ids;
+  int64_t step_offset;
+  int32_t n_steps;
+  T* log_density;    // [n_steps, B] or nullptr
+
+  // ---- reverse-diffusion mode (n_lv > 0): levels j = 0..n_lv-1, scalars per level
+  int32_t n_lv;
+  int32_t lv_t[kMaxLevels];
+  T lv_step[kMaxLevels], lv_lam[kMaxLevels], lv_alpha[kMaxLevels], lv_sigma[kMaxLevels];
+  T* levels_out;     // [n_lv + 1, B, D] (slot 0 written by the launcher) or nullptr
+};
+
+// Launch entry points (langevin_kernel.cu).  `stream` is a cudaStream_t; the return value is a
+// cudaError_t (0 = success).  `grid` = number of blocks (grid-stride over row blocks).
+// Every layer's W transposed into PT (same offsets; biases copied).  `layers`: host table.
+int launch_transpose(const void* P, void* PT, const LayerDesc* layers, int n_layers, bool dbl, void* stream);
+int launch_langevin_f32(const KArgs<float>& a, int grid, int64_t smem_bytes, void* stream);
+int launch_langevin_f64(const KArgs<double>& a, int grid, int64_t smem_bytes, void* stream);
+// Blocks of `rows` chains that fit one SM at `smem_bytes` (cudaOccupancyMaxActiveBlocksPerMultiprocessor).
+int occupancy_f32(int rows, int64_t smem_bytes);
+int occupancy_f64(int rows, int64_t smem_bytes);
+
+}  // namespace cuda
+}  // namespace hebm
