@@ -71,8 +71,9 @@ if cpp_extension is not None and CSRC.is_dir():
         h = helpers.source_hash([str(p) for p in cu])
         ext_modules.append(cpp_extension.CUDAExtension(
             "hebm._C_cuda", [os.path.relpath(p, ROOT) for p in cu], include_dirs=[str(CSRC)],
-            extra_compile_args={"cxx": [*helpers.cxx_flags(), f"-DHEBM_SOURCE_HASH_TOKEN=h{h}"],
-                                "nvcc": ["-O3", f"-DHEBM_SOURCE_HASH_TOKEN=h{h}"]},
+            extra_compile_args={"cxx": [*helpers.cxx_flags(), "-Wno-unknown-pragmas", *helpers.CUDA_DEFINES,
+                                        f"-DHEBM_SOURCE_HASH_TOKEN=h{h}"],
+                                "nvcc": [*helpers.cuda_cflags(), *helpers.CUDA_DEFINES, f"-DHEBM_SOURCE_HASH_TOKEN=h{h}"]},
         ))
 
     if ext_modules:

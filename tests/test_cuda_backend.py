@@ -84,6 +84,23 @@ def test_extension_builds(ext):
     assert ext.with_cuda
 
 
+def test_prebuilt_module_without_cuda_kernels_is_refused(monkeypatch):
+    """A prebuilt hebm._C_cuda compiled without -DHEBM_WITH_CUDA holds only the emulator: using it
+    would leave torch.ops.hebm.langevin with no CUDA kernel.  The loader must refuse it (and so
+    fall back to the JIT build), and setup.py must pass the define."""
+    import importlib
+    import types
+
+    fake = types.ModuleType("hebm._C_cuda")
+    fake.with_cuda, fake.source_hash = False, ""
+    real = importlib.import_module
+    monkeypatch.setattr(importlib, "import_module", lambda n, *a: fake if n == "hebm._C_cuda" else real(n, *a))
+    mod, why = _build._prebuilt(_build.CUDA_EXTENSION, [])
+    assert mod is None and "HEBM_WITH_CUDA" in why
+    setup_py = (Path(__file__).resolve().parents[1] / "setup.py").read_text()
+    assert "CUDA_DEFINES" in setup_py and "HEBM_WITH_CUDA" in " ".join(_build.CUDA_DEFINES)
+
+
 # ---------------------------------------------------------------------------------- 2. emulator
 def _emu(prior, u, kw, *, dtype=torch.float32, trace=True, precision="fp32"):
     from hebm.backends import cuda as cb

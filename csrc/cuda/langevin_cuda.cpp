@@ -647,7 +647,13 @@ TORCH_LIBRARY_IMPL(hebm_cuda_emu, CPU, m) {
   m.impl("reverse_diffusion", TORCH_FN(hebm::cuda::reverse_op<true>));
 }
 
-#ifndef HEBM_SOURCE_HASH
+// setup.py passes -DHEBM_SOURCE_HASH_TOKEN=h<hex>; hebm/backends/_build.py compares it with the
+// sources so a stale prebuilt module is rebuilt instead of used
+#define HEBM_CUDA_STR2(x) #x
+#define HEBM_CUDA_STR(x) HEBM_CUDA_STR2(x)
+#ifdef HEBM_SOURCE_HASH_TOKEN
+#define HEBM_SOURCE_HASH HEBM_CUDA_STR(HEBM_SOURCE_HASH_TOKEN)
+#else
 #define HEBM_SOURCE_HASH ""
 #endif
 

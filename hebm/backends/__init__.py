@@ -30,7 +30,9 @@ _MODULES = {
     "graph": "hebm.backends.graph",
 }
 
-# "auto" tries these in order (fastest first, per benchmarks/RESULTS.md)
+# "auto" tries these in order.  CUDA: the hand-written kernel first (exact fp32, one launch),
+# then the generated Triton kernel, then graph replay of the reference step — the expected
+# speed order from the design (DESIGN.md §3); no GPU has timed them yet (benchmarks/RESULTS.md).
 AUTO_ORDER = {
     "cpu": ("cpu",),
     "cuda": ("cuda", "triton", "graph"),

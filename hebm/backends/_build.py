@@ -121,6 +121,38 @@ def cxx_flags() -> list:
     return ["-O3", "-ffp-contract=fast", "-fno-math-errno", *native_flags()]
 
 
+def cuda_arch_list() -> list:
+    """Compute capabilities to build for, e.g. ``["80", "90"]`` (PTX of the last one is added):
+    ``HEBM_CUDA_ARCH`` (``"90"``, ``"80;90"``), else the visible GPU's own, else ``80;90``."""
+    import torch
+
+    env = os.environ.get("HEBM_CUDA_ARCH", "").strip()
+    if env:
+        archs = [a.strip().replace(".", "") for a in env.replace(",", ";").split(";") if a.strip()]
+    elif torch.cuda.is_available():
+        major, minor = torch.cuda.get_device_capability()
+        archs = [f"{major}{minor}"]
+    else:
+        archs = ["80", "90"]
+    return sorted(set(archs), key=int)
+
+
+def cuda_cflags() -> list:
+    """nvcc flags of the CUDA extension (JIT and setup.py alike).  No ``--use_fast_math``: the
+    exact path keeps IEEE expf/erff/logf/division."""
+    archs = cuda_arch_list()
+    flags = ["-O3", "-std=c++17", "-lineinfo"]
+    for a in archs:
+        flags.append(f"-gencode=arch=compute_{a},code=sm_{a}")
+    flags.append(f"-gencode=arch=compute_{archs[-1]},code=compute_{archs[-1]}")
+    return flags
+
+
+# the CUDA extension's host code registers its CUDA kernels only under this define (without it the
+# module holds just the CPU emulator) — both build paths must pass it
+CUDA_DEFINES = ["-DHEBM_WITH_CUDA"]
+
+
 def ld_flags() -> list:
     return []
 
@@ -141,6 +173,8 @@ def _prebuilt(name: str, sources: Sequence) -> tuple:
         return None, f"no usable prebuilt hebm.{name} ({_first_line(e)})"
     except OSError as e:
         return None, f"prebuilt hebm.{name} does not load ({_first_line(e)})"
+    if name == CUDA_EXTENSION and not getattr(mod, "with_cuda", False):
+        return None, f"prebuilt hebm.{name} was built without -DHEBM_WITH_CUDA (it holds no CUDA kernels)"
     want = str(getattr(mod, "source_hash", "")).lstrip("h")
     if want and all(Path(s).is_file() for s in sources) and want != source_hash(sources):
         return None, f"prebuilt hebm.{name} is older than the sources in {csrc_dir()}"
@@ -267,4 +301,4 @@ def reset_cache() -> None:
 
 
 __all__ = ["csrc_dir", "cpu_sources", "cxx_flags", "ld_flags", "extensions_dir", "load_cpu_ops", "load_extension",
-           "native_flags", "source_hash", "reset_cache", "CPU_EXTENSION", "CUDA_EXTENSION"]
+           "native_flags", "source_hash", "cuda_arch_list", "cuda_cflags", "CUDA_DEFINES", "reset_cache", "CPU_EXTENSION", "CUDA_EXTENSION"]

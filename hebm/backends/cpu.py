@@ -2,7 +2,8 @@
 
 The whole K-step loop — T_β forward, energies forward and backward, backward through T_β, the
 Gaussian and kernel terms, the noise and the update — runs in one C++ call, parallel over row
-chunks of chains (ATen's thread pool), weights packed once per call.  A whole reverse
+chunks of chains (the extension's own std::thread split: ATen's parallel_for ran serially in
+this build, benchmarks/NOTES.md), weights packed once per call.  A whole reverse
 diffusion (all levels) is one call too.  The extension is built by ``setup.py`` or compiled on
 first use (:mod:`hebm.backends._build`); when that fails, ``unavailable()`` says why and how to
 fix it, and ``backend="auto"`` falls back to the reference.

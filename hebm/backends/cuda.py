@@ -42,31 +42,12 @@ def sources() -> list:
     return [str(root / "langevin_cuda.cpp"), str(root / "langevin_kernel.cu")]
 
 
-def arch_list() -> list:
-    """Compute capabilities to build for, e.g. ``["80", "90"]`` (PTX of the last one is added)."""
-    env = os.environ.get("HEBM_CUDA_ARCH", "").strip()
-    if env:
-        archs = [a.strip().replace(".", "") for a in env.replace(",", ";").split(";") if a.strip()]
-    elif torch.cuda.is_available():
-        major, minor = torch.cuda.get_device_capability()
-        archs = [f"{major}{minor}"]
-    else:
-        archs = ["80", "90"]
-    return sorted(set(archs), key=int)
-
-
-def cuda_cflags() -> list:
-    """nvcc flags.  No ``--use_fast_math``: the exact path keeps IEEE expf/erff/logf/division."""
-    archs = arch_list()
-    flags = ["-O3", "-std=c++17", "-lineinfo"]
-    for a in archs:
-        flags.append(f"-gencode=arch=compute_{a},code=sm_{a}")
-    flags.append(f"-gencode=arch=compute_{archs[-1]},code=compute_{archs[-1]}")
-    return flags
+arch_list = _build.cuda_arch_list
+cuda_cflags = _build.cuda_cflags
 
 
 def _load():
-    return _build.load_extension(_build.CUDA_EXTENSION, sources(), cuda=True, extra_cflags=["-DHEBM_WITH_CUDA"],
+    return _build.load_extension(_build.CUDA_EXTENSION, sources(), cuda=True, extra_cflags=_build.CUDA_DEFINES,
                                  extra_cuda_cflags=cuda_cflags())
 
 
