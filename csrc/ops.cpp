@@ -15,6 +15,7 @@
 #include <optional>
 #include <exception>
 #include <string>
+#include <atomic>
 #include <thread>
 #include <vector>
 
@@ -48,10 +49,20 @@ constexpr const char* kReverseSchema =
     "float[] level_alpha, float[] level_sigma, Tensor noise_scale, Tensor? noise, int key0, int key1, "
     "Tensor chain_ids, int n_steps, bool return_levels, str precision) -> Tensor";
 
+// Kernel threads: 0 follows torch.get_num_threads().  A separate knob because a training loop
+// wants torch's intra-op pool at 1 thread (tiny eager ops oversubscribe) while this kernel's
+// one call per K steps still gains from every core (hebm.backends.cpu.set_num_threads).
+std::atomic<int64_t> g_kernel_threads{0};
+
+int64_t kernel_threads() {
+  const int64_t n = g_kernel_threads.load(std::memory_order_relaxed);
+  return std::max<int64_t>(1, n > 0 ? n : at::get_num_threads());
+}
+
 // Row chunk per task: all chains of a thread when B is small (one chunk per thread), at most
 // 64 rows (weight reuse vs. enough tasks for the threads).
 int64_t choose_chunk_rows(int64_t B) {
-  const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
+  const int64_t threads = kernel_threads();
   int64_t per = (B + threads - 1) / threads;
   per = (per + 3) / 4 * 4;
   return std::max<int64_t>(4, std::min<int64_t>(per, 64));
@@ -152,13 +163,13 @@ void fill_structure(hebm::Problem<T>& P, const Tensor& params, at::IntArrayRef d
   P.sigma_min = static_cast<T>(sigma_min);
 }
 
-// Chunks split statically over at::get_num_threads() std::threads (the chunks are equal work).
+// Chunks split statically over kernel_threads() std::threads (the chunks are equal work).
 // Own threads rather than at::parallel_for: that one is an inline `#pragma omp parallel`, which
 // would bind the extension to whichever OpenMP runtime it was linked with (the system libgomp,
 // not the copy bundled in torch's wheel) and runs serially without -fopenmp.
 template <typename F>
 void parallel_chunks(int64_t n_chunks, size_t ws_bytes, const F& f) {
-  const int64_t nt = std::min<int64_t>(std::max<int64_t>(1, at::get_num_threads()), n_chunks);
+  const int64_t nt = std::min<int64_t>(kernel_threads(), n_chunks);
   auto task = [&](int64_t c0, int64_t c1) {
     std::unique_ptr<char[]> ws(new char[ws_bytes]);  // once per thread, never per step
     f(c0, c1, static_cast<void*>(ws.get()));
@@ -366,6 +377,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.attr("source_hash") = HEBM_SOURCE_HASH;
   m.def("isa", []() { return std::string(hebm::cpu::isa_name()); }, "ISA the vector code was compiled for");
   m.def("vector_bytes", []() { return hebm::cpu::vector_bytes(); });
+  m.def("set_num_threads", [](int64_t n) { g_kernel_threads.store(std::max<int64_t>(0, n)); },
+        "threads of the CPU kernel; 0 follows torch.get_num_threads()", pybind11::arg("n"));
+  m.def("get_num_threads", []() { return kernel_threads(); }, "threads the CPU kernel uses now");
   m.def("philox_normal", &philox_normal_cpp, "normals of the shared Philox stream (tests)", pybind11::arg("seed"),
         pybind11::arg("chain_ids"), pybind11::arg("step"), pybind11::arg("D"), pybind11::arg("stream") = 0);
 }

@@ -41,7 +41,7 @@ CKPT_NAME = "ckpt.pt"
 # keys that define the model / data stream: a resume must not change them
 MODEL_KEYS = ("prior", "dataset", "latent_dims", "enc_hidden", "dec_hidden", "prior_hidden", "energy_hidden", "act",
               "energy_act", "spectral_norm", "sigma_x", "T", "classes", "holdout", "posterior", "seed", "batch_size")
-RUNTIME_KEYS = ("threads", "steps", "fused", "device", "out", "log_every", "ckpt_every", "sample_every", "quiet", "data_root",
+RUNTIME_KEYS = ("threads", "kernel_threads", "steps", "fused", "device", "out", "log_every", "ckpt_every", "sample_every", "quiet", "data_root",
                 "download", "resume")
 
 
@@ -89,6 +89,7 @@ def default_config(prior: str = "ebm", **overrides) -> dict:
         n_samples=64,
         quiet=False,
         threads=1,  # CPU intra-op threads: 1 is ~20x faster than 2 for these tiny MLPs (oversubscription)
+        kernel_threads=0,  # threads of the fused C++ sampler (--fused on CPU); 0: this process's share of the cores
     )
     if prior == "diffusion":
         cfg.update(lr=1e-4, langevin_steps=30, langevin_step_size=1e-3, steps=1500)
@@ -99,6 +100,18 @@ def default_config(prior: str = "ebm", **overrides) -> dict:
         raise ValueError(f"unknown config keys: {sorted(unknown)}")
     cfg.update(overrides)
     return cfg
+
+
+def _set_kernel_threads(n: int) -> None:
+    """The C++ sampler runs one call per K steps, so unlike torch's tiny eager ops it gains
+    from every core: give it this process's share (cores / local processes) unless told."""
+    from .backends import cpu as cpu_backend
+
+    if n <= 0:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        n = max(1, cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+    if cpu_backend.unavailable() is None:  # otherwise --fused falls back to the reference and says so
+        cpu_backend.set_num_threads(n)
 
 
 def step_seed(seed: int, step: int, salt: int = 0) -> int:
@@ -197,6 +210,8 @@ class Trainer:
         self.device = torch.device(self.dist.device)
         if cfg.get("threads") and self.device.type == "cpu":
             torch.set_num_threads(int(cfg["threads"]))
+        if cfg.get("fused") and self.device.type == "cpu":
+            _set_kernel_threads(int(cfg.get("kernel_threads") or 0))
         torch.manual_seed(cfg["seed"])
         np.random.seed(cfg["seed"] % 2**32)
 
@@ -246,9 +261,9 @@ class Trainer:
                 p.requires_grad_(False)
         self.gparams = [p for p in self.model.generator_parameters() if p.requires_grad]
         self.eparams = self.model.energy_parameters()
-        self.opt_g = torch.optim.Adam(self.gparams, lr=cfg["lr"]) if self.gparams else None
+        self.opt_g = torch.optim.Adam(self.gparams, lr=cfg["lr"], foreach=True) if self.gparams else None
         elr = cfg["lr"] if cfg["prior"] == "diffusion" else cfg["lr_ebm"]
-        self.opt_e = torch.optim.Adam(self.eparams, lr=elr) if self.eparams else None
+        self.opt_e = torch.optim.Adam(self.eparams, lr=elr, foreach=True) if self.eparams else None
         self.step = 0
         self.last_good_ckpt = None
         if resume_ck is not None:
@@ -311,9 +326,9 @@ class Trainer:
         self.dist.all_reduce_mean(grads_g + grads_e)
         metrics = {key: float(v.detach()) if torch.is_tensor(v) else float(v) for key, v in out.items()}
         bad = [key for key, v in metrics.items() if not math.isfinite(v) or abs(v) > 1e9]
-        if any(not bool(torch.isfinite(g).all()) for g in grads_g):
+        if not _all_finite(grads_g):
             bad.append("grad(generator)")
-        if any(not bool(torch.isfinite(g).all()) for g in grads_e):
+        if not _all_finite(grads_e):
             bad.append("grad(energies)")
         if bad:
             raise NonFiniteError(self._nan_advice(k, bad, metrics))
@@ -417,6 +432,11 @@ class Trainer:
         return dict(status=status, step=self.step, message=msg, wall_s=time.time() - t0, out=self.out)
 
 
+def _all_finite(tensors: list) -> bool:
+    # one reduction over all gradients (a check per tensor costs ~1 ms an iteration in syncs)
+    return not tensors or bool(torch.isfinite(torch.cat([t.reshape(-1) for t in tensors])).all())
+
+
 def _grads(loss, params) -> list:
     """d loss / d params; parameters the loss does not reach (the encoder in the MLE scheme) get zeros."""
     if loss is None or not params:
@@ -500,6 +520,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--sample-every", dest="sample_every", type=int, help="sample-grid interval, 0: only at the end")
     a("--quiet", action="store_true", help="no progress bar")
     a("--threads", type=int, help="torch CPU threads (default 1: fastest for these small networks)")
+    a("--kernel-threads", dest="kernel_threads", type=int,
+      help="threads of the fused C++ sampler with --fused on CPU (default: all cores of this process's share)")
     return p
 
 

@@ -125,6 +125,26 @@ def test_chain_alone_equals_chain_in_batch(ext):
         torch.testing.assert_close(alone, batch[b:b + 1], rtol=0, atol=0)
 
 
+def test_kernel_threads_setting(ext):
+    """set_num_threads changes how many threads split the chains, never the chains (rows are
+    independent), and 0/None go back to following torch.get_num_threads()."""
+    prior = make_prior((7, 13), n_levels=3, seed=4)
+    u, kw = make_kwargs(prior, 70, n_steps=12, explicit_noise=False, seed=5)
+    try:
+        outs = []
+        for n in (1, 2, 3):
+            cpu_backend.set_num_threads(n)
+            assert cpu_backend.get_num_threads() == n
+            outs.append(hebm.langevin_fused(prior, u, backend="cpu", **kw))
+        for o in outs[1:]:
+            torch.testing.assert_close(o, outs[0], rtol=0, atol=0)
+        with pytest.raises(ValueError, match="n must be"):
+            cpu_backend.set_num_threads(-1)
+    finally:
+        cpu_backend.set_num_threads(None)
+    assert cpu_backend.get_num_threads() == torch.get_num_threads()
+
+
 def test_float64_matches_reference(ext):
     prior = make_prior((7, 13, 5), n_levels=2, seed=6, dtype=torch.float64)
     u, kw = make_kwargs(prior, 33, n_steps=40, dtype=torch.float64)

@@ -32,6 +32,27 @@ def _ops():
     return torch.ops.hebm, None
 
 
+def set_num_threads(n: Optional[int]) -> None:
+    """Threads of the C++ kernel.  ``None`` or 0: follow ``torch.get_num_threads()`` (the
+    default).  A training loop that keeps torch's intra-op pool at one thread (its small eager
+    ops run faster that way) can still give the kernel every core — ``hebm.train`` does."""
+    n = 0 if n is None else int(n)
+    if n < 0:
+        raise ValueError(f"n must be >= 0 or None, got {n}")
+    mod, why = _build.load_cpu_ops()
+    if mod is None:
+        from . import BackendUnavailable
+
+        raise BackendUnavailable(f"the C++ CPU extension is unavailable: {why}")
+    mod.set_num_threads(n)
+
+
+def get_num_threads() -> int:
+    """Threads the C++ kernel uses now (1 when the extension is unavailable)."""
+    mod, _ = _build.load_cpu_ops()
+    return int(mod.get_num_threads()) if mod is not None else 1
+
+
 def unavailable() -> Optional[str]:
     """None when the C++ extension loads (compiling it on first use), else why + the fix."""
     _, why = _ops()
