@@ -278,9 +278,20 @@ class HEBMModel(nn.Module):
             out.update(recon=-rec.mean().detach())
         else:
             raise ValueError(f"posterior must be 'q' or 'langevin', got {posterior!r}")
-        fp = self.prior.energy(z_pos)
         fn = self.prior.energy(z_neg)
-        out.update(loss_g=loss_g, loss_e=fn.mean() - fp.mean(), f_pos=fp.mean().detach(), f_neg=fn.mean().detach())
+        if posterior == "q":
+            # loss_g already holds −mean f(z⁺) (z⁺ from q, not detached), whose gradient in the
+            # energy parameters is exactly the positive phase of loss_e; so one backward of
+            # loss_g + mean f(z⁻) yields both gradient sets (generator side: loss_g's; energy side:
+            # loss_e's) with one energy pass on z⁺ instead of two.
+            fp = f_pos.detach()
+            loss_e = fn.mean() - fp.mean()
+            joint = loss_g + fn.mean()
+        else:  # loss_g does not touch the energies: the joint loss is the plain sum
+            fp = self.prior.energy(z_pos)
+            loss_e = fn.mean() - fp.mean()
+            joint = loss_g + loss_e
+        out.update(loss_g=loss_g, loss_e=loss_e, loss_joint=joint, f_pos=fp.mean().detach(), f_neg=fn.mean().detach())
         return out
 
     def loss_diffusion(self, x, generator, *, lseed: int, chain_ids, n_steps: int, fused: bool) -> dict:

@@ -321,8 +321,13 @@ class Trainer:
                              post_step_size=cfg["posterior_step_size"])
         else:
             out = m.loss_diffusion(x, gen, lseed=lseed, chain_ids=ids, n_steps=cfg["langevin_steps"], fused=cfg["fused"])
-        grads_g = _grads(out.get("loss_g"), self.gparams)
-        grads_e = _grads(out.get("loss_e"), self.eparams)
+        joint = out.pop("loss_joint", None)
+        if joint is not None:  # one backward for both parameter sets (models.HEBMModel.loss_ebm says why)
+            both = _grads(joint, self.gparams + self.eparams)
+            grads_g, grads_e = both[: len(self.gparams)], both[len(self.gparams):]
+        else:
+            grads_g = _grads(out.get("loss_g"), self.gparams)
+            grads_e = _grads(out.get("loss_e"), self.eparams)
         self.dist.all_reduce_mean(grads_g + grads_e)
         metrics = {key: float(v.detach()) if torch.is_tensor(v) else float(v) for key, v in out.items()}
         bad = [key for key, v in metrics.items() if not math.isfinite(v) or abs(v) > 1e9]
