@@ -60,7 +60,12 @@ class Activation(nn.Module):
         super().__init__()
         if ":" in name:
             name, _, p = name.partition(":")
-            param = float(p) if param is None else param
+            if param is None:
+                try:
+                    param = float(p)
+                except ValueError:
+                    raise ValueError(f"activation {name + ':' + p!r}: the part after ':' must be a number "
+                                     f"(LeakyReLU's negative slope, e.g. 'leaky_relu:0.2'), got {p!r}") from None
         name = name.strip().lower().replace("-", "_")
         if name == "lrelu":
             name = "leaky_relu"

@@ -241,7 +241,8 @@ def check_langevin_args(
         if chain_ids is not None:
             if not isinstance(chain_ids, torch.Tensor):
                 chain_ids = torch.as_tensor(chain_ids)
-            if chain_ids.dtype.is_floating_point or chain_ids.shape != (u.shape[0],):
+            if chain_ids.dtype.is_floating_point or chain_ids.dtype == torch.bool or chain_ids.is_complex() \
+                    or chain_ids.shape != (u.shape[0],):
                 raise ValueError(f"chain_ids must be an integer tensor of shape [{u.shape[0]}], got {_fmt(chain_ids)}")
             if int(chain_ids.min()) < 0 or int(chain_ids.max()) >= 2**32:
                 raise ValueError("chain_ids must lie in [0, 2**32)")

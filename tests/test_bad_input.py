@@ -70,6 +70,7 @@ CASES = [
     ("step_size str", U, dict(step_size="big"), TypeError, r"step_size"),
     ("alpha complex", U, dict(KERNEL, alpha=torch.ones(B, dtype=torch.complex64)), TypeError, r"alpha"),
     ("chain_ids float", U, dict(chain_ids=torch.zeros(B)), ValueError, r"chain_ids"),
+    ("chain_ids bool", U, dict(chain_ids=torch.ones(B, dtype=torch.bool)), ValueError, r"chain_ids"),
     ("n_steps float", U, dict(n_steps=2.5), TypeError, r"n_steps"),
     ("n_steps bool", U, dict(n_steps=True), TypeError, r"n_steps"),
     ("seed float", U, dict(seed=1.5), TypeError, r"seed"),
@@ -230,6 +231,8 @@ def test_unknown_activation():
         hebm.HierarchicalPrior([2, 2], act="swish")
     with pytest.raises(ValueError, match=r"activation 'mish'"):
         hebm.HierarchicalPrior([2, 2], energy_act="mish")
+    with pytest.raises(ValueError, match=r"leaky_relu:abc.*must be a number"):
+        hebm.HierarchicalPrior([2, 2], act="leaky_relu:abc")
 
 
 def test_bad_prior_construction():
