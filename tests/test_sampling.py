@@ -237,6 +237,24 @@ def test_z_space_sampler_one_step(make_prior):
 N_CHAINS = 4000
 
 
+def _cpu_or_skip():
+    from hebm import backends
+
+    why = backends.unavailable("cpu")
+    if why is not None:  # tests/test_cpu_backend.py fails loudly on this; here it is not the subject
+        pytest.skip(f"backend 'cpu': {why}")
+
+
+@pytest.fixture(params=["ref", "cpu"])
+def sampler(request):
+    """The analytic-law tests run on the reference and on the fused C++ backend (the other fused
+    backends run the same laws in their own test files where they can run at this size)."""
+    if request.param == "cpu":
+        _cpu_or_skip()
+        return lambda prior, u, **kw: hebm.langevin_fused(prior, u, backend="cpu", **kw)
+    return hebm.langevin_ref
+
+
 def _zero_last_layer(prior):
     with torch.no_grad():
         for f in prior.energies:
@@ -271,7 +289,7 @@ def test_zero_energy_stationary_law(make_prior, energy):
     assert abs(float(out.var()) - 1) > 4 * math.sqrt(2 / out.numel())
 
 
-def test_kernel_term_stationary_law(make_prior):
+def test_kernel_term_stationary_law(make_prior, sampler):
     """F ≡ 0 with the kernel: π ∝ N(u; 0, I) N(a u; y, σ²), precision P = 1 + a²/σ², mean a y/(σ² P);
     the discretised chain's stationary variance is δ²/(1 − (1 − δ²P/2)²), per-row a, σ, y."""
     prior = make_prior((3, 4), energy_hidden=None)
@@ -281,8 +299,8 @@ def test_kernel_term_stationary_law(make_prior):
     a = 0.3 + 0.6 * torch.rand(B, generator=g, dtype=f64)
     s = 0.5 + 0.5 * torch.rand(B, generator=g, dtype=f64)
     delta = 0.5
-    out = hebm.langevin_ref(prior, torch.zeros(B, D, dtype=f64), n_steps=80, step_size=delta, seed=2,
-                            u_next=y, alpha=a, sigma=s)
+    out = sampler(prior, torch.zeros(B, D, dtype=f64), n_steps=80, step_size=delta, seed=2,
+                  u_next=y, alpha=a, sigma=s)
     P = (1 + a**2 / s**2)[:, None]
     mean = a[:, None] * y / (s**2)[:, None] / P
     var = delta**2 / (1 - (1 - delta**2 * P / 2) ** 2)
@@ -290,7 +308,7 @@ def test_kernel_term_stationary_law(make_prior):
 
 
 @pytest.mark.parametrize("kind", ["linear", "relu_with_large_bias"])
-def test_linear_energy_shifts_the_mean(make_prior, kind):
+def test_linear_energy_shifts_the_mean(make_prior, kind, sampler):
     """L = 1 (z = u), F(z) = w·z + b: π = N(λw, I); the discrete chain keeps mean λw exactly and has
     variance 1/(1 − δ²/4).  Per-row λ."""
     if kind == "linear":
@@ -306,15 +324,14 @@ def test_linear_energy_shifts_the_mean(make_prior, kind):
     B = N_CHAINS
     lam = 1 + 3 * torch.rand(B, generator=g, dtype=f64)
     delta = 0.6
-    out = hebm.langevin_ref(prior, torch.zeros(B, 5, dtype=f64), n_steps=60, step_size=delta, seed=3,
-                            energy_scale=lam)
+    out = sampler(prior, torch.zeros(B, 5, dtype=f64), n_steps=60, step_size=delta, seed=3, energy_scale=lam)
     if kind != "linear":  # the premise held along the way
         assert bool((f.layers[0](out) > 0).all())
     v = 1 / (1 - delta**2 / 4)
     assert_standard_normal((out - lam[:, None] * w) / math.sqrt(v))
 
 
-def test_linear_energy_through_T(make_prior):
+def test_linear_energy_through_T(make_prior, sampler):
     """L = 2 with linear μ(z_2) = A z_2 + b and constant σ: z_1 = μ + σ ⊙ u_1, z_2 = u_2.  With
     F = w_1·z_1 + w_2·z_2 the ũ-space gradient is constant, (σ⊙w_1, Aᵀw_1 + w_2): mean λ·that."""
     prior = make_prior((4, 3), prior_hidden=(), energy_hidden=(), scale=1.0)
@@ -328,8 +345,8 @@ def test_linear_energy_through_T(make_prior):
     w2 = prior.energies[1].layers[0].weight[0]
     grad = torch.cat([sig * w1, A.T @ w1 + w2])
     lam, delta = 2.5, 0.6
-    out = hebm.langevin_ref(prior, torch.zeros(N_CHAINS, 7, dtype=f64), n_steps=60, step_size=delta, seed=4,
-                            energy_scale=lam)
+    out = sampler(prior, torch.zeros(N_CHAINS, 7, dtype=f64), n_steps=60, step_size=delta, seed=4,
+                  energy_scale=lam)
     v = 1 / (1 - delta**2 / 4)
     assert_standard_normal((out - lam * grad) / math.sqrt(v))
 
