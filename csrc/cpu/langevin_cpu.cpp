@@ -12,7 +12,7 @@
 // register-blocked micro-kernel (RB rows × NV vectors) written with GCC/Clang vector
 // extensions, so the same source compiles to AVX-512 with -march=native and to SSE2 without.
 // Weights are packed once per call: Wᵀ (forward) and W (backward), columns zero-padded to the
-// vector width; activations for fp32 use vectorised exp/erf (the formulas PyTorch's own
+// vector width and stored in micro-kernel column panels; activations for fp32 use vectorised exp/erf (the formulas PyTorch's own
 // vectorised CPU kernels use), fp64 uses libm.
 #include "langevin_cpu.h"
 
@@ -124,27 +124,43 @@ HEBM_INLINE void micro(int64_t K, const T* __restrict A, int64_t lda, const T* _
 }
 static_assert(RB == 4, "micro() is written for 4-row tiles");
 
-// C[R × Np] (ldc) (+)= A[R × K] (lda) · M[K × Np] (ldm);  R multiple of RB, Np multiple of W.
+// Weight operands are stored in column panels, the layout the micro-kernel reads: the columns
+// of panel p (vectors p·NV … p·NV + NV − 1, fewer in the last panel) lie contiguously, row after
+// row, so a micro-kernel call streams one contiguous block.  (Row-major with the padded width as
+// the stride put the rows of a panel 1–2 KiB apart for 256/512-wide layers: a power-of-two
+// stride that maps a whole KC-row panel onto a few L1 sets and evicted it between calls.)
+// Element (k, n) of a K × Np operand:
 template <typename T>
-void gemm(int64_t R, int64_t K, int64_t Np, const T* A, int64_t lda, const T* M, int64_t ldm, T* C, int64_t ldc,
-          bool acc) {
+inline int64_t panel_index(int64_t k, int64_t n, int64_t K, int64_t Np) {
+  constexpr int64_t W = width<T>();
+  const int64_t j0 = (n / W) / NV * NV;                 // first vector of n's panel
+  const int64_t wv = std::min<int64_t>(NV, Np / W - j0);  // vectors in that panel
+  return K * j0 * W + k * (wv * W) + (n - j0 * W);
+}
+
+// C[R × Np] (ldc) (+)= A[R × K] (lda) · M[K × Np] (M in panels, above);  R multiple of RB, Np
+// multiple of W.
+template <typename T>
+void gemm(int64_t R, int64_t K, int64_t Np, const T* A, int64_t lda, const T* M, T* C, int64_t ldc, bool acc) {
   constexpr int64_t W = width<T>();
   const int64_t nvec = Np / W;
   for (int64_t k0 = 0; k0 < K; k0 += KC) {
     const int64_t kc = std::min<int64_t>(KC, K - k0);
     const bool ac = acc || k0 > 0;
     const T* Ak = A + k0;
-    const T* Mk = M + k0 * ldm;
     int64_t j = 0;
-    for (; j + NV <= nvec; j += NV)
-      for (int64_t r = 0; r < R; r += RB) micro<T, NV>(kc, Ak + r * lda, lda, Mk + j * W, ldm, C + r * ldc + j * W, ldc, ac);
+    for (; j + NV <= nvec; j += NV) {
+      const T* Mp = M + K * j * W + k0 * (NV * W);
+      for (int64_t r = 0; r < R; r += RB) micro<T, NV>(kc, Ak + r * lda, lda, Mp, NV * W, C + r * ldc + j * W, ldc, ac);
+    }
     const int64_t rest = nvec - j;
     if (rest == 0) continue;
+    const T* Mp = M + K * j * W + k0 * (rest * W);
     for (int64_t r = 0; r < R; r += RB) {
       switch (rest) {
-        case 1: micro<T, 1>(kc, Ak + r * lda, lda, Mk + j * W, ldm, C + r * ldc + j * W, ldc, ac); break;
-        case 2: micro<T, 2>(kc, Ak + r * lda, lda, Mk + j * W, ldm, C + r * ldc + j * W, ldc, ac); break;
-        case 3: micro<T, 3>(kc, Ak + r * lda, lda, Mk + j * W, ldm, C + r * ldc + j * W, ldc, ac); break;
+        case 1: micro<T, 1>(kc, Ak + r * lda, lda, Mp, W, C + r * ldc + j * W, ldc, ac); break;
+        case 2: micro<T, 2>(kc, Ak + r * lda, lda, Mp, 2 * W, C + r * ldc + j * W, ldc, ac); break;
+        case 3: micro<T, 3>(kc, Ak + r * lda, lda, Mp, 3 * W, C + r * ldc + j * W, ldc, ac); break;
         default: break;
       }
     }
@@ -305,8 +321,8 @@ template <typename T>
 struct SamplerImpl {
   struct Layer {
     int64_t in, out, inp, outp, brows;
-    const T* Wt;    // [in, outp]   forward operand
-    const T* Wb;    // [out, inp]   backward operand
+    const T* Wt;    // [in, outp]   forward operand (column panels: panel_index)
+    const T* Wb;    // [out, inp]   backward operand (column panels)
     const T* bias;  // [brows, outp]
   };
   struct Net {
@@ -371,8 +387,8 @@ struct SamplerImpl {
       T* bb = base + b_off[l];
       for (int64_t o = 0; o < ly.out; ++o)
         for (int64_t i = 0; i < ly.in; ++i) {
-          wt[i * ly.outp + o] = Wsrc[o * ly.in + i];
-          wb[o * ly.inp + i] = Wsrc[o * ly.in + i];
+          wt[panel_index<T>(i, o, ly.in, ly.outp)] = Wsrc[o * ly.in + i];   // Wᵀ: K = in, N = out
+          wb[panel_index<T>(o, i, ly.out, ly.inp)] = Wsrc[o * ly.in + i];   // W:  K = out, N = in
         }
       for (int64_t r = 0; r < ly.brows; ++r)
         for (int64_t o = 0; o < ly.out; ++o) bb[r * ly.outp + o] = bsrc[r * ly.out + o];
@@ -447,7 +463,7 @@ struct SamplerImpl {
         const int64_t br = ly.brows > 1 ? tl[r] : 0;
         std::memcpy(dst + r * ly.outp, ly.bias + br * ly.outp, sizeof(T) * ly.outp);
       }
-      gemm<T>(R, ly.in, ly.outp, src, slda, ly.Wt, ly.outp, dst, ly.outp, true);
+      gemm<T>(R, ly.in, ly.outp, src, slda, ly.Wt, dst, ly.outp, true);
       if (j + 1 < net.n) act_fwd_der(static_cast<int>(net.act), net.param, dst, base + der_off[j], R * ly.outp);
       src = dst;
       slda = ly.outp;
@@ -463,7 +479,7 @@ struct SamplerImpl {
     for (int64_t j = net.n - 1; j >= 0; --j) {
       const Layer& ly = layers[net.first + j];
       dst = (src == ta) ? tb : ta;
-      gemm<T>(R, ly.out, ly.inp, src, ly.outp, ly.Wb, ly.inp, dst, ly.inp, false);
+      gemm<T>(R, ly.out, ly.inp, src, ly.outp, ly.Wb, dst, ly.inp, false);
       if (j > 0) vmul_inplace(dst, base + der_off[j - 1], R * ly.inp);
       src = dst;
     }
