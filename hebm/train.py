@@ -38,6 +38,9 @@ from .data import anomaly_split, batch_indices, load_dataset, split
 from .models import HEBMModel, NonFiniteError, PRIOR_TYPES, default_model_config
 
 CKPT_NAME = "ckpt.pt"
+# architecture keys shared with hebm.models.default_model_config (defaults taken from there)
+ARCH_KEYS = ("latent_dims", "enc_hidden", "dec_hidden", "prior_hidden", "energy_hidden", "act", "energy_act",
+             "spectral_norm", "sigma_x")
 # keys that define the model / data stream: a resume must not change them
 MODEL_KEYS = ("prior", "dataset", "latent_dims", "enc_hidden", "dec_hidden", "prior_hidden", "energy_hidden", "act",
               "energy_act", "spectral_norm", "sigma_x", "T", "classes", "holdout", "posterior", "seed", "batch_size")
@@ -49,6 +52,7 @@ def default_config(prior: str = "ebm", **overrides) -> dict:
     """All training settings with their defaults for ``prior`` (overrides win)."""
     if prior not in PRIOR_TYPES:
         raise ValueError(f"prior must be one of {', '.join(PRIOR_TYPES)}, got {prior!r}")
+    arch = default_model_config()
     cfg = dict(
         prior=prior,
         dataset="digits",
@@ -61,15 +65,7 @@ def default_config(prior: str = "ebm", **overrides) -> dict:
         batch_size=64,
         lr=1e-3,  # generator / encoder / conditionals (diffusion: the energies)
         lr_ebm=1e-4,  # joint EBM energies
-        latent_dims=[16, 8, 4],
-        enc_hidden=[256, 256],
-        dec_hidden=[256, 256],
-        prior_hidden=[128],
-        energy_hidden=[64, 64],
-        act="gelu",
-        energy_act="gelu",
-        spectral_norm=False,
-        sigma_x=0.3,
+        **{k: arch[k] for k in ARCH_KEYS},  # the network defaults live in models.default_model_config
         posterior="q",  # "q": variational (inference network); "langevin": MLE with posterior Langevin
         posterior_steps=40,
         posterior_step_size=0.1,
