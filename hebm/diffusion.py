@@ -52,6 +52,13 @@ class DiffusionSchedule:
         self.a_bar = torch.cumprod(self.a, 0)
         self.sigma_bar = torch.sqrt(1.0 - self.a_bar**2)
         self.is_recovery = torch.tensor([1.0] * T + [0.0], dtype=torch.float64)
+        # the reverse model's per-level sampler parameters, float64 [T] (level t = index):
+        # δ = √s_t, λ = 1/s_t, a = a_{t+1}·is_recovery[t+1] (0 at the top level: no kernel), σ = σ_{t+1}
+        s = self.step_variance()
+        self._step_size = torch.sqrt(s)
+        self._energy_scale = 1.0 / s
+        self._alpha = self.a[1:] * self.is_recovery[1:]
+        self._sigma = self.sigma[1:]
 
     # ------------------------------------------------------------------ coefficients
     def step_factor(self) -> torch.Tensor:
@@ -84,8 +91,18 @@ class DiffusionSchedule:
         return u_t, a * u_t + s * noise_next
 
     # ------------------------------------------------------------------ reverse targets
+    def level_params(self, t: int) -> dict:
+        """The sampler parameters of the reverse step at level ``t`` (Python floats, computed in
+        float64): ``step_size = √s_t``, ``energy_scale = 1/s_t``, ``alpha = a_{t+1}`` (0 at the top
+        level t = T−1, which has no recovery kernel), ``sigma = σ_{t+1}``.  The one place these are
+        derived; every backend's fused reverse diffusion reads them from here."""
+        t = int(_levels(t, self.T))
+        return dict(t=t, step_size=float(self._step_size[t]), energy_scale=float(self._energy_scale[t]),
+                    alpha=float(self._alpha[t]), sigma=float(self._sigma[t]))
+
     def langevin_kwargs(self, t, u_next: torch.Tensor) -> dict:
-        """Keyword arguments of ``langevin_ref`` for the reverse step at level(s) ``t``.
+        """Keyword arguments of ``langevin_ref`` for the reverse step at level(s) ``t`` (per-row
+        levels allowed): :meth:`level_params` gathered per row, in ``u_next``'s dtype.
 
         Rows at the top level (t = T−1, no recovery kernel) get ``alpha = 0`` and a zero
         ``u_next`` row, which removes the kernel term and its gradient for those rows exactly,
@@ -94,17 +111,17 @@ class DiffusionSchedule:
         B = u_next.shape[0]
         t = _levels(t, self.T, u_next)
         tt = t.expand(B) if t.dim() == 0 else t
-        s = self.step_variance(tt.cpu()).to(u_next.device)
-        rec = self.is_recovery[(tt + 1).cpu()].to(u_next.device)
-        alpha = (self.a[(tt + 1).cpu()].to(u_next.device) * rec).to(u_next.dtype)
-        sigma = self.sigma[(tt + 1).cpu()].to(u_next.device).to(u_next.dtype)
+        idx = tt.cpu()
+        dev, dt = u_next.device, u_next.dtype
+        rec = self.is_recovery[idx + 1]
         kw = dict(
-            step_size=torch.sqrt(s).to(u_next.dtype),
-            energy_scale=(1.0 / s).to(u_next.dtype),
-            t=tt.to(u_next.device),
+            step_size=self._step_size[idx].to(dev).to(dt),
+            energy_scale=self._energy_scale[idx].to(dev).to(dt),
+            t=tt.to(dev),
         )
         if bool((rec > 0).any()):
-            kw.update(u_next=u_next * rec.to(u_next.dtype)[:, None], alpha=alpha, sigma=sigma)
+            kw.update(u_next=u_next * rec.to(dev).to(dt)[:, None], alpha=self._alpha[idx].to(dev).to(dt),
+                      sigma=self._sigma[idx].to(dev).to(dt))
         return kw
 
     def table(self) -> dict:

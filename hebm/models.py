@@ -46,7 +46,9 @@ from torch import nn
 from .diffusion import DiffusionSchedule
 from .nn import MLP, as_activation
 from .prior import HierarchicalPrior
-from .sampling import initial_noise, langevin_fused, langevin_ref, langevin_z_ref, reverse_diffusion
+from .philox import initial_noise
+from .reference import langevin_ref, langevin_z_ref
+from .sampling import langevin_fused, reverse_diffusion
 
 PRIOR_TYPES = ("gaussian", "ebm", "diffusion")
 LOG2PI = math.log(2 * math.pi)

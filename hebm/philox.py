@@ -24,6 +24,8 @@ import torch
 
 STREAM_LANGEVIN = 0
 STREAM_INIT = 1
+#: the step counter is one 32-bit word: steps 0 … 2³²−1 (step 2³² would repeat step 0)
+MAX_STEP = 2**32 - 1
 
 PHILOX_M0 = 0xD2511F53
 PHILOX_M1 = 0xCD9E8D57
@@ -42,10 +44,16 @@ def _mulhilo(m: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return hi & _MASK32, lo
 
 
+def _word(x):
+    """A 32-bit word: an int, or an int64 tensor (a device-side key or step for CUDA graphs)."""
+    return x & _MASK32 if isinstance(x, torch.Tensor) else int(x) & _MASK32
+
+
 def philox4x32(counter: tuple, key: tuple, rounds: int = 10) -> tuple[torch.Tensor, ...]:
-    """Philox4x32-``rounds`` on broadcastable int64 tensors (or ints) holding 32-bit words."""
+    """Philox4x32-``rounds`` on broadcastable int64 tensors (or ints) holding 32-bit words; the
+    key words may be ints or int64 tensors."""
     c0, c1, c2, c3 = (torch.as_tensor(c, dtype=torch.int64) & _MASK32 for c in counter)
-    k0, k1 = (int(k) & _MASK32 for k in key)
+    k0, k1 = (_word(k) for k in key)
     for r in range(rounds):
         hi0, lo0 = _mulhilo(PHILOX_M0, c0)
         hi1, lo1 = _mulhilo(PHILOX_M1, c2)
@@ -79,11 +87,18 @@ def philox_normal(
 ) -> torch.Tensor:
     """The normals ``ε[b, :]`` of step ``step`` for chains ``chain_ids`` (``[B]``): ``[B, D]`` fp32."""
     chain_ids = torch.as_tensor(chain_ids, dtype=torch.int64, device=device)
+    return normals_from_key(seed_to_key(seed), chain_ids, int(step), D, stream=stream)
+
+
+def normals_from_key(key: tuple, chain_ids: torch.Tensor, step, D: int, *, stream: int = STREAM_LANGEVIN) -> torch.Tensor:
+    """:func:`philox_normal` for a key ``(k0, k1)`` and a step that may be int64 tensors on the
+    chains' device (a CUDA graph replays them with new values; a Python int would be baked in)."""
     device = chain_ids.device
     n_blocks = (int(D) + 3) // 4
     j = torch.arange(n_blocks, dtype=torch.int64, device=device)[None, :]
     c = chain_ids[:, None]
-    x0, x1, x2, x3 = philox4x32((j, c, int(step), int(stream)), seed_to_key(seed))
+    step = step.reshape(1, 1) if isinstance(step, torch.Tensor) else int(step)
+    x0, x1, x2, x3 = philox4x32((j, c, step, int(stream)), key)
     u0, u1, u2, u3 = (uniform_from_bits(x) for x in (x0, x1, x2, x3))
     two_pi = 2.0 * math.pi
     r1 = torch.sqrt(-2.0 * torch.log(u0))
@@ -92,7 +107,8 @@ def philox_normal(
         [r1 * torch.cos(two_pi * u1), r1 * torch.sin(two_pi * u1), r2 * torch.cos(two_pi * u3), r2 * torch.sin(two_pi * u3)],
         dim=-1,
     )  # [B, n_blocks, 4]
-    return out.reshape(chain_ids.shape[0], 4 * n_blocks)[:, : int(D)].contiguous()
+    B = chain_ids.shape[0]
+    return out.expand(B, n_blocks, 4).reshape(B, 4 * n_blocks)[:, : int(D)].contiguous()
 
 
 def philox_noise(
@@ -102,6 +118,13 @@ def philox_noise(
     return torch.stack(
         [philox_normal(seed, chain_ids, step_offset + k, D, device=device) for k in range(n_steps)]
     )
+
+
+def initial_noise(seed: int, batch: int, D: int, *, chain_ids=None, device="cpu", dtype=torch.float32) -> torch.Tensor:
+    """Initial states ``N(0, I)`` from the seeded stream (stream 1, step 0), chain by chain: ũ_T
+    of a reverse diffusion, the start of a prior chain."""
+    ids = default_chain_ids(batch, chain_ids, device)
+    return philox_normal(seed, ids, 0, D, stream=STREAM_INIT, device=device).to(dtype)
 
 
 def default_chain_ids(batch: int, chain_ids: Optional[torch.Tensor], device) -> torch.Tensor:

@@ -75,7 +75,7 @@ def hierarchical_grid(model, *, ncol: int, seed: int, n_steps: int, step_size: f
 def long_run(model, *, n_chains: int, K: int, seed: int, step_size: float, fused: bool = False, snapshots: int = 10):
     """Returns ``(log_density [K_total], decodes [snapshots, n_chains, D_x])`` of a long chain."""
     from .models import run_langevin
-    from .sampling import initial_noise
+    from .philox import initial_noise
 
     p0 = next(model.parameters())
     ids = torch.arange(n_chains)

@@ -1,0 +1,485 @@
+"""The sampler's arguments, checked once: what every entry point and every backend receives.
+
+:func:`check_langevin_args` turns the keywords of :func:`hebm.langevin_ref` into a
+:class:`LangevinArgs` — flat ``[B, D]`` state, per-chain ``[B]`` parameters, exactly one noise
+source — or raises an error that names the argument and says what was expected.
+:func:`check_reverse_args` does the same for a whole reverse diffusion.  Both the reference
+(:mod:`hebm.reference`) and the fused dispatch (:mod:`hebm.sampling`, :mod:`hebm.backends`)
+build on this module, so a bad argument is refused the same way whichever path runs.
+
+The checks are meant to cost microseconds: Python scalars are checked as numbers, a tensor
+argument costs one reduction, and nothing here touches the network weights beyond reading
+their dtype and device.
+"""
+from __future__ import annotations
+
+import math
+import operator
+import warnings
+from dataclasses import dataclass, field, replace
+from typing import Optional, Sequence, Union
+
+import torch
+
+from .diffusion import DiffusionSchedule
+from .philox import MAX_STEP, default_chain_ids, initial_noise, philox_normal
+from .prior import HierarchicalPrior
+
+Latents = Union[torch.Tensor, Sequence[torch.Tensor]]
+
+#: the ``backend=`` names of :func:`hebm.langevin_fused` / :func:`hebm.reverse_diffusion`
+BACKENDS = ("auto", "ref", "cpu", "triton", "cuda", "graph")
+#: the ``precision=`` names (what is asked; ``info["precision"]`` reports what ran)
+PRECISIONS = ("auto", "fp32", "tf32", "bf16")
+#: largest ``n_steps`` a call takes (the kernels count steps in 32-bit words)
+MAX_STEPS = 2**31 - 1
+
+
+@dataclass
+class LangevinArgs:
+    """Checked, normalised arguments shared by every backend.
+
+    ``u`` is flat ``[B, D]``, contiguous and detached; every per-chain parameter is a ``[B]``
+    tensor of ``u``'s dtype on ``u``'s device (``t`` int64, ``chain_ids`` int64); ``u_next``/
+    ``alpha``/``sigma`` are None when the kernel term is off; exactly one of ``noise``/``seed``
+    is set.  ``check`` says what to do when the chains diverge (``"warn"``, ``"raise"``, ``"off"``).
+    """
+
+    u: torch.Tensor
+    n_steps: int
+    step_size: torch.Tensor
+    noise_scale: torch.Tensor
+    energy_scale: torch.Tensor
+    t: Optional[torch.Tensor]
+    u_next: Optional[torch.Tensor]
+    alpha: Optional[torch.Tensor]
+    sigma: Optional[torch.Tensor]
+    seed: Optional[int]
+    chain_ids: torch.Tensor
+    noise: Optional[torch.Tensor]
+    step_offset: int = 0
+    as_list: bool = False
+    check: str = "warn"
+    extras: dict = field(default_factory=dict)
+
+    @property
+    def B(self) -> int:
+        return self.u.shape[0]
+
+    @property
+    def D(self) -> int:
+        return self.u.shape[1]
+
+    def target(self, prior: HierarchicalPrior):
+        """``u ↦ log π(u)`` of this call (``[B]``), the function the update rule ascends."""
+        return lambda x: prior.log_density(x, energy_scale=self.energy_scale, t=self.t, u_next=self.u_next,
+                                           alpha=self.alpha, sigma=self.sigma)
+
+    def step_coefficients(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(δ²/2, c·δ)`` as ``[B, 1]`` columns: the per-chain factors of the update rule."""
+        return (0.5 * self.step_size * self.step_size)[:, None], (self.noise_scale * self.step_size)[:, None]
+
+    def step_noise(self, k: int) -> torch.Tensor:
+        """ε of step k (``[B, D]``, ``u``'s dtype)."""
+        if self.noise is not None:
+            return self.noise[k]
+        eps = philox_normal(self.seed, self.chain_ids, self.step_offset + k, self.D, device=self.u.device)
+        return eps.to(self.u.dtype)
+
+    def steps(self, k0: int, k1: int) -> "LangevinArgs":
+        """The same chains for steps ``k0 … k1−1`` only (exact: the noise is counter-based)."""
+        noise = None if self.noise is None else self.noise[k0:k1]
+        return replace(self, n_steps=k1 - k0, noise=noise, step_offset=self.step_offset + k0)
+
+
+@dataclass
+class ReverseArgs:
+    """A checked reverse diffusion: ũ_T ``[B, D]`` and the noise of all ``T·K`` steps
+    (``noise`` ``[T·K, B, D]``, level T−1 first, or the seeded stream with step ``j·K + k``)."""
+
+    u: torch.Tensor
+    n_steps: int  # K, per level
+    levels: int  # T
+    noise_scale: torch.Tensor
+    seed: Optional[int]
+    chain_ids: torch.Tensor
+    noise: Optional[torch.Tensor]
+    as_list: bool = False
+    check: str = "warn"
+
+    @property
+    def B(self) -> int:
+        return self.u.shape[0]
+
+    @property
+    def D(self) -> int:
+        return self.u.shape[1]
+
+
+def _fmt(x) -> str:
+    return f"{tuple(x.shape)} {x.dtype} on {x.device}" if isinstance(x, torch.Tensor) else repr(x)
+
+
+def _check_finite(name: str, x: torch.Tensor) -> None:
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name} contains NaN or Inf; expected finite values")
+
+
+def as_int(name: str, x, what: str) -> int:
+    """An integer argument: Python/NumPy ints and one-element integer tensors; floats (which
+    would silently truncate) and bools are refused."""
+    if isinstance(x, bool) or (isinstance(x, torch.Tensor) and (x.numel() != 1 or x.dtype.is_floating_point
+                                                                 or x.dtype == torch.bool)):
+        raise TypeError(f"{name} must be {what}, got {x!r}")
+    try:
+        return int(operator.index(x.reshape(()) if isinstance(x, torch.Tensor) else x))
+    except TypeError:
+        raise TypeError(f"{name} must be {what}, got {x!r}") from None
+
+
+def _per_chain(name: str, x, u: torch.Tensor, *, positive: bool = False, allow_zero: bool = True) -> torch.Tensor:
+    B = u.shape[0]
+    if not isinstance(x, torch.Tensor):
+        if isinstance(x, bool):
+            raise TypeError(f"{name} must be a real scalar or a [B] = [{B}] tensor, got {x!r}")
+        try:
+            v = float(x)
+        except (TypeError, ValueError):
+            raise TypeError(f"{name} must be a real scalar or a [B] = [{B}] tensor, got {x!r}") from None
+        if not math.isfinite(v):
+            raise ValueError(f"{name} contains NaN or Inf; expected finite values")
+        if positive and (v < 0 or (v == 0 and not allow_zero)):
+            raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {v:g}")
+        return torch.full((B,), v, dtype=u.dtype, device=u.device)
+    if x.dtype == torch.bool or x.is_complex():
+        raise TypeError(f"{name} must be a real scalar or a [B] = [{B}] tensor, got {_fmt(x)}")
+    if x.device != u.device:
+        raise ValueError(f"{name} is on {x.device} but u is on {u.device}; put them on one device")
+    if x.dim() == 1 and x.shape[0] == B:
+        out = x.detach().to(u.dtype)
+    elif x.numel() == 1 and x.dim() <= 1:
+        out = x.detach().reshape(()).to(u.dtype).expand(B)
+    else:
+        raise ValueError(f"{name} must be a scalar or a per-chain tensor of shape [{B}], got {_fmt(x)}")
+    if positive:  # one reduction checks finiteness and sign together (NaN fails every comparison)
+        lo, hi = torch.aminmax(out)
+        lo, hi = float(lo), float(hi)
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            raise ValueError(f"{name} contains NaN or Inf; expected finite values")
+        if lo < 0 or (lo == 0 and not allow_zero):
+            raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got min {lo:g}")
+    else:
+        _check_finite(name, out)
+    return out.contiguous()
+
+
+def _int_tensor(name: str, x, B: int, device, what: str, exc=TypeError) -> torch.Tensor:
+    """An integer tensor argument (``t``, ``chain_ids``): tensors, lists and NumPy arrays."""
+    if not isinstance(x, torch.Tensor):
+        try:
+            x = torch.as_tensor(x)
+        except (TypeError, ValueError, RuntimeError):
+            raise exc(f"{name} must be {what}, got {x!r}") from None
+    if x.dtype.is_floating_point or x.dtype == torch.bool or x.is_complex():
+        raise exc(f"{name} must be {what}, got {_fmt(x)}")
+    return x
+
+
+def check_options(backend: str, precision: str) -> None:
+    """The ``backend`` / ``precision`` names, checked the same way for every entry point."""
+    if not isinstance(backend, str) or backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if not isinstance(precision, str) or precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+
+
+def _check_mode(check) -> str:
+    if check not in ("warn", "raise", "off"):
+        raise ValueError(f"check must be 'warn', 'raise' or 'off', got {check!r}")
+    return check
+
+
+def check_prior(prior, u: Optional[torch.Tensor] = None) -> None:
+    """``prior`` is a HierarchicalPrior whose tensors share one floating dtype and device (and,
+    given ``u``, the dtype and device of ``u``)."""
+    if not isinstance(prior, HierarchicalPrior):
+        raise TypeError(f"prior must be a hebm.HierarchicalPrior, got {type(prior).__name__}")
+    kinds = {(p.dtype, p.device) for p in prior.parameters()}
+    if len(kinds) > 1:
+        got = ", ".join(sorted(f"{d} on {v}" for d, v in kinds))
+        raise TypeError(f"prior's parameters mix dtypes/devices ({got}); convert the whole prior, e.g. prior.to(torch.float32)")
+    if u is None or not kinds:
+        return
+    dtype, device = next(iter(kinds))
+    if dtype != u.dtype:
+        raise TypeError(f"u is {u.dtype} but the prior's parameters are {dtype}; convert one (e.g. prior.to({u.dtype}))")
+    if device != u.device:
+        raise ValueError(f"u is on {u.device} but the prior is on {device}; move one of them")
+
+
+def flat_latents(prior: HierarchicalPrior, u: Latents, name: str = "u") -> tuple[torch.Tensor, bool]:
+    """``(u as [B, D], whether it came as a list)``, with errors naming ``name``."""
+    as_list = not isinstance(u, torch.Tensor)
+    if as_list:
+        if not isinstance(u, (list, tuple)) or not all(isinstance(p, torch.Tensor) for p in u):
+            raise TypeError(f"{name} must be a tensor [B, D] or a list of per-layer tensors [B, d_i]")
+        parts = prior.split(u)
+        if len({p.shape[0] for p in parts}) != 1:
+            raise ValueError(f"the per-layer tensors of {name} have different batch sizes: {[p.shape[0] for p in parts]}")
+        if len({(p.dtype, p.device) for p in parts}) != 1:
+            raise ValueError(f"the per-layer tensors of {name} must share one dtype and device")
+        u = torch.cat(parts, 1)
+    if u.dim() != 2 or u.shape[1] != prior.D:
+        raise ValueError(f"{name} must have shape [B, D] with D = {prior.D} (layers {prior.dims}), got {_fmt(u)}")
+    if u.shape[0] < 1:
+        raise ValueError(f"{name} has no chains (B = 0)")
+    if u.dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"{name} must be float32 or float64, got {u.dtype}")
+    return u.detach(), as_list
+
+
+def _check_noise_source(u: torch.Tensor, n_steps: int, seed, noise, chain_ids, step_offset: int, what: str):
+    """``(seed, chain_ids [B], noise)``: exactly one of an explicit noise tensor and a seed."""
+    B = u.shape[0]
+    if (noise is None) == (seed is None):
+        raise ValueError(f"pass exactly one of noise (a {what} tensor) or seed (an int in [0, 2**64))")
+    if noise is not None:
+        if not isinstance(noise, torch.Tensor):
+            raise TypeError(f"noise must be a tensor {what}, got {type(noise).__name__}")
+        if noise.shape != (n_steps, *u.shape):
+            raise ValueError(f"noise must have shape {what} = [{n_steps}, {B}, {u.shape[1]}], got {_fmt(noise)}")
+        if noise.device != u.device:
+            raise ValueError(f"noise is on {noise.device} but u is on {u.device}")
+        if not noise.dtype.is_floating_point:
+            raise TypeError(f"noise must be a floating tensor, got {noise.dtype}")
+        noise = noise.detach().to(u.dtype).contiguous()
+        _check_finite("noise", noise)
+        if chain_ids is not None:
+            raise ValueError("chain_ids select seeded noise; they mean nothing with an explicit noise tensor")
+        return None, default_chain_ids(B, None, u.device), noise
+    seed = as_int("seed", seed, "an int in [0, 2**64)")
+    if not 0 <= seed < 2**64:
+        raise ValueError(f"seed must be in [0, 2**64), got {seed}")
+    if step_offset + n_steps > MAX_STEP + 1:
+        raise ValueError(f"step_offset + n_steps = {step_offset + n_steps} exceeds 2**32: the seeded stream counts "
+                         f"steps in a 32-bit word (step {MAX_STEP + 1} would repeat step 0's noise)")
+    if chain_ids is not None:
+        ids = _int_tensor("chain_ids", chain_ids, B, u.device, f"an integer tensor of shape [{B}]", ValueError)
+        if ids.shape != (B,):
+            raise ValueError(f"chain_ids must be an integer tensor of shape [{B}], got {_fmt(ids)}")
+        ids = ids.to(u.device)
+        lo, hi = torch.aminmax(ids)
+        if int(lo) < 0 or int(hi) >= 2**32:
+            raise ValueError("chain_ids must lie in [0, 2**32)")
+        ids = ids.to(torch.int64).contiguous()
+    else:
+        ids = default_chain_ids(B, None, u.device)
+    return seed, ids, None
+
+
+def _check_levels(prior: HierarchicalPrior, t, u: torch.Tensor) -> Optional[torch.Tensor]:
+    B = u.shape[0]
+    if prior.n_levels is None:
+        if t is not None:
+            raise ValueError("t was given but the prior's energies are not level-conditioned (n_levels=None)")
+        return None
+    if t is None:
+        raise ValueError(f"the prior's energies are level-conditioned: pass t (an int in [0, {prior.n_levels - 1}] "
+                         f"or an integer tensor [B])")
+    what = f"an integer level or an integer tensor [{B}]"
+    if isinstance(t, (bool, float)) and not (isinstance(t, float) and t.is_integer()):
+        raise TypeError(f"t must be {what}, got {t!r}")
+    if isinstance(t, (int, float)) and not isinstance(t, bool):
+        v = int(t)
+        if not 0 <= v < prior.n_levels:
+            raise ValueError(f"t must lie in [0, {prior.n_levels - 1}], got {v}")
+        return torch.full((B,), v, dtype=torch.long, device=u.device)
+    t = _int_tensor("t", t, B, u.device, what)
+    if t.device != u.device:
+        raise ValueError(f"t is on {t.device} but u is on {u.device}")
+    if t.dim() == 1 and t.shape[0] == B:
+        tt = t.long()
+    elif t.numel() == 1:
+        tt = t.reshape(()).long().expand(B)
+    else:
+        raise ValueError(f"t must be an int or an integer tensor of shape [{B}], got {_fmt(t)}")
+    lo, hi = torch.aminmax(tt)
+    if int(lo) < 0 or int(hi) >= prior.n_levels:
+        raise ValueError(f"t must lie in [0, {prior.n_levels - 1}], got values in [{int(lo)}, {int(hi)}]")
+    return tt.contiguous()
+
+
+def check_langevin_args(
+    prior: HierarchicalPrior,
+    u: Latents,
+    *,
+    n_steps,
+    step_size,
+    noise_scale=1.0,
+    energy_scale=1.0,
+    t=None,
+    u_next=None,
+    alpha=None,
+    sigma=None,
+    seed=None,
+    chain_ids=None,
+    noise=None,
+    step_offset=0,
+    check: str = "warn",
+) -> LangevinArgs:
+    """Validate the sampler arguments once, with errors that name the argument."""
+    if not isinstance(prior, HierarchicalPrior):
+        raise TypeError(f"prior must be a hebm.HierarchicalPrior, got {type(prior).__name__}")
+    u, as_list = flat_latents(prior, u)
+    check_prior(prior, u)
+    _check_finite("u", u)
+    n_steps = as_int("n_steps", n_steps, "an int >= 0")
+    if not 0 <= n_steps <= MAX_STEPS:
+        raise ValueError(f"n_steps must be in [0, 2**31 - 1], got {n_steps}")
+    step_offset = as_int("step_offset", step_offset, "an int >= 0")
+    if not 0 <= step_offset <= MAX_STEP:
+        raise ValueError(f"step_offset must be in [0, 2**32 - 1] (a 32-bit step counter), got {step_offset}")
+
+    step = _per_chain("step_size", step_size, u, positive=True, allow_zero=True)
+    c = _per_chain("noise_scale", noise_scale, u, positive=True, allow_zero=True)
+    lam = _per_chain("energy_scale", energy_scale, u)
+    tt = _check_levels(prior, t, u)
+
+    if u_next is not None:
+        if not isinstance(u_next, torch.Tensor):
+            if not isinstance(u_next, (list, tuple)):
+                raise TypeError(f"u_next must be a tensor [B, D] or a list of per-layer tensors, got {type(u_next).__name__}")
+            u_next = torch.cat(prior.split(u_next), 1)
+        if u_next.shape != u.shape:
+            raise ValueError(f"u_next must have the shape of u, {tuple(u.shape)}, got {_fmt(u_next)}")
+        if u_next.dtype != u.dtype or u_next.device != u.device:
+            raise TypeError(f"u_next must match u's dtype and device ({u.dtype}, {u.device}), got {_fmt(u_next)}")
+        u_next = u_next.detach().contiguous()
+        _check_finite("u_next", u_next)
+        if alpha is None or sigma is None:
+            raise ValueError("u_next was given: the kernel term also needs alpha and sigma")
+        a = _per_chain("alpha", alpha, u)
+        s = _per_chain("sigma", sigma, u, positive=True, allow_zero=False)
+    else:
+        if alpha is not None or sigma is not None:
+            raise ValueError("alpha/sigma were given without u_next: pass u_next to switch the kernel term on")
+        a = s = None
+    seed, ids, noise = _check_noise_source(u, n_steps, seed, noise, chain_ids, step_offset, "[K, B, D]")
+    return LangevinArgs(
+        u=u.contiguous(), n_steps=n_steps, step_size=step, noise_scale=c, energy_scale=lam, t=tt,
+        u_next=u_next, alpha=a, sigma=s, seed=seed, chain_ids=ids, noise=noise,
+        step_offset=step_offset, as_list=as_list, check=_check_mode(check),
+    )
+
+
+def check_reverse_args(prior: HierarchicalPrior, schedule, u_T=None, *, n_steps, batch=None, seed=None, chain_ids=None,
+                       noise=None, noise_scale=1.0, check: str = "warn") -> ReverseArgs:
+    """Validate a whole reverse diffusion (``hebm.reverse_diffusion``'s arguments) once.
+
+    Without ``u_T``, ũ_T is drawn from stream 1 of the seeded noise (``batch`` chains)."""
+    if not isinstance(prior, HierarchicalPrior):
+        raise TypeError(f"prior must be a hebm.HierarchicalPrior, got {type(prior).__name__}")
+    if not isinstance(schedule, DiffusionSchedule):
+        raise TypeError(f"schedule must be a hebm.DiffusionSchedule, got {type(schedule).__name__}")
+    if prior.n_levels is None or prior.n_levels < schedule.T:
+        raise ValueError(f"the prior must be level-conditioned with n_levels >= T = {schedule.T}, "
+                         f"got n_levels={prior.n_levels}")
+    check_prior(prior)
+    K = as_int("n_steps", n_steps, "an int >= 0")
+    if not 0 <= K <= MAX_STEPS // schedule.T:
+        raise ValueError(f"n_steps must be in [0, {MAX_STEPS // schedule.T}] (T·K steps in all), got {K}")
+    if u_T is None:
+        if seed is None or batch is None:
+            raise ValueError("pass u_T, or batch and seed to draw ũ_T from the seeded stream")
+        batch = as_int("batch", batch, "an int >= 1")
+        if batch < 1:
+            raise ValueError(f"batch must be >= 1, got {batch}")
+        s = as_int("seed", seed, "an int in [0, 2**64)")
+        if not 0 <= s < 2**64:
+            raise ValueError(f"seed must be in [0, 2**64), got {s}")
+        p0 = next(prior.parameters())
+        ids = None if chain_ids is None else _int_tensor("chain_ids", chain_ids, batch, p0.device, "an integer tensor",
+                                                         ValueError)
+        if ids is not None and ids.shape != (batch,):
+            raise ValueError(f"chain_ids must be an integer tensor of shape [{batch}], got {_fmt(ids)}")
+        u_T = initial_noise(s, batch, prior.D, chain_ids=ids, device=p0.device, dtype=p0.dtype)
+    elif batch is not None:
+        raise ValueError("pass either u_T or batch (the batch is u_T's first dimension)")
+    u, as_list = flat_latents(prior, u_T, "u_T")
+    check_prior(prior, u)
+    _check_finite("u_T", u)
+    c = _per_chain("noise_scale", noise_scale, u, positive=True, allow_zero=True)
+    seed, ids, noise = _check_noise_source(u, schedule.T * K, seed, noise, chain_ids, 0, "[T*K, B, D]")
+    return ReverseArgs(u=u.contiguous(), n_steps=K, levels=schedule.T, noise_scale=c, seed=seed, chain_ids=ids,
+                       noise=noise, as_list=as_list, check=_check_mode(check))
+
+
+def level_args(r: ReverseArgs, schedule, j: int, u: torch.Tensor) -> LangevinArgs:
+    """The Langevin arguments of level ``j`` (``t = T−1−j``) of the checked reverse diffusion
+    ``r``, entering the level at ``u``: the schedule's per-level δ, λ, a, σ
+    (:meth:`hebm.DiffusionSchedule.level_params`), ``u_next = u`` where the level has a recovery
+    kernel, steps ``j·K … j·K+K−1`` of the noise."""
+    lv = schedule.level_params(schedule.T - 1 - j)
+    B, K = r.B, r.n_steps
+
+    def full(v):
+        return torch.full((B,), v, dtype=u.dtype, device=u.device)
+
+    kernel = lv["alpha"] != 0.0
+    return LangevinArgs(
+        u=u, n_steps=K, step_size=full(lv["step_size"]), noise_scale=r.noise_scale, energy_scale=full(lv["energy_scale"]),
+        t=torch.full((B,), lv["t"], dtype=torch.long, device=u.device),
+        u_next=u if kernel else None, alpha=full(lv["alpha"]) if kernel else None,
+        sigma=full(lv["sigma"]) if kernel else None, seed=r.seed, chain_ids=r.chain_ids,
+        noise=None if r.noise is None else r.noise[j * K:(j + 1) * K], step_offset=j * K, check=r.check,
+    )
+
+
+__all__ = ["BACKENDS", "PRECISIONS", "LangevinArgs", "ReverseArgs", "check_langevin_args", "check_options",
+           "check_prior", "check_reverse_args", "flat_latents", "level_args"]
+
+
+# ------------------------------------------------------------------------------ results
+class DivergenceError(FloatingPointError):
+    """Chains of a sampler call diverged to NaN/Inf (raised with ``check="raise"``)."""
+
+
+_warned: set = set()
+
+
+def divergence_hint(a: LangevinArgs) -> str:
+    """Which knob to turn when chains diverge: the Langevin step is unstable once δ² times the
+    target's curvature passes ~4; the Gaussian term contributes 1, the kernel term a²/σ²."""
+    d2 = float((a.step_size * a.step_size).max())
+    if a.u_next is not None:
+        stiff = float((a.step_size * a.step_size * a.alpha * a.alpha / (a.sigma * a.sigma)).max())
+        if stiff > 2.0:
+            return (f"the recovery-kernel term is too stiff for the step: max δ²·a²/σ² = {stiff:.3g} (unstable above "
+                    f"~4); lower step_size or raise sigma")
+    return f"lower step_size (max δ = {d2 ** 0.5:.3g}) or the energy's scale (energy_scale)"
+
+
+def check_result(a: LangevinArgs, out: torch.Tensor, what: str = "langevin") -> None:
+    """Chains that ended at NaN/Inf are never returned silently: a warning naming the knob
+    (once per call site and cause), or :class:`DivergenceError` with ``check="raise"``."""
+    if a.check == "off" or bool(torch.isfinite(out).all()):
+        return
+    n_bad = int((~torch.isfinite(out)).any(1).sum())
+    msg = (f"hebm.{what}: {n_bad} of {out.shape[0]} chains diverged to NaN/Inf within {a.n_steps} steps; "
+           f"{divergence_hint(a)}.  (check='raise' makes this an error, check='off' silences it)")
+    if a.check == "raise":
+        raise DivergenceError(msg)
+    key = (what, msg.split(";")[1][:60])
+    if key not in _warned:
+        _warned.add(key)
+        warnings.warn(msg, RuntimeWarning, stacklevel=3)
+
+
+def finish(prior: HierarchicalPrior, a, out: torch.Tensor, info: dict, return_info: bool):
+    """The result in the caller's structure (a list of layers if ``u`` came as one), detached."""
+    out = out.detach()
+    res = prior.split(out) if a.as_list else out
+    return (res, info) if return_info else res
+
+
+__all__ += ["DivergenceError", "check_result", "finish"]
