@@ -10,6 +10,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <string>
 
 #if defined(__CUDACC__)
 #define HEBM_HD __host__ __device__ __forceinline__
@@ -79,6 +80,57 @@ struct Problem {
   // ---- optional output: log π at the state entering each step, [K, B] (nullptr: skip)
   T* log_density = nullptr;
 };
+
+// ------------------------------------------------------------------------------------------
+// The one structure validator of the packed networks (hebm/backends/pack.py), used by the CPU
+// and the CUDA extension alike.  Host code.  Returns "" when the tables describe L-1
+// conditionals g_i: d_{i+1} -> 2 d_i followed (has_energy) by L energies f_i: d_i -> 1, every
+// MLP a contiguous run of Linear layers whose widths chain, weights and bias tables inside a
+// params buffer of n_params elements, bias tables of 1 or n_levels rows (1 for output layers);
+// else what is wrong, for the op's error message.
+// ------------------------------------------------------------------------------------------
+inline std::string validate_structure(const int64_t* dims, int64_t L, const int64_t* layout, int64_t layout_len,
+                                      const int64_t* mlps, int64_t mlps_len, int64_t n_act_params, bool has_energy,
+                                      int64_t n_levels, int64_t n_params) {
+  auto S = [](int64_t v) { return std::to_string(v); };
+  constexpr int64_t kMaxWidth = int64_t(1) << 20;
+  if (L < 1) return "dims must not be empty";
+  for (int64_t i = 0; i < L; ++i)
+    if (dims[i] < 1 || dims[i] >= kMaxWidth) return "layer size dims[" + S(i) + "] = " + S(dims[i]) + " is out of range";
+  if (n_levels < 1) return "n_levels must be >= 1";
+  if (layout_len % LAY_NCOLS != 0) return "layout must be an [n_layers, 5] table, flattened";
+  if (mlps_len % MLP_NCOLS != 0) return "mlps must be an [n_mlps, 3] table, flattened";
+  const int64_t n_layers = layout_len / LAY_NCOLS, n_mlps = mlps_len / MLP_NCOLS;
+  const int64_t want = (L - 1) + (has_energy ? L : 0);
+  if (n_mlps != want)
+    return "expected " + S(want) + " networks (L-1 conditionals" + (has_energy ? " + L energies" : "") + "), got " + S(n_mlps);
+  if (n_act_params != n_mlps) return "act_params must have one entry per network";
+  int64_t next_layer = 0;
+  for (int64_t m = 0; m < n_mlps; ++m) {
+    const int64_t first = mlps[m * MLP_NCOLS + MLP_FIRST], nl = mlps[m * MLP_NCOLS + MLP_NLAYERS];
+    const int64_t act = mlps[m * MLP_NCOLS + MLP_ACT];
+    if (first != next_layer || nl < 1 || first + nl > n_layers) return "network " + S(m) + " has a bad layer range";
+    if (act < ACT_RELU || act > ACT_SOFTPLUS) return "unknown activation code " + S(act) + " of network " + S(m);
+    next_layer = first + nl;
+    const bool cond = m < L - 1;
+    const int64_t i = cond ? m : m - (L - 1);
+    const int64_t want_in = cond ? dims[i + 1] : dims[i], want_out = cond ? 2 * dims[i] : 1;
+    int64_t prev_out = want_in;
+    for (int64_t j = 0; j < nl; ++j) {
+      const int64_t* row = layout + (first + j) * LAY_NCOLS;
+      const int64_t in = row[LAY_IN], out = row[LAY_OUT], w = row[LAY_W], b = row[LAY_B], brows = row[LAY_BROWS];
+      const std::string where = "network " + S(m) + " layer " + S(j);
+      if (in != prev_out || out < 1 || out >= kMaxWidth) return where + ": widths do not chain";
+      if (brows != 1 && brows != n_levels) return where + ": bias table rows must be 1 or n_levels";
+      if (j == nl - 1 && brows != 1) return where + ": an output layer takes one bias row";
+      if (w < 0 || w + in * out > n_params || b < 0 || b + brows * out > n_params) return where + " lies outside params";
+      prev_out = out;
+    }
+    if (prev_out != want_out) return "network " + S(m) + " must output " + S(want_out) + " values, got " + S(prev_out);
+  }
+  if (next_layer != n_layers) return "layout has layers no network uses";
+  return "";
+}
 
 // ------------------------------------------------------------------------------------------
 // Philox4x32-10 (Salmon et al. 2011), counter (j, chain, step, stream), key (seed lo, seed hi)

@@ -1,11 +1,12 @@
-// ops.cpp — hebm's one op schema (torch.library), its CPU implementation and the module bindings.
+// ops.cpp — the CPU implementation of hebm's two ops and the module bindings.
 //
-//   hebm::langevin          K steps of ũ-space Langevin (hebm/sampling.py langevin_ref)
+//   hebm::langevin          K steps of ũ-space Langevin (hebm/reference.py langevin_ref)
 //   hebm::reverse_diffusion all levels of the ũ-space reverse diffusion, K steps each
 //
-// The CUDA extension (csrc/cuda/) registers its implementation of the same schema with
-// TORCH_LIBRARY_IMPL(hebm, CUDA, m); it must be loaded after this module (hebm/backends/_build.py
-// does that).  Flat network buffers come from hebm/backends/pack.py; see csrc/hebm_kernel.h.
+// The schema is defined once, in Python (hebm/backends/ops.py); this file only registers the CPU
+// kernels (TORCH_LIBRARY_IMPL), as the CUDA extension (csrc/cuda/) registers the CUDA ones, so
+// neither extension needs the other.  Flat network buffers come from hebm/backends/pack.py; see
+// csrc/hebm_kernel.h.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/extension.h>
@@ -26,28 +27,18 @@
 // hebm/backends/_build.py compares it with the sources to skip a stale prebuilt module.
 #define HEBM_STR2(x) #x
 #define HEBM_STR(x) HEBM_STR2(x)
+// The marker "hebm-source-hash:h<hex>" is one string literal in the binary, so the loader can
+// check a prebuilt module's sources by reading the file, before importing (and registering) it.
 #ifdef HEBM_SOURCE_HASH_TOKEN
-#define HEBM_SOURCE_HASH HEBM_STR(HEBM_SOURCE_HASH_TOKEN)
+#define HEBM_SOURCE_MARKER "hebm-source-hash:" HEBM_STR(HEBM_SOURCE_HASH_TOKEN)
 #else
-#define HEBM_SOURCE_HASH ""
+#define HEBM_SOURCE_MARKER "hebm-source-hash:"
 #endif
 
 namespace {
 
 using at::Tensor;
 using OptTensor = std::optional<Tensor>;
-
-constexpr const char* kLangevinSchema =
-    "langevin(Tensor u, Tensor params, int[] dims, int[] layout, int[] mlps, float[] act_params, bool has_energy, "
-    "int n_levels, float sigma_min, Tensor step_size, Tensor noise_scale, Tensor energy_scale, Tensor? t, "
-    "Tensor? u_next, Tensor? alpha, Tensor? sigma, Tensor? noise, int key0, int key1, Tensor chain_ids, "
-    "int n_steps, int step_offset, bool trace, str precision) -> (Tensor, Tensor)";
-
-constexpr const char* kReverseSchema =
-    "reverse_diffusion(Tensor u_T, Tensor params, int[] dims, int[] layout, int[] mlps, float[] act_params, "
-    "bool has_energy, int n_levels, float sigma_min, int[] level_t, float[] level_step, float[] level_energy_scale, "
-    "float[] level_alpha, float[] level_sigma, Tensor noise_scale, Tensor? noise, int key0, int key1, "
-    "Tensor chain_ids, int n_steps, bool return_levels, str precision) -> Tensor";
 
 // Kernel threads: 0 follows torch.get_num_threads().  A separate knob because a training loop
 // wants torch's intra-op pool at 1 thread (tiny eager ops oversubscribe) while this kernel's
@@ -68,7 +59,7 @@ int64_t choose_chunk_rows(int64_t B) {
   return std::max<int64_t>(4, std::min<int64_t>(per, 64));
 }
 
-// The structural checks shared by both ops; fills dims/offsets.
+// The structural checks shared by both ops (hebm::validate_structure); fills offsets.
 void check_structure(const Tensor& u, const Tensor& params, at::IntArrayRef dims, at::IntArrayRef layout,
                      at::IntArrayRef mlps, at::ArrayRef<double> act_params, bool has_energy, int64_t n_levels,
                      std::vector<int64_t>& offsets) {
@@ -78,49 +69,19 @@ void check_structure(const Tensor& u, const Tensor& params, at::IntArrayRef dims
   TORCH_CHECK(params.scalar_type() == u.scalar_type(), "hebm: params must have u's dtype ", u.scalar_type(),
               ", got ", params.scalar_type());
   TORCH_CHECK(params.dim() == 1, "hebm: params must be a flat 1-d buffer");
-  const int64_t L = static_cast<int64_t>(dims.size());
-  TORCH_CHECK(L >= 1, "hebm: dims must not be empty");
+  const std::string why = hebm::validate_structure(dims.data(), static_cast<int64_t>(dims.size()), layout.data(),
+                                                   static_cast<int64_t>(layout.size()), mlps.data(),
+                                                   static_cast<int64_t>(mlps.size()),
+                                                   static_cast<int64_t>(act_params.size()), has_energy, n_levels,
+                                                   params.numel());
+  TORCH_CHECK(why.empty(), "hebm: ", why);
   int64_t D = 0;
   offsets.clear();
   for (int64_t d : dims) {
-    TORCH_CHECK(d >= 1, "hebm: layer sizes must be positive");
     offsets.push_back(D);
     D += d;
   }
   TORCH_CHECK(u.size(1) == D, "hebm: u has ", u.size(1), " columns but sum(dims) = ", D);
-  TORCH_CHECK(n_levels >= 1, "hebm: n_levels must be >= 1");
-  TORCH_CHECK(layout.size() % hebm::LAY_NCOLS == 0, "hebm: layout must be [n_layers, 5] flattened");
-  TORCH_CHECK(mlps.size() % hebm::MLP_NCOLS == 0, "hebm: mlps must be [n_mlps, 3] flattened");
-  const int64_t n_layers = static_cast<int64_t>(layout.size()) / hebm::LAY_NCOLS;
-  const int64_t n_mlps = static_cast<int64_t>(mlps.size()) / hebm::MLP_NCOLS;
-  TORCH_CHECK(n_mlps == (L - 1) + (has_energy ? L : 0), "hebm: expected ", (L - 1) + (has_energy ? L : 0),
-              " networks (L-1 conditionals", has_energy ? " + L energies" : "", "), got ", n_mlps);
-  TORCH_CHECK(static_cast<int64_t>(act_params.size()) == n_mlps, "hebm: act_params must have one entry per network");
-  const int64_t numel = params.numel();
-  int64_t next_layer = 0;
-  for (int64_t m = 0; m < n_mlps; ++m) {
-    const int64_t first = mlps[m * 3 + 0], nl = mlps[m * 3 + 1], act = mlps[m * 3 + 2];
-    TORCH_CHECK(first == next_layer && nl >= 1 && first + nl <= n_layers, "hebm: network ", m,
-                " has a bad layer range");
-    TORCH_CHECK(act >= 0 && act <= hebm::ACT_SOFTPLUS, "hebm: unknown activation code ", act);
-    next_layer = first + nl;
-    const bool is_cond = m < L - 1;
-    const int64_t i = is_cond ? m : m - (L - 1);
-    const int64_t want_in = is_cond ? dims[i + 1] : dims[i];
-    const int64_t want_out = is_cond ? 2 * dims[i] : 1;
-    int64_t prev_out = want_in;
-    for (int64_t j = 0; j < nl; ++j) {
-      const int64_t* row = layout.data() + (first + j) * hebm::LAY_NCOLS;
-      const int64_t in = row[0], out = row[1], w = row[2], b = row[3], brows = row[4];
-      TORCH_CHECK(in == prev_out && out >= 1, "hebm: network ", m, " layer ", j, " widths do not chain");
-      TORCH_CHECK(brows == 1 || brows == n_levels, "hebm: bias table rows must be 1 or n_levels");
-      TORCH_CHECK(w >= 0 && w + in * out <= numel && b >= 0 && b + brows * out <= numel,
-                  "hebm: network ", m, " layer ", j, " lies outside params");
-      prev_out = out;
-    }
-    TORCH_CHECK(prev_out == want_out, "hebm: network ", m, " must output ", want_out, " values, got ", prev_out);
-  }
-  TORCH_CHECK(next_layer == n_layers, "hebm: layout has layers no network uses");
 }
 
 Tensor per_chain(const OptTensor& x, const char* name, const Tensor& u) {
@@ -362,11 +323,6 @@ Tensor philox_normal_cpp(int64_t seed, const Tensor& chain_ids, int64_t step, in
 
 }  // namespace
 
-TORCH_LIBRARY(hebm, m) {
-  m.def(kLangevinSchema);
-  m.def(kReverseSchema);
-}
-
 TORCH_LIBRARY_IMPL(hebm, CPU, m) {
   m.impl("langevin", &langevin_cpu);
   m.impl("reverse_diffusion", &reverse_diffusion_cpu);
@@ -374,7 +330,7 @@ TORCH_LIBRARY_IMPL(hebm, CPU, m) {
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "hebm C++ CPU kernel: registers torch.ops.hebm.langevin / reverse_diffusion";
-  m.attr("source_hash") = HEBM_SOURCE_HASH;
+  m.attr("source_hash") = std::string(HEBM_SOURCE_MARKER).substr(17);
   m.def("isa", []() { return std::string(hebm::cpu::isa_name()); }, "ISA the vector code was compiled for");
   m.def("vector_bytes", []() { return hebm::cpu::vector_bytes(); });
   m.def("set_num_threads", [](int64_t n) { g_kernel_threads.store(std::max<int64_t>(0, n)); },

@@ -1,10 +1,10 @@
 // langevin_cuda.cpp — torch binding of the fused CUDA sampler, and its host block emulator.
 //
 // * TORCH_LIBRARY_IMPL(hebm, CUDA): the CUDA implementations of the ops hebm::langevin and
-//   hebm::reverse_diffusion (schema defined by the CPU extension, csrc/ops.cpp).  Arguments are
+//   hebm::reverse_diffusion (schema defined once in Python, hebm/backends/ops.py).  Arguments are
 //   checked and turned into one KArgs struct (hebm_cuda.h); the kernel (langevin_kernel.cu) runs
 //   the whole loop in one launch, after a small transpose launch (Wᵀ for the forward products).
-// * TORCH_LIBRARY(hebm_cuda_emu): the same two ops with the same schema, implemented on CPU
+// * TORCH_LIBRARY_IMPL(hebm_cuda_emu, CPU): the same two ops (same schema), implemented on CPU
 //   tensors by running the kernel's block code (langevin_block.cuh) as 256 fibers (ucontext) with
 //   emulated barriers for __syncthreads and the warp reductions.  Tests only: it checks, without a GPU, that the code the GPU runs
 //   computes langevin_ref's math (layout, indexing, phases, per-row parameters, noise).
@@ -61,22 +61,21 @@ Structure fill_structure(KArgs<T>& a, const at::Tensor& params, at::IntArrayRef 
                          double sigma_min) {
   Structure s;
   s.L = (int)dims.size();
-  TORCH_CHECK(s.L >= 1 && s.L <= kMaxL, "hebm cuda: 1 to ", kMaxL, " latent layers supported, got ", s.L);
-  TORCH_CHECK(layout.size() % LAY_NCOLS == 0 && mlps.size() % MLP_NCOLS == 0, "hebm cuda: layout/mlps must be flattened [n,5]/[n,3] tables");
+  const std::string why = validate_structure(dims.data(), (int64_t)dims.size(), layout.data(), (int64_t)layout.size(),
+                                             mlps.data(), (int64_t)mlps.size(), (int64_t)act_params.size(), has_energy,
+                                             n_levels, params.numel());
+  TORCH_CHECK(why.empty(), "hebm cuda: ", why);
+  // the CUDA kernel's own limits (fixed-size argument tables, hebm_cuda.h)
+  TORCH_CHECK(s.L <= kMaxL, "hebm cuda: 1 to ", kMaxL, " latent layers supported, got ", s.L);
   s.n_layers = (int)(layout.size() / LAY_NCOLS);
   s.n_mlps = (int)(mlps.size() / MLP_NCOLS);
   TORCH_CHECK(s.n_layers <= kMaxLayers, "hebm cuda: at most ", kMaxLayers, " Linear layers in all, got ", s.n_layers);
-  TORCH_CHECK(s.n_mlps == (s.L - 1) + (has_energy ? s.L : 0), "hebm cuda: expected ", (s.L - 1) + (has_energy ? s.L : 0),
-              " MLPs for L = ", s.L, ", got ", s.n_mlps);
-  TORCH_CHECK((int64_t)act_params.size() == s.n_mlps, "hebm cuda: act_params must have one entry per MLP");
-  TORCH_CHECK(n_levels >= 1, "hebm cuda: n_levels must be >= 1");
   const int64_t np = params.numel();
   TORCH_CHECK(np < (int64_t(1) << 31) - 8, "hebm cuda: params too large");
   std::memset(&a, 0, sizeof(a));
   a.L = s.L;
   int o = 0;
   for (int i = 0; i < s.L; ++i) {
-    TORCH_CHECK(dims[i] >= 1 && dims[i] < (1 << 20), "hebm cuda: bad layer size ", dims[i]);
     a.dims[i] = (int)dims[i];
     a.offs[i] = o;
     o += (int)dims[i];
@@ -93,17 +92,11 @@ Structure fill_structure(KArgs<T>& a, const at::Tensor& params, at::IntArrayRef 
   for (int l = 0; l < s.n_layers; ++l) {
     const int64_t* row = layout.data() + l * LAY_NCOLS;
     LayerDesc& ly = a.layers[l];
-    TORCH_CHECK(row[LAY_IN] >= 1 && row[LAY_OUT] >= 1 && row[LAY_IN] < (1 << 20) && row[LAY_OUT] < (1 << 20),
-                "hebm cuda: bad layer widths in layout row ", l);
     ly.in = (int)row[LAY_IN];
     ly.out = (int)row[LAY_OUT];
     ly.brows = (int)row[LAY_BROWS];
     ly.w_off = row[LAY_W];
     ly.b_off = row[LAY_B];
-    TORCH_CHECK(ly.brows == 1 || ly.brows == n_levels, "hebm cuda: bias table rows must be 1 or n_levels (layout row ", l, ")");
-    TORCH_CHECK(ly.w_off >= 0 && ly.w_off + (int64_t)ly.in * ly.out <= np && ly.b_off >= 0 &&
-                    ly.b_off + (int64_t)ly.brows * ly.out <= np,
-                "hebm cuda: layout row ", l, " points outside params");
     s.maxw = std::max(s.maxw, std::max(ly.in, ly.out));
   }
   s.hidden_len.assign(s.n_mlps, 0);
@@ -114,25 +107,10 @@ Structure fill_structure(KArgs<T>& a, const at::Tensor& params, at::IntArrayRef 
     md.n_layers = (int)row[MLP_NLAYERS];
     md.act = (int)row[MLP_ACT];
     md.act_param = (float)act_params[m];
-    TORCH_CHECK(md.act >= ACT_RELU && md.act <= ACT_SOFTPLUS, "hebm cuda: unknown activation code ", md.act);
-    TORCH_CHECK(md.n_layers >= 1 && md.first >= 0 && md.first + md.n_layers <= s.n_layers, "hebm cuda: bad mlps row ", m);
     const bool cond = m < s.L - 1;
     const int i = cond ? m : m - (s.L - 1);
-    const int want_in = cond ? a.dims[i + 1] : a.dims[i];
     const int want_out = cond ? 2 * a.dims[i] : 1;
-    TORCH_CHECK(a.layers[md.first].in == want_in && a.layers[md.first + md.n_layers - 1].out == want_out,
-                "hebm cuda: MLP ", m, " must map ", want_in, " -> ", want_out);
-    for (int j = 0; j < md.n_layers; ++j) {
-      const LayerDesc& ly = a.layers[md.first + j];
-      if (j > 0) {
-        TORCH_CHECK(ly.in == a.layers[md.first + j - 1].out, "hebm cuda: MLP ", m, " widths do not chain");
-      }
-      if (j < md.n_layers - 1) {
-        s.hidden_len[m] += round4(ly.out);
-      } else {
-        TORCH_CHECK(ly.brows == 1, "hebm cuda: output layers take one bias row");
-      }
-    }
+    for (int j = 0; j + 1 < md.n_layers; ++j) s.hidden_len[m] += round4(a.layers[md.first + j].out);
     s.maxout = std::max(s.maxout, want_out);
   }
   return s;
@@ -628,20 +606,7 @@ at::Tensor reverse_op(const at::Tensor& u_T, const at::Tensor& params, at::IntAr
 }  // namespace cuda
 }  // namespace hebm
 
-// The schema strings are the CPU extension's (csrc/ops.cpp); the emulator library repeats them.
-TORCH_LIBRARY(hebm_cuda_emu, m) {
-  m.def(
-      "langevin(Tensor u, Tensor params, int[] dims, int[] layout, int[] mlps, float[] act_params, bool has_energy, "
-      "int n_levels, float sigma_min, Tensor step_size, Tensor noise_scale, Tensor energy_scale, Tensor? t, "
-      "Tensor? u_next, Tensor? alpha, Tensor? sigma, Tensor? noise, int key0, int key1, Tensor chain_ids, int n_steps, "
-      "int step_offset, bool trace, str precision) -> (Tensor, Tensor)");
-  m.def(
-      "reverse_diffusion(Tensor u_T, Tensor params, int[] dims, int[] layout, int[] mlps, float[] act_params, "
-      "bool has_energy, int n_levels, float sigma_min, int[] level_t, float[] level_step, float[] level_energy_scale, "
-      "float[] level_alpha, float[] level_sigma, Tensor noise_scale, Tensor? noise, int key0, int key1, "
-      "Tensor chain_ids, int n_steps, bool return_levels, str precision) -> Tensor");
-}
-
+// The schema of both namespaces (hebm, hebm_cuda_emu) is defined once, in Python: hebm/backends/ops.py.
 TORCH_LIBRARY_IMPL(hebm_cuda_emu, CPU, m) {
   m.impl("langevin", TORCH_FN(hebm::cuda::langevin_op<true>));
   m.impl("reverse_diffusion", TORCH_FN(hebm::cuda::reverse_op<true>));
@@ -652,15 +617,15 @@ TORCH_LIBRARY_IMPL(hebm_cuda_emu, CPU, m) {
 #define HEBM_CUDA_STR2(x) #x
 #define HEBM_CUDA_STR(x) HEBM_CUDA_STR2(x)
 #ifdef HEBM_SOURCE_HASH_TOKEN
-#define HEBM_SOURCE_HASH HEBM_CUDA_STR(HEBM_SOURCE_HASH_TOKEN)
+#define HEBM_SOURCE_MARKER "hebm-source-hash:" HEBM_CUDA_STR(HEBM_SOURCE_HASH_TOKEN)
 #else
-#define HEBM_SOURCE_HASH ""
+#define HEBM_SOURCE_MARKER "hebm-source-hash:"
 #endif
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "hebm CUDA sampler: CUDA implementation of torch.ops.hebm.langevin / reverse_diffusion, "
             "and torch.ops.hebm_cuda_emu (the kernel's block code on host threads, for tests)";
-  m.attr("source_hash") = HEBM_SOURCE_HASH;
+  m.attr("source_hash") = std::string(HEBM_SOURCE_MARKER).substr(17);
 #ifdef HEBM_WITH_CUDA
   m.attr("with_cuda") = true;
 #else

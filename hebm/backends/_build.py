@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -166,7 +167,34 @@ def _first_line(e: BaseException) -> str:
     return (text[0] if text else type(e).__name__)[:300]
 
 
+def _marker(path: str) -> Optional[str]:
+    """The source hash a compiled module was built from, read from its file ("hebm-source-hash:h<hex>"
+    is one string literal in the binary) — without importing it, so a stale module never
+    registers its kernels in this process."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError:
+        return None
+    i = data.find(b"hebm-source-hash:h")
+    if i < 0:
+        return None
+    j = i + len(b"hebm-source-hash:h")
+    k = j
+    while k < len(data) and chr(data[k]) in "0123456789abcdef":
+        k += 1
+    return data[j:k].decode()
+
+
 def _prebuilt(name: str, sources: Sequence) -> tuple:
+    spec = importlib.util.find_spec(f"hebm.{name}")
+    if spec is None or not spec.origin:
+        return None, f"no prebuilt hebm.{name}"
+    if all(Path(s).is_file() for s in sources):
+        have = _marker(spec.origin)
+        if have is None:
+            return None, f"prebuilt hebm.{name} ({spec.origin}) carries no source hash; it is rebuilt from the sources"
+        if have != source_hash(sources):
+            return None, f"prebuilt hebm.{name} is older than the sources in {csrc_dir()}"
     try:
         mod = importlib.import_module(f"hebm.{name}")
     except ImportError as e:  # not built, or built for another torch
@@ -175,9 +203,6 @@ def _prebuilt(name: str, sources: Sequence) -> tuple:
         return None, f"prebuilt hebm.{name} does not load ({_first_line(e)})"
     if name == CUDA_EXTENSION and not getattr(mod, "with_cuda", False):
         return None, f"prebuilt hebm.{name} was built without -DHEBM_WITH_CUDA (it holds no CUDA kernels)"
-    want = str(getattr(mod, "source_hash", "")).lstrip("h")
-    if want and all(Path(s).is_file() for s in sources) and want != source_hash(sources):
-        return None, f"prebuilt hebm.{name} is older than the sources in {csrc_dir()}"
     return mod, None
 
 
@@ -185,8 +210,8 @@ def load_extension(name: str, sources: Sequence, *, cuda: bool = False, extra_cf
                    extra_ldflags=()) -> tuple:
     """``(module, None)`` or ``(None, reason)`` for the extension ``name`` (e.g. ``"_C"``).
 
-    Cached per process (success and failure alike).  ``cuda=True`` first loads the CPU
-    extension, which defines the ``torch.ops.hebm`` schema the CUDA one implements.
+    Cached per process (success and failure alike).  The extensions only register kernels for
+    the ops whose schema :mod:`hebm.backends.ops` defines, so each loads on its own.
     """
     with _LOCK:
         if name in _CACHE:
@@ -205,15 +230,10 @@ def _load(name, sources, cuda, extra_cflags, extra_cuda_cflags, extra_ldflags) -
         from torch.utils import cpp_extension
     except Exception as e:  # pragma: no cover - torch is a hard dependency
         return None, f"torch's C++ extension support is missing ({_first_line(e)})"
-    if cuda and name != CPU_EXTENSION:
-        base, why = load_cpu_ops()
-        if base is None:
-            return None, f"the CUDA extension needs the CPU one, which is unavailable: {why}"
     prebuilt_why = None
     if not _flag("HEBM_FORCE_BUILD"):
         mod, prebuilt_why = _prebuilt(name, sources)
         if mod is not None:
-            _after_load(mod)
             return mod, None
     if _flag(skip_var):
         return None, (f"{skip_var}=1 is set and there is no usable prebuilt hebm.{name} ({prebuilt_why or 'ignored'}); "
@@ -248,49 +268,15 @@ def _load(name, sources, cuda, extra_cflags, extra_cuda_cflags, extra_ldflags) -
     except Exception as e:
         return None, (f"building the {what} extension failed: {_first_line(e)} — fix the compiler setup "
                       f"(HEBM_VERBOSE_BUILD=1 shows the log; build dir {build_dir}) or use backend='ref'")
-    _after_load(mod)
     return mod, None
 
 
-_FAKE_DONE = False
-
-
-def _after_load(mod) -> None:
-    """Register the fake (meta) kernels once the schema exists (opcheck, torch.compile)."""
-    global _FAKE_DONE
-    if _FAKE_DONE:
-        return
-    try:
-        import torch
-
-        if not hasattr(torch.ops.hebm, "langevin"):
-            return
-
-        @torch.library.register_fake("hebm::langevin")
-        def _langevin_fake(u, params, dims, layout, mlps, act_params, has_energy, n_levels, sigma_min, step_size,
-                           noise_scale, energy_scale, t, u_next, alpha, sigma, noise, key0, key1, chain_ids, n_steps,
-                           step_offset, trace, precision):
-            torch._check(u.dim() == 2, lambda: "hebm: u must be [B, D]")
-            out = u.new_empty(u.shape)
-            logd = u.new_empty((n_steps, u.shape[0])) if trace else u.new_empty((0,))
-            return out, logd
-
-        @torch.library.register_fake("hebm::reverse_diffusion")
-        def _reverse_fake(u_T, params, dims, layout, mlps, act_params, has_energy, n_levels, sigma_min, level_t,
-                          level_step, level_energy_scale, level_alpha, level_sigma, noise_scale, noise, key0, key1,
-                          chain_ids, n_steps, return_levels, precision):
-            torch._check(u_T.dim() == 2, lambda: "hebm: u_T must be [B, D]")
-            if return_levels:
-                return u_T.new_empty((len(level_t) + 1, *u_T.shape))
-            return u_T.new_empty(u_T.shape)
-
-        _FAKE_DONE = True
-    except Exception:  # pragma: no cover - fake kernels are an extra, never a reason to fail
-        pass
-
-
 def load_cpu_ops() -> tuple:
-    """The CPU extension: defines ``torch.ops.hebm.langevin`` / ``reverse_diffusion``."""
+    """The CPU extension (CPU kernels of ``torch.ops.hebm.langevin`` / ``reverse_diffusion``).
+    After the first call a dictionary lookup: no file-system work on the sampler's hot path."""
+    hit = _CACHE.get(CPU_EXTENSION)
+    if hit is not None:
+        return hit
     return load_extension(CPU_EXTENSION, cpu_sources())
 
 
