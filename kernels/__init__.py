@@ -1,4 +1,5 @@
-"""Triton kernels of hebm (imports nothing from hebm: kernel → dispatch → API).
+"""Triton kernels of hebm, installed as ``hebm.kernels`` (imports nothing else from hebm:
+kernel → dispatch → API).
 
 * :mod:`kernels.codegen` — one persistent Langevin kernel per network structure, generated as
   Triton source (every width, offset, activation and flag a literal), cached on disk, built on
@@ -7,7 +8,7 @@
   activations with derivatives, hebm's Philox4x32-10 normal stream.
 
 Nothing here is jitted at import time, so ``TRITON_INTERPRET=1`` only has to be set before the
-first kernel is built (not before ``import kernels``).
+first kernel is built (not before ``import hebm.kernels``).
 """
 from .codegen import LangevinSpec, MLPSpec, build_kernel, generate_source, pad, rng_debug_kernel
 

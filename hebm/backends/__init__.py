@@ -1,18 +1,19 @@
-"""Backend registry and choice for :func:`hebm.langevin_fused`.
+"""Backend registry and choice for :func:`hebm.langevin_fused` / :func:`hebm.reverse_diffusion`.
 
 Each fused backend is a module ``hebm.backends.<module>`` that defines
 
     NAME: str
-    def unavailable() -> Optional[str]           # None if usable here, else why + the fix
-    def unsupported(prior, args) -> Optional[str]  # None if it can run this network/arguments
-    def run(prior, args, *, precision, trace) -> (u_out [B, D], log_density [K, B] or None)
-    # optional: the whole reverse diffusion in one launch
-    def run_reverse_diffusion(prior, schedule, u_T, *, n_steps, seed, chain_ids, noise,
-                              noise_scale, precision, return_levels) -> result or None
+    def unavailable() -> Optional[str]            # None if usable on this machine, else why + the fix
+    def unsupported(prior, args) -> Optional[str]  # None if it can run this network and these tensors
+    def run(prior, args, *, precision, trace) -> (u_out [B, D], log_density [K, B] or None, precision ran)
+    # optional, the whole reverse diffusion in one launch:
+    def run_reverse(prior, schedule, rargs, *, precision, return_levels) -> ([ũ_T, …, ũ_0] or [ũ_T, ũ_0], precision ran)
 
-``args`` is a checked :class:`hebm.sampling.LangevinArgs`; kernels read the prior through
-:func:`hebm.backends.pack.pack_prior`.  A backend whose module does not exist yet reports
-"not built".
+``args`` is a checked :class:`hebm.args.LangevinArgs` (``rargs`` a :class:`hebm.args.ReverseArgs`);
+kernels read the prior through the pack cache of :mod:`hebm.backends.pack`.  Whether a backend
+is available is found once per process by the backend itself (the extension build, the import);
+whether the kernels take a prior's networks, once per prior structure
+(:func:`hebm.backends.pack.network_support`).
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from typing import Optional
 
 import torch
 
-# name -> module holding it (missing modules mean "not built in this version")
+# name -> module holding it
 _MODULES = {
     "cpu": "hebm.backends.cpu",
     "triton": "hebm.backends.triton_backend",
@@ -32,7 +33,7 @@ _MODULES = {
 
 # "auto" tries these in order.  CUDA: the hand-written kernel first (exact fp32, one launch),
 # then the generated Triton kernel, then graph replay of the reference step — the expected
-# speed order from the design (DESIGN.md §3); no GPU has timed them yet (benchmarks/RESULTS.md).
+# speed order from the design (docs/design.md §3); no GPU has timed them yet (benchmarks/RESULTS.md).
 AUTO_ORDER = {
     "cpu": ("cpu",),
     "cuda": ("cuda", "triton", "graph"),
@@ -56,9 +57,12 @@ def _module(name: str):
 
 
 def unavailable(name: str) -> Optional[str]:
-    """None if backend ``name`` can run on this machine, else the reason (with the fix)."""
+    """None if backend ``name`` can run on this machine, else the reason (with the fix).  Cheap
+    after the first call: each backend caches what it found (the extension build, the import)."""
     if name == "ref":
         return None
+    if name not in _MODULES:
+        return f"there is no backend {name!r}; expected one of ref, {', '.join(_MODULES)}"
     try:
         mod = _module(name)
     except ImportError as e:  # a dependency of the backend is missing or broken: report, so "auto" moves on
@@ -68,13 +72,8 @@ def unavailable(name: str) -> Optional[str]:
     return mod.unavailable()
 
 
-def _unsupported(name: str, prior, args) -> Optional[str]:
-    why = unavailable(name)
-    if why is not None:
-        return why
-    if name == "ref":
-        return None
-    return _module(name).unsupported(prior, args)
+def _why_not(name: str, prior, args) -> Optional[str]:
+    return unavailable(name) or _module(name).unsupported(prior, args)
 
 
 def _warn_once(msg: str) -> None:
@@ -84,24 +83,24 @@ def _warn_once(msg: str) -> None:
 
 
 def choose(prior, args, backend: str) -> str:
-    """The backend that will run: ``backend`` itself (or an error naming the fix), or for
-    ``"auto"`` the first usable one of :data:`AUTO_ORDER` for the device, else ``"ref"``
-    with a one-line warning."""
+    """The backend that will run: ``backend`` itself (or :class:`BackendUnavailable` naming the
+    fix), or for ``"auto"`` the first usable one of :data:`AUTO_ORDER` for the device, else
+    ``"ref"`` with a one-line warning."""
     if backend == "ref":
         return "ref"
     if backend != "auto":
-        why = _unsupported(backend, prior, args)
+        why = _why_not(backend, prior, args)
         if why is not None:
             raise BackendUnavailable(why)
         return backend
     reasons = []
     for name in AUTO_ORDER.get(args.u.device.type, ()):
-        why = _unsupported(name, prior, args)
+        why = _why_not(name, prior, args)
         if why is None:
             return name
         reasons.append(f"{name}: {why}")
     if reasons:
-        _warn_once("hebm.langevin_fused: no fused backend fits, using the reference (" + "; ".join(reasons) + ")")
+        _warn_once("hebm: no fused backend fits, using the reference (" + "; ".join(reasons) + ")")
     return "ref"
 
 
@@ -115,25 +114,17 @@ def resolve_precision(precision: str, u: torch.Tensor) -> str:
 
 
 def run(name: str, prior, args, *, precision: str, trace: bool):
+    """``(u_out, log_density or None, precision that ran)`` from backend ``name``."""
     return _module(name).run(prior, args, precision=precision, trace=trace)
 
 
-def run_reverse_diffusion(prior, schedule, u_T, *, backend: str, **kw):
-    """Whole reverse diffusion in one fused call where the chosen backend offers it, else None."""
-    if backend == "ref":
-        return None
-    from ..sampling import check_langevin_args
-
-    probe = check_langevin_args(prior, u_T, n_steps=0, step_size=1.0, t=0, seed=0)
-    name = choose(prior, probe, backend)
-    if name == "ref":
-        return None
-    mod = _module(name)
-    fn = getattr(mod, "run_reverse_diffusion", None)
+def run_reverse(name: str, prior, schedule, rargs, *, precision: str, return_levels: bool):
+    """The whole reverse diffusion in one fused call where backend ``name`` offers it (and the
+    run is short enough for one call), else None."""
+    fn = getattr(_module(name), "run_reverse", None)
     if fn is None:
         return None
-    prec = resolve_precision(kw.pop("precision", "auto"), u_T)
-    return fn(prior, schedule, u_T, precision=prec, **kw)
+    return fn(prior, schedule, rargs, precision=precision, return_levels=return_levels)
 
 
-__all__ = ["BackendUnavailable", "choose", "resolve_precision", "run", "unavailable", "AUTO_ORDER"]
+__all__ = ["AUTO_ORDER", "BackendUnavailable", "choose", "resolve_precision", "run", "run_reverse", "unavailable"]

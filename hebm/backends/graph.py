@@ -1,8 +1,8 @@
 """Backend ``"graph"``: the reference K-step loop captured once in a CUDA graph, then replayed.
 
 The generic fused path for any PyTorch prior the kernels cannot take (and the "CUDA graph"
-baseline of DESIGN.md §5).  Nothing here restates the update rule: the captured body is
-:func:`hebm.sampling.ref_step` called K times, exactly as :func:`hebm.sampling._ref_loop` does.
+baseline of docs/design.md §5).  Nothing here restates the update rule: the captured body is
+:func:`hebm.reference.ref_step` called K times, exactly as :func:`hebm.reference.langevin_loop` does.
 
 One graph per (prior, parameter storage, B, D, K, dtype, device, which optional terms are on,
 noise kind, trace).  Everything that changes between calls lives in static buffers that are
@@ -10,9 +10,9 @@ refreshed before each replay:
 
 * the state ``u`` and every per-chain parameter (step size, noise scale, λ, t, u_next, a, σ);
 * the noise: an explicit ``[K, B, D]`` tensor is copied into a static buffer; seeded noise is
-  generated *inside* the graph by the Philox4x32-10 stream of :mod:`hebm.philox` with the
-  round keys, the chain ids and the step offset read from static tensors — never a Python int
-  baked into the capture (which would replay the same noise every call, KERNEL_NOTES.md);
+  generated *inside* the graph by :func:`hebm.philox.normals_from_key` with the key words, the
+  chain ids and the step offset read from static tensors — never a Python int baked into the
+  capture (which would replay the same noise every call, docs/kernel_notes.md "Triton");
 * the level-bias tables of level-conditioned MLPs: computed eagerly once per call into a static
   buffer that the captured forward reads (their sinusoidal embedding makes a host→device copy,
   which a capture forbids; the table does not depend on u, so the values are identical).
@@ -27,7 +27,6 @@ dependent control flow) falls back to the eager reference with one warning.
 from __future__ import annotations
 
 import contextlib
-import math
 import warnings
 import weakref
 from collections import OrderedDict
@@ -35,6 +34,10 @@ from dataclasses import replace
 from typing import Optional
 
 import torch
+
+from ..nn import MLP
+from ..philox import normals_from_key, seed_to_key
+from ..reference import langevin_loop, ref_step
 
 NAME = "graph"
 MAX_CAPTURE_STEPS = 128
@@ -58,50 +61,8 @@ def unsupported(prior, args) -> Optional[str]:
     return None
 
 
-# ------------------------------------------------------------------------------ seeded noise
-def round_keys(seed: int) -> torch.Tensor:
-    """The 10 Philox round keys of ``seed`` as int64 ``[2, 10]`` (host side; copied to a static buffer)."""
-    from ..philox import PHILOX_W0, PHILOX_W1, _MASK32, seed_to_key
-
-    k0, k1 = seed_to_key(seed)
-    rows = []
-    for _ in range(10):
-        rows.append((k0, k1))
-        k0, k1 = (k0 + PHILOX_W0) & _MASK32, (k1 + PHILOX_W1) & _MASK32
-    return torch.tensor(rows, dtype=torch.int64).t().contiguous()
-
-
-def philox_normal_tensor_key(keys: torch.Tensor, chain_ids: torch.Tensor, step: torch.Tensor, D: int,
-                             stream: int = 0) -> torch.Tensor:
-    """:func:`hebm.philox.philox_normal` with the key (``keys`` from :func:`round_keys`) and the
-    step (a 0-d int64 tensor) as device tensors, so a CUDA graph can replay it with new values.
-    Bit-identical to ``philox_normal`` (tested on the CPU)."""
-    from ..philox import PHILOX_M0, PHILOX_M1, _MASK32, _mulhilo, uniform_from_bits
-
-    n_blocks = (int(D) + 3) // 4
-    dev = chain_ids.device
-    c0 = torch.arange(n_blocks, dtype=torch.int64, device=dev)[None, :]
-    c1 = chain_ids[:, None] & _MASK32
-    c2 = (step & _MASK32).reshape(1, 1)
-    c3 = torch.full((1, 1), stream & _MASK32, dtype=torch.int64, device=dev)
-    for r in range(10):
-        hi0, lo0 = _mulhilo(PHILOX_M0, c0)
-        hi1, lo1 = _mulhilo(PHILOX_M1, c2)
-        c0, c1, c2, c3 = hi1 ^ c1 ^ keys[0, r], lo1, hi0 ^ c3 ^ keys[1, r], lo0
-    u0, u1, u2, u3 = (uniform_from_bits(x) for x in (c0, c1, c2, c3))
-    two_pi = 2.0 * math.pi
-    r1 = torch.sqrt(-2.0 * torch.log(u0))
-    r2 = torch.sqrt(-2.0 * torch.log(u2))
-    out = torch.stack([r1 * torch.cos(two_pi * u1), r1 * torch.sin(two_pi * u1),
-                       r2 * torch.cos(two_pi * u3), r2 * torch.sin(two_pi * u3)], dim=-1)
-    B = chain_ids.shape[0]
-    return out.expand(B, n_blocks, 4).reshape(B, 4 * n_blocks)[:, : int(D)]
-
-
 # ------------------------------------------------------------------------------ capture
 def _level_mlps(prior):
-    from ..nn import MLP
-
     return [m for m in prior.modules() if isinstance(m, MLP) and m.n_levels is not None]
 
 
@@ -113,8 +74,6 @@ class _Captured:
     """Static buffers and the graph of one chunk of ``n`` steps."""
 
     def __init__(self, prior, a, n: int, trace: bool, capture: bool = True):
-        from ..sampling import ref_step, ref_step_coefficients
-
         self.n, self.trace = n, trace
         B, D, dev = a.B, a.D, a.u.device
         clone = lambda x: None if x is None else x.detach().clone()  # noqa: E731
@@ -124,7 +83,7 @@ class _Captured:
                             noise=None, extras={})
         self.seeded = a.noise is None
         self.noise = None if self.seeded else torch.zeros(n, B, D, dtype=a.u.dtype, device=dev)
-        self.keys = torch.zeros(2, 10, dtype=torch.int64, device=dev)
+        self.key = torch.zeros(2, dtype=torch.int64, device=dev)
         self.step0 = torch.zeros((), dtype=torch.int64, device=dev)
         self.mlps = _level_mlps(prior)
         self.tables = [m.level_bias_table().detach().clone() for m in self.mlps]
@@ -133,14 +92,15 @@ class _Captured:
         pr = weakref.proxy(prior)  # the cache is keyed weakly by the prior: do not keep it alive
 
         def body(n_steps: int) -> torch.Tensor:
-            half_d2, noise_amp = ref_step_coefficients(sa)
+            half_d2, noise_amp = sa.step_coefficients()
+            target = sa.target(pr)
             u = sa.u
             for k in range(n_steps):
                 if self.seeded:
-                    eps = philox_normal_tensor_key(self.keys, sa.chain_ids, self.step0 + k, D).to(u.dtype)
+                    eps = normals_from_key((self.key[0], self.key[1]), sa.chain_ids, self.step0 + k, D).to(u.dtype)
                 else:
                     eps = self.noise[k]
-                u, logp = ref_step(pr, sa, u, eps, half_d2, noise_amp)
+                u, logp = ref_step(target, u, eps, half_d2, noise_amp)
                 if trace:
                     self.logs[k].copy_(logp)
             return u
@@ -170,7 +130,7 @@ class _Captured:
             for m in self.mlps:
                 m.__dict__.pop("level_bias_table", None)
 
-    def replay(self, a, u: torch.Tensor, noise: Optional[torch.Tensor], step0: int, keys: Optional[torch.Tensor]):
+    def replay(self, a, u: torch.Tensor, noise: Optional[torch.Tensor], step0: int, key: Optional[torch.Tensor]):
         sa = self.args
         sa.u.copy_(u)
         for name in ("step_size", "noise_scale", "energy_scale", "t", "u_next", "alpha", "sigma", "chain_ids"):
@@ -181,7 +141,7 @@ class _Captured:
             with torch.no_grad():
                 tab.copy_(m.level_bias_table())
         if self.seeded:
-            self.keys.copy_(keys)
+            self.key.copy_(key)
             self.step0.fill_(step0)
         else:
             self.noise.copy_(noise)
@@ -232,11 +192,12 @@ def clear_cache() -> None:
 
 
 def run(prior, args, *, precision: str, trace: bool):
-    from ..sampling import _ref_loop
-
+    """K steps by graph replay: ``(u_out, log π trace or None, precision ran)``."""
+    ran = "fp64" if args.u.dtype == torch.float64 else precision
     if args.n_steps == 0 or prior in _uncapturable:
-        return _ref_loop(prior, args, trace)
-    keys = round_keys(args.seed).to(args.u.device) if args.noise is None else None
+        out, logs = langevin_loop(prior, args, trace=trace)
+        return out, logs, ran
+    key = torch.tensor(seed_to_key(args.seed), dtype=torch.int64).to(args.u.device) if args.noise is None else None
     u, logs, done = args.u, [], 0
     while done < args.n_steps:
         n = min(MAX_CAPTURE_STEPS, args.n_steps - done)
@@ -249,11 +210,12 @@ def run(prior, args, *, precision: str, trace: bool):
             _uncapturable[prior] = msg
             warnings.warn(f"hebm backend 'graph': could not capture this prior's log_density in a CUDA graph "
                           f"({msg}); running the eager reference instead", RuntimeWarning, stacklevel=3)
-            return _ref_loop(prior, args, trace)
+            out, logs = langevin_loop(prior, args, trace=trace)
+            return out, logs, ran
         noise = None if args.noise is None else args.noise[done : done + n]
-        out, lg = cap.replay(args, u, noise, args.step_offset + done, keys)
+        out, lg = cap.replay(args, u, noise, args.step_offset + done, key)
         u = out.clone()  # the static output is overwritten by the next replay
         if trace:
             logs.append(lg.clone())
         done += n
-    return u, (torch.cat(logs) if trace else None)
+    return u, (torch.cat(logs) if trace else None), ran

@@ -21,15 +21,29 @@ Flat form (``PackedPrior.params`` / ``.layout`` / ``.mlps``), for kernels that t
 * ``layout``: int64 ``[n_layers_total, 5]`` rows ``(in, out, w_offset, b_offset, b_rows)``;
 * ``mlps``: int64 ``[n_mlps, 3]`` rows ``(first_layer_row, n_layers, act_code)`` and
   ``act_params``: float64 ``[n_mlps]``.
+
+The one pack cache (:func:`packed_prior`, :func:`network_support`): per prior, the packing and
+the verdict on whether the kernels take its networks are computed once and reused while
+
+* the *structure* is unchanged — the same module objects and types, activations, σ_min, and the
+  same parameter/buffer tensors (identity, storage, shape, dtype, device): a replaced module or
+  parameter, ``.to()`` or ``p.data = …`` starts afresh; and
+* the *values* are unchanged — every call compares the parameters and buffers with a copy of the
+  values the packing was made from.  This is what makes the cache correct for writes PyTorch's
+  version counters do not see (``p.data.mul_(…)``, an EMA update), as well as for optimiser steps,
+  ``load_state_dict`` and ``copy_`` under ``no_grad``.  The comparison reads the weights once
+  (microseconds for the small priors; ~1 ms for 10 MB of weights on a CPU).
 """
 from __future__ import annotations
 
+import threading
+import weakref
 from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
 
-from ..nn import ACTIVATION_CODES, MLP, SNLinear
+from ..nn import ACTIVATION_CODES, MLP, Activation, SNLinear
 from ..prior import HierarchicalPrior
 
 
@@ -59,9 +73,24 @@ class PackedPrior:
     mlps: torch.Tensor = field(repr=False, default=None)
     act_params: torch.Tensor = field(repr=False, default=None)
 
+    derived: dict = field(repr=False, default_factory=dict)  # per-backend structures made from this pack
+
     @property
     def L(self) -> int:
         return len(self.dims)
+
+    def op_structure(self) -> dict:
+        """The network description the compiled ops take (``hebm.backends.ops``), as Python
+        lists — built once per pack, never per call."""
+        st = self.derived.get("op")
+        if st is None:
+            st = self.derived["op"] = dict(
+                params=self.params, dims=[int(d) for d in self.dims],
+                layout=[int(x) for x in self.layout.reshape(-1).tolist()],
+                mlps=[int(x) for x in self.mlps.reshape(-1).tolist()],
+                act_params=[float(x) for x in self.act_params.tolist()], has_energy=bool(self.has_energy),
+                n_levels=int(self.n_levels), sigma_min=float(self.sigma_min))
+        return st
 
     @property
     def D(self) -> int:
@@ -136,19 +165,98 @@ def _flatten(packed: PackedPrior, dtype, device) -> None:
 
 
 def supported_network(prior) -> Optional[str]:
-    """None if every network of ``prior`` is in the family the kernels take, else why not."""
+    """None if every network of ``prior`` is in the family the kernels take, else which module
+    is not (by its place in the prior) and what the kernels take instead."""
     if not isinstance(prior, HierarchicalPrior):
         return f"the fused kernels take a hebm.HierarchicalPrior, got {type(prior).__name__}"
     for meth in ("T", "conditional", "energy", "energy_terms", "log_density", "forward"):
         if getattr(type(prior), meth) is not getattr(HierarchicalPrior, meth):
             return f"{type(prior).__name__} overrides {meth}(); the fused kernels implement HierarchicalPrior's own math"
-    nets = list(prior.conditionals) + list(prior.energies or [])
-    for m in nets:
-        if type(m) is not MLP or type(m).forward is not MLP.forward:
-            return f"network {type(m).__name__} is not a plain hebm.nn.MLP"
-        for layer in m.layers:
+    named = [(f"conditionals[{i}]", m) for i, m in enumerate(prior.conditionals)]
+    named += [(f"energies[{i}]", m) for i, m in enumerate(prior.energies or [])]
+    for where, m in named:
+        if type(m) is not MLP:
+            return (f"prior.{where} is a {type(m).__module__}.{type(m).__qualname__}, not a hebm.nn.MLP "
+                    f"(the kernels take MLPs of hebm.nn.SNLinear layers and hebm.nn.Activation)")
+        for j, layer in enumerate(m.layers):
             if type(layer) is not SNLinear:
-                return f"layer {type(layer).__name__} is not a hebm.nn.SNLinear"
+                return f"prior.{where}.layers[{j}] is a {type(layer).__qualname__}, not a hebm.nn.SNLinear"
+        if type(m.act) is not Activation:
+            return (f"prior.{where}.act is a {type(m.act).__module__}.{type(m.act).__qualname__}; the kernels take "
+                    f"hebm.nn.Activation ({', '.join(ACTIVATION_CODES)})")
         if m.act.name not in ACTIVATION_CODES:
-            return f"activation {m.act.name!r} is not supported by the kernels"
+            return f"activation {m.act.name!r} of prior.{where} is not supported by the kernels"
+        for name, _ in m.named_children():
+            if name not in ("layers", "act", "level_net"):
+                return f"prior.{where} has an extra submodule {name!r} the kernels would ignore"
+    for name, _ in prior.named_children():
+        if name not in ("conditionals", "energies"):
+            return f"the prior has an extra submodule {name!r} the kernels would ignore"
     return None
+
+
+# ---------------------------------------------------------------------------------- the cache
+def structure_signature(prior) -> tuple:
+    """What the packing depends on besides the values: module objects and types, activation specs,
+    σ_min, and the identity/storage/shape/dtype/device of every parameter and buffer."""
+    mods = tuple((id(m), type(m)) for m in prior.modules())
+    acts = tuple(m.spec() for m in prior.modules() if isinstance(m, Activation))
+    tens = tuple((id(t), t.data_ptr(), t.shape, t.dtype, t.device) for t in _tensors(prior))
+    return (mods, acts, getattr(prior, "sigma_min", None), getattr(prior, "n_levels", None), tens)
+
+
+def _tensors(prior) -> list:
+    return list(prior.parameters()) + list(prior.buffers())
+
+
+def _values(prior) -> torch.Tensor:
+    ts = [t.detach().reshape(-1) for t in _tensors(prior)]
+    return torch.cat(ts) if ts else torch.zeros(0)
+
+
+@dataclass
+class _Entry:
+    signature: tuple
+    reason: Optional[str]  # why the kernels do not take this network (None: they do)
+    values: Optional[torch.Tensor] = None  # copy of the values the packs were made from
+    packs: dict = field(default_factory=dict)  # (dtype, device) -> PackedPrior
+
+
+_CACHE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_LOCK = threading.Lock()
+
+
+def _entry(prior) -> _Entry:
+    sig = structure_signature(prior)
+    with _LOCK:
+        e = _CACHE.get(prior)
+        if e is None or e.signature != sig:
+            e = _CACHE[prior] = _Entry(sig, supported_network(prior))
+        return e
+
+
+def network_support(prior) -> Optional[str]:
+    """:func:`supported_network`, decided once per prior structure."""
+    return _entry(prior).reason
+
+
+def packed_prior(prior: HierarchicalPrior, dtype: torch.dtype, device) -> PackedPrior:
+    """``pack_prior(prior, dtype, device)``, cached (rules in the module docstring)."""
+    e = _entry(prior)
+    if e.reason is not None:
+        raise ValueError(f"the fused kernels cannot take this prior: {e.reason}")
+    device = torch.device(device)
+    with torch.no_grad():
+        vals = _values(prior)
+        with _LOCK:
+            if e.values is None or not torch.equal(vals, e.values):
+                e.values, e.packs = vals, {}
+            pk = e.packs.get((dtype, device))
+            if pk is None:
+                pk = e.packs[(dtype, device)] = pack_prior(prior, dtype=dtype, device=device)
+    return pk
+
+
+def clear_cache() -> None:
+    with _LOCK:
+        _CACHE.clear()

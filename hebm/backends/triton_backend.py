@@ -25,7 +25,7 @@ from typing import Optional
 
 import torch
 
-from .pack import pack_prior, supported_network
+from .pack import network_support, packed_prior
 
 NAME = "triton"
 
@@ -57,7 +57,7 @@ def unavailable() -> Optional[str]:
 
 
 def unsupported(prior, args) -> Optional[str]:
-    why = supported_network(prior)
+    why = network_support(prior)
     if why is not None:
         return why
     u = args.u
@@ -70,24 +70,18 @@ def unsupported(prior, args) -> Optional[str]:
     return None
 
 
-# ---------------------------------------------------------------------------------- packing cache
-_pack_cache: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-
-
+# ---------------------------------------------------------------------------------- packing
 def _packed(prior, device):
-    tensors = list(prior.parameters()) + list(prior.buffers())
-    key = (str(device),) + tuple((t.data_ptr(), t._version, t.dtype) for t in tensors)
-    hit = _pack_cache.get(prior)
-    if hit is not None and hit[0] == key:
-        return hit[1], hit[2]
-    packed = pack_prior(prior, dtype=torch.float32, device=device)
-    spec_parts = _structure(packed)
-    _pack_cache[prior] = (key, packed, spec_parts)
-    return packed, spec_parts
+    """The cached fp32 pack (:func:`hebm.backends.pack.packed_prior`) and its kernel spec parts."""
+    packed = packed_prior(prior, torch.float32, device)
+    parts = packed.derived.get("triton")
+    if parts is None:
+        parts = packed.derived["triton"] = _structure(packed)
+    return packed, parts
 
 
 def _structure(packed):
-    from kernels import MLPSpec
+    from ..kernels import MLPSpec
 
     layout = packed.layout.tolist()
     mlps = []
@@ -114,7 +108,7 @@ def _configs():
 
 def _launch(packed, parts, *, u, K, nlev, delta, c, lam, t, alpha, sigma, unext, unext_from_state, noise, seed,
             chain_ids, step_offset, trace, store_levels, precision):
-    from kernels import LangevinSpec, build_kernel
+    from ..kernels import LangevinSpec, build_kernel
 
     if precision not in _PRECISIONS:
         raise ValueError(f"the Triton backend supports precision fp32, tf32 or bf16, got {precision!r}")
@@ -161,11 +155,16 @@ def _rows(x: torch.Tensor) -> torch.Tensor:
     return x.reshape(1, -1).contiguous()
 
 
+def ran(precision: str) -> str:
+    """What the dots compute: the interpreter runs plain fp32 numpy dots whatever is asked."""
+    return "fp32" if _interpret() else precision
+
+
 def run(prior, args, *, precision: str, trace: bool):
-    """K Langevin steps in one launch; returns ``(u_out [B, D], log π trace [K, B] or None)``."""
+    """K Langevin steps in one launch: ``(u_out [B, D], log π trace [K, B] or None, precision ran)``."""
     u = args.u
     if args.n_steps == 0:
-        return u.clone(), (u.new_zeros((0, args.B)) if trace else None)
+        return u.clone(), (u.new_zeros((0, args.B)) if trace else None), ran(precision)
     packed, parts = _packed(prior, u.device)
     if not packed.has_energy:
         parts = (parts[0], ())
@@ -176,58 +175,31 @@ def run(prior, args, *, precision: str, trace: bool):
         unext=args.u_next, unext_from_state=False, noise=args.noise, seed=args.seed, chain_ids=args.chain_ids,
         step_offset=args.step_offset, trace=trace, store_levels=False, precision=precision,
     )
-    return out, tr
+    return out, tr, ran(precision)
 
 
-def run_reverse_diffusion(prior, schedule, u_T, *, n_steps, seed, chain_ids, noise, noise_scale, precision,
-                          return_levels):
-    """The whole reverse diffusion (levels t = T−1 … 0, K steps each) in one launch.
-
-    Level j = T−1−t: δ = √s_t, λ = 1/s_t, a = a_{t+1}·is_recovery[t+1] (0 at the top level),
-    σ = σ_{t+1}, u_next = the state entering the level; step counter j·K + k of the seeded stream
-    (or ``noise[j·K + k]``).  Same result as ``hebm.reverse_diffusion(..., backend="ref")``.
-    """
-    from ..sampling import check_langevin_args
-
-    as_list = not isinstance(u_T, torch.Tensor)
-    u0 = torch.cat(prior.split(u_T), 1) if as_list else u_T
-    T, K = schedule.T, int(n_steps)
-    per = {"delta": [], "c": [], "lam": [], "t": [], "alpha": [], "sigma": []}
-    ids = None
-    for j, t in enumerate(range(T - 1, -1, -1)):
-        kw = schedule.langevin_kwargs(t, u0)
-        a = check_langevin_args(
-            prior, u0, n_steps=K, noise_scale=noise_scale, seed=None if noise is not None else seed,
-            chain_ids=chain_ids if noise is None else None,
-            noise=None if noise is None else noise[j * K:(j + 1) * K], **kw,
-        )
-        per["delta"].append(a.step_size)
-        per["c"].append(a.noise_scale)
-        per["lam"].append(a.energy_scale)
-        per["t"].append(a.t)
-        per["alpha"].append(a.alpha if a.alpha is not None else torch.zeros_like(a.step_size))
-        per["sigma"].append(a.sigma if a.sigma is not None else torch.ones_like(a.step_size))
-        ids = a.chain_ids
-        u = a.u
-    has_kernel = T > 1
+def run_reverse(prior, schedule, r, *, precision: str, return_levels: bool):
+    """The whole reverse diffusion (levels t = T−1 … 0, K steps each) in one launch: per-level
+    δ, λ, a, σ, t from :meth:`hebm.DiffusionSchedule.level_params` as ``[T, B]`` rows, u_next =
+    the state entering the level, step counter j·K + k of the seeded stream (or ``noise[j·K + k]``).
+    Same result as :func:`hebm.reverse_diffusion_ref`."""
+    u, T, K, B = r.u, schedule.T, r.n_steps, r.B
     if K == 0:
-        levels = [u] * (T + 1)
-    else:
-        packed, parts = _packed(prior, u.device)
-        stack = {k: torch.stack(v).contiguous() for k, v in per.items()}
-        out, _, lv = _launch(
-            packed, parts, u=u, K=K, nlev=T, delta=stack["delta"], c=stack["c"], lam=stack["lam"], t=stack["t"],
-            alpha=stack["alpha"] if has_kernel else None, sigma=stack["sigma"] if has_kernel else None, unext=None,
-            unext_from_state=True, noise=None if noise is None else noise.to(u.dtype).contiguous(),
-            seed=seed if noise is None else None, chain_ids=ids, step_offset=0, trace=False,
-            store_levels=return_levels, precision=precision,
-        )
-        levels = [u] + (list(lv.unbind(0)) if return_levels else [out])
-    res = levels[-1]
-    if as_list:
-        res = prior.split(res)
-        levels = [prior.split(x) for x in levels]
-    return (res, levels) if return_levels else res
+        return [u] * (T + 1) if return_levels else [u, u], ran(precision)
+    lv = [schedule.level_params(t) for t in range(T - 1, -1, -1)]
+
+    def rows(key, dtype=u.dtype):
+        return torch.tensor([[p[key]] * B for p in lv], dtype=dtype, device=u.device)
+
+    packed, parts = _packed(prior, u.device)
+    out, _, levels = _launch(
+        packed, parts, u=u, K=K, nlev=T, delta=rows("step_size"), c=r.noise_scale.reshape(1, B).repeat(T, 1).contiguous(),
+        lam=rows("energy_scale"), t=rows("t", torch.long), alpha=rows("alpha") if T > 1 else None,
+        sigma=rows("sigma") if T > 1 else None, unext=None, unext_from_state=True,
+        noise=r.noise, seed=r.seed, chain_ids=r.chain_ids, step_offset=0, trace=False,
+        store_levels=return_levels, precision=precision,
+    )
+    return ([u] + list(levels.unbind(0)) if return_levels else [u, out]), ran(precision)
 
 
-__all__ = ["NAME", "TUNING", "run", "run_reverse_diffusion", "unavailable", "unsupported"]
+__all__ = ["NAME", "TUNING", "run", "run_reverse", "unavailable", "unsupported"]
