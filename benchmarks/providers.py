@@ -3,7 +3,7 @@
 A provider is a name → a callable that runs one sampler entry point on a standard problem:
 
 * ``ref``     — :func:`hebm.langevin_ref`, eager PyTorch autograd (the baseline of every ratio);
-* ``compile`` — ``torch.compile`` of the reference step (:func:`hebm.sampling.ref_step`), a
+* ``compile`` — ``torch.compile`` of the reference step (:func:`hebm.reference.ref_step`), a
   PyTorch baseline written here, not a hebm backend;
 * any hebm backend (``graph``, ``cpu``, ``triton``, ``cuda``) — :func:`hebm.langevin_fused`
   with ``backend=name``.  A backend that is unavailable here or does not take the problem is
@@ -27,7 +27,9 @@ import torch
 
 import hebm
 from hebm import backends
-from hebm.sampling import check_langevin_args, ref_step, ref_step_coefficients
+from hebm.args import check_langevin_args
+from hebm.philox import initial_noise
+from hebm.reference import ref_step
 
 PROVIDERS = ("ref", "graph", "compile", "cpu", "triton", "cuda")
 HEBM_BACKENDS = ("graph", "cpu", "triton", "cuda")
@@ -126,18 +128,17 @@ def langevin_compiled(prior, u, *, n_steps, seed=None, noise=None, step_offset=0
     words is what a user of plain PyTorch would have to write too)."""
     a = check_langevin_args(prior, u, n_steps=n_steps, seed=seed, noise=noise, step_offset=step_offset, **kw)
     step = _compiled_step()
-    half_d2, amp = ref_step_coefficients(a)
+    half_d2, amp = a.step_coefficients()
+    target = a.target(prior)
     x = a.u.detach().clone()
     for k in range(a.n_steps):
-        x, _ = step(prior, a, x, a.step_noise(k), half_d2, amp)
+        x, _ = step(target, x, a.step_noise(k), half_d2, amp)
     return x.detach()
 
 
 def reverse_diffusion_compiled(prior, schedule, *, n_steps, batch, seed, chain_ids=None):
     """The reverse diffusion of :func:`hebm.reverse_diffusion` (seeded), each level run by
     :func:`langevin_compiled`; checked against the reference before it is timed."""
-    from hebm.sampling import initial_noise
-
     p0 = next(prior.parameters())
     u = initial_noise(seed, batch, prior.D, chain_ids=chain_ids, device=p0.device, dtype=p0.dtype)
     for j, t in enumerate(range(schedule.T - 1, -1, -1)):

@@ -1,4 +1,5 @@
-"""The one parity harness every fused backend is tested with.
+"""The test harness: the one prior factory, sampler keywords, and the parity rule every fused
+backend is held to.
 
 A backend passes when its fp32 result is within ``2×`` PyTorch's own fp32 error of the float64
 reference (plus a small absolute floor for cases where the fp32 reference happens to be exact),
@@ -7,7 +8,7 @@ for the same explicit noise or seed — the flash-attention / mamba convention.
 from __future__ import annotations
 
 import copy
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence, Union
 
 import torch
 
@@ -31,16 +32,16 @@ def make_prior(
     dtype=torch.float32,
     device="cpu",
 ) -> HierarchicalPrior:
-    """A random prior with deliberately odd sizes; ``scale`` multiplies every weight."""
+    """A random prior with deliberately odd sizes; weights uniform in ±scale/√fan_in, drawn in
+    float64 from a private generator (independent of the global RNG state), frozen, eval mode."""
     g = torch.Generator().manual_seed(seed)
     prior = HierarchicalPrior(dims, prior_hidden=prior_hidden, energy_hidden=energy_hidden, act=act,
                               energy_act=energy_act, bias=bias, spectral_norm=spectral_norm,
                               n_levels=n_levels, sigma_min=sigma_min)
     with torch.no_grad():
-        for name, p in prior.named_parameters():
-            # redraw from our own generator: independent of the global RNG state
-            bound = 1.0 / max(1, p.shape[-1]) ** 0.5
-            p.copy_((torch.rand(p.shape, generator=g) * 2 - 1) * bound * scale)
+        for p in prior.parameters():
+            bound = scale / max(1, p.shape[-1]) ** 0.5
+            p.copy_((torch.rand(p.shape, generator=g, dtype=torch.float64) * 2 - 1) * bound)
     prior.power_iteration(3)
     for p in prior.parameters():
         p.requires_grad_(False)
@@ -86,7 +87,22 @@ def to(x, dtype, device):
     return x
 
 
-def parity(prior: HierarchicalPrior, u: torch.Tensor, kw: dict, backend: str, *, rel: float = 2.0,
+def on(kw: dict, dtype, device) -> dict:
+    return {k: to(v.cpu() if isinstance(v, torch.Tensor) else v, dtype, device) for k, v in kw.items()}
+
+
+Runner = Union[str, Callable]
+
+
+def run_backend(runner: Runner, prior, u, kw, *, precision: str = "fp32"):
+    """``(out, info)`` of one sampler call by a backend name (through ``hebm.langevin_fused``)
+    or by a runner callable ``runner(prior, u, kw, precision) -> (out, info)``."""
+    if isinstance(runner, str):
+        return hebm.langevin_fused(prior, u, backend=runner, precision=precision, return_info=True, **kw)
+    return runner(prior, u, kw, precision)
+
+
+def parity(prior: HierarchicalPrior, u: torch.Tensor, kw: dict, backend: Runner, *, rel: float = 2.0,
            atol: float = 1e-5, precision: str = "fp32", device=None, check_trace: bool = True) -> dict:
     """Run ``backend`` in fp32 and compare with the float64 reference; assert the 2× rule.
 
@@ -95,16 +111,14 @@ def parity(prior: HierarchicalPrior, u: torch.Tensor, kw: dict, backend: str, *,
     device = device or u.device
     prior64 = copy.deepcopy(prior).to(device="cpu", dtype=torch.float64)
     u64 = u.detach().cpu().double()
-    kw64 = {k: to(v.cpu() if isinstance(v, torch.Tensor) else v, torch.float64, "cpu") for k, v in kw.items()}
-    gold, info64 = hebm.langevin_ref(prior64, u64, return_info=True, **kw64)
+    gold, info64 = hebm.langevin_ref(prior64, u64, return_info=True, **on(kw, torch.float64, "cpu"))
     prior32 = copy.deepcopy(prior).to(device="cpu", dtype=torch.float32)
-    kw32 = {k: to(v.cpu() if isinstance(v, torch.Tensor) else v, torch.float32, "cpu") for k, v in kw.items()}
-    ref32 = hebm.langevin_ref(prior32, u64.float(), **kw32)
+    ref32 = hebm.langevin_ref(prior32, u64.float(), **on(kw, torch.float32, "cpu"))
     priord = copy.deepcopy(prior).to(device=device, dtype=torch.float32)
-    kwd = {k: to(v, torch.float32, device) for k, v in kw.items()}
-    out, info = hebm.langevin_fused(priord, u.to(device=device, dtype=torch.float32), backend=backend,
-                                    precision=precision, return_info=True, **kwd)
-    assert info["backend"] == backend, info["backend"]
+    out, info = run_backend(backend, priord, u.to(device=device, dtype=torch.float32), on(kw, torch.float32, device),
+                            precision=precision)
+    if isinstance(backend, str):
+        assert info["backend"] == backend, info["backend"]
     assert out.shape == gold.shape and out.dtype == torch.float32
     scale = max(1.0, float(gold.abs().max()))
     err_ref = float((ref32.double() - gold).abs().max())

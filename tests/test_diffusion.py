@@ -10,7 +10,7 @@ import torch
 import hebm
 from hebm import DiffusionSchedule
 from hebm.philox import philox_noise
-from hebm.sampling import initial_noise
+from hebm.philox import initial_noise
 
 f64 = torch.float64
 

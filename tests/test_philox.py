@@ -10,7 +10,7 @@ import torch
 
 from hebm import philox
 from hebm.philox import philox4x32, philox_noise, philox_normal, seed_to_key
-from hebm.sampling import initial_noise
+from hebm.philox import initial_noise
 
 M32 = 0xFFFFFFFF
 

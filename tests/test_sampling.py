@@ -208,7 +208,7 @@ def test_fused_auto_reports_backend(make_prior):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # the one-line fallback warning, if any
         out, info = hebm.langevin_fused(prior, u.float(), n_steps=2, step_size=0.2, seed=4, return_info=True, **kw)
-    assert info["backend"] in hebm.sampling.BACKENDS and info["backend"] != "auto"
+    assert info["backend"] in hebm.args.BACKENDS and info["backend"] != "auto"
     ref = hebm.langevin_ref(prior, u.float(), n_steps=2, step_size=0.2, seed=4, **kw)
     torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
 
