@@ -76,8 +76,12 @@ class Activation(nn.Module):
             )
         if param is None:
             param = 0.2 if name == "leaky_relu" else 0.0
+        param = float(param)
+        if not math.isfinite(param):
+            raise ValueError(f"activation {name!r}: the slope must be a finite number, got {param!r} "
+                             f"(e.g. 'leaky_relu:0.2')")
         self.name = name
-        self.param = float(param)
+        self.param = param
 
     @property
     def code(self) -> int:

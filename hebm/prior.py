@@ -18,6 +18,7 @@ also accepts a list of per-layer tensors and answers in the same structure.
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Optional, Sequence, Union
 
 import torch
@@ -38,7 +39,8 @@ class HierarchicalPrior(nn.Module):
             Gaussian prior (F ≡ 0).
         act / energy_act: activations of the conditionals / energies (``hebm.nn`` names).
         bias: Linear layers with bias.
-        spectral_norm: spectrally normalise every Linear weight (energies and conditionals).
+        spectral_norm: spectrally normalise the energies' Linear weights (as the authors do; the
+            conditionals, i.e. ``p_β`` itself, are never normalised).
         n_levels: make the energies level-conditioned (paper 2: one conditional EBM per
             diffusion level, ``t ∈ {0 … n_levels−1}``).
         sigma_min: the floor in ``σ = exp(ℓ) + σ_min`` (0.01 in the authors' code).
@@ -59,11 +61,12 @@ class HierarchicalPrior(nn.Module):
         sigma_min: float = 0.01,
     ):
         super().__init__()
-        dims = [int(d) for d in dims]
-        if not dims or min(dims) < 1:
-            raise ValueError(f"dims must be a non-empty list of positive layer sizes, got {dims}")
-        if sigma_min < 0:
-            raise ValueError(f"sigma_min must be >= 0, got {sigma_min}")
+        dims = _sizes("dims", dims, allow_empty=False)
+        prior_hidden = _sizes("prior_hidden", prior_hidden)
+        energy_hidden = None if energy_hidden is None else _sizes("energy_hidden", energy_hidden)
+        if not isinstance(sigma_min, (int, float)) or isinstance(sigma_min, bool) or not math.isfinite(sigma_min) \
+                or sigma_min < 0:
+            raise ValueError(f"sigma_min must be a finite number >= 0, got {sigma_min!r}")
         self.dims = dims
         self.sigma_min = float(sigma_min)
         self._config = dict(
@@ -80,8 +83,7 @@ class HierarchicalPrior(nn.Module):
         )
         # conditionals[i] is g_{i+1}: z_{i+2} -> (mu_{i+1}, l_{i+1}) in 1-based paper indices.
         self.conditionals = nn.ModuleList(
-            MLP([dims[i + 1], *prior_hidden, 2 * dims[i]], act, bias=bias, spectral_norm=spectral_norm)
-            for i in range(len(dims) - 1)
+            MLP([dims[i + 1], *prior_hidden, 2 * dims[i]], act, bias=bias) for i in range(len(dims) - 1)
         )
         if energy_hidden is None:
             if n_levels is not None:
@@ -208,7 +210,10 @@ class HierarchicalPrior(nn.Module):
             return zs[0].new_zeros(zs[0].shape[0], self.L)
         if self.n_levels is None and t is not None:
             raise ValueError("t was given but this prior's energies are not level-conditioned (n_levels=None)")
-        return torch.cat([f(zi, t) for f, zi in zip(self.energies, zs)], dim=1)
+        # an energy may be any module mapping [B, d_i] to [B, 1] (the reference runs it; the fused
+        # kernels take hebm.nn.MLP only): it receives t only when the prior is level-conditioned
+        return torch.cat([f(zi, t) if t is not None or isinstance(f, MLP) else f(zi)
+                          for f, zi in zip(self.energies, zs)], dim=1)
 
     def energy(self, z: Latents, t=None) -> torch.Tensor:
         """``F(z̃; t) = Σ_i f_i(z_i; t)`` per row ``[B]``."""
@@ -237,6 +242,23 @@ class HierarchicalPrior(nn.Module):
             a, s = _per_row(alpha, flat), _per_row(sigma, flat)
             out = out - (a[:, None] * flat - nxt).pow(2).sum(1) / (2 * s * s)
         return out
+
+
+def _sizes(name: str, xs, *, allow_empty: bool = True) -> list[int]:
+    """Layer sizes: positive integers (a float such as 3.7 would silently become 3: refused)."""
+    try:
+        xs = list(xs)
+    except TypeError:
+        raise TypeError(f"{name} must be a list of positive integers, got {xs!r}") from None
+    out = []
+    for x in xs:
+        if isinstance(x, bool) or not isinstance(x, numbers.Integral) and not (
+                isinstance(x, torch.Tensor) and x.numel() == 1 and not x.dtype.is_floating_point):
+            raise TypeError(f"{name} must be a list of positive integers, got {xs!r} ({x!r} is not an integer)")
+        out.append(int(x))
+    if (not out and not allow_empty) or any(v < 1 for v in out):
+        raise ValueError(f"{name} must be a {'non-empty ' if not allow_empty else ''}list of positive layer sizes, got {out}")
+    return out
 
 
 def _per_row(x, like: torch.Tensor) -> torch.Tensor:

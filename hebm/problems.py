@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .args import as_int
 from .diffusion import DiffusionSchedule
 from .prior import HierarchicalPrior
 
@@ -53,8 +54,12 @@ def standard_problem(name: str, batch: int, *, device="cpu", seed: int = 0, dtyp
     """Build the named problem with ``batch`` chains; everything is deterministic in ``seed``."""
     if name not in PROBLEMS:
         raise ValueError(f"unknown problem {name!r}; expected one of {', '.join(PROBLEMS)}")
-    if int(batch) < 1:
+    batch = as_int("batch", batch, "an int >= 1")
+    if batch < 1:
         raise ValueError(f"batch must be >= 1, got {batch}")
+    seed = as_int("seed", seed, "an int >= 0")
+    if dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
     dims, prior_h, energy_h = PROBLEMS[name]
     state = torch.random.get_rng_state()  # module init draws from the global generator: restore it after
     try:
