@@ -49,6 +49,7 @@ struct Problem {
   const int64_t* offsets = nullptr;  // [L] host, first column of each layer
   T* u = nullptr;
   T sigma_min = T(0.01);
+  T sigma_clamp = T(0);  // σ = exp(c·tanh(ℓ/c)) + σ_min with c = sigma_clamp; 0: σ = exp(ℓ) + σ_min
 
   // ---- networks (pack.py): W [out, in] row-major at params + w_off, then a bias table
   //      [b_rows, out] at params + b_off; b_rows = n_levels for the hidden layers of a

@@ -110,7 +110,7 @@ void check_precision(c10::string_view precision) {
 template <typename T>
 void fill_structure(hebm::Problem<T>& P, const Tensor& params, at::IntArrayRef dims, const std::vector<int64_t>& offs,
                     at::IntArrayRef layout, at::IntArrayRef mlps, at::ArrayRef<double> act_params, bool has_energy,
-                    int64_t n_levels, double sigma_min) {
+                    int64_t n_levels, double sigma_min, double sigma_clamp) {
   P.L = static_cast<int64_t>(dims.size());
   P.dims = dims.data();
   P.offsets = offs.data();
@@ -122,6 +122,8 @@ void fill_structure(hebm::Problem<T>& P, const Tensor& params, at::IntArrayRef d
   P.has_energy = has_energy;
   P.n_levels = n_levels;
   P.sigma_min = static_cast<T>(sigma_min);
+  TORCH_CHECK(sigma_clamp >= 0, "hebm: sigma_clamp must be >= 0 (0: no clamp)");
+  P.sigma_clamp = static_cast<T>(sigma_clamp);
 }
 
 // Chunks split statically over kernel_threads() std::threads (the chunks are equal work).
@@ -163,7 +165,8 @@ void parallel_chunks(int64_t n_chunks, size_t ws_bytes, const F& f) {
 
 std::tuple<Tensor, Tensor> langevin_cpu(const Tensor& u_in, const Tensor& params_in, at::IntArrayRef dims,
                                         at::IntArrayRef layout, at::IntArrayRef mlps, at::ArrayRef<double> act_params,
-                                        bool has_energy, int64_t n_levels, double sigma_min, const Tensor& step_size,
+                                        bool has_energy, int64_t n_levels, double sigma_min, double sigma_clamp,
+                                        const Tensor& step_size,
                                         const Tensor& noise_scale, const Tensor& energy_scale, const OptTensor& t,
                                         const OptTensor& u_next, const OptTensor& alpha, const OptTensor& sigma,
                                         const OptTensor& noise, int64_t key0, int64_t key1, const Tensor& chain_ids,
@@ -211,7 +214,7 @@ std::tuple<Tensor, Tensor> langevin_cpu(const Tensor& u_in, const Tensor& params
 
   AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "hebm_langevin_cpu", [&] {
     hebm::Problem<scalar_t> P;
-    fill_structure(P, params, dims, offs, layout, mlps, act_params, has_energy, n_levels, sigma_min);
+    fill_structure(P, params, dims, offs, layout, mlps, act_params, has_energy, n_levels, sigma_min, sigma_clamp);
     P.B = B;
     P.D = D;
     P.u = u.data_ptr<scalar_t>();
@@ -238,7 +241,7 @@ std::tuple<Tensor, Tensor> langevin_cpu(const Tensor& u_in, const Tensor& params
 
 Tensor reverse_diffusion_cpu(const Tensor& u_T, const Tensor& params_in, at::IntArrayRef dims, at::IntArrayRef layout,
                              at::IntArrayRef mlps, at::ArrayRef<double> act_params, bool has_energy, int64_t n_levels,
-                             double sigma_min, at::IntArrayRef level_t, at::ArrayRef<double> level_step,
+                             double sigma_min, double sigma_clamp, at::IntArrayRef level_t, at::ArrayRef<double> level_step,
                              at::ArrayRef<double> level_energy_scale, at::ArrayRef<double> level_alpha,
                              at::ArrayRef<double> level_sigma, const Tensor& noise_scale, const OptTensor& noise,
                              int64_t key0, int64_t key1, const Tensor& chain_ids, int64_t n_steps, bool return_levels,
@@ -276,7 +279,7 @@ Tensor reverse_diffusion_cpu(const Tensor& u_T, const Tensor& params_in, at::Int
   if (B > 0) {
     AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "hebm_reverse_diffusion_cpu", [&] {
       hebm::Problem<scalar_t> P;
-      fill_structure(P, params, dims, offs, layout, mlps, act_params, has_energy, n_levels, sigma_min);
+      fill_structure(P, params, dims, offs, layout, mlps, act_params, has_energy, n_levels, sigma_min, sigma_clamp);
       std::vector<scalar_t> ones(B, scalar_t(1)), zeros(B, scalar_t(0));
       P.B = B;
       P.D = D;

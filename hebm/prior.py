@@ -3,7 +3,8 @@
 Latents ``z̃ = (z_1 … z_L)``, ``z_1`` nearest the data, ``z_L`` on top, ``d_i = dims[i-1]``.
 
 * Gaussian hierarchy ``p_β``:  ``p(z_L) = N(0, I)``,  ``p(z_i | z_{i+1}) = N(μ_i, σ_i²)`` with
-  ``(μ_i, ℓ_i) = g_i(z_{i+1})`` (one MLP with output ``2·d_i``) and ``σ_i = exp(ℓ_i) + σ_min``.
+  ``(μ_i, ℓ_i) = g_i(z_{i+1})`` (one MLP with output ``2·d_i``) and ``σ_i = exp(s_c(ℓ_i)) + σ_min``,
+  ``s_c(ℓ) = c·tanh(ℓ/c)`` a soft clamp (``sigma_clamp`` c; c = 0: none, ``s_0(ℓ) = ℓ``).
 * Whitening map ``z̃ = T_β(ũ)``:  ``z_L = u_L``,  ``z_i = μ_i(z_{i+1}) + σ_i(z_{i+1}) ⊙ u_i``;
   under ``p_β``, ``ũ ~ N(0, I)``.
 * Joint energy ``F(z̃; t) = Σ_i f_i(z_i; t)`` (``f`` is a *negative* energy: larger is likelier),
@@ -43,7 +44,11 @@ class HierarchicalPrior(nn.Module):
             conditionals, i.e. ``p_β`` itself, are never normalised).
         n_levels: make the energies level-conditioned (paper 2: one conditional EBM per
             diffusion level, ``t ∈ {0 … n_levels−1}``).
-        sigma_min: the floor in ``σ = exp(ℓ) + σ_min`` (0.01 in the authors' code).
+        sigma_min: the floor in ``σ = exp(s_c(ℓ)) + σ_min`` (0.01 in the authors' code).
+        sigma_clamp: c of the soft clamp ``s_c(ℓ) = c·tanh(ℓ/c)`` of the log σ outputs, which bounds
+            ``σ ≤ e^c + σ_min`` (NVAE soft-clamps at c = 5).  Without it, where a conditional
+            extrapolates, ``σ = exp(ℓ(z))`` can grow exponentially along a prior chain and the
+            sampler diverges (RESULTS.md).  0: no clamp.
     """
 
     def __init__(
@@ -59,6 +64,7 @@ class HierarchicalPrior(nn.Module):
         n_levels: Optional[int] = None,
         level_embed_dim: int = 32,
         sigma_min: float = 0.01,
+        sigma_clamp: float = 0.0,
     ):
         super().__init__()
         dims = _sizes("dims", dims, allow_empty=False)
@@ -68,7 +74,11 @@ class HierarchicalPrior(nn.Module):
                 or sigma_min < 0:
             raise ValueError(f"sigma_min must be a finite number >= 0, got {sigma_min!r}")
         self.dims = dims
+        if not isinstance(sigma_clamp, (int, float)) or isinstance(sigma_clamp, bool) or not math.isfinite(sigma_clamp) \
+                or sigma_clamp < 0:
+            raise ValueError(f"sigma_clamp must be a finite number >= 0 (0: no clamp), got {sigma_clamp!r}")
         self.sigma_min = float(sigma_min)
+        self.sigma_clamp = float(sigma_clamp)
         self._config = dict(
             dims=dims,
             prior_hidden=[int(h) for h in prior_hidden],
@@ -80,6 +90,7 @@ class HierarchicalPrior(nn.Module):
             n_levels=n_levels,
             level_embed_dim=int(level_embed_dim),
             sigma_min=float(sigma_min),
+            sigma_clamp=float(sigma_clamp),
         )
         # conditionals[i] is g_{i+1}: z_{i+2} -> (mu_{i+1}, l_{i+1}) in 1-based paper indices.
         self.conditionals = nn.ModuleList(
@@ -149,6 +160,9 @@ class HierarchicalPrior(nn.Module):
         """``(μ_i, σ_i)`` of ``p(z_i | z_{i+1})`` for the 0-based layer index ``i < L-1``."""
         out = self.conditionals[i](z_above)
         mu, log_sigma = out.split(self.dims[i], dim=1)
+        if self.sigma_clamp > 0:
+            c = self.sigma_clamp
+            log_sigma = c * torch.tanh(log_sigma / c)
         return mu, torch.exp(log_sigma) + self.sigma_min
 
     def T(self, u: Latents) -> Latents:

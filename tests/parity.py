@@ -27,6 +27,7 @@ def make_prior(
     spectral_norm: bool = False,
     n_levels: Optional[int] = None,
     sigma_min: float = 0.01,
+    sigma_clamp: float = 0.0,
     seed: int = 0,
     scale: float = 1.0,
     dtype=torch.float32,
@@ -37,7 +38,7 @@ def make_prior(
     g = torch.Generator().manual_seed(seed)
     prior = HierarchicalPrior(dims, prior_hidden=prior_hidden, energy_hidden=energy_hidden, act=act,
                               energy_act=energy_act, bias=bias, spectral_norm=spectral_norm,
-                              n_levels=n_levels, sigma_min=sigma_min)
+                              n_levels=n_levels, sigma_min=sigma_min, sigma_clamp=sigma_clamp)
     with torch.no_grad():
         for p in prior.parameters():
             bound = scale / max(1, p.shape[-1]) ** 0.5

@@ -214,6 +214,10 @@ CASES = {
     "tiled-33": (dict(dims=(7, 13, 3), prior_hidden=(33,), energy_hidden=(33, 20), n_levels=3), dict(B=18, n_steps=2)),
     "B1": (dict(dims=(7, 13, 3), seed=11), dict(B=1)),
     "two-programs": (dict(dims=(7, 13)), dict(B=21, n_steps=2, explicit_noise=False)),
+    # the soft clamp of log σ, in its nonlinear range (weights scaled up: |ℓ| ~ c)
+    "sigma-clamp": (dict(dims=(7, 13, 3), sigma_clamp=1.0, scale=3.0, seed=7), dict(B=9, n_steps=3)),
+    "sigma-clamp-levels-seeded": (dict(dims=(5, 6), n_levels=3, sigma_clamp=0.5, scale=3.0), dict(B=7, n_steps=2,
+                                                                                               explicit_noise=False)),
     "dims-3-6-5-no-kernel": (dict(dims=(3, 6, 5), seed=3), dict(B=17, n_steps=2, kernel=False, per_row=False)),
     "no-bias-spectral": (dict(dims=(7, 13), bias=False, spectral_norm=True), dict(B=19, n_steps=2)),
     "sigma0-one-hidden": (dict(dims=(7, 13), sigma_min=0.0, energy_hidden=(23,)), dict(B=19, n_steps=2)),
@@ -235,6 +239,9 @@ CASES = {
 }
 # cases too slow for the host emulators at their size: the compiled backends run them
 HEAVY = {c for c in CASES if c.endswith("-60") or c.endswith("-20") or c == "wide-300"}
+
+
+CLAMP_CASES = {c for c, (pk, _) in CASES.items() if pk.get("sigma_clamp")}
 
 
 def build_case(name, device, dtype=torch.float32):
@@ -263,6 +270,9 @@ PAIRS = [(r, c) for r in RUNNERS for c in CASES if r.cases is None or c in r.cas
 @pytest.mark.parametrize("runner,case", PAIRS, ids=[f"{r.name}-{c}" for r, c in PAIRS])
 def test_langevin_parity(runner, case, monkeypatch):
     runner = _ready(runner, monkeypatch)
+    if case in CLAMP_CASES and isinstance(runner, Fused) and "sigma_clamp" not in getattr(
+            hebm.backends._module(runner.backend), "FEATURES", ()):
+        pytest.skip(f"{runner.name} does not implement sigma_clamp (hebm.backends falls back to the reference)")
     if case in HEAVY and _emulated(runner):
         pytest.skip(f"{case}: too slow for {runner.name}; the compiled backends run it")
     prior, u, kw = build_case(case, runner.device)

@@ -503,6 +503,7 @@ struct SamplerImpl {
     T* Fs = rowv + ROW_F * R;
     const int64_t* tl = reinterpret_cast<const int64_t*>(base + ws.tl);
     const T smin = p.sigma_min;
+    const T clamp = p.sigma_clamp;
 
     if (p.has_energy) {
       // 1. T_β forward, top-down
@@ -518,9 +519,18 @@ struct SamplerImpl {
         for (int64_t r = 0; r < R; ++r) {
           T* o = out + r * ldo;
           for (int64_t c = 0; c < di; ++c) {
-            const T e = std::exp(o[di + c]);
-            o[di + c] = e;  // keep e^ℓ for the backward pass
+            // σ = exp(s(ℓ)) + σ_min, s(ℓ) = c·tanh(ℓ/c) (or ℓ); keep for the backward pass
+            // e = exp(s(ℓ)) in the ℓ slot and ∂e/∂ℓ = e·s'(ℓ) in the μ slot (μ is not needed again)
+            T lc = o[di + c], ds = T(1);
+            if (clamp > T(0)) {
+              const T th = std::tanh(lc / clamp);
+              lc = clamp * th;
+              ds = T(1) - th * th;
+            }
+            const T e = std::exp(lc);
             zc[r * D + oi + c] = o[c] + (e + smin) * uc[r * D + oi + c];
+            o[di + c] = e;
+            o[c] = e * ds;
           }
         }
       }
@@ -557,7 +567,7 @@ struct SamplerImpl {
             const T gzc = gz[r * D + oi + c];
             const T e = o[di + c];
             go[c] = gzc;                                    // ∂/∂μ
-            go[di + c] = gzc * uc[r * D + oi + c] * e;      // ∂/∂ℓ
+            go[di + c] = gzc * uc[r * D + oi + c] * o[c];   // ∂/∂ℓ = ∂/∂z · u · e·s'(ℓ)
             gz[r * D + oi + c] = gzc * (e + smin);          // ∂/∂u_i
           }
         }

@@ -43,6 +43,7 @@ struct KArgs {
   MlpDesc mlps[kMaxMlps];
   LayerDesc layers[kMaxLayers];
   T sigma_min;
+  T sigma_clamp;  // σ = exp(c·tanh(ℓ/c)) + σ_min with c = sigma_clamp; 0: σ = exp(ℓ) + σ_min
   const T* P;   // params as packed
   const T* PT;  // same offsets, every W transposed to [in, out] (biases copied)
   int64_t n_params;

@@ -11,9 +11,10 @@
 // Math (DESIGN.md §2, hebm/sampling.py):  per chain b,
 //     log π(u) = λ_b · Σ_i f_i(z_i; t_b) − ½‖u‖² − [kernel] ‖a_b·u − u_next‖² / (2σ_b²),  z = T_β(u)
 //     u ← u + (δ_b²/2) ∇ log π(u) + c_b δ_b ε
-// Per step: T_β forward top-down (z_L = u_L, z_i = μ_i + (exp ℓ_i + σ_min) ⊙ u_i), energies
+// Per step: T_β forward top-down (z_L = u_L, z_i = μ_i + (exp s(ℓ_i) + σ_min) ⊙ u_i, s the soft clamp
+// c·tanh(ℓ/c) when a.sigma_clamp = c > 0, else the identity), energies
 // forward + backward (seed λ_b; hidden biases from the level table row t_b), then bottom-up
-// backward through the conditionals (∂z_i/∂u_i = σ_i, ∂z_i/∂ℓ_i = exp(ℓ_i) ⊙ u_i, ∂z_i/∂μ_i = 1),
+// backward through the conditionals (∂z_i/∂u_i = σ_i, ∂z_i/∂ℓ_i = exp(s(ℓ_i)) s'(ℓ_i) ⊙ u_i, ∂z_i/∂μ_i = 1),
 // Gaussian and kernel terms, Philox or explicit noise, the update, the optional log π trace.
 //
 // Every phase is a loop of the block's threads over disjoint outputs; phases are separated by
@@ -271,6 +272,7 @@ HEBM_DEV void block_run(const KArgs<T>& a, int rb, T* ws, const T* P, const T* P
   T* r_F = RS + 5 * ROWS;        // Σ_i f_i of the current step
   T* r_t = RS + 6 * ROWS;        // level (as T; exact for small ints)
   const T smin = a.sigma_min;
+  const T clamp = a.sigma_clamp;
   const bool diffusion = a.n_lv > 0;
   const int n_lv = diffusion ? a.n_lv : 1;
   const int K = a.n_steps;
@@ -333,7 +335,9 @@ HEBM_DEV void block_run(const KArgs<T>& a, int rb, T* ws, const T* P, const T* P
         for (int idx = tid; idx < ROWS * di; idx += kThreads) {
           const int r = idx / di, c = idx % di;
           const T mu = OUT[r * a.ld_out + c];
-          const T e = exp(OUT[r * a.ld_out + di + c]);
+          T lc = OUT[r * a.ld_out + di + c];
+          if (clamp > T(0)) lc = clamp * tanh(lc / clamp);  // s(ℓ) = c·tanh(ℓ/c)
+          const T e = exp(lc);
           EX[r * LD + o + c] = e;
           Z[r * LD + o + c] = mu + (e + smin) * U[r * LD + o + c];
         }
@@ -360,8 +364,13 @@ HEBM_DEV void block_run(const KArgs<T>& a, int rb, T* ws, const T* P, const T* P
           const int r = idx / di, c = idx % di;
           const T g = G[r * LD + o + c];
           const T e = EX[r * LD + o + c];
-          GA[r * a.ld_w + c] = g;                              // ∂/∂μ_i
-          GA[r * a.ld_w + di + c] = g * U[r * LD + o + c] * e; // ∂/∂ℓ_i
+          T de = e;  // ∂e/∂ℓ = e·s'(ℓ); with the clamp s'(ℓ) = 1 − tanh²(ℓ/c) = 1 − (log(e)/c)²
+          if (clamp > T(0)) {
+            const T th = log(e) / clamp;
+            de = e * (T(1) - th * th);
+          }
+          GA[r * a.ld_w + c] = g;                               // ∂/∂μ_i
+          GA[r * a.ld_w + di + c] = g * U[r * LD + o + c] * de; // ∂/∂ℓ_i
           G[r * LD + o + c] = g * (e + smin);                  // ∂/∂u_i
         }
         cx.sync();

@@ -58,7 +58,7 @@ struct Structure {
 template <typename T>
 Structure fill_structure(KArgs<T>& a, const at::Tensor& params, at::IntArrayRef dims, at::IntArrayRef layout,
                          at::IntArrayRef mlps, at::ArrayRef<double> act_params, bool has_energy, int64_t n_levels,
-                         double sigma_min) {
+                         double sigma_min, double sigma_clamp) {
   Structure s;
   s.L = (int)dims.size();
   const std::string why = validate_structure(dims.data(), (int64_t)dims.size(), layout.data(), (int64_t)layout.size(),
@@ -88,6 +88,8 @@ Structure fill_structure(KArgs<T>& a, const at::Tensor& params, at::IntArrayRef 
   a.has_energy = has_energy ? 1 : 0;
   a.n_levels = (int)n_levels;
   a.sigma_min = (T)sigma_min;
+  TORCH_CHECK(sigma_clamp >= 0, "hebm cuda: sigma_clamp must be >= 0 (0: no clamp)");
+  a.sigma_clamp = (T)sigma_clamp;
   a.n_params = np;
   for (int l = 0; l < s.n_layers; ++l) {
     const int64_t* row = layout.data() + l * LAY_NCOLS;
@@ -402,7 +404,7 @@ void launch(KArgs<T>& a, const Plan& p, const at::Tensor& u, const at::Tensor& p
 template <typename T>
 std::tuple<at::Tensor, at::Tensor> langevin_impl(
     bool emulated, const at::Tensor& u_, const at::Tensor& params_, at::IntArrayRef dims, at::IntArrayRef layout,
-    at::IntArrayRef mlps, at::ArrayRef<double> act_params, bool has_energy, int64_t n_levels, double sigma_min,
+    at::IntArrayRef mlps, at::ArrayRef<double> act_params, bool has_energy, int64_t n_levels, double sigma_min, double sigma_clamp,
     const at::Tensor& step_size, const at::Tensor& noise_scale, const at::Tensor& energy_scale,
     const std::optional<at::Tensor>& t, const std::optional<at::Tensor>& u_next, const std::optional<at::Tensor>& alpha,
     const std::optional<at::Tensor>& sigma, const std::optional<at::Tensor>& noise, int64_t key0, int64_t key1,
@@ -412,7 +414,7 @@ std::tuple<at::Tensor, at::Tensor> langevin_impl(
   TORCH_CHECK(params.scalar_type() == u.scalar_type() && params.device() == u.device(),
               "hebm cuda: params must match u's dtype and device");
   KArgs<T> a;
-  Structure s = fill_structure(a, params, dims, layout, mlps, act_params, has_energy, n_levels, sigma_min);
+  Structure s = fill_structure(a, params, dims, layout, mlps, act_params, has_energy, n_levels, sigma_min, sigma_clamp);
   TORCH_CHECK(u.dim() == 2 && u.size(1) == s.D && u.size(0) >= 1, "hebm cuda: u must be [B, ", s.D, "], got ", u.sizes());
   const int64_t B = u.size(0);
   TORCH_CHECK(B < (int64_t(1) << 31) && B * s.D < (int64_t(1) << 40), "hebm cuda: batch too large");
@@ -490,7 +492,8 @@ std::tuple<at::Tensor, at::Tensor> langevin_impl(
 template <typename T>
 at::Tensor reverse_impl(bool emulated, const at::Tensor& uT_, const at::Tensor& params_, at::IntArrayRef dims,
                         at::IntArrayRef layout, at::IntArrayRef mlps, at::ArrayRef<double> act_params, bool has_energy,
-                        int64_t n_levels, double sigma_min, at::IntArrayRef level_t, at::ArrayRef<double> level_step,
+                        int64_t n_levels, double sigma_min, double sigma_clamp, at::IntArrayRef level_t,
+                        at::ArrayRef<double> level_step,
                         at::ArrayRef<double> level_energy_scale, at::ArrayRef<double> level_alpha,
                         at::ArrayRef<double> level_sigma, const at::Tensor& noise_scale,
                         const std::optional<at::Tensor>& noise, int64_t key0, int64_t key1, const at::Tensor& chain_ids,
@@ -500,7 +503,7 @@ at::Tensor reverse_impl(bool emulated, const at::Tensor& uT_, const at::Tensor& 
   TORCH_CHECK(params.scalar_type() == u.scalar_type() && params.device() == u.device(),
               "hebm cuda: params must match u_T's dtype and device");
   KArgs<T> a;
-  Structure s = fill_structure(a, params, dims, layout, mlps, act_params, has_energy, n_levels, sigma_min);
+  Structure s = fill_structure(a, params, dims, layout, mlps, act_params, has_energy, n_levels, sigma_min, sigma_clamp);
   TORCH_CHECK(u.dim() == 2 && u.size(1) == s.D && u.size(0) >= 1, "hebm cuda: u_T must be [B, ", s.D, "]");
   const int64_t B = u.size(0);
   TORCH_CHECK(B < (int64_t(1) << 31), "hebm cuda: batch too large");
@@ -569,17 +572,17 @@ at::Tensor reverse_impl(bool emulated, const at::Tensor& uT_, const at::Tensor& 
 template <bool EMU>
 std::tuple<at::Tensor, at::Tensor> langevin_op(
     const at::Tensor& u, const at::Tensor& params, at::IntArrayRef dims, at::IntArrayRef layout, at::IntArrayRef mlps,
-    at::ArrayRef<double> act_params, bool has_energy, int64_t n_levels, double sigma_min, const at::Tensor& step_size,
+    at::ArrayRef<double> act_params, bool has_energy, int64_t n_levels, double sigma_min, double sigma_clamp, const at::Tensor& step_size,
     const at::Tensor& noise_scale, const at::Tensor& energy_scale, const std::optional<at::Tensor>& t,
     const std::optional<at::Tensor>& u_next, const std::optional<at::Tensor>& alpha, const std::optional<at::Tensor>& sigma,
     const std::optional<at::Tensor>& noise, int64_t key0, int64_t key1, const at::Tensor& chain_ids, int64_t n_steps,
     int64_t step_offset, bool trace, c10::string_view precision) {
   check_precision(precision, u);
   if (u.scalar_type() == at::kDouble)
-    return langevin_impl<double>(EMU, u, params, dims, layout, mlps, act_params, has_energy, n_levels, sigma_min, step_size,
+    return langevin_impl<double>(EMU, u, params, dims, layout, mlps, act_params, has_energy, n_levels, sigma_min, sigma_clamp, step_size,
                                  noise_scale, energy_scale, t, u_next, alpha, sigma, noise, key0, key1, chain_ids, n_steps,
                                  step_offset, trace);
-  return langevin_impl<float>(EMU, u, params, dims, layout, mlps, act_params, has_energy, n_levels, sigma_min, step_size,
+  return langevin_impl<float>(EMU, u, params, dims, layout, mlps, act_params, has_energy, n_levels, sigma_min, sigma_clamp, step_size,
                               noise_scale, energy_scale, t, u_next, alpha, sigma, noise, key0, key1, chain_ids, n_steps,
                               step_offset, trace);
 }
@@ -587,17 +590,17 @@ std::tuple<at::Tensor, at::Tensor> langevin_op(
 template <bool EMU>
 at::Tensor reverse_op(const at::Tensor& u_T, const at::Tensor& params, at::IntArrayRef dims, at::IntArrayRef layout,
                       at::IntArrayRef mlps, at::ArrayRef<double> act_params, bool has_energy, int64_t n_levels,
-                      double sigma_min, at::IntArrayRef level_t, at::ArrayRef<double> level_step,
+                      double sigma_min, double sigma_clamp, at::IntArrayRef level_t, at::ArrayRef<double> level_step,
                       at::ArrayRef<double> level_energy_scale, at::ArrayRef<double> level_alpha,
                       at::ArrayRef<double> level_sigma, const at::Tensor& noise_scale, const std::optional<at::Tensor>& noise,
                       int64_t key0, int64_t key1, const at::Tensor& chain_ids, int64_t n_steps, bool return_levels,
                       c10::string_view precision) {
   check_precision(precision, u_T);
   if (u_T.scalar_type() == at::kDouble)
-    return reverse_impl<double>(EMU, u_T, params, dims, layout, mlps, act_params, has_energy, n_levels, sigma_min, level_t,
+    return reverse_impl<double>(EMU, u_T, params, dims, layout, mlps, act_params, has_energy, n_levels, sigma_min, sigma_clamp, level_t,
                                 level_step, level_energy_scale, level_alpha, level_sigma, noise_scale, noise, key0, key1,
                                 chain_ids, n_steps, return_levels);
-  return reverse_impl<float>(EMU, u_T, params, dims, layout, mlps, act_params, has_energy, n_levels, sigma_min, level_t,
+  return reverse_impl<float>(EMU, u_T, params, dims, layout, mlps, act_params, has_energy, n_levels, sigma_min, sigma_clamp, level_t,
                              level_step, level_energy_scale, level_alpha, level_sigma, noise_scale, noise, key0, key1,
                              chain_ids, n_steps, return_levels);
 }

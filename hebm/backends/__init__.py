@@ -3,6 +3,7 @@
 Each fused backend is a module ``hebm.backends.<module>`` that defines
 
     NAME: str
+    FEATURES: tuple                                 # optional math a backend implements ("sigma_clamp")
     def unavailable() -> Optional[str]            # None if usable on this machine, else why + the fix
     def unsupported(prior, args) -> Optional[str]  # None if it can run this network and these tensors
     def run(prior, args, *, precision, trace) -> (u_out [B, D], log_density [K, B] or None, precision ran)
@@ -73,7 +74,15 @@ def unavailable(name: str) -> Optional[str]:
 
 
 def _why_not(name: str, prior, args) -> Optional[str]:
-    return unavailable(name) or _module(name).unsupported(prior, args)
+    why = unavailable(name)
+    if why is not None:
+        return why
+    mod = _module(name)
+    clamp = getattr(prior, "sigma_clamp", 0.0)
+    if clamp and "sigma_clamp" not in getattr(mod, "FEATURES", ()):
+        return (f"backend {name!r} does not implement the soft clamp of the conditionals' log σ "
+                f"(sigma_clamp={clamp:g}); use backend 'cpu', 'cuda', 'graph' or 'ref'")
+    return mod.unsupported(prior, args)
 
 
 def _warn_once(msg: str) -> None:

@@ -20,6 +20,7 @@ from . import BackendUnavailable, _build, ops
 from .pack import network_support, packed_prior
 
 NAME = "cpu"
+FEATURES = ("sigma_clamp",)
 
 
 def _extension():

@@ -29,6 +29,7 @@ from . import _build, ops
 from .pack import network_support, packed_prior
 
 NAME = "cuda"
+FEATURES = ("sigma_clamp",)
 
 MAX_LAYERS = 16  # latent layers (csrc/cuda/hebm_cuda.h kMaxL)
 MAX_LINEAR = 64  # Linear layers over all MLPs (kMaxLayers)

@@ -40,6 +40,7 @@ from ..philox import normals_from_key, seed_to_key
 from ..reference import langevin_loop, ref_step
 
 NAME = "graph"
+FEATURES = ("sigma_clamp",)  # it runs the reference math itself
 MAX_CAPTURE_STEPS = 128
 MAX_GRAPHS_PER_PRIOR = 8
 

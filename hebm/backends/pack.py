@@ -65,6 +65,7 @@ class PackedPrior:
     dims: tuple
     offsets: tuple  # start column of each layer in the flat [B, D] state
     sigma_min: float
+    sigma_clamp: float  # c of σ = exp(c·tanh(ℓ/c)) + σ_min; 0: no clamp
     n_levels: int  # 1 for an unconditional prior
     conditionals: list  # PackedMLP, L-1 of them
     energies: list  # PackedMLP, L of them (empty for a plain Gaussian prior)
@@ -89,7 +90,7 @@ class PackedPrior:
                 layout=[int(x) for x in self.layout.reshape(-1).tolist()],
                 mlps=[int(x) for x in self.mlps.reshape(-1).tolist()],
                 act_params=[float(x) for x in self.act_params.tolist()], has_energy=bool(self.has_energy),
-                n_levels=int(self.n_levels), sigma_min=float(self.sigma_min))
+                n_levels=int(self.n_levels), sigma_min=float(self.sigma_min), sigma_clamp=float(self.sigma_clamp))
         return st
 
     @property
@@ -141,7 +142,7 @@ def pack_prior(prior: HierarchicalPrior, dtype: Optional[torch.dtype] = None, de
         offsets.append(o)
         o += d
     packed = PackedPrior(
-        dims=tuple(prior.dims), offsets=tuple(offsets), sigma_min=prior.sigma_min,
+        dims=tuple(prior.dims), offsets=tuple(offsets), sigma_min=prior.sigma_min, sigma_clamp=prior.sigma_clamp,
         n_levels=prior.n_levels or 1, conditionals=conds, energies=ens,
     )
     _flatten(packed, dtype, device)
@@ -202,7 +203,8 @@ def structure_signature(prior) -> tuple:
     mods = tuple((id(m), type(m)) for m in prior.modules())
     acts = tuple(m.spec() for m in prior.modules() if isinstance(m, Activation))
     tens = tuple((id(t), t.data_ptr(), t.shape, t.dtype, t.device) for t in _tensors(prior))
-    return (mods, acts, getattr(prior, "sigma_min", None), getattr(prior, "n_levels", None), tens)
+    return (mods, acts, getattr(prior, "sigma_min", None), getattr(prior, "sigma_clamp", None),
+            getattr(prior, "n_levels", None), tens)
 
 
 def _tensors(prior) -> list:
