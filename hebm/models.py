@@ -1,56 +1,62 @@
-"""Generator, inference network, the three prior types and their losses.
+"""The latent-variable models: generator, inference network, and the three prior types with their
+learning signals (docs/papers.md B §2, §3, §4.1).
 
-One :class:`HEBMModel` holds
+Every model holds
 
-* the top-down hierarchy ``p_β`` and (for ``ebm``) the joint energy ``F = Σ f_i``:
-  ``self.prior``, a :class:`hebm.HierarchicalPrior`;
-* the generator ``p(x | z_1) = N(g(z_1), σ_x² I)`` — an MLP with a tanh output, data in
-  [-1, 1], fixed ``σ_x`` (0.3 as in the authors' code, PAPERS.md B §2.2); images shown are the
-  mean ``g(z_1)``;
-* the inference network ``q(z̃ | x) = Π_i N(z_i; m_i(x), s_i(x)²)``: a *bottom-up* MLP
-  (``h_1 = B_1(x)``, ``h_i = B_i(h_{i−1})``, one Gaussian head per layer on ``h_i``), i.e. every
-  layer is conditioned on x only through a deterministic bottom-up path (the ICCV'23 authors'
-  ladder encoder, PAPERS.md B §4.1, without top-down merging);
-* for ``diffusion`` (paper 2): ``self.dprior``, a level-conditioned ``HierarchicalPrior``
-  (``n_levels = T``) whose conditionals ARE ``self.prior.conditionals`` (shared, frozen) and
-  whose energies are new, plus the :class:`hebm.DiffusionSchedule`.
+* the top-down hierarchy ``p_β(z̃) = p(z_L) Π_i p(z_i | z_{i+1})`` and, for ``ebm``, its joint tilt
+  ``F = Σ_i f_i`` (``self.prior``, a :class:`hebm.HierarchicalPrior`; spectral norm, when asked,
+  on the energies only);
+* the generator ``p(x | z_1) = N(g(z_1), σ_x² I)`` (data in [-1, 1], fixed σ_x = 0.3 as the
+  authors; images shown are the mean g(z_1)), an MLP or a DCGAN-like deconvolution net;
+* the inference network ``q(z̃ | x)`` — by default *top-down* (:class:`TopDownInference`, LVAE's
+  precision-weighted merge): a deterministic bottom-up pass ``d_1 = B_1(h(x)), d_i = B_i(d_{i−1})``
+  gives per-layer Gaussian "likelihood" terms ``N(μ̂_i, σ̂_i²)``; sampling goes top-down,
+  ``q(z_L | x) = N(μ̂_L, σ̂_L²)`` and ``q(z_i | z_{i+1}, x) ∝ N(μ̂_i, σ̂_i²) · p(z_i | z_{i+1})``, so a
+  layer the data says nothing about falls back to its prior conditional instead of collapsing
+  to N(0, I); the KL of every layer is analytic given the sampled layer above.  The mean-field
+  bottom-up ``q(z_i | x)`` (:class:`BottomUpInference`) stays as an option (it collapses z_2, z_3:
+  RESULTS.md).
 
-The losses (per minibatch, batch means; gradients are taken per parameter group by the trainer):
+The learning signals (batch means; parameter groups "generator" = encoder, inference, decoder,
+conditionals; "energies"):
 
-* ``gaussian`` — the negative ELBO
-  ``−[log p(x|z_1) + log p_β(z̃) − log q(z̃|x)]`` at one reparametrised ``z̃ ~ q``.
-* ``ebm``, variational scheme (default) — positives ``z̃⁺ ~ q(z̃|x)``; negatives ``z̃⁻ = T_β(u)``
-  with ``u`` from ũ-space prior Langevin on ``F(T_β(u)) − ½‖u‖²`` started at ``N(0, I)``;
-  * generator / encoder / conditionals: ``−[log p(x|z⁺_1) + log p_β(z̃⁺) + F(z̃⁺) − log q(z̃⁺|x)]
-    + Σ log p(z⁻_i | z⁻_{i+1})`` — the ELBO of the tilted prior (PAPERS.md B §4.1) plus the
-    negative phase of the conditionals (B §2.2; their positive phase is inside ``log p_β(z̃⁺)``);
-  * energies: ``mean F(z̃⁻) − mean F(z̃⁺)``.
-* ``ebm`` with ``posterior="langevin"`` (the MLE scheme of paper 1, B §2.2–2.3): positives by
-  z-space posterior Langevin (``hebm.langevin_z_ref`` with x and the generator, from N(0, I),
-  δ = 0.1), the generator on ``−log p(x|z⁺_1)``, the conditionals on
-  ``−mean log p_cond(z⁺) + mean log p_cond(z⁻)``, the energies as above; the encoder is unused.
-* ``diffusion`` — PAPERS.md B §3.4: ``u_0 = T_β⁻¹(z̃ ~ q)``, per-example level t, pairs by
-  ``schedule.q_sample_pairs``, negatives by Langevin on ``p̃(u_t | u_{t+1})`` started at
-  ``u_{t+1}``, loss ``mean[−(F(T(u⁺), t) − F(T(u⁻), t)) / s_t]``.
+* ``gaussian`` — the negative ELBO ``−log p(x|z_1) + Σ_i KL_i``, with KL warm-up (weight β rising
+  from 0 to 1) and free bits (a layer's mean KL below λ nats is not penalised).
+* ``ebm``, variational (default): positives ``z̃⁺ ~ q(z̃|x)``, negatives ``z̃⁻ = T_β(u)`` from
+  ũ-space prior Langevin on ``F(T_β(u)) − ½‖u‖²`` started at N(0, I) (both papers' short-run
+  scheme in the whitened space);
+  generator side ``−log p(x|z⁺_1) + Σ KL_i − F(z̃⁺) + Σ log p(z⁻_i | z⁻_{i+1})`` — the ELBO of the
+  tilted prior (B §4.1) plus the negative phase of the conditionals, which enter log Z (B §2.2);
+  energies ``mean F(z̃⁻) − mean F(z̃⁺)``, whose stationary point is E_q F = E_p F (logged as
+  ``f_gap = f_pos − f_neg``).
+* ``ebm`` with ``posterior="langevin"`` — the MLE scheme of paper 1 (B §2.2–2.3): positives by
+  z-space posterior Langevin from N(0, I).
+* ``diffusion`` — paper 2 (B §3.4), two-stage on a frozen trained model: ``u_0 = T_β⁻¹(z̃ ~ q)``,
+  a random level t per example, pairs by ``schedule.q_sample_pairs``, negatives by Langevin on
+  ``p̃(u_t | u_{t+1})`` started at ``u_{t+1}``, loss ``mean[−(F(T(u⁺), t) − F(T(u⁻), t)) / s_t]``.
+  Its prior density (for scores) is the model's level-0 marginal ``exp(F(z̃, 0)/s_0) p_β(z̃)``
+  (the recovery-likelihood parametrisation: the level-t EBM models the marginal at level t).
+
+Sampling (``chains``) and the losses (``losses``) are separate calls, so the trainer times the
+samplers from outside.
 """
 from __future__ import annotations
 
 import math
-import time
-from typing import Optional
-
+from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .checkpoint import CheckpointError, load_checkpoint, load_state_checked
+from .config import PRIOR_TYPES, ModelConfig, TrainConfig, build
 from .diffusion import DiffusionSchedule
 from .nn import MLP, as_activation
-from .prior import HierarchicalPrior
 from .philox import initial_noise
+from .prior import HierarchicalPrior
 from .reference import langevin_ref, langevin_z_ref
 from .sampling import langevin_fused, reverse_diffusion
 
-PRIOR_TYPES = ("gaussian", "ebm", "diffusion")
 LOG2PI = math.log(2 * math.pi)
 
 
@@ -58,34 +64,15 @@ class NonFiniteError(FloatingPointError):
     """A loss, energy or gradient became NaN/Inf (or absurdly large)."""
 
 
-class Encoder(nn.Module):
-    """Bottom-up inference network: ``h_1 = B_1(x)``, ``h_i = B_i(h_{i−1})``, heads → (m_i, s_i)."""
-
-    def __init__(self, x_dim: int, dims, hidden, act="gelu", sigma_min: float = 1e-3):
-        super().__init__()
-        hidden = [int(h) for h in hidden]
-        H = hidden[-1]
-        self.dims = list(dims)
-        self.sigma_min = sigma_min
-        self.act = as_activation(act)
-        self.blocks = nn.ModuleList([MLP([x_dim, *hidden], act)] + [MLP([H, H], act) for _ in dims[1:]])
-        self.heads = nn.ModuleList(nn.Linear(H, 2 * d) for d in dims)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Flat ``(mean, std)`` ``[B, D]`` (layers bottom-up)."""
-        h = x
-        mus, sigmas = [], []
-        for block, head, d in zip(self.blocks, self.heads, self.dims):
-            h = self.act(block(h))
-            m, s = head(h).split(d, dim=1)
-            mus.append(m)
-            sigmas.append(F.softplus(s) + self.sigma_min)
-        return torch.cat(mus, 1), torch.cat(sigmas, 1)
-
-
 def gaussian_log_prob(z: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     r = (z - mu) / sigma
     return -(0.5 * (r * r + LOG2PI) + torch.log(sigma)).sum(1)
+
+
+def gaussian_kl(mu_q, s_q, mu_p, s_p) -> torch.Tensor:
+    """``KL(N(μ_q, s_q²) ‖ N(μ_p, s_p²))`` summed over the last dimension, per row."""
+    r = s_q / s_p
+    return (torch.log(s_p / s_q) + 0.5 * (r * r + ((mu_q - mu_p) / s_p) ** 2 - 1.0)).sum(-1)
 
 
 def run_langevin(prior: HierarchicalPrior, u: torch.Tensor, *, fused: bool, **kw) -> torch.Tensor:
@@ -95,85 +82,239 @@ def run_langevin(prior: HierarchicalPrior, u: torch.Tensor, *, fused: bool, **kw
     return langevin_ref(prior, u, **kw)
 
 
-def default_model_config(**kw) -> dict:
-    cfg = dict(
-        prior="ebm",
-        x_dim=64,
-        image_shape=[1, 8, 8],
-        latent_dims=[16, 8, 4],
-        enc_hidden=[256, 256],
-        dec_hidden=[256, 256],
-        prior_hidden=[128],
-        energy_hidden=[64, 64],
-        act="gelu",
-        energy_act="gelu",
-        spectral_norm=False,
-        sigma_x=0.3,
-        sigma_min=0.01,
-        base_energy=False,  # diffusion: the init run had a joint EBM (its weights kept, unused)
-        base_energy_hidden=None,
-        base_energy_act=None,
-        base_spectral_norm=False,
-        T=3,
-        diffusion_base_step=1e-3,
-    )
-    cfg.update(kw)
-    return cfg
+# ---------------------------------------------------------------------------------- encoders, decoders
+def _conv_geometry(shape) -> tuple[int, int, int]:
+    C, H, W = (int(v) for v in shape)
+    if H != W or H not in (28, 32):
+        raise ValueError(f"the conv encoder/decoder take 28x28 or 32x32 images, got {C}x{H}x{W}; use --arch mlp")
+    return C, H, H // 4
 
 
-class HEBMModel(nn.Module):
-    def __init__(self, cfg: dict):
+class MLPEncoder(nn.Module):
+    """``h(x)``: an MLP with the activation after every layer."""
+
+    def __init__(self, x_dim: int, hidden, act):
         super().__init__()
-        cfg = default_model_config(**cfg)
-        if cfg["prior"] not in PRIOR_TYPES:
-            raise ValueError(f"prior must be one of {', '.join(PRIOR_TYPES)}, got {cfg['prior']!r}")
+        self.net = MLP([x_dim, *hidden], act)
+        self.act = as_activation(act)
+        self.out_dim = int(hidden[-1])
+
+    def forward(self, x):
+        return self.act(self.net(x))
+
+
+class ConvEncoder(nn.Module):
+    """``h(x)`` for 28×28 / 32×32 images (DCGAN-like): two 4×4 stride-2 convolutions
+    (C → c → 2c, spatial /4), flatten, one Linear to ``out_dim``."""
+
+    def __init__(self, image_shape, channels: int, out_dim: int, act):
+        super().__init__()
+        C, H, h0 = _conv_geometry(image_shape)
+        self.shape = (C, H, H)
+        c = int(channels)
+        self.convs = nn.ModuleList([nn.Conv2d(C, c, 4, 2, 1), nn.Conv2d(c, 2 * c, 4, 2, 1)])
+        self.fc = nn.Linear(2 * c * h0 * h0, out_dim)
+        self.act = as_activation(act)
+        self.out_dim = int(out_dim)
+
+    def forward(self, x):
+        h = x.reshape(-1, *self.shape)
+        for conv in self.convs:
+            h = self.act(conv(h))
+        return self.act(self.fc(h.flatten(1)))
+
+
+class MLPDecoder(nn.Module):
+    """``g(z_1) = tanh(MLP(z_1))``, flat images."""
+
+    def __init__(self, z_dim: int, hidden, x_dim: int, act):
+        super().__init__()
+        self.net = MLP([z_dim, *hidden, x_dim], act)
+
+    def forward(self, z1):
+        return torch.tanh(self.net(z1))
+
+
+class ConvDecoder(nn.Module):
+    """``g(z_1)`` for 28×28 / 32×32 images (DCGAN-like): Linear to 2c × H/4 × W/4, two 4×4
+    stride-2 transposed convolutions (2c → c → C), tanh; flat output."""
+
+    def __init__(self, z_dim: int, image_shape, channels: int, act):
+        super().__init__()
+        C, H, h0 = _conv_geometry(image_shape)
+        c = int(channels)
+        self.h0, self.c = h0, c
+        self.fc = nn.Linear(z_dim, 2 * c * h0 * h0)
+        self.deconvs = nn.ModuleList([nn.ConvTranspose2d(2 * c, c, 4, 2, 1), nn.ConvTranspose2d(c, C, 4, 2, 1)])
+        self.act = as_activation(act)
+
+    def forward(self, z1):
+        h = self.act(self.fc(z1)).reshape(-1, 2 * self.c, self.h0, self.h0)
+        h = self.act(self.deconvs[0](h))
+        return torch.tanh(self.deconvs[1](h)).flatten(1)
+
+
+# ---------------------------------------------------------------------------------- inference
+@dataclass
+class Posterior:
+    """One draw of ``q(z̃ | x)``: the flat sample ``z`` ``[B, D]``; per layer the analytic
+    ``kl`` ``[B, L]`` (each layer against its prior conditional given the sampled layer above);
+    ``mean`` — each layer's conditional mean given the sampled layers above (the Rao–Blackwellised
+    ``E_q[z_i | x]`` estimate the active-units metric uses), flat ``[B, D]``; ``log_q_layers``
+    ``[B, L]``, each layer's log density under its q factor at the sample; ``std`` ``[B, D]`` each
+    layer's conditional standard deviation."""
+
+    z: torch.Tensor
+    kl: torch.Tensor
+    mean: torch.Tensor
+    log_q_layers: torch.Tensor
+    std: torch.Tensor
+
+    @property
+    def log_q(self) -> torch.Tensor:
+        return self.log_q_layers.sum(1)
+
+
+class _Inference(nn.Module):
+    def __init__(self, feat_dim: int, dims, width: int, act, sigma_min: float = 1e-3):
+        super().__init__()
+        self.dims = [int(d) for d in dims]
+        self.sigma_min = float(sigma_min)
+        self.act = as_activation(act)
+        self.blocks = nn.ModuleList([MLP([feat_dim, width], act)] + [MLP([width, width], act) for _ in self.dims[1:]])
+        self.heads = nn.ModuleList(nn.Linear(width, 2 * d) for d in self.dims)
+
+    def bottom_up(self, h) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per layer (bottom-up) the Gaussian terms ``(μ̂_i, σ̂_i)`` of the deterministic pass."""
+        out = []
+        for block, head, d in zip(self.blocks, self.heads, self.dims):
+            h = self.act(block(h))
+            m, s = head(h).split(d, dim=1)
+            out.append((m, F.softplus(s) + self.sigma_min))
+        return out
+
+
+class TopDownInference(_Inference):
+    """``q(z_L|x) Π_i q(z_i | z_{i+1}, x)``, LVAE's precision-weighted merge of the bottom-up term
+    ``N(μ̂_i, σ̂_i²)`` with the prior conditional ``N(μ_p, σ_p²) = p(z_i | z_{i+1})``:
+    ``σ_q⁻² = σ̂_i⁻² + σ_p⁻²``, ``μ_q = σ_q² (μ̂_i σ̂_i⁻² + μ_p σ_p⁻²)``."""
+
+    def forward(self, h, prior: HierarchicalPrior, *, generator=None, mean: bool = False) -> Posterior:
+        terms = self.bottom_up(h)
+        L = len(self.dims)
+        zs, kls, means, logq, stds = [None] * L, [None] * L, [None] * L, [None] * L, [None] * L
+        for i in range(L - 1, -1, -1):
+            mh, sh = terms[i]
+            if i == L - 1:  # the top layer: the bottom-up term itself, against p(z_L) = N(0, I)
+                mp, sp = torch.zeros_like(mh), torch.ones_like(sh)
+                mq, sq = mh, sh
+            else:
+                mp, sp = prior.conditional(i, zs[i + 1])
+                pq, pp = sh.pow(-2), sp.pow(-2)
+                var = 1.0 / (pq + pp)
+                mq, sq = var * (mh * pq + mp * pp), var.sqrt()
+            if mean:
+                z = mq
+            else:
+                z = mq + sq * torch.randn(mq.shape, generator=generator, device=mq.device, dtype=mq.dtype)
+            zs[i], means[i], stds[i] = z, mq, sq
+            kls[i] = gaussian_kl(mq, sq, mp, sp)
+            logq[i] = gaussian_log_prob(z, mq, sq)
+        return Posterior(torch.cat(zs, 1), torch.stack(kls, 1), torch.cat(means, 1), torch.stack(logq, 1),
+                         torch.cat(stds, 1))
+
+
+class BottomUpInference(_Inference):
+    """Mean-field ``q(z̃ | x) = Π_i N(z_i; μ̂_i(x), σ̂_i(x)²)`` (the bottom-up pass alone)."""
+
+    def forward(self, h, prior: HierarchicalPrior, *, generator=None, mean: bool = False) -> Posterior:
+        terms = self.bottom_up(h)
+        mu = torch.cat([m for m, _ in terms], 1)
+        sd = torch.cat([s for _, s in terms], 1)
+        z = mu if mean else mu + sd * torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+        zs, mus, sds = prior.split(z), prior.split(mu), prior.split(sd)
+        L = len(self.dims)
+        kls, logq = [None] * L, [None] * L
+        for i in range(L):
+            if i == L - 1:
+                mp, sp = torch.zeros_like(zs[i]), torch.ones_like(zs[i])
+            else:
+                mp, sp = prior.conditional(i, zs[i + 1])
+            kls[i] = gaussian_kl(mus[i], sds[i], mp, sp)
+            logq[i] = gaussian_log_prob(zs[i], mus[i], sds[i])
+        return Posterior(z, torch.stack(kls, 1), mu, torch.stack(logq, 1), sd)
+
+
+def prior_fit(prior: HierarchicalPrior, post: Posterior) -> torch.Tensor:
+    """``[B, L]``: ``KL(q_i ‖ p(z_i | z_{i+1}))`` with q and the samples held fixed — as a function
+    of the conditionals' parameters its gradient is their positive phase (the KL's own gradient
+    in them)."""
+    zs, ms, ss = prior.split(post.z.detach()), prior.split(post.mean.detach()), prior.split(post.std.detach())
+    out = [gaussian_kl(ms[i], ss[i], *prior.conditional(i, zs[i + 1])) for i in range(prior.L - 1)]
+    out.append(torch.zeros_like(out[0]) if out else post.z.new_zeros(post.z.shape[0]))
+    return torch.stack(out, 1)
+
+
+def kl_penalty(prior: HierarchicalPrior, post: Posterior, *, weight: float = 1.0, free_bits: float = 0.0) -> torch.Tensor:
+    """``weight · Σ_i max(λ, mean_batch KL_i)``: free bits per layer (Kingma et al. 2016) for the
+    inference network.  A clamped layer's KL also loses its gradient in the conditionals, their
+    positive phase — without it the negative phase of an EBM prior (which enters log Z) would push
+    p_β away from every sample unopposed; so it is put back (value unchanged, gradient only)."""
+    per_layer = post.kl.mean(0)
+    if free_bits <= 0:
+        return weight * per_layer.sum()
+    clamped = (per_layer < free_bits).to(per_layer.dtype).detach()
+    pen = torch.clamp(per_layer, min=free_bits).sum()
+    if bool(clamped.any()):
+        fit = (prior_fit(prior, post).mean(0) * clamped).sum()
+        pen = pen + fit - fit.detach()
+    return weight * pen
+
+
+# ---------------------------------------------------------------------------------- the models
+class LatentModel(nn.Module):
+    """The shared parts: encoder + inference network, decoder, the hierarchy ``p_β``."""
+
+    kind = ""
+
+    def __init__(self, cfg: ModelConfig, *, energy_hidden=None, energy_act=None, spectral_norm=False):
+        super().__init__()
         self.cfg = cfg
-        self.kind = cfg["prior"]
-        dims = [int(d) for d in cfg["latent_dims"]]
+        dims = [int(d) for d in cfg.latent_dims]
         self.dims = dims
-        if self.kind == "diffusion":  # the frozen p_β of the stage-1 run
-            eh = cfg["base_energy_hidden"] if cfg["base_energy"] else None
-            ea, sn = cfg["base_energy_act"], cfg["base_spectral_norm"]
+        self.prior = HierarchicalPrior(dims, prior_hidden=cfg.prior_hidden, energy_hidden=energy_hidden, act=cfg.act,
+                                       energy_act=energy_act, spectral_norm=spectral_norm, sigma_min=cfg.sigma_min,
+                                       sigma_clamp=cfg.sigma_clamp)
+        width = int(cfg.enc_hidden[-1])
+        if cfg.arch == "conv":
+            self.encoder = ConvEncoder(cfg.image_shape, cfg.channels, width, cfg.act)
+            self.decoder = ConvDecoder(dims[0], cfg.image_shape, cfg.channels, cfg.act)
         else:
-            eh = cfg["energy_hidden"] if self.kind == "ebm" else None
-            ea, sn = cfg["energy_act"], cfg["spectral_norm"]
-        self.prior = HierarchicalPrior(dims, prior_hidden=cfg["prior_hidden"], energy_hidden=eh, act=cfg["act"],
-                                       energy_act=ea, spectral_norm=sn, sigma_min=cfg["sigma_min"])
-        self.encoder = Encoder(cfg["x_dim"], dims, cfg["enc_hidden"], cfg["act"])
-        self.decoder = nn.Sequential(MLP([dims[0], *cfg["dec_hidden"], cfg["x_dim"]], cfg["act"]), nn.Tanh())
-        self.sigma_x = float(cfg["sigma_x"])
-        self.dprior = None
-        self.schedule = None
-        if self.kind == "diffusion":
-            self.dprior = HierarchicalPrior(
-                dims, prior_hidden=cfg["prior_hidden"], energy_hidden=cfg["energy_hidden"], act=cfg["act"],
-                energy_act=cfg["energy_act"], spectral_norm=cfg["spectral_norm"], n_levels=int(cfg["T"]),
-                sigma_min=cfg["sigma_min"],
-            )
-            self.dprior.conditionals = self.prior.conditionals  # shared weights (frozen in stage 2)
-            self.schedule = DiffusionSchedule(int(cfg["T"]), float(cfg["diffusion_base_step"]))
+            self.encoder = MLPEncoder(cfg.x_dim, cfg.enc_hidden, cfg.act)
+            self.decoder = MLPDecoder(dims[0], cfg.dec_hidden, cfg.x_dim, cfg.act)
+        inf = TopDownInference if cfg.inference == "topdown" else BottomUpInference
+        self.inference = inf(self.encoder.out_dim, dims, width, cfg.act)
+        self.sigma_x = float(cfg.sigma_x)
 
     # ------------------------------------------------------------------ parameter groups
-    def generator_parameters(self) -> list[nn.Parameter]:
-        """Generator, inference network and the conditionals of ``p_β``."""
-        if self.kind == "diffusion":
-            return []
-        return [*self.encoder.parameters(), *self.decoder.parameters(), *self.prior.conditionals.parameters()]
+    def generator_parameters(self) -> list:
+        return [*self.encoder.parameters(), *self.inference.parameters(), *self.decoder.parameters(),
+                *self.prior.conditionals.parameters()]
 
-    def energy_parameters(self) -> list[nn.Parameter]:
-        if self.kind == "ebm":
-            return list(self.prior.energies.parameters())
-        if self.kind == "diffusion":
-            return list(self.dprior.energies.parameters())
+    def energy_parameters(self) -> list:
         return []
 
     @property
     def sampling_prior(self) -> HierarchicalPrior:
-        return self.dprior if self.kind == "diffusion" else self.prior
+        """The prior the Langevin samplers run on."""
+        return self.prior
 
     @property
     def D(self) -> int:
         return sum(self.dims)
+
+    def power_iteration(self) -> None:
+        self.sampling_prior.power_iteration()
 
     # ------------------------------------------------------------------ pieces
     def decode(self, z: torch.Tensor) -> torch.Tensor:
@@ -186,136 +327,247 @@ class HEBMModel(nn.Module):
         r = (x - self.decode(z)) / self.sigma_x
         return -0.5 * (r * r).sum(1) - x.shape[1] * (math.log(self.sigma_x) + 0.5 * LOG2PI)
 
-    def q_sample(self, x: torch.Tensor, generator: Optional[torch.Generator] = None, mean: bool = False):
-        """Reparametrised ``z̃ ~ q(z̃|x)``; returns ``(z, log q(z|x), mu, sigma)``."""
-        mu, sigma = self.encoder(x)
-        if mean:
-            z = mu
-        else:
-            eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
-            z = mu + sigma * eps
-        return z, gaussian_log_prob(z, mu, sigma), mu, sigma
+    def posterior(self, x: torch.Tensor, generator=None, mean: bool = False) -> Posterior:
+        """A draw of ``q(z̃ | x)`` (``mean=True``: every layer at its conditional mean)."""
+        return self.inference(self.encoder(x), self.prior, generator=generator, mean=mean)
 
     def log_prior_unnorm(self, z: torch.Tensor) -> torch.Tensor:
-        """Un-normalised ``log p(z̃)``: ``log p_β(z̃) + F(z̃)`` (``F ≡ 0`` for gaussian). For
-        diffusion, ``log p_β(z̃) + F(z̃, 0)/s_0`` — the level-0 conditional EBM read as an
-        estimate of the marginal (recovery likelihood), documented as an approximation."""
-        out = self.prior.log_p_beta(z)
-        if self.kind == "ebm":
-            out = out + self.prior.energy(z)
-        elif self.kind == "diffusion":
-            s0 = float(self.schedule.step_variance(0))
-            out = out + self.dprior.energy(z, torch.zeros(z.shape[0], dtype=torch.long, device=z.device)) / s0
-        return out
+        """The model's un-normalised ``log p(z̃)`` (``log p_β`` here)."""
+        return self.prior.log_p_beta(z)
 
-    # ------------------------------------------------------------------ priors: sampling
+    def tilt(self, z: torch.Tensor) -> torch.Tensor:
+        """``log p(z̃) − log p_β(z̃)`` up to a constant (0 for the Gaussian prior)."""
+        return z.new_zeros(z.shape[0])
+
+    def elbo_parts(self, x, post: Posterior) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.log_px(x, post.z), post.kl
+
+    # ------------------------------------------------------------------ sampling
     @torch.no_grad()
-    def sample_latents(self, n: int, *, seed: int, n_steps: int, step_size: float, fused: bool = False,
-                       chain_offset: int = 0, return_u: bool = False, return_levels: bool = False):
-        """Latents from the model's prior: ancestral (gaussian), ũ-space Langevin from N(0, I)
-        then T_β (ebm), or the reverse ũ-diffusion then T_β (diffusion).  Seeded, chain-exact."""
-        p0 = next(self.parameters())
-        ids = torch.arange(chain_offset, chain_offset + n, dtype=torch.long, device=p0.device)
-        if self.kind == "diffusion":
-            out = reverse_diffusion(self.dprior, self.schedule, n_steps=n_steps, batch=n, seed=seed, chain_ids=ids,
-                                    backend="auto" if fused else "ref", return_levels=return_levels)
-            u, levels = out if return_levels else (out, None)
-            z = self.prior.T(u)
-            if return_levels:
-                return z, levels
-            return (z, u) if return_u else z
-        u = initial_noise(seed, n, self.D, chain_ids=ids, device=p0.device, dtype=p0.dtype)
-        if self.kind == "ebm" and n_steps > 0:
-            u = run_langevin(self.prior, u, fused=fused, n_steps=n_steps, step_size=step_size, seed=seed, chain_ids=ids)
+    def sample_latents(self, n: int, *, seed: int, n_steps: int = 0, step_size: float = 0.0, fused: bool = False,
+                       chain_offset: int = 0, return_u: bool = False, return_levels: bool = False, check: str = "warn"):
+        """Latents ``z̃`` from the model's prior (ancestral here), seeded and chain-exact."""
+        u = self._initial(n, seed, chain_offset)
         z = self.prior.T(u)
         return (z, u) if return_u else z
+
+    def _initial(self, n, seed, chain_offset):
+        p0 = next(self.parameters())
+        ids = torch.arange(chain_offset, chain_offset + n, dtype=torch.long, device=p0.device)
+        return initial_noise(seed, n, self.D, chain_ids=ids, device=p0.device, dtype=p0.dtype)
 
     @torch.no_grad()
     def sample(self, n: int, **kw) -> torch.Tensor:
         return self.decode(self.sample_latents(n, **kw))
 
-    # ------------------------------------------------------------------ posterior
-    def posterior_langevin(self, x: torch.Tensor, *, seed: int, n_steps: int, step_size: float) -> torch.Tensor:
-        """z-space posterior Langevin (authors' MLE scheme), init N(0, I) from the seed."""
+    # ------------------------------------------------------------------ learning
+    def chains(self, x, *, generator, seed: int, chain_ids, settings, fused: bool) -> dict:
+        """The sampler runs of one iteration (no gradient): nothing for the Gaussian prior."""
+        return {}
+
+    def losses(self, x, chains: dict, *, generator, settings, step: int) -> dict:
+        post = self.posterior(x, generator)
+        rec, kl = self.elbo_parts(x, post)
+        pen = kl_penalty(self.prior, post, weight=kl_weight(settings, step), free_bits=settings.free_bits)
+        return dict(loss_g=-rec.mean() + pen, elbo=(rec - kl.sum(1)).mean().detach(), recon=-rec.mean().detach(),
+                    kl=kl.sum(1).mean().detach(), kl_per_layer=kl.mean(0).detach())
+
+
+def kl_weight(settings, step: int) -> float:
+    w = int(getattr(settings, "kl_warmup", 0) or 0)
+    return 1.0 if w <= 0 else min(1.0, (step + 1) / w)
+
+
+class GaussianModel(LatentModel):
+    """The hierarchical VAE: Gaussian top-down prior ``p_β``, no tilt."""
+
+    kind = "gaussian"
+
+
+class EBMModel(LatentModel):
+    """The joint latent-space EBM prior ``p(z̃) ∝ exp(Σ_i f_i(z_i)) p_β(z̃)`` (paper 1)."""
+
+    kind = "ebm"
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__(cfg, energy_hidden=cfg.energy_hidden, energy_act=cfg.energy_act,
+                         spectral_norm=cfg.spectral_norm)
+
+    def energy_parameters(self) -> list:
+        return list(self.prior.energies.parameters())
+
+    def log_prior_unnorm(self, z):
+        return self.prior.log_p_beta(z) + self.prior.energy(z)
+
+    def tilt(self, z):
+        return self.prior.energy(z)
+
+    @torch.no_grad()
+    def sample_latents(self, n: int, *, seed: int, n_steps: int = 0, step_size: float = 0.0, fused: bool = False,
+                       chain_offset: int = 0, return_u: bool = False, return_levels: bool = False, check: str = "warn"):
+        """ũ-space Langevin from N(0, I) on ``F(T_β(u)) − ½‖u‖²``, then ``z̃ = T_β(u)``."""
+        u = self._initial(n, seed, chain_offset)
+        if n_steps > 0:
+            ids = torch.arange(chain_offset, chain_offset + n, dtype=torch.long, device=u.device)
+            u = run_langevin(self.prior, u, fused=fused, n_steps=n_steps, step_size=step_size, seed=seed, chain_ids=ids,
+                             check=check)
+        z = self.prior.T(u)
+        return (z, u) if return_u else z
+
+    def posterior_langevin(self, x, *, seed: int, n_steps: int, step_size: float) -> torch.Tensor:
+        """z-space posterior Langevin (the authors' MLE scheme), init N(0, I) from the seed."""
         g = torch.Generator(device=x.device).manual_seed(seed % 2**63)
         z0 = torch.randn(x.shape[0], self.D, generator=g, device=x.device, dtype=x.dtype)
         return langevin_z_ref(self.prior, z0, n_steps=n_steps, step_size=step_size, x=x, decoder=self.decoder,
                               sigma_x=self.sigma_x, seed=seed).detach()
 
-    # ------------------------------------------------------------------ losses
-    def loss_gaussian(self, x, generator) -> dict:
-        z, logq, _, _ = self.q_sample(x, generator)
-        rec = self.log_px(x, z)
-        lpb = self.prior.log_p_beta(z)
-        elbo = rec + lpb - logq
-        return dict(loss_g=-elbo.mean(), elbo=elbo.mean().detach(), recon=-rec.mean().detach(),
-                    kl=(logq - lpb).mean().detach())
-
-    def loss_ebm(self, x, generator, *, lseed: int, chain_ids, n_steps: int, step_size: float, fused: bool,
-                 posterior: str = "q", post_seed: int = 0, post_steps: int = 40, post_step_size: float = 0.1) -> dict:
-        B = x.shape[0]
-        # negatives: ũ-space prior Langevin from N(0, I), z⁻ = T(u)
-        t0 = time.perf_counter()
+    def chains(self, x, *, generator, seed: int, chain_ids, settings, fused: bool) -> dict:
         with torch.no_grad():
-            u0 = initial_noise(lseed, B, self.D, chain_ids=chain_ids, device=x.device, dtype=x.dtype)
-            u = run_langevin(self.prior, u0, fused=fused, n_steps=n_steps, step_size=step_size, seed=lseed,
-                             chain_ids=chain_ids)
-            z_neg = self.prior.T(u)
-        ms = (time.perf_counter() - t0) * 1e3 / max(n_steps, 1)
-        out = dict(langevin_ms=ms)
-        if posterior == "q":
-            z, logq, _, _ = self.q_sample(x, generator)
-            rec = self.log_px(x, z)
-            lpb = self.prior.log_p_beta(z)
-            f_pos = self.prior.energy(z)
-            loss_g = -(rec + lpb + f_pos - logq).mean() + self.prior.log_p_conditionals(z_neg).mean()
-            z_pos = z.detach()
-            out.update(recon=-rec.mean().detach(), kl=(logq - lpb).mean().detach())
-        elif posterior == "langevin":
-            t1 = time.perf_counter()
-            z_pos = self.posterior_langevin(x, seed=post_seed, n_steps=post_steps, step_size=post_step_size)
-            out["posterior_ms"] = (time.perf_counter() - t1) * 1e3 / max(post_steps, 1)
-            rec = self.log_px(x, z_pos)
-            loss_g = -rec.mean() - self.prior.log_p_conditionals(z_pos).mean() + self.prior.log_p_conditionals(z_neg).mean()
-            out.update(recon=-rec.mean().detach())
-        else:
-            raise ValueError(f"posterior must be 'q' or 'langevin', got {posterior!r}")
-        fn = self.prior.energy(z_neg)
-        if posterior == "q":
-            # loss_g already holds −mean f(z⁺) (z⁺ from q, not detached), whose gradient in the
-            # energy parameters is exactly the positive phase of loss_e; so one backward of
-            # loss_g + mean f(z⁻) yields both gradient sets (generator side: loss_g's; energy side:
-            # loss_e's) with one energy pass on z⁺ instead of two.
-            fp = f_pos.detach()
-            loss_e = fn.mean() - fp.mean()
-            joint = loss_g + fn.mean()
-        else:  # loss_g does not touch the energies: the joint loss is the plain sum
-            fp = self.prior.energy(z_pos)
-            loss_e = fn.mean() - fp.mean()
-            joint = loss_g + loss_e
-        out.update(loss_g=loss_g, loss_e=loss_e, loss_joint=joint, f_pos=fp.mean().detach(), f_neg=fn.mean().detach())
+            u0 = initial_noise(seed, x.shape[0], self.D, chain_ids=chain_ids, device=x.device, dtype=x.dtype)
+            u = run_langevin(self.prior, u0, fused=fused, n_steps=settings.langevin_steps,
+                             step_size=settings.langevin_step_size, seed=seed, chain_ids=chain_ids)
+            out = dict(z_neg=self.prior.T(u))
+        if settings.posterior == "langevin":
+            out["z_pos"] = self.posterior_langevin(x, seed=seed ^ 0x5EED, n_steps=settings.posterior_steps,
+                                                   step_size=settings.posterior_step_size)
         return out
 
-    def loss_diffusion(self, x, generator, *, lseed: int, chain_ids, n_steps: int, fused: bool) -> dict:
-        B = x.shape[0]
-        T = self.schedule.T
+    def losses(self, x, chains: dict, *, generator, settings, step: int) -> dict:
+        z_neg = chains["z_neg"]
+        fn = self.prior.energy(z_neg)
+        if settings.posterior == "langevin":
+            z_pos = chains["z_pos"]
+            rec = self.log_px(x, z_pos)
+            loss_g = -rec.mean() - self.prior.log_p_conditionals(z_pos).mean() + self.prior.log_p_conditionals(z_neg).mean()
+            fp = self.prior.energy(z_pos)
+            loss_e = fn.mean() - fp.mean()
+            out = dict(loss_g=loss_g, loss_e=loss_e, recon=-rec.mean().detach())
+        else:
+            post = self.posterior(x, generator)
+            rec, kl = self.elbo_parts(x, post)
+            w = kl_weight(settings, step)
+            # the prior term of the tilted-prior ELBO, KL(q ‖ p_β) − E_q F + log Z (its β-gradient is the
+            # conditionals' negative phase), warmed up as one: a weight on the KL alone would leave
+            # E_q F unopposed early on and drive q to wherever F is largest.  q_tilt="none" keeps q
+            # and the generator off F (the EBM then tilts p_β toward the aggregate posterior).
+            zq = post.z if settings.q_tilt == "ascend" else post.z.detach()
+            fp = self.prior.energy(zq)
+            pen = kl_penalty(self.prior, post, weight=w, free_bits=settings.free_bits)
+            loss_g = -rec.mean() + pen + w * (self.prior.log_p_conditionals(z_neg).mean() - fp.mean())
+            # loss_g holds −w·mean f(z⁺), whose gradient in the energy parameters is w times the
+            # positive phase of the energies' loss mean f(z⁻) − mean f(z⁺): one backward of
+            # loss_g + mean f(z⁻) (− (1−w)·mean f(z⁺) with z⁺ detached, while w < 1) gives both
+            # gradient sets at once, one energy pass on z⁺ instead of two.
+            joint = loss_g + fn.mean()
+            if w < 1.0:
+                joint = joint - (1.0 - w) * self.prior.energy(post.z.detach()).mean()
+            out = dict(loss_joint=joint, loss_g=loss_g.detach(), loss_e=(fn.mean() - fp.mean()).detach(),
+                       recon=-rec.mean().detach(), kl=kl.sum(1).mean().detach(), kl_per_layer=kl.mean(0).detach(),
+                       elbo=(rec - kl.sum(1)).mean().detach(), kl_weight=w)
+        out.update(f_pos=fp.mean().detach(), f_neg=fn.mean().detach(), f_gap=(fp.mean() - fn.mean()).detach())
+        return out
+
+
+class DiffusionModel(LatentModel):
+    """Paper 2: a T-level ũ-space diffusion whose reverse conditionals are EBMs, on a frozen
+    trained model (``self.prior`` its p_β; ``self.dprior`` shares those conditionals and holds the
+    level-conditioned energies)."""
+
+    kind = "diffusion"
+
+    def __init__(self, cfg: ModelConfig):
+        base_energy = cfg.base_prior == "ebm"
+        super().__init__(cfg, energy_hidden=cfg.base_energy_hidden if base_energy else None,
+                         energy_act=cfg.base_energy_act, spectral_norm=cfg.base_spectral_norm)
+        self.dprior = HierarchicalPrior(self.dims, prior_hidden=cfg.prior_hidden, energy_hidden=cfg.energy_hidden,
+                                        act=cfg.act, energy_act=cfg.energy_act, spectral_norm=cfg.spectral_norm,
+                                        n_levels=int(cfg.T), sigma_min=cfg.sigma_min, sigma_clamp=cfg.sigma_clamp)
+        self.dprior.conditionals = self.prior.conditionals  # shared weights (frozen in stage 2)
+        self.schedule = DiffusionSchedule(int(cfg.T), float(cfg.diffusion_step))
+
+    def generator_parameters(self) -> list:
+        return []  # stage 2: everything but the level energies is frozen
+
+    def energy_parameters(self) -> list:
+        return list(self.dprior.energies.parameters())
+
+    @property
+    def sampling_prior(self) -> HierarchicalPrior:
+        return self.dprior
+
+    def tilt(self, z):
+        s0 = float(self.schedule.step_variance(0))
+        return self.dprior.energy(z, torch.zeros(z.shape[0], dtype=torch.long, device=z.device)) / s0
+
+    def log_prior_unnorm(self, z):
+        """The model's level-0 marginal, un-normalised: ``log p_β(z̃) + F(z̃, 0)/s_0`` (in the
+        recovery-likelihood parametrisation the level-t EBM is the log marginal at level t; the
+        ũ-space density ``exp(F(T(u), 0)/s_0) N(u; 0, I)`` pulled back to z̃)."""
+        return self.prior.log_p_beta(z) + self.tilt(z)
+
+    @torch.no_grad()
+    def sample_latents(self, n: int, *, seed: int, n_steps: int = 0, step_size: float = 0.0, fused: bool = False,
+                       chain_offset: int = 0, return_u: bool = False, return_levels: bool = False, check: str = "warn"):
+        """ũ_T ~ N(0, I), the reverse diffusion (K = n_steps per level), then ``z̃ = T_β(ũ_0)``."""
+        p0 = next(self.parameters())
+        ids = torch.arange(chain_offset, chain_offset + n, dtype=torch.long, device=p0.device)
+        out = reverse_diffusion(self.dprior, self.schedule, n_steps=n_steps, batch=n, seed=seed, chain_ids=ids,
+                                backend="auto" if fused else "ref", return_levels=return_levels, check=check)
+        u, levels = out if return_levels else (out, None)
+        z = self.prior.T(u)
+        if return_levels:
+            return z, levels
+        return (z, u) if return_u else z
+
+    def chains(self, x, *, generator, seed: int, chain_ids, settings, fused: bool) -> dict:
+        B, T = x.shape[0], self.schedule.T
         with torch.no_grad():
-            z, _, _, _ = self.q_sample(x, generator)
+            z = self.posterior(x, generator).z
             u0 = self.prior.T_inv(z)
             t = torch.randint(0, T, (B,), generator=generator, device=x.device)
             n1 = torch.randn(u0.shape, generator=generator, device=x.device, dtype=x.dtype)
             n2 = torch.randn(u0.shape, generator=generator, device=x.device, dtype=x.dtype)
             u_pos, u_next = self.schedule.q_sample_pairs(u0, t, noise=n1, noise_next=n2)
             kw = self.schedule.langevin_kwargs(t, u_next)
-            t0 = time.perf_counter()
-            u_neg = run_langevin(self.dprior, u_next, fused=fused, n_steps=n_steps, seed=lseed, chain_ids=chain_ids, **kw)
-            ms = (time.perf_counter() - t0) * 1e3 / max(n_steps, 1)
-            z_pos, z_neg = self.dprior.T(u_pos), self.dprior.T(u_neg)
-            s = self.schedule.step_variance(t.cpu()).to(x.device, x.dtype)
-        fp = self.dprior.energy(z_pos, t)
-        fn = self.dprior.energy(z_neg, t)
-        loss = (-(fp - fn) / s).mean()
-        return dict(loss_e=loss, f_pos=fp.mean().detach(), f_neg=fn.mean().detach(), langevin_ms=ms)
+            u_neg = run_langevin(self.dprior, u_next, fused=fused, n_steps=settings.langevin_steps, seed=seed,
+                                 chain_ids=chain_ids, **kw)
+            return dict(z_pos=self.dprior.T(u_pos), z_neg=self.dprior.T(u_neg), t=t)
+
+    def losses(self, x, chains: dict, *, generator, settings, step: int) -> dict:
+        t = chains["t"]
+        s = self.schedule.step_variance(t.cpu()).to(x.device, x.dtype)
+        fp = self.dprior.energy(chains["z_pos"], t)
+        fn = self.dprior.energy(chains["z_neg"], t)
+        gap = (fp - fn).detach()
+        per_level = [float(gap[t == j].mean()) if bool((t == j).any()) else float("nan") for j in range(self.schedule.T)]
+        return dict(loss_e=(-(fp - fn) / s).mean(), f_pos=fp.mean().detach(), f_neg=fn.mean().detach(),
+                    f_gap=gap.mean(), f_gap_per_level=per_level)
 
 
-__all__ = ["HEBMModel", "Encoder", "NonFiniteError", "PRIOR_TYPES", "default_model_config", "run_langevin", "gaussian_log_prob"]
+MODELS = {"gaussian": GaussianModel, "ebm": EBMModel, "diffusion": DiffusionModel}
+assert set(MODELS) == set(PRIOR_TYPES)
+
+
+def build_model(cfg: ModelConfig) -> LatentModel:
+    """The model of a run from its :class:`hebm.config.ModelConfig`."""
+    return MODELS[cfg.prior](cfg)
+
+
+def load_model(path: str, device="cpu"):
+    """``(model, ModelConfig, TrainConfig, checkpoint)`` from a ``ckpt.pt`` written by ``hebm.train``
+    (loaded with ``weights_only=True`` and verified: :func:`hebm.checkpoint.load_checkpoint`)."""
+    ck = load_checkpoint(path, map_location=device)
+    try:
+        mcfg = build(ModelConfig, ck["model_config"])
+        tcfg = build(TrainConfig, ck["train_config"])
+        model = build_model(mcfg)
+    except (TypeError, ValueError, KeyError) as e:
+        raise CheckpointError(f"checkpoint {path!r} holds an unusable config ({e})") from None
+    load_state_checked(model, ck["model"], path)
+    model.to(device).eval()
+    return model, mcfg, tcfg, ck
+
+
+__all__ = ["BottomUpInference", "ConvDecoder", "ConvEncoder", "DiffusionModel", "EBMModel", "GaussianModel",
+           "LatentModel", "MLPDecoder", "MLPEncoder", "NonFiniteError", "Posterior", "TopDownInference", "build_model",
+           "gaussian_kl", "gaussian_log_prob", "kl_penalty", "load_model", "run_langevin"]

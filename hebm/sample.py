@@ -6,15 +6,19 @@
 
 * Plain: ``--n`` samples from the model's prior (ancestral for gaussian, ũ-space Langevin from
   N(0, I) for ebm, the reverse ũ-diffusion for diffusion), decoded to the generator mean.
-* ``--hierarchical`` (PAPERS.md B §4.1 / §5.5): draw ``--ncol`` prior samples ũ⁽ʳ⁾; for each
+* ``--hierarchical`` (docs/papers.md B §4.1 / §5.5): draw ``--ncol`` prior samples ũ⁽ʳ⁾; for each
   layer i, row i keeps every layer of sample 0 except layer i, which is taken from sample r —
   done in ũ-space (``z̃ = T_β(ũ)``), the natural variant for a conditional hierarchy: changing
   ``u_i`` changes ``z_i`` and, through the conditionals, everything below it.  Rows top layer
   first.  For the diffusion prior also ``*_levels.png``: the decodes of ``T_β(ũ_t)`` at every level
   t = T … 0 (the authors' progressive figure).
-* ``--long-run K``: ``--nchains`` prior chains run K Langevin steps (ebm; for diffusion K steps
-  per level); the target ``log π(u)`` per step (mean over chains) is plotted
-  (``*_energy.png``) and the decodes at 10 evenly spaced steps form a grid (``*_chain.png``).
+* ``--long-run K`` (paper 1's long-run figure, docs/papers.md B §5.6): ``--nchains`` prior chains
+  run K Langevin steps (ebm; for diffusion K steps per level).  ``*_longrun_energy.png`` plots
+  the mean target log π(u) and the mean energy F(z̃) per step; ``*_longrun_chain.png`` decodes
+  10 evenly spaced steps; ``*_longrun.json`` reports the profile and whether the chains stay in
+  the data region: at every snapshot, the fraction of chains whose latents lie inside the
+  aggregate posterior's 99 % Mahalanobis region (a Gaussian fit of z̃ ~ q(z̃ | x) over the
+  training data); "stays in the data region" when that fraction stays ≥ 0.9.
 """
 from __future__ import annotations
 
@@ -25,43 +29,20 @@ import sys
 
 import torch
 
+from . import cli
+from .args import DivergenceError
+from .data import run_data
+from .figures import plot_profile, save_grid, save_scatter, to_images
+from .models import load_model, run_langevin
+from .philox import initial_noise
 
-def save_grid(images: torch.Tensor, path: str, nrow: int = 8, min_size: int = 32) -> None:
-    """``torchvision.utils.save_image`` with small images (8×8 digits) upscaled for viewing."""
-    from torchvision.utils import save_image
-
-    images = images.detach().float().cpu()
-    if images.shape[-1] < min_size:
-        f = max(1, min_size // images.shape[-1])
-        images = torch.nn.functional.interpolate(images, scale_factor=f, mode="nearest")
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    save_image(images, path, nrow=nrow, padding=2, pad_value=1.0)
-
-
-def save_scatter(x: torch.Tensor, ref: torch.Tensor, path: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(4, 4))
-    ax.scatter(ref[:, 0].cpu(), ref[:, 1].cpu(), s=2, alpha=0.3, label="data")
-    ax.scatter(x[:, 0].detach().cpu(), x[:, 1].detach().cpu(), s=4, label="samples")
-    ax.legend(loc="upper right")
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-
-
-def _images(model, cfg, x):
-    shape = model.cfg.get("image_shape")
-    if not shape:
-        return None
-    return ((x.detach().float().cpu().clamp(-1, 1) + 1) / 2).reshape(-1, *shape)
+IN_REGION = 0.9  # the fraction of chains inside the posterior's 99 % region that counts as "staying"
 
 
 def hierarchical_grid(model, *, ncol: int, seed: int, n_steps: int, step_size: float, fused: bool = False):
     """``[L·ncol, D_x]`` decodes: row i (top layer first) varies layer i only (ũ-space)."""
-    z, u = model.sample_latents(ncol, seed=seed, n_steps=n_steps, step_size=step_size, fused=fused, return_u=True)
+    z, u = model.sample_latents(ncol, seed=seed, n_steps=n_steps, step_size=step_size, fused=fused, return_u=True,
+                                check="raise")
     prior = model.prior
     parts = prior.split(u)
     rows = []
@@ -72,129 +53,158 @@ def hierarchical_grid(model, *, ncol: int, seed: int, n_steps: int, step_size: f
     return torch.cat(rows)
 
 
-def long_run(model, *, n_chains: int, K: int, seed: int, step_size: float, fused: bool = False, snapshots: int = 10):
-    """Returns ``(log_density [K_total], decodes [snapshots, n_chains, D_x])`` of a long chain."""
-    from .models import run_langevin
-    from .philox import initial_noise
+class PosteriorRegion:
+    """The aggregate posterior's Gaussian fit and its 99 % Mahalanobis radius."""
 
+    def __init__(self, z_post: torch.Tensor, quantile: float = 0.99):
+        z = z_post.double()
+        self.mu = z.mean(0)
+        cov = torch.cov(z.t()) + 1e-6 * torch.eye(z.shape[1], dtype=z.dtype)
+        self.prec = torch.linalg.inv(cov)
+        self.radius = float(torch.quantile(self._m2(z), quantile))
+
+    def _m2(self, z):
+        d = z.double() - self.mu
+        return ((d @ self.prec) * d).sum(1)
+
+    def inside(self, z: torch.Tensor) -> float:
+        """Fraction of rows of ``z`` inside the region."""
+        return float((self._m2(z) <= self.radius).double().mean())
+
+
+@torch.no_grad()
+def long_run(model, *, n_chains: int, K: int, seed: int, step_size: float, fused: bool = False, snapshots: int = 10,
+             region: PosteriorRegion = None):
+    """``(log π per step [K_total], F per snapshot, inside-fraction per snapshot, snapshot steps,
+    decodes [snapshots, n_chains, D_x])`` of ``n_chains`` long prior chains."""
     p0 = next(model.parameters())
-    ids = torch.arange(n_chains)
+    ids = torch.arange(n_chains, device=p0.device)
     u = initial_noise(seed, n_chains, model.D, chain_ids=ids, device=p0.device, dtype=p0.dtype)
-    marks = sorted({int(round(K * (j + 1) / snapshots)) for j in range(snapshots)})
-    logs, snaps = [], []
+    logs, snaps, energy, inside, marks_done = [], [], [], [], []
+    prior = model.sampling_prior
+
+    def record(u, t=None):
+        z = model.prior.T(u)
+        snaps.append(model.decode(z))
+        energy.append(float(prior.energy(z, t).mean()) if prior.has_energy else 0.0)
+        inside.append(region.inside(z) if region is not None else float("nan"))
+
     if model.kind == "ebm":
+        marks = sorted({int(round(K * (j + 1) / snapshots)) for j in range(snapshots)})
         done = 0
         for m in marks:
             u, info = run_langevin(model.prior, u, fused=fused, n_steps=m - done, step_size=step_size, seed=seed,
-                                   chain_ids=ids, step_offset=done, return_info=True)
+                                   chain_ids=ids, step_offset=done, return_info=True, check="raise")
             logs.append(info["log_density"].mean(1))
             done = m
-            with torch.no_grad():
-                snaps.append(model.decode(model.prior.T(u)))
+            marks_done.append(m)
+            record(u)
     elif model.kind == "diffusion":
         sch = model.schedule
         for j, t in enumerate(range(sch.T - 1, -1, -1)):
             kw = sch.langevin_kwargs(t, u)
             u, info = run_langevin(model.dprior, u, fused=fused, n_steps=K, seed=seed, chain_ids=ids, step_offset=j * K,
-                                   return_info=True, **kw)
+                                   return_info=True, check="raise", **kw)
             logs.append(info["log_density"].mean(1))
-            with torch.no_grad():
-                snaps.append(model.decode(model.prior.T(u)))
+            marks_done.append((j + 1) * K)
+            record(u, torch.full((n_chains,), t, dtype=torch.long, device=u.device))
     else:
-        raise ValueError("--long-run needs an ebm or diffusion checkpoint (the gaussian prior is sampled exactly)")
-    return torch.cat(logs).cpu(), torch.stack(snaps)
-
-
-def plot_profile(values: torch.Tensor, path: str, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3))
-    ax.plot(values.numpy())
-    ax.set_xlabel("Langevin step")
-    ax.set_ylabel("mean log π(u) (un-normalised)")
-    ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+        raise cli.UserError("--long-run needs an ebm or diffusion checkpoint (the gaussian prior is sampled exactly)")
+    return torch.cat(logs).cpu(), energy, inside, marks_done, torch.stack(snaps)
 
 
 def build_parser():
-    p = argparse.ArgumentParser(prog="python -m hebm.sample", description="Sample from a trained hebm checkpoint.",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = cli.Parser(prog="python -m hebm.sample", description="Sample from a trained hebm checkpoint.",
+                   formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--ckpt", required=True, help="ckpt.pt written by hebm.train")
-    p.add_argument("--n", type=int, default=64, help="number of samples in the grid")
-    p.add_argument("--nrow", type=int, default=8)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--langevin-steps", dest="langevin_steps", type=int, default=None, help="default: the run's")
-    p.add_argument("--langevin-step-size", dest="langevin_step_size", type=float, default=None, help="default: the run's (ebm)")
+    p.add_argument("--n", type=cli.int_range(1, 100000), default=64, help="number of samples in the grid")
+    p.add_argument("--nrow", type=cli.int_range(1, 1000), default=8)
+    p.add_argument("--seed", type=cli.int_range(0, 2**63 - 1), default=0)
+    p.add_argument("--langevin-steps", dest="langevin_steps", type=cli.int_range(0, 10**6), default=None,
+                   help="default: the run's")
+    p.add_argument("--langevin-step-size", dest="langevin_step_size", type=cli.float_range(0, 10.0, lo_open=True),
+                   default=None, help="default: the run's (ebm)")
     p.add_argument("--fused", action="store_true")
-    p.add_argument("--hierarchical", action="store_true", help="rows varying one layer at a time (+ per-level decodes for diffusion)")
-    p.add_argument("--ncol", type=int, default=10, help="columns of the hierarchical grid")
-    p.add_argument("--long-run", dest="long_run", type=int, default=0, metavar="K", help="a K-step prior chain + energy profile")
-    p.add_argument("--nchains", type=int, default=8, help="chains of the long run")
+    p.add_argument("--hierarchical", action="store_true", help="rows varying one layer at a time (+ per-level decodes "
+                                                                  "for diffusion)")
+    p.add_argument("--ncol", type=cli.int_range(1, 1000), default=10, help="columns of the hierarchical grid")
+    p.add_argument("--long-run", dest="long_run", type=cli.int_range(0, 10**6), default=0, metavar="K",
+                   help="a K-step prior chain + energy profile (paper 1 uses 2500)")
+    p.add_argument("--nchains", type=cli.int_range(1, 100000), default=64, help="chains of the long run")
     p.add_argument("--out", default=None, help="output prefix (default <ckpt dir>/sample)")
     p.add_argument("--device", default="cpu")
     return p
 
 
 def main(argv=None) -> int:
-    from .checkpoint import CheckpointError
-    from .train import load_model
-
-    a = build_parser().parse_args(argv)
-    if a.device == "cpu":
-        torch.set_num_threads(1)
     try:
-        model, cfg, _ = load_model(a.ckpt, a.device)
-    except CheckpointError as e:
-        print(f"[hebm.sample] error: {e}", file=sys.stderr)
-        return 2
-    K = cfg["langevin_steps"] if a.langevin_steps is None else a.langevin_steps
-    delta = cfg["langevin_step_size"] if a.langevin_step_size is None else a.langevin_step_size
-    prefix = a.out or os.path.join(os.path.dirname(os.path.abspath(a.ckpt)), "sample")
-    written = []
-    x = model.sample(a.n, seed=a.seed, n_steps=K, step_size=delta, fused=a.fused)
-    img = _images(model, cfg, x)
-    if img is not None:
-        save_grid(img, prefix + ".png", nrow=a.nrow)
-    else:
-        from .data import load_dataset
+        a = build_parser().parse_args(argv)
+    except SystemExit as e:  # a bad flag (one line, status 2) or --help (0)
+        return int(e.code or 0)
 
-        save_scatter(x, load_dataset(cfg["dataset"]).x, prefix + ".png")
-    written.append(prefix + ".png")
-    if a.hierarchical:
-        if img is None:
-            print("[hebm.sample] --hierarchical draws image grids; skipped for non-image data", file=sys.stderr)
-        else:
-            h = hierarchical_grid(model, ncol=a.ncol, seed=a.seed, n_steps=K, step_size=delta, fused=a.fused)
-            save_grid(_images(model, cfg, h), prefix + "_hierarchical.png", nrow=a.ncol)
-            written.append(prefix + "_hierarchical.png")
-            if model.kind == "diffusion":
-                _, levels = model.sample_latents(a.ncol, seed=a.seed, n_steps=K, step_size=delta, fused=a.fused,
-                                                 return_levels=True)
-                with torch.no_grad():
-                    dec = torch.cat([model.decode(model.prior.T(u)) for u in levels])
-                save_grid(_images(model, cfg, dec), prefix + "_levels.png", nrow=a.ncol)
-                written.append(prefix + "_levels.png")
-    if a.long_run:
+    def go() -> int:
+        if a.device == "cpu":
+            torch.set_num_threads(1)
+        model, mcfg, tcfg, _ = load_model(a.ckpt, a.device)
+        K = tcfg.langevin_steps if a.langevin_steps is None else a.langevin_steps
+        delta = tcfg.langevin_step_size if a.langevin_step_size is None else a.langevin_step_size
+        prefix = a.out or os.path.join(os.path.dirname(os.path.abspath(a.ckpt)), "sample")
+        os.makedirs(os.path.dirname(os.path.abspath(prefix)), exist_ok=True)
+        shape = mcfg.image_shape
+        written = []
         try:
-            logs, snaps = long_run(model, n_chains=a.nchains, K=a.long_run, seed=a.seed, step_size=delta, fused=a.fused)
-        except ValueError as e:
-            print(f"[hebm.sample] error: {e}", file=sys.stderr)
-            return 2
-        plot_profile(logs, prefix + "_longrun_energy.png", f"{cfg['prior']} prior, {a.long_run}-step chain")
-        written.append(prefix + "_longrun_energy.png")
-        if img is not None:
-            save_grid(_images(model, cfg, snaps.reshape(-1, snaps.shape[-1])), prefix + "_longrun_chain.png", nrow=a.nchains)
-            written.append(prefix + "_longrun_chain.png")
-        with open(prefix + "_longrun.json", "w") as f:
-            json.dump(dict(K=a.long_run, log_density_first=float(logs[0]), log_density_last=float(logs[-1]),
-                           log_density_min=float(logs.min()), log_density_max=float(logs.max())), f)
-    print("[hebm.sample] wrote " + ", ".join(written))
-    return 0
+            x = model.sample(a.n, seed=a.seed, n_steps=K, step_size=delta, fused=a.fused, check="raise")
+            if shape:
+                save_grid(to_images(x, shape), prefix + ".png", nrow=a.nrow)
+            else:
+                save_scatter(x, run_data(tcfg.dataset, data_root=tcfg.data_root).train.x, prefix + ".png")
+            written.append(prefix + ".png")
+            if a.hierarchical:
+                if not shape:
+                    print("[hebm.sample] --hierarchical draws image grids; skipped for non-image data", file=sys.stderr)
+                else:
+                    h = hierarchical_grid(model, ncol=a.ncol, seed=a.seed, n_steps=K, step_size=delta, fused=a.fused)
+                    save_grid(to_images(h, shape), prefix + "_hierarchical.png", nrow=a.ncol)
+                    written.append(prefix + "_hierarchical.png")
+                    if model.kind == "diffusion":
+                        _, levels = model.sample_latents(a.ncol, seed=a.seed, n_steps=K, fused=a.fused, return_levels=True)
+                        with torch.no_grad():
+                            dec = torch.cat([model.decode(model.prior.T(u)) for u in levels])
+                        save_grid(to_images(dec, shape), prefix + "_levels.png", nrow=a.ncol)
+                        written.append(prefix + "_levels.png")
+            if a.long_run:
+                data = run_data(tcfg.dataset, data_root=tcfg.data_root, classes=tcfg.classes, holdout=tcfg.holdout,
+                                test_fraction=tcfg.test_fraction)
+                with torch.no_grad():
+                    zq = model.posterior(data.train.x.to(a.device), torch.Generator().manual_seed(a.seed)).z
+                region = PosteriorRegion(zq)
+                logs, energy, inside, marks, snaps = long_run(model, n_chains=a.nchains, K=a.long_run, seed=a.seed,
+                                                              step_size=delta, fused=a.fused, region=region)
+                plot_profile(logs, prefix + "_longrun_energy.png", f"{mcfg.prior} prior, {a.long_run}-step chain "
+                             f"(train K = {K})")
+                written.append(prefix + "_longrun_energy.png")
+                if shape:
+                    sel = snaps[:, : min(a.nchains, 8)]
+                    save_grid(to_images(sel.reshape(-1, sel.shape[-1]), shape), prefix + "_longrun_chain.png",
+                              nrow=sel.shape[1])
+                    written.append(prefix + "_longrun_chain.png")
+                stays = all(f >= IN_REGION for f in inside)
+                rep = dict(K=a.long_run, train_K=K, n_chains=a.nchains, steps=marks, log_density_first=float(logs[0]),
+                           log_density_last=float(logs[-1]), log_density_min=float(logs.min()),
+                           log_density_max=float(logs.max()), mean_energy=energy, inside_fraction=inside,
+                           stays_in_data_region=stays)
+                with open(prefix + "_longrun.json", "w") as f:
+                    json.dump(rep, f, indent=2)
+                written.append(prefix + "_longrun.json")
+                print(f"[hebm.sample] long run of {a.long_run} steps: log π {float(logs[0]):.2f} -> {float(logs[-1]):.2f}, "
+                      f"inside the posterior's 99% region {inside[0]:.2f} -> {inside[-1]:.2f}: chains "
+                      f"{'stay' if stays else 'do NOT stay'} in the data region")
+        except DivergenceError as e:
+            raise cli.UserError(f"{e.args[0].split(';')[0]}; lower --langevin-step-size (now {delta:g}) or --langevin-steps")
+        print("[hebm.sample] wrote " + ", ".join(written))
+        return 0
+
+    return cli.run("hebm.sample", go)
 
 
 if __name__ == "__main__":

@@ -1,125 +1,187 @@
-"""``python -m hebm.train``: train a gaussian / ebm / diffusion prior model (PAPERS.md A, B §2–§4).
+"""``python -m hebm.train``: train a gaussian / ebm / diffusion prior model (docs/papers.md A, B §2–§4).
 
-    python -m hebm.train --fused                          # joint EBM prior on digits, a few minutes
-    python -m hebm.train --prior gaussian --steps 2000
-    python -m hebm.train --prior diffusion --init runs/gaussian-digits-…/ckpt.pt
+    python -m hebm.train --fused                          # joint EBM prior on digits
+    python -m hebm.train --prior gaussian --dataset mnist5k
+    python -m hebm.train --prior diffusion --init runs/gauss/ckpt.pt --fused
+    python -m hebm.train --resume --out runs/ebm --steps 8000 --lr-ebm 1e-5   # continue, with new knobs
     torchrun --nproc_per_node 2 -m hebm.train --steps 100  # data parallel (gloo on CPU, NCCL on GPU)
 
-Programmatic use (stable names)::
+Programmatic use::
 
-    cfg = hebm.train.default_config(prior="ebm", steps=100)
-    tr = hebm.train.Trainer(cfg); metrics = tr.train_step(); tr.train()
+    tr = hebm.train.Trainer.from_settings(dict(prior="ebm", steps=100, out="runs/x"))
+    metrics = tr.train_step(); result = tr.train()
+    tr = hebm.train.Trainer.from_checkpoint("runs/x/ckpt.pt", {"steps": 200})
 
-Outputs in ``--out`` (default ``runs/<prior>-<dataset>-<time>/``): ``config.json``, ``ckpt.pt``
-(model, optimisers, step, RNG states, config; written atomically), ``samples.png``,
-``recon.png``, ``metrics.jsonl``.
+Outputs in ``--out`` (default ``runs/<prior>-<dataset>-<time>/``): ``config.json``, ``ckpt.pt`` (and
+the previous one, ``ckpt.prev.pt``; see :mod:`hebm.checkpoint`), ``metrics.jsonl`` (one row per
+``--log-every`` iterations; every ``--eval-every`` and at the end also ``active_units``,
+``kl_per_layer`` and the EBM's ``f_pos``/``f_neg``/``f_gap`` on fresh samples), ``summary.json``,
+``samples.png``, ``recon.png``.  A directory holds one run: a second ``hebm.train`` on it waits for
+nothing — it is refused (a lock), and a fresh run on a directory with a run in it needs
+``--resume`` or ``--overwrite``.  Ctrl-C / SIGTERM end the current iteration, save a checkpoint
+and exit (status 130 / 143).
 
-Determinism: everything random in step k — the batch rows, the encoder's reparametrisation
-noise, the diffusion levels, the Langevin noise (seeded Philox with chain ids = the rows'
-global positions, so ``--fused`` and the reference give the same chains) — is a function of
-(``--seed``, k, rank).  ``--resume`` therefore continues exactly as an uninterrupted run.
+Determinism: everything random in iteration k — the batch rows, the inference network's noise,
+the diffusion levels, the Langevin noise (seeded Philox with chain ids = the rows' global
+positions, so ``--fused`` and the reference give the same chains) — is a function of
+(``--seed``, k, rank).  ``--resume`` therefore continues exactly as an uninterrupted run (unless a
+knob is changed on resume, which is printed).
+
+Threads: this entry point sets process-wide thread counts (torch's intra-op pool to ``--threads``,
+1 by default — these small networks run fastest so — and the fused C++ sampler's own pool to the
+process's share of the cores); a program embedding a :class:`Trainer` gets the same through
+:func:`configure_threads`.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import errno
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from typing import Optional
 
 import numpy as np
 import torch
 
-from .checkpoint import (CheckpointError, config_mismatch, load_checkpoint, load_state_checked, rng_state,
+from . import cli
+from .backends import cpu as cpu_backend
+from .checkpoint import (CheckpointError, latest_good, load_checkpoint, load_state_checked, prev_path, rng_state,
                          save_checkpoint, set_rng_state)
-from .data import anomaly_split, batch_indices, load_dataset, split
-from .models import HEBMModel, NonFiniteError, PRIOR_TYPES, default_model_config
+from .config import ModelConfig, TrainConfig, add_arguments, build, defaults, resume_changes, split_settings
+from .data import batch_indices, run_data
+from .figures import save_grid, save_scatter, to_images
+from .metrics import latent_report, stationarity
+from .models import DiffusionModel, NonFiniteError, build_model
 
 CKPT_NAME = "ckpt.pt"
-# architecture keys shared with hebm.models.default_model_config (defaults taken from there)
-ARCH_KEYS = ("latent_dims", "enc_hidden", "dec_hidden", "prior_hidden", "energy_hidden", "act", "energy_act",
-             "spectral_norm", "sigma_x")
-# keys that define the model / data stream: a resume must not change them
-MODEL_KEYS = ("prior", "dataset", "latent_dims", "enc_hidden", "dec_hidden", "prior_hidden", "energy_hidden", "act",
-              "energy_act", "spectral_norm", "sigma_x", "T", "classes", "holdout", "posterior", "seed", "batch_size")
-RUNTIME_KEYS = ("threads", "kernel_threads", "steps", "fused", "device", "out", "log_every", "ckpt_every", "sample_every", "quiet", "data_root",
-                "download", "resume")
-
-
-def default_config(prior: str = "ebm", **overrides) -> dict:
-    """All training settings with their defaults for ``prior`` (overrides win)."""
-    if prior not in PRIOR_TYPES:
-        raise ValueError(f"prior must be one of {', '.join(PRIOR_TYPES)}, got {prior!r}")
-    arch = default_model_config()
-    cfg = dict(
-        prior=prior,
-        dataset="digits",
-        data_root=None,
-        download=False,
-        classes=None,  # e.g. [0, 1]: keep only these labels
-        holdout=None,  # anomaly protocol: train on the 80 % normal split without this digit
-        test_fraction=0.1,
-        steps=4000,
-        batch_size=64,
-        lr=1e-3,  # generator / encoder / conditionals (diffusion: the energies)
-        lr_ebm=1e-4,  # joint EBM energies
-        **{k: arch[k] for k in ARCH_KEYS},  # the network defaults live in models.default_model_config
-        posterior="q",  # "q": variational (inference network); "langevin": MLE with posterior Langevin
-        posterior_steps=40,
-        posterior_step_size=0.1,
-        langevin_steps=30,
-        langevin_step_size=0.4,  # δ (ebm); for diffusion the base variance s of the schedule
-        T=3,
-        seed=0,
-        device="cpu",
-        fused=False,
-        out=None,
-        resume=None,
-        init=None,
-        base_model=None,  # diffusion: the stage-1 run's energy settings (filled from --init)
-        log_every=10,
-        ckpt_every=250,
-        sample_every=0,
-        n_samples=64,
-        quiet=False,
-        threads=1,  # CPU intra-op threads: 1 is ~20x faster than 2 for these tiny MLPs (oversubscription)
-        kernel_threads=0,  # threads of the fused C++ sampler (--fused on CPU); 0: this process's share of the cores
-    )
-    if prior == "diffusion":
-        cfg.update(lr=1e-4, langevin_steps=30, langevin_step_size=1e-3, steps=1500)
-    if prior == "gaussian":
-        cfg.update(langevin_steps=0)
-    unknown = set(overrides) - set(cfg)
-    if unknown:
-        raise ValueError(f"unknown config keys: {sorted(unknown)}")
-    cfg.update(overrides)
-    return cfg
-
-
-def _set_kernel_threads(n: int) -> None:
-    """The C++ sampler runs one call per K steps, so unlike torch's tiny eager ops it gains
-    from every core: give it this process's share (cores / local processes) unless told."""
-    from .backends import cpu as cpu_backend
-
-    if n <= 0:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        n = max(1, cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
-    if cpu_backend.unavailable() is None:  # otherwise --fused falls back to the reference and says so
-        cpu_backend.set_num_threads(n)
+RUN_FILES = (CKPT_NAME, CKPT_NAME[:-3] + ".prev.pt", "config.json", "metrics.jsonl", "summary.json", "samples.png",
+             "recon.png")
 
 
 def step_seed(seed: int, step: int, salt: int = 0) -> int:
     """A 63-bit seed, a pure function of (run seed, step, salt)."""
-    return _mix(seed, step, salt)
+    st = np.random.SeedSequence([int(seed) % 2**32, int(seed) // 2**32 % 2**32, int(step), int(salt)])
+    w = st.generate_state(2, np.uint32)
+    return (int(w[0]) | (int(w[1]) << 32)) % 2**63
 
 
-def _mix(seed: int, step: int, salt: int) -> int:
-    st = np.random.SeedSequence([int(seed) % 2**32, int(seed) // 2**32 % 2**32, int(step), int(salt)]).generate_state(2, np.uint32)
-    return (int(st[0]) | (int(st[1]) << 32)) % 2**63
+def configure_threads(tcfg: TrainConfig, device: torch.device) -> None:
+    """torch's intra-op threads to ``tcfg.threads`` (CPU); the C++ sampler's threads to
+    ``tcfg.kernel_threads`` or this process's share of the cores (it runs one call per K steps
+    and gains from every core, unlike torch's tiny eager ops)."""
+    if device.type != "cpu":
+        return
+    torch.set_num_threads(int(tcfg.threads))
+    if tcfg.fused and cpu_backend.unavailable() is None:  # otherwise --fused falls back and says so
+        n = int(tcfg.kernel_threads)
+        if n <= 0:
+            cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+            n = max(1, cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+        cpu_backend.set_num_threads(n)
 
 
+# ---------------------------------------------------------------------------------- the run directory
+class RunDirectory:
+    """One run's directory: its files, an exclusive lock while a trainer uses it, the metrics log."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self._lock_fd: Optional[int] = None
+
+    def file(self, name: str) -> str:
+        return os.path.join(self.path, name)
+
+    @property
+    def ckpt(self) -> str:
+        return self.file(CKPT_NAME)
+
+    @property
+    def metrics(self) -> str:
+        return self.file("metrics.jsonl")
+
+    def holds_run(self) -> list:
+        return [n for n in RUN_FILES if os.path.exists(self.file(n))]
+
+    def acquire(self) -> None:
+        """Exclusive use of the directory for this process (``flock`` on ``.lock``)."""
+        import fcntl
+
+        try:
+            os.makedirs(self.path, exist_ok=True)
+        except OSError as e:
+            raise cli.UserError(f"--out {self.path!r}: cannot create the run directory ({e.strerror})") from None
+        fd = os.open(self.file(".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            os.close(fd)
+            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                who = ""
+                try:
+                    with open(self.file(".lock")) as f:
+                        who = f.read().strip()
+                except OSError:
+                    pass
+                raise cli.UserError(f"run directory {self.path!r} is in use by another hebm.train ({who or 'unknown pid'});"
+                                    f" wait for it or pick another --out") from None
+            raise
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()}\n".encode())
+        self._lock_fd = fd
+
+    def release(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def clear(self) -> None:
+        for n in RUN_FILES:
+            try:
+                os.remove(self.file(n))
+            except FileNotFoundError:
+                pass
+
+    def write_json(self, name: str, obj: dict) -> None:
+        tmp = self.file(f".{name}.{os.getpid()}.tmp")
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=2, default=float)
+        os.replace(tmp, self.file(name))
+
+    def append_metrics(self, row: dict) -> None:
+        with open(self.metrics, "a") as f:
+            f.write(json.dumps(row, default=float) + "\n")
+
+    def truncate_metrics(self, step: int) -> int:
+        """Drop the rows logged after iteration ``step`` (a resume from that checkpoint repeats
+        them); returns how many were dropped."""
+        if not os.path.exists(self.metrics):
+            return 0
+        keep, dropped = [], 0
+        with open(self.metrics) as f:
+            for line in f:
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    dropped += 1  # a half-written last line of a killed run
+                    continue
+                if int(row.get("step", 0)) <= step:
+                    keep.append(line if line.endswith("\n") else line + "\n")
+                else:
+                    dropped += 1
+        tmp = self.metrics + f".{os.getpid()}.tmp"
+        with open(tmp, "w") as f:
+            f.writelines(keep)
+        os.replace(tmp, self.metrics)
+        return dropped
+
+
+# ---------------------------------------------------------------------------------- data parallel
 class _Dist:
     def __init__(self, device: str):
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -131,8 +193,7 @@ class _Dist:
             import torch.distributed as dist
 
             if not dist.is_initialized():
-                backend = "nccl" if device.startswith("cuda") else "gloo"
-                dist.init_process_group(backend)
+                dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
             if device.startswith("cuda"):
                 self.device = f"cuda:{self.local_rank}"
                 torch.cuda.set_device(self.device)
@@ -141,7 +202,7 @@ class _Dist:
     def is_main(self) -> bool:
         return self.rank == 0
 
-    def all_reduce_mean(self, tensors: list[torch.Tensor]) -> None:
+    def all_reduce_mean(self, tensors: list) -> None:
         if not self.enabled or not tensors:
             return
         import torch.distributed as dist
@@ -152,8 +213,17 @@ class _Dist:
         off = 0
         for t in tensors:
             n = t.numel()
-            t.copy_(flat[off : off + n].view_as(t))
+            t.copy_(flat[off: off + n].view_as(t))
             off += n
+
+    def any(self, flag: bool) -> bool:
+        if not self.enabled:
+            return flag
+        import torch.distributed as dist
+
+        t = torch.tensor([1.0 if flag else 0.0])
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item() > 0)
 
     def broadcast(self, module: torch.nn.Module) -> None:
         if not self.enabled:
@@ -170,163 +240,214 @@ class _Dist:
             dist.barrier()
 
 
+# ---------------------------------------------------------------------------------- settings
+def resolve_settings(settings: dict) -> tuple[ModelConfig, TrainConfig]:
+    """The configs of a fresh run from flat settings (CLI flags or a dict): the prior's defaults,
+    the user's values, what the data set fixes (x_dim, image shape, the conv/mlp default), and for
+    a diffusion the stage-1 run's architecture (``init``)."""
+    settings = dict(settings)
+    prior = settings.pop("prior", "ebm")
+    mdef, tdef = defaults(prior)
+    mset, tset = split_settings(settings)
+    tcfg = build(TrainConfig, {**tdef, **tset})
+    if prior == "diffusion":
+        if not tcfg.init:
+            raise cli.UserError("--prior diffusion is two-stage: pass --init CKPT of a trained gaussian or ebm run")
+        init = load_checkpoint(tcfg.init)
+        base = init["model_config"]
+        if base.get("prior") not in ("gaussian", "ebm"):
+            raise CheckpointError(f"--init {tcfg.init!r} is a {base.get('prior')} run; it must be a gaussian or ebm run")
+        if init["train_config"].get("dataset") != tcfg.dataset:
+            raise CheckpointError(f"--init {tcfg.init!r} was trained on {init['train_config'].get('dataset')}, "
+                                  f"not {tcfg.dataset} (--dataset)")
+        for k in ("arch", "x_dim", "image_shape", "latent_dims", "inference", "enc_hidden", "dec_hidden", "channels",
+                  "prior_hidden", "act", "sigma_x", "sigma_min", "sigma_clamp"):
+            if k in mset and mset[k] != base[k]:
+                raise cli.UserError(f"--{k.replace('_', '-')} must match the stage-1 run --init ({base[k]!r})")
+            mdef[k] = base[k]
+        mdef.update(base_prior=base["prior"], base_energy_hidden=base.get("energy_hidden"),
+                    base_energy_act=base.get("energy_act"), base_spectral_norm=bool(base.get("spectral_norm")))
+    data = run_data(tcfg.dataset, data_root=tcfg.data_root, download=tcfg.download, classes=tcfg.classes,
+                    holdout=tcfg.holdout, test_fraction=tcfg.test_fraction)
+    shape = list(data.train.shape) if data.train.shape else None
+    mdef.update(x_dim=data.train.dim, image_shape=shape)
+    if mdef.get("arch") is None and mset.get("arch") is None:
+        mdef["arch"] = "conv" if shape and shape[1] in (28, 32) and shape[1] == shape[2] else "mlp"
+    mcfg = build(ModelConfig, {**mdef, **mset, "prior": prior})
+    if mcfg.arch == "conv" and not (shape and shape[1] in (28, 32)):
+        raise cli.UserError(f"--arch conv takes 28x28 or 32x32 images; --dataset {tcfg.dataset} has shape {shape}")
+    return mcfg, tcfg
+
+
+def init_from_stage1(model: DiffusionModel, path: str) -> None:
+    """Stage 2 of paper 2: load the trained, frozen model of the stage-1 run ``path`` into the
+    diffusion model (everything but the new level energies ``dprior.energies``)."""
+    ck = load_checkpoint(path)
+    own = {k: v for k, v in model.state_dict().items() if not k.startswith("dprior.")}
+    state = {k: v for k, v in ck["model"].items() if not k.startswith("dprior.")}
+    missing = [k for k in own if k not in state]
+    shapes = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or shapes:
+        raise CheckpointError(f"--init {path!r} does not match the model (missing {missing[:4]}, "
+                              f"shape mismatches {shapes[:4]})")
+    model.load_state_dict({**model.state_dict(), **{k: state[k] for k in own}})
+
+
+def _grads(loss, params) -> list:
+    """d loss / d params; parameters the loss does not reach (the encoder in the MLE scheme) get zeros."""
+    if loss is None or not params:
+        return []
+    gs = torch.autograd.grad(loss, params, allow_unused=True)
+    return [torch.zeros_like(p) if g is None else g for p, g in zip(params, gs)]
+
+
+def _all_finite(tensors: list) -> bool:
+    # the 2-norm of a tensor is NaN/Inf iff it holds a NaN/Inf (or overflows: exploding, also
+    # worth stopping for); one fused norm per tensor is ~6x cheaper than isfinite over a concat
+    return not tensors or bool(torch.stack(torch._foreach_norm(tensors)).isfinite().all())
+
+
+def _scalar(v):
+    if torch.is_tensor(v):
+        v = v.detach()
+        return float(v) if v.numel() == 1 else [float(x) for x in v.reshape(-1)]
+    return v
+
+
+# ---------------------------------------------------------------------------------- the trainer
 class Trainer:
-    """One training run.  ``Trainer(config)`` builds data, model, optimisers (resuming or
-    initialising from a checkpoint when ``config["resume"]`` / ``config["init"]`` say so);
-    :meth:`train_step` runs one iteration; :meth:`train` runs to ``config["steps"]``."""
+    """One training run: data, model, optimisers, the run directory, the loop.
 
-    def __init__(self, config: dict):
-        config = dict(config)
-        base = default_config(config.get("prior", "ebm"))
-        unknown = set(config) - set(base)
-        if unknown:
-            raise ValueError(f"unknown config keys: {sorted(unknown)}")
-        base.update(config)
-        cfg = base
-        resume_ck = None
-        if cfg.get("resume"):
-            path = cfg["resume"]
-            if path == "auto":
-                if not cfg.get("out"):
-                    raise CheckpointError("--resume without a path needs --out DIR (the run directory holding ckpt.pt)")
-                path = os.path.join(cfg["out"], CKPT_NAME)
-            resume_ck = load_checkpoint(path)
-            saved = resume_ck["config"]
-            diff = config_mismatch(saved, cfg, [k for k in MODEL_KEYS if k in config])
-            if diff:
-                raise CheckpointError(f"cannot resume from {path!r}: the settings differ from that run ({diff})")
-            runtime = {k: cfg[k] for k in RUNTIME_KEYS if k in config}
-            cfg = dict(saved)
-            cfg.update(runtime)
-            cfg["resume"] = path
-            if not cfg.get("out"):
-                cfg["out"] = os.path.dirname(os.path.abspath(path))
-        self.cfg = cfg
-        self.dist = _Dist(cfg["device"])
+    Use :meth:`from_settings` for a fresh run and :meth:`from_checkpoint` to resume one."""
+
+    def __init__(self, mcfg: ModelConfig, tcfg: TrainConfig, *, checkpoint: Optional[dict] = None,
+                 checkpoint_path: Optional[str] = None):
+        self.mcfg, self.cfg = mcfg, tcfg
+        self.dist = _Dist(tcfg.device)
         self.device = torch.device(self.dist.device)
-        if cfg.get("threads") and self.device.type == "cpu":
-            torch.set_num_threads(int(cfg["threads"]))
-        if cfg.get("fused") and self.device.type == "cpu":
-            _set_kernel_threads(int(cfg.get("kernel_threads") or 0))
-        torch.manual_seed(cfg["seed"])
-        np.random.seed(cfg["seed"] % 2**32)
-
-        # ---- data
-        data = load_dataset(cfg["dataset"], data_root=cfg["data_root"], download=cfg["download"])
-        if cfg["classes"]:
-            data = data.select_classes(cfg["classes"])
-        if cfg["holdout"] is not None:
-            self.train_data, self.test_data, self.test_labels = anomaly_split(data, int(cfg["holdout"]))
-        else:
-            self.train_data, self.test_data = split(data, test_fraction=cfg["test_fraction"])
-            self.test_labels = None
-        self.x_train = self.train_data.x.to(self.device)
-
-        # ---- model
-        init_ck = None
-        mcfg = {k: cfg[k] for k in ("latent_dims", "enc_hidden", "dec_hidden", "prior_hidden", "energy_hidden", "act",
-                                    "energy_act", "spectral_norm", "sigma_x", "T")}
-        mcfg.update(prior=cfg["prior"], x_dim=data.dim, image_shape=list(data.shape) if data.shape else None,
-                    diffusion_base_step=cfg["langevin_step_size"])
-        if cfg["prior"] == "diffusion":
-            if resume_ck is None:
-                if not cfg.get("init"):
-                    raise ValueError("--prior diffusion is two-stage: pass --init CKPT of a trained gaussian or ebm run")
-                init_ck = load_checkpoint(cfg["init"])
-                icfg = init_ck["config"]
-                if icfg["prior"] not in ("gaussian", "ebm"):
-                    raise CheckpointError(f"--init {cfg['init']!r} is a {icfg['prior']} run; it must be a gaussian or ebm run")
-                if icfg["dataset"] != cfg["dataset"]:
-                    raise CheckpointError(f"--init {cfg['init']!r} was trained on {icfg['dataset']}, not {cfg['dataset']}")
-                for k in ("latent_dims", "enc_hidden", "dec_hidden", "prior_hidden", "act", "sigma_x"):
-                    cfg[k] = icfg[k]
-                    mcfg[k] = icfg[k]
-                mcfg.update(base_energy=icfg["prior"] == "ebm", base_energy_hidden=icfg["energy_hidden"],
-                            base_energy_act=icfg["energy_act"], base_spectral_norm=icfg["spectral_norm"])
-                cfg["base_model"] = {k: mcfg[k] for k in ("base_energy", "base_energy_hidden", "base_energy_act", "base_spectral_norm")}
-            else:
-                mcfg.update(cfg["base_model"])
-        self.model_cfg = mcfg
+        configure_threads(tcfg, self.device)
+        torch.manual_seed(tcfg.seed)
+        self.data = run_data(tcfg.dataset, data_root=tcfg.data_root, download=tcfg.download, classes=tcfg.classes,
+                             holdout=tcfg.holdout, test_fraction=tcfg.test_fraction)
+        if self.data.train.dim != mcfg.x_dim:
+            raise CheckpointError(f"the data have dimension {self.data.train.dim}, the model {mcfg.x_dim}")
+        self.x_train = self.data.train.x.to(self.device)
         self.model = build_model(mcfg).to(self.device)
-        if init_ck is not None:
-            base_sd = {k: v for k, v in init_ck["model"].items() if not k.startswith("dprior.")}
-            own = {k: v for k, v in self.model.state_dict().items() if not k.startswith("dprior.")}
-            _load_partial(self.model, base_sd, own, cfg["init"])
-        if cfg["prior"] == "diffusion":
-            for p in [*self.model.encoder.parameters(), *self.model.decoder.parameters(), *self.model.prior.parameters()]:
+        if checkpoint is None and mcfg.prior == "diffusion":
+            init_from_stage1(self.model, tcfg.init)
+        if mcfg.prior == "diffusion":
+            for p in [*self.model.encoder.parameters(), *self.model.inference.parameters(),
+                      *self.model.decoder.parameters(), *self.model.prior.parameters()]:
                 p.requires_grad_(False)
         self.gparams = [p for p in self.model.generator_parameters() if p.requires_grad]
         self.eparams = self.model.energy_parameters()
-        self.opt_g = torch.optim.Adam(self.gparams, lr=cfg["lr"], foreach=True) if self.gparams else None
-        elr = cfg["lr"] if cfg["prior"] == "diffusion" else cfg["lr_ebm"]
-        self.opt_e = torch.optim.Adam(self.eparams, lr=elr, foreach=True) if self.eparams else None
+        self.opt_g = self._adam(self.gparams, tcfg.lr, tcfg.betas, 0.0)
+        self.opt_e = self._adam(self.eparams, tcfg.lr_ebm, tcfg.ebm_betas, tcfg.weight_decay_ebm)
         self.step = 0
-        self.last_good_ckpt = None
-        if resume_ck is not None:
-            load_state_checked(self.model, resume_ck["model"], cfg["resume"])
-            try:
-                if self.opt_g is not None:
-                    self.opt_g.load_state_dict(resume_ck["opt_g"])
-                if self.opt_e is not None:
-                    self.opt_e.load_state_dict(resume_ck["opt_e"])
-            except (KeyError, ValueError) as e:
-                raise CheckpointError(f"optimiser state in {cfg['resume']!r} does not match this model ({e})") from None
-            self.step = int(resume_ck["step"])
-            if "rng" in resume_ck:
-                set_rng_state(resume_ck["rng"])
-            self.last_good_ckpt = cfg["resume"]
+        if checkpoint is not None:
+            self._restore(checkpoint, checkpoint_path)
         else:
             self.dist.broadcast(self.model)
+        if not tcfg.out:
+            tcfg.out = os.path.join("runs", f"{mcfg.prior}-{tcfg.dataset}-{time.strftime('%Y%m%d-%H%M%S')}")
+        self.run_dir = RunDirectory(tcfg.out)
+        self.out = tcfg.out
+        self.last_good_ckpt = checkpoint_path
+        self._stop_signal = None
+        self._eval_x = self.x_train[: min(len(self.x_train), 1000)]
 
-        # ---- output
-        if not cfg.get("out"):
-            stamp = time.strftime("%Y%m%d-%H%M%S")
-            cfg["out"] = os.path.join("runs", f"{cfg['prior']}-{cfg['dataset']}-{stamp}")
-        self.out = cfg["out"]
-        if self.dist.is_main:
-            os.makedirs(self.out, exist_ok=True)
-            with open(os.path.join(self.out, "config.json"), "w") as f:
-                json.dump(self.cfg, f, indent=2)
+    @staticmethod
+    def _adam(params, lr, betas, weight_decay):
+        if not params:
+            return None
+        return torch.optim.Adam(params, lr=lr, betas=tuple(betas), weight_decay=weight_decay, foreach=True)
+
+    def _restore(self, ck: dict, path: str) -> None:
+        load_state_checked(self.model, ck["model"], path)
+        try:
+            for opt, key in ((self.opt_g, "opt_g"), (self.opt_e, "opt_e")):
+                if opt is not None:
+                    opt.load_state_dict(ck[key])
+                    for group in opt.param_groups:  # the knobs of this run, not the checkpoint's
+                        lr = self.cfg.lr if opt is self.opt_g else self.cfg.lr_ebm
+                        betas = self.cfg.betas if opt is self.opt_g else self.cfg.ebm_betas
+                        group.update(lr=lr, betas=tuple(betas))
+                        if opt is self.opt_e:
+                            group["weight_decay"] = self.cfg.weight_decay_ebm
+        except (KeyError, ValueError, TypeError) as e:
+            raise CheckpointError(f"optimiser state in {path!r} does not match this model ({e})") from None
+        self.step = int(ck["step"])
+        if "rng" in ck:
+            set_rng_state(ck["rng"])
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_settings(cls, settings: dict) -> "Trainer":
+        """A fresh run from flat settings (``python -m hebm.train`` flags, as a dict)."""
+        mcfg, tcfg = resolve_settings(settings)
+        return cls(mcfg, tcfg)
+
+    @classmethod
+    def from_checkpoint(cls, path: str, changes: Optional[dict] = None, *, announce=print) -> "Trainer":
+        """Resume the run that wrote ``path`` (``--resume``): knob and bookkeeping ``changes`` are
+        applied and announced; a model or data change is an error naming the flag."""
+        ck = load_checkpoint(path)
+        changes = dict(changes or {})
+        changes.pop("resume", None)
+        changes.pop("prior", None) if changes.get("prior") == ck["model_config"].get("prior") else None
+        saved = {**ck["model_config"], **ck["train_config"]}
+        applied, refused = resume_changes(saved, changes)
+        if refused:
+            raise cli.UserError(f"cannot resume {path!r} with a different model or data: " + "; ".join(refused)
+                                + " (start a new run with another --out instead)")
+        tset = dict(ck["train_config"])
+        tset.update({k: v for k, v in applied.items() if k in tset})
+        if "out" not in changes:
+            tset["out"] = os.path.dirname(os.path.abspath(path))
+        tset.pop("overwrite", None)
+        mcfg = build(ModelConfig, ck["model_config"])
+        tcfg = build(TrainConfig, tset)
+        tr = cls(mcfg, tcfg, checkpoint=ck, checkpoint_path=path)
+        if applied and tr.dist.is_main and announce is not None:
+            announce("[hebm.train] resuming with changed settings: " +
+                     ", ".join(f"--{k.replace('_', '-')} {saved[k]!r} -> {v!r}" for k, v in applied.items()))
+        return tr
 
     # ------------------------------------------------------------------ one iteration
     def _batch(self, step: int) -> torch.Tensor:
-        rows = batch_indices(len(self.x_train), self.cfg["batch_size"], step, seed=self.cfg["seed"],
-                             rank=self.dist.rank, world=self.dist.world)
+        rows = batch_indices(len(self.x_train), self.cfg.batch_size, step, seed=self.cfg.seed, rank=self.dist.rank,
+                             world=self.dist.world)
         return self.x_train[rows.to(self.device)]
 
     def _chain_ids(self, B: int) -> torch.Tensor:
-        off = self.dist.rank * self.cfg["batch_size"]
+        off = self.dist.rank * self.cfg.batch_size
         return torch.arange(off, off + B, dtype=torch.long, device=self.device)
 
     def train_step(self) -> dict:
-        """One iteration: sample, losses, gradients (all-reduced under DDP), NaN guard, update.
-        Raises :class:`NonFiniteError` (parameters untouched) when anything is NaN/Inf."""
+        """One iteration: samplers (timed), losses, gradients (all-reduced under DDP), the NaN
+        guard, the update.  Raises :class:`NonFiniteError` (parameters untouched) on NaN/Inf."""
         cfg, m, k = self.cfg, self.model, self.step
+        t_start = time.perf_counter()
         x = self._batch(k)
-        gen = torch.Generator(device=self.device).manual_seed(_mix(cfg["seed"], k, 1000 + self.dist.rank))
-        lseed = _mix(cfg["seed"], k, 1)
-        ids = self._chain_ids(x.shape[0])
-        if cfg["spectral_norm"]:
-            m.sampling_prior.power_iteration()
-        if m.kind == "gaussian":
-            out = m.loss_gaussian(x, gen)
-        elif m.kind == "ebm":
-            out = m.loss_ebm(x, gen, lseed=lseed, chain_ids=ids, n_steps=cfg["langevin_steps"],
-                             step_size=cfg["langevin_step_size"], fused=cfg["fused"], posterior=cfg["posterior"],
-                             post_seed=_mix(cfg["seed"], k, 2000 + self.dist.rank), post_steps=cfg["posterior_steps"],
-                             post_step_size=cfg["posterior_step_size"])
-        else:
-            out = m.loss_diffusion(x, gen, lseed=lseed, chain_ids=ids, n_steps=cfg["langevin_steps"], fused=cfg["fused"])
+        gen = torch.Generator(device=self.device).manual_seed(step_seed(cfg.seed, k, 1000 + self.dist.rank))
+        if self.mcfg.spectral_norm:  # one power iteration per update, as torch's spectral_norm
+            m.power_iteration()
+        t0 = time.perf_counter()
+        chains = m.chains(x, generator=gen, seed=step_seed(cfg.seed, k, 1), chain_ids=self._chain_ids(x.shape[0]),
+                          settings=cfg, fused=cfg.fused)
+        sampling_ms = (time.perf_counter() - t0) * 1e3
+        out = m.losses(x, chains, generator=gen, settings=cfg, step=k)
         joint = out.pop("loss_joint", None)
-        if joint is not None:  # one backward for both parameter sets (models.HEBMModel.loss_ebm says why)
+        if joint is not None:  # one backward for both parameter sets (hebm.models.EBMModel.losses says why)
             both = _grads(joint, self.gparams + self.eparams)
             grads_g, grads_e = both[: len(self.gparams)], both[len(self.gparams):]
         else:
             grads_g = _grads(out.get("loss_g"), self.gparams)
             grads_e = _grads(out.get("loss_e"), self.eparams)
         self.dist.all_reduce_mean(grads_g + grads_e)
-        metrics = {key: float(v.detach()) if torch.is_tensor(v) else float(v) for key, v in out.items()}
-        bad = [key for key, v in metrics.items() if not math.isfinite(v) or abs(v) > 1e9]
+        metrics = {key: _scalar(v) for key, v in out.items()}
+        bad = [key for key, v in metrics.items() if isinstance(v, float) and (not math.isfinite(v) or abs(v) > 1e9)
+               and key != "f_gap_per_level"]
         if not _all_finite(grads_g):
             bad.append("grad(generator)")
         if not _all_finite(grads_e):
@@ -342,207 +463,235 @@ class Trainer:
         if self.opt_e is not None and grads_e:
             self.opt_e.step()
         self.step += 1
-        metrics["step"] = self.step
+        metrics.update(step=self.step, sampling_ms=sampling_ms, step_ms=(time.perf_counter() - t_start) * 1e3)
         return metrics
 
     def _nan_advice(self, k, bad, metrics) -> str:
-        knobs = ["lower --lr"]
+        knobs = []
+        gen_side = any(b in ("grad(generator)", "loss_g", "recon", "kl", "elbo") for b in bad)
+        if gen_side or self.model.kind == "gaussian":
+            knobs.append(f"lower --lr (now {self.cfg.lr:g})")
         if self.model.kind in ("ebm", "diffusion"):
-            knobs = ["lower --langevin-step-size", "lower --lr-ebm" if self.model.kind == "ebm" else "lower --lr",
-                     "add --spectral-norm"]
-        shown = ", ".join(f"{b}={metrics.get(b, float('nan')):.4g}" if b in metrics else b for b in bad)
-        last = self.last_good_ckpt or "none written yet"
+            knobs.append(f"lower --lr-ebm (now {self.cfg.lr_ebm:g})")
+            if self.model.kind == "ebm":
+                knobs.append(f"lower --langevin-step-size (now {self.cfg.langevin_step_size:g})")
+            knobs.append("add --spectral-norm" if not self.mcfg.spectral_norm else "raise --langevin-steps")
+        shown = ", ".join(f"{b}={metrics[b]:.4g}" if isinstance(metrics.get(b), float) else b for b in bad)
+        good = latest_good(self.run_dir.ckpt) if os.path.isdir(self.out) else None
+        last = good or "none written yet"
         return (f"non-finite or exploding values at step {k + 1} ({shown}); training stopped, parameters not updated. "
-                f"Last good checkpoint: {last}. Try: {'; '.join(knobs)}.")
+                f"Last good checkpoint: {last}. Try: {'; '.join(knobs)} (resume with --resume --out {self.out} and the "
+                f"new value).")
+
+    # ------------------------------------------------------------------ evaluation during training
+    def evaluate(self, *, final: bool = False) -> dict:
+        """Active units and KL per layer over (up to 1,000) training examples; for an EBM prior
+        ``f_pos``/``f_neg``/``f_gap`` on fresh samples (z⁺ ~ q, z⁻ from training-length chains)."""
+        m, cfg = self.model, self.cfg
+        m.eval()
+        try:
+            rep = latent_report(m, self._eval_x, samples=16, seed=cfg.seed)
+            res = dict(active_units=rep["active_units"], kl_per_layer=rep["kl_per_layer"])
+            st = stationarity(m, self.x_train, n=2048 if final else 512, seed=step_seed(cfg.seed, self.step, 77),
+                              n_steps=cfg.langevin_steps, step_size=cfg.langevin_step_size, fused=cfg.fused)
+            if st is not None:
+                res.update({f"eval_{k}": v for k, v in st.items()})
+        finally:
+            m.train()
+        return res
 
     # ------------------------------------------------------------------ files
     def checkpoint_payload(self) -> dict:
-        return dict(config=self.cfg, model_config=self.model_cfg, model=self.model.state_dict(),
-                    opt_g=self.opt_g.state_dict() if self.opt_g else None,
+        return dict(model_config=dataclasses.asdict(self.mcfg), train_config=dataclasses.asdict(self.cfg),
+                    model=self.model.state_dict(), opt_g=self.opt_g.state_dict() if self.opt_g else None,
                     opt_e=self.opt_e.state_dict() if self.opt_e else None, step=self.step, rng=rng_state())
 
     def save(self, path: Optional[str] = None) -> str:
-        path = path or os.path.join(self.out, CKPT_NAME)
+        path = path or self.run_dir.ckpt
         if self.dist.is_main:
             save_checkpoint(path, self.checkpoint_payload())
         self.last_good_ckpt = path
+        self._saved_step = self.step
         return path
 
     def save_samples(self) -> None:
         if not self.dist.is_main:
             return
-        from .sample import save_grid, save_scatter
-
-        m, cfg = self.model, self.cfg
+        m, cfg, tr = self.model, self.cfg, self.data.train
         m.eval()
-        x = m.sample(cfg["n_samples"], seed=_mix(cfg["seed"], 0, 7), n_steps=cfg["langevin_steps"],
-                     step_size=cfg["langevin_step_size"], fused=cfg["fused"])
-        with torch.no_grad():
-            xt = self.test_data.x[: min(32, len(self.test_data))].to(self.device)
-            rec = m.decode(m.q_sample(xt, mean=True)[0])
-        if self.train_data.shape is not None:
-            save_grid(self.train_data.to_images(x), os.path.join(self.out, "samples.png"))
-            save_grid(self.train_data.to_images(torch.cat([xt, rec])), os.path.join(self.out, "recon.png"), nrow=16)
-        else:
-            save_scatter(x, self.train_data.x, os.path.join(self.out, "samples.png"))
-        m.train()
+        try:
+            x = m.sample(cfg.n_samples, seed=step_seed(cfg.seed, 0, 7), n_steps=cfg.langevin_steps,
+                         step_size=cfg.langevin_step_size, fused=cfg.fused)
+            with torch.no_grad():
+                xt = self.data.test.x[: min(32, len(self.data.test))].to(self.device)
+                rec = m.decode(m.posterior(xt, mean=True).z)
+            if tr.shape is not None:
+                save_grid(to_images(x, tr.shape), self.run_dir.file("samples.png"))
+                save_grid(to_images(torch.cat([xt, rec]), tr.shape), self.run_dir.file("recon.png"), nrow=16)
+            else:
+                save_scatter(x, tr.x, self.run_dir.file("samples.png"))
+        finally:
+            m.train()
 
     def _log(self, metrics: dict) -> None:
         if self.dist.is_main:
-            with open(os.path.join(self.out, "metrics.jsonl"), "a") as f:
-                f.write(json.dumps(dict(metrics, time=time.time())) + "\n")
+            self.run_dir.append_metrics(dict(metrics, time=time.time()))
 
-    # ------------------------------------------------------------------ loop
+    # ------------------------------------------------------------------ the loop
+    def _prepare_directory(self, resuming: bool) -> None:
+        """Rank 0 locks and prepares the directory; every rank learns whether that worked."""
+        error = None
+        if self.dist.is_main:
+            try:
+                self.run_dir.acquire()
+                self._prepare_main(resuming)
+            except BaseException as e:  # noqa: BLE001 - re-raised below, after telling the other ranks
+                error = e
+        if self.dist.any(error is not None):
+            raise error if error is not None else cli.UserError("rank 0 could not prepare the run directory")
+
+    def _prepare_main(self, resuming: bool) -> None:
+        existing = self.run_dir.holds_run()
+        if resuming:
+            dropped = self.run_dir.truncate_metrics(self.step)
+            if dropped:
+                print(f"[hebm.train] dropped {dropped} metrics.jsonl row(s) logged after step {self.step}", file=sys.stderr)
+        elif existing:
+            if not self.cfg.overwrite:
+                raise cli.UserError(f"--out {self.out!r} already holds a run ({', '.join(existing)}); continue it with "
+                                    f"--resume, or pass --overwrite to replace it")
+            self.run_dir.clear()
+        self.run_dir.write_json("config.json", dict(model=dataclasses.asdict(self.mcfg), train=dataclasses.asdict(self.cfg)))
+
+    def _on_signal(self, signum, frame):
+        self._stop_signal = signum
+
     def train(self) -> dict:
-        """Run to ``config["steps"]``; returns ``{"status": "ok"|"nonfinite", "step", "message", "wall_s"}``."""
+        """Run to ``steps``; returns ``{"status": "ok"|"nonfinite"|"interrupted", "step", "message",
+        "wall_s", "out", "summary"}``."""
         from tqdm import tqdm
 
         cfg = self.cfg
-        total = int(cfg["steps"])
-        t0 = time.time()
-        bar = tqdm(total=total, initial=self.step, disable=cfg["quiet"] or not self.dist.is_main, dynamic_ncols=True,
-                   mininterval=1.0)
-        status, msg = "ok", ""
+        resuming = self.last_good_ckpt is not None
         try:
-            while self.step < total:
+            self._prepare_directory(resuming)
+        except BaseException:
+            self.run_dir.release()
+            raise
+        handlers = {}
+        if threading.current_thread() is threading.main_thread():
+            for s in (signal.SIGINT, signal.SIGTERM):
+                handlers[s] = signal.signal(s, self._on_signal)
+        t0 = time.time()
+        bar = tqdm(total=cfg.steps, initial=self.step, disable=cfg.quiet or not self.dist.is_main, dynamic_ncols=True,
+                   mininterval=1.0)
+        status, msg, summary = "ok", "", {}
+        try:
+            while self.step < cfg.steps:
+                if self.dist.any(self._stop_signal is not None):
+                    status = "interrupted"
+                    break
                 try:
                     metrics = self.train_step()
                 except NonFiniteError as e:
                     status, msg = "nonfinite", str(e)
                     break
                 bar.update(1)
-                post = {k: f"{metrics[k]:.3g}" for k in ("loss_g", "loss_e", "f_pos", "f_neg") if k in metrics}
-                if "langevin_ms" in metrics:
-                    post["lgv_ms/step"] = f"{metrics['langevin_ms']:.2f}"
-                bar.set_postfix(post, refresh=False)
-                if self.step % cfg["log_every"] == 0 or self.step == total:
+                bar.set_postfix({k: f"{metrics[k]:.3g}" for k in ("loss_g", "loss_e", "f_gap") if k in metrics},
+                                refresh=False)
+                if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.steps:
+                    metrics.update(self.evaluate())
                     self._log(metrics)
-                if cfg["ckpt_every"] and self.step % cfg["ckpt_every"] == 0:
+                elif self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                    self._log(metrics)
+                if cfg.ckpt_every and self.step % cfg.ckpt_every == 0:
                     self.save()
-                if cfg["sample_every"] and self.step % cfg["sample_every"] == 0:
+                if cfg.sample_every and self.step % cfg.sample_every == 0:
                     self.save_samples()
         finally:
             bar.close()
-        if status == "ok":
+            for s, h in handlers.items():
+                signal.signal(s, h)
+        if status in ("ok", "interrupted") and getattr(self, "_saved_step", None) != self.step:
             self.save()
+        if status == "ok":
+            summary = dict(step=self.step, **self.evaluate(final=True))
+            if self.dist.is_main:
+                self._log(dict(summary, final=True))
+                self.run_dir.write_json("summary.json", summary)
             self.save_samples()
+        elif status == "interrupted":
+            name = signal.Signals(self._stop_signal).name if self._stop_signal else "signal"
+            msg = f"{name} at step {self.step}: checkpoint saved to {self.run_dir.ckpt}; continue with --resume --out {self.out}"
+            self._log(dict(step=self.step, status="interrupted"))
         elif self.dist.is_main:
-            print(f"[hebm.train] {msg}", file=sys.stderr)
             self._log(dict(step=self.step, status="nonfinite", message=msg))
         self.dist.barrier()
-        return dict(status=status, step=self.step, message=msg, wall_s=time.time() - t0, out=self.out)
-
-
-def _all_finite(tensors: list) -> bool:
-    # the 2-norm of a tensor is NaN/Inf iff it holds a NaN/Inf (or overflows: exploding, also
-    # worth stopping for); one fused norm per tensor is ~6x cheaper than isfinite over a concat
-    return not tensors or bool(torch.stack(torch._foreach_norm(tensors)).isfinite().all())
-
-
-def _grads(loss, params) -> list:
-    """d loss / d params; parameters the loss does not reach (the encoder in the MLE scheme) get zeros."""
-    if loss is None or not params:
-        return []
-    gs = torch.autograd.grad(loss, params, allow_unused=True)
-    return [torch.zeros_like(p) if g is None else g for p, g in zip(params, gs)]
-
-
-def _load_partial(model, state: dict, own: dict, path: str) -> None:
-    missing = [k for k in own if k not in state]
-    shapes = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
-    if missing or shapes:
-        raise CheckpointError(f"--init {path!r} does not match the model (missing {missing[:4]}, shape mismatches {shapes[:4]})")
-    model.load_state_dict({**model.state_dict(), **{k: state[k] for k in own}})
-
-
-def build_model(mcfg: dict) -> HEBMModel:
-    """The model of a run from its model config."""
-    return HEBMModel(dict(mcfg))
-
-
-def load_model(path: str, device="cpu") -> tuple[HEBMModel, dict, dict]:
-    """``(model, run config, checkpoint)`` from a ``ckpt.pt`` written by :class:`Trainer`."""
-    ck = load_checkpoint(path, map_location=device)
-    if "model_config" not in ck:
-        raise CheckpointError(f"checkpoint {path!r} lacks its model config; it was not written by hebm.train")
-    try:
-        model = build_model(ck["model_config"])
-    except (TypeError, ValueError, KeyError) as e:
-        raise CheckpointError(f"checkpoint {path!r} holds an unusable model config ({e})") from None
-    load_state_checked(model, ck["model"], path)
-    model.to(device).eval()
-    return model, ck["config"], ck
+        self.run_dir.release()
+        return dict(status=status, step=self.step, message=msg, wall_s=time.time() - t0, out=self.out, summary=summary,
+                    signal=self._stop_signal)
 
 
 # ---------------------------------------------------------------------------------- CLI
-def _ints(s: str) -> list[int]:
-    try:
-        return [int(v) for v in s.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 16,8,4, got {s!r}") from None
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m hebm.train",
-        description="Train a hierarchical latent-space prior model: gaussian (hierarchical VAE), ebm (joint EBM prior, "
-                    "CVPR'23) or diffusion (u-space EBM diffusion on a trained model, ICML'24).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter, argument_default=argparse.SUPPRESS)
-    a = p.add_argument
-    a("--prior", choices=PRIOR_TYPES, default="ebm", help="prior type")
-    a("--dataset", help="digits (embedded, default) | toy2d | mnist | fashion-mnist | svhn | cifar10")
-    a("--data-root", dest="data_root", help="directory with torchvision data sets")
-    a("--download", action="store_true", help="allow torchvision to download --dataset into --data-root")
-    a("--classes", type=_ints, help="keep only these labels, e.g. 0,1")
-    a("--holdout", type=int, help="anomaly protocol: train on 80%% of the digits other than this one")
-    a("--steps", type=int, help="training iterations (default 4000)")
-    a("--batch-size", dest="batch_size", type=int, help="per-process batch size (default 64)")
-    a("--lr", type=float, help="Adam lr of generator/encoder/conditionals (diffusion: of the energies) (default 1e-3; diffusion 1e-4)")
-    a("--lr-ebm", dest="lr_ebm", type=float, help="Adam lr of the joint EBM energies (default 1e-4)")
-    a("--latent-dims", dest="latent_dims", type=_ints, help="latent sizes bottom→top (default 16,8,4)")
-    a("--energy-hidden", dest="energy_hidden", type=_ints, help="energy MLP hidden widths (default 64,64)")
-    a("--prior-hidden", dest="prior_hidden", type=_ints, help="conditional MLP hidden widths (default 128)")
-    a("--spectral-norm", dest="spectral_norm", action="store_true", help="spectral norm on energies and conditionals")
-    a("--posterior", choices=("q", "langevin"), help="q: inference network (variational, default); langevin: MLE scheme "
-                                                     "with z-space posterior Langevin (ebm only)")
-    a("--langevin-steps", dest="langevin_steps", type=int, help="prior Langevin steps K (default 30)")
-    a("--langevin-step-size", dest="langevin_step_size", type=float,
-      help="ebm: delta of u-space prior Langevin (default 0.4); diffusion: base variance s of the schedule (default 1e-3)")
-    a("--posterior-steps", dest="posterior_steps", type=int, help="posterior Langevin steps (default 40)")
-    a("--posterior-step-size", dest="posterior_step_size", type=float, help="posterior Langevin delta (default 0.1)")
-    a("--T", type=int, help="diffusion levels (default 3)")
-    a("--seed", type=int, help="run seed (default 0)")
-    a("--device", help="cpu | cuda (default cpu)")
-    a("--fused", action="store_true", help="Langevin through hebm.langevin_fused(backend='auto') (same chains as the reference)")
-    a("--out", help="run directory (default runs/<prior>-<dataset>-<time>/)")
-    a("--resume", nargs="?", const="auto", help="continue from CKPT (or --out/ckpt.pt when no path is given)")
-    a("--init", help="diffusion: checkpoint of a trained gaussian or ebm run (frozen)")
-    a("--log-every", dest="log_every", type=int, help="metrics.jsonl interval (default 10)")
-    a("--ckpt-every", dest="ckpt_every", type=int, help="checkpoint interval (default 250)")
-    a("--sample-every", dest="sample_every", type=int, help="sample-grid interval, 0: only at the end")
-    a("--quiet", action="store_true", help="no progress bar")
-    a("--threads", type=int, help="torch CPU threads (default 1: fastest for these small networks)")
-    a("--kernel-threads", dest="kernel_threads", type=int,
-      help="threads of the fused C++ sampler with --fused on CPU (default: all cores of this process's share)")
+def build_parser() -> cli.Parser:
+    p = cli.Parser(prog="python -m hebm.train", argument_default=argparse.SUPPRESS,
+                   description="Train a hierarchical latent-space prior model: gaussian (hierarchical VAE), ebm (joint "
+                               "EBM prior, CVPR'23) or diffusion (u-space EBM diffusion on a trained model, ICML'24).")
+    add_arguments(p)
+    p.add_argument("--resume", nargs="?", const="auto", metavar="CKPT",
+                   help="continue the run in --out (its newest good checkpoint) or from CKPT; changed knobs (--lr, "
+                        "--lr-ebm, --langevin-step-size, --steps, ...) are applied and printed")
     return p
 
 
-def main(argv=None) -> int:
-    args = vars(build_parser().parse_args(argv))
-    prior = args.pop("prior", "ebm")
-    try:
-        trainer = Trainer(dict(args, prior=prior))
-    except CheckpointError as e:
-        print(f"[hebm.train] error: {e}", file=sys.stderr)
-        return 2
-    res = trainer.train()
-    if trainer.dist.is_main:
-        print(f"[hebm.train] {res['status']}: step {res['step']}, {res['wall_s']:.1f} s, outputs in {res['out']}")
-    if trainer.dist.enabled:
-        import torch.distributed as dist
+def _resume_path(args: dict) -> str:
+    path = args.pop("resume")
+    if path != "auto":
+        return path
+    if not args.get("out"):
+        raise cli.UserError("--resume without a path needs --out DIR (the run directory holding ckpt.pt)")
+    ckpt = os.path.join(args["out"], CKPT_NAME)
+    good = latest_good(ckpt)
+    if good is None:
+        if not os.path.exists(ckpt) and not os.path.exists(prev_path(ckpt)):
+            raise cli.UserError(f"--resume: no checkpoint in {args['out']!r} (expected {ckpt})")
+        load_checkpoint(ckpt)  # raises with the reason
+    if good != ckpt:
+        print(f"[hebm.train] {ckpt} does not verify; resuming from the previous checkpoint {good}", file=sys.stderr)
+    return good
 
-        dist.destroy_process_group()
-    return 0 if res["status"] == "ok" else 3
+
+def main(argv=None) -> int:
+    try:
+        args = vars(build_parser().parse_args(argv))
+    except SystemExit as e:  # a bad flag (one line, status 2) or --help (0)
+        return int(e.code or 0)
+
+    def go() -> int:
+        if "resume" in args:
+            trainer = Trainer.from_checkpoint(_resume_path(args), args)
+        else:
+            trainer = Trainer.from_settings(args)
+        res = trainer.train()
+        if trainer.dist.is_main:
+            if res["status"] == "nonfinite":
+                print(f"[hebm.train] {res['message']}", file=sys.stderr)
+            elif res["status"] == "interrupted":
+                print(f"[hebm.train] {res['message']}", file=sys.stderr)
+            else:
+                s = res["summary"]
+                extra = "".join(f", {k} {s[k]}" for k in ("active_units", "kl_per_layer") if k in s)
+                gap = f", f_pos - f_neg {s['eval_f_gap']:.3f}" if "eval_f_gap" in s else ""
+                print(f"[hebm.train] ok: step {res['step']}, {res['wall_s']:.1f} s, outputs in {res['out']}{extra}{gap}")
+        if trainer.dist.enabled:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+        if res["status"] == "interrupted":
+            return 128 + int(res["signal"])
+        return 0 if res["status"] == "ok" else 3
+
+    return cli.run("hebm.train", go)
 
 
 if __name__ == "__main__":

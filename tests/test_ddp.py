@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from hebm.train import load_model
+from hebm.models import load_model
 
 
 def test_ddp_two_gloo_processes(tmp_path):
@@ -19,7 +19,7 @@ def test_ddp_two_gloo_processes(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=170)
     assert r.returncode == 0, r.stderr[-3000:]
-    model, cfg, ck = load_model(str(tmp_path / "ckpt.pt"))
+    model, mcfg, tcfg, ck = load_model(str(tmp_path / "ckpt.pt"))
     assert ck["step"] == 3
     assert all(torch.isfinite(v).all() for v in ck["model"].values() if v.is_floating_point())
 
@@ -31,7 +31,7 @@ def _ddp_worker(rank: int, world: int, port: int, out: str, cfg: dict):
 
     from hebm.train import Trainer
 
-    tr = Trainer(dict(cfg, out=out))
+    tr = Trainer.from_settings(dict(cfg, out=out))
     init = {k: v.clone() for k, v in tr.model.state_dict().items()}
     tr.train()
     torch.save(dict(init=init, final=tr.model.state_dict()), os.path.join(out, f"rank{rank}.pt"))
@@ -52,10 +52,10 @@ def test_ddp_ranks_stay_in_sync_and_average_gradients(tmp_path):
     entered the update)."""
     import torch.multiprocessing as mp
 
-    from hebm.train import Trainer, default_config
+    from hebm.train import Trainer
 
-    cfg = default_config("ebm", steps=3, batch_size=8, langevin_steps=2, latent_dims=[4, 2], energy_hidden=[8],
-                         prior_hidden=[8], enc_hidden=[16], dec_hidden=[16], quiet=True, ckpt_every=0, threads=1)
+    cfg = dict(prior="ebm", steps=3, batch_size=8, langevin_steps=2, latent_dims=[4, 2], energy_hidden=[8],
+               prior_hidden=[8], enc_hidden=[16], dec_hidden=[16], quiet=True, ckpt_every=0, threads=1, eval_every=0)
     mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path), cfg), nprocs=2, join=True)
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
     for k in r0["final"]:
@@ -63,7 +63,7 @@ def test_ddp_ranks_stay_in_sync_and_average_gradients(tmp_path):
         assert torch.equal(r0["final"][k], r1["final"][k]), f"{k}: ranks diverged"
     moved = [k for k in r0["final"] if r0["final"][k].is_floating_point() and not torch.equal(r0["final"][k], r0["init"][k])]
     assert moved, "no parameter was updated"
-    solo = Trainer(dict(cfg, out=str(tmp_path / "solo")))
+    solo = Trainer.from_settings(dict(cfg, out=str(tmp_path / "solo")))
     solo.train()
     assert any(not torch.equal(solo.model.state_dict()[k], r0["final"][k]) for k in moved), \
         "the 2-process run equals the 1-process run on rank 0's shard: gradients were not averaged"

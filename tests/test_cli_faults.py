@@ -1,0 +1,316 @@
+"""Faults at the command line and in checkpoints: malicious pickles, bit rot, a full disk,
+concurrent runs, Ctrl-C / SIGTERM, resume with changed knobs, overwriting a run, range-checked
+flags — every case asserts the specific error (one line, exit 2, no traceback) or the right result."""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+import torch
+
+from hebm import evaluate, sample
+from hebm.checkpoint import CheckpointError, latest_good, load_checkpoint, prev_path, save_checkpoint
+from hebm.models import load_model
+from hebm.train import Trainer, main
+
+FLAGS = {"--steps": "4", "--ckpt-every": "2", "--batch-size": "16", "--langevin-steps": "2", "--enc-hidden": "32",
+         "--dec-hidden": "32", "--prior-hidden": "16", "--energy-hidden": "16,16", "--latent-dims": "6,4,2",
+         "--eval-every": "0", "--n-samples": "8"}
+
+
+def flags(**over):
+    """The tiny run's flags, with ``over`` (``steps="400"`` → ``--steps 400``) replacing some."""
+    f = dict(FLAGS, **{"--" + k.replace("_", "-"): str(v) for k, v in over.items()})
+    return [a for k, v in f.items() for a in (k, v)] + ["--quiet"]
+
+
+TINY = flags()
+SETTINGS = dict(steps=4, batch_size=16, langevin_steps=2, enc_hidden=[32], dec_hidden=[32], prior_hidden=[16],
+                energy_hidden=[16, 16], latent_dims=[6, 4, 2], eval_every=0, n_samples=8, quiet=True)
+ENV = dict(os.environ, PYTHONPATH=os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")]))
+
+
+def one_line_error(capsys, pattern: str):
+    err = capsys.readouterr().err
+    lines = [line for line in err.strip().splitlines() if not line.startswith(("W1", "  warnings.warn"))]
+    assert "Traceback" not in err, err
+    assert len(lines) == 1 and pattern in lines[0], err
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("faults") / "run"
+    assert main(["--out", str(d)] + TINY) == 0
+    return d
+
+
+# ------------------------------------------------------------------------------ code in checkpoints
+class _Evil:
+    def __reduce__(self):
+        return (os.system, (f"touch {os.environ.get('HEBM_EVIL_MARK', '/tmp/hebm_evil_marker')}",))
+
+
+def test_a_malicious_pickle_never_runs(tmp_path, run_dir, capsys, monkeypatch):
+    mark = tmp_path / "pwned"
+    monkeypatch.setenv("HEBM_EVIL_MARK", str(mark))
+    evil = tmp_path / "ckpt.pt"
+    payload = torch.load(run_dir / "ckpt.pt", weights_only=True)
+    payload["extra"] = _Evil()
+    torch.save(payload, evil)
+    for call in (lambda: sample.main(["--ckpt", str(evil), "--n", "2", "--out", str(tmp_path / "s")]),
+                 lambda: evaluate.main(["--ckpt", str(evil), "fd", "--n", "10"]),
+                 lambda: main(["--resume", str(evil), "--quiet"]),
+                 lambda: main(["--prior", "diffusion", "--init", str(evil), "--out", str(tmp_path / "d")] + TINY)):
+        assert call() == 2
+        one_line_error(capsys, "weights_only")
+    assert not mark.exists(), "the pickled os.system ran"
+    with pytest.raises(CheckpointError, match="refused by torch.load"):
+        load_checkpoint(str(evil))
+
+
+# ------------------------------------------------------------------------------ integrity
+def test_bit_rot_is_detected_and_the_previous_checkpoint_is_used(tmp_path, run_dir, capsys):
+    d = tmp_path / "rot"
+    import shutil
+
+    shutil.copytree(run_dir, d)
+    ck = d / "ckpt.pt"
+    data = bytearray(ck.read_bytes())
+    # flip one byte inside a tensor's data (past the zip headers): the file still unzips
+    ref = torch.load(ck, weights_only=True)
+    w = ref["model"]["decoder.net.layers.0.weight"].reshape(-1)[:4].numpy().tobytes()
+    i = bytes(data).find(w)
+    assert i > 0
+    data[i + 1] ^= 0x40
+    ck.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="integrity"):
+        load_checkpoint(str(ck))
+    assert latest_good(str(ck)) == prev_path(str(ck))
+    assert main(["--resume", "--out", str(d), "--steps", "5", "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "does not verify; resuming from the previous checkpoint" in err
+    assert load_checkpoint(str(ck))["step"] == 5
+
+
+def test_save_keeps_the_previous_checkpoint(tmp_path):
+    p = str(tmp_path / "c.pt")
+    base = dict(model_config={}, train_config={}, model={"w": torch.ones(3)}, step=1)
+    save_checkpoint(p, base)
+    save_checkpoint(p, dict(base, step=2))
+    assert load_checkpoint(p)["step"] == 2 and load_checkpoint(prev_path(p))["step"] == 1
+    assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
+
+
+def test_disk_full_names_the_file_and_leaves_no_temporary(tmp_path):
+    """A real write failure: the process's file-size limit (RLIMIT_FSIZE) stops the write
+    half-way (EFBIG, as a full disk would with ENOSPC)."""
+    script = tmp_path / "full.py"
+    script.write_text(textwrap.dedent(f"""
+        import resource, signal, sys, torch
+        from hebm.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+        p = {str(tmp_path / 'c.pt')!r}
+        save_checkpoint(p, dict(model_config={{}}, train_config={{}}, model={{"w": torch.ones(10)}}, step=1))
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (50_000, 50_000))
+        try:
+            save_checkpoint(p, dict(model_config={{}}, train_config={{}}, model={{"w": torch.ones(100_000)}}, step=2))
+        except CheckpointError as e:
+            print("ERR", e)
+        print("STEP", load_checkpoint(p)["step"])
+    """))
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=ENV, timeout=120)
+    assert "ERR no space left writing" in r.stdout and str(tmp_path / "c.pt") in r.stdout, r.stdout + r.stderr
+    assert "STEP 1" in r.stdout
+    assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
+
+
+# ------------------------------------------------------------------------------ run directories
+def test_fresh_run_refuses_an_existing_run(tmp_path, run_dir, capsys):
+    import shutil
+
+    d = tmp_path / "copy"
+    shutil.copytree(run_dir, d)
+    before = (d / "ckpt.pt").read_bytes()
+    assert main(["--out", str(d)] + TINY) == 2
+    one_line_error(capsys, "already holds a run")
+    assert (d / "ckpt.pt").read_bytes() == before
+    assert main(["--out", str(d), "--overwrite"] + TINY) == 0
+    assert load_checkpoint(str(d / "ckpt.pt"))["step"] == 4
+
+
+def test_two_runs_on_one_directory(tmp_path):
+    """A second hebm.train on a directory in use is refused (lock); the first one is unharmed."""
+    d = tmp_path / "busy"
+    slow = flags(steps=400)
+    first = subprocess.Popen([sys.executable, "-m", "hebm.train", "--out", str(d)] + slow, env=ENV,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(300):
+            if (d / ".lock").exists() and (d / "config.json").exists():
+                break
+            time.sleep(0.1)
+        second = subprocess.run([sys.executable, "-m", "hebm.train", "--out", str(d), "--overwrite"] + TINY, env=ENV,
+                                capture_output=True, text=True, timeout=120)
+        assert second.returncode == 2 and "in use by another hebm.train" in second.stderr, second.stderr
+        assert first.wait(timeout=300) == 0, first.stderr.read()
+    finally:
+        if first.poll() is None:
+            first.kill()
+    rows = [json.loads(line) for line in open(d / "metrics.jsonl")]
+    steps = [r["step"] for r in rows if "loss_g" in r]
+    assert steps == sorted(steps) and len(steps) == len(set(steps))
+    assert load_checkpoint(str(d / "ckpt.pt"))["step"] == 400
+
+
+@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_saves_a_checkpoint_then_resume_is_exact(tmp_path, sig, code):
+    d = tmp_path / "sig"
+    args = flags(steps=100000, log_every=1, ckpt_every=0)
+    proc = subprocess.Popen([sys.executable, "-m", "hebm.train", "--out", str(d)] + args, env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(600):
+            if (d / "metrics.jsonl").exists() and (d / "metrics.jsonl").stat().st_size > 2000:
+                break
+            time.sleep(0.1)
+        proc.send_signal(sig)
+        rc = proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    err = proc.stderr.read()
+    assert rc == code, err
+    assert "checkpoint saved" in err and "--resume" in err
+    ck = load_checkpoint(str(d / "ckpt.pt"))
+    k = ck["step"]
+    assert k > 0
+    # the interrupted run resumed to k + 3 equals a straight run to k + 3
+    assert main(["--resume", "--out", str(d), "--steps", str(k + 3), "--quiet"]) == 0
+    straight = Trainer.from_settings(dict(SETTINGS, prior="ebm", out=str(tmp_path / "straight"), steps=k + 3,
+                                          ckpt_every=0))
+    straight.train()
+    got = load_checkpoint(str(d / "ckpt.pt"))["model"]
+    for name, v in straight.model.state_dict().items():
+        torch.testing.assert_close(got[name], v, rtol=0, atol=0, msg=name)
+
+
+# ------------------------------------------------------------------------------ resume
+def test_resume_applies_knobs_and_refuses_shape_changes(tmp_path, run_dir, capsys):
+    import shutil
+
+    d = tmp_path / "res"
+    shutil.copytree(run_dir, d)
+    with open(d / "metrics.jsonl", "a") as f:  # a row from after the checkpoint (a run killed later)
+        f.write(json.dumps({"step": 99, "loss_g": 1.0}) + "\n")
+    assert main(["--resume", "--out", str(d), "--steps", "6", "--lr", "3e-4", "--lr-ebm", "7e-6",
+                 "--langevin-step-size", "0.25"]) == 0
+    out = capsys.readouterr()
+    assert "--lr 0.001 -> 0.0003" in out.out and "--lr-ebm" in out.out and "--langevin-step-size 0.4 -> 0.25" in out.out
+    assert "dropped 1 metrics.jsonl row" in out.err
+    ck = load_checkpoint(str(d / "ckpt.pt"))
+    assert ck["step"] == 6 and ck["train_config"]["lr"] == 3e-4 and ck["train_config"]["lr_ebm"] == 7e-6
+    assert ck["opt_g"]["param_groups"][0]["lr"] == 3e-4
+    assert ck["model_config"]["prior"] == "ebm"  # read from the checkpoint, --prior not repeated
+    steps = [json.loads(line)["step"] for line in open(d / "metrics.jsonl")]
+    assert 99 not in steps
+    for flag, val in [("--latent-dims", "8,4"), ("--energy-hidden", "32"), ("--dataset", "mnist5k"), ("--seed", "3"),
+                      ("--prior", "gaussian")]:
+        assert main(["--resume", "--out", str(d), flag, val]) == 2
+        one_line_error(capsys, flag)
+
+
+def test_resume_without_checkpoint_or_out(tmp_path, capsys):
+    assert main(["--resume", "--quiet"]) == 2
+    one_line_error(capsys, "--out")
+    assert main(["--resume", "--out", str(tmp_path / "nothing")]) == 2
+    one_line_error(capsys, "no checkpoint")
+
+
+def test_nan_advice_names_the_generator_lr(tmp_path, monkeypatch):
+    tr = Trainer.from_settings(dict(SETTINGS, prior="gaussian", out=str(tmp_path / "g"), lr=1e-3))
+    orig = tr.model.decoder.forward
+    monkeypatch.setattr(tr.model.decoder, "forward", lambda z: orig(z) * float("inf"))
+    res = tr.train()
+    assert res["status"] == "nonfinite" and "--lr (now 0.001)" in res["message"]
+
+
+# ------------------------------------------------------------------------------ flags
+@pytest.mark.parametrize("args,pattern", [
+    (["--steps", "-1"], "--steps: must be >= 1"),
+    (["--steps", "0"], "--steps: must be >= 1"),
+    (["--batch-size", "0"], "--batch-size: must be >= 1"),
+    (["--log-every", "0"], "--log-every: must be >= 1"),
+    (["--lr", "0"], "--lr: must be > 0"),
+    (["--lr", "nan"], "--lr"),
+    (["--langevin-step-size", "-0.1"], "--langevin-step-size"),
+    (["--latent-dims", "4,0"], "--latent-dims"),
+    (["--latent-dims", "4,x"], "--latent-dims"),
+    (["--free-bits", "-1"], "--free-bits"),
+    (["--holdout", "12"], "--holdout"),
+    (["--prior", "vae"], "--prior"),
+    (["--dataset", "imagenet"], "unknown dataset"),
+    (["--act", "swish"], "activation 'swish'"),
+    (["--batch-size", "100000"], "batch size"),
+    (["--prior", "diffusion"], "--init"),
+    (["--arch", "conv"], "--arch conv"),
+])
+def test_train_flags_are_checked(tmp_path, capsys, args, pattern):
+    assert main(["--out", str(tmp_path / "x")] + TINY + args) == 2
+    one_line_error(capsys, pattern)
+
+
+@pytest.mark.parametrize("args,pattern", [
+    (["--n", "-3"], "--n: must be >= 1"),
+    (["--n", "0"], "--n"),
+    (["--langevin-step-size", "0"], "--langevin-step-size"),
+    (["--langevin-steps", "-2"], "--langevin-steps"),
+    (["--langevin-step-size", "1e4"], "--langevin-step-size"),
+    (["--langevin-step-size", "9", "--langevin-steps", "200"], "diverged"),
+])
+def test_sample_flags_are_checked(run_dir, tmp_path, capsys, args, pattern):
+    assert sample.main(["--ckpt", str(run_dir / "ckpt.pt"), "--out", str(tmp_path / "s")] + args) == 2
+    one_line_error(capsys, pattern)
+    assert not (tmp_path / "s.png").exists()
+
+
+@pytest.mark.parametrize("args,pattern", [
+    (["fd", "--n", "0"], "--n"),
+    (["fd", "--seeds", "0"], "--seeds"),
+    (["anomaly", "--holdout", "11"], "--holdout"),
+    (["anomaly", "--holdout", "1"], "not trained with --holdout"),
+    (["summary", "--n", "-1"], "--n"),
+])
+def test_evaluate_flags_are_checked(run_dir, capsys, args, pattern):
+    assert evaluate.main(["--ckpt", str(run_dir / "ckpt.pt")] + args) == 2
+    one_line_error(capsys, pattern)
+
+
+def test_missing_and_corrupt_checkpoint_files(tmp_path, capsys):
+    (tmp_path / "empty.pt").write_bytes(b"")
+    (tmp_path / "junk.pt").write_bytes(b"not a torch file at all")
+    torch.save({"a": 1}, tmp_path / "other.pt")
+    with open(tmp_path / "pickle.pt", "wb") as f:
+        pickle.dump({"a": 1}, f)
+    for name, pattern in [("missing.pt", "does not exist"), ("empty.pt", "empty"), ("junk.pt", "corrupt"),
+                          ("other.pt", "not a hebm checkpoint"), ("pickle.pt", "corrupt")]:
+        assert sample.main(["--ckpt", str(tmp_path / name)]) == 2
+        one_line_error(capsys, pattern)
+
+
+def test_model_mismatch_is_named(tmp_path, run_dir):
+    ck = torch.load(run_dir / "ckpt.pt", weights_only=True)
+    ck["model_config"]["latent_dims"] = [5, 4, 2]
+    from hebm.checkpoint import content_hash
+
+    ck["integrity"] = {"sha256": content_hash(ck)}
+    torch.save(ck, tmp_path / "mismatch.pt")
+    with pytest.raises(CheckpointError, match="does not match"):
+        load_model(str(tmp_path / "mismatch.pt"))
