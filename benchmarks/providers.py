@@ -2,7 +2,11 @@
 
 A provider is a name → a callable that runs one sampler entry point on a standard problem:
 
-* ``ref``     — :func:`hebm.langevin_ref`, eager PyTorch autograd (the baseline of every ratio);
+* ``plain``   — the Langevin loop a researcher writes (:mod:`benchmarks.plain`): the same networks
+  as plain tensors, ``torch.autograd.grad``, ``torch.randn_like`` noise — the main eager baseline;
+* ``torchebm`` — TorchEBM's ``LangevinDynamics`` on the same target (a peer library; skipped with
+  the reason where it is not installed);
+* ``ref``     — :func:`hebm.langevin_ref`, hebm's eager reference (pure-PyTorch Philox noise);
 * ``compile`` — ``torch.compile`` of the reference step (:func:`hebm.reference.ref_step`), a
   PyTorch baseline written here, not a hebm backend;
 * any hebm backend (``graph``, ``cpu``, ``triton``, ``cuda``) — :func:`hebm.langevin_fused`
@@ -16,6 +20,7 @@ against float64 at most ``REL``× PyTorch's own fp32 error, plus ``ATOL``·scale
 """
 from __future__ import annotations
 
+import copy
 import datetime
 import os
 import platform
@@ -31,8 +36,12 @@ from hebm.args import check_langevin_args
 from hebm.philox import initial_noise
 from hebm.reference import ref_step
 
-PROVIDERS = ("ref", "graph", "compile", "cpu", "triton", "cuda")
+from .plain import PlainNets, plain_langevin, plain_reverse_diffusion, torchebm_available, torchebm_sampler
+
+PROVIDERS = ("plain", "torchebm", "ref", "graph", "compile", "cpu", "triton", "cuda")
 HEBM_BACKENDS = ("graph", "cpu", "triton", "cuda")
+#: the providers a user would run without hebm's fused backends: speed-ups are quoted against the fastest
+EAGER = ("plain", "torchebm", "ref", "compile")
 
 # tests/parity.py's rule (fp32); TF32 runs get an absolute tolerance of TF32's own size
 REL = 2.0
@@ -92,8 +101,10 @@ def sync(device: str) -> None:
 # ------------------------------------------------------------------------------ providers
 def skip_reason(name: str, prior, u, kw: dict) -> Optional[str]:
     """None if ``name`` can run this problem here, else why not (the pytest skip message)."""
-    if name == "ref":
+    if name in ("ref", "plain"):
         return None
+    if name == "torchebm":
+        return torchebm_available()
     if name == "compile":
         if os.environ.get("HEBM_BENCH_NO_COMPILE"):
             return "compile provider switched off (HEBM_BENCH_NO_COMPILE is set)"
@@ -147,15 +158,30 @@ def reverse_diffusion_compiled(prior, schedule, *, n_steps, batch, seed, chain_i
     return u
 
 
+def _plain_kw(kw: dict) -> dict:
+    return {k: v for k, v in kw.items() if k not in ("seed", "chain_ids", "step_offset")}
+
+
 def langevin_fn(name: str, prior, u, kw: dict, precision: str) -> Callable[[], torch.Tensor]:
     if name == "ref":
         return lambda: hebm.langevin_ref(prior, u, **kw)
+    if name == "plain":
+        nets = PlainNets(prior)
+        return lambda: plain_langevin(nets, u, **_plain_kw(kw))
+    if name == "torchebm":
+        sampler, x0 = torchebm_sampler(PlainNets(prior), u, **_plain_kw(one_level(kw)))
+        return lambda: sampler.sample(x=x0, n_steps=kw["n_steps"])
     if name == "compile":
         return lambda: langevin_compiled(prior, u, **kw)
     return lambda: hebm.langevin_fused(prior, u, backend=name, precision=precision, **kw)
 
 
 def reverse_diffusion_fn(name: str, prior, schedule, K: int, B: int, seed: int, precision: str, chain_ids=None):
+    if name == "plain":
+        nets = PlainNets(prior)
+        p0 = next(prior.parameters())
+        u_T = torch.randn(B, prior.D, device=p0.device, dtype=p0.dtype)
+        return lambda: plain_reverse_diffusion(nets, schedule, u_T, n_steps=K)
     if name == "compile":
         return lambda: reverse_diffusion_compiled(prior, schedule, n_steps=K, batch=B, seed=seed, chain_ids=chain_ids)
     extra = {} if name == "ref" else {"precision": precision}
@@ -200,8 +226,6 @@ def tolerance_check(out: torch.Tensor, gold: torch.Tensor, ref32: torch.Tensor, 
 
 def langevin_gold(problem, kw: dict, n: int):
     """(float64 reference, fp32 reference) of the first ``n`` chains, on the CPU."""
-    import copy
-
     B = problem.batch
     sub = rows(kw, n, B)
     prior64 = copy.deepcopy(problem.prior).to(device="cpu", dtype=torch.float64)
@@ -211,9 +235,62 @@ def langevin_gold(problem, kw: dict, n: int):
     return gold, ref32
 
 
-def diffusion_gold(problem, K: int, n: int, seed: int):
-    import copy
+def plain_check(problem, kw: dict, n: int) -> torch.Tensor:
+    """The plain loop on the first ``n`` chains with the seeded stream as explicit noise: the same
+    trajectories as the reference (checked against float64 before ``plain`` is timed)."""
+    from hebm.philox import philox_noise
 
+    B = problem.batch
+    sub = rows(kw, n, B)
+    ids = torch.arange(n)
+    noise = philox_noise(sub["seed"], ids, sub["n_steps"], problem.prior.D, step_offset=sub.get("step_offset", 0))
+    prior32 = copy.deepcopy(problem.prior).to(device="cpu", dtype=torch.float32)
+    return plain_langevin(PlainNets(prior32), problem.u[:n].cpu().float(), noise=noise,
+                          **to_dtype(_plain_kw(sub), torch.float32))
+
+
+def one_level(kw: dict, level: int = 1) -> dict:
+    """The standard problem with every chain at diffusion level ``level`` (scalar δ, λ, a, σ and
+    one t): the same work per step, in the form a sampler with one scalar step size takes."""
+    from hebm.problems import BASE_STEP, T_LEVELS
+    from hebm.diffusion import DiffusionSchedule
+
+    out = dict(kw)
+    lv = DiffusionSchedule(T_LEVELS, BASE_STEP).level_params(level)
+    out.update(step_size=lv["step_size"], energy_scale=lv["energy_scale"], t=level)
+    if "u_next" in kw and lv["alpha"] != 0.0:
+        out.update(alpha=lv["alpha"], sigma=lv["sigma"])
+    return out
+
+
+def torchebm_check(problem, kw: dict, n: int):
+    """TorchEBM's drift against the reference's on the one-level problem (:func:`one_level`), noise
+    off (TorchEBM's noise scale at 1e-30, hebm's at 0), first ``n`` chains; returns (out, gold64, ref32)."""
+    B = problem.batch
+    sub = to_dtype(rows(one_level(kw), n, B), torch.float64)
+    sub.update(noise_scale=0.0)
+    prior64 = copy.deepcopy(problem.prior).to(device="cpu", dtype=torch.float64)
+    gold = hebm.langevin_ref(prior64, problem.u[:n].cpu().double(), **sub)
+    prior32 = copy.deepcopy(problem.prior).to(device="cpu", dtype=torch.float32)
+    sub32 = to_dtype(sub, torch.float32)
+    ref32 = hebm.langevin_ref(prior32, problem.u[:n].cpu().float(), **sub32)
+    sampler, x0 = torchebm_sampler(PlainNets(prior32), problem.u[:n].cpu().float(), **_plain_kw(sub32))
+    return sampler.sample(x=x0, n_steps=kw["n_steps"]), gold, ref32
+
+
+def plain_diffusion_check(problem, K: int, n: int, seed: int) -> torch.Tensor:
+    """The plain reverse diffusion on ``n`` chains with the reference's ũ_T and noise as explicit tensors."""
+    from hebm.philox import initial_noise, philox_noise
+
+    T, D = problem.schedule.T, problem.prior.D
+    ids = torch.arange(n)
+    u_T = initial_noise(seed, n, D)
+    noise = philox_noise(seed, ids, T * K, D)
+    prior32 = copy.deepcopy(problem.prior).to(device="cpu", dtype=torch.float32)
+    return plain_reverse_diffusion(PlainNets(prior32), problem.schedule, u_T, n_steps=K, noise=noise)
+
+
+def diffusion_gold(problem, K: int, n: int, seed: int):
     prior64 = copy.deepcopy(problem.prior).to(device="cpu", dtype=torch.float64)
     gold = hebm.reverse_diffusion(prior64, problem.schedule, n_steps=K, batch=n, seed=seed, backend="ref")
     prior32 = copy.deepcopy(problem.prior).to(device="cpu", dtype=torch.float32)

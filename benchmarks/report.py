@@ -6,11 +6,13 @@
 Prints (and writes ``OUT/report.md``, ready to paste into benchmarks/RESULTS.md):
 
 * per sampler entry point (Langevin segment, reverse diffusion): median time of every provider
-  per problem and B, its speed-up over ``ref`` (eager autograd) and over ``graph`` (CUDA-graph
-  replay), and the FLOP floor of DESIGN.md §5 (4·B·params FLOPs a step at the device's peak:
-  H100/H200 fp32 67 TFLOP/s, TF32 ≈ 400 TFLOP/s; on a CPU the torch.mm rate measured in the
-  same run);
-* the training iteration per prior type (fused vs ref);
+  per problem and B; each fused backend's speed-up over the *fastest eager provider* of that cell
+  (``plain`` — the loop a user writes —, TorchEBM, hebm's ``ref``, ``compile``; the column says
+  which won) and over ``graph`` (CUDA-graph replay of the reference step); the FLOP floor of
+  docs/design.md §5 (4·B·params FLOPs a step at the device's peak: H100/H200 fp32 67 TFLOP/s,
+  TF32 ≈ 400 TFLOP/s; on a CPU the torch.mm rate measured in the same run) and the §5 verdict;
+* the fixed cost of a fused call in toy steps (§5: ≤ 3);
+* the training iteration per prior type (plain, ref, fused);
 * a roofline-style summary: achieved GFLOP/s of each provider against that peak;
 
 and draws ``OUT/speedup_<entry>.png`` (speed-up over ref vs batch, one panel per problem).
@@ -25,12 +27,14 @@ import sys
 from collections import defaultdict
 from typing import Optional
 
-# FLOP/s peaks of known GPUs (DESIGN.md §5: fp32 FMA rate; TF32 ≈ half the measured bf16 rate)
+# FLOP/s peaks of known GPUs (docs/design.md §5: fp32 FMA 67 TFLOP/s; TF32 ≈ 400 TFLOP/s)
 GPU_PEAKS = {
     "H100": {"fp32": 67e12, "tf32": 400e12},
     "H200": {"fp32": 67e12, "tf32": 400e12},
 }
-PROVIDER_ORDER = ("ref", "compile", "graph", "cpu", "triton", "cuda", "auto")
+PROVIDER_ORDER = ("plain", "torchebm", "ref", "compile", "graph", "cpu", "triton", "cuda", "auto")
+EAGER = ("plain", "torchebm", "ref", "compile")
+FUSED = ("cpu", "triton", "cuda")
 
 
 def load(path: str) -> dict:
@@ -60,7 +64,7 @@ def peak_flops(rows: list[dict]) -> tuple[Optional[float], str]:
     if r0.get("device") == "cuda":
         for key, peaks in GPU_PEAKS.items():
             if key in str(r0.get("device_name", "")):
-                return peaks.get(prec, peaks["fp32"]), f"{key} {prec} peak, DESIGN.md §5"
+                return peaks.get(prec, peaks["fp32"]), f"{key} {prec} peak, docs/design.md §5"
     mm = [r for r in rows if r["entry"] == "mm"]
     if mm:
         best = max(r["flops"] / r["median_s"] for r in mm)
@@ -88,29 +92,38 @@ def _problem_key(p):
     return (order.get(p, 9), p)
 
 
+def fastest_eager(c: dict) -> tuple[Optional[str], Optional[float]]:
+    eager = {p: t for p, t in c.items() if p in EAGER}
+    if not eager:
+        return None, None
+    return min(eager.items(), key=lambda kv: kv[1])
+
+
 def sampler_table(rows: list[dict], entry: str, peak: Optional[float]) -> str:
     rs = [r for r in rows if r["entry"] == entry]
     if not rs:
         return ""
     provs = _providers(rs)
+    fused = [p for p in provs if p in FUSED]
     cells = defaultdict(dict)
     flops = {}
     for r in rs:
         cells[(r["problem"], r["B"])][r["provider"]] = r["median_s"]
         flops[(r["problem"], r["B"])] = r.get("flops")
     K = rs[0].get("K")
-    head = ["problem", "B"] + [f"{p} ms" for p in provs]
-    head += [f"{p} vs ref" for p in provs if p != "ref"] + [f"{p} vs graph" for p in provs if p not in ("ref", "graph")]
+    head = ["problem", "B"] + [f"{p} ms" for p in provs] + ["fastest eager"]
+    head += [f"{p} vs fastest eager" for p in fused] + [f"{p} vs graph" for p in fused if "graph" in provs]
     head += ["FLOP floor ms", "§5 target (best fused)"]
     lines = [f"### {entry} (K = {K} steps{' per level' if entry == 'reverse_diffusion' else ''}; median ms; "
-             f"speed-up = ref or graph time / provider time)", "",
+             f"speed-up = the eager (or graph) time / the fused time)", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for key in sorted(cells, key=lambda k: (_problem_key(k[0]), k[1])):
         c = cells[key]
-        row = [key[0], str(key[1])] + [_ms(c.get(p)) for p in provs]
-        ref, gr = c.get("ref"), c.get("graph")
-        row += [_x(ref / c[p]) if ref and c.get(p) else "—" for p in provs if p != "ref"]
-        row += [_x(gr / c[p]) if gr and c.get(p) else "—" for p in provs if p not in ("ref", "graph")]
+        fe, te = fastest_eager(c)
+        row = [key[0], str(key[1])] + [_ms(c.get(p)) for p in provs] + [fe or "—"]
+        row += [_x(te / c[p]) if te and c.get(p) else "—" for p in fused]
+        gr = c.get("graph")
+        row += [_x(gr / c[p]) if gr and c.get(p) else "—" for p in fused if "graph" in provs]
         f = flops.get(key)
         floor = f / peak if (f and peak) else None
         row += [_ms(floor), target(c, key, floor, rs[0].get("device"))]
@@ -119,19 +132,36 @@ def sampler_table(rows: list[dict], entry: str, peak: Optional[float]) -> str:
 
 
 def target(c: dict, key, floor: Optional[float], device: Optional[str]) -> str:
-    """DESIGN.md §5 verdict for the best fused provider of one cell ("—" when none ran)."""
-    fused = {p: t for p, t in c.items() if p in ("cpu", "triton", "cuda")}
-    if not fused or not c.get("ref"):
+    """docs/design.md §5 verdict for the best fused provider of one cell, against the fastest
+    eager provider ("—" when none ran)."""
+    fused = {p: t for p, t in c.items() if p in FUSED}
+    _, te = fastest_eager(c)
+    if not fused or not te:
         return "—"
     best, tb = min(fused.items(), key=lambda kv: kv[1])
-    vs_ref = c["ref"] / tb
+    vs_eager = te / tb
     near_floor = floor is not None and tb <= 2 * floor
     if device == "cuda":
         vs_graph = c["graph"] / tb if c.get("graph") else None
-        ok = (vs_ref >= 100 and vs_graph is not None and vs_graph >= 10) or near_floor
+        ok = (vs_eager >= 100 and vs_graph is not None and vs_graph >= 10) or near_floor
     else:
-        ok = (vs_ref >= 30) if key == ("toy", 64) else (near_floor and vs_ref >= 1)
-    return f"{'met' if ok else 'MISSED'} ({best})"
+        ok = (vs_eager >= 30) if key == ("toy", 64) else (near_floor and vs_eager >= 1)
+    return f"{'met' if ok else 'MISSED'} ({best}, {_x(vs_eager)})"
+
+
+def fixed_cost_table(rows: list[dict]) -> str:
+    rs = [r for r in rows if r["entry"] == "fixed_cost"]
+    if not rs:
+        return ""
+    lines = ["### Fixed cost of a call (toy, B = 64; §5 target ≤ 3 steps)", "",
+             "| provider | t(K=1) µs | t(K=21) µs | one step µs | fixed µs | fixed / step | target |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rs:
+        v = r.get("fixed_in_steps")
+        lines.append(f"| {r['provider']} | {r['t1_s'] * 1e6:.0f} | {r['tK_s'] * 1e6:.0f} | {r['step_s'] * 1e6:.1f} | "
+                     f"{r['fixed_s'] * 1e6:.0f} | {'—' if v is None else f'{v:.2f}'} | "
+                     f"{'—' if v is None else ('met' if v <= 3 else 'MISSED')} |")
+    return "\n".join(lines) + "\n"
 
 
 def train_table(rows: list[dict]) -> str:
@@ -142,14 +172,16 @@ def train_table(rows: list[dict]) -> str:
     backend = {}
     for r in rs:
         by[r["problem"]][r["provider"]] = r["median_s"]
-        if r["provider"] != "ref":
+        if r["provider"] == "auto":
             backend[r["problem"]] = r.get("backend")
     lines = ["### train_iteration (default digits config, batch 64; median ms)", "",
-             "| run | ref ms | fused ms (backend) | fused vs ref |", "|---|---|---|---|"]
+             "| run | plain ms | ref ms | fused ms (backend) | fused vs plain | fused vs ref |", "|---|---|---|---|---|---|"]
     for prob in sorted(by):
         c = by[prob]
         f = c.get("auto")
-        lines.append(f"| {prob} | {_ms(c.get('ref'))} | {_ms(f)}{f' ({backend.get(prob)})' if f else ''} | "
+        lines.append(f"| {prob} | {_ms(c.get('plain'))} | {_ms(c.get('ref'))} | {_ms(f)}"
+                     f"{f' ({backend.get(prob)})' if f else ''} | "
+                     f"{_x(c['plain'] / f) if f and c.get('plain') else '—'} | "
                      f"{_x(c['ref'] / f) if f and c.get('ref') else '—'} |")
     return "\n".join(lines) + "\n"
 
@@ -190,7 +222,7 @@ def header(rows: list[dict], data: dict) -> str:
 
 def setup_table(rows: list[dict]) -> str:
     rs = [r for r in rows if r.get("provider") not in ("ref", "torch.mm") and r.get("setup_s") is not None
-          and r["entry"] != "mm"]
+          and r["entry"] not in ("mm", "fixed_cost")]
     if not rs:
         return ""
     lines = ["### One-off costs (first call minus a warm call: compile / JIT / capture), and peak memory", "",
@@ -217,7 +249,11 @@ def plots(rows: list[dict], out: str) -> list[str]:
         fig, axes = plt.subplots(1, len(problems), figsize=(4.5 * len(problems), 3.6), squeeze=False)
         for ax, prob in zip(axes[0], problems):
             pr = [r for r in rs if r["problem"] == prob]
-            ref = {r["B"]: r["median_s"] for r in pr if r["provider"] == "ref"}
+            eager = defaultdict(list)
+            for r in pr:
+                if r["provider"] in EAGER:
+                    eager[r["B"]].append(r["median_s"])
+            ref = {b: min(v) for b, v in eager.items()}
             for prov in _providers(pr):
                 pts = sorted((r["B"], ref[r["B"]] / r["median_s"]) for r in pr
                              if r["provider"] == prov and r["B"] in ref)
@@ -227,7 +263,7 @@ def plots(rows: list[dict], out: str) -> list[str]:
             ax.set_yscale("log")
             ax.set_title(f"{entry}: {prob}")
             ax.set_xlabel("batch B")
-            ax.set_ylabel("speed-up over ref (eager)")
+            ax.set_ylabel("speed-up over the fastest eager provider")
             ax.grid(True, which="both", alpha=0.3)
             ax.legend(fontsize=8)
         fig.tight_layout()
@@ -244,6 +280,7 @@ def render(data: dict) -> str:
     parts = [header(rows, data)]
     for entry in ("langevin", "reverse_diffusion"):
         parts.append(sampler_table(rows, entry, peak))
+    parts.append(fixed_cost_table(rows))
     parts.append(train_table(rows))
     parts.append(roofline(rows, peak, source))
     parts.append(setup_table(rows))

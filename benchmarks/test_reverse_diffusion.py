@@ -16,6 +16,8 @@ def test_reverse_diffusion(benchmark, bench, problem_name, batch, provider):
     p = hebm.standard_problem(problem_name, batch, device=bench.device)
     K = bench.steps
     why = P.skip_reason(provider, p.prior, p.u, dict(p.kwargs, n_steps=K))
+    if provider == "torchebm":
+        why = "TorchEBM has no reverse-diffusion sampler (its LangevinDynamics is timed on the Langevin segment)"
     if why is not None:
         pytest.skip(f"{provider}: {why}")
     benchmark.group = f"reverse_diffusion {problem_name} B={batch}"
@@ -24,6 +26,8 @@ def test_reverse_diffusion(benchmark, bench, problem_name, batch, provider):
 
     def check(out):
         gold, ref32 = P.diffusion_gold(p, K, n, SEED)
+        if provider == "plain":  # the plain loop with the reference's u_T and noise (it draws torch.randn when timed)
+            out = P.plain_diffusion_check(p, K, n, SEED)
         return P.tolerance_check(out[:n], gold, ref32, bench.precision,
                                  f"reverse_diffusion {provider} {problem_name} B={batch}")
 

@@ -22,6 +22,7 @@ from typing import Optional, Sequence, Union
 import torch
 
 from .diffusion import DiffusionSchedule
+from .nn import walked
 from .philox import MAX_STEP, default_chain_ids, initial_noise, philox_normal
 from .prior import HierarchicalPrior
 
@@ -204,7 +205,7 @@ def check_prior(prior, u: Optional[torch.Tensor] = None) -> None:
     given ``u``, the dtype and device of ``u``)."""
     if not isinstance(prior, HierarchicalPrior):
         raise TypeError(f"prior must be a hebm.HierarchicalPrior, got {type(prior).__name__}")
-    kinds = {(p.dtype, p.device) for p in prior.parameters()}
+    kinds = {(p.dtype, p.device) for p in walked(prior)[1] if isinstance(p, torch.nn.Parameter)}
     if len(kinds) > 1:
         got = ", ".join(sorted(f"{d} on {v}" for d, v in kinds))
         raise TypeError(f"prior's parameters mix dtypes/devices ({got}); convert the whole prior, e.g. prior.to(torch.float32)")

@@ -188,14 +188,19 @@ def test_activations(act):
 
 
 def test_spectral_norm():
-    """With spectral norm the effective weight has largest singular value ≈ 1 after power iteration."""
+    """With spectral norm the energies' effective weights have largest singular value ≈ 1 after
+    power iteration; the conditionals (p_β itself) are not normalised (the authors' choice)."""
     torch.manual_seed(0)
     prior = hebm.HierarchicalPrior([6, 4], prior_hidden=(8,), energy_hidden=(10, 10), spectral_norm=True)
     prior.power_iteration(50)
-    for m in prior.modules():
-        if isinstance(m, hebm.nn.SNLinear):
-            s = torch.linalg.matrix_norm(m.effective_weight().detach(), ord=2)
-            assert abs(float(s) - 1) < 1e-4
+    energy_layers = [m for f in prior.energies for m in f.layers]
+    assert energy_layers and all(m.spectral_norm for m in energy_layers)
+    for m in energy_layers:
+        s = torch.linalg.matrix_norm(m.effective_weight().detach(), ord=2)
+        assert abs(float(s) - 1) < 1e-4
+    for g in prior.conditionals:
+        for m in g.layers:
+            assert not m.spectral_norm and m.effective_weight() is m.weight
 
 
 @pytest.mark.parametrize("n_levels", [None, 3])

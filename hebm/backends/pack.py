@@ -25,9 +25,10 @@ Flat form (``PackedPrior.params`` / ``.layout`` / ``.mlps``), for kernels that t
 The one pack cache (:func:`packed_prior`, :func:`network_support`): per prior, the packing and
 the verdict on whether the kernels take its networks are computed once and reused while
 
-* the *structure* is unchanged — the same module objects and types, activations, σ_min, and the
-  same parameter/buffer tensors (identity, storage, shape, dtype, device): a replaced module or
-  parameter, ``.to()`` or ``p.data = …`` starts afresh; and
+* the *structure* is unchanged — the same module objects and types, activations, σ_min and the
+  clamp, and the same parameter/buffer tensors (identity, shape, dtype, device): a replaced module
+  or parameter starts afresh (seen through PyTorch's registration hooks, so an unchanged prior
+  costs no walk of its modules); and
 * the *values* are unchanged — every call compares the parameters and buffers with a copy of the
   values the packing was made from.  This is what makes the cache correct for writes PyTorch's
   version counters do not see (``p.data.mul_(…)``, an EMA update), as well as for optimiser steps,
@@ -43,7 +44,7 @@ from typing import Optional
 
 import torch
 
-from ..nn import ACTIVATION_CODES, MLP, Activation, SNLinear
+from ..nn import ACTIVATION_CODES, MLP, Activation, SNLinear, structure_generation, walk, walked
 from ..prior import HierarchicalPrior
 
 
@@ -197,29 +198,36 @@ def supported_network(prior) -> Optional[str]:
 
 
 # ---------------------------------------------------------------------------------- the cache
-def structure_signature(prior) -> tuple:
+# Structural changes (a module, parameter or buffer assigned anywhere) are seen through PyTorch's
+# global registration hooks (hebm.nn.structure_generation): a cache entry re-reads its prior's
+# structure only when the generation moved.  The math-defining attributes that are not modules
+# (activation names, widths, σ_min, ...) are read-only (hebm.nn.fixed).  So the common call costs
+# one comparison of the generation and one of the values.
+def structure_signature(prior, walked=None) -> tuple:
     """What the packing depends on besides the values: module objects and types, activation specs,
-    σ_min, and the identity/storage/shape/dtype/device of every parameter and buffer."""
-    mods = tuple((id(m), type(m)) for m in prior.modules())
-    acts = tuple(m.spec() for m in prior.modules() if isinstance(m, Activation))
-    tens = tuple((id(t), t.data_ptr(), t.shape, t.dtype, t.device) for t in _tensors(prior))
-    return (mods, acts, getattr(prior, "sigma_min", None), getattr(prior, "sigma_clamp", None),
-            getattr(prior, "n_levels", None), tens)
+    σ_min and the soft clamp, and the identity/shape/dtype/device of every tensor."""
+    mods, tens = walked or walk(prior)
+    return (tuple((id(m), type(m)) for m in mods), tuple(m.spec() for m in mods if isinstance(m, Activation)),
+            getattr(prior, "sigma_min", None), getattr(prior, "sigma_clamp", None), getattr(prior, "n_levels", None),
+            tuple((id(t), t.shape, t.dtype, t.device) for t in tens))
 
 
-def _tensors(prior) -> list:
-    return list(prior.parameters()) + list(prior.buffers())
-
-
-def _values(prior) -> torch.Tensor:
-    ts = [t.detach().reshape(-1) for t in _tensors(prior)]
-    return torch.cat(ts) if ts else torch.zeros(0)
+def _flat_values(tensors: list) -> Optional[torch.Tensor]:
+    """All values in one flat tensor (one C++ call); None when they cannot be flattened together."""
+    if not tensors:
+        return torch.zeros(0)
+    try:
+        return torch._C._nn.flatten_dense_tensors([t.detach() for t in tensors])
+    except (RuntimeError, TypeError):  # mixed dtypes/devices: such a prior is repacked every call
+        return None
 
 
 @dataclass
 class _Entry:
     signature: tuple
     reason: Optional[str]  # why the kernels do not take this network (None: they do)
+    tensors: list  # the prior's parameters and buffers
+    generation: int
     values: Optional[torch.Tensor] = None  # copy of the values the packs were made from
     packs: dict = field(default_factory=dict)  # (dtype, device) -> PackedPrior
 
@@ -229,11 +237,18 @@ _LOCK = threading.Lock()
 
 
 def _entry(prior) -> _Entry:
-    sig = structure_signature(prior)
+    gen = structure_generation()
+    e = _CACHE.get(prior)
+    if e is not None and e.generation == gen:
+        return e
+    tree = walked(prior)
+    sig = structure_signature(prior, tree)
     with _LOCK:
         e = _CACHE.get(prior)
         if e is None or e.signature != sig:
-            e = _CACHE[prior] = _Entry(sig, supported_network(prior))
+            e = _CACHE[prior] = _Entry(sig, supported_network(prior), tree[1], gen)
+        else:
+            e.generation = gen
         return e
 
 
@@ -249,9 +264,9 @@ def packed_prior(prior: HierarchicalPrior, dtype: torch.dtype, device) -> Packed
         raise ValueError(f"the fused kernels cannot take this prior: {e.reason}")
     device = torch.device(device)
     with torch.no_grad():
-        vals = _values(prior)
+        vals = _flat_values(e.tensors)
         with _LOCK:
-            if e.values is None or not torch.equal(vals, e.values):
+            if vals is None or e.values is None or not torch.equal(vals, e.values):
                 e.values, e.packs = vals, {}
             pk = e.packs.get((dtype, device))
             if pk is None:
