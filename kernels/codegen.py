@@ -1,39 +1,47 @@
-"""Code generation of one persistent Triton Langevin kernel per network structure.
+"""The per-network glue of hebm's persistent Triton Langevin kernel, and its module cache.
 
-Why generate source: the number of layers L, every MLP's depth and widths, the activations and
+Why generate: the number of latent layers L, every MLP's depth and widths, the activations and
 the flags (kernel term, seeded noise, trace, reverse diffusion) vary per model, while Triton wants
-every tile shape to be a compile-time constant and cannot hold a Python list of differently shaped
-tiles.  So :func:`generate_source` writes a straight-line ``@triton.jit`` kernel in which every
-width, weight offset, activation and flag is a literal; :func:`build_kernel` writes it to a cache
-directory (keyed by the hash of the source), imports it and returns the jitted function.  Triton's
-own cache then keys the compiled binary on that source.  Only ``BLOCK_B`` (rows per program) stays
-a ``tl.constexpr`` so it can be autotuned.
+every tile shape to be a compile-time constant and cannot hold a list of differently shaped
+tiles.  Everything that computes is a ``@triton.jit`` device function in
+:mod:`hebm.kernels.device`; :func:`generate_source` only writes the kernel that calls them in the
+right order with literal widths, weight offsets, activations and flags.  :func:`build_kernel`
+writes that source to a cache directory (named by its hash), imports it and returns the jitted
+kernel; Triton's own cache then keys the binary on the source of the kernel and of the device
+functions it calls.  ``BLOCK_B`` (rows per program) stays a ``tl.constexpr``.
 
-One launch runs everything: each program owns ``BLOCK_B`` chains and keeps their state ``u`` (one
-register tile ``[BLOCK_B, P_i]`` per layer, widths padded with zeros to powers of two ≥ 16) on
-chip for all levels and steps.  Per step (DESIGN.md §2):
+One launch runs everything: each program owns ``BLOCK_B`` chains for all levels and steps.  Per
+step (docs/design.md §2), top-down ``z_L = u_L``; for i = L−1 … 1 ``(μ_i, ℓ_i) = g_i(z_{i+1})``,
+``z_i = μ_i + (e^{s(ℓ_i)} + σ_min)⊙u_i`` (s the soft clamp, or the identity); each energy runs forward and backward as soon as its z
+exists (``E_i = λ∇f_i``); then bottom-up ``G_1 = E_1``, at each layer ``∇u_i = G_i⊙σ_i``, the
+Langevin update of u_i right away (u_i is not needed after that in the step), and back through
+``g_i`` with ``∂μ = G_i``, ``∂ℓ = G_i⊙u_i⊙e^ℓ_i`` into ``G_{i+1} = E_{i+1} + …``.
 
-* top-down ``T_β``: ``z_L = u_L``; for i = L−1 … 1: ``(μ_i, ℓ_i) = g_i(z_{i+1})``,
-  ``z_i = μ_i + (exp ℓ_i + σ_min) ⊙ u_i``; right after each ``z_i`` the energy ``f_i(z_i; t)`` runs
-  forward and backward (seeded with λ), giving ``E_i = λ ∇f_i`` (the hidden tiles die at once);
-* bottom-up: ``G_1 = E_1``; ``∇_{u_i} = G_i ⊙ σ_i``; ``g_i`` backward with ``∂μ = G_i``,
-  ``∂ℓ = G_i ⊙ u_i ⊙ exp ℓ_i`` adds into ``G_{i+1} = E_{i+1} + …``; ``∇_{u_L} = G_L``;
-* ``∇ log π = ∇_u − u − [cond] a(a u − u_next)/σ²``; ``u += (δ²/2)∇ + cδ ε``.
+Two forms of the same sequence, chosen per network (:func:`kernel_form`):
 
-Layers come in two forms, chosen per MLP at generation time:
+* **register** (every padded weight tile ≤ ``reg_limit`` elements, e.g. toy): the state and every
+  activation are register tiles; MLP activations are held as ``[BLOCK_B, tile]`` chunks and every
+  product is a chunk product (``dev.linear_fwd`` / ``dev.linear_bwd``), so no dot operand is
+  bigger than ``tile × tile``.
+* **streamed** (wider networks, e.g. small and large): the state lives in the output buffer, the
+  activations, their derivatives and the gradients in a per-program scratch buffer (L1/L2
+  resident), and each layer is one ``dev.stream_*`` call — a runtime loop over ``tile``-wide output
+  chunks with an inner loop over input chunks.  ``tl.debug_barrier()`` separates the phases.
 
-* register form (small layers, padded weight tile ≤ ``reg_limit`` elements): one ``tl.dot`` per
-  layer on register tiles; the activation derivative of each hidden layer stays in registers until
-  the backward pass;
-* tiled form (large hidden widths, e.g. 512): hidden activations, their derivatives and the
-  back-propagated gradients live in a per-program scratch buffer in global memory (L1/L2
-  resident), and each layer is a loop over ``tile``-wide output chunks with a K-loop over input
-  chunks, streaming weight tiles from global memory; ``tl.debug_barrier()`` separates phases.
+Register pressure (benchmarks/NOTES.md, "Triton kernel, session 3"): a ``tl.dot`` operand is held
+whole in registers by every warp that uses it (a 64×64 fp32 weight tile is 128 registers per
+thread), hence chunk products; the compiler hoists loop-invariant loads (into shared memory for
+the whole kernel) *and* every loop-invariant address computation (into registers for the whole
+chain) out of the step loop, hence ``zk = k * zero`` — the kernel argument ``zero`` is always 0,
+but the compiler cannot know it, so every parameter address and scratch row pointer built from
+``zk`` is computed in the step where it is used; every padded width is ≥ 32, so each product of
+the 16-row programs is wider than tall and Triton spreads the 4 warps over its columns instead of
+replicating the 16 rows in each warp.  Parameters come from the kernels' own buffer
+(:mod:`hebm.kernels.params`: dense aligned ``Wᵀ`` blocks, unmasked vector loads).
 
-Weights are read from hebm's flat packed buffer (``hebm.backends.pack``: W ``[out, in]``
-row-major, then the bias table ``[rows, out]``; rows = n_levels for level-conditioned hidden
-layers, picked per chain by its level t) with masked loads, so padding is exact zeros.
-This module imports nothing from hebm; it takes plain tuples.
+Latent columns are addressed block-aligned (see :mod:`hebm.kernels.device`): layer i's tile
+starts at element ``4·⌊offset_i/4⌋`` of the chain, so its noise is one Philox call per four
+elements.  This module imports nothing from hebm; it takes plain tuples.
 """
 from __future__ import annotations
 
@@ -42,17 +50,30 @@ import importlib.util
 import os
 import sys
 import tempfile
+import textwrap
 import threading
 from dataclasses import dataclass
-from typing import Optional
 
-from .device_src import ACT_NAMES, DEVICE_SRC, RNG_DEBUG_SRC
+
+@dataclass(frozen=True)
+class TLayer:
+    """One layer in the kernels' parameter buffer (:mod:`hebm.kernels.params`): true widths,
+    bias rows, and its ``Wᵀ [kp, np]`` / bias ``[rows, np]`` blocks (``np`` = 1: an energy's
+    1-wide output, a ``kp`` vector)."""
+
+    in_: int
+    out: int
+    rows: int
+    w_off: int
+    kp: int
+    np: int
+    b_off: int
 
 
 @dataclass(frozen=True)
 class MLPSpec:
-    """One MLP: ``layers`` = ((in, out, w_off, b_off, b_rows), …) in the flat buffer; the
-    activation (hebm code, LeakyReLU slope) follows every hidden layer."""
+    """One MLP: its layers (:class:`TLayer`) and the activation (hebm code, LeakyReLU slope)
+    after every hidden layer."""
 
     layers: tuple
     act: int
@@ -69,477 +90,653 @@ class LangevinSpec:
     sigma_min: float
     conds: tuple  # MLPSpec g_1 … g_{L-1}: conds[i] reads layer i+1, writes [μ_i | ℓ_i]
     energies: tuple  # MLPSpec f_1 … f_L (empty: plain Gaussian prior)
+    sigma_clamp: float = 0.0  # c of σ = e^{c·tanh(ℓ/c)} + σ_min; 0: σ = e^ℓ + σ_min
     has_kernel: bool = False  # recovery-kernel term
     unext_from_state: bool = False  # reverse diffusion: u_next = state entering the level
     seeded: bool = False  # in-kernel Philox noise (else explicit [steps, B, D] tensor)
     trace: bool = False  # write log π at the state entering every step
     store_levels: bool = False  # write the state after every level
     precision: str = "ieee"  # tl.dot: "ieee" (exact fp32) | "tf32" | "bf16"
-    tile: int = 64  # chunk width of tiled layers
-    reg_limit: int = 128 * 128  # padded weight elements above which an MLP is tiled
+    tile: int = 32  # chunk width of every product
+    reg_limit: int = 64 * 64  # padded weight elements above which the kernel is streamed
 
 
 def pad(n: int) -> int:
-    """Padded extent: a power of two ≥ 16 (tl.dot minimum on NVIDIA for 16-bit operands)."""
-    p = 16
+    """Padded extent: a power of two ≥ 32.  (tl.dot needs ≥ 16 for 16-bit operands; 32 makes every
+    product of the 16-row programs wider than tall, and for such a chain of dots Triton spreads the
+    warps over the columns — each warp a quarter of every tile — instead of giving each warp a
+    full replica of the 16 rows.)"""
+    p = 32
     while p < n:
         p *= 2
     return p
 
 
-def mlp_is_tiled(m: MLPSpec, spec: LangevinSpec, out_split: int = 1) -> bool:
-    if m.n_hidden == 0:
-        return False
-    biggest = 0
-    for (i, o, *_), last in zip(m.layers, [False] * m.n_hidden + [True]):
-        oo = o // out_split if last else o
-        biggest = max(biggest, pad(i) * (pad(oo) if oo > 1 else 1))
-    return biggest > spec.reg_limit
+@dataclass(frozen=True)
+class Latent:
+    """A latent layer's block-aligned tile: width ``d``, first chain element ``base`` (a multiple
+    of 4), its own columns ``[sh, sh + d)`` of a ``P``-wide tile."""
+
+    d: int
+    base: int
+    sh: int
+    P: int
+
+    @property
+    def hi(self) -> int:
+        return self.sh + self.d
+
+
+def latent_geometry(dims) -> list:
+    out, off = [], 0
+    for d in dims:
+        base = off - off % 4
+        out.append(Latent(d, base, off - base, pad(off - base + d)))
+        off += d
+    return out
+
+
+def kernel_form(spec: LangevinSpec) -> str:
+    """``"register"`` when every weight block (an energy's 1-wide output excepted) has at most
+    ``spec.reg_limit`` elements, else ``"streamed"``.  A plain Gaussian prior (no MLP runs) is
+    register form."""
+    if not spec.energies:
+        return "register"
+    for m in list(spec.conds) + list(spec.energies):
+        for lay in m.layers:
+            if lay.np > 1 and lay.kp * lay.np > spec.reg_limit:
+                return "streamed"
+    return "register"
+
+
+_WIDTH = 120
+
+
+def _split_args(s: str) -> list:
+    """Split a call's argument text at its top-level commas."""
+    out, depth, cur = [], 0, ""
+    for ch in s:
+        if ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        if ch == "," and depth == 0:
+            out.append(cur.strip())
+            cur = ""
+        else:
+            cur += ch
+    if cur.strip():
+        out.append(cur.strip())
+    return out
+
+
+def _wrap(line: str) -> list:
+    """A generated statement longer than 120 columns as a call with its arguments on continuation
+    lines (aligned with the opening parenthesis of the outermost call)."""
+    if len(line) <= _WIDTH or not line.endswith(")") or "(" not in line:
+        return [line]
+    i = line.index("(")
+    head, args = line[: i + 1], _split_args(line[i + 1: -1])
+    pad_ = " " * len(head)
+    lines, cur = [], head
+    for j, a in enumerate(args):
+        piece = a + (", " if j < len(args) - 1 else ")")
+        if len(cur) + len(piece.rstrip()) > _WIDTH and cur.strip() != head.strip():
+            lines.append(cur.rstrip())
+            cur = pad_
+        cur += piece
+    lines.append(cur.rstrip())
+    return lines
 
 
 class _Src:
-    def __init__(self):
+    """Indented source lines."""
+
+    def __init__(self, indent: int = 1):
         self.lines: list = []
-        self.ind = 1
+        self.ind = indent
 
     def __call__(self, s: str = "") -> None:
-        self.lines.append(("    " * self.ind + s) if s else "")
+        if not s:
+            self.lines.append("")
+            return
+        self.lines += _wrap("    " * self.ind + s)
 
-    def block(self, head: str):
+    def indent(self, head: str):
         self(head)
         src = self
 
-        class _B:
-            def __enter__(self_inner):
+        class _Block:
+            def __enter__(self):
                 src.ind += 1
 
-            def __exit__(self_inner, *a):
+            def __exit__(self, *exc):
                 src.ind -= 1
 
-        return _B()
+        return _Block()
 
 
-class _Gen:
-    """Emits the kernel body.  Names: u{i} state tiles, z{i}, E{i} energy grads, etc."""
+def _call(fn: str, *args, **kw) -> str:
+    # str values are names or expressions of the kernel; floats are written exactly (repr)
+    parts = [str(a) for a in args] + [f"{k}={v!r}" if isinstance(v, float) else f"{k}={v}" for k, v in kw.items()]
+    return f"dev.{fn}({', '.join(parts)})"
+
+
+class _Glue:
+    """What both forms share: layer geometry, the kernel head, per-level parameters, the loops."""
+
+    form = ""
 
     def __init__(self, spec: LangevinSpec):
+        if spec.precision not in ("ieee", "tf32", "bf16"):
+            raise ValueError(f"precision must be ieee, tf32 or bf16, got {spec.precision!r}")
+        if spec.tile < 16 or spec.tile & (spec.tile - 1):
+            raise ValueError(f"tile must be a power of two >= 16, got {spec.tile}")
+        for m in spec.conds:
+            if m.layers[-1].rows != 1:
+                raise ValueError("a conditional's output layer cannot be level-conditioned")
+        for m in spec.energies:
+            if m.layers[-1].np != 1 or m.layers[-1].rows != 1:
+                raise ValueError("an energy's output layer must be 1-wide with one bias row")
         self.s = spec
         self.o = _Src()
-        self.aranges: set = set()
+        self.L = len(spec.dims)
         self.D = sum(spec.dims)
-        self.offs = [sum(spec.dims[:i]) for i in range(len(spec.dims))]
-        self.P = [pad(d) for d in spec.dims]
-        # scratch regions (widths per row) for tiled MLPs
-        self.regions: dict = {}
+        self.lay = latent_geometry(spec.dims)
+        self.has_en = bool(spec.energies)
+        self.level_rows = any(lay.rows > 1 for m in spec.conds + spec.energies for lay in m.layers)
         self.scr_w = 0
-        self.cond_tiled = [mlp_is_tiled(m, spec, 2) for m in spec.conds]
-        self.en_tiled = [mlp_is_tiled(m, spec, 1) for m in spec.energies]
-        h_need, de_need, ga_need = 0, 0, 0
-        for m, t in list(zip(spec.conds, self.cond_tiled)) + list(zip(spec.energies, self.en_tiled)):
-            if not t:
-                continue
-            hs = [pad(l[1]) for l in m.layers[:-1]]
-            h_need = max(h_need, sum(hs))
-            ga_need = max(ga_need, max(hs))
-        for m, t in zip(spec.energies, self.en_tiled):
-            if t:
-                de_need = max(de_need, sum(pad(l[1]) for l in m.layers[:-1]))
-        self._region("H", h_need)
-        self._region("DE", de_need)
-        for i, (m, t) in enumerate(zip(spec.conds, self.cond_tiled)):
-            if t:
-                self._region(f"DC{i}", sum(pad(l[1]) for l in m.layers[:-1]))
-        self._region("GA0", ga_need)
-        self._region("GA1", ga_need)
-        self.dot_kw = {"ieee": 'input_precision="ieee"', "tf32": 'input_precision="tf32"', "bf16": None}[spec.precision]
 
-    def _region(self, name, width):
-        if width > 0:
-            self.regions[name] = (self.scr_w, width)
-            self.scr_w += width
+    def t(self, n: int) -> int:
+        """Chunk width of an extent."""
+        return min(self.s.tile, n)
 
-    # ------------------------------------------------------------------ small helpers
-    def ar(self, n: int) -> str:
-        self.aranges.add(n)
-        return f"ar{n}"
+    def head(self) -> list:
+        s = self.s
+        conds = [tuple(lay.out for lay in m.layers) for m in s.conds]
+        ens = [tuple(lay.out for lay in m.layers) for m in s.energies]
+        doc = (f"dims={s.dims} conds={conds} energies={ens} kernel={s.has_kernel} seeded={s.seeded} "
+               f"trace={s.trace} levels={s.store_levels} unext_from_state={s.unext_from_state} "
+               f"precision={s.precision} form={self.form} tile={s.tile} scratch/row={self.scr_w}")
+        doc = textwrap.fill(doc, width=_WIDTH - 8, subsequent_indent="    ")
+        return [
+            "# generated by hebm.kernels.codegen -- do not edit (tests/test_triton_backend.py compares the",
+            "# committed copy kernels/generated/small_seeded_kernel.py with a fresh generation)",
+            "import triton",
+            "import triton.language as tl",
+            "",
+            "from hebm.kernels import jit_device",
+            "",
+            "dev = jit_device()  # hebm.kernels.device, jitted for this process's TRITON_INTERPRET mode",
+            f"PREC = tl.constexpr({s.precision!r})  # tl.dot operands",
+            "",
+            "",
+            '@triton.jit(do_not_specialize=["B", "K", "NLEV", "step_offset"])',
+            "def langevin_kernel(u_ptr, out_ptr, lvl_ptr, noise_ptr, key_ptr, ids_ptr,",
+            "                    delta_ptr, c_ptr, lam_ptr, t_ptr, alpha_ptr, sigma_ptr, unext_ptr,",
+            "                    trace_ptr, params_ptr, scratch_ptr, B, K, NLEV, step_offset, zero,",
+            "                    BLOCK_B: tl.constexpr):",
+            f'    """{doc}\n    """',
+        ]
 
-    def dot(self, a: str, b: str) -> str:
-        if self.dot_kw is None:
-            return f"tl.dot(({a}).to(tl.bfloat16), ({b}).to(tl.bfloat16))"
-        return f"tl.dot({a}, {b}, {self.dot_kw})"
-
-    def act(self, m: MLPSpec, a: str) -> str:
-        return f"_act_{ACT_NAMES[m.act]}({a}, {float(m.act_param)!r})"
-
-    def load_wT(self, layer, kk: str, KP: int, nn: str, NP: int, row_shift: int = 0, n_valid: Optional[int] = None) -> str:
-        """W^T tile [KP (in), NP (out)] of ``layer``; out rows shifted by ``row_shift``."""
-        IN, OUT, WOFF = layer[0], layer[1], layer[2]
-        nv = OUT if n_valid is None else n_valid
-        return (f"tl.load(params_ptr + {WOFF + row_shift * IN} + ({nn})[None, :] * {IN} + ({kk})[:, None], "
-                f"mask=(({kk})[:, None] < {IN}) & (({nn})[None, :] < {nv}), other=0.0)")
-
-    def load_w(self, layer, nn: str, NP: int, kk: str, KP: int, row_shift: int = 0, n_valid: Optional[int] = None) -> str:
-        """W tile [NP (out), KP (in)]."""
-        IN, OUT, WOFF = layer[0], layer[1], layer[2]
-        nv = OUT if n_valid is None else n_valid
-        return (f"tl.load(params_ptr + {WOFF + row_shift * IN} + ({nn})[:, None] * {IN} + ({kk})[None, :], "
-                f"mask=(({nn})[:, None] < {nv}) & (({kk})[None, :] < {IN}), other=0.0)")
-
-    def load_bias(self, layer, nn: str, shift: int = 0, n_valid: Optional[int] = None) -> str:
-        """Bias [1 or BLOCK_B, len(nn)] (per-row level row when the table has several rows)."""
-        OUT, BOFF, ROWS = layer[1], layer[3], layer[4]
-        nv = OUT if n_valid is None else n_valid
-        if ROWS > 1:
-            return (f"tl.load(params_ptr + {BOFF + shift} + tlev[:, None] * {OUT} + ({nn})[None, :], "
-                    f"mask=rmask[:, None] & (({nn})[None, :] < {nv}), other=0.0)")
-        return f"tl.load(params_ptr + {BOFF + shift} + ({nn}), mask=({nn}) < {nv}, other=0.0)[None, :]"
-
-    def scr(self, region: str, cols: str, sub: int, width: int) -> str:
-        off, w = self.regions[region]
-        return f"scr + {off} * BLOCK_B + rl[:, None] * {w} + {sub} + ({cols})[None, :]"
-
-    def barrier(self):
-        self.o("tl.debug_barrier()")
-
-    # ------------------------------------------------------------------ register-form MLP pieces
-    def hidden_forward_reg(self, m: MLPSpec, x: str, pfx: str) -> list:
-        """Hidden layers on register tiles; returns [(h, d, P)] per hidden layer."""
-        o = self.o
-        h, Pin = x, pad(m.layers[0][0])
-        out = []
-        for j, layer in enumerate(m.layers[:-1]):
-            Po = pad(layer[1])
-            kk, nn = self.ar(Pin), self.ar(Po)
-            o(f"{pfx}w = {self.load_wT(layer, kk, Pin, nn, Po)}")
-            o(f"{pfx}a = {self.dot(h, pfx + 'w')} + {self.load_bias(layer, nn)}")
-            o(f"{pfx}h{j + 1}, {pfx}d{j + 1} = {self.act(m, pfx + 'a')}")
-            h, Pin = f"{pfx}h{j + 1}", Po
-            out.append((f"{pfx}h{j + 1}", f"{pfx}d{j + 1}", Po))
-        return out
-
-    def hidden_backward_reg(self, m: MLPSpec, g: str, hid: list, pfx: str, gx: str) -> None:
-        """g: gradient w.r.t. the last hidden activation; writes the input gradient to ``gx``."""
-        o = self.o
-        for j in range(len(hid) - 1, -1, -1):
-            layer = m.layers[j]
-            Po = hid[j][2]
-            Pin = pad(layer[0]) if j == 0 else hid[j - 1][2]
-            o(f"{pfx}ga = {g} * {hid[j][1]}")
-            nn, kk = self.ar(Po), self.ar(Pin)
-            o(f"{pfx}w = {self.load_w(layer, nn, Po, kk, Pin)}")
-            tgt = gx if j == 0 else f"{pfx}g"
-            o(f"{tgt} = {self.dot(pfx + 'ga', pfx + 'w')}")
-            g = tgt
-
-    # ------------------------------------------------------------------ tiled-form MLP pieces
-    def _hidden_layout(self, m: MLPSpec):
-        subs, acc = [], 0
-        for l in m.layers[:-1]:
-            subs.append((acc, pad(l[1])))
-            acc += pad(l[1])
-        return subs
-
-    def hidden_forward_tiled(self, m: MLPSpec, x: str, pfx: str, dreg: str) -> list:
-        o = self.o
-        subs = self._hidden_layout(m)
-        Pin0 = pad(m.layers[0][0])
-        for j, layer in enumerate(m.layers[:-1]):
-            hoff, Po = subs[j]
-            TN = min(self.s.tile, Po)
-            with o.block(f"for n0 in range(0, {Po}, {TN}):"):
-                o(f"nn = n0 + {self.ar(TN)}")
-                if j == 0:
-                    kk = self.ar(Pin0)
-                    o(f"{pfx}w = {self.load_wT(layer, kk, Pin0, 'nn', TN)}")
-                    o(f"{pfx}a = {self.dot(x, pfx + 'w')}")
-                else:
-                    poff, Pi = subs[j - 1]
-                    TK = min(self.s.tile, Pi)
-                    o(f"{pfx}a = tl.zeros([BLOCK_B, {TN}], dtype=tl.float32)")
-                    with o.block(f"for k0 in range(0, {Pi}, {TK}):"):
-                        o(f"kk = k0 + {self.ar(TK)}")
-                        o(f"{pfx}x = tl.load({self.scr('H', 'kk', poff, Pi)})")
-                        o(f"{pfx}w = {self.load_wT(layer, 'kk', TK, 'nn', TN)}")
-                        o(f"{pfx}a += {self.dot(pfx + 'x', pfx + 'w')}")
-                o(f"{pfx}a += {self.load_bias(layer, 'nn')}")
-                o(f"{pfx}h, {pfx}dd = {self.act(m, pfx + 'a')}")
-                o(f"tl.store({self.scr('H', 'nn', hoff, Po)}, {pfx}h)")
-                o(f"tl.store({self.scr(dreg, 'nn', hoff, Po)}, {pfx}dd)")
-            self.barrier()
-        return subs
-
-    def hidden_backward_tiled(self, m: MLPSpec, subs: list, pfx: str, dreg: str, gx: str, ga: str) -> None:
-        """The gradient w.r.t. the last hidden *pre-activation* is in scratch region ``ga``."""
-        o = self.o
-        cur = ga
-        for j in range(len(subs) - 1, 0, -1):
-            layer = m.layers[j]  # maps hidden j-1 (P_in) -> hidden j (P_out)
-            _, Po = subs[j]
-            doff, Pi = subs[j - 1]
-            nxt = "GA1" if cur == "GA0" else "GA0"
-            TN, TK = min(self.s.tile, Pi), min(self.s.tile, Po)
-            with o.block(f"for n0 in range(0, {Pi}, {TN}):"):
-                o(f"nn = n0 + {self.ar(TN)}")
-                o(f"{pfx}acc = tl.zeros([BLOCK_B, {TN}], dtype=tl.float32)")
-                with o.block(f"for k0 in range(0, {Po}, {TK}):"):
-                    o(f"kk = k0 + {self.ar(TK)}")
-                    o(f"{pfx}g = tl.load({self.scr(cur, 'kk', 0, Po)})")
-                    o(f"{pfx}w = {self.load_w(layer, 'kk', TK, 'nn', TN)}")
-                    o(f"{pfx}acc += {self.dot(pfx + 'g', pfx + 'w')}")
-                o(f"{pfx}acc = {pfx}acc * tl.load({self.scr(dreg, 'nn', doff, Pi)})")
-                o(f"tl.store({self.scr(nxt, 'nn', 0, Pi)}, {pfx}acc)")
-            self.barrier()
-            cur = nxt
-        layer = m.layers[0]
-        _, Po = subs[0]
-        Pin0 = pad(layer[0])
-        TK = min(self.s.tile, Po)
-        o(f"{gx} = tl.zeros([BLOCK_B, {Pin0}], dtype=tl.float32)")
-        with o.block(f"for k0 in range(0, {Po}, {TK}):"):
-            o(f"kk = k0 + {self.ar(TK)}")
-            o(f"{pfx}g = tl.load({self.scr(cur, 'kk', 0, Po)})")
-            o(f"{pfx}w = {self.load_w(layer, 'kk', TK, self.ar(Pin0), Pin0)}")
-            o(f"{gx} += {self.dot(pfx + 'g', pfx + 'w')}")
-        self.barrier()
-
-    # ------------------------------------------------------------------ energies
-    def energy(self, i: int, z: str) -> None:
-        """E{i} = λ ∇f_i(z_i); F{i} = f_i(z_i) when tracing."""
-        m, o, s = self.s.energies[i], self.o, self.s
-        pfx = f"e{i}_"
-        Pz = self.P[i]
-        last = m.layers[-1]
-        IN_last, WOFF_last, BOFF_last = last[0], last[2], last[3]
-        o(f"# energy f_{i + 1}(z_{i + 1}; t): forward and backward")
-        if m.n_hidden == 0:
-            w = f"tl.load(params_ptr + {WOFF_last} + {self.ar(Pz)}, mask={self.ar(Pz)} < {IN_last}, other=0.0)"
-            o(f"{pfx}wl = {w}")
-            if s.trace:
-                o(f"F{i} = tl.sum({z} * {pfx}wl[None, :], axis=1) + tl.load(params_ptr + {BOFF_last})")
-            o(f"E{i} = lam[:, None] * {pfx}wl[None, :] + tl.zeros([BLOCK_B, {Pz}], dtype=tl.float32)")
-            return
-        if not self.en_tiled[i]:
-            hid = self.hidden_forward_reg(m, z, pfx)
-            hl, Ph = hid[-1][0], hid[-1][2]
-            o(f"{pfx}wl = tl.load(params_ptr + {WOFF_last} + {self.ar(Ph)}, mask={self.ar(Ph)} < {IN_last}, other=0.0)")
-            if s.trace:
-                o(f"F{i} = tl.sum({hl} * {pfx}wl[None, :], axis=1) + tl.load(params_ptr + {BOFF_last})")
-            self.hidden_backward_reg(m, f"(lam[:, None] * {pfx}wl[None, :])", hid, pfx, f"E{i}")
-            return
-        subs = self.hidden_forward_tiled(m, z, pfx, "DE")
-        hoff, Ph = subs[-1]
-        TK = min(s.tile, Ph)
-        if s.trace:
-            o(f"F{i} = tl.zeros([BLOCK_B], dtype=tl.float32) + tl.load(params_ptr + {BOFF_last})")
-            with o.block(f"for k0 in range(0, {Ph}, {TK}):"):
-                o(f"kk = k0 + {self.ar(TK)}")
-                o(f"{pfx}wl = tl.load(params_ptr + {WOFF_last} + kk, mask=kk < {IN_last}, other=0.0)")
-                o(f"F{i} += tl.sum(tl.load({self.scr('H', 'kk', hoff, Ph)}) * {pfx}wl[None, :], axis=1)")
-        with o.block(f"for k0 in range(0, {Ph}, {TK}):"):
-            o(f"kk = k0 + {self.ar(TK)}")
-            o(f"{pfx}wl = tl.load(params_ptr + {WOFF_last} + kk, mask=kk < {IN_last}, other=0.0)")
-            o(f"{pfx}ga = lam[:, None] * {pfx}wl[None, :] * tl.load({self.scr('DE', 'kk', hoff, Ph)})")
-            o(f"tl.store({self.scr('GA0', 'kk', 0, Ph)}, {pfx}ga)")
-        self.barrier()
-        self.hidden_backward_tiled(m, subs, pfx, "DE", f"E{i}", "GA0")
-
-    # ------------------------------------------------------------------ conditionals
-    def cond_forward(self, i: int, x: str) -> None:
-        """mu{i}, l{i} = g_i(z_{i+1}); keeps what the backward pass needs."""
-        m, o = self.s.conds[i], self.o
-        pfx = f"c{i}_"
-        d, Pd = self.s.dims[i], self.P[i]
-        last = m.layers[-1]
-        o(f"# conditional g_{i + 1}(z_{i + 2}) -> (mu_{i + 1}, l_{i + 1})")
-        nd = self.ar(Pd)
-        if m.n_hidden == 0 or not self.cond_tiled[i]:
-            if m.n_hidden == 0:
-                h, Ph = x, pad(last[0])
-                self.cond_hidden = getattr(self, "cond_hidden", {})
-                self.cond_hidden[i] = []
-            else:
-                hid = self.hidden_forward_reg(m, x, pfx)
-                self.cond_hidden = getattr(self, "cond_hidden", {})
-                self.cond_hidden[i] = hid
-                h, Ph = hid[-1][0], hid[-1][2]
-            kh = self.ar(Ph)
-            for nm, shift in (("mu", 0), ("l", d)):
-                o(f"{pfx}w = {self.load_wT(last, kh, Ph, nd, Pd, row_shift=shift, n_valid=d)}")
-                o(f"{nm}{i} = {self.dot(h, pfx + 'w')} + {self.load_bias(last, nd, shift=shift, n_valid=d)}")
-            return
-        subs = self.hidden_forward_tiled(m, x, pfx, f"DC{i}")
-        hoff, Ph = subs[-1]
-        TK = min(self.s.tile, Ph)
-        o(f"mu{i} = tl.zeros([BLOCK_B, {Pd}], dtype=tl.float32)")
-        o(f"l{i} = tl.zeros([BLOCK_B, {Pd}], dtype=tl.float32)")
-        with o.block(f"for k0 in range(0, {Ph}, {TK}):"):
-            o(f"kk = k0 + {self.ar(TK)}")
-            o(f"{pfx}x = tl.load({self.scr('H', 'kk', hoff, Ph)})")
-            for nm, shift in (("mu", 0), ("l", d)):
-                o(f"{pfx}w = {self.load_wT(last, 'kk', TK, nd, Pd, row_shift=shift, n_valid=d)}")
-                o(f"{nm}{i} += {self.dot(pfx + 'x', pfx + 'w')}")
-        self.barrier()
-        for nm, shift in (("mu", 0), ("l", d)):
-            o(f"{nm}{i} += {self.load_bias(last, nd, shift=shift, n_valid=d)}")
-
-    def cond_backward(self, i: int, gmu: str, gl: str, gx: str) -> None:
-        m, o = self.s.conds[i], self.o
-        pfx = f"c{i}_"
-        d, Pd = self.s.dims[i], self.P[i]
-        last = m.layers[-1]
-        nd = self.ar(Pd)
-        o(f"# backward through g_{i + 1}")
-        if m.n_hidden == 0 or not self.cond_tiled[i]:
-            hid = self.cond_hidden[i]
-            Ph = hid[-1][2] if hid else pad(last[0])
-            kh = self.ar(Ph)
-            tgt = gx if not hid else f"{pfx}g"
-            o(f"{pfx}w = {self.load_w(last, nd, Pd, kh, Ph, row_shift=0, n_valid=d)}")
-            o(f"{tgt} = {self.dot(gmu, pfx + 'w')}")
-            o(f"{pfx}w = {self.load_w(last, nd, Pd, kh, Ph, row_shift=d, n_valid=d)}")
-            o(f"{tgt} += {self.dot(gl, pfx + 'w')}")
-            if hid:
-                self.hidden_backward_reg(m, tgt, hid, pfx, gx)
-            return
-        subs = self._hidden_layout(m)
-        hoff, Ph = subs[-1]
-        TN = min(self.s.tile, Ph)
-        with o.block(f"for n0 in range(0, {Ph}, {TN}):"):
-            o(f"nn = n0 + {self.ar(TN)}")
-            o(f"{pfx}w = {self.load_w(last, nd, Pd, 'nn', TN, row_shift=0, n_valid=d)}")
-            o(f"{pfx}g = {self.dot(gmu, pfx + 'w')}")
-            o(f"{pfx}w = {self.load_w(last, nd, Pd, 'nn', TN, row_shift=d, n_valid=d)}")
-            o(f"{pfx}g += {self.dot(gl, pfx + 'w')}")
-            o(f"tl.store({self.scr('GA0', 'nn', 0, Ph)}, {pfx}g * tl.load({self.scr(f'DC{i}', 'nn', hoff, Ph)}))")
-        self.barrier()
-        self.hidden_backward_tiled(m, subs, pfx, f"DC{i}", gx, "GA0")
-
-    # ------------------------------------------------------------------ the kernel
-    def generate(self) -> str:
-        s, o = self.s, self.o
-        L, D = len(s.dims), self.D
-        has_en = bool(s.energies)
+    def prologue(self) -> None:
+        o, s = self.o, self.s
         o("pid = tl.program_id(0)")
-        o("rl = tl.arange(0, BLOCK_B)")
-        o("rows = pid * BLOCK_B + rl")
+        o("rows = pid * BLOCK_B + tl.arange(0, BLOCK_B)")
         o("rmask = rows < B")
         o("rows64 = rows.to(tl.int64)")
-        if self.scr_w:
-            o(f"scr = scratch_ptr + pid.to(tl.int64) * (BLOCK_B * {self.scr_w})")
-        for i in range(L):
-            a = self.ar(self.P[i])
-            o(f"cm{i} = {a} < {s.dims[i]}")
-            o(f"m{i} = rmask[:, None] & cm{i}[None, :]")
-            o(f"uo{i} = rows64[:, None] * {D} + ({self.offs[i]} + {a})[None, :]")
-            o(f"u{i} = tl.load(u_ptr + uo{i}, mask=m{i}, other=0.0)")
         if s.seeded:
             o("key0 = tl.load(key_ptr).to(tl.uint32)")
             o("key1 = tl.load(key_ptr + 1).to(tl.uint32)")
-            o("cid = tl.load(ids_ptr + rows, mask=rmask, other=0).to(tl.uint32)[:, None]")
-            for i in range(L):
-                a = self.ar(self.P[i])
-                o(f"blk{i} = (({self.offs[i]} + {a}) // 4).to(tl.uint32)[None, :]")
-                o(f"comp{i} = (({self.offs[i]} + {a}) % 4)[None, :]")
+            o("cid = tl.load(ids_ptr + rows, mask=rmask, other=0).to(tl.uint32)")
         else:
             o("nptr = noise_ptr")
         if s.trace:
             o("tptr = trace_ptr")
+
+    def per_level(self) -> None:
+        """Per-row parameters of level j (row block j of the ``[NLEV, B]`` tables), loaded in every
+        step (L1 hits): held across the step loop they would stay live in registers, in every
+        layout their uses need, for the whole chain."""
+        o, s = self.o, self.s
+        o("pb = rows + j * B + zk")
+        o("delta = tl.load(delta_ptr + pb, mask=rmask, other=0.0)")
+        o("half = (0.5 * delta * delta)[:, None]")
+        o("amp = (tl.load(c_ptr + pb, mask=rmask, other=0.0) * delta)[:, None]")
+        o("lam = tl.load(lam_ptr + pb, mask=rmask, other=0.0)")
+        if self.level_rows:
+            o("tlev = tl.load(t_ptr + pb, mask=rmask, other=0).to(tl.int32)")
+        else:
+            o("tlev = 0")
+        if s.has_kernel:
+            o("alpha = tl.load(alpha_ptr + pb, mask=rmask, other=0.0)[:, None]")
+            o("sg = tl.load(sigma_ptr + pb, mask=rmask, other=1.0)")
+            o("inv2 = (1.0 / (sg * sg))[:, None]")
+        else:
+            o("alpha = 0.0")
+            o("inv2 = 0.0")
+
+    def step_head(self) -> None:
+        o, s = self.o, self.s
+        o("zk = k * zero  # 0, but not to the compiler: parameter addresses are computed in the step")
+        o("step = step_offset + j * K + k")
+        self.per_level()
+        if not s.seeded and self.form == "streamed":
+            o(f"nrow = nptr + rows64[:, None] * {self.D}  # noise[j·K + k]")
+        if s.trace:
+            o("lp = tl.zeros([BLOCK_B], dtype=tl.float32)")
+            o("fsum = tl.zeros([BLOCK_B], dtype=tl.float32)")
+
+    def step_tail(self) -> None:
+        if not self.s.seeded:
+            self.o(f"nptr += B * {self.D}")
+        self.trace_store()
+
+    def trace_store(self) -> None:
+        if self.s.trace:
+            self.o("tl.store(tptr + rows, lam * fsum + lp, mask=rmask)")
+            self.o("tptr += B")
+
+
+# ------------------------------------------------------------------------------------- register form
+class _RegisterGlue(_Glue):
+    """State and activations in registers (activations as ``[BLOCK_B, tile]`` chunks); one line
+    per chunk product."""
+
+    form = "register"
+
+    def hidden_fwd(self, m, pfx: str, x: list, top_seed: bool) -> list:
+        """Hidden layers of m from input chunks ``x`` [(name, k0)]; returns per hidden layer its
+        chunks [(h, d, n0, width)].  With ``top_seed`` (an energy) the last hidden layer writes the
+        backward seed ``λ·w_out·act'`` into ``{pfx}g_*`` and adds ``h·w_out`` to the trace sum."""
+        o, s = self.o, self.s
+        out = []
+        for j, lay in enumerate(m.layers[:-1]):
+            T = self.t(lay.np)
+            last = j == m.n_hidden - 1
+            chunks = []
+            for c in range(lay.np // T):
+                n0 = c * T
+                o(f"{pfx}a = " + _call("bias_tile", "params_ptr", "zk", OFF=lay.b_off, NP=lay.np, ROWS=lay.rows, n0=n0,
+                                       TN=T, tlev="tlev", BLOCK_B="BLOCK_B"))
+                for (xn, k0) in x:
+                    o(f"{pfx}a = " + _call("linear_fwd", f"{pfx}a", xn, "params_ptr", "zk", OFF=lay.w_off, NP=lay.np,
+                                           k0=k0, n0=n0, PREC="PREC"))
+                h, d = f"{pfx}h{j}_{c}", f"{pfx}d{j}_{c}"
+                o(f"{h}, {d} = " + _call("activation", f"{pfx}a", ACT=m.act, SLOPE=float(m.act_param)))
+                if last and top_seed:
+                    o(f"{pfx}wl = " + _call("row_vector", "params_ptr", "zk", OFF=m.layers[-1].w_off, n0=n0, TN=T))
+                    o(f"{pfx}g_{c} = lam[:, None] * {pfx}wl * {d}")
+                    if s.trace:
+                        o(f"fsum += tl.sum({h} * {pfx}wl, axis=1)")
+                chunks.append((h, d, n0, T))
+            out.append(chunks)
+            x = [(h, n0) for (h, _d, n0, _T) in chunks]
+        return out
+
+    def hidden_bwd(self, m, pfx: str, hid: list, g: list) -> list:
+        """From the gradient chunks ``g`` [(name, n0)] at the last hidden pre-activation back to
+        the first hidden pre-activation; returns its chunks."""
+        o = self.o
+        for j in range(m.n_hidden - 1, 0, -1):
+            lay = m.layers[j]
+            new = []
+            for (_h, d, k0, T) in hid[j - 1]:
+                nm = f"{pfx}g{j - 1}_{k0 // T}"
+                o(f"{pfx}acc = tl.zeros([BLOCK_B, {T}], dtype=tl.float32)")
+                for (gn, n0) in g:
+                    o(f"{pfx}acc = " + _call("linear_bwd", f"{pfx}acc", gn, "params_ptr", "zk", OFF=lay.w_off,
+                                             NP=lay.np, n0=n0, k0=k0, PREC="PREC"))
+                o(f"{nm} = {pfx}acc * {d}")
+                new.append((nm, k0))
+            g = new
+        return g
+
+    def input_grad(self, lay, g: list, dst: str, P: int, acc: bool = False) -> None:
+        """``dst (+)= Σ_n g_n @ W[n, :]``: the gradient at an MLP's latent input (P wide)."""
+        o = self.o
+        if not acc:
+            o(f"{dst} = tl.zeros([BLOCK_B, {P}], dtype=tl.float32)")
+        for (gn, n0) in g:
+            o(f"{dst} = " + _call("linear_bwd", dst, gn, "params_ptr", "zk", OFF=lay.w_off, NP=lay.np, n0=n0, k0=0,
+                                  PREC="PREC"))
+
+    def energy(self, i: int, z: str) -> None:
+        """E{i} = λ ∇f_i(z_i) (and the trace's f_i(z_i))."""
+        m, o, s, ly = self.s.energies[i], self.o, self.s, self.lay[i]
+        pfx = f"e{i}_"
+        o(f"# energy f_{i + 1}(z_{i + 1}; t): forward and backward")
+        last = m.layers[-1]
+        if s.trace:
+            o(f"fsum += tl.load(params_ptr + {last.b_off})")
+        if m.n_hidden == 0:
+            o(f"{pfx}w = " + _call("row_vector", "params_ptr", "zk", OFF=last.w_off, n0=0, TN=ly.P))
+            o(f"E{i} = lam[:, None] * {pfx}w + tl.zeros([BLOCK_B, {ly.P}], dtype=tl.float32)")
+            if s.trace:
+                o(f"fsum += tl.sum({z} * {pfx}w, axis=1)")
+            return
+        hid = self.hidden_fwd(m, pfx, [(z, 0)], top_seed=True)
+        g = [(f"{pfx}g_{c}", n0) for c, (_h, _d, n0, _T) in enumerate(hid[-1])]
+        g = self.hidden_bwd(m, pfx, hid, g)
+        self.input_grad(m.layers[0], g, f"E{i}", ly.P)
+
+    def cond_fwd(self, i: int, x: str) -> None:
+        """mu{i}, l{i} = g_i(z_{i+1}); keeps the hidden derivatives for the backward pass."""
+        m, o, ly = self.s.conds[i], self.o, self.lay[i]
+        pfx = f"c{i}_"
+        o(f"# conditional g_{i + 1}(z_{i + 2}) -> (mu_{i + 1}, l_{i + 1})")
+        hid = self.hidden_fwd(m, pfx, [(x, 0)], top_seed=False)
+        self.cond_hidden[i] = hid
+        lay = m.layers[-1]
+        xs = [(h, n0) for (h, _d, n0, _T) in hid[-1]] if hid else [(x, 0)]
+        for nm, n0 in (("mu", 0), ("l", ly.P)):
+            o(f"{nm}{i} = " + _call("bias_tile", "params_ptr", "zk", OFF=lay.b_off, NP=lay.np, ROWS=1, n0=n0, TN=ly.P,
+                                    tlev=0, BLOCK_B="BLOCK_B"))
+            for (xn, k0) in xs:
+                o(f"{nm}{i} = " + _call("linear_fwd", f"{nm}{i}", xn, "params_ptr", "zk", OFF=lay.w_off, NP=lay.np,
+                                        k0=k0, n0=n0, PREC="PREC"))
+
+    def cond_bwd(self, i: int, gmu: str, gl: str, gz: str) -> None:
+        """gz = the gradient at g_i's input z_{i+1} given ∂μ = gmu, ∂ℓ = gl."""
+        m, o, ly, lx = self.s.conds[i], self.o, self.lay[i], self.lay[i + 1]
+        pfx = f"c{i}_"
+        o(f"# backward through g_{i + 1}")
+        hid = self.cond_hidden[i]
+        lay = m.layers[-1]
+        if not hid:
+            self.input_grad(lay, [(gmu, 0)], gz, lx.P)
+            self.input_grad(lay, [(gl, ly.P)], gz, lx.P, acc=True)
+            return
+        g = []
+        for (_h, d, k0, T) in hid[-1]:
+            nm = f"{pfx}g{len(hid) - 1}_{k0 // T}"
+            o(f"{pfx}acc = tl.zeros([BLOCK_B, {T}], dtype=tl.float32)")
+            for src, n0 in ((gmu, 0), (gl, ly.P)):
+                o(f"{pfx}acc = " + _call("linear_bwd", f"{pfx}acc", src, "params_ptr", "zk", OFF=lay.w_off, NP=lay.np,
+                                         n0=n0, k0=k0, PREC="PREC"))
+            o(f"{nm} = {pfx}acc * {d}")
+            g.append((nm, k0))
+        g = self.hidden_bwd(m, pfx, hid, g)
+        self.input_grad(m.layers[0], g, gz, lx.P)
+
+    def generate(self) -> str:
+        s, o, L = self.s, self.o, self.L
+        self.cond_hidden: dict = {}
+        self.prologue()
+        for i, ly in enumerate(self.lay):
+            o(f"u{i} = " + self.state("load_state", "u_ptr", i, "0"))
         if s.store_levels:
             o("lptr = lvl_ptr")
-        o("pb = rows")
-        with o.block("for j in range(NLEV):"):
-            o("delta = tl.load(delta_ptr + pb, mask=rmask, other=0.0)")
-            o("half = (0.5 * delta * delta)[:, None]")
-            o("amp = (tl.load(c_ptr + pb, mask=rmask, other=0.0) * delta)[:, None]")
-            o("lam = tl.load(lam_ptr + pb, mask=rmask, other=0.0)")
-            if any(l[4] > 1 for m in s.energies for l in m.layers):
-                o("tlev = tl.load(t_ptr + pb, mask=rmask, other=0).to(tl.int32)")
-            if s.has_kernel:
-                o("alpha = tl.load(alpha_ptr + pb, mask=rmask, other=0.0)[:, None]")
-                o("sg = tl.load(sigma_ptr + pb, mask=rmask, other=1.0)")
-                o("inv2v = 1.0 / (sg * sg)")
-                o("inv2 = inv2v[:, None]")
-                for i in range(L):
-                    if s.unext_from_state:
-                        o(f"un{i} = u{i}")
-                    else:
-                        o(f"un{i} = tl.load(unext_ptr + uo{i}, mask=m{i}, other=0.0)")
-            o("pb += B")
-            with o.block("for k in range(K):"):
-                if has_en:
-                    o("# ---- T_beta top-down, energies forward+backward")
+        with o.indent("for j in range(NLEV):"):
+            o("zj = j * zero")
+            for i in range(L):
+                if s.has_kernel and not s.unext_from_state:
+                    o(f"un{i} = " + self.state("load_state", "unext_ptr", i, "zj"))
+                else:
+                    o(f"un{i} = u{i}  # {'u_next = the state entering the level' if s.has_kernel else 'unused'}")
+            with o.indent("for k in range(K):"):
+                self.step_head()
+                if self.has_en:
+                    o("# ---- top-down: T_beta forward, each energy forward + backward")
                     top = L - 1
-                    o(f"z{top} = u{top}")
-                    self.energy(top, f"z{top}")
+                    self.energy(top, f"u{top}")
                     for i in range(L - 2, -1, -1):
-                        self.cond_forward(i, f"z{i + 1}")
-                        o(f"ex{i} = tl.exp(l{i})")
-                        o(f"sd{i} = ex{i} + {float(s.sigma_min)!r}")
-                        o(f"z{i} = mu{i} + sd{i} * u{i}")
+                        self.cond_fwd(i, f"z{i + 1}" if i + 1 < top else f"u{top}")
+                        o(f"ex{i} = " + _call("sigma_exp", f"l{i}", CLAMP=float(s.sigma_clamp)))
+                        o(f"z{i} = mu{i} + (ex{i} + {float(s.sigma_min)!r}) * u{i}")
                         self.energy(i, f"z{i}")
-                    o("# ---- bottom-up backward through T_beta")
+                    o("# ---- bottom-up: back through T_beta, each layer's update as soon as its gradient is complete")
                     o("G = E0")
-                    for i in range(L - 1):
-                        o(f"gu{i} = G * sd{i}")
-                        o(f"gl{i} = G * u{i} * ex{i}")
-                        self.cond_backward(i, "G", f"gl{i}", f"gz{i}")
-                        o(f"G = E{i + 1} + gz{i}")
-                    o(f"gu{L - 1} = G")
                 for i in range(L):
-                    g = f"gu{i} - u{i}" if has_en else f"-u{i}"
-                    if s.has_kernel:
-                        o(f"kr{i} = alpha * u{i} - un{i}")
-                        g += f" - alpha * kr{i} * inv2"
-                    o(f"grad{i} = {g}")
-                if s.trace:
-                    terms = [f"tl.sum(u{i} * u{i}, axis=1)" for i in range(L)]
-                    expr = "-0.5 * (" + " + ".join(terms) + ")"
-                    if has_en:
-                        expr = "lam * (" + " + ".join(f"F{i}" for i in range(L)) + ") " + expr
-                    if s.has_kernel:
-                        kt = " + ".join(f"tl.sum(kr{i} * kr{i}, axis=1)" for i in range(L))
-                        expr += f" - 0.5 * ({kt}) * inv2v"
-                    o(f"tl.store(tptr + rows, {expr}, mask=rmask)")
-                    o("tptr += B")
-                for i in range(L):
-                    if s.seeded:
-                        o(f"eps{i} = tl.where(cm{i}[None, :], _philox_normal(blk{i}, cid, step_offset + j * K + k, 0, comp{i}, key0, key1), 0.0)")
+                    ly = self.lay[i]
+                    if self.has_en and i < L - 1:
+                        smin = float(s.sigma_min)
+                        o("gu, gl = " + _call("cond_grads", "G", f"u{i}", f"ex{i}", SIGMA_MIN=smin,
+                                              CLAMP=float(s.sigma_clamp)))
                     else:
-                        o(f"eps{i} = tl.load(nptr + uo{i}, mask=m{i}, other=0.0)")
-                    o(f"u{i} = u{i} + half * grad{i} + amp * eps{i}")
-                if not s.seeded:
-                    o(f"nptr += B * {D}")
+                        o("gu = G" if self.has_en else "gu = 0.0")
+                    if s.trace:
+                        o("lp += " + _call("gauss_terms", f"u{i}", f"un{i}", "alpha", "inv2", KERNEL=s.has_kernel))
+                    if s.seeded:
+                        o("eps = " + _call("noise_chunk", "cid", "step", "key0", "key1", ly.base // 4, NB=ly.P // 4, c0=0,
+                                           LO=ly.sh, HI=ly.hi))
+                    else:
+                        o("eps = " + self.state("load_state", "nptr", i, "zk"))
+                    o(f"u{i} = " + _call("langevin_update", f"u{i}", "gu", f"un{i}", "eps", "half", "amp", "alpha",
+                                         "inv2", KERNEL=s.has_kernel))
+                    if self.has_en and i < L - 1:
+                        self.cond_bwd(i, "G", "gl", f"gz{i}")
+                        o(f"G = E{i + 1} + gz{i}")
+                self.step_tail()
             if s.store_levels:
                 for i in range(L):
-                    o(f"tl.store(lptr + uo{i}, u{i}, mask=m{i})")
-                o(f"lptr += B * {D}")
+                    o(self.state("store_state", "lptr", i, "zj", x=f"u{i}"))
+                o(f"lptr += B * {self.D}")
         for i in range(L):
-            o(f"tl.store(out_ptr + uo{i}, u{i}, mask=m{i})")
+            o(self.state("store_state", "out_ptr", i, "zero", x=f"u{i}"))
+        return "\n".join(self.head() + self.o.lines) + "\n"
 
-        head = [
-            "# generated by kernels.codegen -- do not edit",
-            DEVICE_SRC,
-            "",
-            "@triton.jit",
-            "def langevin_kernel(u_ptr, out_ptr, lvl_ptr, noise_ptr, key_ptr, ids_ptr,",
-            "                    delta_ptr, c_ptr, lam_ptr, t_ptr, alpha_ptr, sigma_ptr, unext_ptr,",
-            "                    trace_ptr, params_ptr, scratch_ptr, B, K, NLEV, step_offset,",
-            "                    BLOCK_B: tl.constexpr):",
-            f'    """{_describe(s)}"""',
-        ]
-        ar_lines = [f"    ar{n} = tl.arange(0, {n})" for n in sorted(self.aranges)]
-        return "\n".join(head + ar_lines + self.o.lines) + "\n"
+    def state(self, fn: str, ptr: str, i: int, z: str, x=None) -> str:
+        ly = self.lay[i]
+        args = (ptr,) if x is None else (ptr, x)
+        kw = dict(D=self.D, BASE=ly.base) if x is not None else dict(D=self.D, BASE=ly.base, P=ly.P)
+        return _call(fn, *args, "rows64", "rmask", z, **kw, LO=ly.sh, HI=ly.hi)
 
 
-def _describe(s: LangevinSpec) -> str:
-    return (f"dims={s.dims} conds={[tuple(l[1] for l in m.layers) for m in s.conds]} "
-            f"energies={[tuple(l[1] for l in m.layers) for m in s.energies]} kernel={s.has_kernel} "
-            f"seeded={s.seeded} trace={s.trace} precision={s.precision}")
+# ------------------------------------------------------------------------------------- streamed form
+class _StreamedGlue(_Glue):
+    """State in the output buffer, activations in a per-program scratch buffer; one call per
+    layer."""
+
+    form = "streamed"
+
+    def __init__(self, spec):
+        super().__init__(spec)
+        self.regions: dict = {}
+        lay = self.lay
+        mlps = list(spec.conds) + list(spec.energies)
+        hmax = max([x.np for m in mlps for x in m.layers[:-1]] + [16])
+        pmax = max(ly.P for ly in lay)
+        for name in ("Z0", "Z1"):
+            self._region(name, pmax)
+        for i, ly in enumerate(lay):
+            self._region(f"E{i}", ly.P)
+        for i in range(self.L - 1):
+            self._region(f"EX{i}", lay[i].P)
+        for name in ("GMU0", "GL0", "GMU1", "GL1"):
+            self._region(name, pmax)
+        for name in ("H0", "H1", "GA0", "GA1"):
+            self._region(name, hmax)
+        self._region("DE", max([sum(x.np for x in m.layers[:-2]) for m in spec.energies] + [0]))
+        for i, m in enumerate(spec.conds):
+            self._region(f"DC{i}", sum(x.np for x in m.layers[:-1]))
+        if spec.has_kernel and spec.unext_from_state:
+            self._region("UN", pad(self.D + 4))
+
+    def _region(self, name: str, width: int) -> None:
+        if width > 0:
+            self.regions[name] = self.scr_w
+            self.scr_w += width
+
+    def r(self, name: str, sub: int = 0) -> str:
+        """A scratch region's row pointers.  ``sz = scr + zk``: region pointers are step-variant,
+        so the compiler computes them at their use instead of hoisting ~40 of them out of the step
+        loop and holding them in registers for the whole chain."""
+        return f"sz + {self.regions[name] + sub}"
+
+    def barrier(self) -> None:
+        self.o("tl.debug_barrier()")
+
+    def src_of(self, i: int) -> tuple:
+        """(row pointer, LO, HI) of z_i as an MLP input: the state for the top layer, else its
+        Z region (every column valid: HI = -1)."""
+        ly = self.lay[i]
+        if i == self.L - 1:
+            return f"uz + {ly.base}", ly.sh, ly.hi
+        return self.r(f"Z{i % 2}"), 0, -1
+
+    def hidden(self, m, src: tuple, KP: int, dreg, top_seed: bool) -> tuple:
+        """Forward through m's hidden layers from ``src`` (KP wide); returns (source of the last
+        hidden activation, its width).  Derivatives go to region ``dreg`` (packed per hidden
+        layer); with ``top_seed`` the last hidden layer is fused with the 1-wide output (an
+        energy: the backward seed goes to GA0)."""
+        o, s = self.o, self.s
+        ptr, LO, HI = src
+        dsub = 0
+        for j, lay in enumerate(m.layers[:-1]):
+            common = dict(KP=KP, TK=self.t(KP), LO=LO, HI=HI, params_ptr="params_ptr", z="zk", W_OFF=lay.w_off,
+                          NP=lay.np, B_OFF=lay.b_off, ROWS=lay.rows, tlev="tlev")
+            if top_seed and j == m.n_hidden - 1:
+                o(("fsum += " if s.trace else "") + _call(
+                    "stream_energy_top", ptr, "rm", **common, WL_OFF=m.layers[-1].w_off, lam="lam",
+                    dst_ga=self.r("GA0"), TN=self.t(lay.np), ACT=m.act, SLOPE=float(m.act_param), TRACE=s.trace,
+                    PREC="PREC", BLOCK_B="BLOCK_B"))
+                self.barrier()
+                return None, lay.np
+            store_d = dreg is not None
+            o(_call("stream_hidden_fwd", ptr, "rm", **common, dst_h=self.r(f"H{j % 2}"),
+                    dst_d=self.r(dreg, dsub) if store_d else "scr", TN=self.t(lay.np), ACT=m.act,
+                    SLOPE=float(m.act_param), STORE_D=store_d, PREC="PREC", BLOCK_B="BLOCK_B"))
+            self.barrier()
+            dsub += lay.np
+            ptr, LO, HI, KP = self.r(f"H{j % 2}"), 0, -1, lay.np
+        return (ptr, LO, HI), KP
+
+    def hidden_bwd(self, m, dreg: str, cur: str) -> str:
+        """Back from the gradient at the last hidden pre-activation (region ``cur``) to the first;
+        returns the region that holds it."""
+        subs, acc = [], 0
+        for lay in m.layers[:-1]:
+            subs.append(acc)
+            acc += lay.np
+        for j in range(m.n_hidden - 1, 0, -1):
+            lay = m.layers[j]
+            nxt = "GA1" if cur == "GA0" else "GA0"
+            self.o(_call("stream_hidden_bwd", self.r(cur), "rm", NP=lay.np, TN=self.t(lay.np), params_ptr="params_ptr",
+                         z="zk", W_OFF=lay.w_off, src_d=self.r(dreg, subs[j - 1]), dst_g=self.r(nxt), KP=lay.kp,
+                         TK=self.t(lay.kp), PREC="PREC", BLOCK_B="BLOCK_B"))
+            self.barrier()
+            cur = nxt
+        return cur
+
+    def energy(self, i: int) -> None:
+        m, o, s, ly = self.s.energies[i], self.o, self.s, self.lay[i]
+        o(f"# energy f_{i + 1}(z_{i + 1}; t): forward and backward")
+        ptr, LO, HI = self.src_of(i)
+        last = m.layers[-1]
+        if s.trace:
+            o(f"fsum += tl.load(params_ptr + {last.b_off})")
+        if m.n_hidden == 0:
+            o(("fsum += " if s.trace else "") + _call(
+                "stream_energy_linear", ptr, "rm", KP=ly.P, TK=self.t(ly.P), LO=LO, HI=HI, params_ptr="params_ptr",
+                z="zk", W_OFF=last.w_off, lam="lam", dst_e=self.r(f"E{i}"), TRACE=s.trace, BLOCK_B="BLOCK_B"))
+            self.barrier()
+            return
+        self.hidden(m, (ptr, LO, HI), ly.P, "DE" if m.n_hidden > 1 else None, top_seed=True)
+        cur = self.hidden_bwd(m, "DE", "GA0")
+        lay = m.layers[0]
+        o(_call("stream_input_grad", self.r(cur), "rm", NP=lay.np, TN=self.t(lay.np), params_ptr="params_ptr", z="zk",
+                W_OFF=lay.w_off, dst=self.r(f"E{i}"), KP=ly.P, TK=self.t(ly.P), PREC="PREC", BLOCK_B="BLOCK_B"))
+        self.barrier()
+
+    def cond_fwd(self, i: int) -> None:
+        m, o, s, ly, lx = self.s.conds[i], self.o, self.s, self.lay[i], self.lay[i + 1]
+        o(f"# conditional g_{i + 1}(z_{i + 2}) -> (mu_{i + 1}, l_{i + 1}), z_{i + 1}")
+        src, KP = self.hidden(m, self.src_of(i + 1), lx.P, f"DC{i}" if m.n_hidden else None, top_seed=False)
+        lay = m.layers[-1]
+        o(_call("stream_cond_out", src[0], "rm", KP=KP, TK=self.t(KP), LO=src[1], HI=src[2], params_ptr="params_ptr",
+                z="zk", W_OFF=lay.w_off, B_OFF=lay.b_off, P=ly.P, u_row=f"uz + {ly.base}", ULO=ly.sh, UHI=ly.hi,
+                dst_z=self.r(f"Z{i % 2}"), dst_ex=self.r(f"EX{i}"), TN=self.t(ly.P), SIGMA_MIN=float(s.sigma_min),
+                CLAMP=float(s.sigma_clamp),
+                PREC="PREC", BLOCK_B="BLOCK_B"))
+        self.barrier()
+
+    def cond_bwd(self, i: int) -> None:
+        """Back through g_i from ∂μ, ∂ℓ (regions GMU/GL of layer i) to its first hidden
+        pre-activation (the update of layer i+1 does the product with the first layer)."""
+        m, o, ly = self.s.conds[i], self.o, self.lay[i]
+        if m.n_hidden == 0:
+            return
+        o(f"# backward through g_{i + 1}")
+        lay = m.layers[-1]
+        dsub = sum(x.np for x in m.layers[:-2])
+        o(_call("stream_cond_out_bwd", self.r(f"GMU{i % 2}"), self.r(f"GL{i % 2}"), "rm", P=ly.P, TN=self.t(ly.P),
+                params_ptr="params_ptr", z="zk", W_OFF=lay.w_off, src_d=self.r(f"DC{i}", dsub), dst_g=self.r("GA0"),
+                KP=lay.kp, TK=self.t(lay.kp), PREC="PREC", BLOCK_B="BLOCK_B"))
+        self.barrier()
+        self.ga_of_cond[i] = self.hidden_bwd(m, f"DC{i}", "GA0")
+
+    def update(self, i: int) -> None:
+        o, s, ly = self.o, self.s, self.lay[i]
+        o(f"# layer {i + 1}: gradient complete -> Langevin update")
+        kw = dict(LO=ly.sh, HI=ly.hi, NP=ly.P, TN=self.t(ly.P), HAS_E=self.has_en,
+                  src_e=self.r(f"E{i}") if self.has_en else "scr")
+        gz = dict(GZ=0, src_g="scr", src_g2="scr", GP=16, GT=16, params_ptr="params_ptr", z="zk", GW_OFF=0, GW_NP=16)
+        if self.has_en and i > 0:
+            m, lb = self.s.conds[i - 1], self.lay[i - 1]
+            lay = m.layers[0]
+            if m.n_hidden:
+                gz.update(GZ=1, src_g=self.r(self.ga_of_cond[i - 1]), GP=lay.np, GT=self.t(lay.np), GW_OFF=lay.w_off,
+                          GW_NP=lay.np)
+            else:
+                gz.update(GZ=2, src_g=self.r(f"GMU{(i - 1) % 2}"), src_g2=self.r(f"GL{(i - 1) % 2}"), GP=lb.P,
+                          GT=self.t(lb.P), GW_OFF=lay.w_off, GW_NP=lay.np)
+        kw.update(gz)
+        has_ex = self.has_en and i < self.L - 1
+        kw.update(HAS_EX=has_ex, src_ex=self.r(f"EX{i}") if has_ex else "scr", SIGMA_MIN=float(s.sigma_min),
+                  CLAMP=float(s.sigma_clamp),
+                  dst_mu=self.r(f"GMU{i % 2}") if has_ex else "scr", dst_l=self.r(f"GL{i % 2}") if has_ex else "scr")
+        if s.has_kernel:
+            un = f"{self.r('UN')} + {ly.base}" if s.unext_from_state else f"unx + zk + {ly.base}"
+        else:
+            un = "uz"
+        kw.update(KERNEL=s.has_kernel, un_row=un, half="half", amp="amp", alpha="alpha", inv2="inv2")
+        kw.update(SEEDED=s.seeded, cid="cid" if s.seeded else 0, step="step", k0="key0" if s.seeded else 0,
+                  k1="key1" if s.seeded else 0, BLK0=ly.base // 4, noise_row="uz" if s.seeded else f"nrow + {ly.base}")
+        kw.update(TRACE=s.trace, rmask="rm", PREC="PREC", BLOCK_B="BLOCK_B")
+        o(("lp += " if s.trace else "") + _call("stream_update", f"uz + {ly.base}", **kw))
+        self.barrier()
+
+    def generate(self) -> str:
+        s, o, L, D = self.s, self.o, self.L, self.D
+        self.ga_of_cond: dict = {}
+        self.prologue()
+        o("rm = rmask[:, None]")
+        o(f"ust = out_ptr + rows64[:, None] * {D}  # the state: the output buffer's rows")
+        o(f"scr = scratch_ptr + (pid * BLOCK_B + tl.arange(0, BLOCK_B)).to(tl.int64)[:, None] * {self.scr_w}")
+        if s.has_kernel and not s.unext_from_state:
+            o(f"unx = unext_ptr + rows64[:, None] * {D}")
+        TD = self.t(pad(D))
+        o(_call("copy_cols", f"u_ptr + rows64[:, None] * {D}", "ust", N=D, TN=TD, rmask="rm"))
+        self.barrier()
+        with o.indent("for j in range(NLEV):"):
+            if s.has_kernel and s.unext_from_state:
+                o(_call("copy_cols", "ust", f"scr + {self.regions['UN']}", N=D, TN=TD, rmask="rm"))
+                self.barrier()
+            with o.indent("for k in range(K):"):
+                self.step_head()
+                o("sz = scr + zk  # step-variant row pointers (see _StreamedGlue.r)")
+                o("uz = ust + zk")
+                if self.has_en:
+                    o("# ---- top-down: T_beta forward, each energy forward + backward")
+                    self.energy(L - 1)
+                    for i in range(L - 2, -1, -1):
+                        self.cond_fwd(i)
+                        self.energy(i)
+                o("# ---- bottom-up: back through T_beta, each layer's update as soon as its gradient is complete")
+                for i in range(L):
+                    self.update(i)
+                    if self.has_en and i < L - 1:
+                        self.cond_bwd(i)
+                self.step_tail()
+            if s.store_levels:
+                o(_call("copy_cols", "ust", f"lvl_ptr + (j * B + rows64)[:, None] * {D}", N=D, TN=TD, rmask="rm"))
+        return "\n".join(self.head() + self.o.lines) + "\n"
 
 
 def generate_source(spec: LangevinSpec) -> tuple:
     """(source text, scratch floats per row) of the kernel for ``spec``."""
-    g = _Gen(spec)
+    g = _RegisterGlue(spec) if kernel_form(spec) == "register" else _StreamedGlue(spec)
     src = g.generate()
     return src, g.scr_w
 
@@ -547,6 +744,10 @@ def generate_source(spec: LangevinSpec) -> tuple:
 # ---------------------------------------------------------------------------------- module cache
 _lock = threading.Lock()
 _modules: dict = {}
+
+
+def _interpret() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
 def cache_dir() -> str:
@@ -558,7 +759,7 @@ def cache_dir() -> str:
 
 def load_source(src: str, prefix: str):
     """Import generated source from a file (Triton reads kernels' source through inspect)."""
-    interp = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+    interp = _interpret()
     h = hashlib.sha256(src.encode()).hexdigest()[:20]
     key = (h, interp)
     with _lock:
@@ -584,15 +785,9 @@ _built: dict = {}
 
 def build_kernel(spec: LangevinSpec):
     """(jitted kernel, scratch floats per row) for ``spec`` (cached: no code generation per call)."""
-    interp = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+    interp = _interpret()
     hit = _built.get((spec, interp))
     if hit is None:
         src, scr_w = generate_source(spec)
         hit = _built[(spec, interp)] = (load_source(src, "langevin").langevin_kernel, scr_w)
     return hit
-
-
-def rng_debug_kernel():
-    """The jitted debug kernel writing hebm's Philox words and normals (tests)."""
-    src = "# generated by kernels.codegen -- do not edit\n" + DEVICE_SRC + RNG_DEBUG_SRC
-    return load_source(src, "rng").rng_debug_kernel

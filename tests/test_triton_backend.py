@@ -148,6 +148,69 @@ def test_unsupported_reasons(monkeypatch):
             hebm.langevin_fused(prior32, torch.zeros(2, 3), n_steps=1, step_size=0.1, seed=0, backend="triton")
 
 
+# ------------------------------------------------------------------------------ generated code, launch plan
+def test_committed_kernel_is_what_the_generator_writes():
+    """kernels/generated/small_seeded_kernel.py is the generator's output for the small problem
+    (seeded, kernel term, no trace, GPU defaults), byte for byte."""
+    golden = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "kernels", "generated",
+                          "small_seeded_kernel.py")
+    with open(golden) as f:
+        committed = f.read()
+    fresh = tb.standard_kernel_source()
+    assert fresh == committed, (
+        f"{golden} differs from what kernels/codegen.py generates now. If the generator changed on purpose, "
+        "review the new kernel and refresh the committed copy with\n"
+        "    python -c 'import hebm.backends.triton_backend as t; t.write_standard_kernel()'\n"
+        "and commit it with the generator change.")
+
+
+def test_one_launch_configuration(monkeypatch):
+    """No autotuning: one configuration for every batch size (16 rows, 4 warps, no pipelining);
+    the environment pins another one."""
+    p = hebm.standard_problem("toy", 4)
+    packed, parts = tb._packed(p.prior, p.u.device)
+    spec = tb.kernel_spec(packed, parts, has_kernel=True, unext_from_state=False, seeded=True, trace=False,
+                          store_levels=False, precision="tf32", interpret=False)
+    cuda = torch.device("cuda")
+    for var in ("HEBM_TRITON_BLOCK_B", "HEBM_TRITON_WARPS", "HEBM_TRITON_STAGES"):
+        monkeypatch.delenv(var, raising=False)
+    for B in (1, 64, 1024, 100_000):
+        assert tb.launch_config(B, spec, cuda) == {"BLOCK_B": 16, "num_warps": 4, "num_stages": 1}
+    monkeypatch.setenv("HEBM_TRITON_BLOCK_B", "32")
+    monkeypatch.setenv("HEBM_TRITON_WARPS", "2")
+    assert tb.launch_config(64, spec, cuda) == {"BLOCK_B": 32, "num_warps": 2, "num_stages": 1}
+
+
+@pytest.mark.parametrize("name,precision,form", [("toy", "tf32", "register"), ("toy", "fp32", "streamed"),
+                                                 ("small", "tf32", "streamed"), ("large", "fp32", "streamed")])
+def test_kernel_form_of_standard_problems(name, precision, form):
+    """Which form a first GPU call builds (benchmarks/NOTES.md, "Triton kernel, session 3")."""
+    from hebm.kernels import kernel_form
+
+    p = hebm.standard_problem(name, 4)
+    packed, parts = tb._packed(p.prior, p.u.device)
+    spec = tb.kernel_spec(packed, parts, has_kernel=True, unext_from_state=False, seeded=True, trace=False,
+                          store_levels=False, precision=precision, interpret=False)
+    assert kernel_form(spec) == form
+
+
+@pytest.mark.skipif(not INTERP, reason="on a GPU a tf32 request computes TF32 (test_gpu_tf32_error_and_auto)")
+@pytest.mark.parametrize("form", ["register", "streamed"])
+def test_both_forms_tf32_request(form):
+    """Both forms under a tf32 request (what the GPU runs for toy): under the interpreter the dots
+    are plain fp32, so the parity rule holds."""
+    old = dict(tb.TUNING)
+    tb.TUNING.update(reg_limit=None if form == "register" else 0, tile=32)
+    try:
+        for dims, B, kw in [((7, 13, 3), 9, dict(explicit_noise=False)), ((7, 13), 7, dict())]:
+            prior = make_prior(dims=dims, n_levels=3)
+            u, kws = make_kwargs(prior, B, n_steps=3, **kw)
+            parity(prior.to(DEVICE), u.to(DEVICE), {k: v.to(DEVICE) if isinstance(v, torch.Tensor) else v
+                                                     for k, v in kws.items()}, "triton", precision="tf32")
+    finally:
+        tb.TUNING.update(old)
+
+
 # ------------------------------------------------------------------------------ GPU only
 gpu = pytest.mark.skipif(INTERP, reason="needs a CUDA device (compiled Triton)")
 

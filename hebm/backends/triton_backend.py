@@ -1,26 +1,28 @@
 """``backend="triton"``: the launcher of the persistent Triton Langevin kernel (``kernels/``).
 
-One launch runs all K steps (and, for :func:`run_reverse_diffusion`, all T levels) of
+One launch runs all K steps (and, for :func:`run_reverse`, all T levels) of
 
     u ← u + (δ²/2) · ∇_u log π(u) + c·δ · ε,
     log π(u) = λ · F(T_β(u); t) − ½‖u‖² − [cond] ‖a·u − u_next‖² / (2σ²)
 
-with each program holding ``BLOCK_B`` chains on chip.  The kernel source is generated per network
-structure by :mod:`kernels.codegen` (widths, offsets, activations and flags are literals) and
-cached; this module packs the prior (:mod:`hebm.backends.pack`, cached on the parameters'
-versions), materialises the per-chain parameters and launches.  On CUDA the block size and warp
-count are autotuned per batch size (``HEBM_TRITON_BLOCK_B`` / ``HEBM_TRITON_WARPS`` pin one
-config); under ``TRITON_INTERPRET=1`` (CPU tensors, tests) one small fixed config runs.
+with each program holding ``BLOCK_B`` chains.  The kernel's glue is generated per network
+structure by :mod:`hebm.kernels.codegen` (a sequence of :mod:`hebm.kernels.device` calls with
+literal widths and offsets) and cached; this module builds the kernels' parameter buffer once per
+pack (:mod:`hebm.kernels.params`, from :mod:`hebm.backends.pack`), materialises the per-chain
+parameters and launches.  One configuration, no autotuning (:func:`launch_config`: 16 rows ×
+4 warps, no software pipelining; ``HEBM_TRITON_BLOCK_B`` / ``HEBM_TRITON_WARPS`` /
+``HEBM_TRITON_STAGES`` pin others), so a first call compiles exactly one kernel
+(``benchmarks/compile_report.py`` measures that compile offline).  Under ``TRITON_INTERPRET=1``
+(CPU tensors, tests) 16 rows, 1 warp, and wider chunks (fewer numpy operations).
 
-Precision: ``"fp32"`` → ``tl.dot(..., input_precision="ieee")`` (exact fp32, slow on tensor
-cores), ``"tf32"`` → TF32 tensor-core dots, ``"bf16"`` → bf16 dot operands with fp32
+Precision: ``"fp32"`` → ``tl.dot(..., input_precision="ieee")`` (exact fp32, FMA loops on the
+GPU), ``"tf32"`` → TF32 tensor-core dots, ``"bf16"`` → bf16 dot operands with fp32
 accumulation (never tested in the interpreter, whose bf16 dot is broken).  Float64 is not
 supported (use ``"ref"`` or ``"cpu"``).
 """
 from __future__ import annotations
 
 import os
-import weakref
 from typing import Optional
 
 import torch
@@ -28,14 +30,22 @@ import torch
 from .pack import network_support, packed_prior
 
 NAME = "triton"
+FEATURES = ("sigma_clamp",)
 
-#: Kernel-shape knobs: ``tile`` = chunk width of tiled (scratch-streamed) layers; ``reg_limit`` =
-#: padded weight elements above which an MLP's layers are tiled instead of register-resident
-#: (0 tiles every MLP with a hidden layer; tests use that to cover the tiled path at small sizes).
+#: Kernel-shape knobs (None: the default of the precision): ``tile`` = chunk width of every
+#: product (a power of two >= 16); ``reg_limit`` = padded weight-block elements above which the
+#: kernel takes the streamed (scratch) form instead of the register form (0 streams every network
+#: with an MLP; tests use that to cover the streamed path at small sizes).
 TUNING = {
-    "tile": int(os.environ.get("HEBM_TRITON_TILE", "64")),
-    "reg_limit": int(os.environ.get("HEBM_TRITON_REG_LIMIT", str(128 * 128))),
+    "tile": int(os.environ["HEBM_TRITON_TILE"]) if os.environ.get("HEBM_TRITON_TILE") else None,
+    "reg_limit": int(os.environ["HEBM_TRITON_REG_LIMIT"]) if os.environ.get("HEBM_TRITON_REG_LIMIT") else None,
 }
+#: Their defaults per dot precision (None above): tensor-core dots hold a chunk product's operands
+#: spread over the warp; exact-fp32 dots are FMA loops in which every thread holds its rows × K of
+#: one operand and K × its columns of the other, so they take narrower chunks and only tiny MLPs
+#: in registers (benchmarks/NOTES.md, "Triton kernel, session 3").
+_DEFAULT_TILE = {"ieee": 16, "tf32": 32, "bf16": 32}
+_DEFAULT_REG_LIMIT = {"ieee": 32 * 32, "tf32": 64 * 64, "bf16": 64 * 64}
 
 _PRECISIONS = {"fp32": "ieee", "tf32": "tf32", "bf16": "bf16"}
 _INTERP_BLOCK_B = 16
@@ -72,7 +82,9 @@ def unsupported(prior, args) -> Optional[str]:
 
 # ---------------------------------------------------------------------------------- packing
 def _packed(prior, device):
-    """The cached fp32 pack (:func:`hebm.backends.pack.packed_prior`) and its kernel spec parts."""
+    """The cached fp32 pack (:func:`hebm.backends.pack.packed_prior`) and the kernels' parts of it:
+    ``(conditional MLPSpecs, energy MLPSpecs, the kernels' parameter buffer)`` (built once per
+    pack: :mod:`hebm.kernels.params`)."""
     packed = packed_prior(prior, torch.float32, device)
     parts = packed.derived.get("triton")
     if parts is None:
@@ -81,50 +93,83 @@ def _packed(prior, device):
 
 
 def _structure(packed):
-    from ..kernels import MLPSpec
+    from ..kernels import params as kparams
 
     layout = packed.layout.tolist()
     mlps = []
     for (first, n, code), ap in zip(packed.mlps.tolist(), packed.act_params.tolist()):
-        layers = tuple(tuple(int(v) for v in layout[first + r]) for r in range(n))
-        mlps.append(MLPSpec(layers=layers, act=int(code), act_param=float(ap)))
+        rows = tuple(tuple(int(v) for v in layout[first + r]) for r in range(n))
+        mlps.append((rows, int(code), float(ap)))
     L = packed.L
-    return tuple(mlps[: L - 1]), tuple(mlps[L - 1:])
+    conds, energies, total, sources = kparams.layout(packed.dims, mlps[: L - 1], mlps[L - 1:])
+    with torch.no_grad():
+        buf = kparams.build(packed.params, conds + energies, sources, total)
+    return conds, energies, buf
 
 
 # ---------------------------------------------------------------------------------- launch
-_autotuned: dict = {}
-
-
-def _configs():
-    import triton
-
-    bb = os.environ.get("HEBM_TRITON_BLOCK_B")
-    nw = os.environ.get("HEBM_TRITON_WARPS")
-    blocks = [int(bb)] if bb else [16, 32, 64]
-    warps = [int(nw)] if nw else [1, 2, 4]
-    return [triton.Config({"BLOCK_B": b}, num_warps=w) for b in blocks for w in warps]
-
-
-def _launch(packed, parts, *, u, K, nlev, delta, c, lam, t, alpha, sigma, unext, unext_from_state, noise, seed,
-            chain_ids, step_offset, trace, store_levels, precision):
-    from ..kernels import LangevinSpec, build_kernel
+def kernel_spec(packed, parts, *, has_kernel: bool, unext_from_state: bool, seeded: bool, trace: bool,
+                store_levels: bool, precision: str, interpret: Optional[bool] = None):
+    """The :class:`hebm.kernels.LangevinSpec` a launch builds (its source is generated from it);
+    ``interpret``: whose defaults (the interpreter's or a GPU's; default: this process's mode)."""
+    from ..kernels import LangevinSpec
 
     if precision not in _PRECISIONS:
         raise ValueError(f"the Triton backend supports precision fp32, tf32 or bf16, got {precision!r}")
-    conds, energies = parts
-    spec = LangevinSpec(
-        dims=tuple(packed.dims), sigma_min=float(packed.sigma_min), conds=conds, energies=energies,
-        has_kernel=alpha is not None, unext_from_state=unext_from_state, seeded=seed is not None, trace=trace,
-        store_levels=store_levels, precision=_PRECISIONS[precision], tile=TUNING["tile"], reg_limit=TUNING["reg_limit"],
+    conds, energies, _ = parts
+    prec = _PRECISIONS[precision]
+    interp = _interpret() if interpret is None else interpret
+    # the interpreter's numpy ops cost per op, not per element: fewer, wider chunks
+    tile = TUNING["tile"] if TUNING["tile"] is not None else 64 if interp else _DEFAULT_TILE[prec]
+    reg_limit = (TUNING["reg_limit"] if TUNING["reg_limit"] is not None
+                 else 64 * 64 if interp else _DEFAULT_REG_LIMIT[prec])
+    return LangevinSpec(
+        dims=tuple(packed.dims), sigma_min=float(packed.sigma_min), sigma_clamp=float(packed.sigma_clamp), conds=conds,
+        energies=energies if packed.has_energy else (), has_kernel=has_kernel, unext_from_state=unext_from_state,
+        seeded=seeded, trace=trace, store_levels=store_levels, precision=prec, tile=int(tile), reg_limit=int(reg_limit),
     )
+
+
+def launch_config(B: int, spec, device=None) -> dict:
+    """The one compiled configuration a launch uses: ``{"BLOCK_B", "num_warps", "num_stages"}``.
+
+    16 rows × 4 warps, no software pipelining, for every problem and batch size: one MMA row
+    block (16 rows) per program, and — every product being at least 32 columns wide — Triton
+    spreads the 4 warps over the columns, so each warp holds a quarter of every tile (4 warps on
+    16 rows otherwise replicate the work; 64 rows × 4 warps hold 16 rows per warp and more
+    registers per thread, or replicate too).  The pipeliner (``num_stages`` > 1) multi-buffers the
+    chunk loops' loads in shared memory and triples their code.  Measured offline for sm_90:
+    benchmarks/NOTES.md, "Triton kernel, session 3".  ``HEBM_TRITON_BLOCK_B`` /
+    ``HEBM_TRITON_WARPS`` / ``HEBM_TRITON_STAGES`` pin other values (for measuring on a GPU).
+    The interpreter (CPU tensors) runs 16 rows, 1 warp."""
+    if device is None or torch.device(device).type != "cuda":
+        return {"BLOCK_B": _INTERP_BLOCK_B, "num_warps": 1, "num_stages": 1}
+    return {"BLOCK_B": int(os.environ.get("HEBM_TRITON_BLOCK_B") or 16),
+            "num_warps": int(os.environ.get("HEBM_TRITON_WARPS") or 4),
+            "num_stages": int(os.environ.get("HEBM_TRITON_STAGES") or 1)}
+
+
+def prepare(packed, parts, *, u, K, nlev, delta, c, lam, t, alpha, sigma, unext, unext_from_state, noise, seed,
+            chain_ids, step_offset, trace, store_levels, precision, config_for=None):
+    """Everything a launch needs, without launching: ``(kernel, args, config, spec, outputs)``
+    (``outputs`` = (out, trace or None, levels or None)).  ``config_for``: the device whose launch
+    configuration to use (default: u's) — ``benchmarks/compile_report.py`` passes ``cuda`` with CPU
+    tensors and compiles ``kernel`` offline for exactly these arguments and this config."""
+    from ..kernels import build_kernel
+
+    gpu = config_for is not None and torch.device(config_for).type == "cuda"
+    spec = kernel_spec(packed, parts, has_kernel=alpha is not None, unext_from_state=unext_from_state,
+                       seeded=seed is not None, trace=trace, store_levels=store_levels, precision=precision,
+                       interpret=False if gpu else None)
     kern, scr_w = build_kernel(spec)
     B, D = u.shape
     dev = u.device
+    cfg = launch_config(B, spec, dev if config_for is None else torch.device(config_for))
     out = torch.empty_like(u)
     tr = torch.empty((nlev * K, B), dtype=u.dtype, device=dev) if trace else u
     lv = torch.empty((nlev, B, D), dtype=u.dtype, device=dev) if store_levels else u
-    scratch = torch.empty(((B + 64) * scr_w,), dtype=torch.float32, device=dev) if scr_w else u
+    nprog = triton_cdiv(B, cfg["BLOCK_B"])
+    scratch = torch.empty((nprog * cfg["BLOCK_B"] * scr_w,), dtype=torch.float32, device=dev) if scr_w else u
     if seed is not None:
         key = torch.tensor([seed & 0xFFFFFFFF, (seed >> 32) & 0xFFFFFFFF], dtype=torch.int64, device=dev)
         ids = chain_ids
@@ -133,18 +178,20 @@ def _launch(packed, parts, *, u, K, nlev, delta, c, lam, t, alpha, sigma, unext,
         key, ids, nz = u, u, noise
     args = (u, out, lv, nz, key, ids, delta, c, lam, t if t is not None else delta,
             alpha if alpha is not None else delta, sigma if sigma is not None else delta,
-            unext if unext is not None else u, tr, packed.params, scratch, B, K, nlev, int(step_offset))
-    if _interpret() or dev.type != "cuda":
-        kern[(triton_cdiv(B, _INTERP_BLOCK_B),)](*args, BLOCK_B=_INTERP_BLOCK_B, num_warps=1)
-    else:
-        tuned = _autotuned.get(kern)
-        if tuned is None:
-            import triton
+            unext if unext is not None else u, tr, parts[2], scratch, B, K, nlev, int(step_offset), 0)
+    return kern, args, cfg, spec, (out, tr if trace else None, lv if store_levels else None)
 
-            tuned = _autotuned[kern] = triton.autotune(configs=_configs(), key=["B"])(kern)
-        with torch.cuda.device(dev):
-            tuned[lambda meta: (triton_cdiv(B, meta["BLOCK_B"]),)](*args)
-    return out, (tr if trace else None), (lv if store_levels else None)
+
+def _launch(packed, parts, **kw):
+    kern, args, cfg, _spec, outs = prepare(packed, parts, **kw)
+    u = kw["u"]
+    grid = (triton_cdiv(u.shape[0], cfg["BLOCK_B"]),)
+    if u.device.type == "cuda":
+        with torch.cuda.device(u.device):
+            kern[grid](*args, **cfg)
+    else:
+        kern[grid](*args, **cfg)
+    return outs
 
 
 def triton_cdiv(a: int, b: int) -> int:
@@ -160,46 +207,89 @@ def ran(precision: str) -> str:
     return "fp32" if _interpret() else precision
 
 
+def langevin_kwargs(args, *, precision: str, trace: bool) -> dict:
+    """:func:`prepare` / :func:`_launch` keywords of a Langevin call (checked ``LangevinArgs``)."""
+    return dict(
+        u=args.u, K=args.n_steps, nlev=1, delta=_rows(args.step_size), c=_rows(args.noise_scale),
+        lam=_rows(args.energy_scale), t=None if args.t is None else _rows(args.t),
+        alpha=None if args.alpha is None else _rows(args.alpha), sigma=None if args.sigma is None else _rows(args.sigma),
+        unext=args.u_next, unext_from_state=False, noise=args.noise, seed=args.seed, chain_ids=args.chain_ids,
+        step_offset=args.step_offset, trace=trace, store_levels=False, precision=precision,
+    )
+
+
+def reverse_kwargs(schedule, r, *, precision: str, return_levels: bool) -> dict:
+    """:func:`prepare` / :func:`_launch` keywords of a whole reverse diffusion: per-level δ, λ, a,
+    σ, t from :meth:`hebm.DiffusionSchedule.level_params` as ``[T, B]`` rows (level T−1 first),
+    u_next = the state entering the level (no kernel term at the top level)."""
+    u, T, K, B = r.u, schedule.T, r.n_steps, r.B
+    lv = [schedule.level_params(t) for t in range(T - 1, -1, -1)]
+
+    def rows(key, dtype=u.dtype):
+        return torch.tensor([[p[key]] * B for p in lv], dtype=dtype, device=u.device)
+
+    return dict(
+        u=u, K=K, nlev=T, delta=rows("step_size"), c=r.noise_scale.reshape(1, B).repeat(T, 1).contiguous(),
+        lam=rows("energy_scale"), t=rows("t", torch.long), alpha=rows("alpha") if T > 1 else None,
+        sigma=rows("sigma") if T > 1 else None, unext=None, unext_from_state=True,
+        noise=r.noise, seed=r.seed, chain_ids=r.chain_ids, step_offset=0, trace=False,
+        store_levels=return_levels, precision=precision,
+    )
+
+
 def run(prior, args, *, precision: str, trace: bool):
     """K Langevin steps in one launch: ``(u_out [B, D], log π trace [K, B] or None, precision ran)``."""
     u = args.u
     if args.n_steps == 0:
         return u.clone(), (u.new_zeros((0, args.B)) if trace else None), ran(precision)
     packed, parts = _packed(prior, u.device)
-    if not packed.has_energy:
-        parts = (parts[0], ())
-    out, tr, _ = _launch(
-        packed, parts, u=u, K=args.n_steps, nlev=1, delta=_rows(args.step_size), c=_rows(args.noise_scale),
-        lam=_rows(args.energy_scale), t=None if args.t is None else _rows(args.t),
-        alpha=None if args.alpha is None else _rows(args.alpha), sigma=None if args.sigma is None else _rows(args.sigma),
-        unext=args.u_next, unext_from_state=False, noise=args.noise, seed=args.seed, chain_ids=args.chain_ids,
-        step_offset=args.step_offset, trace=trace, store_levels=False, precision=precision,
-    )
+    out, tr, _ = _launch(packed, parts, **langevin_kwargs(args, precision=precision, trace=trace))
     return out, tr, ran(precision)
 
 
 def run_reverse(prior, schedule, r, *, precision: str, return_levels: bool):
-    """The whole reverse diffusion (levels t = T−1 … 0, K steps each) in one launch: per-level
-    δ, λ, a, σ, t from :meth:`hebm.DiffusionSchedule.level_params` as ``[T, B]`` rows, u_next =
-    the state entering the level, step counter j·K + k of the seeded stream (or ``noise[j·K + k]``).
-    Same result as :func:`hebm.reverse_diffusion_ref`."""
-    u, T, K, B = r.u, schedule.T, r.n_steps, r.B
-    if K == 0:
+    """The whole reverse diffusion (levels t = T−1 … 0, K steps each) in one launch (step counter
+    j·K + k of the seeded stream, or ``noise[j·K + k]``).  Same result as
+    :func:`hebm.reverse_diffusion_ref`."""
+    u, T = r.u, schedule.T
+    if r.n_steps == 0:
         return [u] * (T + 1) if return_levels else [u, u], ran(precision)
-    lv = [schedule.level_params(t) for t in range(T - 1, -1, -1)]
-
-    def rows(key, dtype=u.dtype):
-        return torch.tensor([[p[key]] * B for p in lv], dtype=dtype, device=u.device)
-
     packed, parts = _packed(prior, u.device)
-    out, _, levels = _launch(
-        packed, parts, u=u, K=K, nlev=T, delta=rows("step_size"), c=r.noise_scale.reshape(1, B).repeat(T, 1).contiguous(),
-        lam=rows("energy_scale"), t=rows("t", torch.long), alpha=rows("alpha") if T > 1 else None,
-        sigma=rows("sigma") if T > 1 else None, unext=None, unext_from_state=True,
-        noise=r.noise, seed=r.seed, chain_ids=r.chain_ids, step_offset=0, trace=False,
-        store_levels=return_levels, precision=precision,
-    )
+    out, _, levels = _launch(packed, parts, **reverse_kwargs(schedule, r, precision=precision,
+                                                              return_levels=return_levels))
     return ([u] + list(levels.unbind(0)) if return_levels else [u, out]), ran(precision)
 
 
-__all__ = ["NAME", "TUNING", "run", "run_reverse", "unavailable", "unsupported"]
+# ---------------------------------------------------------------------------------- the committed kernel
+GOLDEN = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "kernels",
+                      "generated", "small_seeded_kernel.py")
+
+
+def standard_kernel_source(name: str = "small", precision: str = "fp32", batch: int = 64) -> str:
+    """The source the launcher generates for a first GPU call on ``hebm.standard_problem(name)``
+    (seeded, kernel term on, no trace), with the GPU defaults whatever this process's mode —
+    committed as ``kernels/generated/small_seeded_kernel.py`` (refresh: :func:`write_standard_kernel`)."""
+    from ..args import check_langevin_args
+    from ..kernels import generate_source
+    from ..problems import standard_problem
+
+    p = standard_problem(name, batch)
+    a = check_langevin_args(p.prior, p.u, **p.kwargs)
+    packed, parts = _packed(p.prior, p.u.device)
+    kw = langevin_kwargs(a, precision=precision, trace=False)
+    spec = kernel_spec(packed, parts, has_kernel=kw["alpha"] is not None, unext_from_state=False,
+                       seeded=kw["seed"] is not None, trace=False, store_levels=False, precision=precision,
+                       interpret=False)
+    return generate_source(spec)[0]
+
+
+def write_standard_kernel(path: Optional[str] = None) -> str:
+    """Regenerate the committed kernel file (after a deliberate change of the generator)."""
+    path = path or GOLDEN
+    with open(path, "w") as f:
+        f.write(standard_kernel_source())
+    return path
+
+
+__all__ = ["NAME", "TUNING", "launch_config", "prepare", "run", "run_reverse", "standard_kernel_source",
+           "unavailable", "unsupported", "write_standard_kernel"]

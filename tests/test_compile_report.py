@@ -1,0 +1,51 @@
+"""benchmarks/compile_report.py on the toy problem: the Triton kernel compiles offline for sm_90 at
+both precisions exactly as a first GPU call builds it, with 0 spill bytes; and the CUDA kernel
+compiles with the extension's flags when nvcc exists.  (The report for every problem and the
+measured table: benchmarks/NOTES.md, "Triton kernel, session 3".)
+
+Runs the report in a subprocess: offline compilation needs Triton in compiled mode, while the
+other Triton tests of a CPU-only run set ``TRITON_INTERPRET=1`` for the whole process.
+"""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("triton")
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _has_ptxas() -> bool:
+    try:
+        from triton.backends.nvidia.compiler import get_ptxas  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _has_ptxas(), reason="this Triton install has no NVIDIA backend/ptxas to compile with")
+def test_compile_report_toy(tmp_path):
+    out = tmp_path / "report.json"
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env.setdefault("CUDA_HOME", "/usr/local/cuda")
+    r = subprocess.run([sys.executable, "-m", "benchmarks.compile_report", "--problems", "toy",
+                        "--precisions", "ieee,tf32", "--json", str(out)],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, f"compile report failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+    recs = json.loads(out.read_text())["records"]
+    tri = {x["precision"]: x for x in recs if x["kind"] == "triton"}
+    assert set(tri) == {"ieee", "tf32"}
+    for prec, x in tri.items():
+        assert x["ok"], x
+        assert x["BLOCK_B"] == 16 and x["num_warps"] == 4 and x["num_stages"] == 1, x
+        assert x.get("registers") is not None, f"no ptxas register count parsed for toy {prec}: {x}"
+        assert x["spill_stores"] == 0 and x["spill_loads"] == 0, f"toy {prec} spills: {x}"
+    assert "| toy | ieee |" in r.stdout and "| toy | tf32 |" in r.stdout
+    cuda = [x for x in recs if x["kind"] == "cuda"]
+    if "nvcc not found" not in r.stderr:
+        assert cuda and all(x["ok"] for x in cuda), cuda
+        assert any(x["kernel"].startswith("langevin_kernel") and x.get("registers") for x in cuda), cuda
