@@ -1,6 +1,6 @@
 // hebm_kernel.h — what the C++ CPU kernel and the CUDA kernel share.
 //
-// The math contract is hebm/sampling.py (langevin_ref) and DESIGN.md §2; this header only holds
+// The math contract is hebm/reference.py (langevin_ref) and docs/design.md §2; this header only holds
 // the pieces both compiled kernels need bit-for-bit alike:
 //   * the problem description (flat buffers laid out by hebm/backends/pack.py),
 //   * the Philox4x32-10 noise stream (hebm/philox.py) and its Box–Muller normals,

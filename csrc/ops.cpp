@@ -12,7 +12,12 @@
 #include <torch/extension.h>
 #include <torch/library.h>
 
+#include <chrono>
+#include <condition_variable>
+#include <functional>
+#include <list>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <exception>
 #include <string>
@@ -126,47 +131,162 @@ void fill_structure(hebm::Problem<T>& P, const Tensor& params, at::IntArrayRef d
   P.sigma_clamp = static_cast<T>(sigma_clamp);
 }
 
-// Chunks split statically over kernel_threads() std::threads (the chunks are equal work).
-// Own threads rather than at::parallel_for: that one is an inline `#pragma omp parallel`, which
-// would bind the extension to whichever OpenMP runtime it was linked with (the system libgomp,
-// not the copy bundled in torch's wheel) and runs serially without -fopenmp.
+// ---------------------------------------------------------------------------------- threads
+// A persistent pool: the chunks split statically over kernel_threads() threads (the chunks are
+// equal work); the calling thread takes the first share.  Workers are started once and wait
+// between calls (spinning briefly first, so back-to-back calls pay no sleep/wake-up), because
+// creating threads per call cost ~50 µs — a step and more of the toy problem.  Own threads rather
+// than at::parallel_for: that one is an inline `#pragma omp parallel`, which would bind the
+// extension to whichever OpenMP runtime it was linked with and runs serially without -fopenmp.
+// Each thread keeps its workspace between calls (grown when a call needs more).
+char* thread_workspace(size_t bytes) {
+  thread_local std::unique_ptr<char[]> buf;
+  thread_local size_t cap = 0;
+  if (cap < bytes) {
+    buf.reset(new char[bytes]);
+    cap = bytes;
+  }
+  return buf.get();
+}
+
+class Pool {
+ public:
+  using Task = std::function<void(int64_t)>;  // the share of thread i
+
+  // Runs task(0 … n−1), task(0) on this thread; false when the pool is busy (another caller):
+  // then the caller runs its shares itself.
+  bool run(int64_t n, const Task& task) {
+    std::unique_lock<std::mutex> busy(run_mu_, std::try_to_lock);
+    if (!busy.owns_lock()) return false;
+    ensure(n - 1);
+    errors_.assign(n, nullptr);
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      task_ = &task;
+      n_ = n;
+      pending_.store(n - 1);
+      ++epoch_;
+    }
+    cv_.notify_all();
+    try {
+      task(0);
+    } catch (...) {
+      errors_[0] = std::current_exception();
+    }
+    while (pending_.load(std::memory_order_acquire) > 0) std::this_thread::yield();
+    task_ = nullptr;
+    for (auto& e : errors_)
+      if (e) std::rethrow_exception(e);
+    return true;
+  }
+
+  ~Pool() {
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      stop_ = true;
+      ++epoch_;
+    }
+    cv_.notify_all();
+    for (auto& t : workers_) t.join();
+  }
+
+ private:
+  void ensure(int64_t n_workers) {
+    while (static_cast<int64_t>(workers_.size()) < n_workers) {
+      const int64_t id = static_cast<int64_t>(workers_.size()) + 1;
+      uint64_t now;
+      {
+        std::lock_guard<std::mutex> lk(mu_);
+        now = epoch_;
+      }
+      // the worker starts from the epoch *before* the job about to be posted, so it cannot miss it
+      workers_.emplace_back([this, id, now] { loop(id, now); });
+    }
+  }
+
+  void loop(int64_t id, uint64_t seen) {
+    for (;;) {
+      // spin ~50 µs for the next call before sleeping
+      const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(50);
+      while (epoch_seen() == seen && std::chrono::steady_clock::now() < until) std::this_thread::yield();
+      std::unique_lock<std::mutex> lk(mu_);
+      cv_.wait(lk, [&] { return epoch_ != seen; });
+      seen = epoch_;
+      if (stop_) return;
+      const Task* task = task_;
+      const int64_t n = n_;
+      lk.unlock();
+      if (task != nullptr && id < n) {
+        try {
+          (*task)(id);
+        } catch (...) {
+          errors_[id] = std::current_exception();
+        }
+        pending_.fetch_sub(1, std::memory_order_acq_rel);
+      }
+    }
+  }
+
+  uint64_t epoch_seen() {
+    std::lock_guard<std::mutex> lk(mu_);
+    return epoch_;
+  }
+
+  std::mutex run_mu_, mu_;
+  std::condition_variable cv_;
+  std::vector<std::thread> workers_;
+  std::vector<std::exception_ptr> errors_;
+  const Task* task_ = nullptr;
+  int64_t n_ = 0;
+  std::atomic<int64_t> pending_{0};
+  uint64_t epoch_ = 0;
+  bool stop_ = false;
+};
+
+Pool& pool() {
+  static Pool* p = new Pool();  // never destroyed: workers may outlive static destruction order
+  return *p;
+}
+
 template <typename F>
 void parallel_chunks(int64_t n_chunks, size_t ws_bytes, const F& f) {
   const int64_t nt = std::min<int64_t>(kernel_threads(), n_chunks);
-  auto task = [&](int64_t c0, int64_t c1) {
-    std::unique_ptr<char[]> ws(new char[ws_bytes]);  // once per thread, never per step
-    f(c0, c1, static_cast<void*>(ws.get()));
+  auto share = [&](int64_t i) {
+    f(i * n_chunks / nt, (i + 1) * n_chunks / nt, static_cast<void*>(thread_workspace(ws_bytes)));
   };
-  if (nt <= 1 || at::in_parallel_region()) {
-    task(0, n_chunks);
-    return;
-  }
-  std::vector<std::exception_ptr> errors(nt);
-  std::vector<std::thread> threads;
-  threads.reserve(nt - 1);
-  for (int64_t i = 1; i < nt; ++i) {
-    threads.emplace_back([&, i] {
-      try {
-        task(i * n_chunks / nt, (i + 1) * n_chunks / nt);
-      } catch (...) {
-        errors[i] = std::current_exception();
+  if (nt > 1 && !at::in_parallel_region() && pool().run(nt, share)) return;
+  for (int64_t i = 0; i < nt; ++i) share(i);  // one thread, or the pool is busy with another caller
+}
+
+// ---------------------------------------------------------------------------------- packed weights
+// The weights in the kernel's layout, kept for the last few packed priors: hebm/backends/ops.py
+// passes the token of its (immutable) pack, 0 to pack afresh.  A token is never reused.
+template <typename T>
+std::shared_ptr<const void> cached_weights(int64_t token, const hebm::Problem<T>& P) {
+  static std::mutex mu;
+  static std::list<std::pair<std::pair<int64_t, int>, std::shared_ptr<const void>>> lru;
+  constexpr size_t kKeep = 8;
+  if (token == 0) return hebm::cpu::pack_weights<T>(P);
+  const std::pair<int64_t, int> key{token, static_cast<int>(sizeof(T))};
+  {
+    std::lock_guard<std::mutex> lk(mu);
+    for (auto it = lru.begin(); it != lru.end(); ++it)
+      if (it->first == key) {
+        lru.splice(lru.begin(), lru, it);
+        return it->second;
       }
-    });
   }
-  try {
-    task(0, n_chunks / nt);
-  } catch (...) {
-    errors[0] = std::current_exception();
-  }
-  for (auto& t : threads) t.join();
-  for (auto& e : errors)
-    if (e) std::rethrow_exception(e);
+  auto w = hebm::cpu::pack_weights<T>(P);
+  std::lock_guard<std::mutex> lk(mu);
+  lru.emplace_front(key, w);
+  while (lru.size() > kKeep) lru.pop_back();
+  return w;
 }
 
 std::tuple<Tensor, Tensor> langevin_cpu(const Tensor& u_in, const Tensor& params_in, at::IntArrayRef dims,
                                         at::IntArrayRef layout, at::IntArrayRef mlps, at::ArrayRef<double> act_params,
                                         bool has_energy, int64_t n_levels, double sigma_min, double sigma_clamp,
-                                        const Tensor& step_size,
+                                        int64_t pack_token, const Tensor& step_size,
                                         const Tensor& noise_scale, const Tensor& energy_scale, const OptTensor& t,
                                         const OptTensor& u_next, const OptTensor& alpha, const OptTensor& sigma,
                                         const OptTensor& noise, int64_t key0, int64_t key1, const Tensor& chain_ids,
@@ -232,7 +352,7 @@ std::tuple<Tensor, Tensor> langevin_cpu(const Tensor& u_in, const Tensor& params
     P.step_offset = step_offset;
     P.n_steps = n_steps;
     P.log_density = trace ? logd.data_ptr<scalar_t>() : nullptr;
-    hebm::cpu::Sampler<scalar_t> sampler(P, choose_chunk_rows(B));
+    hebm::cpu::Sampler<scalar_t> sampler(P, choose_chunk_rows(B), cached_weights<scalar_t>(pack_token, P));
     parallel_chunks(sampler.n_chunks(), sampler.workspace_bytes(),
                     [&](int64_t c0, int64_t c1, void* ws) { sampler.run(c0, c1, ws); });
   });
@@ -241,7 +361,8 @@ std::tuple<Tensor, Tensor> langevin_cpu(const Tensor& u_in, const Tensor& params
 
 Tensor reverse_diffusion_cpu(const Tensor& u_T, const Tensor& params_in, at::IntArrayRef dims, at::IntArrayRef layout,
                              at::IntArrayRef mlps, at::ArrayRef<double> act_params, bool has_energy, int64_t n_levels,
-                             double sigma_min, double sigma_clamp, at::IntArrayRef level_t, at::ArrayRef<double> level_step,
+                             double sigma_min, double sigma_clamp, int64_t pack_token, at::IntArrayRef level_t,
+                             at::ArrayRef<double> level_step,
                              at::ArrayRef<double> level_energy_scale, at::ArrayRef<double> level_alpha,
                              at::ArrayRef<double> level_sigma, const Tensor& noise_scale, const OptTensor& noise,
                              int64_t key0, int64_t key1, const Tensor& chain_ids, int64_t n_steps, bool return_levels,
@@ -292,7 +413,7 @@ Tensor reverse_diffusion_cpu(const Tensor& u_T, const Tensor& params_in, at::Int
       P.key1 = static_cast<uint32_t>(key1);
       P.chain_ids = ids.data_ptr<int64_t>();
       P.n_steps = n_steps;
-      hebm::cpu::Sampler<scalar_t> sampler(P, choose_chunk_rows(B));
+      hebm::cpu::Sampler<scalar_t> sampler(P, choose_chunk_rows(B), cached_weights<scalar_t>(pack_token, P));
       scalar_t* lvl = return_levels ? levels.data_ptr<scalar_t>() : nullptr;
       parallel_chunks(sampler.n_chunks(), sampler.workspace_bytes(), [&](int64_t c0, int64_t c1, void* ws) {
         sampler.run_reverse(c0, c1, ws, lv.data(), nlv, lvl);

@@ -135,7 +135,7 @@ def _op_args(prior, u, kw, trace):
     ones = torch.ones(B)
     t = kw.get("t")
     return (u, pk.params, list(pk.dims), pk.layout.reshape(-1).tolist(), pk.mlps.reshape(-1).tolist(),
-            pk.act_params.tolist(), pk.has_energy, pk.n_levels, pk.sigma_min, 0.1 * ones, ones, ones,
+            pk.act_params.tolist(), pk.has_energy, pk.n_levels, pk.sigma_min, pk.sigma_clamp, 0, 0.1 * ones, ones, ones,
             None if t is None else t, kw["u_next"], 0.7 * ones, 0.8 * ones, None, 5, 0,
             torch.arange(B), 3, 0, trace, "fp32")
 
@@ -154,7 +154,7 @@ def test_opcheck_reverse_diffusion(ext):
     u = torch.randn(B, prior.D)
     for return_levels in (False, True):
         args = (u, pk.params, list(pk.dims), pk.layout.reshape(-1).tolist(), pk.mlps.reshape(-1).tolist(),
-                pk.act_params.tolist(), pk.has_energy, pk.n_levels, pk.sigma_min, [2, 1, 0], [0.1, 0.2, 0.3],
+                pk.act_params.tolist(), pk.has_energy, pk.n_levels, pk.sigma_min, pk.sigma_clamp, 0, [2, 1, 0], [0.1, 0.2, 0.3],
                 [10.0, 5.0, 3.0], [0.0, 0.9, 0.95], [1.0, 0.4, 0.3], torch.ones(B), None, 1, 2, torch.arange(B), 4,
                 return_levels, "fp32")
         torch.library.opcheck(ops.op("reverse_diffusion").default, args)

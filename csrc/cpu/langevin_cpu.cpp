@@ -316,9 +316,13 @@ struct AlignedBuffer {
 
 }  // namespace
 
-// ---------------------------------------------------------------------------------- the sampler
+// ---------------------------------------------------------------------------------- packed weights
+// Wᵀ (forward) and W (backward) of every Linear layer in micro-kernel column panels, biases
+// column-padded; a function of the params buffer and the tables only, so it is made once per
+// packed prior (hebm/backends/ops.py passes a token; ops.cpp keeps the last few) and shared by
+// every call and thread.
 template <typename T>
-struct SamplerImpl {
+struct PackedWeights {
   struct Layer {
     int64_t in, out, inp, outp, brows;
     const T* Wt;    // [in, outp]   forward operand (column panels: panel_index)
@@ -329,32 +333,12 @@ struct SamplerImpl {
     int64_t first, n, act;
     T param;
   };
-
-  Problem<T> p;
-  int64_t R = 0, nchunks = 0, L = 0, D = 0, n_energy_hidden = 0, maxWp = 0;
-  std::vector<int64_t> dims, offs;
   std::vector<Layer> layers;
   std::vector<Net> nets;  // conditionals g_0 … g_{L-2}, then energies f_0 … f_{L-1}
-  std::unique_ptr<AlignedBuffer> packed;
+  std::unique_ptr<AlignedBuffer> buffer;
+  int64_t maxWp = 0;
 
-  // workspace layout: offsets (in T elements) of each buffer from the 64-aligned base
-  struct WsLayout {
-    int64_t uc, zc, gz, unx, eps, row, tl, gout, ta, tb, eout, total;
-    std::vector<int64_t> cact, cder, cout;  // per conditional: hidden layer buffers (flattened), output
-    std::vector<int64_t> cact_start;        // index into cact of each conditional's first hidden layer
-    std::vector<int64_t> eact, eder;        // energy scratch per hidden layer index
-  } ws;
-  // per-row scalars inside the `row` block
-  enum { ROW_LAM = 0, ROW_DELTA, ROW_C, ROW_ALPHA, ROW_SIG, ROW_F, ROW_LOGP, ROW_N };
-
-  SamplerImpl(const Problem<T>& prob, int64_t chunk_rows) : p(prob) {
-    L = p.L;
-    D = p.D;
-    dims.assign(p.dims, p.dims + L);
-    offs.assign(p.offsets, p.offsets + L);
-    R = std::max<int64_t>(RB, round_up(chunk_rows, RB));
-    nchunks = (p.B + R - 1) / R;
-    // ---- pack the weights
+  explicit PackedWeights(const Problem<T>& p) {
     const int64_t n_layers_total = p.n_mlps > 0 ? p.mlps[(p.n_mlps - 1) * MLP_NCOLS + MLP_FIRST] +
                                                       p.mlps[(p.n_mlps - 1) * MLP_NCOLS + MLP_NLAYERS]
                                                 : 0;
@@ -370,8 +354,8 @@ struct SamplerImpl {
       b_off[l] = total;
       total += brows * padw<T>(out);
     }
-    packed.reset(new AlignedBuffer(sizeof(T) * std::max<int64_t>(total, 1)));
-    T* base = static_cast<T*>(packed->p);
+    buffer.reset(new AlignedBuffer(sizeof(T) * std::max<int64_t>(total, 1)));
+    T* base = static_cast<T*>(buffer->p);
     for (int64_t l = 0; l < n_layers_total; ++l) {
       const int64_t* row = p.layout + l * LAY_NCOLS;
       Layer ly;
@@ -402,6 +386,44 @@ struct SamplerImpl {
       const int64_t* row = p.mlps + m * MLP_NCOLS;
       nets.push_back(Net{row[MLP_FIRST], row[MLP_NLAYERS], row[MLP_ACT], static_cast<T>(p.act_params[m])});
     }
+  }
+};
+
+// ---------------------------------------------------------------------------------- the sampler
+template <typename T>
+struct SamplerImpl {
+  using Layer = typename PackedWeights<T>::Layer;
+  using Net = typename PackedWeights<T>::Net;
+
+  Problem<T> p;
+  int64_t R = 0, nchunks = 0, L = 0, D = 0, n_energy_hidden = 0, maxWp = 0;
+  std::vector<int64_t> dims, offs;
+  std::shared_ptr<const PackedWeights<T>> weights;
+  const std::vector<Layer>& layers;
+  const std::vector<Net>& nets;
+
+  // workspace layout: offsets (in T elements) of each buffer from the 64-aligned base
+  struct WsLayout {
+    int64_t uc, zc, gz, unx, eps, row, tl, gout, ta, tb, eout, total;
+    std::vector<int64_t> cact, cder, cout;  // per conditional: hidden layer buffers (flattened), output
+    std::vector<int64_t> cact_start;        // index into cact of each conditional's first hidden layer
+    std::vector<int64_t> eact, eder;        // energy scratch per hidden layer index
+  } ws;
+  // per-row scalars inside the `row` block
+  enum { ROW_LAM = 0, ROW_DELTA, ROW_C, ROW_ALPHA, ROW_SIG, ROW_F, ROW_LOGP, ROW_N };
+
+  SamplerImpl(const Problem<T>& prob, int64_t chunk_rows, std::shared_ptr<const PackedWeights<T>> w)
+      : p(prob),
+        weights(w ? std::move(w) : std::make_shared<const PackedWeights<T>>(prob)),
+        layers(weights->layers),
+        nets(weights->nets) {
+    L = p.L;
+    D = p.D;
+    dims.assign(p.dims, p.dims + L);
+    offs.assign(p.offsets, p.offsets + L);
+    R = std::max<int64_t>(RB, round_up(chunk_rows, RB));
+    nchunks = (p.B + R - 1) / R;
+    maxWp = weights->maxWp;
     // ---- workspace layout
     int64_t off = 0;
     auto take = [&](int64_t n) {
@@ -706,7 +728,13 @@ struct SamplerImpl {
 };
 
 template <typename T>
-Sampler<T>::Sampler(const Problem<T>& p, int64_t chunk_rows) : impl_(new SamplerImpl<T>(p, chunk_rows)) {}
+std::shared_ptr<const void> pack_weights(const Problem<T>& p) {
+  return std::make_shared<const PackedWeights<T>>(p);
+}
+
+template <typename T>
+Sampler<T>::Sampler(const Problem<T>& p, int64_t chunk_rows, std::shared_ptr<const void> weights)
+    : impl_(new SamplerImpl<T>(p, chunk_rows, std::static_pointer_cast<const PackedWeights<T>>(weights))) {}
 template <typename T>
 Sampler<T>::~Sampler() = default;
 template <typename T>
@@ -732,6 +760,8 @@ void Sampler<T>::run_reverse(int64_t c0, int64_t c1, void* w, const LevelParams*
 
 template class Sampler<float>;
 template class Sampler<double>;
+template std::shared_ptr<const void> pack_weights<float>(const Problem<float>&);
+template std::shared_ptr<const void> pack_weights<double>(const Problem<double>&);
 
 }  // namespace cpu
 }  // namespace hebm

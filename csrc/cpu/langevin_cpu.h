@@ -1,10 +1,11 @@
 // langevin_cpu.h — interface of the fused CPU sampler (csrc/cpu/langevin_cpu.cpp).
 //
 // No torch headers here: the kernel translation unit compiles fast and stays free of ATen
-// inline code.  csrc/ops.cpp owns the tensors, the checks and the thread pool
-// (at::parallel_for over row chunks) and calls into this.
+// inline code.  csrc/ops.cpp owns the tensors, the checks and the threads (its own std::thread
+// split over row chunks — deliberately not at::parallel_for, which is an inline OpenMP region
+// that runs serially in this build) and calls into this.
 //
-// The math is hebm/sampling.py (langevin_ref) and DESIGN.md §2:
+// The math is hebm/reference.py (langevin_ref) and docs/design.md §2:
 //     u ← u + (δ²/2) ∇ log π(u) + c δ ε,
 //     log π(u) = λ Σ_i f_i(z_i; t) − ½‖u‖² − [kernel] ‖a u − u_next‖² / (2σ²),   z = T_β(u).
 #pragma once
@@ -27,6 +28,11 @@ struct LevelParams {
 template <typename T>
 struct SamplerImpl;
 
+// The weights of p's networks in the micro-kernel layout (type-erased; made for p's dtype T).
+// A function of p.params and the tables only: reusable by every Sampler of the same networks.
+template <typename T>
+std::shared_ptr<const void> pack_weights(const Problem<T>& p);
+
 // Packs the networks of `p` once (transposed, column-padded, 64-byte aligned copies) and runs
 // chunks of `chunk_rows` chains for all K steps; each chunk owns its rows, so chunks run on
 // any thread in any order.  `workspace_bytes()` bytes (64-aligned) per concurrently running
@@ -34,7 +40,8 @@ struct SamplerImpl;
 template <typename T>
 class Sampler {
  public:
-  Sampler(const Problem<T>& p, int64_t chunk_rows);
+  // `weights`: from pack_weights(p) (of the same networks and dtype), or null to pack here.
+  Sampler(const Problem<T>& p, int64_t chunk_rows, std::shared_ptr<const void> weights = nullptr);
   ~Sampler();
   Sampler(const Sampler&) = delete;
   Sampler& operator=(const Sampler&) = delete;

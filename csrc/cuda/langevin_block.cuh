@@ -3,12 +3,13 @@
 // Compiled twice from this one source:
 //   * by nvcc as device code (langevin_kernel.cu; Ctx = DevCtx: threadIdx, __syncthreads,
 //     warp_sum by xor shuffles — every lane of the warp must call it);
-//   * by the host compiler as a block *emulator* (langevin_cuda.cpp; Ctx = EmuCtx: 256 std::threads,
-//     a barrier for __syncthreads, an exchange buffer + per-warp barrier for warp_sum), which the CPU test
+//   * by the host compiler as a block *emulator* (langevin_cuda.cpp; Ctx = EmuCtx: 256 fibers
+//     (ucontext) on one host thread, switched at every __syncthreads and warp_sum: an exchange
+//     buffer + per-warp rendezvous for the reductions), which the CPU test
 //     suite runs against langevin_ref — so the indexing, the layout, the phase structure and the
 //     math the GPU runs are exercised on every machine, GPU or not.
 //
-// Math (DESIGN.md §2, hebm/sampling.py):  per chain b,
+// Math (docs/design.md §2, hebm/reference.py):  per chain b,
 //     log π(u) = λ_b · Σ_i f_i(z_i; t_b) − ½‖u‖² − [kernel] ‖a_b·u − u_next‖² / (2σ_b²),  z = T_β(u)
 //     u ← u + (δ_b²/2) ∇ log π(u) + c_b δ_b ε
 // Per step: T_β forward top-down (z_L = u_L, z_i = μ_i + (exp s(ℓ_i) + σ_min) ⊙ u_i, s the soft clamp

@@ -404,7 +404,7 @@ void launch(KArgs<T>& a, const Plan& p, const at::Tensor& u, const at::Tensor& p
 template <typename T>
 std::tuple<at::Tensor, at::Tensor> langevin_impl(
     bool emulated, const at::Tensor& u_, const at::Tensor& params_, at::IntArrayRef dims, at::IntArrayRef layout,
-    at::IntArrayRef mlps, at::ArrayRef<double> act_params, bool has_energy, int64_t n_levels, double sigma_min, double sigma_clamp,
+    at::IntArrayRef mlps, at::ArrayRef<double> act_params, bool has_energy, int64_t n_levels, double sigma_min, double sigma_clamp, int64_t pack_token,
     const at::Tensor& step_size, const at::Tensor& noise_scale, const at::Tensor& energy_scale,
     const std::optional<at::Tensor>& t, const std::optional<at::Tensor>& u_next, const std::optional<at::Tensor>& alpha,
     const std::optional<at::Tensor>& sigma, const std::optional<at::Tensor>& noise, int64_t key0, int64_t key1,
@@ -492,7 +492,8 @@ std::tuple<at::Tensor, at::Tensor> langevin_impl(
 template <typename T>
 at::Tensor reverse_impl(bool emulated, const at::Tensor& uT_, const at::Tensor& params_, at::IntArrayRef dims,
                         at::IntArrayRef layout, at::IntArrayRef mlps, at::ArrayRef<double> act_params, bool has_energy,
-                        int64_t n_levels, double sigma_min, double sigma_clamp, at::IntArrayRef level_t,
+                        int64_t n_levels, double sigma_min, double sigma_clamp, int64_t pack_token,
+                        at::IntArrayRef level_t,
                         at::ArrayRef<double> level_step,
                         at::ArrayRef<double> level_energy_scale, at::ArrayRef<double> level_alpha,
                         at::ArrayRef<double> level_sigma, const at::Tensor& noise_scale,
@@ -572,17 +573,17 @@ at::Tensor reverse_impl(bool emulated, const at::Tensor& uT_, const at::Tensor& 
 template <bool EMU>
 std::tuple<at::Tensor, at::Tensor> langevin_op(
     const at::Tensor& u, const at::Tensor& params, at::IntArrayRef dims, at::IntArrayRef layout, at::IntArrayRef mlps,
-    at::ArrayRef<double> act_params, bool has_energy, int64_t n_levels, double sigma_min, double sigma_clamp, const at::Tensor& step_size,
+    at::ArrayRef<double> act_params, bool has_energy, int64_t n_levels, double sigma_min, double sigma_clamp, int64_t pack_token, const at::Tensor& step_size,
     const at::Tensor& noise_scale, const at::Tensor& energy_scale, const std::optional<at::Tensor>& t,
     const std::optional<at::Tensor>& u_next, const std::optional<at::Tensor>& alpha, const std::optional<at::Tensor>& sigma,
     const std::optional<at::Tensor>& noise, int64_t key0, int64_t key1, const at::Tensor& chain_ids, int64_t n_steps,
     int64_t step_offset, bool trace, c10::string_view precision) {
   check_precision(precision, u);
   if (u.scalar_type() == at::kDouble)
-    return langevin_impl<double>(EMU, u, params, dims, layout, mlps, act_params, has_energy, n_levels, sigma_min, sigma_clamp, step_size,
+    return langevin_impl<double>(EMU, u, params, dims, layout, mlps, act_params, has_energy, n_levels, sigma_min, sigma_clamp, pack_token, step_size,
                                  noise_scale, energy_scale, t, u_next, alpha, sigma, noise, key0, key1, chain_ids, n_steps,
                                  step_offset, trace);
-  return langevin_impl<float>(EMU, u, params, dims, layout, mlps, act_params, has_energy, n_levels, sigma_min, sigma_clamp, step_size,
+  return langevin_impl<float>(EMU, u, params, dims, layout, mlps, act_params, has_energy, n_levels, sigma_min, sigma_clamp, pack_token, step_size,
                               noise_scale, energy_scale, t, u_next, alpha, sigma, noise, key0, key1, chain_ids, n_steps,
                               step_offset, trace);
 }
@@ -590,17 +591,18 @@ std::tuple<at::Tensor, at::Tensor> langevin_op(
 template <bool EMU>
 at::Tensor reverse_op(const at::Tensor& u_T, const at::Tensor& params, at::IntArrayRef dims, at::IntArrayRef layout,
                       at::IntArrayRef mlps, at::ArrayRef<double> act_params, bool has_energy, int64_t n_levels,
-                      double sigma_min, double sigma_clamp, at::IntArrayRef level_t, at::ArrayRef<double> level_step,
+                      double sigma_min, double sigma_clamp, int64_t pack_token, at::IntArrayRef level_t,
+                      at::ArrayRef<double> level_step,
                       at::ArrayRef<double> level_energy_scale, at::ArrayRef<double> level_alpha,
                       at::ArrayRef<double> level_sigma, const at::Tensor& noise_scale, const std::optional<at::Tensor>& noise,
                       int64_t key0, int64_t key1, const at::Tensor& chain_ids, int64_t n_steps, bool return_levels,
                       c10::string_view precision) {
   check_precision(precision, u_T);
   if (u_T.scalar_type() == at::kDouble)
-    return reverse_impl<double>(EMU, u_T, params, dims, layout, mlps, act_params, has_energy, n_levels, sigma_min, sigma_clamp, level_t,
+    return reverse_impl<double>(EMU, u_T, params, dims, layout, mlps, act_params, has_energy, n_levels, sigma_min, sigma_clamp, pack_token, level_t,
                                 level_step, level_energy_scale, level_alpha, level_sigma, noise_scale, noise, key0, key1,
                                 chain_ids, n_steps, return_levels);
-  return reverse_impl<float>(EMU, u_T, params, dims, layout, mlps, act_params, has_energy, n_levels, sigma_min, sigma_clamp, level_t,
+  return reverse_impl<float>(EMU, u_T, params, dims, layout, mlps, act_params, has_energy, n_levels, sigma_min, sigma_clamp, pack_token, level_t,
                              level_step, level_energy_scale, level_alpha, level_sigma, noise_scale, noise, key0, key1,
                              chain_ids, n_steps, return_levels);
 }

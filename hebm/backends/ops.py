@@ -11,7 +11,9 @@ the CUDA extension (``csrc/cuda/langevin_cuda.cpp``) only register implementatio
   K steps each), the per-level scalars from :meth:`hebm.DiffusionSchedule.level_params`.
 
 The networks travel as the flat buffers of :mod:`hebm.backends.pack` (``params``, ``dims``,
-``layout``, ``mlps``, ``act_params``).  The same schema is defined under ``hebm_cuda_emu`` for
+``layout``, ``mlps``, ``act_params``), with the pack's ``token``: a pack never changes, so a
+kernel may keep what it derives from it (the CPU kernel's panel-packed weights) under that
+token, which is never reused; 0 means "derive afresh".  The same schema is defined under ``hebm_cuda_emu`` for
 the CUDA extension's host emulator of its block code (CPU tests of the GPU code).
 
 Long CPU runs are cut into chunks of about :data:`CHUNK_SECONDS` (exact: the seeded noise is
@@ -28,7 +30,7 @@ from ..philox import seed_to_key
 from .pack import PackedPrior
 
 NETWORK = ("Tensor params, int[] dims, int[] layout, int[] mlps, float[] act_params, bool has_energy, "
-           "int n_levels, float sigma_min, float sigma_clamp")
+           "int n_levels, float sigma_min, float sigma_clamp, int pack_token")
 LANGEVIN_SCHEMA = (
     f"langevin(Tensor u, {NETWORK}, Tensor step_size, Tensor noise_scale, Tensor energy_scale, Tensor? t, "
     "Tensor? u_next, Tensor? alpha, Tensor? sigma, Tensor? noise, int key0, int key1, Tensor chain_ids, "
@@ -44,14 +46,16 @@ NAMESPACES = ("hebm", "hebm_cuda_emu")
 _LIBS = []
 
 
-def _langevin_fake(u, params, dims, layout, mlps, act_params, has_energy, n_levels, sigma_min, sigma_clamp, step_size,
+def _langevin_fake(u, params, dims, layout, mlps, act_params, has_energy, n_levels, sigma_min, sigma_clamp, pack_token,
+                   step_size,
                    noise_scale, energy_scale, t, u_next, alpha, sigma, noise, key0, key1, chain_ids, n_steps,
                    step_offset, trace, precision):
     torch._check(u.dim() == 2, lambda: "hebm: u must be [B, D]")
     return u.new_empty(u.shape), (u.new_empty((n_steps, u.shape[0])) if trace else u.new_empty((0,)))
 
 
-def _reverse_fake(u_T, params, dims, layout, mlps, act_params, has_energy, n_levels, sigma_min, sigma_clamp, level_t,
+def _reverse_fake(u_T, params, dims, layout, mlps, act_params, has_energy, n_levels, sigma_min, sigma_clamp, pack_token,
+                  level_t,
                   level_step,
                   level_energy_scale, level_alpha, level_sigma, noise_scale, noise, key0, key1, chain_ids, n_steps,
                   return_levels, precision):
@@ -106,7 +110,7 @@ def _langevin_call(packed: PackedPrior, a: LangevinArgs, precision: str, trace: 
     k0, k1 = _keys(a.seed)
     return op("langevin", namespace)(
         a.u, st["params"], st["dims"], st["layout"], st["mlps"], st["act_params"], st["has_energy"],
-        st["n_levels"], st["sigma_min"], st["sigma_clamp"], a.step_size, a.noise_scale, a.energy_scale, a.t, a.u_next, a.alpha,
+        st["n_levels"], st["sigma_min"], st["sigma_clamp"], st["token"], a.step_size, a.noise_scale, a.energy_scale, a.t, a.u_next, a.alpha,
         a.sigma, a.noise, k0, k1, a.chain_ids, a.n_steps, a.step_offset, trace, precision)
 
 
@@ -141,7 +145,7 @@ def reverse_diffusion(packed: PackedPrior, schedule, r: ReverseArgs, *, precisio
     k0, k1 = _keys(r.seed)
     res = op("reverse_diffusion", namespace)(
         r.u, st["params"], st["dims"], st["layout"], st["mlps"], st["act_params"], st["has_energy"],
-        st["n_levels"], st["sigma_min"], st["sigma_clamp"], [p["t"] for p in lv], [p["step_size"] for p in lv],
+        st["n_levels"], st["sigma_min"], st["sigma_clamp"], st["token"], [p["t"] for p in lv], [p["step_size"] for p in lv],
         [p["energy_scale"] for p in lv], [p["alpha"] for p in lv], [p["sigma"] for p in lv],
         r.noise_scale, r.noise, k0, k1, r.chain_ids, r.n_steps, return_levels, precision)
     return list(res.unbind(0)) if return_levels else [r.u, res]

@@ -37,6 +37,7 @@ the verdict on whether the kernels take its networks are computed once and reuse
 """
 from __future__ import annotations
 
+import itertools
 import threading
 import weakref
 from dataclasses import dataclass, field
@@ -46,6 +47,9 @@ import torch
 
 from ..nn import ACTIVATION_CODES, MLP, Activation, SNLinear, structure_generation, walk, walked
 from ..prior import HierarchicalPrior
+
+
+_TOKENS = itertools.count(1)  # one per pack, never reused (the kernels may cache by it)
 
 
 @dataclass
@@ -91,7 +95,8 @@ class PackedPrior:
                 layout=[int(x) for x in self.layout.reshape(-1).tolist()],
                 mlps=[int(x) for x in self.mlps.reshape(-1).tolist()],
                 act_params=[float(x) for x in self.act_params.tolist()], has_energy=bool(self.has_energy),
-                n_levels=int(self.n_levels), sigma_min=float(self.sigma_min), sigma_clamp=float(self.sigma_clamp))
+                n_levels=int(self.n_levels), sigma_min=float(self.sigma_min), sigma_clamp=float(self.sigma_clamp),
+                token=next(_TOKENS))
         return st
 
     @property
@@ -106,7 +111,7 @@ class PackedPrior:
         return list(self.conditionals) + list(self.energies)
 
     def n_params(self) -> int:
-        """Weights of every MLP (the FLOP model of DESIGN.md §5 counts 4·B·params per step)."""
+        """Weights of every MLP (the FLOP model of docs/design.md §5 counts 4·B·params per step)."""
         return sum(int(w.numel()) for m in self.all_mlps() for w in m.weights)
 
 
