@@ -11,7 +11,7 @@ Options (all optional):
   --bench-batches=64,256       batch sizes (default 64,256,1024,4096)
   --bench-steps=60             Langevin steps K per chain / per diffusion level (default 60)
   --bench-device=cuda          cpu | cuda (default: cuda when available, else cpu)
-  --bench-precision=fp32       fp32 | tf32 for the fused backends (default fp32, DESIGN.md §5)
+  --bench-precision=fp32       fp32 | tf32 for the fused backends (default fp32, docs/design.md §5)
   --bench-max-time=2           seconds of timed rounds per benchmark (default 2; quick 0.2)
 """
 from __future__ import annotations
@@ -65,7 +65,7 @@ class BenchConfig:
 def pytest_configure(config):
     config._hebm_bench = cfg = BenchConfig(config)
     # the PyTorch baselines (ref, compile, graph) follow PyTorch's own switch: a TF32 run lets
-    # every provider use TF32 (DESIGN.md §5: "a CUDA graph with TF32 allowed is the TF32 baseline")
+    # every provider use TF32 (docs/design.md §5: "a CUDA graph with TF32 allowed is the TF32 baseline")
     torch.set_float32_matmul_precision("high" if cfg.precision == "tf32" else "highest")
 
 

@@ -60,7 +60,7 @@ else
   echo "== sanitizer: skipped (no tests/test_cuda_backend.py or no compute-sanitizer on PATH)" | tee -a "$OUT/summary.txt"
 fi
 
-# 4. the full benchmark (fp32, DESIGN.md §5), then the TF32 baselines
+# 4. the full benchmark (fp32, docs/design.md §5), then the TF32 baselines
 step bench "$OUT/bench.log" "$PY" -m pytest benchmarks -q -rs --bench-device=cuda --benchmark-json="$OUT/bench.json" "$@"
 if [ -z "${HEBM_BENCH_NO_TF32:-}" ]; then
   step bench_tf32 "$OUT/bench_tf32.log" "$PY" -m pytest benchmarks/test_langevin.py benchmarks/test_matmul_peak.py -q -rs \

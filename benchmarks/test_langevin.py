@@ -1,4 +1,4 @@
-"""A Langevin chain segment: the standard problem (DESIGN.md §5), K steps, every provider.
+"""A Langevin chain segment: the standard problem (docs/design.md §5), K steps, every provider.
 
     p = hebm.standard_problem(name, B);  langevin(p.prior, p.u, **p.kwargs)
 """

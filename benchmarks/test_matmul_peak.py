@@ -1,5 +1,5 @@
 """The machine's fp32 matrix-product rate, measured in the same run as the samplers: the 'peak'
-of the roofline summary and the yardstick of DESIGN.md §5's CPU target ("within 2× of the
+of the roofline summary and the yardstick of docs/design.md §5's CPU target ("within 2× of the
 machine's fp32 matrix-product rate (torch.mm measured in the same run)")."""
 from __future__ import annotations
 

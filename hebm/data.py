@@ -141,7 +141,7 @@ def split(data: VectorData, *, test_fraction: float = 0.2, seed: int = 0) -> tup
 
 
 def anomaly_split(data: VectorData, holdout: int, *, seed: int = 42) -> tuple[VectorData, VectorData, np.ndarray]:
-    """PAPERS.md B §5.3: normal = all other digits, shuffled with RandomState(seed); the first
+    """docs/papers.md B §5.3: normal = all other digits, shuffled with RandomState(seed); the first
     80 % train; test = remaining normal + every held-out image, reshuffled; label 1 = anomaly."""
     y = data.y.numpy()
     normal = np.nonzero(y != holdout)[0]

@@ -1,6 +1,6 @@
 """The ũ-space diffusion of paper 2: the recovery-likelihood schedule and the per-level targets.
 
-Schedule (PAPERS.md B §3.2, the authors' ``_DiffusionSchedule``): β_k = linspace(1e-4, 0.02, 1000)
+Schedule (docs/papers.md B §3.2, the authors' ``_DiffusionSchedule``): β_k = linspace(1e-4, 0.02, 1000)
 with 1.0 appended; levels idx = [0, d, 2d, …, (T−1)d, 999], d = 1000 // (2(T−1));
 
     a_0 = √(1 − β_0),   a_j = Π_{k=idx[j−1]+1}^{idx[j]} √(1 − β_k),   σ_j = √(1 − a_j²),

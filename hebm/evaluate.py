@@ -160,9 +160,10 @@ def anomaly_from_ckpt(path: str, holdout: int, *, n_post: int = 4, seed: int = 0
 
 
 def anomaly_train(prior: str, holdouts, seeds: int, *, runs_dir: str, settings: dict, n_post: int = 4,
-                  stage1_settings=None, device="cpu", log=print) -> dict:
-    """The whole protocol: per held-out digit and seed, train (diffusion: a gaussian stage 1, then
-    stage 2), then score; ``{digit: {"values", "mean", "std"}}``."""
+                  stage1_settings=None, stage1_runs=None, device="cpu", log=print) -> dict:
+    """The whole protocol: per held-out digit and seed, train (diffusion: a gaussian stage 1 — or
+    the matching run of ``stage1_runs``, a gaussian protocol's runs directory —, then stage 2),
+    then score; ``{digit: {"values", "mean", "std"}}``."""
     from .train import Trainer
 
     table = {}
@@ -172,12 +173,16 @@ def anomaly_train(prior: str, holdouts, seeds: int, *, runs_dir: str, settings: 
             run = os.path.join(runs_dir, f"{prior}-holdout{h}-seed{s}")
             base = dict(settings, holdout=h, seed=s, device=device, quiet=True, overwrite=True)
             if prior == "diffusion":
-                st1 = dict(base, **(stage1_settings or {}), prior="gaussian", out=run + "-stage1")
-                for k in ("lr_ebm", "langevin_steps", "diffusion_step", "T", "energy_hidden", "ebm_betas",
-                          "weight_decay_ebm"):
-                    st1.pop(k, None)
-                Trainer.from_settings(st1).train()
-                base["init"] = os.path.join(run + "-stage1", "ckpt.pt")
+                reuse = stage1_runs and os.path.join(stage1_runs, f"gaussian-holdout{h}-seed{s}", "ckpt.pt")
+                if reuse and os.path.isfile(reuse):
+                    base["init"] = reuse
+                else:
+                    st1 = dict(base, **(stage1_settings or {}), prior="gaussian", out=run + "-stage1")
+                    for k in ("lr_ebm", "langevin_steps", "diffusion_step", "T", "energy_hidden", "ebm_betas",
+                              "weight_decay_ebm"):
+                        st1.pop(k, None)
+                    Trainer.from_settings(st1).train()
+                    base["init"] = os.path.join(run + "-stage1", "ckpt.pt")
             res = Trainer.from_settings(dict(base, prior=prior, out=run)).train()
             if res["status"] != "ok":
                 log(f"[hebm.evaluate] {run}: {res['status']} {res['message']}")
@@ -413,6 +418,9 @@ def build_parser():
                                                                               "(diffusion: of stage 2)")
     a.add_argument("--stage1-steps", dest="stage1_steps", type=cli.int_range(1, 10**7), default=None,
                    help="with --train --prior diffusion")
+    a.add_argument("--stage1-runs", dest="stage1_runs", default=None,
+                   help="with --train --prior diffusion: the --runs-dir of a gaussian protocol run, whose models "
+                        "(same digit and seed) serve as stage 1")
     a.add_argument("--set", dest="extra", action="append", default=[], metavar="KEY=VALUE",
                    help="with --train: any other hebm.train setting, e.g. --set lr_ebm=2e-5 (repeatable)")
     a.add_argument("--fused", action="store_true")
@@ -475,7 +483,7 @@ def main(argv=None) -> int:
                 runs = a.runs_dir or os.path.join("runs", f"anomaly-{a.prior}-{time.strftime('%Y%m%d-%H%M%S')}")
                 st1 = {"steps": a.stage1_steps} if a.stage1_steps else None
                 table = anomaly_train(a.prior, a.holdout, a.seeds, runs_dir=runs, settings=settings, n_post=a.n_post,
-                                      stage1_settings=st1, device=a.device)
+                                      stage1_settings=st1, stage1_runs=a.stage1_runs, device=a.device)
                 print(f"anomaly AUPRC, prior {a.prior}, {a.dataset}, {a.seeds} seed(s):")
                 for h, r in table.items():
                     print(f"  held-out {h}: {r['mean']:.3f} ± {r['std']:.3f}   {['%.3f' % v for v in r['values']]}")

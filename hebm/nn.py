@@ -214,7 +214,7 @@ class SNLinear(nn.Linear):
 
 
 def sinusoidal_embedding(t: torch.Tensor, dim: int, max_period: float = 1e4) -> torch.Tensor:
-    """The authors' sinusoidal embedding of an integer level (PAPERS.md B §3.6): [cos | sin]."""
+    """The authors' sinusoidal embedding of an integer level (docs/papers.md B §3.6): [cos | sin]."""
     half = dim // 2
     freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float64) / half)
     args = t.to(torch.float64)[:, None] * freqs[None, :].to(t.device)

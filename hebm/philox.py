@@ -1,4 +1,4 @@
-"""hebm's seeded noise stream, reference implementation in plain PyTorch (DESIGN.md §2).
+"""hebm's seeded noise stream, reference implementation in plain PyTorch (docs/design.md §2).
 
 Every backend draws exactly these normals, so a chain's trajectory depends neither on the
 batch it runs in nor on the backend:

@@ -9,7 +9,7 @@ Latents ``z̃ = (z_1 … z_L)``, ``z_1`` nearest the data, ``z_L`` on top, ``d_i
   under ``p_β``, ``ũ ~ N(0, I)``.
 * Joint energy ``F(z̃; t) = Σ_i f_i(z_i; t)`` (``f`` is a *negative* energy: larger is likelier),
   which tilts the prior, ``p(z̃) ∝ exp(F(z̃)) p_β(z̃)``.
-* ũ-space target (DESIGN.md §2), per chain b:
+* ũ-space target (docs/design.md §2), per chain b:
 
       log π(u) = λ_b · F(T_β(u); t_b) − ½‖u‖² − [cond] ‖a_b·u − u_next‖² / (2 σ_b²)
 
@@ -240,7 +240,7 @@ class HierarchicalPrior(nn.Module):
 
     # ----------------------------------------------------------------- the ũ-space target
     def log_density(self, u: Latents, *, energy_scale=1.0, t=None, u_next=None, alpha=None, sigma=None) -> torch.Tensor:
-        """The Langevin target of DESIGN.md §2, per row ``[B]`` (up to a constant):
+        """The Langevin target of docs/design.md §2, per row ``[B]`` (up to a constant):
 
             log π(u) = λ_b · F(T_β(u); t_b) − ½‖u‖² − [cond] ‖a_b·u − u_next‖² / (2 σ_b²)
 

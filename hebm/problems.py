@@ -1,4 +1,4 @@
-"""The standard benchmark problems of DESIGN.md §5 (toy, small, large).
+"""The standard benchmark problems of docs/design.md §5 (toy, small, large).
 
 Each is a paper-2 training step: a level-conditioned prior (T = 3 levels, GELU, fp32), chains
 at a random level per row with the schedule's step size ``√s_t``, energy scale ``1/s_t`` and
@@ -46,7 +46,7 @@ class Problem:
         return sum(p.numel() for n, p in self.prior.named_parameters() if "level_net" not in n and "weight" in n)
 
     def flops_per_run(self) -> float:
-        """DESIGN.md §5 FLOP model: 4·B·params per step (forward + backward to the input)."""
+        """docs/design.md §5 FLOP model: 4·B·params per step (forward + backward to the input)."""
         return 4.0 * self.batch * self.n_params() * self.kwargs["n_steps"]
 
 

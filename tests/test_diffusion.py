@@ -1,4 +1,4 @@
-"""The ũ-space diffusion of paper 2: schedule against PAPERS.md B §3.2, forward moments, the
+"""The ũ-space diffusion of paper 2: schedule against docs/papers.md B §3.2, forward moments, the
 reverse targets' keyword arguments and the level loop."""
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from hebm.philox import initial_noise
 
 f64 = torch.float64
 
-# PAPERS.md B §3.2, verbatim: a_0..a_T | σ_0..σ_T | σ̄_0..σ̄_T | s_t / e_l_step_size, t = 0..T−1
+# docs/papers.md B §3.2, verbatim: a_0..a_T | σ_0..σ_T | σ̄_0..σ̄_T | s_t / e_l_step_size, t = 0..T−1
 TABLE = {
     3: (".99995 .72213 .38627 .02278", ".0100 .6918 .9224 .9997", ".0100 .6918 .9603 1.0000", "0.479, 58.9, 96.0"),
     4: (".99995 .86371 .65579 .49746 .02255", ".0100 .5040 .7550 .8675 .9998", ".0100 .5041 .8242 .9595 1.0000",

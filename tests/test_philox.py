@@ -1,4 +1,4 @@
-"""The seeded noise stream (DESIGN.md §2) against the Random123 known answers and an independent
+"""The seeded noise stream (docs/design.md §2) against the Random123 known answers and an independent
 scalar pure-Python implementation of the spec."""
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def py_philox(ctr, key, rounds=10):
 
 
 def py_normals(seed, chain, step, D, stream=0):
-    """DESIGN.md §2, element by element, in float64 (the reference runs Box–Muller in fp32)."""
+    """docs/design.md §2, element by element, in float64 (the reference runs Box–Muller in fp32)."""
     key = (seed % 2**32, (seed // 2**32) % 2**32)
     out = []
     for j in range((D + 3) // 4):

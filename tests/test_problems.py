@@ -1,4 +1,4 @@
-"""The standard benchmark problems of DESIGN.md §5."""
+"""The standard benchmark problems of docs/design.md §5."""
 from __future__ import annotations
 
 import pytest
