@@ -132,13 +132,16 @@ void fill_structure(hebm::Problem<T>& P, const Tensor& params, at::IntArrayRef d
 }
 
 // ---------------------------------------------------------------------------------- threads
-// A persistent pool: the chunks split statically over kernel_threads() threads (the chunks are
-// equal work); the calling thread takes the first share.  Workers are started once and wait
-// between calls (spinning briefly first, so back-to-back calls pay no sleep/wake-up), because
-// creating threads per call cost ~50 µs — a step and more of the toy problem.  Own threads rather
-// than at::parallel_for: that one is an inline `#pragma omp parallel`, which would bind the
-// extension to whichever OpenMP runtime it was linked with and runs serially without -fopenmp.
-// Each thread keeps its workspace between calls (grown when a call needs more).
+// A persistent pool.  The calling thread and the workers take chunks from one counter (the
+// chunks are equal work, one or more per thread), so the caller never waits for a worker that
+// has not started: a worker joins a call only while the call is open (registration under the
+// lock), and the caller waits only for the chunks already taken.  A late or missed wake-up
+// therefore costs parallelism, never a hang — the first version assigned share i to worker i
+// and once span forever waiting for a share no worker took (a diffusion training run, 28 min).
+// Workers are started once and spin briefly between calls, because creating threads per call
+// cost ~50 µs — a step and more of the toy problem.  Own threads rather than at::parallel_for:
+// that one is an inline `#pragma omp parallel`, which would bind the extension to whichever
+// OpenMP runtime it was linked with and runs serially without -fopenmp.
 char* thread_workspace(size_t bytes) {
   thread_local std::unique_ptr<char[]> buf;
   thread_local size_t cap = 0;
@@ -151,96 +154,86 @@ char* thread_workspace(size_t bytes) {
 
 class Pool {
  public:
-  using Task = std::function<void(int64_t)>;  // the share of thread i
+  using Task = std::function<void(int64_t)>;  // runs chunk c on the calling thread
 
-  // Runs task(0 … n−1), task(0) on this thread; false when the pool is busy (another caller):
-  // then the caller runs its shares itself.
-  bool run(int64_t n, const Task& task) {
+  // Runs task(0 … n_chunks−1) with up to n_threads threads (this one included); false when the
+  // pool is busy with another caller (then the caller runs the chunks itself).
+  bool run(int64_t n_threads, int64_t n_chunks, const Task& task) {
     std::unique_lock<std::mutex> busy(run_mu_, std::try_to_lock);
     if (!busy.owns_lock()) return false;
-    ensure(n - 1);
-    errors_.assign(n, nullptr);
+    ensure(n_threads - 1);
+    Job job{&task, n_chunks, n_threads - 1};
     {
       std::lock_guard<std::mutex> lk(mu_);
-      task_ = &task;
-      n_ = n;
-      pending_.store(n - 1);
+      job_ = &job;
       ++epoch_;
     }
     cv_.notify_all();
-    try {
-      task(0);
-    } catch (...) {
-      errors_[0] = std::current_exception();
+    work(job);
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      job_ = nullptr;  // closed: no worker joins from here on
     }
-    while (pending_.load(std::memory_order_acquire) > 0) std::this_thread::yield();
-    task_ = nullptr;
-    for (auto& e : errors_)
-      if (e) std::rethrow_exception(e);
+    while (job.active.load(std::memory_order_acquire) > 0) std::this_thread::yield();
+    if (job.error) std::rethrow_exception(job.error);
     return true;
   }
 
-  ~Pool() {
-    {
-      std::lock_guard<std::mutex> lk(mu_);
-      stop_ = true;
-      ++epoch_;
-    }
-    cv_.notify_all();
-    for (auto& t : workers_) t.join();
-  }
-
  private:
-  void ensure(int64_t n_workers) {
-    while (static_cast<int64_t>(workers_.size()) < n_workers) {
-      const int64_t id = static_cast<int64_t>(workers_.size()) + 1;
-      uint64_t now;
-      {
-        std::lock_guard<std::mutex> lk(mu_);
-        now = epoch_;
+  struct Job {
+    const Task* task;
+    int64_t n_chunks;
+    int64_t seats;  // workers that may join (the thread count asked for, less the caller)
+    std::atomic<int64_t> next{0};
+    std::atomic<int64_t> active{0};  // workers inside work()
+    std::mutex error_mu;
+    std::exception_ptr error;
+    Job(const Task* t, int64_t n, int64_t s) : task(t), n_chunks(n), seats(s) {}
+  };
+
+  static void work(Job& job) {
+    for (int64_t c; (c = job.next.fetch_add(1, std::memory_order_relaxed)) < job.n_chunks;) {
+      try {
+        (*job.task)(c);
+      } catch (...) {
+        std::lock_guard<std::mutex> lk(job.error_mu);
+        if (!job.error) job.error = std::current_exception();
+        job.next.store(job.n_chunks);  // stop handing out chunks
       }
-      // the worker starts from the epoch *before* the job about to be posted, so it cannot miss it
-      workers_.emplace_back([this, id, now] { loop(id, now); });
     }
   }
 
-  void loop(int64_t id, uint64_t seen) {
+  void ensure(int64_t n_workers) {
+    while (static_cast<int64_t>(workers_.size()) < n_workers) workers_.emplace_back([this] { loop(); });
+  }
+
+  void loop() {
+    uint64_t seen = 0;
     for (;;) {
       // spin ~50 µs for the next call before sleeping
       const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(50);
-      while (epoch_seen() == seen && std::chrono::steady_clock::now() < until) std::this_thread::yield();
-      std::unique_lock<std::mutex> lk(mu_);
-      cv_.wait(lk, [&] { return epoch_ != seen; });
-      seen = epoch_;
-      if (stop_) return;
-      const Task* task = task_;
-      const int64_t n = n_;
-      lk.unlock();
-      if (task != nullptr && id < n) {
-        try {
-          (*task)(id);
-        } catch (...) {
-          errors_[id] = std::current_exception();
-        }
-        pending_.fetch_sub(1, std::memory_order_acq_rel);
+      while (epoch_.load(std::memory_order_acquire) == seen && std::chrono::steady_clock::now() < until)
+        std::this_thread::yield();
+      Job* job;
+      {
+        std::unique_lock<std::mutex> lk(mu_);
+        cv_.wait(lk, [&] { return epoch_.load(std::memory_order_relaxed) != seen; });
+        seen = epoch_.load(std::memory_order_relaxed);
+        job = job_;
+        if (job == nullptr || job->seats == 0) continue;  // that call has closed already
+        --job->seats;
+        job->active.fetch_add(1, std::memory_order_relaxed);
       }
+      work(*job);
+      job->active.fetch_sub(1, std::memory_order_release);
     }
-  }
-
-  uint64_t epoch_seen() {
-    std::lock_guard<std::mutex> lk(mu_);
-    return epoch_;
   }
 
   std::mutex run_mu_, mu_;
   std::condition_variable cv_;
   std::vector<std::thread> workers_;
-  std::vector<std::exception_ptr> errors_;
-  const Task* task_ = nullptr;
-  int64_t n_ = 0;
-  std::atomic<int64_t> pending_{0};
-  uint64_t epoch_ = 0;
-  bool stop_ = false;
+  Job* job_ = nullptr;
+  std::atomic<uint64_t> epoch_{0};
 };
 
 Pool& pool() {
@@ -251,11 +244,9 @@ Pool& pool() {
 template <typename F>
 void parallel_chunks(int64_t n_chunks, size_t ws_bytes, const F& f) {
   const int64_t nt = std::min<int64_t>(kernel_threads(), n_chunks);
-  auto share = [&](int64_t i) {
-    f(i * n_chunks / nt, (i + 1) * n_chunks / nt, static_cast<void*>(thread_workspace(ws_bytes)));
-  };
-  if (nt > 1 && !at::in_parallel_region() && pool().run(nt, share)) return;
-  for (int64_t i = 0; i < nt; ++i) share(i);  // one thread, or the pool is busy with another caller
+  auto chunk = [&](int64_t c) { f(c, c + 1, static_cast<void*>(thread_workspace(ws_bytes))); };
+  if (nt > 1 && !at::in_parallel_region() && pool().run(nt, n_chunks, chunk)) return;
+  f(0, n_chunks, static_cast<void*>(thread_workspace(ws_bytes)));  // one thread, or the pool is busy
 }
 
 // ---------------------------------------------------------------------------------- packed weights

@@ -69,6 +69,64 @@ def test_kernel_threads_setting(ext):
     assert cpu_backend.get_num_threads() == torch.get_num_threads()
 
 
+_POOL_STRESS = r"""
+import torch, hebm
+from hebm.backends import cpu as cpu_backend
+from tests.parity import make_kwargs, make_prior
+cpu_backend.set_num_threads(3)
+prior = make_prior((5, 7), n_levels=3, seed=2)
+u, kw = make_kwargs(prior, 12, n_steps=1, explicit_noise=False, seed=3)
+want = hebm.langevin_fused(prior, u, backend="cpu", **kw)
+for i in range(4000):  # back-to-back calls: the wake-up race the first pool lost
+    got = hebm.langevin_fused(prior, u, backend="cpu", **kw)
+    assert torch.equal(got, want), i
+print("done")
+"""
+
+
+def test_thread_pool_survives_back_to_back_calls(ext):
+    """Thousands of one-step calls in a row (each wakes the workers) finish and agree bit for
+    bit; run in a child under a deadline, so a hang fails the test instead of the suite."""
+    import os
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    r = subprocess.run([sys.executable, "-c", _POOL_STRESS], cwd=root, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "done" in r.stdout, r.stderr[-2000:]
+
+
+def test_concurrent_callers_agree_with_serial(ext):
+    """Two Python threads calling the kernel at once (the op releases the GIL): one gets the pool,
+    the other runs its chunks itself; both results equal the serial ones."""
+    import threading
+    priors = [make_prior((7, 13), n_levels=3, seed=s) for s in (4, 6)]
+    cases = [make_kwargs(p, 64, n_steps=20, explicit_noise=False, seed=5 + i) for i, p in enumerate(priors)]
+    want = [hebm.langevin_fused(p, u, backend="cpu", **kw) for p, (u, kw) in zip(priors, cases)]
+    cpu_backend.set_num_threads(2)
+    got: dict = {}
+    errors: list = []
+
+    def go(i):
+        try:
+            for _ in range(20):
+                out = hebm.langevin_fused(priors[i], cases[i][0], backend="cpu", **cases[i][1])
+                if not torch.equal(out, want[i]):
+                    got[i] = out
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+    try:
+        ts = [threading.Thread(target=go, args=(i,)) for i in range(2)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(timeout=300)
+        assert not any(t.is_alive() for t in ts), "a caller hung"
+    finally:
+        cpu_backend.set_num_threads(None)
+    assert not errors, errors
+    assert not got, f"results differed for callers {sorted(got)}"
+
+
 def test_auto_picks_cpu(ext):
     p = hebm.standard_problem("toy", 4)
     _, info = hebm.langevin_fused(p.prior, p.u, return_info=True, **dict(p.kwargs, n_steps=2))
