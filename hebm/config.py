@@ -101,7 +101,7 @@ class TrainConfig:
     weight_decay_ebm: float = _f(0.0, "Adam weight decay of the energies", "knob", lo=0, hi=1.0)
     kl_warmup: int = _f(0, "iterations over which the KL weight rises linearly from 0 to 1 (0: none)", "knob", lo=0,
                         hi=10**9)
-    free_bits: float = _f(0.0, "free bits per latent layer (nats): a layer's mean KL below this is not penalised",
+    free_bits: float = _f(1.0, "free bits per latent layer (nats): a layer's mean KL below this is not penalised",
                           "knob", lo=0, hi=1e4)
     langevin_steps: int = _f(30, "prior Langevin steps K (ebm; diffusion: per level)", "knob", lo=0, hi=10**6)
     langevin_step_size: float = _f(0.4, "ebm: δ of the u-space prior Langevin", "knob", lo=0, lo_open=True, hi=10.0)
@@ -127,8 +127,8 @@ class TrainConfig:
 #: per prior type, the defaults that differ from the field defaults (docs: RESULTS.md "Defaults")
 PRIOR_DEFAULTS = {
     "gaussian": dict(langevin_steps=0),
-    "ebm": dict(),
-    "diffusion": dict(steps=1500, lr_ebm=1e-4, langevin_steps=30),
+    "ebm": dict(spectral_norm=True, lr_ebm=2e-5, langevin_steps=60),
+    "diffusion": dict(steps=3000, lr_ebm=4e-5, ebm_betas=[0.99, 0.999], weight_decay_ebm=3e-5, langevin_steps=50),
 }
 
 
@@ -256,10 +256,12 @@ def add_arguments(parser: argparse.ArgumentParser, classes=(ModelConfig, TrainCo
                 continue
             flag = "--" + f.name.replace("_", "-")
             default = shown.get(f.name, f.default if f.default is not dataclasses.MISSING else f.default_factory())
-            help_ = m["help"] + (f" (default {default})" if default not in (None, False) else "")
+            per_prior = "".join(f"; {k}: {d[f.name]}" for k, d in PRIOR_DEFAULTS.items() if f.name in d)
+            help_ = m["help"] + (f" (default {default}{per_prior})" if default not in (None, False) or per_prior else "")
             help_ = help_.replace("%", "%%").replace("%%%%", "%%")
             if str(f.type) == "bool":
-                parser.add_argument(flag, dest=f.name, action="store_true", help=help_)
+                # --x / --no-x: a prior type's default may be on (spectral norm for the ebm)
+                parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, help=help_)
             elif m.get("list_of") is not None:
                 parser.add_argument(flag, dest=f.name, type=_listed(f.name, m, m["list_of"]), help=help_, metavar="A,B,…")
             elif m.get("choices"):

@@ -64,6 +64,22 @@ def test_cli_runs_and_help(tmp_path):
         assert r.returncode == 0 and "usage" in r.stdout
 
 
+def test_prior_defaults_and_negatable_flags():
+    """A prior type's defaults (config.PRIOR_DEFAULTS) apply unless a flag says otherwise, and a
+    boolean that defaults on can be turned off (--no-spectral-norm)."""
+    from hebm.config import PRIOR_DEFAULTS
+    from hebm.train import build_parser, resolve_settings
+    parse = lambda argv: resolve_settings(vars(build_parser().parse_args(argv)))  # noqa: E731
+    m, t = parse(["--prior", "ebm"])
+    assert m.spectral_norm is True and t.lr_ebm == PRIOR_DEFAULTS["ebm"]["lr_ebm"]
+    assert t.langevin_steps == PRIOR_DEFAULTS["ebm"]["langevin_steps"]
+    m, t = parse(["--prior", "ebm", "--no-spectral-norm", "--lr-ebm", "3e-4"])
+    assert m.spectral_norm is False and t.lr_ebm == 3e-4
+    m, t = parse(["--prior", "gaussian", "--spectral-norm"])
+    assert m.spectral_norm is True and t.langevin_steps == 0
+    assert parse(["--prior", "gaussian"])[0].spectral_norm is False
+
+
 def test_mle_posterior_langevin(tmp_path):
     res = run(tiny("ebm", tmp_path, posterior="langevin", posterior_steps=3, steps=2))
     assert res["status"] == "ok"
