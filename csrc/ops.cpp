@@ -17,6 +17,7 @@
 #include <functional>
 #include <list>
 #include <memory>
+#include <cstring>
 #include <mutex>
 #include <optional>
 #include <exception>
@@ -55,10 +56,16 @@ int64_t kernel_threads() {
   return std::max<int64_t>(1, n > 0 ? n : at::get_num_threads());
 }
 
+// Threads for a call of `flops` work (the 4·B·params-per-step model of docs/design.md §5): one
+// when the call is about a toy step or less — waking a sleeping worker costs ~30 µs on this VM,
+// as much as the second core saves (toy B = 64, K = 1: 94 µs on one thread, 101 µs on two).
+constexpr double kOneThreadFlops = 8e6;
+
+int64_t call_threads(double flops) { return flops < kOneThreadFlops ? 1 : kernel_threads(); }
+
 // Row chunk per task: all chains of a thread when B is small (one chunk per thread), at most
 // 64 rows (weight reuse vs. enough tasks for the threads).
-int64_t choose_chunk_rows(int64_t B) {
-  const int64_t threads = kernel_threads();
+int64_t choose_chunk_rows(int64_t B, int64_t threads) {
   int64_t per = (B + threads - 1) / threads;
   per = (per + 3) / 4 * 4;
   return std::max<int64_t>(4, std::min<int64_t>(per, 64));
@@ -242,8 +249,8 @@ Pool& pool() {
 }
 
 template <typename F>
-void parallel_chunks(int64_t n_chunks, size_t ws_bytes, const F& f) {
-  const int64_t nt = std::min<int64_t>(kernel_threads(), n_chunks);
+void parallel_chunks(int64_t threads, int64_t n_chunks, size_t ws_bytes, const F& f) {
+  const int64_t nt = std::min<int64_t>(threads, n_chunks);
   auto chunk = [&](int64_t c) { f(c, c + 1, static_cast<void*>(thread_workspace(ws_bytes))); };
   if (nt > 1 && !at::in_parallel_region() && pool().run(nt, n_chunks, chunk)) return;
   f(0, n_chunks, static_cast<void*>(thread_workspace(ws_bytes)));  // one thread, or the pool is busy
@@ -343,8 +350,9 @@ std::tuple<Tensor, Tensor> langevin_cpu(const Tensor& u_in, const Tensor& params
     P.step_offset = step_offset;
     P.n_steps = n_steps;
     P.log_density = trace ? logd.data_ptr<scalar_t>() : nullptr;
-    hebm::cpu::Sampler<scalar_t> sampler(P, choose_chunk_rows(B), cached_weights<scalar_t>(pack_token, P));
-    parallel_chunks(sampler.n_chunks(), sampler.workspace_bytes(),
+    const int64_t threads = call_threads(4.0 * B * params.numel() * n_steps);
+    hebm::cpu::Sampler<scalar_t> sampler(P, choose_chunk_rows(B, threads), cached_weights<scalar_t>(pack_token, P));
+    parallel_chunks(threads, sampler.n_chunks(), sampler.workspace_bytes(),
                     [&](int64_t c0, int64_t c1, void* ws) { sampler.run(c0, c1, ws); });
   });
   return {u, logd};
@@ -404,9 +412,10 @@ Tensor reverse_diffusion_cpu(const Tensor& u_T, const Tensor& params_in, at::Int
       P.key1 = static_cast<uint32_t>(key1);
       P.chain_ids = ids.data_ptr<int64_t>();
       P.n_steps = n_steps;
-      hebm::cpu::Sampler<scalar_t> sampler(P, choose_chunk_rows(B), cached_weights<scalar_t>(pack_token, P));
+      const int64_t threads = call_threads(4.0 * B * params.numel() * n_steps * nlv);
+      hebm::cpu::Sampler<scalar_t> sampler(P, choose_chunk_rows(B, threads), cached_weights<scalar_t>(pack_token, P));
       scalar_t* lvl = return_levels ? levels.data_ptr<scalar_t>() : nullptr;
-      parallel_chunks(sampler.n_chunks(), sampler.workspace_bytes(), [&](int64_t c0, int64_t c1, void* ws) {
+      parallel_chunks(threads, sampler.n_chunks(), sampler.workspace_bytes(), [&](int64_t c0, int64_t c1, void* ws) {
         sampler.run_reverse(c0, c1, ws, lv.data(), nlv, lvl);
       });
     });
@@ -443,6 +452,25 @@ TORCH_LIBRARY_IMPL(hebm, CPU, m) {
   m.impl("reverse_diffusion", &reverse_diffusion_cpu);
 }
 
+// The pack cache's value check (hebm/backends/pack.py) without a Python-side flatten: 1 when the
+// tensors' bytes, laid end to end, equal the snapshot's; 0 when they differ; -1 when the tensors
+// cannot be compared this way (not CPU, not contiguous, another dtype): the caller flattens.
+// Bytes, not values: equal bits give an equal pack (and a NaN weight compares equal to itself).
+int64_t same_bytes(const std::vector<Tensor>& tensors, const Tensor& snapshot) {
+  if (!snapshot.device().is_cpu() || !snapshot.is_contiguous()) return -1;
+  const char* snap = static_cast<const char*>(snapshot.data_ptr());
+  const size_t total = static_cast<size_t>(snapshot.numel()) * snapshot.element_size();
+  size_t off = 0;
+  for (const Tensor& t : tensors) {
+    if (!t.device().is_cpu() || t.scalar_type() != snapshot.scalar_type() || !t.is_contiguous()) return -1;
+    const size_t n = static_cast<size_t>(t.numel()) * t.element_size();
+    if (off + n > total) return 0;
+    if (n > 0 && std::memcmp(t.data_ptr(), snap + off, n) != 0) return 0;
+    off += n;
+  }
+  return off == total ? 1 : 0;
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "hebm C++ CPU kernel: registers torch.ops.hebm.langevin / reverse_diffusion";
   m.attr("source_hash") = std::string(HEBM_SOURCE_MARKER).substr(17);
@@ -451,6 +479,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("set_num_threads", [](int64_t n) { g_kernel_threads.store(std::max<int64_t>(0, n)); },
         "threads of the CPU kernel; 0 follows torch.get_num_threads()", pybind11::arg("n"));
   m.def("get_num_threads", []() { return kernel_threads(); }, "threads the CPU kernel uses now");
+  m.def("same_bytes", &same_bytes, "the pack cache's value check: 1 equal, 0 differ, -1 not comparable here",
+        pybind11::arg("tensors"), pybind11::arg("snapshot"));
   m.def("philox_normal", &philox_normal_cpp, "normals of the shared Philox stream (tests)", pybind11::arg("seed"),
         pybind11::arg("chain_ids"), pybind11::arg("step"), pybind11::arg("D"), pybind11::arg("stream") = 0);
 }

@@ -127,7 +127,18 @@ def initial_noise(seed: int, batch: int, D: int, *, chain_ids=None, device="cpu"
     return philox_normal(seed, ids, 0, D, stream=STREAM_INIT, device=device).to(dtype)
 
 
+_ARANGE: dict = {}
+
+
 def default_chain_ids(batch: int, chain_ids: Optional[torch.Tensor], device) -> torch.Tensor:
+    """``chain_ids`` as int64 on ``device``, by default 0 … batch−1 (one cached tensor per batch
+    size and device, read-only for its users: the samplers only read chain ids)."""
     if chain_ids is None:
-        return torch.arange(batch, dtype=torch.int64, device=device)
+        key = (batch, str(device))
+        ids = _ARANGE.get(key)
+        if ids is None:
+            if len(_ARANGE) > 64:
+                _ARANGE.clear()
+            ids = _ARANGE[key] = torch.arange(batch, dtype=torch.int64, device=device)
+        return ids
     return torch.as_tensor(chain_ids, dtype=torch.int64, device=device)

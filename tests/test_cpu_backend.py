@@ -75,9 +75,12 @@ from hebm.backends import cpu as cpu_backend
 from tests.parity import make_kwargs, make_prior
 cpu_backend.set_num_threads(3)
 prior = make_prior((5, 7), n_levels=3, seed=2)
-u, kw = make_kwargs(prior, 12, n_steps=1, explicit_noise=False, seed=3)
+u, kw = make_kwargs(prior, 64, n_steps=8, explicit_noise=False, seed=3)
+n_params = sum(p.numel() for p in prior.parameters())
+# above csrc/ops.cpp's kOneThreadFlops (8e6, 4*B*params*K), so every call wakes the workers
+assert 4 * 64 * n_params * 8 > 8e6, n_params
 want = hebm.langevin_fused(prior, u, backend="cpu", **kw)
-for i in range(4000):  # back-to-back calls: the wake-up race the first pool lost
+for i in range(3000):  # back-to-back calls: the wake-up race the first pool lost
     got = hebm.langevin_fused(prior, u, backend="cpu", **kw)
     assert torch.equal(got, want), i
 print("done")

@@ -280,11 +280,18 @@ def load_cpu_ops() -> tuple:
     return load_extension(CPU_EXTENSION, cpu_sources())
 
 
+def loaded_cpu_ops():
+    """The CPU extension if it is already loaded, else None; never builds (for callers on the hot
+    path that can do without it)."""
+    hit = _CACHE.get(CPU_EXTENSION)
+    return hit[0] if hit is not None else None
+
+
 def reset_cache() -> None:
     """Forget cached results (tests); an extension already imported stays loaded."""
     with _LOCK:
         _CACHE.clear()
 
 
-__all__ = ["csrc_dir", "cpu_sources", "cxx_flags", "ld_flags", "extensions_dir", "load_cpu_ops", "load_extension",
+__all__ = ["csrc_dir", "cpu_sources", "cxx_flags", "ld_flags", "extensions_dir", "load_cpu_ops", "loaded_cpu_ops", "load_extension",
            "native_flags", "source_hash", "cuda_arch_list", "cuda_cflags", "CUDA_DEFINES", "reset_cache", "CPU_EXTENSION", "CUDA_EXTENSION"]

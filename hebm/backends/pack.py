@@ -45,6 +45,7 @@ from typing import Optional
 
 import torch
 
+from . import _build
 from ..nn import ACTIVATION_CODES, MLP, Activation, SNLinear, structure_generation, walk, walked
 from ..prior import HierarchicalPrior
 
@@ -218,13 +219,31 @@ def structure_signature(prior, walked=None) -> tuple:
 
 
 def _flat_values(tensors: list) -> Optional[torch.Tensor]:
-    """All values in one flat tensor (one C++ call); None when they cannot be flattened together."""
+    """All values in one flat tensor (one C++ call); None when they cannot be flattened together.
+    Called under no_grad: flattening parameters then records no graph, so no detach is needed."""
     if not tensors:
         return torch.zeros(0)
     try:
-        return torch._C._nn.flatten_dense_tensors([t.detach() for t in tensors])
+        flat = torch._C._nn.flatten_dense_tensors(tensors)
     except (RuntimeError, TypeError):  # mixed dtypes/devices: such a prior is repacked every call
         return None
+    # one tensor comes back as a view of itself, which would always "equal" the current values
+    return flat.clone() if len(tensors) == 1 else flat
+
+
+def _same_values(tensors: list, snapshot: Optional[torch.Tensor]) -> bool:
+    """Whether the tensors still hold the values ``snapshot`` was flattened from.  CPU priors:
+    the CPU extension compares the bytes in place (~5 µs for the toy problem instead of ~40 µs
+    for flatten + equal, the larger part of a short call's fixed cost); otherwise flatten + equal."""
+    if snapshot is None:
+        return False
+    ext = _build.loaded_cpu_ops()  # never builds: the cpu backend loads it before it packs
+    if ext is not None and snapshot.device.type == "cpu":
+        same = ext.same_bytes(tensors, snapshot)
+        if same >= 0:
+            return bool(same)
+    vals = _flat_values(tensors)
+    return vals is not None and torch.equal(vals, snapshot)
 
 
 @dataclass
@@ -269,10 +288,9 @@ def packed_prior(prior: HierarchicalPrior, dtype: torch.dtype, device) -> Packed
         raise ValueError(f"the fused kernels cannot take this prior: {e.reason}")
     device = torch.device(device)
     with torch.no_grad():
-        vals = _flat_values(e.tensors)
         with _LOCK:
-            if vals is None or e.values is None or not torch.equal(vals, e.values):
-                e.values, e.packs = vals, {}
+            if not _same_values(e.tensors, e.values):
+                e.values, e.packs = _flat_values(e.tensors), {}
             pk = e.packs.get((dtype, device))
             if pk is None:
                 pk = e.packs[(dtype, device)] = pack_prior(prior, dtype=dtype, device=device)
