@@ -131,19 +131,21 @@ class _ValueChecks:
 
     def __init__(self):
         self._items: list = []  # (name, tensor, positive, allow_zero)
+        # [values that must be >= 0 | values that must be > 0 | the rest]: flattened parts, sizes
+        self._groups: tuple = ([], [], [])
+        self._sizes = [0, 0, 0]
 
     def add(self, name: str, x: torch.Tensor, *, positive: bool = False, allow_zero: bool = True) -> None:
         self._items.append((name, x, positive, allow_zero))
+        g = 2 if not positive else (0 if allow_zero else 1)
+        self._groups[g].append(x.reshape(-1))
+        self._sizes[g] += x.numel()
 
     def run(self) -> None:
         if not self._items:
             return
-        # [values that must be >= 0 | values that must be > 0 | the rest], one copy
-        groups = ([x for _, x, pos, zero in self._items if pos and zero],
-                  [x for _, x, pos, zero in self._items if pos and not zero],
-                  [x for _, x, pos, _ in self._items if not pos])
-        sizes = [sum(x.numel() for x in g) for g in groups]
-        flat = torch.cat([x.reshape(-1) for g in groups for x in g])
+        groups, sizes = self._groups, self._sizes
+        flat = torch.cat(groups[0] + groups[1] + groups[2])  # one copy
         lo, hi = torch.aminmax(flat)
         parts = [lo, hi]
         if sizes[0]:

@@ -328,3 +328,23 @@ def test_build_failure_and_skip_switch(ext, monkeypatch, tmp_path):
     mod, why = _build.load_extension("_C_broken_test", [str(bad)])
     assert mod is None and "failed" in why and "backend='ref'" in why
     assert _build.load_extension("_C_broken_test", [str(bad)]) == (None, why)  # cached, no second build
+
+
+def test_pack_value_check_in_place(ext):
+    """The pack cache's byte comparison (hebm_C.same_bytes) against its flatten + equal fallback:
+    equal, a changed value, a changed dtype, a non-contiguous tensor (-> fallback), and the
+    one-tensor snapshot, which must be a copy (a view would always compare equal)."""
+    from hebm.backends.pack import _flat_values, _same_values
+    ts = [torch.randn(3, 4), torch.randn(5)]
+    snap = _flat_values(ts)
+    assert ext.same_bytes(ts, snap) == 1 and _same_values(ts, snap)
+    ts[1][2] += 1e-6
+    assert ext.same_bytes(ts, snap) == 0 and not _same_values(ts, snap)
+    assert ext.same_bytes([ts[0].double(), ts[1]], snap) == -1
+    nc = [torch.randn(4, 3).t(), torch.randn(5)]
+    snap_nc = _flat_values(nc)
+    assert ext.same_bytes(nc, snap_nc) == -1 and _same_values(nc, snap_nc)
+    one = [torch.randn(6)]
+    snap1 = _flat_values(one)
+    one[0].mul_(2)
+    assert not _same_values(one, snap1)

@@ -112,8 +112,12 @@ class PackedPrior:
         return list(self.conditionals) + list(self.energies)
 
     def n_params(self) -> int:
-        """Weights of every MLP (the FLOP model of docs/design.md §5 counts 4·B·params per step)."""
-        return sum(int(w.numel()) for m in self.all_mlps() for w in m.weights)
+        """Weights of every MLP (the FLOP model of docs/design.md §5 counts 4·B·params per step);
+        computed once per pack (it is asked on every call, for the chunking)."""
+        n = self.derived.get("n_params")
+        if n is None:
+            n = self.derived["n_params"] = sum(int(w.numel()) for m in self.all_mlps() for w in m.weights)
+        return n
 
 
 @torch.no_grad()
