@@ -2,6 +2,9 @@
 # One command on a GPU machine: build, GPU parity tests, compute-sanitizer, full benchmark, report.
 #
 #   benchmarks/run_gpu.sh OUT_DIR [extra pytest-benchmark args, e.g. --bench-problems=toy,small]
+#   HEBM_GPU_QUICK=1 benchmarks/run_gpu.sh OUT_DIR     # fits one 10-minute device command:
+#       parity matrix on the GPU backends, fixed cost, toy/small x B 64/1024 Langevin + one
+#       training iteration (plain, ref, graph, cuda, triton; no torch.compile, no sanitizer)
 #
 # Writes under OUT_DIR: build.log, parity.log, sanitizer.log, bench.json (+ bench.log),
 # bench_tf32.json (TF32 baselines, unless HEBM_BENCH_NO_TF32=1), report/ (report.md, PNG plots),
@@ -45,15 +48,23 @@ for name in ("cpu", "triton", "cuda", "graph"):
     bad += why is not None and name in ("cuda", "graph")
 raise SystemExit(1 if bad else 0)'
 
-# 2. GPU parity tests (those files that exist in this version)
+QUICK=${HEBM_GPU_QUICK:-}
+# 2. GPU parity: the one parity matrix (tests/test_parity.py runs the real cuda/triton/graph
+#    backends when a GPU is present) and the backends' build/environment tests
 tests=()
-for f in tests/test_triton_backend.py tests/test_cuda_backend.py tests/test_graph_backend.py; do
+for f in tests/test_parity.py tests/test_triton_backend.py tests/test_cuda_backend.py tests/test_graph_backend.py; do
   [ -f "$f" ] && tests+=("$f")
 done
-step parity "$OUT/parity.log" "$PY" -m pytest -q -rs "${tests[@]}"
+if [ -n "$QUICK" ]; then
+  step parity "$OUT/parity.log" "$PY" -m pytest -q -rs -x tests/test_parity.py -k "cuda or triton or graph"
+else
+  step parity "$OUT/parity.log" "$PY" -m pytest -q -rs "${tests[@]}"
+fi
 
 # 3. compute-sanitizer (memcheck) once over the CUDA kernel's parity tests
-if [ -f tests/test_cuda_backend.py ] && command -v compute-sanitizer >/dev/null; then
+if [ -n "$QUICK" ]; then
+  echo "== sanitizer: skipped (quick mode)" | tee -a "$OUT/summary.txt"
+elif [ -f tests/test_cuda_backend.py ] && command -v compute-sanitizer >/dev/null; then
   step sanitizer "$OUT/sanitizer.log" compute-sanitizer --tool memcheck --error-exitcode 1 --target-processes all \
     "$PY" -m pytest -q -x tests/test_cuda_backend.py
 else
@@ -61,6 +72,11 @@ else
 fi
 
 # 4. the full benchmark (fp32, docs/design.md §5), then the TF32 baselines
+if [ -n "$QUICK" ]; then
+  export HEBM_BENCH_NO_COMPILE=1 HEBM_BENCH_NO_TF32=1
+  set -- --bench-problems=toy,small --bench-batches=64,1024 --bench-max-time=0.5 \
+    --bench-providers=plain,torchebm,ref,graph,cuda,triton "$@"
+fi
 step bench "$OUT/bench.log" "$PY" -m pytest benchmarks -q -rs --bench-device=cuda --benchmark-json="$OUT/bench.json" "$@"
 if [ -z "${HEBM_BENCH_NO_TF32:-}" ]; then
   step bench_tf32 "$OUT/bench_tf32.log" "$PY" -m pytest benchmarks/test_langevin.py benchmarks/test_matmul_peak.py -q -rs \

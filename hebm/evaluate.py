@@ -189,8 +189,10 @@ def anomaly_train(prior: str, holdouts, seeds: int, *, runs_dir: str, settings: 
                 vals.append(float("nan"))
                 continue
             v = anomaly_from_ckpt(os.path.join(run, "ckpt.pt"), h, n_post=n_post, seed=s, device=device)
+            gap = res["summary"].get("eval_f_gap")
+            gap = "no energy" if gap is None else f"f_gap {gap:.3f}"
             log(f"[hebm.evaluate] {prior} holdout {h} seed {s}: AUPRC {v:.3f}  (active units "
-                f"{res['summary'].get('active_units')}, f_gap {res['summary'].get('eval_f_gap', float('nan')):.3f})")
+                f"{res['summary'].get('active_units')}, {gap})")
             vals.append(v)
         m, sd = mean_std(vals)
         table[h] = dict(values=vals, mean=m, std=sd)
