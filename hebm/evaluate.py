@@ -48,6 +48,7 @@ from .data import RunData, load_dataset, run_data
 from .metrics import (auprc, frechet_distance, latent_report, mean_std, ood_metrics, prior_hole, stationarity)
 from .models import LOG2PI, load_model
 from .reference import ref_step
+from .train import Trainer
 
 
 def _data(tcfg) -> RunData:
@@ -164,8 +165,6 @@ def anomaly_train(prior: str, holdouts, seeds: int, *, runs_dir: str, settings: 
     """The whole protocol: per held-out digit and seed, train (diffusion: a gaussian stage 1 — or
     the matching run of ``stage1_runs``, a gaussian protocol's runs directory —, then stage 2),
     then score; ``{digit: {"values", "mean", "std"}}``."""
-    from .train import Trainer
-
     table = {}
     for h in holdouts:
         vals = []

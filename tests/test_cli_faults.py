@@ -202,6 +202,36 @@ def test_signal_saves_a_checkpoint_then_resume_is_exact(tmp_path, sig, code):
         torch.testing.assert_close(got[name], v, rtol=0, atol=0, msg=name)
 
 
+def test_sigkill_then_resume_is_exact(tmp_path):
+    """A run killed without warning (SIGKILL: nothing saved, its lock and metrics rows left) resumes
+    from its last periodic checkpoint to the same weights as a run that was never interrupted."""
+    d = tmp_path / "kill"
+    args = flags(steps=100000, log_every=1, ckpt_every=4)
+    proc = subprocess.Popen([sys.executable, "-m", "hebm.train", "--out", str(d)] + args, env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(900):
+            if (d / "ckpt.prev.pt").exists() and (d / "metrics.jsonl").stat().st_size > 3000:
+                break
+            time.sleep(0.1)
+        proc.kill()
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    k = load_checkpoint(str(d / "ckpt.pt"))["step"]
+    assert k > 0 and k % 4 == 0
+    assert main(["--resume", "--out", str(d), "--steps", str(k + 3), "--quiet"]) == 0
+    straight = Trainer.from_settings(dict(SETTINGS, prior="ebm", out=str(tmp_path / "straight"), steps=k + 3,
+                                          ckpt_every=0))
+    straight.train()
+    got = load_checkpoint(str(d / "ckpt.pt"))["model"]
+    for name, v in straight.model.state_dict().items():
+        torch.testing.assert_close(got[name], v, rtol=0, atol=0, msg=name)
+    steps = [json.loads(line)["step"] for line in open(d / "metrics.jsonl")]
+    assert steps == sorted(steps) and steps[-1] == k + 3, "rows logged after the checkpoint were dropped"
+
+
 # ------------------------------------------------------------------------------ resume
 def test_resume_applies_knobs_and_refuses_shape_changes(tmp_path, run_dir, capsys):
     import shutil

@@ -111,7 +111,15 @@ def _probe(flag: str) -> bool:
 
 
 def native_flags() -> list:
-    """``-march=native`` where the compiler takes it and ``HEBM_NATIVE`` is not 0."""
+    """``-march=native`` where the compiler takes it and ``HEBM_NATIVE`` is not 0;
+    ``HEBM_MARCH=haswell`` (any -march value) builds for that target instead — e.g. to test the
+    AVX2 code path on an AVX-512 machine (the CI machine may be either)."""
+    march = os.environ.get("HEBM_MARCH", "").strip()
+    if march:
+        flag = f"-march={march}"
+        if not _probe(flag):
+            raise RuntimeError(f"HEBM_MARCH={march!r}: the compiler does not accept {flag}")
+        return [flag]
     if os.environ.get("HEBM_NATIVE", "1").strip() == "0":
         return []
     return ["-march=native"] if _probe("-march=native") else []

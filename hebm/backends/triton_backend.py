@@ -27,6 +27,8 @@ from typing import Optional
 
 import torch
 
+from ..args import check_langevin_args
+from ..problems import standard_problem
 from .pack import network_support, packed_prior
 
 NAME = "triton"
@@ -269,9 +271,7 @@ def standard_kernel_source(name: str = "small", precision: str = "fp32", batch: 
     """The source the launcher generates for a first GPU call on ``hebm.standard_problem(name)``
     (seeded, kernel term on, no trace), with the GPU defaults whatever this process's mode —
     committed as ``kernels/generated/small_seeded_kernel.py`` (refresh: :func:`write_standard_kernel`)."""
-    from ..args import check_langevin_args
-    from ..kernels import generate_source
-    from ..problems import standard_problem
+    from ..kernels import generate_source  # optional dependency (Triton)
 
     p = standard_problem(name, batch)
     a = check_langevin_args(p.prior, p.u, **p.kwargs)
