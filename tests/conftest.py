@@ -2,10 +2,19 @@
 test); the ``make_prior`` fixture gives it float64 and small odd sizes by default."""
 from __future__ import annotations
 
-import pytest
+import os
+
 import torch
 
-from tests.parity import make_prior as _make_prior
+# Triton picks interpreter or compiler mode for its own functions when it is first imported, and
+# test modules import it at collection (test_compile_report): without a GPU the Triton tests run
+# in the interpreter, so the mode is set here, before any of them.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+
+from tests.parity import make_prior as _make_prior  # noqa: E402
 
 def _factory(dims=(5, 3), **kw):
     kw.setdefault("prior_hidden", (7,))

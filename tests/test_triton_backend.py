@@ -148,6 +148,33 @@ def test_unsupported_reasons(monkeypatch):
             hebm.langevin_fused(prior32, torch.zeros(2, 3), n_steps=1, step_size=0.1, seed=0, backend="triton")
 
 
+def test_interpret_mode_set_after_import_is_named():
+    """TRITON_INTERPRET=1 set after `import triton` cannot take effect (Triton fixed its own
+    functions' mode at import): the backend refuses by name instead of failing in the interpreter."""
+    import subprocess
+    import sys
+
+    code = ("import os, torch, triton\n"
+            "os.environ['TRITON_INTERPRET'] = '1'\n"
+            "import hebm\n"
+            "from hebm.backends import triton_backend as tb\n"
+            "print(tb.unavailable())\n"
+            "from tests.parity import make_prior\n"
+            "try:\n"
+            "    hebm.langevin_fused(make_prior(dims=(3,)), torch.zeros(2, 3), n_steps=1, step_size=0.1, seed=0,"
+            " backend='triton')\n"
+            "except hebm.BackendUnavailable as e:\n"
+            "    print('refused:', e)\n")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("set after `triton` was imported") == 2, out.stdout
+    assert "refused:" in out.stdout
+    if not torch.cuda.is_available():  # this process: the mode set before the import (conftest)
+        assert tb.unavailable() is None
+
+
 # ------------------------------------------------------------------------------ generated code, launch plan
 def test_committed_kernel_is_what_the_generator_writes():
     """kernels/generated/small_seeded_kernel.py is the generator's output for the small problem

@@ -62,10 +62,28 @@ def unavailable() -> Optional[str]:
         import triton  # noqa: F401
     except Exception as e:  # pragma: no cover - depends on the install
         return f"triton is not importable ({type(e).__name__}: {e}); install it with `pip install triton` (3.6-3.8)"
-    if _interpret() or torch.cuda.is_available():
+    if _interpret():
+        return _interpreter_mode_problem()
+    if torch.cuda.is_available():
         return None
     return ("no CUDA device: the Triton backend needs an NVIDIA GPU (or TRITON_INTERPRET=1, set before the first "
             "kernel is built, to run it very slowly on CPU tensors for testing)")
+
+
+def _interpreter_mode_problem() -> Optional[str]:
+    """Triton fixes interpreter vs compiler for its own ``triton.language`` functions when it is
+    first imported: ``TRITON_INTERPRET=1`` set after that leaves ``tl.zeros`` & co. compiled-mode
+    objects that fail inside the interpreter with an unrelated message.  Say what happened."""
+    import triton.language as tl
+
+    try:
+        from triton.runtime.interpreter import InterpretedFunction
+    except ImportError:  # pragma: no cover - depends on the Triton version
+        return None
+    if isinstance(getattr(tl, "zeros", None), InterpretedFunction) or not hasattr(tl.zeros, "fn"):
+        return None
+    return ("TRITON_INTERPRET=1 was set after `triton` was imported, so Triton is in compiler mode; set it before "
+            "the first `import triton` (e.g. in the shell: TRITON_INTERPRET=1 python ...)")
 
 
 def unsupported(prior, args) -> Optional[str]:
