@@ -43,12 +43,13 @@ import numpy as np
 import torch
 
 from . import cli
-from .config import ModelConfig, TrainConfig
+from .checkpoint import load_checkpoint
+from .config import ModelConfig, TrainConfig, kind_of
 from .data import RunData, load_dataset, run_data
 from .metrics import (auprc, frechet_distance, latent_report, mean_std, ood_metrics, prior_hole, stationarity)
 from .models import LOG2PI, load_model
 from .reference import ref_step
-from .train import Trainer
+from .train import Trainer, resolve_settings
 
 
 def _data(tcfg) -> RunData:
@@ -160,29 +161,67 @@ def anomaly_from_ckpt(path: str, holdout: int, *, n_post: int = 4, seed: int = 0
     return auprc(data.test_labels, scores)
 
 
+def _protocol_run(settings: dict, run: str, log=print) -> dict:
+    """Train one model of a protocol in ``run`` and return ``Trainer.train()``'s result — or pick
+    up what is already there: a finished run with the same settings is read back, an interrupted
+    one resumed from its checkpoint (so a killed protocol continues where it stopped).  A run
+    there with other model, data or knob settings is an error: a protocol never replaces a run."""
+    ckpt = os.path.join(run, "ckpt.pt")
+    settings = dict(settings, out=run)
+    settings.pop("overwrite", None)
+    if not os.path.isfile(ckpt):
+        if os.path.isdir(run) and os.listdir(run):
+            settings["overwrite"] = True  # a directory without a checkpoint: nothing trained to keep
+        return Trainer.from_settings(settings).train()
+    mcfg, tcfg = resolve_settings(settings)
+    ck = load_checkpoint(ckpt)
+    same = lambda d: json.loads(json.dumps(d))  # noqa: E731  (tuples vs lists)
+    saved = same({**ck["model_config"], **ck["train_config"]})
+    asked = same({**dataclasses.asdict(mcfg), **dataclasses.asdict(tcfg)})
+    differ = [f"--{k.replace('_', '-')} {saved[k]!r} there, {v!r} asked" for k, v in asked.items()
+              if k in saved and saved[k] != v and kind_of(k) != "run"]
+    if differ:
+        raise cli.UserError(f"--runs-dir: {run!r} holds a run trained with other settings ({'; '.join(differ)}); "
+                            f"give the protocol a fresh --runs-dir")
+    summary_path = os.path.join(run, "summary.json")
+    if int(ck["step"]) >= tcfg.steps and os.path.isfile(summary_path):
+        with open(summary_path) as f:
+            summary = json.load(f)
+        log(f"[hebm.evaluate] {run}: finished run reused (step {ck['step']})")
+        return dict(status="ok", step=int(ck["step"]), message="reused", out=run, summary=summary)
+    log(f"[hebm.evaluate] {run}: resuming from step {ck['step']}")
+    return Trainer.from_checkpoint(ckpt, {}, announce=None).train()
+
+
 def anomaly_train(prior: str, holdouts, seeds: int, *, runs_dir: str, settings: dict, n_post: int = 4,
                   stage1_settings=None, stage1_runs=None, device="cpu", log=print) -> dict:
     """The whole protocol: per held-out digit and seed, train (diffusion: a gaussian stage 1 — or
     the matching run of ``stage1_runs``, a gaussian protocol's runs directory —, then stage 2),
-    then score; ``{digit: {"values", "mean", "std"}}``."""
+    then score; ``{digit: {"values", "mean", "std"}}``.  Rerun with the same ``runs_dir`` after an
+    interruption, it reuses the finished runs and resumes the interrupted one (``_protocol_run``)."""
     table = {}
     for h in holdouts:
         vals = []
         for s in range(seeds):
             run = os.path.join(runs_dir, f"{prior}-holdout{h}-seed{s}")
-            base = dict(settings, holdout=h, seed=s, device=device, quiet=True, overwrite=True)
+            base = dict(settings, holdout=h, seed=s, device=device, quiet=True)
             if prior == "diffusion":
                 reuse = stage1_runs and os.path.join(stage1_runs, f"gaussian-holdout{h}-seed{s}", "ckpt.pt")
                 if reuse and os.path.isfile(reuse):
                     base["init"] = reuse
                 else:
-                    st1 = dict(base, **(stage1_settings or {}), prior="gaussian", out=run + "-stage1")
+                    st1 = dict(base, **(stage1_settings or {}), prior="gaussian")
                     for k in ("lr_ebm", "langevin_steps", "diffusion_step", "T", "energy_hidden", "ebm_betas",
                               "weight_decay_ebm"):
                         st1.pop(k, None)
-                    Trainer.from_settings(st1).train()
+                    res1 = _protocol_run(st1, run + "-stage1", log)
+                    if res1["status"] != "ok":
+                        raise cli.UserError(f"{run}-stage1 (the gaussian stage 1) ended {res1['status']}: "
+                                            f"{res1['message']}")
                     base["init"] = os.path.join(run + "-stage1", "ckpt.pt")
-            res = Trainer.from_settings(dict(base, prior=prior, out=run)).train()
+            res = _protocol_run(dict(base, prior=prior), run, log)
+            if res["status"] == "interrupted":
+                raise cli.UserError(f"{res['message']}; rerun the same command to continue the protocol")
             if res["status"] != "ok":
                 log(f"[hebm.evaluate] {run}: {res['status']} {res['message']}")
                 vals.append(float("nan"))

@@ -59,14 +59,40 @@ def test_anomaly_from_ckpt(ckpts, prior, tmp_path):
     assert 0 <= v <= 1
 
 
-def test_anomaly_train_protocol(tmp_path):
+def test_anomaly_train_protocol(tmp_path, capsys):
+    """The protocol end to end, then rerun: a finished run is reused (not retrained), a run cut
+    short (its checkpoint set back one step, as after a SIGKILL) is resumed and scores exactly as
+    before, and a runs directory trained with other settings is refused rather than overwritten."""
+    import shutil
+
     j = tmp_path / "a.json"
-    rc = evaluate.main(["--json", str(j), "anomaly", "--train", "--prior", "ebm", "--holdout", "4", "--seeds", "1",
-                        "--steps", "2", "--set", "batch_size=16", "--set", "langevin_steps=2", "--set", "eval_every=0",
-                        "--runs-dir", str(tmp_path / "r"), "--n-post", "1"])
-    assert rc == 0
+    run = tmp_path / "r" / "ebm-holdout4-seed0"
+    cmd = ["--json", str(j), "anomaly", "--train", "--prior", "ebm", "--holdout", "4", "--seeds", "1",
+           "--steps", "3", "--set", "batch_size=16", "--set", "langevin_steps=2", "--set", "eval_every=0",
+           "--set", "ckpt_every=1", "--runs-dir", str(tmp_path / "r"), "--n-post", "1"]
+    assert evaluate.main(cmd) == 0
     t = json.loads(j.read_text())["table"]["4"]
     assert len(t["values"]) == 1 and 0 <= t["mean"] <= 1
+    first = t["values"][0]
+    mtime = (run / "ckpt.pt").stat().st_mtime_ns
+    capsys.readouterr()
+
+    assert evaluate.main(cmd) == 0
+    assert "finished run reused" in capsys.readouterr().out
+    assert (run / "ckpt.pt").stat().st_mtime_ns == mtime
+    assert json.loads(j.read_text())["table"]["4"]["values"] == [first]
+
+    shutil.copy(run / "ckpt.prev.pt", run / "ckpt.pt")  # back to step 2 of 3
+    (run / "summary.json").unlink()
+    assert evaluate.main(cmd) == 0
+    assert "resuming from step 2" in capsys.readouterr().out
+    assert json.loads(j.read_text())["table"]["4"]["values"] == [first]
+
+    other = [c if c != "langevin_steps=2" else "langevin_steps=3" for c in cmd]
+    assert evaluate.main(other) == 2
+    err = capsys.readouterr().err
+    assert "--langevin-steps 2 there, 3 asked" in err and "--runs-dir" in err and "Traceback" not in err
+    assert (run / "ckpt.pt").is_file()
 
 
 @pytest.mark.parametrize("prior", ["ebm", "diffusion"])
