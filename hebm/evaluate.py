@@ -228,7 +228,8 @@ def anomaly_train(prior: str, holdouts, seeds: int, *, runs_dir: str, settings: 
                 continue
             v = anomaly_from_ckpt(os.path.join(run, "ckpt.pt"), h, n_post=n_post, seed=s, device=device)
             gap = res["summary"].get("eval_f_gap")
-            gap = "no energy" if gap is None else f"f_gap {gap:.3f}"
+            gap = (f"f_gap {gap:.3f}" if gap is not None else "no energy" if prior == "gaussian"
+                   else "per-level f_gap in metrics.jsonl")
             log(f"[hebm.evaluate] {prior} holdout {h} seed {s}: AUPRC {v:.3f}  (active units "
                 f"{res['summary'].get('active_units')}, {gap})")
             vals.append(v)

@@ -68,6 +68,16 @@ def anomaly(root, data):
     return "\n".join(out)
 
 
+def last_level_gaps(run):
+    """The diffusion's per-level f⁺ − f⁻ of the last metrics.jsonl row that has them (None if none)."""
+    try:
+        with open(os.path.join(run, "metrics.jsonl")) as f:
+            rows = [json.loads(line) for line in f if "f_gap_per_level" in line]
+    except OSError:
+        return None
+    return rows[-1]["f_gap_per_level"] if rows else None
+
+
 def anomaly_health(root, data):
     """Active units per layer and f+ - f- of every protocol run (the models behind the AUPRCs)."""
     out = ["| prior | runs | active units per layer (min … max over runs) | KL per layer, mean (nats) | "
@@ -85,6 +95,11 @@ def anomaly_health(root, data):
         kl = [fmt(mean_std([s["kl_per_layer"][i] for s in sums])[0], p=2) for i in range(L)]
         gaps = [s["eval_f_gap"] for s in sums if "eval_f_gap" in s]
         gap = f"{fmt(mean_std(gaps)[0])}, {max(abs(g) for g in gaps):.3f}" if gaps else "no energy"
+        levels = [r for r in (last_level_gaps(os.path.join(base, d)) for d in sorted(os.listdir(base))) if r]
+        if levels:  # diffusion: the per-level gaps of the last training row (metrics.jsonl)
+            per = [mean_std([r[t] for r in levels])[0] for t in range(len(levels[0]))]
+            worst = max(abs(g) for r in levels for g in r)
+            gap = f"per level [{', '.join(fmt(g) for g in per)}], {worst:.3f} (last training row)"
         out.append(f"| {prior} | {len(sums)} | [{', '.join(au)}] | [{', '.join(kl)}] | {gap} |")
     return "\n".join(out)
 
