@@ -1,6 +1,6 @@
 """RESULTS.md's tables from the experiment outputs (the JSON files the commands in RESULTS.md write).
 
-    python results/tables.py RUNS_DIR            # markdown on stdout
+    python results/tables.py [RUNS_DIR]          # markdown on stdout (default: results/experiments)
 
 RUNS_DIR holds what RESULTS.md's commands wrote: ``anom_<data>_<prior>.json`` (+ the protocol's run
 directories ``anom_<data>_<prior>/<prior>-holdout<h>-seed<s>/summary.json``), ``dig_<prior>_s<seed>/``
@@ -183,4 +183,4 @@ def main(root):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "results")
+    main(sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(os.path.abspath(__file__)), "experiments"))
