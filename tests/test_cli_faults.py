@@ -170,17 +170,36 @@ def test_two_runs_on_one_directory(tmp_path):
     assert load_checkpoint(str(d / "ckpt.pt"))["step"] == 400
 
 
+def _train_in_a_process(d, args, ready, polls: int):
+    """Start ``python -m hebm.train --out d`` and poll (0.1 s) until ``ready()`` or ``polls`` run out."""
+    proc = subprocess.Popen([sys.executable, "-m", "hebm.train", "--out", str(d)] + args, env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for _ in range(polls):
+        if ready():
+            break
+        time.sleep(0.1)
+    return proc
+
+
+def _assert_resume_equals_straight_run(d, tmp_path, steps: int):
+    """``--resume`` of the interrupted run in ``d`` to ``steps`` gives bit for bit the weights of a
+    run that went straight to ``steps``."""
+    assert main(["--resume", "--out", str(d), "--steps", str(steps), "--quiet"]) == 0
+    straight = Trainer.from_settings(dict(SETTINGS, prior="ebm", out=str(tmp_path / "straight"), steps=steps,
+                                          ckpt_every=0))
+    straight.train()
+    got = load_checkpoint(str(d / "ckpt.pt"))["model"]
+    for name, v in straight.model.state_dict().items():
+        torch.testing.assert_close(got[name], v, rtol=0, atol=0, msg=name)
+
+
 @pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_signal_saves_a_checkpoint_then_resume_is_exact(tmp_path, sig, code):
     d = tmp_path / "sig"
-    args = flags(steps=100000, log_every=1, ckpt_every=0)
-    proc = subprocess.Popen([sys.executable, "-m", "hebm.train", "--out", str(d)] + args, env=ENV,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = d / "metrics.jsonl"
+    proc = _train_in_a_process(d, flags(steps=100000, log_every=1, ckpt_every=0),
+                               lambda: metrics.exists() and metrics.stat().st_size > 2000, polls=600)
     try:
-        for _ in range(600):
-            if (d / "metrics.jsonl").exists() and (d / "metrics.jsonl").stat().st_size > 2000:
-                break
-            time.sleep(0.1)
         proc.send_signal(sig)
         rc = proc.wait(timeout=60)
     finally:
@@ -193,27 +212,17 @@ def test_signal_saves_a_checkpoint_then_resume_is_exact(tmp_path, sig, code):
     k = ck["step"]
     assert k > 0
     # the interrupted run resumed to k + 3 equals a straight run to k + 3
-    assert main(["--resume", "--out", str(d), "--steps", str(k + 3), "--quiet"]) == 0
-    straight = Trainer.from_settings(dict(SETTINGS, prior="ebm", out=str(tmp_path / "straight"), steps=k + 3,
-                                          ckpt_every=0))
-    straight.train()
-    got = load_checkpoint(str(d / "ckpt.pt"))["model"]
-    for name, v in straight.model.state_dict().items():
-        torch.testing.assert_close(got[name], v, rtol=0, atol=0, msg=name)
+    _assert_resume_equals_straight_run(d, tmp_path, k + 3)
 
 
 def test_sigkill_then_resume_is_exact(tmp_path):
     """A run killed without warning (SIGKILL: nothing saved, its lock and metrics rows left) resumes
     from its last periodic checkpoint to the same weights as a run that was never interrupted."""
     d = tmp_path / "kill"
-    args = flags(steps=100000, log_every=1, ckpt_every=4)
-    proc = subprocess.Popen([sys.executable, "-m", "hebm.train", "--out", str(d)] + args, env=ENV,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = _train_in_a_process(d, flags(steps=100000, log_every=1, ckpt_every=4),
+                               lambda: (d / "ckpt.prev.pt").exists() and (d / "metrics.jsonl").stat().st_size > 3000,
+                               polls=900)
     try:
-        for _ in range(900):
-            if (d / "ckpt.prev.pt").exists() and (d / "metrics.jsonl").stat().st_size > 3000:
-                break
-            time.sleep(0.1)
         proc.kill()
         proc.wait(timeout=60)
     finally:
@@ -221,13 +230,7 @@ def test_sigkill_then_resume_is_exact(tmp_path):
             proc.kill()
     k = load_checkpoint(str(d / "ckpt.pt"))["step"]
     assert k > 0 and k % 4 == 0
-    assert main(["--resume", "--out", str(d), "--steps", str(k + 3), "--quiet"]) == 0
-    straight = Trainer.from_settings(dict(SETTINGS, prior="ebm", out=str(tmp_path / "straight"), steps=k + 3,
-                                          ckpt_every=0))
-    straight.train()
-    got = load_checkpoint(str(d / "ckpt.pt"))["model"]
-    for name, v in straight.model.state_dict().items():
-        torch.testing.assert_close(got[name], v, rtol=0, atol=0, msg=name)
+    _assert_resume_equals_straight_run(d, tmp_path, k + 3)
     steps = [json.loads(line)["step"] for line in open(d / "metrics.jsonl")]
     assert steps == sorted(steps) and steps[-1] == k + 3, "rows logged after the checkpoint were dropped"
 
