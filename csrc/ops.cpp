@@ -56,12 +56,18 @@ int64_t kernel_threads() {
   return std::max<int64_t>(1, n > 0 ? n : at::get_num_threads());
 }
 
-// Threads for a call of `flops` work (the 4·B·params-per-step model of docs/design.md §5): one
-// when the call is about a toy step or less — waking a sleeping worker costs ~30 µs on this VM,
-// as much as the second core saves (toy B = 64, K = 1: 94 µs on one thread, 101 µs on two).
+// Threads for a call of `flops` work (the 4·B·params-per-step model of docs/design.md §5).  A
+// call of about a toy step or less runs on the calling thread alone unless a worker is still
+// spinning from the previous call: waking a sleeping worker costs ~30 µs on this VM, as much as
+// the second core saves (toy B = 64, K = 1: 94 µs on one thread, 101 µs on two, asleep), while a
+// spinning one joins at once (benchmarks/NOTES.md, "CPU backend, session 4").
 constexpr double kOneThreadFlops = 8e6;
+bool pool_is_hot();
 
-int64_t call_threads(double flops) { return flops < kOneThreadFlops ? 1 : kernel_threads(); }
+int64_t call_threads(double flops) {
+  if (flops < kOneThreadFlops && !pool_is_hot()) return 1;
+  return kernel_threads();
+}
 
 // Row chunk per task: all chains of a thread when B is small (one chunk per thread), at most
 // 64 rows (weight reuse vs. enough tasks for the threads).
@@ -96,13 +102,20 @@ void check_structure(const Tensor& u, const Tensor& params, at::IntArrayRef dims
   TORCH_CHECK(u.size(1) == D, "hebm: u has ", u.size(1), " columns but sum(dims) = ", D);
 }
 
+// x in dtype dt, contiguous: x itself when it is already (the common case), without the
+// dispatcher round trip of a no-op .to() — a few µs of a short call's fixed cost.
+Tensor as_contiguous(const Tensor& x, at::ScalarType dt) {
+  if (x.scalar_type() == dt && x.is_contiguous()) return x;
+  return x.to(dt).contiguous();
+}
+
 Tensor per_chain(const OptTensor& x, const char* name, const Tensor& u) {
   TORCH_CHECK(x.has_value(), "hebm: ", name, " is required");
   const Tensor& t = *x;
   TORCH_CHECK(t.device().is_cpu(), "hebm: ", name, " must be a CPU tensor");
   TORCH_CHECK(t.dim() == 1 && t.size(0) == u.size(0), "hebm: ", name, " must be [B] = [", u.size(0), "], got ",
               t.sizes());
-  return t.to(u.scalar_type()).contiguous();
+  return as_contiguous(t, u.scalar_type());
 }
 
 Tensor per_chain_int(const Tensor& t, const char* name, const Tensor& u) {
@@ -110,8 +123,39 @@ Tensor per_chain_int(const Tensor& t, const char* name, const Tensor& u) {
   TORCH_CHECK(!at::isFloatingType(t.scalar_type()), "hebm: ", name, " must be an integer tensor");
   TORCH_CHECK(t.dim() == 1 && t.size(0) == u.size(0), "hebm: ", name, " must be [B] = [", u.size(0), "], got ",
               t.sizes());
-  return t.to(at::kLong).contiguous();
+  return as_contiguous(t, at::kLong);
 }
+
+// The value refusals of hebm/args.py, for calls whose Python side left them to the kernel
+// (hebm.args.ValueChecks, deferred; the op's check_values): finite values, step_size and
+// noise_scale >= 0, sigma > 0, chain_ids in [0, 2**32) — and, on every call, t in
+// [0, n_levels).  One pass over arrays the kernel reads anyway, where the Python check costs
+// separate reductions and a host read.  The error only says which argument;
+// hebm/backends/cpu.py re-raises it with hebm.args' message.
+enum class Sign { any, nonneg, pos };
+
+template <typename T>
+bool values_ok(const Tensor& x, Sign sign) {
+  const T* p = x.data_ptr<T>();
+  const int64_t n = x.numel();
+  T nan_if_bad = T(0);  // v·0 is 0 for finite v, NaN for ±Inf and NaN: a branch-free, vectorised pass
+  bool sign_ok = true;
+  for (int64_t i = 0; i < n; ++i) {
+    nan_if_bad += p[i] * T(0);
+    if (sign == Sign::nonneg) sign_ok &= p[i] >= T(0);
+    if (sign == Sign::pos) sign_ok &= p[i] > T(0);
+  }
+  return nan_if_bad == T(0) && sign_ok;
+}
+
+bool ints_in(const Tensor& x, int64_t lo, int64_t hi) {  // every value in [lo, hi)
+  const int64_t* p = x.data_ptr<int64_t>();
+  bool ok = true;
+  for (int64_t i = 0, n = x.numel(); i < n; ++i) ok &= p[i] >= lo && p[i] < hi;
+  return ok;
+}
+
+#define HEBM_REFUSE(ok, name) TORCH_CHECK_VALUE(ok, "hebm: bad values in ", name, " (hebm.args states the rule)")
 
 void check_precision(c10::string_view precision) {
   const std::string p(precision);
@@ -145,9 +189,10 @@ void fill_structure(hebm::Problem<T>& P, const Tensor& params, at::IntArrayRef d
 // lock), and the caller waits only for the chunks already taken.  A late or missed wake-up
 // therefore costs parallelism, never a hang — the first version assigned share i to worker i
 // and once span forever waiting for a share no worker took (a diffusion training run, 28 min).
-// Workers are started once and spin briefly between calls, because creating threads per call
-// cost ~50 µs — a step and more of the toy problem.  Own threads rather than at::parallel_for:
-// that one is an inline `#pragma omp parallel`, which would bind the extension to whichever
+// Workers are started once and spin for kSpinMicros between calls, because creating threads per
+// call cost ~50 µs — a step and more of the toy problem — and waking a sleeping one ~30 µs; a
+// sampler called in a loop (a training step, a benchmark) finds them spinning.  Own threads
+// rather than at::parallel_for: that one is an inline `#pragma omp parallel`, which would bind the extension to whichever
 // OpenMP runtime it was linked with and runs serially without -fopenmp.
 char* thread_workspace(size_t bytes) {
   thread_local std::unique_ptr<char[]> buf;
@@ -162,6 +207,9 @@ char* thread_workspace(size_t bytes) {
 class Pool {
  public:
   using Task = std::function<void(int64_t)>;  // runs chunk c on the calling thread
+
+  // Whether a worker is spinning now, i.e. would join a call without a wake-up.
+  bool hot() const { return spinning_.load(std::memory_order_relaxed) > 0; }
 
   // Runs task(0 … n_chunks−1) with up to n_threads threads (this one included); false when the
   // pool is busy with another caller (then the caller runs the chunks itself).
@@ -217,10 +265,12 @@ class Pool {
   void loop() {
     uint64_t seen = 0;
     for (;;) {
-      // spin ~50 µs for the next call before sleeping
-      const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(50);
+      // spin for the next call before sleeping
+      spinning_.fetch_add(1, std::memory_order_relaxed);
+      const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(kSpinMicros);
       while (epoch_.load(std::memory_order_acquire) == seen && std::chrono::steady_clock::now() < until)
         std::this_thread::yield();
+      spinning_.fetch_sub(1, std::memory_order_relaxed);
       Job* job;
       {
         std::unique_lock<std::mutex> lk(mu_);
@@ -236,6 +286,8 @@ class Pool {
     }
   }
 
+  static constexpr int64_t kSpinMicros = 500;
+  std::atomic<int64_t> spinning_{0};  // workers in their spin phase (a hint: a worker may stop at once)
   std::mutex run_mu_, mu_;
   std::condition_variable cv_;
   std::vector<std::thread> workers_;
@@ -247,6 +299,8 @@ Pool& pool() {
   static Pool* p = new Pool();  // never destroyed: workers may outlive static destruction order
   return *p;
 }
+
+bool pool_is_hot() { return pool().hot(); }
 
 template <typename F>
 void parallel_chunks(int64_t threads, int64_t n_chunks, size_t ws_bytes, const F& f) {
@@ -288,7 +342,7 @@ std::tuple<Tensor, Tensor> langevin_cpu(const Tensor& u_in, const Tensor& params
                                         const Tensor& noise_scale, const Tensor& energy_scale, const OptTensor& t,
                                         const OptTensor& u_next, const OptTensor& alpha, const OptTensor& sigma,
                                         const OptTensor& noise, int64_t key0, int64_t key1, const Tensor& chain_ids,
-                                        int64_t n_steps, int64_t step_offset, bool trace,
+                                        int64_t n_steps, int64_t step_offset, bool trace, bool check_values,
                                         c10::string_view precision) {
   TORCH_CHECK(u_in.device().is_cpu() && params_in.device().is_cpu(), "hebm::langevin (CPU): tensors must be on the CPU");
   check_precision(precision);
@@ -296,7 +350,7 @@ std::tuple<Tensor, Tensor> langevin_cpu(const Tensor& u_in, const Tensor& params
   check_structure(u_in, params_in, dims, layout, mlps, act_params, has_energy, n_levels, offs);
   TORCH_CHECK(n_steps >= 0 && step_offset >= 0, "hebm: n_steps and step_offset must be >= 0");
   const int64_t B = u_in.size(0), D = u_in.size(1);
-  Tensor u = u_in.contiguous().clone();
+  Tensor u = u_in.clone(at::MemoryFormat::Contiguous);
   Tensor params = params_in.contiguous();
   Tensor step = per_chain(step_size, "step_size", u), c = per_chain(noise_scale, "noise_scale", u);
   Tensor lam = per_chain(energy_scale, "energy_scale", u);
@@ -306,17 +360,14 @@ std::tuple<Tensor, Tensor> langevin_cpu(const Tensor& u_in, const Tensor& params
   for (size_t l = 0; l < layout.size() / hebm::LAY_NCOLS; ++l) needs_t |= layout[l * hebm::LAY_NCOLS + 4] > 1;
   if (t.has_value()) {
     tt = per_chain_int(*t, "t", u);
-    if (B > 0) {
-      TORCH_CHECK(tt.min().item<int64_t>() >= 0 && tt.max().item<int64_t>() < n_levels, "hebm: t must lie in [0, ",
-                  n_levels - 1, "]");
-    }
+    HEBM_REFUSE(ints_in(tt, 0, n_levels), "t");  // always: t indexes the bias tables
   } else {
     TORCH_CHECK(!needs_t, "hebm: the energies are level-conditioned; pass t");
   }
   Tensor un, a, s;
   if (u_next.has_value()) {
     TORCH_CHECK(u_next->sizes() == u.sizes() && u_next->device().is_cpu(), "hebm: u_next must be a CPU tensor [B, D]");
-    un = u_next->to(u.scalar_type()).contiguous();
+    un = as_contiguous(*u_next, u.scalar_type());
     a = per_chain(alpha, "alpha", u);
     s = per_chain(sigma, "sigma", u);
   }
@@ -325,9 +376,23 @@ std::tuple<Tensor, Tensor> langevin_cpu(const Tensor& u_in, const Tensor& params
     TORCH_CHECK(noise->dim() == 3 && noise->size(0) == n_steps && noise->size(1) == B && noise->size(2) == D &&
                     noise->device().is_cpu(),
                 "hebm: noise must be a CPU tensor [K, B, D] = [", n_steps, ", ", B, ", ", D, "], got ", noise->sizes());
-    nz = noise->to(u.scalar_type()).contiguous();
+    nz = as_contiguous(*noise, u.scalar_type());
   }
   Tensor logd = trace ? at::empty({n_steps, B}, u.options()) : at::empty({0}, u.options());
+
+  if (check_values) AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "hebm_langevin_cpu_values", [&] {
+    HEBM_REFUSE(ints_in(ids, 0, int64_t(1) << 32), "chain_ids");
+    HEBM_REFUSE(values_ok<scalar_t>(u, Sign::any), "u");
+    HEBM_REFUSE(values_ok<scalar_t>(step, Sign::nonneg), "step_size");
+    HEBM_REFUSE(values_ok<scalar_t>(c, Sign::nonneg), "noise_scale");
+    HEBM_REFUSE(values_ok<scalar_t>(lam, Sign::any), "energy_scale");
+    if (un.defined()) {
+      HEBM_REFUSE(values_ok<scalar_t>(un, Sign::any), "u_next");
+      HEBM_REFUSE(values_ok<scalar_t>(a, Sign::any), "alpha");
+      HEBM_REFUSE(values_ok<scalar_t>(s, Sign::pos), "sigma");
+    }
+    if (nz.defined()) HEBM_REFUSE(values_ok<scalar_t>(nz, Sign::any), "noise");
+  });
   if (B == 0 || n_steps == 0) return {u, logd};
 
   AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "hebm_langevin_cpu", [&] {
@@ -481,6 +546,21 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("get_num_threads", []() { return kernel_threads(); }, "threads the CPU kernel uses now");
   m.def("same_bytes", &same_bytes, "the pack cache's value check: 1 equal, 0 differ, -1 not comparable here",
         pybind11::arg("tensors"), pybind11::arg("snapshot"));
+  // hebm::langevin's CPU kernel called without the dispatcher (hebm/backends/ops.py uses it for
+  // eager CPU calls): its boxing of 27 arguments cost ~13 µs a call, a third of a toy step.
+  // Same arguments as the schema in hebm/backends/ops.py, same function.
+  m.def("langevin_direct", [](const Tensor& u_in, const Tensor& params_in, std::vector<int64_t> dims,
+                              std::vector<int64_t> layout, std::vector<int64_t> mlps, std::vector<double> act_params,
+                              bool has_energy, int64_t n_levels, double sigma_min, double sigma_clamp, int64_t pack_token,
+                              const Tensor& step_size, const Tensor& noise_scale, const Tensor& energy_scale,
+                              const OptTensor& t, const OptTensor& u_next, const OptTensor& alpha,
+                              const OptTensor& sigma, const OptTensor& noise, int64_t key0, int64_t key1,
+                              const Tensor& chain_ids, int64_t n_steps, int64_t step_offset, bool trace, bool check_values,
+                              const std::string& precision) {
+    return langevin_cpu(u_in, params_in, dims, layout, mlps, act_params, has_energy, n_levels, sigma_min, sigma_clamp,
+                        pack_token, step_size, noise_scale, energy_scale, t, u_next, alpha, sigma, noise, key0, key1,
+                        chain_ids, n_steps, step_offset, trace, check_values, precision);
+  }, pybind11::call_guard<pybind11::gil_scoped_release>());  // as the dispatcher: other Python threads run
   m.def("philox_normal", &philox_normal_cpp, "normals of the shared Philox stream (tests)", pybind11::arg("seed"),
         pybind11::arg("chain_ids"), pybind11::arg("step"), pybind11::arg("D"), pybind11::arg("stream") = 0);
 }

@@ -7,9 +7,12 @@ source — or raises an error that names the argument and says what was expected
 (:mod:`hebm.reference`) and the fused dispatch (:mod:`hebm.sampling`, :mod:`hebm.backends`)
 build on this module, so a bad argument is refused the same way whichever path runs.
 
-The checks are meant to cost microseconds: Python scalars are checked as numbers, a tensor
-argument costs one reduction, and nothing here touches the network weights beyond reading
-their dtype and device.
+The checks are meant to cost microseconds: Python scalars are checked as numbers, the values
+of all tensor arguments are decided together (:class:`ValueChecks`: one concatenation, a few
+reductions, one host read), and nothing here touches the network weights beyond reading their
+dtype and device.  :func:`hebm.langevin_fused` goes further for a backend that reads the arrays
+and weights anyway (the CPU backend): it defers the value checks and the prior's dtype/device
+check to it (``defer=True``), which applies the same rules and raises the same errors.
 """
 from __future__ import annotations
 
@@ -62,6 +65,20 @@ class LangevinArgs:
     as_list: bool = False
     check: str = "warn"
     extras: dict = field(default_factory=dict)
+    #: the checks :func:`check_langevin_args` left to the backend (``defer=True``): the value
+    #: checks (:class:`ValueChecks`) and the prior's dtype/device (:func:`check_prior`); None
+    #: once applied
+    pending_values: Optional["ValueChecks"] = field(default=None, repr=False)
+    pending_prior: bool = field(default=False, repr=False)
+
+    def apply_deferred_checks(self, prior: HierarchicalPrior) -> None:
+        """Apply the deferred checks here (for a backend that does not apply them itself)."""
+        if self.pending_prior:
+            check_prior(prior, self.u)
+            self.pending_prior = False
+        if self.pending_values is not None:
+            self.pending_values.run()
+            self.pending_values = None
 
     @property
     def B(self) -> int:
@@ -121,56 +138,88 @@ def _fmt(x) -> str:
     return f"{tuple(x.shape)} {x.dtype} on {x.device}" if isinstance(x, torch.Tensor) else repr(x)
 
 
-class _ValueChecks:
-    """The finiteness and sign checks of one call's tensors, decided together: all values laid
-    end to end in one tensor, its min and max (NaN propagates through both, so a finite min and
-    max mean finite values) and the mins of the parts that must be >= 0 or > 0, read back to the
-    host once.  Only when that fails are the tensors looked at one by one, for the message.  A
-    short call (K = 1 on the toy problem) paid ~15 separate reductions and host reads before,
-    most of its fixed cost.  Errors name the first failing tensor in the order they were added."""
+class ValueChecks:
+    """The value checks of one call's tensors — finite values, the signs of step_size,
+    noise_scale and sigma, the ranges of t and chain_ids — decided together: all floating values
+    laid end to end in one tensor, its min and max (NaN propagates through both, so a finite min
+    and max mean finite values), the mins of the parts that must be >= 0 or > 0 and the integer
+    ranges, read back to the host once.  Only when that fails are the tensors looked at one by
+    one, for the message (:meth:`explain`).  A short call (K = 1 on the toy problem) paid ~15
+    separate reductions and host reads before, most of its fixed cost.
+
+    :func:`check_langevin_args` can leave them to a backend whose kernel applies the same rules
+    while it reads the arrays (``FEATURES`` ``"value_checks"``: the C++ CPU kernel); that kernel
+    refuses, and the backend calls :meth:`explain`, so the error is the same on every path.
+    Errors name the first failing tensor in the order they were added."""
 
     def __init__(self):
         self._items: list = []  # (name, tensor, positive, allow_zero)
-        # [values that must be >= 0 | values that must be > 0 | the rest]: flattened parts, sizes
-        self._groups: tuple = ([], [], [])
-        self._sizes = [0, 0, 0]
+        self._ranges: list = []  # (name, integer tensor, lo, hi, message): lo <= values <= hi
 
     def add(self, name: str, x: torch.Tensor, *, positive: bool = False, allow_zero: bool = True) -> None:
         self._items.append((name, x, positive, allow_zero))
-        g = 2 if not positive else (0 if allow_zero else 1)
-        self._groups[g].append(x.reshape(-1))
-        self._sizes[g] += x.numel()
+
+    def add_range(self, name: str, x: torch.Tensor, lo: int, hi: int, message: str) -> None:
+        """Integer values in [lo, hi]; ``message`` is the error, with ``{lo}``/``{hi}`` filled in
+        from the values found and ``{n}`` with ``hi``."""
+        self._ranges.append((name, x, lo, hi, message))
 
     def run(self) -> None:
-        if not self._items:
+        """Raise the error of the first failing tensor, at the cost of one host read when all pass."""
+        parts, sizes = [], [0, 0, 0]
+        if self._items:
+            # [values that must be >= 0 | values that must be > 0 | the rest], flattened
+            groups = ([], [], [])
+            for _, x, positive, allow_zero in self._items:
+                g = 2 if not positive else (0 if allow_zero else 1)
+                groups[g].append(x.reshape(-1))
+                sizes[g] += x.numel()
+            flat = torch.cat(groups[0] + groups[1] + groups[2])  # one copy
+            parts += torch.aminmax(flat)
+            if sizes[0]:
+                parts.append(flat[:sizes[0]].amin())
+            if sizes[1]:
+                parts.append(flat[sizes[0]:sizes[0] + sizes[1]].amin())
+        for _, x, _, _, _ in self._ranges:
+            parts += torch.aminmax(x)
+        if not parts:
             return
-        groups, sizes = self._groups, self._sizes
-        flat = torch.cat(groups[0] + groups[1] + groups[2])  # one copy
-        lo, hi = torch.aminmax(flat)
-        parts = [lo, hi]
-        if sizes[0]:
-            parts.append(flat[:sizes[0]].amin())
-        if sizes[1]:
-            parts.append(flat[sizes[0]:sizes[0] + sizes[1]].amin())
+        if self._ranges:  # mixed dtypes: in float64, exact for the ranges' bounds (< 2**53)
+            parts = [p.to(torch.float64) for p in parts]
         vals = torch.stack(parts).tolist()  # the one host read
-        ok = math.isfinite(vals[0]) and math.isfinite(vals[1])
-        k = 2
-        if sizes[0]:
-            ok = ok and vals[k] >= 0
-            k += 1
-        if sizes[1]:
-            ok = ok and vals[k] > 0
+        ok, k = True, 0
+        if self._items:
+            ok = math.isfinite(vals[0]) and math.isfinite(vals[1])
+            k = 2
+            if sizes[0]:
+                ok = ok and vals[k] >= 0
+                k += 1
+            if sizes[1]:
+                ok = ok and vals[k] > 0
+                k += 1
+        for _, _, lo, hi, _ in self._ranges:
+            ok = ok and lo <= vals[k] and vals[k + 1] <= hi
+            k += 2
         if not ok:
-            self._explain()
+            self.explain()
+            raise AssertionError("hebm: the combined value check failed but no tensor does")  # pragma: no cover
 
-    def _explain(self) -> None:
+    def explain(self) -> None:
+        """Raise the error of the first failing tensor (returns when every value is fine)."""
         for name, x, positive, allow_zero in self._items:
+            if x.numel() == 0:
+                continue
             lo, hi = torch.stack(torch.aminmax(x)).tolist()
             if not (math.isfinite(lo) and math.isfinite(hi)):
                 raise ValueError(f"{name} contains NaN or Inf; expected finite values")
             if positive and (lo < 0 or (lo == 0 and not allow_zero)):
                 raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got min {lo:g}")
-        raise AssertionError("hebm: the combined value check failed but no tensor does")  # pragma: no cover
+        for name, x, lo, hi, message in self._ranges:
+            if x.numel() == 0:
+                continue
+            vlo, vhi = (int(v) for v in torch.aminmax(x))
+            if vlo < lo or vhi > hi:
+                raise ValueError(message.format(lo=vlo, hi=vhi, n=hi))
 
 
 def as_int(name: str, x, what: str) -> int:
@@ -185,11 +234,32 @@ def as_int(name: str, x, what: str) -> int:
         raise TypeError(f"{name} must be {what}, got {x!r}") from None
 
 
-def _per_chain(name: str, x, u: torch.Tensor, checks: "_ValueChecks", *, positive: bool = False,
+_CONSTANTS: dict = {}  # (B, value, dtype, device) -> [B] tensor
+
+
+def constant_vector(B: int, v, dtype: torch.dtype, device) -> torch.Tensor:
+    """``torch.full((B,), v)``, one cached tensor per (B, value, dtype, device) — read-only for
+    its users (the samplers only read their per-chain parameters), as the default chain ids.
+    A scalar step size, noise or energy scale costs a dictionary lookup, not an allocation."""
+    key = (B, v, v == 0 and math.copysign(1.0, v) < 0, dtype, device)  # -0.0 == 0.0 as a dict key
+    x = _CONSTANTS.get(key)
+    if x is None:
+        if len(_CONSTANTS) > 256:
+            _CONSTANTS.clear()
+        x = _CONSTANTS[key] = torch.full((B,), v, dtype=dtype, device=device)
+    return x
+
+
+def _per_chain(name: str, x, u: torch.Tensor, checks: "ValueChecks", *, positive: bool = False,
                allow_zero: bool = True) -> torch.Tensor:
     """``x`` as a [B] tensor of u's dtype; a Python scalar is checked here, a tensor's values are
     queued on ``checks`` (decided together with the call's other tensors)."""
     B = u.shape[0]
+    if type(x) is torch.Tensor and x.dtype is u.dtype and x.shape == (B,) and not x.requires_grad \
+            and x.device == u.device:
+        out = x.contiguous()  # the common form, and what the general path below makes of it
+        checks.add(name, out, positive=positive, allow_zero=allow_zero)
+        return out
     if not isinstance(x, torch.Tensor):
         if isinstance(x, bool):
             raise TypeError(f"{name} must be a real scalar or a [B] = [{B}] tensor, got {x!r}")
@@ -201,7 +271,7 @@ def _per_chain(name: str, x, u: torch.Tensor, checks: "_ValueChecks", *, positiv
             raise ValueError(f"{name} contains NaN or Inf; expected finite values")
         if positive and (v < 0 or (v == 0 and not allow_zero)):
             raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {v:g}")
-        return torch.full((B,), v, dtype=u.dtype, device=u.device)
+        return constant_vector(B, v, u.dtype, u.device)
     if x.dtype == torch.bool or x.is_complex():
         raise TypeError(f"{name} must be a real scalar or a [B] = [{B}] tensor, got {_fmt(x)}")
     if x.device != u.device:
@@ -214,8 +284,9 @@ def _per_chain(name: str, x, u: torch.Tensor, checks: "_ValueChecks", *, positiv
         out = x.reshape(()).to(u.dtype).expand(B)
     else:
         raise ValueError(f"{name} must be a scalar or a per-chain tensor of shape [{B}], got {_fmt(x)}")
+    out = out.contiguous()
     checks.add(name, out, positive=positive, allow_zero=allow_zero)
-    return out.contiguous()
+    return out
 
 
 def _int_tensor(name: str, x, B: int, device, what: str, exc=TypeError) -> torch.Tensor:
@@ -280,11 +351,11 @@ def flat_latents(prior: HierarchicalPrior, u: Latents, name: str = "u") -> tuple
         raise ValueError(f"{name} has no chains (B = 0)")
     if u.dtype not in (torch.float32, torch.float64):
         raise TypeError(f"{name} must be float32 or float64, got {u.dtype}")
-    return u.detach(), as_list
+    return (u.detach() if u.requires_grad else u).contiguous(), as_list
 
 
 def _check_noise_source(u: torch.Tensor, n_steps: int, seed, noise, chain_ids, step_offset: int, what: str,
-                        values: "_ValueChecks"):
+                        values: "ValueChecks"):
     """``(seed, chain_ids [B], noise)``: exactly one of an explicit noise tensor and a seed."""
     B = u.shape[0]
     if (noise is None) == (seed is None):
@@ -313,17 +384,14 @@ def _check_noise_source(u: torch.Tensor, n_steps: int, seed, noise, chain_ids, s
         ids = _int_tensor("chain_ids", chain_ids, B, u.device, f"an integer tensor of shape [{B}]", ValueError)
         if ids.shape != (B,):
             raise ValueError(f"chain_ids must be an integer tensor of shape [{B}], got {_fmt(ids)}")
-        ids = ids.to(u.device)
-        lo, hi = torch.aminmax(ids)
-        if int(lo) < 0 or int(hi) >= 2**32:
-            raise ValueError("chain_ids must lie in [0, 2**32)")
-        ids = ids.to(torch.int64).contiguous()
+        ids = ids.to(device=u.device, dtype=torch.int64).contiguous()
+        values.add_range("chain_ids", ids, 0, 2**32 - 1, "chain_ids must lie in [0, 2**32), got values in [{lo}, {hi}]")
     else:
         ids = default_chain_ids(B, None, u.device)
     return seed, ids, None
 
 
-def _check_levels(prior: HierarchicalPrior, t, u: torch.Tensor) -> Optional[torch.Tensor]:
+def _check_levels(prior: HierarchicalPrior, t, u: torch.Tensor, values: ValueChecks) -> Optional[torch.Tensor]:
     B = u.shape[0]
     if prior.n_levels is None:
         if t is not None:
@@ -332,6 +400,10 @@ def _check_levels(prior: HierarchicalPrior, t, u: torch.Tensor) -> Optional[torc
     if t is None:
         raise ValueError(f"the prior's energies are level-conditioned: pass t (an int in [0, {prior.n_levels - 1}] "
                          f"or an integer tensor [B])")
+    if type(t) is torch.Tensor and t.dtype is torch.int64 and t.shape == (B,) and t.device == u.device:
+        tt = t.contiguous()  # the common form, and what the general path below makes of it
+        values.add_range("t", tt, 0, prior.n_levels - 1, "t must lie in [0, {n}], got values in [{lo}, {hi}]")
+        return tt
     what = f"an integer level or an integer tensor [{B}]"
     if isinstance(t, (bool, float)) and not (isinstance(t, float) and t.is_integer()):
         raise TypeError(f"t must be {what}, got {t!r}")
@@ -339,7 +411,7 @@ def _check_levels(prior: HierarchicalPrior, t, u: torch.Tensor) -> Optional[torc
         v = int(t)
         if not 0 <= v < prior.n_levels:
             raise ValueError(f"t must lie in [0, {prior.n_levels - 1}], got {v}")
-        return torch.full((B,), v, dtype=torch.long, device=u.device)
+        return constant_vector(B, v, torch.long, u.device)
     t = _int_tensor("t", t, B, u.device, what)
     if t.device != u.device:
         raise ValueError(f"t is on {t.device} but u is on {u.device}")
@@ -349,10 +421,9 @@ def _check_levels(prior: HierarchicalPrior, t, u: torch.Tensor) -> Optional[torc
         tt = t.reshape(()).long().expand(B)
     else:
         raise ValueError(f"t must be an int or an integer tensor of shape [{B}], got {_fmt(t)}")
-    lo, hi = torch.stack(torch.aminmax(tt)).tolist()
-    if lo < 0 or hi >= prior.n_levels:
-        raise ValueError(f"t must lie in [0, {prior.n_levels - 1}], got values in [{lo}, {hi}]")
-    return tt.contiguous()
+    tt = tt.contiguous()
+    values.add_range("t", tt, 0, prior.n_levels - 1, "t must lie in [0, {n}], got values in [{lo}, {hi}]")
+    return tt
 
 
 def check_langevin_args(
@@ -372,13 +443,21 @@ def check_langevin_args(
     noise=None,
     step_offset=0,
     check: str = "warn",
+    defer: bool = False,
 ) -> LangevinArgs:
-    """Validate the sampler arguments once, with errors that name the argument."""
+    """Validate the sampler arguments once, with errors that name the argument.
+
+    ``defer``: leave the value checks (:class:`ValueChecks`) and the prior's dtype/device check
+    (:func:`check_prior`) to the caller (``pending_values``, ``pending_prior``) — for a backend
+    that applies them while it reads the arrays and the weights anyway (the CPU backend: its
+    kernel and its pack cache); any other caller applies them with
+    :meth:`LangevinArgs.apply_deferred_checks` (or keeps the default)."""
     if not isinstance(prior, HierarchicalPrior):
         raise TypeError(f"prior must be a hebm.HierarchicalPrior, got {type(prior).__name__}")
     u, as_list = flat_latents(prior, u)
-    check_prior(prior, u)
-    values = _ValueChecks()
+    if not defer:
+        check_prior(prior, u)
+    values = ValueChecks()
     values.add("u", u)
     n_steps = as_int("n_steps", n_steps, "an int >= 0")
     if not 0 <= n_steps <= MAX_STEPS:
@@ -390,7 +469,7 @@ def check_langevin_args(
     step = _per_chain("step_size", step_size, u, values, positive=True, allow_zero=True)
     c = _per_chain("noise_scale", noise_scale, u, values, positive=True, allow_zero=True)
     lam = _per_chain("energy_scale", energy_scale, u, values)
-    tt = _check_levels(prior, t, u)
+    tt = _check_levels(prior, t, u, values)
 
     if u_next is not None:
         if not isinstance(u_next, torch.Tensor):
@@ -401,7 +480,7 @@ def check_langevin_args(
             raise ValueError(f"u_next must have the shape of u, {tuple(u.shape)}, got {_fmt(u_next)}")
         if u_next.dtype != u.dtype or u_next.device != u.device:
             raise TypeError(f"u_next must match u's dtype and device ({u.dtype}, {u.device}), got {_fmt(u_next)}")
-        u_next = u_next.detach().contiguous()
+        u_next = (u_next.detach() if u_next.requires_grad else u_next).contiguous()
         values.add("u_next", u_next)
         if alpha is None or sigma is None:
             raise ValueError("u_next was given: the kernel term also needs alpha and sigma")
@@ -412,11 +491,14 @@ def check_langevin_args(
             raise ValueError("alpha/sigma were given without u_next: pass u_next to switch the kernel term on")
         a = s = None
     seed, ids, noise = _check_noise_source(u, n_steps, seed, noise, chain_ids, step_offset, "[K, B, D]", values)
-    values.run()
+    check = _check_mode(check)
+    if not defer:
+        values.run()
     return LangevinArgs(
-        u=u.contiguous(), n_steps=n_steps, step_size=step, noise_scale=c, energy_scale=lam, t=tt,
+        u=u, n_steps=n_steps, step_size=step, noise_scale=c, energy_scale=lam, t=tt,
         u_next=u_next, alpha=a, sigma=s, seed=seed, chain_ids=ids, noise=noise,
-        step_offset=step_offset, as_list=as_list, check=_check_mode(check),
+        step_offset=step_offset, as_list=as_list, check=check,
+        pending_values=values if defer else None, pending_prior=defer,
     )
 
 
@@ -455,7 +537,7 @@ def check_reverse_args(prior: HierarchicalPrior, schedule, u_T=None, *, n_steps,
         raise ValueError("pass either u_T or batch (the batch is u_T's first dimension)")
     u, as_list = flat_latents(prior, u_T, "u_T")
     check_prior(prior, u)
-    values = _ValueChecks()
+    values = ValueChecks()
     values.add("u_T", u)
     c = _per_chain("noise_scale", noise_scale, u, values, positive=True, allow_zero=True)
     seed, ids, noise = _check_noise_source(u, schedule.T * K, seed, noise, chain_ids, 0, "[T*K, B, D]", values)
@@ -514,11 +596,14 @@ def check_result(a: LangevinArgs, out: torch.Tensor, what: str = "langevin") -> 
     (once per call site and cause), or :class:`DivergenceError` with ``check="raise"``."""
     if a.check == "off":
         return
-    # min and max are finite iff every value is (NaN propagates): one reduction and one host read,
-    # where isfinite().all() is a composite of four ops
-    if all(math.isfinite(v) for v in torch.stack(torch.aminmax(out)).tolist()):
+    # the sum is finite when every value is (NaN and ±Inf propagate): one reduction and one host
+    # read, where isfinite().all() is a composite of four ops.  A sum can also overflow from
+    # finite values, so a non-finite sum is only a suspicion, settled by the count below.
+    if math.isfinite(out.sum().item()):
         return
     n_bad = int((~torch.isfinite(out)).any(1).sum())
+    if n_bad == 0:
+        return
     msg = (f"hebm.{what}: {n_bad} of {out.shape[0]} chains diverged to NaN/Inf within {a.n_steps} steps; "
            f"{divergence_hint(a)}.  (check='raise' makes this an error, check='off' silences it)")
     if a.check == "raise":
@@ -531,7 +616,8 @@ def check_result(a: LangevinArgs, out: torch.Tensor, what: str = "langevin") -> 
 
 def finish(prior: HierarchicalPrior, a, out: torch.Tensor, info: dict, return_info: bool):
     """The result in the caller's structure (a list of layers if ``u`` came as one), detached."""
-    out = out.detach()
+    if out.requires_grad:  # (a tensor without autograd history is returned as is)
+        out = out.detach()
     res = prior.split(out) if a.as_list else out
     return (res, info) if return_info else res
 

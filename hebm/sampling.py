@@ -15,6 +15,7 @@ from typing import Optional
 import torch
 
 from . import backends
+from .backends import BackendUnavailable
 from .args import Latents, check_langevin_args, check_options, check_result, check_reverse_args, finish, level_args
 from .prior import HierarchicalPrior
 from .reference import (finish_reverse, langevin_loop, langevin_ref, langevin_z_ref, precision_of,
@@ -53,9 +54,15 @@ def langevin_fused(
     a = check_langevin_args(
         prior, u, n_steps=n_steps, step_size=step_size, noise_scale=noise_scale, energy_scale=energy_scale,
         t=t, u_next=u_next, alpha=alpha, sigma=sigma, seed=seed, chain_ids=chain_ids, noise=noise,
-        step_offset=step_offset, check=check,
+        step_offset=step_offset, check=check, defer=True,
     )
-    name = backends.choose(prior, a, backend)
+    try:
+        name = backends.choose(prior, a, backend)
+    except BackendUnavailable:
+        a.apply_deferred_checks(prior)  # a bad argument is named before an unavailable backend
+        raise
+    if not backends.applies_checks(name):
+        a.apply_deferred_checks(prior)  # else the backend does (hebm.backends: "value_checks")
     if name == "ref":
         out, logs = langevin_loop(prior, a, trace=return_info)
         ran = precision_of(out)

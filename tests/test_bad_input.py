@@ -13,8 +13,18 @@ from hebm import BackendUnavailable
 
 B, DIMS = 4, (3, 2)
 D = sum(DIMS)
-SAMPLERS = [hebm.langevin_ref, lambda *a, **k: hebm.langevin_fused(*a, backend="ref", **k)]
-IDS = ["ref", "fused-ref"]
+_CPU_WHY = backends.unavailable("cpu")
+
+
+def _fused_cpu(*a, **k):
+    return hebm.langevin_fused(*a, backend="cpu", **k)
+
+
+# the C++ backend applies the value and prior checks itself (hebm.backends "deferred_checks"):
+# it must refuse exactly what the reference refuses, with the same words
+SAMPLERS = [hebm.langevin_ref, lambda *a, **k: hebm.langevin_fused(*a, backend="ref", **k),
+            pytest.param(_fused_cpu, marks=pytest.mark.skipif(_CPU_WHY is not None, reason=f"cpu backend: {_CPU_WHY}"))]
+IDS = ["ref", "fused-ref", "fused-cpu"]
 
 
 @pytest.fixture
@@ -115,6 +125,55 @@ def test_bad_arguments(prior, sampler, case):
     _, u, over, exc, pattern = case
     with pytest.raises(exc, match=pattern):
         sampler(prior, u, **good(**over))
+
+
+def _raised(fn):
+    try:
+        fn()
+    except Exception as e:  # noqa: BLE001 - compared below
+        return type(e), str(e)
+    return None
+
+
+@pytest.mark.skipif(_CPU_WHY is not None, reason=f"cpu backend: {_CPU_WHY}")
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_cpu_backend_refuses_with_the_reference_words(prior, case):
+    """Checks the CPU backend defers to its kernel and pack cache give the reference's error,
+    type and message alike."""
+    _, u, over, _, _ = case
+    ref = _raised(lambda: hebm.langevin_ref(prior, u, **good(**over)))
+    assert ref is not None
+    assert _raised(lambda: _fused_cpu(prior, u, **good(**over))) == ref
+
+
+@pytest.mark.skipif(_CPU_WHY is not None, reason=f"cpu backend: {_CPU_WHY}")
+def test_cpu_backend_sees_a_prior_converted_after_packing(make_prior):
+    """The deferred dtype check of the prior is proven by the pack cache's byte comparison; a
+    conversion in place after a call (no registration hook fires) must still be refused."""
+    prior = make_prior(DIMS, dtype=torch.float32)
+    _fused_cpu(prior, U, **good())  # packed and cached
+    prior.energies[0].double()  # in place: the parameters' .data change dtype
+    with pytest.raises(TypeError, match="mix dtypes"):
+        _fused_cpu(prior, U, **good())
+    prior.double()
+    with pytest.raises(TypeError, match=r"\bu\b is torch.float32 but the prior's parameters are torch.float64"):
+        _fused_cpu(prior, U, **good())
+    out = _fused_cpu(prior, U.double(), **good())
+    # float64 chains; the seeded normals are float32 on both paths (the stated bound: <= 4 ulp apart)
+    torch.testing.assert_close(out, hebm.langevin_ref(prior, U.double(), **good()), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.skipif(_CPU_WHY is not None, reason=f"cpu backend: {_CPU_WHY}")
+def test_chunked_cpu_run_reports_divergence_instead_of_refusing(prior, monkeypatch):
+    """A long run is cut into chunks; only the first applies the deferred value checks, so chains
+    that diverge inside the run are reported by the result check, not refused as bad input."""
+    from hebm.backends import ops
+    monkeypatch.setattr(ops, "CHUNK_SECONDS", 1e-12)  # one step per chunk
+    with pytest.warns(RuntimeWarning, match="diverged"):
+        out = _fused_cpu(prior, U + 1.0, **good(n_steps=40, step_size=50.0))
+    assert not torch.isfinite(out).all()
+    with pytest.raises(hebm.DivergenceError):
+        _fused_cpu(prior, U + 1.0, **good(n_steps=40, step_size=50.0), check="raise")
 
 
 LEVEL_CASES = [

@@ -198,7 +198,7 @@ def _op_args(prior, u, kw, trace):
     return (u, pk.params, list(pk.dims), pk.layout.reshape(-1).tolist(), pk.mlps.reshape(-1).tolist(),
             pk.act_params.tolist(), pk.has_energy, pk.n_levels, pk.sigma_min, pk.sigma_clamp, 0, 0.1 * ones, ones, ones,
             None if t is None else t, kw["u_next"], 0.7 * ones, 0.8 * ones, None, 5, 0,
-            torch.arange(B), 3, 0, trace, "fp32")
+            torch.arange(B), 3, 0, trace, True, "fp32")
 
 
 @pytest.mark.parametrize("trace", [False, True])
@@ -333,18 +333,20 @@ def test_build_failure_and_skip_switch(ext, monkeypatch, tmp_path):
 def test_pack_value_check_in_place(ext):
     """The pack cache's byte comparison (hebm_C.same_bytes) against its flatten + equal fallback:
     equal, a changed value, a changed dtype, a non-contiguous tensor (-> fallback), and the
-    one-tensor snapshot, which must be a copy (a view would always compare equal)."""
+    one-tensor snapshot, which must be a copy (a view would always compare equal).  ``proven``
+    (every tensor is of the snapshot's dtype on the CPU) only where the bytes were compared."""
     from hebm.backends.pack import _flat_values, _same_values
     ts = [torch.randn(3, 4), torch.randn(5)]
     snap = _flat_values(ts)
-    assert ext.same_bytes(ts, snap) == 1 and _same_values(ts, snap)
+    assert ext.same_bytes(ts, snap) == 1 and _same_values(ts, snap) == (True, True)
     ts[1][2] += 1e-6
-    assert ext.same_bytes(ts, snap) == 0 and not _same_values(ts, snap)
+    assert ext.same_bytes(ts, snap) == 0 and _same_values(ts, snap) == (False, False)
     assert ext.same_bytes([ts[0].double(), ts[1]], snap) == -1
+    assert _same_values([ts[0].double(), ts[1]], snap)[1] is False
     nc = [torch.randn(4, 3).t(), torch.randn(5)]
     snap_nc = _flat_values(nc)
-    assert ext.same_bytes(nc, snap_nc) == -1 and _same_values(nc, snap_nc)
+    assert ext.same_bytes(nc, snap_nc) == -1 and _same_values(nc, snap_nc) == (True, False)
     one = [torch.randn(6)]
     snap1 = _flat_values(one)
     one[0].mul_(2)
-    assert not _same_values(one, snap1)
+    assert _same_values(one, snap1) == (False, False)

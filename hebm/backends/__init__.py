@@ -3,12 +3,19 @@
 Each fused backend is a module ``hebm.backends.<module>`` that defines
 
     NAME: str
-    FEATURES: tuple                                 # optional math a backend implements ("sigma_clamp")
+    FEATURES: tuple                                 # optional: "sigma_clamp" (that math), "deferred_checks" (below)
     def unavailable() -> Optional[str]            # None if usable on this machine, else why + the fix
     def unsupported(prior, args) -> Optional[str]  # None if it can run this network and these tensors
     def run(prior, args, *, precision, trace) -> (u_out [B, D], log_density [K, B] or None, precision ran)
     # optional, the whole reverse diffusion in one launch:
     def run_reverse(prior, schedule, rargs, *, precision, return_levels) -> ([ũ_T, …, ũ_0] or [ũ_T, ũ_0], precision ran)
+
+A backend with ``"deferred_checks"`` in ``FEATURES`` applies the checks that
+:func:`hebm.args.check_langevin_args` can defer — the value checks of
+:class:`hebm.args.ValueChecks` and :func:`hebm.args.check_prior` — while it reads the arrays and
+the weights anyway, so :func:`hebm.langevin_fused` leaves them to it (``args.pending_values``,
+``args.pending_prior``); its ``run`` raises their errors, word for word.  For every other
+backend they are applied before it runs.
 
 ``args`` is a checked :class:`hebm.args.LangevinArgs` (``rargs`` a :class:`hebm.args.ReverseArgs`);
 kernels read the prior through the pack cache of :mod:`hebm.backends.pack`.  Whether a backend
@@ -48,11 +55,19 @@ class BackendUnavailable(RuntimeError):
 _warned: set = set()
 
 
+_LOADED: dict = {}  # module path -> module, once imported (import_module costs µs a call)
+
+
 def _module(name: str):
+    path = _MODULES[name]
+    mod = _LOADED.get(path)
+    if mod is not None:
+        return mod
     try:
-        return importlib.import_module(_MODULES[name])
+        mod = _LOADED[path] = importlib.import_module(path)
+        return mod
     except ModuleNotFoundError as e:
-        if e.name == _MODULES[name]:
+        if e.name == path:
             return None
         raise
 
@@ -113,6 +128,11 @@ def choose(prior, args, backend: str) -> str:
     return "ref"
 
 
+def applies_checks(name: str) -> bool:
+    """Whether backend ``name`` applies the deferred argument checks itself (see above)."""
+    return name != "ref" and "deferred_checks" in getattr(_module(name), "FEATURES", ())
+
+
 def resolve_precision(precision: str, u: torch.Tensor) -> str:
     """``"auto"`` follows ``torch.get_float32_matmul_precision()``: "highest" → fp32, else tf32."""
     if u.dtype == torch.float64:
@@ -136,4 +156,4 @@ def run_reverse(name: str, prior, schedule, rargs, *, precision: str, return_lev
     return fn(prior, schedule, rargs, precision=precision, return_levels=return_levels)
 
 
-__all__ = ["AUTO_ORDER", "BackendUnavailable", "choose", "resolve_precision", "run", "run_reverse", "unavailable"]
+__all__ = ["AUTO_ORDER", "BackendUnavailable", "applies_checks", "choose", "resolve_precision", "run", "run_reverse", "unavailable"]

@@ -20,7 +20,9 @@ from . import BackendUnavailable, _build, ops
 from .pack import network_support, packed_prior
 
 NAME = "cpu"
-FEATURES = ("sigma_clamp",)
+# "deferred_checks": the kernel applies hebm.args.ValueChecks' rules (csrc/ops.cpp HEBM_REFUSE),
+# the pack cache proves the prior's dtype/device (hebm.backends.pack.packed_prior's `like`)
+FEATURES = ("sigma_clamp", "deferred_checks")
 
 
 def _extension():
@@ -68,8 +70,16 @@ def ran(precision: str, u: torch.Tensor) -> str:
 def run(prior, args, *, precision: str, trace: bool):
     """K steps for the checked ``args``: ``(u_out, log π trace or None, precision that ran)``."""
     _extension()
-    pk = packed_prior(prior, args.u.dtype, args.u.device)
-    out, logd = ops.langevin(pk, args, precision=ran(precision, args.u), trace=trace)
+    pk = packed_prior(prior, args.u.dtype, args.u.device, like=args.u if args.pending_prior else None)
+    args.pending_prior = False
+    try:
+        out, logd = ops.langevin(pk, args, precision=ran(precision, args.u), trace=trace)
+    except ValueError:
+        # the kernel refused a value (csrc/ops.cpp HEBM_REFUSE): the argument's own message
+        if args.pending_values is not None:
+            args.pending_values.explain()
+        raise
+    args.pending_values = None
     return out, logd, ran(precision, args.u)
 
 

@@ -46,6 +46,7 @@ from typing import Optional
 import torch
 
 from . import _build
+from ..args import check_prior
 from ..nn import ACTIVATION_CODES, MLP, Activation, SNLinear, structure_generation, walk, walked
 from ..prior import HierarchicalPrior
 
@@ -235,19 +236,22 @@ def _flat_values(tensors: list) -> Optional[torch.Tensor]:
     return flat.clone() if len(tensors) == 1 else flat
 
 
-def _same_values(tensors: list, snapshot: Optional[torch.Tensor]) -> bool:
-    """Whether the tensors still hold the values ``snapshot`` was flattened from.  CPU priors:
-    the CPU extension compares the bytes in place (~5 µs for the toy problem instead of ~40 µs
-    for flatten + equal, the larger part of a short call's fixed cost); otherwise flatten + equal."""
+def _same_values(tensors: list, snapshot: Optional[torch.Tensor]) -> tuple[bool, bool]:
+    """``(same, proven)``: whether the tensors still hold the values ``snapshot`` was flattened
+    from, and whether that answer also proved every tensor to be of the snapshot's dtype on the
+    CPU.  CPU priors: the CPU extension compares the bytes in place (~5 µs for the toy problem
+    instead of ~40 µs for flatten + equal, the larger part of a short call's fixed cost), and
+    only compares tensors of the snapshot's dtype on the CPU; otherwise flatten + equal."""
     if snapshot is None:
-        return False
+        return False, False
     ext = _build.loaded_cpu_ops()  # never builds: the cpu backend loads it before it packs
     if ext is not None and snapshot.device.type == "cpu":
         same = ext.same_bytes(tensors, snapshot)
         if same >= 0:
-            return bool(same)
-    vals = _flat_values(tensors)
-    return vals is not None and torch.equal(vals, snapshot)
+            return bool(same), same == 1
+    with torch.no_grad():
+        vals = _flat_values(tensors)
+    return vals is not None and torch.equal(vals, snapshot), False
 
 
 @dataclass
@@ -285,19 +289,30 @@ def network_support(prior) -> Optional[str]:
     return _entry(prior).reason
 
 
-def packed_prior(prior: HierarchicalPrior, dtype: torch.dtype, device) -> PackedPrior:
-    """``pack_prior(prior, dtype, device)``, cached (rules in the module docstring)."""
+def packed_prior(prior: HierarchicalPrior, dtype: torch.dtype, device, *,
+                 like: Optional[torch.Tensor] = None) -> PackedPrior:
+    """``pack_prior(prior, dtype, device)``, cached (rules in the module docstring).
+
+    ``like``: a tensor whose dtype and device every parameter must share — the check of
+    :func:`hebm.args.check_prior`, deferred to here by :func:`hebm.langevin_fused` for the CPU
+    backend.  The byte comparison proves it for free when the values are unchanged (it compares
+    only tensors of the snapshot's dtype on the CPU); otherwise ``check_prior`` runs, with its
+    errors."""
     e = _entry(prior)
     if e.reason is not None:
         raise ValueError(f"the fused kernels cannot take this prior: {e.reason}")
-    device = torch.device(device)
-    with torch.no_grad():
-        with _LOCK:
-            if not _same_values(e.tensors, e.values):
+    if not isinstance(device, torch.device):
+        device = torch.device(device)
+    with _LOCK:
+        same, proven = _same_values(e.tensors, e.values)
+        if like is not None and not (proven and e.values.dtype == like.dtype and like.device.type == "cpu"):
+            check_prior(prior, like)
+        if not same:
+            with torch.no_grad():
                 e.values, e.packs = _flat_values(e.tensors), {}
-            pk = e.packs.get((dtype, device))
-            if pk is None:
-                pk = e.packs[(dtype, device)] = pack_prior(prior, dtype=dtype, device=device)
+        pk = e.packs.get((dtype, device))
+        if pk is None:
+            pk = e.packs[(dtype, device)] = pack_prior(prior, dtype=dtype, device=device)
     return pk
 
 
