@@ -550,16 +550,24 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   // eager CPU calls): its boxing of 27 arguments cost ~13 µs a call, a third of a toy step.
   // Same arguments as the schema in hebm/backends/ops.py, same function.
   m.def("langevin_direct", [](const Tensor& u_in, const Tensor& params_in, std::vector<int64_t> dims,
-                              std::vector<int64_t> layout, std::vector<int64_t> mlps, std::vector<double> act_params,
+                              const Tensor& layout, const Tensor& mlps, const Tensor& act_params,
                               bool has_energy, int64_t n_levels, double sigma_min, double sigma_clamp, int64_t pack_token,
                               const Tensor& step_size, const Tensor& noise_scale, const Tensor& energy_scale,
                               const OptTensor& t, const OptTensor& u_next, const OptTensor& alpha,
                               const OptTensor& sigma, const OptTensor& noise, int64_t key0, int64_t key1,
                               const Tensor& chain_ids, int64_t n_steps, int64_t step_offset, bool trace, bool check_values,
                               const std::string& precision) {
-    return langevin_cpu(u_in, params_in, dims, layout, mlps, act_params, has_energy, n_levels, sigma_min, sigma_clamp,
-                        pack_token, step_size, noise_scale, energy_scale, t, u_next, alpha, sigma, noise, key0, key1,
-                        chain_ids, n_steps, step_offset, trace, check_values, precision);
+    // layout / mlps / act_params as the pack's own flat tensors, not lists: no per-element conversion
+    TORCH_CHECK(layout.scalar_type() == at::kLong && mlps.scalar_type() == at::kLong &&
+                    act_params.scalar_type() == at::kDouble && layout.is_contiguous() && mlps.is_contiguous() &&
+                    act_params.is_contiguous() && layout.device().is_cpu() && mlps.device().is_cpu() &&
+                    act_params.device().is_cpu(),
+                "hebm: langevin_direct takes layout/mlps as contiguous int64 CPU tensors, act_params float64");
+    return langevin_cpu(u_in, params_in, dims, at::IntArrayRef(layout.data_ptr<int64_t>(), layout.numel()),
+                        at::IntArrayRef(mlps.data_ptr<int64_t>(), mlps.numel()),
+                        at::ArrayRef<double>(act_params.data_ptr<double>(), act_params.numel()), has_energy, n_levels,
+                        sigma_min, sigma_clamp, pack_token, step_size, noise_scale, energy_scale, t, u_next, alpha, sigma,
+                        noise, key0, key1, chain_ids, n_steps, step_offset, trace, check_values, precision);
   }, pybind11::call_guard<pybind11::gil_scoped_release>());  // as the dispatcher: other Python threads run
   m.def("philox_normal", &philox_normal_cpp, "normals of the shared Philox stream (tests)", pybind11::arg("seed"),
         pybind11::arg("chain_ids"), pybind11::arg("step"), pybind11::arg("D"), pybind11::arg("stream") = 0);

@@ -106,26 +106,28 @@ def _keys(seed: Optional[int]) -> tuple[int, int]:
     return seed_to_key(seed) if seed is not None else (0, 0)
 
 
-def _langevin_kernel(namespace: str, device: torch.device):
-    """What runs ``hebm::langevin``: for eager CPU calls the CPU extension's binding of the same
-    C++ function without the dispatcher (its boxing of the 27 arguments cost ~13 µs a call, a
-    third of a toy step; benchmarks/NOTES.md), else the op — under torch.compile always the op."""
+def _direct_kernel(namespace: str, device: torch.device):
+    """For eager CPU calls, the CPU extension's binding of ``hebm::langevin``'s C++ function
+    without the dispatcher (its boxing of the 27 arguments cost ~13 µs a call, a third of a toy
+    step; benchmarks/NOTES.md), which takes the layout tables as the pack's tensors; else None
+    (the op — under torch.compile always the op)."""
     if namespace == "hebm" and device.type == "cpu" and not torch.compiler.is_compiling():
-        ext = _build.loaded_cpu_ops()
-        direct = getattr(ext, "langevin_direct", None)
-        if direct is not None:
-            return direct
-    return op("langevin", namespace)
+        return getattr(_build.loaded_cpu_ops(), "langevin_direct", None)
+    return None
 
 
 def _langevin_call(packed: PackedPrior, a: LangevinArgs, precision: str, trace: bool, namespace: str,
                    check_values: bool):
     st = packed.op_structure()
     k0, k1 = _keys(a.seed)
-    return _langevin_kernel(namespace, a.u.device)(
-        a.u, st["params"], st["dims"], st["layout"], st["mlps"], st["act_params"], st["has_energy"],
-        st["n_levels"], st["sigma_min"], st["sigma_clamp"], st["token"], a.step_size, a.noise_scale, a.energy_scale, a.t, a.u_next, a.alpha,
-        a.sigma, a.noise, k0, k1, a.chain_ids, a.n_steps, a.step_offset, trace, check_values, precision)
+    fn = _direct_kernel(namespace, a.u.device)
+    if fn is None:
+        fn, tables = op("langevin", namespace), (st["layout"], st["mlps"], st["act_params"])
+    else:
+        tables = st["tables"]
+    return fn(a.u, st["params"], st["dims"], *tables, st["has_energy"], st["n_levels"], st["sigma_min"],
+              st["sigma_clamp"], st["token"], a.step_size, a.noise_scale, a.energy_scale, a.t, a.u_next, a.alpha,
+              a.sigma, a.noise, k0, k1, a.chain_ids, a.n_steps, a.step_offset, trace, check_values, precision)
 
 
 def langevin(packed: PackedPrior, a: LangevinArgs, *, precision: str, trace: bool, namespace: str = "hebm"):

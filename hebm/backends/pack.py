@@ -89,7 +89,8 @@ class PackedPrior:
 
     def op_structure(self) -> dict:
         """The network description the compiled ops take (``hebm.backends.ops``), as Python
-        lists — built once per pack, never per call."""
+        lists (the op's schema) and as flat tensors (``tables``: the CPU extension's direct
+        binding) — built once per pack, never per call."""
         st = self.derived.get("op")
         if st is None:
             st = self.derived["op"] = dict(
@@ -98,7 +99,10 @@ class PackedPrior:
                 mlps=[int(x) for x in self.mlps.reshape(-1).tolist()],
                 act_params=[float(x) for x in self.act_params.tolist()], has_energy=bool(self.has_energy),
                 n_levels=int(self.n_levels), sigma_min=float(self.sigma_min), sigma_clamp=float(self.sigma_clamp),
-                token=next(_TOKENS))
+                token=next(_TOKENS),
+                # layout, mlps, act_params as flat tensors: the CPU extension's direct binding takes these
+                tables=(self.layout.reshape(-1).contiguous(), self.mlps.reshape(-1).contiguous(),
+                        self.act_params.reshape(-1).contiguous()))
         return st
 
     @property
