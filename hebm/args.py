@@ -180,13 +180,14 @@ class ValueChecks:
                 parts.append(flat[:sizes[0]].amin())
             if sizes[1]:
                 parts.append(flat[sizes[0]:sizes[0] + sizes[1]].amin())
-        for _, x, _, _, _ in self._ranges:
-            parts += torch.aminmax(x)
-        if not parts:
+        ints = [v for _, x, _, _, _ in self._ranges for v in torch.aminmax(x)]
+        if not parts and not ints:
             return
-        if self._ranges:  # mixed dtypes: in float64, exact for the ranges' bounds (< 2**53)
-            parts = [p.to(torch.float64) for p in parts]
-        vals = torch.stack(parts).tolist()  # the one host read
+        if not ints:
+            vals = torch.stack(parts).tolist()  # the one host read
+        else:  # in float64 for one read: exact below 2**53, and anything above is out of range anyway
+            both = [torch.stack(p).to(torch.float64) for p in (parts, ints) if p]
+            vals = (both[0] if len(both) == 1 else torch.cat(both)).tolist()
         ok, k = True, 0
         if self._items:
             ok = math.isfinite(vals[0]) and math.isfinite(vals[1])
