@@ -148,8 +148,8 @@ class ValueChecks:
     separate reductions and host reads before, most of its fixed cost.
 
     :func:`check_langevin_args` can leave them to a backend whose kernel applies the same rules
-    while it reads the arrays (``FEATURES`` ``"value_checks"``: the C++ CPU kernel); that kernel
-    refuses, and the backend calls :meth:`explain`, so the error is the same on every path.
+    while it reads the arrays (``FEATURES`` ``"deferred_checks"``: the C++ CPU kernel); that
+    kernel refuses, and the backend calls :meth:`explain`, so the error is the same on every path.
     Errors name the first failing tensor in the order they were added."""
 
     def __init__(self):

@@ -62,7 +62,7 @@ def langevin_fused(
         a.apply_deferred_checks(prior)  # a bad argument is named before an unavailable backend
         raise
     if not backends.applies_checks(name):
-        a.apply_deferred_checks(prior)  # else the backend does (hebm.backends: "value_checks")
+        a.apply_deferred_checks(prior)  # else the backend does (hebm.backends: "deferred_checks")
     if name == "ref":
         out, logs = langevin_loop(prior, a, trace=return_info)
         ran = precision_of(out)
