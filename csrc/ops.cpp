@@ -548,7 +548,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         pybind11::arg("tensors"), pybind11::arg("snapshot"));
   // hebm::langevin's CPU kernel called without the dispatcher (hebm/backends/ops.py uses it for
   // eager CPU calls): its boxing of 27 arguments cost ~13 µs a call, a third of a toy step.
-  // Same arguments as the schema in hebm/backends/ops.py, same function.
+  // Same arguments as the schema in hebm/backends/ops.py (layout, mlps, act_params as the pack's flat
+  // tensors instead of lists), same function.
   m.def("langevin_direct", [](const Tensor& u_in, const Tensor& params_in, std::vector<int64_t> dims,
                               const Tensor& layout, const Tensor& mlps, const Tensor& act_params,
                               bool has_energy, int64_t n_levels, double sigma_min, double sigma_clamp, int64_t pack_token,
