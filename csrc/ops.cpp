@@ -13,6 +13,7 @@
 #include <torch/library.h>
 
 #include <chrono>
+#include <cmath>
 #include <condition_variable>
 #include <functional>
 #include <list>
@@ -536,6 +537,189 @@ int64_t same_bytes(const std::vector<Tensor>& tensors, const Tensor& snapshot) {
   return off == total ? 1 : 0;
 }
 
+// ---------------------------------------------------------------------------------- the fast path
+// hebm.langevin_fused's fast path for eager CPU calls (hebm/backends/cpu.py fast_langevin): the
+// argument forms that hebm.args' normalisation passes through unchanged — u an exact
+// torch.Tensor [B, D] of the plan's dtype, contiguous, on the CPU, without grad; every per-chain
+// argument a Python number or such a [B] tensor; t an int or an int64 [B] tensor; a Python int
+// seed or a [K, B, D] noise tensor — go from the Python objects straight to the kernel, with the
+// value checks applied by the kernel (check_values) and the prior's bytes compared with the
+// snapshot its pack was made from.  Anything else — another form, a refused value, a changed
+// prior — is *declined* (None): the caller then takes the general path, which normalises, or
+// raises hebm.args' error.  So this function decides nothing the general path would decide
+// differently; it only skips the Python work for the forms where that work is the identity
+// (a Python number becomes torch.full((B,), v) either way).  tests/test_fast_path.py compares
+// both paths bit for bit over a matrix of forms and runs the bad-input matrix through this one.
+namespace py = pybind11;
+
+struct FastPlan {
+  // the pack cache entry's tensors and the snapshot of their bytes (hebm/backends/pack.py)
+  std::vector<Tensor> tensors;
+  Tensor snapshot;
+  // the pack (hebm::langevin's network arguments)
+  Tensor params;
+  std::vector<int64_t> dims, layout, mlps;
+  std::vector<double> act_params;
+  bool has_energy;
+  int64_t n_levels, token, t_levels;  // t_levels: the prior's n_levels (t required), 0: t must be None
+  double sigma_min, sigma_clamp;
+  at::ScalarType dtype;
+  int64_t D = 0;
+
+  FastPlan(std::vector<Tensor> tensors_, Tensor snapshot_, Tensor params_, std::vector<int64_t> dims_,
+           std::vector<int64_t> layout_, std::vector<int64_t> mlps_, std::vector<double> act_params_, bool has_energy_,
+           int64_t n_levels_, double sigma_min_, double sigma_clamp_, int64_t token_, int64_t t_levels_)
+      : tensors(std::move(tensors_)), snapshot(std::move(snapshot_)), params(std::move(params_)), dims(std::move(dims_)),
+        layout(std::move(layout_)), mlps(std::move(mlps_)), act_params(std::move(act_params_)), has_energy(has_energy_),
+        n_levels(n_levels_), token(token_), t_levels(t_levels_), sigma_min(sigma_min_), sigma_clamp(sigma_clamp_),
+        dtype(params.scalar_type()) {
+    TORCH_CHECK(snapshot.scalar_type() == dtype && params.device().is_cpu() && params.is_contiguous(),
+                "hebm: a fast-path plan needs a CPU pack and a snapshot of its dtype");
+    for (int64_t d : dims) D += d;
+  }
+
+  // a tensor argument in the form the general path passes through as is
+  static bool plain(py::handle h, at::ScalarType dt, Tensor& out) {
+    if (!THPVariable_CheckExact(h.ptr())) return false;
+    const Tensor& x = THPVariable_Unpack(h.ptr());
+    static const c10::DispatchKeySet odd({c10::DispatchKey::Python, c10::DispatchKey::Functionalize,
+                                          c10::DispatchKey::FuncTorchBatched, c10::DispatchKey::FuncTorchGradWrapper,
+                                          c10::DispatchKey::Conjugate, c10::DispatchKey::Negative});
+    if (!x.defined() || !x.device().is_cpu() || x.layout() != at::kStrided || x.scalar_type() != dt ||
+        !x.is_contiguous() || x.requires_grad() || !x.has_storage() || x.key_set().has_any(odd))
+      return false;
+    out = x;
+    return true;
+  }
+  // a per-chain argument: a Python float/int (not bool) → torch.full((B,), v); a plain [B] tensor
+  bool per_chain_arg(py::handle h, int64_t B, Tensor& out) const {
+    if (PyFloat_CheckExact(h.ptr()) || PyLong_CheckExact(h.ptr())) {
+      const double v = PyFloat_CheckExact(h.ptr()) ? PyFloat_AS_DOUBLE(h.ptr()) : PyLong_AsDouble(h.ptr());
+      if (v == -1.0 && PyErr_Occurred()) {  // an int too large for a double: the general path says so
+        PyErr_Clear();
+        return false;
+      }
+      if (!std::isfinite(v)) return false;  // refused, with its message, by the general path
+      out = at::full({B}, v, at::TensorOptions().dtype(dtype));
+      return true;
+    }
+    return plain(h, dtype, out) && out.dim() == 1 && out.size(0) == B;
+  }
+  static bool py_int(py::handle h, int64_t lo, int64_t hi, int64_t& v) {  // an exact int in [lo, hi]
+    if (!PyLong_CheckExact(h.ptr())) return false;
+    int overflow = 0;
+    const long long x = PyLong_AsLongLongAndOverflow(h.ptr(), &overflow);
+    if (overflow != 0 || (x == -1 && PyErr_Occurred())) {
+      PyErr_Clear();
+      return false;
+    }
+    v = static_cast<int64_t>(x);
+    return v >= lo && v <= hi;
+  }
+
+  // (u_K, log π trace, all finite) or None (declined: take the general path).  Any error on the
+  // way (an overflowing constant, an allocation) declines too: the general path meets it again
+  // and reports it in its own words.
+  py::object run(py::handle u_h, py::handle n_steps_h, py::handle step_h, py::handle noise_scale_h, py::handle lam_h,
+                 py::handle t_h, py::handle u_next_h, py::handle alpha_h, py::handle sigma_h, py::handle seed_h,
+                 py::handle ids_h, py::handle noise_h, py::handle offset_h, int64_t max_steps, bool trace) const {
+    try {
+      return run_checked(u_h, n_steps_h, step_h, noise_scale_h, lam_h, t_h, u_next_h, alpha_h, sigma_h, seed_h, ids_h,
+                         noise_h, offset_h, max_steps, trace);
+    } catch (const c10::Error&) {
+      return py::none();
+    }
+  }
+
+  py::object run_checked(py::handle u_h, py::handle n_steps_h, py::handle step_h, py::handle noise_scale_h, py::handle lam_h,
+                 py::handle t_h, py::handle u_next_h, py::handle alpha_h, py::handle sigma_h, py::handle seed_h,
+                 py::handle ids_h, py::handle noise_h, py::handle offset_h, int64_t max_steps, bool trace) const {
+    constexpr int64_t kMaxStep = (int64_t(1) << 32) - 1;  // hebm.philox.MAX_STEP
+    Tensor u;
+    if (!plain(u_h, dtype, u) || u.dim() != 2 || u.size(0) < 1 || u.size(1) != D) return py::none();
+    const int64_t B = u.size(0);
+    int64_t K = 0, offset = 0;
+    if (!py_int(n_steps_h, 1, max_steps, K) || !py_int(offset_h, 0, kMaxStep, offset)) return py::none();
+    Tensor step, c, lam;
+    if (!per_chain_arg(step_h, B, step) || !per_chain_arg(noise_scale_h, B, c) || !per_chain_arg(lam_h, B, lam))
+      return py::none();
+    OptTensor t;
+    if (t_levels == 0) {
+      if (!t_h.is_none()) return py::none();
+    } else {
+      int64_t tv = 0;
+      Tensor tt;
+      if (py_int(t_h, 0, t_levels - 1, tv)) {
+        t = at::full({B}, tv, at::TensorOptions().dtype(at::kLong));
+      } else if (plain(t_h, at::kLong, tt) && tt.dim() == 1 && tt.size(0) == B) {
+        t = tt;  // its range: checked by the kernel (always)
+      } else {
+        return py::none();
+      }
+    }
+    OptTensor un, a, s;
+    if (!u_next_h.is_none()) {
+      Tensor x, y, z;
+      if (!plain(u_next_h, dtype, x) || x.sizes() != u.sizes() || !per_chain_arg(alpha_h, B, y) ||
+          !per_chain_arg(sigma_h, B, z))
+        return py::none();
+      un = x;
+      a = y;
+      s = z;
+    } else if (!alpha_h.is_none() || !sigma_h.is_none()) {
+      return py::none();
+    }
+    OptTensor nz;
+    Tensor ids;
+    int64_t key0 = 0, key1 = 0;
+    if (!noise_h.is_none()) {
+      Tensor x;
+      if (!seed_h.is_none() || !ids_h.is_none() || !plain(noise_h, dtype, x) || x.dim() != 3 || x.size(0) != K ||
+          x.size(1) != B || x.size(2) != D)
+        return py::none();
+      nz = x;
+      ids = at::arange(B, at::TensorOptions().dtype(at::kLong));  // unused by the kernel with explicit noise
+    } else {
+      if (!PyLong_CheckExact(seed_h.ptr())) return py::none();
+      const unsigned long long seed = PyLong_AsUnsignedLongLong(seed_h.ptr());
+      if (seed == static_cast<unsigned long long>(-1) && PyErr_Occurred()) {  // < 0 or >= 2**64
+        PyErr_Clear();
+        return py::none();
+      }
+      if (offset + K > kMaxStep + 1) return py::none();
+      key0 = static_cast<int64_t>(seed & 0xffffffffull);  // hebm.philox.seed_to_key
+      key1 = static_cast<int64_t>(seed >> 32);
+      if (ids_h.is_none()) {
+        ids = at::arange(B, at::TensorOptions().dtype(at::kLong));  // hebm.philox.default_chain_ids
+      } else if (!plain(ids_h, at::kLong, ids) || ids.dim() != 1 || ids.size(0) != B) {
+        return py::none();
+      }
+    }
+    std::tuple<Tensor, Tensor> res;
+    bool ok = true, finite = true;
+    {
+      py::gil_scoped_release nogil;  // as the dispatcher: other Python threads run
+      if (same_bytes(tensors, snapshot) != 1) {
+        ok = false;  // the prior changed (or cannot be compared here): the general path repacks
+      } else {
+        try {  // (with the GIL released, the error is caught here, not in run())
+          res = langevin_cpu(u, params, dims, layout, mlps, act_params, has_energy, n_levels, sigma_min, sigma_clamp,
+                             token, step, c, lam, t, un, a, s, nz, key0, key1, ids, K, offset, trace,
+                             /*check_values=*/true, dtype == at::kDouble ? "fp64" : "fp32");
+        } catch (const c10::Error&) {
+          ok = false;  // a refused value: the general path raises hebm.args' error for it
+        }
+        if (ok) {
+          const Tensor& out = std::get<0>(res);
+          finite = out.scalar_type() == at::kFloat ? values_ok<float>(out, Sign::any) : values_ok<double>(out, Sign::any);
+        }
+      }
+    }
+    if (!ok) return py::none();
+    return py::make_tuple(std::get<0>(res), trace ? py::cast(std::get<1>(res)) : py::none(), finite);
+  }
+};
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "hebm C++ CPU kernel: registers torch.ops.hebm.langevin / reverse_diffusion";
   m.attr("source_hash") = std::string(HEBM_SOURCE_MARKER).substr(17);
@@ -570,6 +754,15 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
                         sigma_min, sigma_clamp, pack_token, step_size, noise_scale, energy_scale, t, u_next, alpha, sigma,
                         noise, key0, key1, chain_ids, n_steps, step_offset, trace, check_values, precision);
   }, pybind11::call_guard<pybind11::gil_scoped_release>());  // as the dispatcher: other Python threads run
+  py::class_<FastPlan, std::shared_ptr<FastPlan>>(m, "FastPlan",
+                                                  "hebm.langevin_fused's fast path for one pack (hebm/backends/cpu.py)")
+      .def(py::init<std::vector<Tensor>, Tensor, Tensor, std::vector<int64_t>, std::vector<int64_t>,
+                    std::vector<int64_t>, std::vector<double>, bool, int64_t, double, double, int64_t, int64_t>(),
+           py::arg("tensors"), py::arg("snapshot"), py::arg("params"), py::arg("dims"), py::arg("layout"),
+           py::arg("mlps"), py::arg("act_params"), py::arg("has_energy"), py::arg("n_levels"), py::arg("sigma_min"),
+           py::arg("sigma_clamp"), py::arg("token"), py::arg("t_levels"))
+      .def_readonly("token", &FastPlan::token)
+      .def("run", &FastPlan::run, "(u_K, log π trace or None, all finite), or None: take the general path");
   m.def("philox_normal", &philox_normal_cpp, "normals of the shared Philox stream (tests)", pybind11::arg("seed"),
         pybind11::arg("chain_ids"), pybind11::arg("step"), pybind11::arg("D"), pybind11::arg("stream") = 0);
 }

@@ -35,6 +35,8 @@ Latents = Union[torch.Tensor, Sequence[torch.Tensor]]
 BACKENDS = ("auto", "ref", "cpu", "triton", "cuda", "graph")
 #: the ``precision=`` names (what is asked; ``info["precision"]`` reports what ran)
 PRECISIONS = ("auto", "fp32", "tf32", "bf16")
+#: the ``check=`` modes (what to do when chains diverge)
+CHECK_MODES = ("warn", "raise", "off")
 #: largest ``n_steps`` a call takes (the kernels count steps in 32-bit words)
 MAX_STEPS = 2**31 - 1
 
@@ -311,7 +313,7 @@ def check_options(backend: str, precision: str) -> None:
 
 
 def _check_mode(check) -> str:
-    if check not in ("warn", "raise", "off"):
+    if check not in CHECK_MODES:
         raise ValueError(f"check must be 'warn', 'raise' or 'off', got {check!r}")
     return check
 
@@ -568,7 +570,7 @@ def level_args(r: ReverseArgs, schedule, j: int, u: torch.Tensor) -> LangevinArg
     )
 
 
-__all__ = ["BACKENDS", "PRECISIONS", "LangevinArgs", "ReverseArgs", "check_langevin_args", "check_options",
+__all__ = ["BACKENDS", "CHECK_MODES", "PRECISIONS", "LangevinArgs", "ReverseArgs", "check_langevin_args", "check_options",
            "check_prior", "check_reverse_args", "flat_latents", "level_args"]
 
 

@@ -16,7 +16,9 @@ import torch
 
 from . import backends
 from .backends import BackendUnavailable
-from .args import Latents, check_langevin_args, check_options, check_result, check_reverse_args, finish, level_args
+from .backends import cpu as cpu_backend
+from .args import (CHECK_MODES, PRECISIONS, Latents, check_langevin_args, check_options, check_result, check_reverse_args,
+                   finish, level_args)
 from .prior import HierarchicalPrior
 from .reference import (finish_reverse, langevin_loop, langevin_ref, langevin_z_ref, precision_of,
                         reverse_diffusion_ref, reverse_loop)
@@ -50,6 +52,24 @@ def langevin_fused(
     "precision", "log_density"}`` — the backend and precision that actually ran (the CPU, for
     one, computes exactly in the tensors' dtype whatever is asked).
     """
+    if (backend == "auto" or backend == "cpu") and type(u) is torch.Tensor and check in CHECK_MODES \
+            and precision in PRECISIONS and not torch.compiler.is_compiling():
+        # eager CPU calls in the forms the checks below leave unchanged: straight to the kernel,
+        # or None (hebm.backends.cpu.fast_langevin says when); then the general path runs
+        fast = cpu_backend.fast_langevin(prior, u, n_steps, step_size, noise_scale, energy_scale, t, u_next, alpha,
+                                         sigma, seed, chain_ids, noise, step_offset, bool(return_info))
+        if fast is not None:
+            out, logs, finite = fast
+            if not finite and check != "off":  # reported as the general path does, from its normalised arguments
+                a = check_langevin_args(
+                    prior, u, n_steps=n_steps, step_size=step_size, noise_scale=noise_scale, energy_scale=energy_scale,
+                    t=t, u_next=u_next, alpha=alpha, sigma=sigma, seed=seed, chain_ids=chain_ids, noise=noise,
+                    step_offset=step_offset, check=check, defer=True)
+                check_result(a, out, "langevin_fused")
+            if return_info:
+                return out, {"backend": cpu_backend.NAME, "precision": cpu_backend.ran(precision, out),
+                             "log_density": logs}
+            return out
     check_options(backend, precision)
     a = check_langevin_args(
         prior, u, n_steps=n_steps, step_size=step_size, noise_scale=noise_scale, energy_scale=energy_scale,

@@ -20,11 +20,23 @@ def _fused_cpu(*a, **k):
     return hebm.langevin_fused(*a, backend="cpu", **k)
 
 
+def _fused_cpu_planned(prior, u, **k):
+    """After a good call on the prior: its plan exists, so a bad call meets the fast path first
+    (hebm.backends.cpu.fast_langevin), which must leave it to the general path's error."""
+    from hebm.backends import cpu, pack
+    good_t = None if prior.n_levels is None else 0
+    hebm.langevin_fused(prior, torch.zeros(B, D), backend="cpu", **good(t=good_t if good_t is not None else _DROP))
+    e = pack.current_entry(prior)
+    assert e is not None and cpu.NAME in e.fast, "the good call made no fast-path plan"
+    return _fused_cpu(prior, u, **k)
+
+
 # the C++ backend applies the value and prior checks itself (hebm.backends "deferred_checks"):
-# it must refuse exactly what the reference refuses, with the same words
+# it must refuse exactly what the reference refuses, with the same words — on its fast path too
+_ON_CPU = pytest.mark.skipif(_CPU_WHY is not None, reason=f"cpu backend: {_CPU_WHY}")
 SAMPLERS = [hebm.langevin_ref, lambda *a, **k: hebm.langevin_fused(*a, backend="ref", **k),
-            pytest.param(_fused_cpu, marks=pytest.mark.skipif(_CPU_WHY is not None, reason=f"cpu backend: {_CPU_WHY}"))]
-IDS = ["ref", "fused-ref", "fused-cpu"]
+            pytest.param(_fused_cpu, marks=_ON_CPU), pytest.param(_fused_cpu_planned, marks=_ON_CPU)]
+IDS = ["ref", "fused-ref", "fused-cpu", "fused-cpu-planned"]
 
 
 @pytest.fixture
@@ -144,6 +156,7 @@ def test_cpu_backend_refuses_with_the_reference_words(prior, case):
     ref = _raised(lambda: hebm.langevin_ref(prior, u, **good(**over)))
     assert ref is not None
     assert _raised(lambda: _fused_cpu(prior, u, **good(**over))) == ref
+    assert _raised(lambda: _fused_cpu_planned(prior, u, **good(**over))) == ref
 
 
 @pytest.mark.skipif(_CPU_WHY is not None, reason=f"cpu backend: {_CPU_WHY}")
