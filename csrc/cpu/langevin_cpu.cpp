@@ -11,6 +11,9 @@
 // Every Linear layer is a small matrix product C[R × N] = A[R × K] · M[K × N] done by a
 // register-blocked micro-kernel (RB rows × NV vectors) written with GCC/Clang vector
 // extensions, so the same source compiles to AVX-512 with -march=native and to SSE2 without.
+// A product with only a few columns N (a scalar energy output; the input gradient of a 2-d
+// latent layer) is done as row-wise dot products instead (gemm_skinny): the micro-kernel would
+// pad N to a whole vector.
 // Weights are packed once per call: Wᵀ (forward) and W (backward), columns zero-padded to the
 // vector width and stored in micro-kernel column panels; activations for fp32 use vectorised exp/erf (the formulas PyTorch's own
 // vectorised CPU kernels use), fp64 uses libm.
@@ -24,6 +27,10 @@
 #include <stdexcept>
 #include <string>
 #include <vector>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
 
 #if !(defined(__GNUC__) || defined(__clang__))
 #error "hebm's CPU kernel needs GCC or Clang (vector extensions)"
@@ -165,6 +172,71 @@ void gemm(int64_t R, int64_t K, int64_t Np, const T* A, int64_t lda, const T* M,
       }
     }
   }
+}
+
+// Horizontal sum of a vector.
+template <typename V, typename T = decltype(V{}[0] + 0)>
+HEBM_INLINE T hsum(V v) {
+#if defined(__AVX512F__)
+  if constexpr (sizeof(T) == 4) return _mm512_reduce_add_ps((__m512)v);
+  else return _mm512_reduce_add_pd((__m512d)v);
+#elif defined(__AVX__)
+  if constexpr (sizeof(T) == 4) {
+    __m128 x = _mm_add_ps(_mm256_castps256_ps128((__m256)v), _mm256_extractf128_ps((__m256)v, 1));
+    x = _mm_add_ps(x, _mm_movehl_ps(x, x));
+    return _mm_cvtss_f32(_mm_add_ss(x, _mm_shuffle_ps(x, x, 1)));
+  } else {
+    __m128d x = _mm_add_pd(_mm256_castpd256_pd128((__m256d)v), _mm256_extractf128_pd((__m256d)v, 1));
+    return _mm_cvtsd_f64(_mm_add_sd(x, _mm_unpackhi_pd(x, x)));
+  }
+#else
+  constexpr int n = sizeof(V) / sizeof(T);
+  T x[n];
+  std::memcpy(x, &v, sizeof(V));
+  for (int h = n / 2; h > 0; h /= 2)
+    for (int i = 0; i < h; ++i) x[i] += x[i + h];
+  return x[0];
+#endif
+}
+
+// The product for an operand with few columns N (a scalar energy output, the input gradient of a
+// 2-d latent layer): as row-wise dot products with Mᵀ stored row-major [N, Kp], because the
+// micro-kernel pads N to a whole vector (16 columns on AVX-512 for one useful one) and streams
+// all K rows of the operand per 4 rows of A.  C[r, n] (+)= Σ_k A[r, k] Mᵀ[n, k] for n < N; the
+// columns N … Np−1 are set to 0 unless acc.  A's rows are Kp long (a padded workspace buffer:
+// finite values beyond K, where Mᵀ is 0), rows of A and Mᵀ vector-aligned.
+template <typename T>
+void gemm_skinny(int64_t R, int64_t Kp, int64_t N, int64_t Np, const T* A, int64_t lda, const T* MT, T* C, int64_t ldc,
+                 bool acc) {
+  typedef typename Vec<T>::v V;
+  constexpr int64_t W = width<T>();
+  for (int64_t r = 0; r < R; ++r) {
+    const T* a = A + r * lda;
+    T* c = C + r * ldc;
+    for (int64_t n = 0; n < N; ++n) {
+      const T* m = MT + n * Kp;
+      V s0{}, s1{};
+      int64_t k = 0;
+      for (; k + 2 * W <= Kp; k += 2 * W) {
+        s0 += *reinterpret_cast<const V*>(a + k) * *reinterpret_cast<const V*>(m + k);
+        s1 += *reinterpret_cast<const V*>(a + k + W) * *reinterpret_cast<const V*>(m + k + W);
+      }
+      if (k < Kp) s0 += *reinterpret_cast<const V*>(a + k) * *reinterpret_cast<const V*>(m + k);
+      const T v = hsum(s0 + s1);
+      c[n] = acc ? c[n] + v : v;
+    }
+    if (!acc)
+      for (int64_t n = N; n < Np; ++n) c[n] = T(0);
+  }
+}
+
+// Whether the row-wise form above is cheaper than the micro-kernel for an N-column operand with K
+// (padded Kp) rows: per row of A, ~N·(3·Kp/W + 8) vector operations (loads, FMAs, the horizontal
+// sum) against ~2·K (one FMA per k plus its share of the loads and broadcasts).
+template <typename T>
+bool use_skinny(int64_t N, int64_t K) {
+  const int64_t Kp = padw<T>(K);
+  return N * (3 * Kp / width<T>() + 8) < 2 * K;
 }
 
 // ---------------------------------------------------------------------------------- fp32 vector math
@@ -328,6 +400,9 @@ struct PackedWeights {
     const T* Wt;    // [in, outp]   forward operand (column panels: panel_index)
     const T* Wb;    // [out, inp]   backward operand (column panels)
     const T* bias;  // [brows, outp]
+    // the row-major operands of gemm_skinny, where use_skinny says so (else null):
+    const T* Wrow;   // [out, inp]  W: forward with few outputs
+    const T* WTrow;  // [in, outp]  Wᵀ: backward with few inputs
   };
   struct Net {
     int64_t first, n, act;
@@ -344,6 +419,7 @@ struct PackedWeights {
                                                 : 0;
     int64_t total = 0;
     std::vector<int64_t> wt_off(n_layers_total), wb_off(n_layers_total), b_off(n_layers_total);
+    std::vector<int64_t> wr_off(n_layers_total, -1), wtr_off(n_layers_total, -1);
     for (int64_t l = 0; l < n_layers_total; ++l) {
       const int64_t* row = p.layout + l * LAY_NCOLS;
       const int64_t in = row[LAY_IN], out = row[LAY_OUT], brows = row[LAY_BROWS];
@@ -353,6 +429,14 @@ struct PackedWeights {
       total += out * padw<T>(in);
       b_off[l] = total;
       total += brows * padw<T>(out);
+      if (use_skinny<T>(out, in)) {
+        wr_off[l] = total;
+        total += out * padw<T>(in);
+      }
+      if (use_skinny<T>(in, out)) {
+        wtr_off[l] = total;
+        total += in * padw<T>(out);
+      }
     }
     buffer.reset(new AlignedBuffer(sizeof(T) * std::max<int64_t>(total, 1)));
     T* base = static_cast<T*>(buffer->p);
@@ -376,6 +460,13 @@ struct PackedWeights {
         }
       for (int64_t r = 0; r < ly.brows; ++r)
         for (int64_t o = 0; o < ly.out; ++o) bb[r * ly.outp + o] = bsrc[r * ly.out + o];
+      ly.Wrow = wr_off[l] >= 0 ? base + wr_off[l] : nullptr;
+      ly.WTrow = wtr_off[l] >= 0 ? base + wtr_off[l] : nullptr;
+      for (int64_t o = 0; o < ly.out; ++o)
+        for (int64_t i = 0; i < ly.in; ++i) {
+          if (ly.Wrow) base[wr_off[l] + o * ly.inp + i] = Wsrc[o * ly.in + i];
+          if (ly.WTrow) base[wtr_off[l] + i * ly.outp + o] = Wsrc[o * ly.in + i];
+        }
       ly.Wt = wt;
       ly.Wb = wb;
       ly.bias = bb;
@@ -485,7 +576,10 @@ struct SamplerImpl {
         const int64_t br = ly.brows > 1 ? tl[r] : 0;
         std::memcpy(dst + r * ly.outp, ly.bias + br * ly.outp, sizeof(T) * ly.outp);
       }
-      gemm<T>(R, ly.in, ly.outp, src, slda, ly.Wt, dst, ly.outp, true);
+      if (j > 0 && ly.Wrow)  // (the first layer reads z in place: its rows are not padded)
+        gemm_skinny<T>(R, ly.inp, ly.out, ly.outp, src, slda, ly.Wrow, dst, ly.outp, true);
+      else
+        gemm<T>(R, ly.in, ly.outp, src, slda, ly.Wt, dst, ly.outp, true);
       if (j + 1 < net.n) act_fwd_der(static_cast<int>(net.act), net.param, dst, base + der_off[j], R * ly.outp);
       src = dst;
       slda = ly.outp;
@@ -501,7 +595,10 @@ struct SamplerImpl {
     for (int64_t j = net.n - 1; j >= 0; --j) {
       const Layer& ly = layers[net.first + j];
       dst = (src == ta) ? tb : ta;
-      gemm<T>(R, ly.out, ly.inp, src, ly.outp, ly.Wb, dst, ly.inp, false);
+      if (ly.WTrow)
+        gemm_skinny<T>(R, ly.outp, ly.in, ly.inp, src, ly.outp, ly.WTrow, dst, ly.inp, false);
+      else
+        gemm<T>(R, ly.out, ly.inp, src, ly.outp, ly.Wb, dst, ly.inp, false);
       if (j > 0) vmul_inplace(dst, base + der_off[j - 1], R * ly.inp);
       src = dst;
     }
