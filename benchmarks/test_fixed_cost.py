@@ -2,8 +2,9 @@
 
 On the toy problem at B = 64: ``t(K)`` is the median time of a call of K steps; one step costs
 ``s = (t(21) − t(1)) / 20`` and the call's fixed part is ``t(1) − s`` (argument checks, backend
-choice, the pack cache's checks, the op boundary, the output checks).  The row reports
-``(t(1) − s) / s``."""
+choice, the pack cache's checks, the op boundary, the output checks — on the CPU backend's fast
+path, what is left of them).  The row reports ``(t(1) − s) / s``; for ``cpu`` a second row, the
+general path's (the fast path switched off)."""
 from __future__ import annotations
 
 import statistics
@@ -12,6 +13,7 @@ import time
 import pytest
 
 import hebm
+import hebm.backends.cpu
 from benchmarks import providers as P
 
 N_LONG = 21
@@ -41,18 +43,30 @@ def test_fixed_cost(benchmark, bench, provider):
         P.sync(bench.device)
         return time.perf_counter() - t0
 
-    # interleaved, so drifts of a shared machine hit both alike
-    t1s, tks = [], []
-    for _ in range(rounds):
-        t1s.append(timed(f1))
-        tks.append(timed(fk))
-    t1, tk = statistics.median(t1s), statistics.median(tks)
+    def measure():
+        # interleaved, so drifts of a shared machine hit both alike
+        t1s, tks = [], []
+        for _ in range(rounds):
+            t1s.append(timed(f1))
+            tks.append(timed(fk))
+        return statistics.median(t1s), statistics.median(tks)
+
+    t1, tk = measure()
     step = (tk - t1) / (N_LONG - 1)
     info = benchmark.extra_info
     info.update(P.environment(bench.device))
     info.update(entry="fixed_cost", provider=provider, problem="toy", B=64, K=1, precision=bench.precision, flops=None,
                 quick=bench.quick, t1_s=t1, tK_s=tk, K_long=N_LONG, step_s=step, fixed_s=t1 - step,
                 fixed_in_steps=(t1 - step) / step if step > 0 else None)
+    if provider == "cpu":
+        # the general path too (hebm.backends.cpu.fast_langevin off): what a call costs whose
+        # arguments the fast path leaves to it (another form, the first call on a prior)
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(hebm.backends.cpu, "fast_langevin", lambda *a: None)
+            g1, gk = measure()
+        gstep = (gk - g1) / (N_LONG - 1)
+        info.update(general_t1_s=g1, general_tK_s=gk, general_step_s=gstep, general_fixed_s=g1 - gstep,
+                    general_fixed_in_steps=(g1 - gstep) / gstep if gstep > 0 else None)
     benchmark.group = "fixed_cost toy B=64"
     benchmark.pedantic(f1, rounds=5 if bench.quick else 50, iterations=1, warmup_rounds=1)
     info["median_s"] = benchmark.stats.stats.median
