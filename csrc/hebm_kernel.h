@@ -164,20 +164,25 @@ HEBM_HD Philox4 philox4x32_10(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3
 HEBM_HD float philox_uniform(uint32_t x) { return (static_cast<float>(x >> 9) + 0.5f) * 1.1920928955078125e-07f; }
 
 // Four normals of element block j (elements 4j .. 4j+3) of chain `chain` at `step`, `stream`.
-// Box–Muller in fp32, as hebm/philox.py computes it.
+// Box–Muller in float64, rounded once to float32 at the end, as hebm/philox.py computes it
+// (docs/design.md §2): the double log/sqrt/sin/cos of any libm (glibc, Sleef, libdevice) are
+// within ~1 ulp of double, so the rounded float32 normals are the same bits on every machine and
+// backend except when a double result falls within an ulp of a float32 rounding boundary
+// (≈ 1 normal in 10⁷–10⁸); in fp32 they differed in 5–21 % of normals between AVX-512 and AVX2.
 HEBM_HD void philox_normal4(uint32_t k0, uint32_t k1, uint64_t j, uint64_t chain, uint64_t step, uint32_t stream,
                             float out[4]) {
   const Philox4 r = philox4x32_10(static_cast<uint32_t>(j), static_cast<uint32_t>(chain), static_cast<uint32_t>(step),
                                   stream, k0, k1);
-  const float two_pi = 6.283185307179586f;
-  const float u0 = philox_uniform(r.x[0]), u1 = philox_uniform(r.x[1]);
-  const float u2 = philox_uniform(r.x[2]), u3 = philox_uniform(r.x[3]);
-  const float r1 = sqrtf(-2.0f * logf(u0));
-  const float r2 = sqrtf(-2.0f * logf(u2));
-  out[0] = r1 * cosf(two_pi * u1);
-  out[1] = r1 * sinf(two_pi * u1);
-  out[2] = r2 * cosf(two_pi * u3);
-  out[3] = r2 * sinf(two_pi * u3);
+  const double two_pi = 6.283185307179586;
+  const double u0 = philox_uniform(r.x[0]), u1 = philox_uniform(r.x[1]);
+  const double u2 = philox_uniform(r.x[2]), u3 = philox_uniform(r.x[3]);
+  const double r1 = sqrt(-2.0 * log(u0));
+  const double r2 = sqrt(-2.0 * log(u2));
+  const double a1 = two_pi * u1, a3 = two_pi * u3;
+  out[0] = static_cast<float>(r1 * cos(a1));
+  out[1] = static_cast<float>(r1 * sin(a1));
+  out[2] = static_cast<float>(r2 * cos(a3));
+  out[3] = static_cast<float>(r2 * sin(a3));
 }
 
 // ------------------------------------------------------------------------------------------

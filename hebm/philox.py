@@ -9,11 +9,20 @@ batch it runs in nor on the backend:
   k = step (counted across levels in a fused reverse diffusion), s = stream
   (:data:`STREAM_LANGEVIN` = 0, :data:`STREAM_INIT` = 1);
 * the four outputs x₀…x₃ → uniforms ``((x >> 9) + 0.5) · 2⁻²³`` (exact in fp32, in (0, 1)) →
-  Box–Muller: ``r₁ = √(−2 ln u₀)``; elements 4j, 4j+1 = ``r₁ cos 2πu₁, r₁ sin 2πu₁``;
-  ``r₂ = √(−2 ln u₂)``; elements 4j+2, 4j+3 = ``r₂ cos 2πu₃, r₂ sin 2πu₃``; elements ≥ D dropped.
+  Box–Muller in **float64**: ``r₁ = √(−2 ln u₀)``; elements 4j, 4j+1 = ``r₁ cos 2πu₁, r₁ sin 2πu₁``;
+  ``r₂ = √(−2 ln u₂)``; elements 4j+2, 4j+3 = ``r₂ cos 2πu₃, r₂ sin 2πu₃`` (2π the double
+  6.283185307179586, each product rounded in double), each normal rounded once to float32;
+  elements ≥ D dropped.
+
+Why float64: the fp32 transcendentals of different math libraries (glibc's, Sleef's in torch,
+which picks AVX2 or AVX-512 code by CPU, libdevice's) differ in the last bits, so fp32
+Box–Muller gave different normals on different machines (79–95 % bit-identical).  The float64
+ones are within ~1 ulp of double everywhere, so after the one rounding to float32 two backends
+disagree only where a double result lies within an ulp of a float32 rounding boundary
+(≈ 10⁻⁸ per normal; none in 10⁷ normals measured, docs/design.md §2) and then by exactly 1 ulp.
 
 The 32-bit words live in int64 tensors; products of two 32-bit words are split in 16-bit halves
-so nothing overflows int64.  Box–Muller runs in float32, as the kernels do.
+so nothing overflows int64.
 """
 from __future__ import annotations
 
@@ -99,14 +108,16 @@ def normals_from_key(key: tuple, chain_ids: torch.Tensor, step, D: int, *, strea
     c = chain_ids[:, None]
     step = step.reshape(1, 1) if isinstance(step, torch.Tensor) else int(step)
     x0, x1, x2, x3 = philox4x32((j, c, step, int(stream)), key)
-    u0, u1, u2, u3 = (uniform_from_bits(x) for x in (x0, x1, x2, x3))
+    # Box–Muller in float64, rounded once to float32 (module docstring: why)
+    u0, u1, u2, u3 = (uniform_from_bits(x).double() for x in (x0, x1, x2, x3))
     two_pi = 2.0 * math.pi
     r1 = torch.sqrt(-2.0 * torch.log(u0))
     r2 = torch.sqrt(-2.0 * torch.log(u2))
+    a1, a3 = two_pi * u1, two_pi * u3
     out = torch.stack(
-        [r1 * torch.cos(two_pi * u1), r1 * torch.sin(two_pi * u1), r2 * torch.cos(two_pi * u3), r2 * torch.sin(two_pi * u3)],
+        [r1 * torch.cos(a1), r1 * torch.sin(a1), r2 * torch.cos(a3), r2 * torch.sin(a3)],
         dim=-1,
-    )  # [B, n_blocks, 4]
+    ).float()  # [B, n_blocks, 4]
     B = chain_ids.shape[0]
     return out.expand(B, n_blocks, 4).reshape(B, 4 * n_blocks)[:, : int(D)].contiguous()
 

@@ -130,10 +130,12 @@ def uniform(x):
 
 @triton.jit
 def box_muller(xa, xb):
-    """The normal pair of two words: ``r·cos 2πu_b``, ``r·sin 2πu_b`` with ``r = √(−2 ln u_a)``."""
-    r = tl.sqrt_rn(-2.0 * tl.log(uniform(xa)))
-    ang = 6.283185307179586 * uniform(xb)
-    return r * tl.cos(ang), r * tl.sin(ang)
+    """The normal pair of two words: ``r·cos 2πu_b``, ``r·sin 2πu_b`` with ``r = √(−2 ln u_a)``,
+    computed in float64 and rounded once to float32 (hebm.philox says why: the same bits as the
+    reference and the C++/CUDA kernels on every machine)."""
+    r = tl.sqrt(-2.0 * tl.log(uniform(xa).to(tl.float64)))  # fp64 sqrt is IEEE-rounded; sqrt_rn takes fp32 only
+    ang = 6.283185307179586 * uniform(xb).to(tl.float64)
+    return (r * tl.cos(ang)).to(tl.float32), (r * tl.sin(ang)).to(tl.float32)
 
 
 @triton.jit

@@ -375,22 +375,22 @@ def test_ctrl_c_interrupts_a_long_cpu_chain(tmp_path):
 
 
 # ------------------------------------------------------------------------------ the noise stream across backends
-def test_cpu_normals_agree_with_the_reference_within_four_ulp():
-    """docs/design.md §2: backends draw the same Philox bits; the fp32 Box–Muller transcendentals
-    of different math libraries (libm here, Sleef in torch, libdevice on GPUs) may differ in the
-    last bits.  The bound hebm states and tests: at most 4 ulp per normal (measured on this
-    machine, 2026-12-01: 95 % bit-identical, 4.6 % 1 ulp, 0.4 % 2 ulp, 0.004 % 3 ulp)."""
+def test_cpu_normals_agree_with_the_reference_within_one_ulp():
+    """docs/design.md §2: every backend draws the same Philox bits and runs Box–Muller in float64,
+    rounding each normal once to float32.  Two correct double libms (glibc here, Sleef in torch —
+    its AVX2 or AVX-512 code by CPU —, libdevice on GPUs) agree to an ulp of double, so the
+    rounded normals can differ only where a double result lies within that of a float32 rounding
+    boundary, and then by one ulp: the machine-independent fact asserted here.  (Measured: no
+    difference in 1.7·10⁸ normals, native and HEBM_MARCH=haswell builds, ATen's default, AVX2
+    and AVX-512 code, 2026-12-05; in fp32 5–21 % differed, by up to 4 ulp.)"""
     _cpu()
     from hebm.backends import _build
 
     ext, _ = _build.load_cpu_ops()
     ids = torch.arange(4096, dtype=torch.int64)
-    worst, same, n = 0, 0, 0
     for seed, step in [(0, 0), (12345, 7), (2**62 + 5, 2**32 - 1), (99, 3), (7, 100)]:
         want = hebm.philox_normal(seed, ids, step, 33)
         got = ext.philox_normal(seed, ids, step, 33, 0)
         assert torch.equal(want.sign(), got.sign())
         ulps = (want.view(torch.int32).long() - got.view(torch.int32).long()).abs()
-        worst, same, n = max(worst, int(ulps.max())), same + int((ulps == 0).sum()), n + ulps.numel()
-    assert worst <= 4, f"normals differ by up to {worst} ulp"
-    assert same / n > 0.9, f"only {same / n:.1%} of the normals are bit-identical"
+        assert int(ulps.max()) <= 1, f"normals differ by up to {int(ulps.max())} ulp"

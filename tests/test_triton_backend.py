@@ -80,8 +80,10 @@ def test_philox_stream_matches_reference(stream):
     ref_words = torch.stack(ref, -1).reshape(len(ids), 4 * nb)
     assert torch.equal(words, ref_words)  # bit-exact 32-bit words
     ref_n = philox_normal(seed, ids, step, D, stream=stream)
-    # uniforms are exact; log/cos/sin may differ by an ulp between numpy / libdevice and torch
-    assert torch.allclose(normals, ref_n, rtol=2e-6, atol=1e-6), (normals - ref_n).abs().max()
+    # uniforms are exact; the float64 Box–Muller of numpy / libdevice and of torch, rounded once to
+    # float32, may differ by one ulp where a double lands next to a rounding boundary (docs/design.md §2)
+    assert torch.equal(normals.sign(), ref_n.sign())
+    assert int((normals.view(torch.int32).long() - ref_n.view(torch.int32).long()).abs().max()) <= 1
 
 
 # ------------------------------------------------------------------------------ Langevin parity
