@@ -10,7 +10,13 @@ plus an integrity record — a SHA-256 over every tensor's bytes and every value
 * Saving writes the bytes to a uniquely named temporary file in the same directory, checks what
   landed on disk, then rotates: the previous checkpoint becomes ``<name>.prev.pt`` and the new
   one takes its place (``os.replace``, atomic).  A bad new file therefore never replaces the only
-  good copy, and :func:`latest_good` finds the newest checkpoint that verifies.
+  good copy, and :func:`latest_good` finds the newest checkpoint that verifies.  Only a
+  checkpoint that verifies is rotated into ``<name>.prev.pt``: one that does not (bit rot, a
+  truncated copy — a run resumed from ``.prev.pt`` because of it) is moved aside to
+  ``<name>.corrupt-<time>.pt`` and the existing ``.prev.pt`` is kept, so the last good copy is
+  never overwritten by a bad one and no bytes are deleted.
+* A checkpoint that cannot be used says so and points to the run's other copy only if that copy
+  exists and verifies; otherwise it says there is no intact copy.
 * A full disk (or a file-size limit) gives ``CheckpointError("no space left writing PATH …")``
   and removes the temporary file; the previous checkpoint is untouched.
 """
@@ -22,6 +28,8 @@ import io
 import os
 import pickle
 import secrets
+import time
+import warnings
 from typing import Optional
 
 import torch
@@ -89,8 +97,22 @@ def prev_path(path: str) -> str:
     return (path[:-3] if path.endswith(".pt") else path) + PREV_SUFFIX
 
 
+def _aside_path(path: str) -> str:
+    """A new name for a bad checkpoint: ``<name>.corrupt-<YYYYmmdd-HHMMSS>.pt`` (never an existing file)."""
+    stem = path[:-3] if path.endswith(".pt") else path
+    aside = f"{stem}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}.pt"
+    while os.path.exists(aside):
+        aside = f"{stem}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}.pt"
+    return aside
+
+
 def save_checkpoint(path: str, payload: dict) -> None:
-    """Write ``payload`` to ``path`` atomically, verified, keeping the previous one as ``*.prev.pt``."""
+    """Write ``payload`` to ``path`` atomically, verified, keeping the previous one as ``*.prev.pt``.
+
+    The checkpoint now at ``path`` becomes ``*.prev.pt`` only if it verifies.  If it does not
+    (corrupt on disk), the existing ``*.prev.pt`` — perhaps the only good copy — is kept and the
+    bad file is moved aside to ``<name>.corrupt-<time>.pt`` (with a RuntimeWarning naming it):
+    nothing good is overwritten, nothing is deleted."""
     payload = dict(payload, format=FORMAT, version=VERSION)
     payload["integrity"] = {"sha256": content_hash(payload)}
     buf = io.BytesIO()
@@ -109,7 +131,17 @@ def save_checkpoint(path: str, payload: dict) -> None:
                 raise CheckpointError(f"checkpoint {path!r}: the bytes read back differ from the bytes written "
                                       f"(a failing disk?); the previous checkpoint is kept")
         if os.path.exists(path):
-            os.replace(path, prev_path(path))
+            why = verify(path, advise=False)
+            if why is None:
+                os.replace(path, prev_path(path))
+            else:
+                # Rotating a bad file would overwrite .prev.pt, which may be the only good copy (a
+                # run resumed from it because ``path`` is corrupt).  Keep .prev.pt; move the bad
+                # file aside rather than delete it (it may be wanted for a post-mortem).
+                aside = _aside_path(path)
+                os.replace(path, aside)
+                warnings.warn(f"checkpoint {path} did not verify ({why}); moved it aside to {aside} (safe to delete) "
+                              f"and kept {prev_path(path)} as the previous checkpoint", RuntimeWarning, stacklevel=2)
         os.replace(tmp, path)
     except OSError as e:
         _remove(tmp)
@@ -130,20 +162,43 @@ def _remove(p: str) -> None:
 
 
 # ---------------------------------------------------------------------------------- load
-def load_checkpoint(path: str, map_location="cpu") -> dict:
-    """The verified payload of ``path``, or :class:`CheckpointError` saying what is wrong."""
+def _other_copy(path: str) -> str:
+    """The run's other checkpoint: ``*.prev.pt`` for ``*.pt``, and ``*.pt`` for ``*.prev.pt``."""
+    if path.endswith(PREV_SUFFIX):
+        return path[: -len(PREV_SUFFIX)] + ".pt"
+    return prev_path(path)
+
+
+def _advice(path: str, advise: bool) -> str:
+    """What to do about the unusable ``path``.  The other copy is advised only after checking that
+    it exists and verifies: advice naming a missing or corrupt file sends the user nowhere."""
+    if not advise:
+        return ""
+    other = _other_copy(path)
+    if os.path.isfile(other):
+        if verify(other, advise=False) is None:
+            return f"; use the intact copy {other!r} or start a new run"
+        state = f"{other!r} is unusable too"
+    else:
+        state = f"{other!r} does not exist"
+    return f"; there is no intact copy ({state}): start a new run (hebm.train --overwrite, or another --out)"
+
+
+def load_checkpoint(path: str, map_location="cpu", *, advise: bool = True) -> dict:
+    """The verified payload of ``path``, or :class:`CheckpointError` saying what is wrong (and, if
+    ``advise``, whether the run's other copy is usable)."""
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint {path!r} does not exist")
     if os.path.getsize(path) == 0:
-        raise CheckpointError(f"checkpoint {path!r} is empty (an interrupted copy?)")
+        raise CheckpointError(f"checkpoint {path!r} is empty (an interrupted copy?){_advice(path, advise)}")
     try:
         ck = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         text = str(e)
         blocked = [line.strip() for line in text.splitlines() if "GLOBAL" in line or "global" in line.lower()]
         if not blocked:  # the unpickler choked on the bytes themselves: not a (complete) torch file
-            raise CheckpointError(f"checkpoint {path!r} is corrupt or not a PyTorch file (unreadable pickle data); "
-                                  f"use an intact copy (the previous one is {prev_path(path)!r}) or start a new run") from None
+            raise CheckpointError(f"checkpoint {path!r} is corrupt or not a PyTorch file (unreadable pickle data)"
+                                  f"{_advice(path, advise)}") from None
         raise CheckpointError(
             f"checkpoint {path!r} was refused by torch.load(weights_only=True): it holds objects other than tensors "
             f"and plain data ({blocked[0][:160]}). hebm never writes such files — it may be from elsewhere or "
@@ -151,8 +206,8 @@ def load_checkpoint(path: str, map_location="cpu") -> dict:
     except Exception as e:  # torch.load raises many types for bad bytes
         first = str(e).splitlines()[0][:160] if str(e) else ""
         raise CheckpointError(
-            f"checkpoint {path!r} is corrupt or not a PyTorch file ({type(e).__name__}: {first}); use an intact copy "
-            f"(the previous one is {prev_path(path)!r}) or start a new run") from None
+            f"checkpoint {path!r} is corrupt or not a PyTorch file ({type(e).__name__}: {first})"
+            f"{_advice(path, advise)}") from None
     if not isinstance(ck, dict) or ck.get("format") != FORMAT:
         raise CheckpointError(f"{path!r} is a PyTorch file but not a hebm checkpoint (written by hebm.train)")
     version = ck.get("version", 0)
@@ -167,17 +222,17 @@ def load_checkpoint(path: str, map_location="cpu") -> dict:
         raise CheckpointError(f"checkpoint {path!r} carries no integrity record; it was not written by hebm.train")
     if content_hash(ck) != want:
         raise CheckpointError(f"checkpoint {path!r} fails its integrity check (its contents changed after it was "
-                              f"written: disk error or an edit); use {prev_path(path)!r} or start a new run")
+                              f"written: disk error or an edit){_advice(path, advise)}")
     for key in ("model_config", "train_config", "model", "step"):
         if key not in ck:
             raise CheckpointError(f"checkpoint {path!r} lacks {key!r}; it is incomplete")
     return ck
 
 
-def verify(path: str) -> Optional[str]:
-    """None if ``path`` loads and verifies, else why not."""
+def verify(path: str, *, advise: bool = True) -> Optional[str]:
+    """None if ``path`` loads and verifies, else why not (``advise``: as for :func:`load_checkpoint`)."""
     try:
-        load_checkpoint(path)
+        load_checkpoint(path, advise=advise)
     except CheckpointError as e:
         return str(e)
     return None
@@ -186,7 +241,7 @@ def verify(path: str) -> Optional[str]:
 def latest_good(path: str) -> Optional[str]:
     """``path`` if it verifies, else its ``*.prev.pt`` if that does, else None."""
     for p in (path, prev_path(path)):
-        if os.path.isfile(p) and verify(p) is None:
+        if os.path.isfile(p) and verify(p, advise=False) is None:
             return p
     return None
 

@@ -50,6 +50,17 @@ class VectorData:
         return VectorData(self.x[idx], self.y[idx], self.shape, self.name)
 
     def select_classes(self, classes: Sequence[int]) -> "VectorData":
+        """The examples whose label is one of ``classes`` (``--classes``).  A label no example has
+        is an error naming it and the labels there are — otherwise it would silently select
+        nothing and fail later as a confusing "data set size 0"."""
+        have = sorted(int(v) for v in torch.unique(self.y) if int(v) >= 0)
+        missing = [int(c) for c in classes if int(c) not in have]
+        if missing:
+            given = ",".join(str(int(c)) for c in classes)
+            which = ", ".join(map(str, missing))
+            there = f"the labels of {self.name or 'this data set'} are {_label_ranges(have)}" if have else \
+                f"{self.name or 'this data set'} has no labels"
+            raise ValueError(f"--classes {given}: no example has label{'s' if len(missing) > 1 else ''} {which}; {there}")
         keep = torch.zeros(len(self), dtype=torch.bool)
         for c in classes:
             keep |= self.y == int(c)
@@ -60,6 +71,17 @@ class VectorData:
         if self.shape is None:
             raise ValueError(f"{self.name} is not an image data set")
         return ((x.detach().float().cpu().clamp(-1, 1) + 1) / 2).reshape(-1, *self.shape)
+
+
+def _label_ranges(labels: Sequence[int]) -> str:
+    """Sorted distinct labels as runs: [0, 1, 2, 3, 5, 7, 8] -> "0-3, 5, 7-8"."""
+    runs: list = []
+    for v in labels:
+        if runs and v == runs[-1][1] + 1:
+            runs[-1][1] = v
+        else:
+            runs.append([v, v])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
 
 
 def load_digits_data() -> VectorData:

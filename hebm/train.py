@@ -87,6 +87,15 @@ def configure_threads(tcfg: TrainConfig, device: torch.device) -> None:
 
 
 # ---------------------------------------------------------------------------------- the run directory
+class RunFileError(RuntimeError):
+    """A run file could not be written (a full disk, a file-size limit, ...); the message names it
+    and ``errno`` says why."""
+
+    def __init__(self, message: str, errno_: Optional[int] = None):
+        super().__init__(message)
+        self.errno = errno_
+
+
 class RunDirectory:
     """One run's directory: its files, an exclusive lock while a trainer uses it, the metrics log."""
 
@@ -116,7 +125,12 @@ class RunDirectory:
             os.makedirs(self.path, exist_ok=True)
         except OSError as e:
             raise cli.UserError(f"--out {self.path!r}: cannot create the run directory ({e.strerror})") from None
-        fd = os.open(self.file(".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+        # Every OSError here (a read-only file system, no permission, no space) is a property of
+        # the --out the user chose: one line naming it, not a traceback.
+        try:
+            fd = os.open(self.file(".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise cli.UserError(self.unwritable(e, self.file(".lock"))) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
@@ -130,10 +144,20 @@ class RunDirectory:
                     pass
                 raise cli.UserError(f"run directory {self.path!r} is in use by another hebm.train ({who or 'unknown pid'});"
                                     f" wait for it or pick another --out") from None
-            raise
-        os.ftruncate(fd, 0)
-        os.write(fd, f"pid {os.getpid()}\n".encode())
+            raise cli.UserError(f"--out {self.path!r}: cannot lock {self.file('.lock')} ({e.strerror or e}); "
+                                f"pick another --out") from None
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"pid {os.getpid()}\n".encode())
+        except OSError as e:
+            os.close(fd)
+            raise cli.UserError(self.unwritable(e, self.file(".lock"))) from None
         self._lock_fd = fd
+
+    def unwritable(self, e: OSError, name: Optional[str] = None) -> str:
+        """The one-line message for an OSError writing the run directory at the start of a run."""
+        return (f"--out {self.path!r} is not writable: cannot write {name or e.filename or self.path} "
+                f"({e.strerror or e}); pick a writable --out")
 
     def release(self) -> None:
         if self._lock_fd is not None:
@@ -141,21 +165,57 @@ class RunDirectory:
             self._lock_fd = None
 
     def clear(self) -> None:
-        for n in RUN_FILES:
+        import glob
+
+        # the bad checkpoints hebm.checkpoint.save_checkpoint moved aside belong to the run too
+        aside = glob.glob(glob.escape(self.file(CKPT_NAME[:-3])) + ".corrupt-*.pt")
+        for p in [self.file(n) for n in RUN_FILES] + aside:
             try:
-                os.remove(self.file(n))
+                os.remove(p)
             except FileNotFoundError:
                 pass
 
     def write_json(self, name: str, obj: dict) -> None:
         tmp = self.file(f".{name}.{os.getpid()}.tmp")
-        with open(tmp, "w") as f:
-            json.dump(obj, f, indent=2, default=float)
-        os.replace(tmp, self.file(name))
+        try:
+            with open(tmp, "w") as f:
+                json.dump(obj, f, indent=2, default=float)
+            os.replace(tmp, self.file(name))
+        except OSError as e:  # no half-written temporary left behind; the error names the real file
+            try:
+                os.remove(tmp)
+            except OSError:
+                pass
+            raise OSError(e.errno, e.strerror, self.file(name)) from None
 
     def append_metrics(self, row: dict) -> None:
-        with open(self.metrics, "a") as f:
-            f.write(json.dumps(row, default=float) + "\n")
+        """Append one row to metrics.jsonl, all of it or nothing.  The row goes out in one
+        ``os.write`` (not through a buffer flushed in pieces); if writing fails — a full disk, a
+        file-size limit (ENOSPC, EFBIG, EDQUOT) or anything else — the file is cut back to its
+        previous length, so it never ends in half a row, and :class:`RunFileError` names the file."""
+        data = (json.dumps(row, default=float) + "\n").encode()
+        try:
+            fd = os.open(self.metrics, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise RunFileError(f"cannot write {self.metrics} ({e.strerror or e})", e.errno) from None
+        try:
+            size = os.fstat(fd).st_size
+            try:
+                view = memoryview(data)
+                while view:  # a write cut short by a limit returns a short count; the next one fails
+                    n = os.write(fd, view)
+                    if n <= 0:
+                        raise OSError(errno.EIO, "the write made no progress")
+                    view = view[n:]
+            except OSError as e:
+                try:
+                    os.ftruncate(fd, size)
+                    how = "the row was not written, the file is intact"
+                except OSError:
+                    how = "its last line may be incomplete (it is dropped on --resume)"
+                raise RunFileError(f"cannot write {self.metrics} ({e.strerror or e}; {how})", e.errno) from None
+        finally:
+            os.close(fd)
 
     def truncate_metrics(self, step: int) -> int:
         """Drop the rows logged after iteration ``step`` (a resume from that checkpoint repeats
@@ -533,9 +593,39 @@ class Trainer:
         finally:
             m.train()
 
-    def _log(self, metrics: dict) -> None:
-        if self.dist.is_main:
+    def _log(self, metrics: dict) -> bool:
+        """Append a metrics row (rank 0); False if it could not be written.  A failed row (a full
+        disk, a file-size limit) does not raise out of the loop: it is kept in ``_metrics_error``
+        and :meth:`train` stops at the next iteration on every rank, tries to save a checkpoint and
+        reports status ``"io_error"`` naming the file.  Later rows are not attempted."""
+        if not self.dist.is_main:
+            return True
+        if getattr(self, "_metrics_error", None) is not None:
+            return False
+        try:
             self.run_dir.append_metrics(dict(metrics, time=time.time()))
+        except RunFileError as e:
+            self._metrics_error = e
+            return False
+        return True
+
+    def _metrics_failure(self, save_error: Optional[Exception]) -> str:
+        """One line: which file could not be written, what became of the checkpoint, what to do."""
+        e = self._metrics_error
+        if save_error is None:
+            ckpt = f"checkpoint saved to {self.run_dir.ckpt}"
+        else:
+            good = latest_good(self.run_dir.ckpt)
+            ckpt = (f"the checkpoint could not be saved either ({save_error}); last good checkpoint: "
+                    f"{good or 'none'}")
+        if e.errno == errno.EFBIG:
+            fix = "raise the file-size limit (ulimit -f) or free some space"
+        elif e.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+            fix = "free some space"
+        else:
+            fix = "fix the cause"
+        return (f"{e} at step {self.step}: training stopped; {ckpt}. {fix[0].upper() + fix[1:]}, then continue with "
+                f"--resume --out {self.out}")
 
     # ------------------------------------------------------------------ the loop
     def _prepare_directory(self, resuming: bool) -> None:
@@ -551,6 +641,12 @@ class Trainer:
             raise error if error is not None else cli.UserError("rank 0 could not prepare the run directory")
 
     def _prepare_main(self, resuming: bool) -> None:
+        try:
+            self._prepare_files(resuming)
+        except OSError as e:  # a read-only file system, no permission, no space: the user's --out
+            raise cli.UserError(self.run_dir.unwritable(e)) from None
+
+    def _prepare_files(self, resuming: bool) -> None:
         existing = self.run_dir.holds_run()
         if resuming:
             dropped = self.run_dir.truncate_metrics(self.step)
@@ -567,11 +663,13 @@ class Trainer:
         self._stop_signal = signum
 
     def train(self) -> dict:
-        """Run to ``steps``; returns ``{"status": "ok"|"nonfinite"|"interrupted", "step", "message",
-        "wall_s", "out", "summary"}``."""
+        """Run to ``steps``; returns ``{"status": "ok"|"nonfinite"|"interrupted"|"io_error", "step",
+        "message", "wall_s", "out", "summary"}`` (``io_error``: metrics.jsonl could not be written;
+        the run stopped and tried to save a checkpoint; the message says which file and what to do)."""
         from tqdm import tqdm
 
         cfg = self.cfg
+        self._metrics_error = None
         resuming = self.last_good_ckpt is not None
         try:
             self._prepare_directory(resuming)
@@ -588,8 +686,8 @@ class Trainer:
         status, msg, summary = "ok", "", {}
         try:
             while self.step < cfg.steps:
-                if self.dist.any(self._stop_signal is not None):
-                    status = "interrupted"
+                if self.dist.any(self._stop_signal is not None or self._metrics_error is not None):
+                    status = "interrupted"  # or "io_error": decided below, with every rank
                     break
                 try:
                     metrics = self.train_step()
@@ -599,11 +697,14 @@ class Trainer:
                 bar.update(1)
                 bar.set_postfix({k: f"{metrics[k]:.3g}" for k in ("loss_g", "loss_e", "f_gap") if k in metrics},
                                 refresh=False)
+                logged = True
                 if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.steps:
                     metrics.update(self.evaluate())
-                    self._log(metrics)
+                    logged = self._log(metrics)
                 elif self.step % cfg.log_every == 0 or self.step == cfg.steps:
-                    self._log(metrics)
+                    logged = self._log(metrics)
+                if not logged:
+                    continue  # stop at the top of the loop, with the other ranks; the checkpoint is saved below
                 if cfg.ckpt_every and self.step % cfg.ckpt_every == 0:
                     self.save()
                 if cfg.sample_every and self.step % cfg.sample_every == 0:
@@ -612,20 +713,35 @@ class Trainer:
             bar.close()
             for s, h in handlers.items():
                 signal.signal(s, h)
-        if status in ("ok", "interrupted") and getattr(self, "_saved_step", None) != self.step:
-            self.save()
+        if status != "nonfinite" and self.dist.any(self._metrics_error is not None):
+            status = "io_error"  # rank 0 could not write metrics.jsonl (a full disk?)
+        save_error = None
+        if status in ("ok", "interrupted", "io_error") and getattr(self, "_saved_step", None) != self.step:
+            try:
+                self.save()
+            except CheckpointError as e:
+                if status != "io_error":
+                    raise
+                save_error = e  # the same full disk, most likely: reported with the metrics failure
         if status == "ok":
             summary = dict(step=self.step, **self.evaluate(final=True))
             if self.dist.is_main:
-                self._log(dict(summary, final=True))
-                self.run_dir.write_json("summary.json", summary)
-            self.save_samples()
+                if self._log(dict(summary, final=True)):
+                    self.run_dir.write_json("summary.json", summary)
+                else:
+                    status = "io_error"
+            if status == "ok":
+                self.save_samples()
         elif status == "interrupted":
             name = signal.Signals(self._stop_signal).name if self._stop_signal else "signal"
             msg = f"{name} at step {self.step}: checkpoint saved to {self.run_dir.ckpt}; continue with --resume --out {self.out}"
             self._log(dict(step=self.step, status="interrupted"))
-        elif self.dist.is_main:
+        elif status == "nonfinite" and self.dist.is_main:
             self._log(dict(step=self.step, status="nonfinite", message=msg))
+        if status == "io_error" and self.dist.is_main:
+            msg = self._metrics_failure(save_error)
+        elif self._metrics_error is not None:
+            msg += f" ({self._metrics_error})"
         self.dist.barrier()
         self.run_dir.release()
         return dict(status=status, step=self.step, message=msg, wall_s=time.time() - t0, out=self.out, summary=summary,
@@ -655,7 +771,10 @@ def _resume_path(args: dict) -> str:
     if good is None:
         if not os.path.exists(ckpt) and not os.path.exists(prev_path(ckpt)):
             raise cli.UserError(f"--resume: no checkpoint in {args['out']!r} (expected {ckpt})")
-        load_checkpoint(ckpt)  # raises with the reason
+        # neither verifies: the reason of the newest one there is; its message checks the other
+        # copy too, so it says there is no intact copy rather than pointing at a missing or bad file
+        good = ckpt if os.path.exists(ckpt) else prev_path(ckpt)
+        load_checkpoint(good)  # raises with the reason (unless the file was mended meanwhile)
     if good != ckpt:
         print(f"[hebm.train] {ckpt} does not verify; resuming from the previous checkpoint {good}", file=sys.stderr)
     return good
@@ -674,7 +793,9 @@ def main(argv=None) -> int:
             trainer = Trainer.from_settings(args)
         res = trainer.train()
         if trainer.dist.is_main:
-            if res["status"] == "nonfinite":
+            if res["status"] == "io_error":  # reported as a full disk writing a checkpoint is: one line, status 2
+                print(f"[hebm.train] error: {res['message']}", file=sys.stderr)
+            elif res["status"] == "nonfinite":
                 print(f"[hebm.train] {res['message']}", file=sys.stderr)
             elif res["status"] == "interrupted":
                 print(f"[hebm.train] {res['message']}", file=sys.stderr)
@@ -689,7 +810,7 @@ def main(argv=None) -> int:
             dist.destroy_process_group()
         if res["status"] == "interrupted":
             return 128 + int(res["signal"])
-        return 0 if res["status"] == "ok" else 3
+        return {"ok": 0, "io_error": 2}.get(res["status"], 3)
 
     return cli.run("hebm.train", go)
 

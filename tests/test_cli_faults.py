@@ -45,6 +45,21 @@ def one_line_error(capsys, pattern: str):
     return lines[0]
 
 
+def one_line_stderr(r: subprocess.CompletedProcess, pattern: str) -> str:
+    """The one error line of a finished ``hebm.train`` process (no traceback), containing ``pattern``."""
+    lines = [line for line in r.stderr.strip().splitlines() if not line.startswith(("W1", "  warnings.warn"))]
+    assert "Traceback" not in r.stderr, r.stderr
+    assert len(lines) == 1 and pattern in lines[0], r.stderr
+    return lines[0]
+
+
+def _corrupt(path) -> bytes:
+    """Overwrite the checkpoint ``path`` with bytes that are no checkpoint; returns them."""
+    junk = b"PK\x03\x04 not a checkpoint any more " * 8
+    path.write_bytes(junk)
+    return junk
+
+
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("faults") / "run"
@@ -94,7 +109,8 @@ def test_bit_rot_is_detected_and_the_previous_checkpoint_is_used(tmp_path, run_d
     with pytest.raises(CheckpointError, match="integrity"):
         load_checkpoint(str(ck))
     assert latest_good(str(ck)) == prev_path(str(ck))
-    assert main(["--resume", "--out", str(d), "--steps", "5", "--quiet"]) == 0
+    with pytest.warns(RuntimeWarning, match="moved it aside"):  # not rotated over the good ckpt.prev.pt
+        assert main(["--resume", "--out", str(d), "--steps", "5", "--quiet"]) == 0
     err = capsys.readouterr().err
     assert "does not verify; resuming from the previous checkpoint" in err
     assert load_checkpoint(str(ck))["step"] == 5
@@ -107,6 +123,70 @@ def test_save_keeps_the_previous_checkpoint(tmp_path):
     save_checkpoint(p, dict(base, step=2))
     assert load_checkpoint(p)["step"] == 2 and load_checkpoint(prev_path(p))["step"] == 1
     assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
+
+
+def test_a_corrupt_checkpoint_is_never_rotated_over_the_good_previous_one(tmp_path, run_dir, capsys):
+    """ckpt.pt corrupt, ckpt.prev.pt good: --resume falls back to ckpt.prev.pt, and the next save
+    must not move the corrupt ckpt.pt over it (the only good copy).  The bad file is moved aside,
+    not deleted, and the warning names it."""
+    import shutil
+
+    d = tmp_path / "rotate"
+    shutil.copytree(run_dir, d)
+    junk = _corrupt(d / "ckpt.pt")
+    assert load_checkpoint(str(d / "ckpt.prev.pt"))["step"] == 2
+    with pytest.warns(RuntimeWarning, match=r"did not verify .* moved it aside to .*ckpt\.corrupt-.*\.pt .*kept .*ckpt\.prev\.pt"):
+        assert main(["--resume", "--out", str(d), "--steps", "3", "--quiet"]) == 0
+    assert "resuming from the previous checkpoint" in capsys.readouterr().err
+    assert load_checkpoint(str(d / "ckpt.pt"))["step"] == 3
+    assert load_checkpoint(str(d / "ckpt.prev.pt"))["step"] == 2, "the good previous checkpoint was overwritten"
+    aside = [f for f in os.listdir(d) if f.startswith("ckpt.corrupt-")]
+    assert len(aside) == 1 and (d / aside[0]).read_bytes() == junk
+    # later saves (steps 4, 5: --ckpt-every 2) rotate normally; --overwrite clears the set-aside file
+    assert main(["--resume", "--out", str(d), "--steps", "5", "--quiet"]) == 0
+    assert load_checkpoint(str(d / "ckpt.prev.pt"))["step"] == 4 and load_checkpoint(str(d / "ckpt.pt"))["step"] == 5
+    assert main(["--out", str(d), "--overwrite"] + TINY) == 0
+    assert not [f for f in os.listdir(d) if f.startswith("ckpt.corrupt-")]
+
+
+def test_save_over_a_corrupt_checkpoint_without_a_previous_one(tmp_path):
+    p = tmp_path / "c.pt"
+    junk = _corrupt(p)
+    with pytest.warns(RuntimeWarning, match="moved it aside"):
+        save_checkpoint(str(p), dict(model_config={}, train_config={}, model={"w": torch.ones(3)}, step=7))
+    assert load_checkpoint(str(p))["step"] == 7
+    assert not os.path.exists(prev_path(str(p))), "a corrupt file became the previous checkpoint"
+    assert [f.read_bytes() for f in tmp_path.glob("c.corrupt-*.pt")] == [junk]
+
+
+def test_advice_names_the_previous_checkpoint_only_if_it_is_intact(tmp_path, run_dir, capsys):
+    import shutil
+
+    d = tmp_path / "advice"
+    shutil.copytree(run_dir, d)
+    ck, prev = d / "ckpt.pt", d / "ckpt.prev.pt"
+    _corrupt(ck)
+    # the previous checkpoint verifies: advised
+    with pytest.raises(CheckpointError, match=r"use the intact copy '.*ckpt\.prev\.pt'"):
+        load_checkpoint(str(ck))
+    # the only checkpoint is corrupt, no ckpt.prev.pt: no advice pointing at a missing file
+    prev.rename(d / "kept.pt")
+    assert main(["--resume", "--out", str(d), "--quiet"]) == 2
+    line = one_line_error(capsys, "there is no intact copy")
+    assert f"{str(prev)!r} does not exist" in line and "--overwrite" in line and "another --out" in line
+    assert "use the intact copy" not in line
+    assert sample.main(["--ckpt", str(ck)]) == 2
+    one_line_error(capsys, "there is no intact copy")
+    # both corrupt: ckpt.prev.pt is not advised either
+    _corrupt(prev)
+    assert main(["--resume", "--out", str(d), "--quiet"]) == 2
+    line = one_line_error(capsys, "there is no intact copy")
+    assert str(ck) in line and f"{str(prev)!r} is unusable too" in line and "use the intact copy" not in line
+    # only a corrupt ckpt.prev.pt left: its own error, not "ckpt.pt does not exist"
+    ck.unlink()
+    assert main(["--resume", "--out", str(d), "--quiet"]) == 2
+    line = one_line_error(capsys, "there is no intact copy")
+    assert f"checkpoint {str(prev)!r} is corrupt" in line and f"{str(ck)!r} does not exist" in line
 
 
 def test_disk_full_names_the_file_and_leaves_no_temporary(tmp_path):
@@ -168,6 +248,108 @@ def test_two_runs_on_one_directory(tmp_path):
     steps = [r["step"] for r in rows if "loss_g" in r]
     assert steps == sorted(steps) and len(steps) == len(set(steps))
     assert load_checkpoint(str(d / "ckpt.pt"))["step"] == 400
+
+
+@pytest.mark.parametrize("ckpt_fits", [False, True], ids=["no-room-for-the-checkpoint", "checkpoint-fits"])
+def test_metrics_file_too_large_stops_cleanly(tmp_path, run_dir, ckpt_fits):
+    """A real write failure in metrics.jsonl: the process's file-size limit (RLIMIT_FSIZE, EFBIG —
+    as a full disk with ENOSPC) is reached mid-run.  One line naming metrics.jsonl and what to do,
+    exit 2, no traceback, no half row left in metrics.jsonl, and the checkpoint either saved (room
+    for it) or the previous good one intact (no room)."""
+    import shutil
+
+    d = tmp_path / "full"
+    shutil.copytree(run_dir, d)
+    metrics = d / "metrics.jsonl"
+    ck_size = (d / "ckpt.pt").stat().st_size
+    if ckpt_fits:  # the limit leaves room for a checkpoint; metrics.jsonl (padded) reaches it first
+        limit = ck_size + 20_000
+        with open(metrics, "a") as f:  # a row at step 0: kept by the resume, which drops only rows after step 4
+            f.write(json.dumps({"step": 0, "pad": "x" * (limit - 1_200 - metrics.stat().st_size)}) + "\n")
+    else:  # room for about three more rows, not for a checkpoint
+        limit = metrics.stat().st_size + 1_100
+    assert metrics.stat().st_size < limit
+    script = tmp_path / "full.py"
+    script.write_text(textwrap.dedent(f"""
+        import resource, signal, sys
+        from hebm.train import main
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit}))
+        sys.exit(main(["--resume", "--out", {str(d)!r}, "--steps", "100", "--log-every", "1", "--ckpt-every", "0",
+                       "--quiet"]))
+    """))
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=ENV, timeout=300)
+    assert r.returncode == 2, r.stdout + r.stderr
+    line = one_line_stderr(r, f"cannot write {metrics} (File too large; the row was not written")
+    assert "training stopped" in line and f"--resume --out {d}" in line and "ulimit -f" in line
+    raw = metrics.read_bytes()
+    assert raw.endswith(b"\n") and len(raw) <= limit
+    rows = [json.loads(x) for x in raw.decode().splitlines()]  # every line a whole row
+    steps = [row["step"] for row in rows if "loss_g" in row]
+    assert steps[-1] > 4 and steps == sorted(steps) and steps[-1] < 100
+    if ckpt_fits:  # saved at the step whose row failed; the previous one rotated
+        assert f"checkpoint saved to {d / 'ckpt.pt'}" in line
+        assert load_checkpoint(str(d / "ckpt.pt"))["step"] == steps[-1] + 1
+        assert load_checkpoint(str(d / "ckpt.prev.pt"))["step"] == 4
+    else:
+        assert "the checkpoint could not be saved either (no space left writing" in line
+        assert f"last good checkpoint: {d / 'ckpt.pt'}" in line
+        assert load_checkpoint(str(d / "ckpt.pt"))["step"] == 4 and load_checkpoint(str(d / "ckpt.prev.pt"))["step"] == 2
+    assert not [f for f in os.listdir(d) if f.endswith(".tmp")]
+    # after "freeing space" the run continues from the checkpoint
+    assert main(["--resume", "--out", str(d), "--steps", str(steps[-1] + 3), "--quiet"]) == 0
+
+
+_READ_ONLY_OUT = """
+    import builtins, errno, os, sys
+    out = sys.argv[1]
+
+    def refuse(path):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), path)
+
+    # a read-only file system under --out: every open for writing there fails with EROFS (the run
+    # directory itself exists, as a mount point would)
+    real_os_open, real_open = os.open, builtins.open
+    def os_open(path, flags, *a, **k):
+        if {which!r} == "lock" and str(path).startswith(out) and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+            refuse(path)
+        return real_os_open(path, flags, *a, **k)
+    def open_(file, mode="r", *a, **k):
+        if {which!r} == "config" and str(file).startswith(out) and set(mode) & set("wax+"):
+            refuse(file)
+        return real_open(file, mode, *a, **k)
+    os.open, builtins.open = os_open, open_
+    from hebm.train import main
+    sys.exit(main(["--out", out] + sys.argv[2:]))
+"""
+
+
+@pytest.mark.parametrize("which", ["lock", "config", "chmod"])
+def test_read_only_out_is_one_line_naming_out(tmp_path, which):
+    """--out on a read-only file system (emulated: EROFS from every open for writing under it —
+    the lock file, then config.json — so it runs as root too) or in a directory without write
+    permission (chmod 0o555; root ignores permissions, so that case needs a non-root user)."""
+    d = tmp_path / "ro"
+    d.mkdir()
+    if which == "chmod":
+        if os.geteuid() == 0:
+            pytest.skip("root ignores directory permissions (the EROFS cases cover this as root)")
+        d.chmod(0o555)
+        cmd = [sys.executable, "-m", "hebm.train", "--out", str(d)] + TINY
+    else:
+        script = tmp_path / "ro.py"
+        script.write_text(textwrap.dedent(_READ_ONLY_OUT.format(which=which)))
+        cmd = [sys.executable, str(script), str(d)] + TINY
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=300)
+    finally:
+        d.chmod(0o755)
+    assert r.returncode == 2, r.stdout + r.stderr
+    line = one_line_stderr(r, f"--out {str(d)!r} is not writable")
+    reason = "Permission denied" if which == "chmod" else "Read-only file system"
+    name = "config.json" if which == "config" else ".lock"
+    assert reason in line and str(d / name) in line and "pick a writable --out" in line, line
+    assert not [f for f in os.listdir(d) if f.endswith(".tmp")]
 
 
 def _train_in_a_process(d, args, ready, polls: int):
@@ -298,6 +480,25 @@ def test_nan_advice_names_the_generator_lr(tmp_path, monkeypatch):
 def test_train_flags_are_checked(tmp_path, capsys, args, pattern):
     assert main(["--out", str(tmp_path / "x")] + TINY + args) == 2
     one_line_error(capsys, pattern)
+
+
+def test_classes_that_no_example_has_are_named(tmp_path):
+    """--classes 10 on a data set with labels 0-9 names --classes, the missing label and the labels
+    there are (it used to select nothing and fail as "exceeds the data set size 0")."""
+    d = tmp_path / "cls"
+    r = subprocess.run([sys.executable, "-m", "hebm.train", "--dataset", "digits", "--classes", "10", "--steps", "1",
+                        "--out", str(d)], capture_output=True, text=True, env=ENV, timeout=300)
+    assert r.returncode == 2, r.stdout + r.stderr
+    one_line_stderr(r, "--classes 10: no example has label 10; the labels of digits are 0-9")
+    assert not d.exists()
+    from hebm.data import load_digits_data, toy2d_data
+
+    with pytest.raises(ValueError, match=r"--classes 3,10,11: no example has labels 10, 11; the labels of digits are 0-9"):
+        load_digits_data().select_classes([3, 10, 11])
+    odd = load_digits_data().select_classes([1, 2, 3, 7, 9])
+    with pytest.raises(ValueError, match=r"label 4; the labels of digits are 1-3, 7, 9"):
+        odd.select_classes([4])
+    assert len(toy2d_data().select_classes([0, 7])) > 0
 
 
 @pytest.mark.parametrize("args,pattern", [

@@ -339,6 +339,16 @@ def test_levels_as_lists_and_numpy():
 
 
 # ------------------------------------------------------------------------------ Ctrl-C
+def _sigint_as_from_a_terminal():
+    """In the child, before exec: SIGINT at its default disposition and unblocked, as a user's
+    terminal gives it.  pytest started under ``nohup`` or as a background job of a non-interactive
+    shell (``bash -c 'pytest ... & wait'``) has SIGINT ignored; the child would inherit SIG_IGN,
+    Python would keep it (it installs its KeyboardInterrupt handler only over SIG_DFL) and the
+    signal the test sends would never arrive.  ``restore_signals`` does not cover SIGINT."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
 def test_ctrl_c_interrupts_a_long_cpu_chain(tmp_path):
     """SIGINT during a chain of 2³¹−1 steps on backend='cpu' ends it with KeyboardInterrupt in
     about a chunk's time (hebm.backends.ops.CHUNK_SECONDS), not after the whole chain."""
@@ -358,7 +368,7 @@ def test_ctrl_c_interrupts_a_long_cpu_chain(tmp_path):
     """))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")]))
     proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env)
+                            env=env, preexec_fn=_sigint_as_from_a_terminal)
     try:
         line = proc.stdout.readline()
         assert "started" in line, proc.stderr.read()
