@@ -58,6 +58,9 @@ class ModelConfig:
     energy_act: str = _f("gelu", "activation of the energies", "model")
     spectral_norm: bool = _f(False, "spectral norm on the energies (the authors' choice; never on the conditionals)",
                              "model")
+    neutral_init: bool = _f(False, "start the energies neutral: their last layer zero, so F ≡ 0 and the untrained prior "
+                            "is p_β itself (needs --no-spectral-norm)", "model")
+    two_stage: bool = _f(False, "ebm: the energies learn on a frozen stage-1 model (set by --init)", "model", cli=False)
     sigma_x: float = _f(0.3, "decoder noise σ_x of p(x | z_1) = N(g(z_1), σ_x²)", "model", lo=0, lo_open=True)
     sigma_min: float = _f(0.01, "floor of the conditionals' σ = exp(s(ℓ)) + σ_min", "model", lo=0)
     sigma_clamp: float = _f(5.0, "soft clamp c of the conditionals' log σ, s(ℓ) = c·tanh(ℓ/c) (NVAE's c = 5; 0: none): "
@@ -99,6 +102,11 @@ class TrainConfig:
     ebm_betas: list = _f(None, "Adam betas of the energies", "knob", list_of=float, lo=0, hi=0.999999,
                          factory=lambda: [0.9, 0.999])
     weight_decay_ebm: float = _f(0.0, "Adam weight decay of the energies", "knob", lo=0, hi=1.0)
+    lr_ebm_decay: float = _f(1.0, "the energies' lr is multiplied by this every 1,000 iterations (the authors' "
+                             "ExponentialLR; 1: constant)", "knob", lo=0, lo_open=True, hi=1.0)
+    energy_l2: float = _f(0.0, "ebm: weight α of the energy-magnitude penalty α·mean(F(z⁺)² + F(z⁻)²) added to the "
+                          "energies' loss (Du & Mordatch 2019; keeps F from growing where the chains cannot follow)",
+                          "knob", lo=0, hi=1e3)
     kl_warmup: int = _f(0, "iterations over which the KL weight rises linearly from 0 to 1 (0: none)", "knob", lo=0,
                         hi=10**9)
     free_bits: float = _f(1.0, "free bits per latent layer (nats): a layer's mean KL below this is not penalised",
@@ -110,7 +118,9 @@ class TrainConfig:
     fused: bool = _f(False, "Langevin through hebm.langevin_fused(backend='auto') (same chains as the reference)", "run")
     device: str = _f("cpu", "cpu | cuda | cuda:N", "run")
     out: Optional[str] = _f(None, "run directory (default runs/<prior>-<dataset>-<time>/)", "run")
-    init: Optional[str] = _f(None, "diffusion: checkpoint of the trained gaussian or ebm run (frozen)", "data")
+    init: Optional[str] = _f(None, "two-stage training: ckpt.pt of a trained gaussian (or ebm) run, frozen bit for bit; "
+                             "only the new energies learn (required for --prior diffusion; with --prior ebm the "
+                             "two-stage joint EBM prior)", "data")
     overwrite: bool = _f(False, "start afresh in an --out directory that holds a run (its files are replaced)", "run")
     log_every: int = _f(10, "metrics.jsonl interval (iterations)", "run", lo=1, hi=10**9)
     ckpt_every: int = _f(250, "checkpoint interval (iterations; 0: only at the end)", "run", lo=0, hi=10**9)
@@ -124,11 +134,14 @@ class TrainConfig:
                              hi=1024)
 
 
-#: per prior type, the defaults that differ from the field defaults (docs: RESULTS.md "Defaults")
+#: per prior type, the defaults that differ from the field defaults (docs: RESULTS.md "Defaults");
+#: "ebm-two-stage" is ``--prior ebm --init CKPT`` (the energies alone, on a frozen stage-1 model)
 PRIOR_DEFAULTS = {
     "gaussian": dict(langevin_steps=0),
     "ebm": dict(spectral_norm=True, lr_ebm=2e-5, langevin_steps=60),
-    "diffusion": dict(steps=3000, lr_ebm=4e-5, ebm_betas=[0.99, 0.999], weight_decay_ebm=3e-5, langevin_steps=50),
+    "ebm-two-stage": dict(neutral_init=True, lr_ebm=1e-4, langevin_steps=60),
+    "diffusion": dict(neutral_init=True, steps=3000, lr_ebm=4e-5, ebm_betas=[0.99, 0.999], weight_decay_ebm=3e-5,
+                      langevin_steps=50),
 }
 
 
@@ -144,14 +157,21 @@ def fields(cls) -> list:
     return list(dataclasses.fields(cls))
 
 
-def defaults(prior: str) -> tuple[dict, dict]:
-    """``(model dict, train dict)`` of the defaults for ``prior``."""
+def defaults_key(prior: str, two_stage: bool = False) -> str:
+    """The :data:`PRIOR_DEFAULTS` entry of a run: its prior type, or ``ebm-two-stage``."""
+    return "ebm-two-stage" if prior == "ebm" and two_stage else prior
+
+
+def defaults(prior: str, two_stage: bool = False) -> tuple[dict, dict]:
+    """``(model dict, train dict)`` of the defaults for ``prior`` (``two_stage``: an ebm prior
+    trained on a frozen stage-1 model, ``--init``)."""
     if prior not in PRIOR_TYPES:
         raise ValueError(f"prior must be one of {', '.join(PRIOR_TYPES)}, got {prior!r}")
     m = dataclasses.asdict(ModelConfig(prior=prior))
     t = dataclasses.asdict(TrainConfig())
-    for k, v in PRIOR_DEFAULTS[prior].items():
+    for k, v in PRIOR_DEFAULTS[defaults_key(prior, two_stage)].items():
         (m if k in m else t)[k] = v
+    m["two_stage"] = prior == "ebm" and bool(two_stage)
     return m, t
 
 
@@ -276,4 +296,4 @@ def add_arguments(parser: argparse.ArgumentParser, classes=(ModelConfig, TrainCo
 
 
 __all__ = ["ModelConfig", "TrainConfig", "PRIOR_TYPES", "PRIOR_DEFAULTS", "add_arguments", "build", "check_value",
-           "defaults", "kind_of", "resume_changes", "split_settings"]
+           "defaults", "defaults_key", "kind_of", "resume_changes", "split_settings"]

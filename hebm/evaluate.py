@@ -24,9 +24,13 @@
   ``L^{>k} = log p(x|z) + log p_β(z) + tilt``, no q terms.  AUROC, AUPRC, FPR80.
 * ``fd``: Fréchet distance between ``--n`` generated images and the *training set*, in the
   penultimate features of a small classifier trained on the training split (FID's recipe without
-  Inception weights), over ``--seeds`` sampling seeds (mean ± std); the held-out split's FD to the
-  training set is the floor.  With ``--inception-weights PATH`` (a local torch-fidelity Inception
-  file; nothing is downloaded) also torchmetrics' FID against the training set.
+  Inception weights), over ``--seeds`` sampling seeds (mean ± std); beside it, on the same
+  generator, its Gaussian prior p_β's samples and its **Recon** (x → z̃ ~ q(z̃ | x) → g(z̃) over
+  training images: the floor of any prior on that generator), and the fraction of the gap between
+  them the model's prior closes (the papers' NVAE / NVAE-Recon comparison); the held-out split's
+  FD to the training set is shown as the data's own level.  With ``--inception-weights PATH`` (a
+  local torch-fidelity Inception file; nothing is downloaded) also torchmetrics' FID against the
+  training set.
 * ``summary``: active units and KL per layer, the prior hole per layer, f⁺ − f⁻, FD — one JSON.
 """
 from __future__ import annotations
@@ -46,7 +50,8 @@ from . import cli
 from .checkpoint import load_checkpoint
 from .config import ModelConfig, TrainConfig, kind_of
 from .data import RunData, load_dataset, run_data
-from .metrics import (auprc, frechet_distance, latent_report, mean_std, ood_metrics, prior_hole, stationarity)
+from .metrics import (auprc, frechet_distance, gap_closed, latent_report, mean_std, ood_metrics, prior_hole,
+                      stationarity)
 from .models import LOG2PI, load_model
 from .reference import ref_step
 from .train import Trainer, resolve_settings
@@ -64,21 +69,32 @@ def _batches(x, batch=512):
 
 # ---------------------------------------------------------------------------------- scores
 @torch.no_grad()
-def log_posterior_scores(model, tcfg, x: torch.Tensor, *, n_post: int = 4, seed: int = 0) -> torch.Tensor:
-    """``L^{>0}(x)``: the un-normalised log posterior ``log p(x|z_1) + log p(z̃)`` at posterior
-    samples, averaged over ``n_post`` draws."""
-    out = []
+def log_posterior_terms(model, tcfg, x: torch.Tensor, *, n_post: int = 4, seed: int = 0) -> dict:
+    """The terms of ``L^{>0}(x) = log p(x|z_1) + log p_β(z̃) + tilt(z̃)`` at posterior samples,
+    each averaged over ``n_post`` draws: ``{"log_px", "log_p_beta", "tilt"}``, ``[N]`` each (tilt:
+    F for the EBM, F(z̃, 0)/s_0 for the diffusion, 0 for the Gaussian prior)."""
+    out = {k: [] for k in ("log_px", "log_p_beta", "tilt")}
     for j, xb in _batches(x):
-        acc = torch.zeros(xb.shape[0], dtype=xb.dtype, device=xb.device)
+        acc = {k: torch.zeros(xb.shape[0], dtype=xb.dtype, device=xb.device) for k in out}
         for s in range(n_post):
             if tcfg.posterior == "langevin" and model.kind == "ebm":
                 z = model.posterior_langevin(xb, seed=seed * 1000 + s + j, n_steps=tcfg.posterior_steps,
                                              step_size=tcfg.posterior_step_size)
             else:
                 z = model.posterior(xb, torch.Generator(device=xb.device).manual_seed(seed * 1000 + s + j)).z
-            acc += model.log_px(xb, z) + model.log_prior_unnorm(z)
-        out.append(acc / n_post)
-    return torch.cat(out)
+            acc["log_px"] += model.log_px(xb, z)
+            acc["log_p_beta"] += model.prior.log_p_beta(z)
+            acc["tilt"] += model.tilt(z)
+        for k in out:
+            out[k].append(acc[k] / n_post)
+    return {k: torch.cat(v) for k, v in out.items()}
+
+
+def log_posterior_scores(model, tcfg, x: torch.Tensor, *, n_post: int = 4, seed: int = 0) -> torch.Tensor:
+    """``L^{>0}(x)``: the un-normalised log posterior ``log p(x|z_1) + log p(z̃)`` at posterior
+    samples, averaged over ``n_post`` draws (``log p(z̃)`` = ``model.log_prior_unnorm``)."""
+    t = log_posterior_terms(model, tcfg, x, n_post=n_post, seed=seed)
+    return t["log_px"] + t["log_p_beta"] + t["tilt"]
 
 
 def _gauss(z, m, s):
@@ -149,7 +165,12 @@ def llr_poster(model, x: torch.Tensor, *, seed: int = 0, n_steps: int, step_size
 
 
 # ---------------------------------------------------------------------------------- tasks
-def anomaly_from_ckpt(path: str, holdout: int, *, n_post: int = 4, seed: int = 0, device="cpu") -> float:
+def anomaly_from_ckpt(path: str, holdout: int, *, n_post: int = 4, seed: int = 0, device="cpu", detail: bool = False):
+    """AUPRC of ``−L^{>0}`` on the run's test split (anomaly = the held-out digit).  ``detail``:
+    a dict instead — ``auprc``; ``auprc_base``, the same generator scored without the tilt
+    (``−[log p(x|z) + log p_β(z)]``: what the prior adds, on one generator); and per term of the
+    score its spread over the test images (``std``) and its AUPRC alone, so one sees whether the
+    prior can move the score at all."""
     model, mcfg, tcfg, _ = load_model(path, device)
     if tcfg.holdout is None:
         raise cli.UserError(f"{path} was not trained with --holdout {holdout}: its training data contain the held-out "
@@ -157,8 +178,17 @@ def anomaly_from_ckpt(path: str, holdout: int, *, n_post: int = 4, seed: int = 0
     if int(tcfg.holdout) != holdout:
         raise cli.UserError(f"{path!r} was trained with --holdout {tcfg.holdout}, not {holdout}")
     data = _data(tcfg)
-    scores = -log_posterior_scores(model, tcfg, data.test.x.to(device), n_post=n_post, seed=seed).cpu().numpy()
-    return auprc(data.test_labels, scores)
+    t = {k: v.cpu().double().numpy() for k, v in
+         log_posterior_terms(model, tcfg, data.test.x.to(device), n_post=n_post, seed=seed).items()}
+    value = auprc(data.test_labels, -(t["log_px"] + t["log_p_beta"] + t["tilt"]))
+    if not detail:
+        return value
+    lab = data.test_labels
+    terms = {k: dict(std=float(np.std(v)), auprc=auprc(lab, -v) if np.std(v) > 0 else float("nan"))
+             for k, v in t.items()}
+    corr = float(np.corrcoef(t["tilt"], t["log_px"] + t["log_p_beta"])[0, 1]) if np.std(t["tilt"]) > 0 else float("nan")
+    return dict(auprc=value, auprc_base=auprc(lab, -(t["log_px"] + t["log_p_beta"])), terms=terms,
+                corr_tilt_rest=corr)
 
 
 def _protocol_run(settings: dict, run: str, log=print) -> dict:
@@ -194,25 +224,28 @@ def _protocol_run(settings: dict, run: str, log=print) -> dict:
 
 
 def anomaly_train(prior: str, holdouts, seeds: int, *, runs_dir: str, settings: dict, n_post: int = 4,
-                  stage1_settings=None, stage1_runs=None, device="cpu", log=print) -> dict:
-    """The whole protocol: per held-out digit and seed, train (diffusion: a gaussian stage 1 — or
-    the matching run of ``stage1_runs``, a gaussian protocol's runs directory —, then stage 2),
-    then score; ``{digit: {"values", "mean", "std"}}``.  Rerun with the same ``runs_dir`` after an
-    interruption, it reuses the finished runs and resumes the interrupted one (``_protocol_run``)."""
+                  stage1_settings=None, stage1_runs=None, two_stage: bool = False, device="cpu", log=print) -> dict:
+    """The whole protocol: per held-out digit and seed, train (a two-stage prior — the diffusion, or
+    the ebm with ``two_stage`` — on a gaussian stage 1: the matching run of ``stage1_runs``, a
+    gaussian protocol's runs directory, or one trained here), then score;
+    ``{digit: {"values", "mean", "std", "details"}}`` (details: :func:`anomaly_from_ckpt`'s).
+    Rerun with the same ``runs_dir`` after an interruption, it reuses the finished runs and
+    resumes the interrupted one (``_protocol_run``)."""
     table = {}
+    two_stage = two_stage or prior == "diffusion"
     for h in holdouts:
-        vals = []
+        vals, details = [], []
         for s in range(seeds):
             run = os.path.join(runs_dir, f"{prior}-holdout{h}-seed{s}")
             base = dict(settings, holdout=h, seed=s, device=device, quiet=True)
-            if prior == "diffusion":
+            if two_stage:
                 reuse = stage1_runs and os.path.join(stage1_runs, f"gaussian-holdout{h}-seed{s}", "ckpt.pt")
                 if reuse and os.path.isfile(reuse):
                     base["init"] = reuse
                 else:
                     st1 = dict(base, **(stage1_settings or {}), prior="gaussian")
-                    for k in ("lr_ebm", "langevin_steps", "diffusion_step", "T", "energy_hidden", "ebm_betas",
-                              "weight_decay_ebm"):
+                    for k in ("lr_ebm", "langevin_steps", "langevin_step_size", "diffusion_step", "T", "energy_hidden",
+                              "ebm_betas", "weight_decay_ebm", "neutral_init", "spectral_norm"):
                         st1.pop(k, None)
                     res1 = _protocol_run(st1, run + "-stage1", log)
                     if res1["status"] != "ok":
@@ -225,16 +258,19 @@ def anomaly_train(prior: str, holdouts, seeds: int, *, runs_dir: str, settings: 
             if res["status"] != "ok":
                 log(f"[hebm.evaluate] {run}: {res['status']} {res['message']}")
                 vals.append(float("nan"))
+                details.append(None)
                 continue
-            v = anomaly_from_ckpt(os.path.join(run, "ckpt.pt"), h, n_post=n_post, seed=s, device=device)
+            d = anomaly_from_ckpt(os.path.join(run, "ckpt.pt"), h, n_post=n_post, seed=s, device=device, detail=True)
             gap = res["summary"].get("eval_f_gap")
-            gap = (f"f_gap {gap:.3f}" if gap is not None else "no energy" if prior == "gaussian"
-                   else "per-level f_gap in metrics.jsonl")
-            log(f"[hebm.evaluate] {prior} holdout {h} seed {s}: AUPRC {v:.3f}  (active units "
+            gap = (f"f_gap {gap:.3f} nats" if gap is not None else "no energy")
+            log(f"[hebm.evaluate] {prior} holdout {h} seed {s}: AUPRC {d['auprc']:.3f} (without the tilt "
+                f"{d['auprc_base']:.3f}; std over test images: log p(x|z) {d['terms']['log_px']['std']:.2f}, "
+                f"log p_β {d['terms']['log_p_beta']['std']:.2f}, tilt {d['terms']['tilt']['std']:.3g})  (active units "
                 f"{res['summary'].get('active_units')}, {gap})")
-            vals.append(v)
+            vals.append(d["auprc"])
+            details.append(d)
         m, sd = mean_std(vals)
-        table[h] = dict(values=vals, mean=m, std=sd)
+        table[h] = dict(values=vals, mean=m, std=sd, details=details)
     return table
 
 
@@ -338,6 +374,12 @@ def generate(model, tcfg, n: int, seed: int, fused: bool, langevin_steps=None) -
 
 def fd_eval(path: str, *, n: int = 1000, seeds: int = 3, seed: int = 0, fused: bool = False, device="cpu",
             inception_weights=None, langevin_steps=None) -> dict:
+    """Fréchet distances to the training set in a classifier's features (module docstring), over
+    ``seeds`` sampling seeds of ``n`` images each: ``fd`` the model's prior samples; beside it, on
+    the same generator, ``fd_gaussian`` its Gaussian prior p_β (ancestral, from the same N(0, I)
+    draws as the model's chains) and ``fd_recon`` its reconstructions g(z̃), z̃ ~ q(z̃ | x), of n
+    random training images (the floor any prior on that generator could reach); ``gap_closed``
+    = (fd_gaussian − fd) / (fd_gaussian − fd_recon) (:func:`hebm.metrics.gap_closed`)."""
     model, mcfg, tcfg, _ = load_model(path, device)
     data = _data(tcfg)
     tr, te = data.train, data.test
@@ -347,18 +389,37 @@ def fd_eval(path: str, *, n: int = 1000, seeds: int = 3, seed: int = 0, fused: b
     with torch.no_grad():
         acc = float((clf(te.x).argmax(1) == te.y).float().mean())
         f_train, f_test = clf.body(tr.x).numpy(), clf.body(te.x).numpy()
-    fds, fids = [], []
-    for s in range(seeds):
-        xg = generate(model, tcfg, n, seed * 7919 + 1 + s, fused, langevin_steps)
+
+    def fd_of(x):
         with torch.no_grad():
-            fds.append(frechet_distance(clf.body(xg).numpy(), f_train))
+            return frechet_distance(clf.body(x.cpu()).numpy(), f_train)
+
+    fds, fd_base, fd_rec, fids = [], [], [], []
+    x_train = tr.x.to(device)
+    for s in range(seeds):
+        s_seed = seed * 7919 + 1 + s
+        xg = generate(model, tcfg, n, s_seed, fused, langevin_steps)
+        fds.append(fd_of(xg))
+        if model.kind == "gaussian":
+            fd_base.append(fds[-1])  # the model's prior is p_β itself (the same draws)
+        else:
+            fd_base.append(fd_of(torch.cat([model.sample_base(min(500, n - j), seed=s_seed, chain_offset=j).cpu()
+                                            for j in range(0, n, 500)])))
+        g = torch.Generator(device=device).manual_seed(s_seed)
+        rows = torch.randperm(len(tr), generator=torch.Generator().manual_seed(s_seed))[:n].to(device)
+        fd_rec.append(fd_of(torch.cat([model.reconstruct(x_train[rows[j: j + 500]], generator=g).cpu()
+                                       for j in range(0, len(rows), 500)])))
         if inception_weights:
             shape = mcfg.image_shape
             fids.append(fid_torchmetrics(((tr.x + 1) / 2).reshape(-1, *shape), ((xg.clamp(-1, 1) + 1) / 2).reshape(-1, *shape),
                                          inception_weights))
     m, sd = mean_std(fds)
-    res = dict(fd=m, fd_std=sd, fd_values=fds, fd_heldout_vs_train=frechet_distance(f_test, f_train),
-               classifier_acc=acc, n_generated=n, n_train=len(tr), seeds=seeds)
+    mb, sdb = mean_std(fd_base)
+    mr, sdr = mean_std(fd_rec)
+    res = dict(fd=m, fd_std=sd, fd_values=fds, fd_gaussian=mb, fd_gaussian_std=sdb, fd_gaussian_values=fd_base,
+               fd_recon=mr, fd_recon_std=sdr, fd_recon_values=fd_rec, gap_closed=gap_closed(mb, m, mr),
+               fd_heldout_vs_train=frechet_distance(f_test, f_train), classifier_acc=acc, n_generated=n,
+               n_train=len(tr), seeds=seeds)
     if fids:
         res.update(fid=mean_std(fids)[0], fid_std=mean_std(fids)[1], fid_values=fids)
     return res
@@ -456,12 +517,15 @@ def build_parser():
     a.add_argument("--dataset", default="digits", help="with --train: digits | mnist5k")
     a.add_argument("--seeds", type=cli.int_range(1, 100), default=3, help="with --train: seeds per digit")
     a.add_argument("--steps", type=cli.int_range(1, 10**7), default=None, help="with --train: training steps "
-                                                                              "(diffusion: of stage 2)")
+                                                                              "(two-stage priors: of stage 2)")
     a.add_argument("--stage1-steps", dest="stage1_steps", type=cli.int_range(1, 10**7), default=None,
-                   help="with --train --prior diffusion")
+                   help="with --train and a two-stage prior: steps of the gaussian stage 1")
     a.add_argument("--stage1-runs", dest="stage1_runs", default=None,
-                   help="with --train --prior diffusion: the --runs-dir of a gaussian protocol run, whose models "
+                   help="with --train and a two-stage prior: the --runs-dir of a gaussian protocol run, whose models "
                         "(same digit and seed) serve as stage 1")
+    a.add_argument("--two-stage", dest="two_stage", action="store_true",
+                   help="with --train --prior ebm: the two-stage EBM prior (energies alone on a frozen gaussian stage "
+                        "1) instead of joint training")
     a.add_argument("--set", dest="extra", action="append", default=[], metavar="KEY=VALUE",
                    help="with --train: any other hebm.train setting, e.g. --set lr_ebm=2e-5 (repeatable)")
     a.add_argument("--fused", action="store_true")
@@ -523,12 +587,16 @@ def main(argv=None) -> int:
                     settings["steps"] = a.steps
                 runs = a.runs_dir or os.path.join("runs", f"anomaly-{a.prior}-{time.strftime('%Y%m%d-%H%M%S')}")
                 st1 = {"steps": a.stage1_steps} if a.stage1_steps else None
+                if a.two_stage and a.prior != "ebm":
+                    raise cli.UserError("--two-stage applies to --prior ebm (the diffusion is always two-stage)")
                 table = anomaly_train(a.prior, a.holdout, a.seeds, runs_dir=runs, settings=settings, n_post=a.n_post,
-                                      stage1_settings=st1, stage1_runs=a.stage1_runs, device=a.device)
+                                      stage1_settings=st1, stage1_runs=a.stage1_runs, two_stage=a.two_stage,
+                                      device=a.device)
                 print(f"anomaly AUPRC, prior {a.prior}, {a.dataset}, {a.seeds} seed(s):")
                 for h, r in table.items():
                     print(f"  held-out {h}: {r['mean']:.3f} ± {r['std']:.3f}   {['%.3f' % v for v in r['values']]}")
-                result = dict(task="anomaly", prior=a.prior, dataset=a.dataset, seeds=a.seeds, table=table)
+                result = dict(task="anomaly", prior=a.prior, two_stage=a.two_stage or a.prior == "diffusion", dataset=a.dataset,
+                              seeds=a.seeds, table=table)
             else:
                 need_ckpt()
                 result = dict(task="anomaly", ckpt=a.ckpt, auprc={})
@@ -559,8 +627,11 @@ def main(argv=None) -> int:
                                                            device=a.device, inception_weights=a.inception_weights,
                                                            langevin_steps=a.langevin_steps))
             print(f"FD to the training set (classifier features, {result['n_generated']} samples x {result['seeds']} "
-                  f"seeds): {result['fd']:.3f} ± {result['fd_std']:.3f}   [held-out vs train floor "
+                  f"seeds): {result['fd']:.3f} ± {result['fd_std']:.3f}   [held-out vs train "
                   f"{result['fd_heldout_vs_train']:.3f}; classifier acc {result['classifier_acc']:.3f}]")
+            print(f"  same generator: Gaussian prior p_β {result['fd_gaussian']:.3f} ± {result['fd_gaussian_std']:.3f}, "
+                  f"Recon (floor) {result['fd_recon']:.3f} ± {result['fd_recon_std']:.3f}; gap closed "
+                  f"{100 * result['gap_closed']:.1f} %")
             if "fid" in result:
                 print(f"FID (torchmetrics Inception, local weights): {result['fid']:.3f} ± {result['fid_std']:.3f}")
         if a.json:

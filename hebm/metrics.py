@@ -44,6 +44,19 @@ def frechet_distance(f1, f2) -> float:
     return float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean))
 
 
+def gap_closed(fd_base: float, fd_prior: float, fd_floor: float) -> float:
+    """The fraction of the gap between a base prior and the floor that a prior closes,
+    ``(FD_base − FD_prior) / (FD_base − FD_floor)`` — the papers' headline in one number (their
+    table: NVAE 37.73 → joint EBM 11.34 with NVAE-Recon 0.68 closes 71 %).  1: the prior's
+    samples are as close to the data as the generator's reconstructions (the decoded aggregate
+    posterior, the floor of any prior on that generator); 0: no better than the base; < 0: worse.
+    NaN when the base is already at the floor (no gap to close)."""
+    den = float(fd_base) - float(fd_floor)
+    if not math.isfinite(den) or den <= 0:
+        return float("nan")
+    return (float(fd_base) - float(fd_prior)) / den
+
+
 # ---------------------------------------------------------------------------------- posterior statistics
 def _batches(x: torch.Tensor, batch: int):
     for j in range(0, x.shape[0], batch):
@@ -111,19 +124,11 @@ def prior_hole(model, x: torch.Tensor, *, n: int = 2000, seed: int = 0, n_steps:
 
 
 # ---------------------------------------------------------------------------------- stationarity
-@torch.no_grad()
 def stationarity(model, x: torch.Tensor, *, n: int = 512, seed: int = 0, n_steps: int, step_size: float,
                  fused: bool = False) -> Optional[dict]:
-    """``{"f_pos", "f_neg", "f_gap"}``: the mean energy of n posterior samples (z⁺ ~ q) and of n
-    prior chains run as in training (z⁻); None for a prior without energies."""
-    if model.kind != "ebm":
-        return None
-    g = torch.Generator(device=x.device).manual_seed(seed)
-    idx = torch.randint(0, x.shape[0], (n,), generator=g, device=x.device)
-    zp = torch.cat([model.posterior(xb, g).z for xb in _batches(x[idx], 512)])
-    zn = model.sample_latents(n, seed=seed + 7, n_steps=n_steps, step_size=step_size, fused=fused, chain_offset=10**6)
-    fp, fn = float(model.prior.energy(zp).mean()), float(model.prior.energy(zn).mean())
-    return dict(f_pos=fp, f_neg=fn, f_gap=fp - fn)
+    """The model's EBM stationarity in nats (``f_pos``/``f_neg``/``f_gap``; per level for the
+    diffusion, in nats of F/s_t): ``model.stationarity``; None for a prior without energies."""
+    return model.stationarity(x, n=n, seed=seed, n_steps=n_steps, step_size=step_size, fused=fused)
 
 
 # ---------------------------------------------------------------------------------- detection
@@ -150,5 +155,5 @@ def mean_std(values) -> tuple[float, float]:
     return (float(np.mean(v)), float(np.std(v))) if v else (float("nan"), float("nan"))
 
 
-__all__ = ["active_units_from_moments", "auprc", "frechet_distance", "latent_report", "mean_std", "ood_metrics",
+__all__ = ["active_units_from_moments", "auprc", "frechet_distance", "gap_closed", "latent_report", "mean_std", "ood_metrics",
            "posterior_moments", "prior_hole", "stationarity"]

@@ -31,9 +31,14 @@ conditionals; "energies"):
   ``f_gap = f_pos − f_neg``).
 * ``ebm`` with ``posterior="langevin"`` — the MLE scheme of paper 1 (B §2.2–2.3): positives by
   z-space posterior Langevin from N(0, I).
+* ``ebm`` two-stage (``two_stage``, ``--init``) — the authors' two-stage scheme (B §2.5) on a frozen
+  trained model: only the energies learn, ``mean F(z̃⁻) − mean F(z̃⁺)`` with ``z̃⁺ ~ q(z̃|x)`` of the
+  frozen inference network and ``z̃⁻`` from the ũ-space prior chain; the EBM tilts p_β toward the
+  aggregate posterior of that one generator (so priors are compared on the same generator).
 * ``diffusion`` — paper 2 (B §3.4), two-stage on a frozen trained model: ``u_0 = T_β⁻¹(z̃ ~ q)``,
   a random level t per example, pairs by ``schedule.q_sample_pairs``, negatives by Langevin on
-  ``p̃(u_t | u_{t+1})`` started at ``u_{t+1}``, loss ``mean[−(F(T(u⁺), t) − F(T(u⁻), t)) / s_t]``.
+  ``p̃(u_t | u_{t+1})`` started at ``u_{t+1}``, loss ``mean[−(F(T(u⁺), t) − F(T(u⁻), t)) / s_t]``;
+  the level-t model's energy is ``F/s_t``, so its energies and gaps are reported in nats of F/s_t.
   Its prior density (for scores) is the model's level-0 marginal ``exp(F(z̃, 0)/s_0) p_β(z̃)``
   (the recovery-likelihood parametrisation: the level-t EBM models the marginal at level t).
 
@@ -297,6 +302,15 @@ class LatentModel(nn.Module):
         self.sigma_x = float(cfg.sigma_x)
 
     # ------------------------------------------------------------------ parameter groups
+    #: names (prefixes) of the parameters a two-stage run learns afresh; everything else comes from
+    #: the stage-1 checkpoint (``--init``) and stays frozen, bit for bit
+    stage2_prefixes: tuple = ()
+
+    @property
+    def two_stage(self) -> bool:
+        """True when this model trains only new energies on a frozen stage-1 model."""
+        return False
+
     def generator_parameters(self) -> list:
         return [*self.encoder.parameters(), *self.inference.parameters(), *self.decoder.parameters(),
                 *self.prior.conditionals.parameters()]
@@ -360,7 +374,23 @@ class LatentModel(nn.Module):
     def sample(self, n: int, **kw) -> torch.Tensor:
         return self.decode(self.sample_latents(n, **kw))
 
+    @torch.no_grad()
+    def sample_base(self, n: int, *, seed: int, chain_offset: int = 0) -> torch.Tensor:
+        """Decodes of ancestral samples of this generator's Gaussian prior ``p_β`` (whatever prior
+        the model adds on top): ``g(T_β(ũ))``, ``ũ`` the seeded N(0, I) draws the model's own
+        chains start from, so base and model samples are coupled chain by chain."""
+        return self.decode(self.prior.T(self._initial(n, seed, chain_offset)))
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor, *, generator=None) -> torch.Tensor:
+        """``g(z̃)`` with ``z̃ ~ q(z̃ | x)``: decodes of the aggregate posterior (the Recon floor)."""
+        return self.decode(self.posterior(x, generator).z)
+
     # ------------------------------------------------------------------ learning
+    def stationarity(self, x, *, n: int, seed: int, n_steps: int, step_size: float, fused: bool = False):
+        """The energy-based prior's stationarity (f⁺ − f⁻ in nats); None for a prior without energies."""
+        return None
+
     def chains(self, x, *, generator, seed: int, chain_ids, settings, fused: bool) -> dict:
         """The sampler runs of one iteration (no gradient): nothing for the Gaussian prior."""
         return {}
@@ -371,6 +401,16 @@ class LatentModel(nn.Module):
         pen = kl_penalty(self.prior, post, weight=kl_weight(settings, step), free_bits=settings.free_bits)
         return dict(loss_g=-rec.mean() + pen, elbo=(rec - kl.sum(1)).mean().detach(), recon=-rec.mean().detach(),
                     kl=kl.sum(1).mean().detach(), kl_per_layer=kl.mean(0).detach())
+
+
+def energy_penalty(settings, f_pos: torch.Tensor, f_neg: torch.Tensor) -> torch.Tensor:
+    """``α·mean(F(z⁺)² + F(z⁻)²)`` (``settings.energy_l2`` = α; Du & Mordatch 2019): the EBM loss
+    ``mean F(z⁻) − mean F(z⁺)`` is invariant to a constant and unbounded in F's scale; the penalty
+    keeps F's magnitude — and the sharpness of what the prior chains must follow — in check."""
+    a = float(getattr(settings, "energy_l2", 0.0) or 0.0)
+    if a <= 0:
+        return f_pos.new_zeros(())
+    return a * (f_pos.pow(2).mean() + f_neg.pow(2).mean())
 
 
 def kl_weight(settings, step: int) -> float:
@@ -392,6 +432,20 @@ class EBMModel(LatentModel):
     def __init__(self, cfg: ModelConfig):
         super().__init__(cfg, energy_hidden=cfg.energy_hidden, energy_act=cfg.energy_act,
                          spectral_norm=cfg.spectral_norm)
+        self._two_stage = bool(cfg.two_stage)
+        if cfg.neutral_init:
+            self.prior.neutralise_energies()
+
+    @property
+    def two_stage(self) -> bool:
+        return self._two_stage
+
+    @property
+    def stage2_prefixes(self) -> tuple:
+        return ("prior.energies.",) if self._two_stage else ()
+
+    def generator_parameters(self) -> list:
+        return [] if self._two_stage else super().generator_parameters()
 
     def energy_parameters(self) -> list:
         return list(self.prior.energies.parameters())
@@ -435,12 +489,18 @@ class EBMModel(LatentModel):
     def losses(self, x, chains: dict, *, generator, settings, step: int) -> dict:
         z_neg = chains["z_neg"]
         fn = self.prior.energy(z_neg)
-        if settings.posterior == "langevin":
+        if self._two_stage:
+            # the energies alone (docs/papers.md B §2.5): positives from the frozen q, no generator loss
+            with torch.no_grad():
+                z_pos = self.posterior(x, generator).z
+            fp = self.prior.energy(z_pos)
+            out = dict(loss_e=fn.mean() - fp.mean() + energy_penalty(settings, fp, fn))
+        elif settings.posterior == "langevin":
             z_pos = chains["z_pos"]
             rec = self.log_px(x, z_pos)
             loss_g = -rec.mean() - self.prior.log_p_conditionals(z_pos).mean() + self.prior.log_p_conditionals(z_neg).mean()
             fp = self.prior.energy(z_pos)
-            loss_e = fn.mean() - fp.mean()
+            loss_e = fn.mean() - fp.mean() + energy_penalty(settings, fp, fn)
             out = dict(loss_g=loss_g, loss_e=loss_e, recon=-rec.mean().detach())
         else:
             post = self.posterior(x, generator)
@@ -461,11 +521,27 @@ class EBMModel(LatentModel):
             joint = loss_g + fn.mean()
             if w < 1.0:
                 joint = joint - (1.0 - w) * self.prior.energy(post.z.detach()).mean()
+            if getattr(settings, "energy_l2", 0.0) > 0:  # the penalty on the energies only (z⁺ detached)
+                joint = joint + energy_penalty(settings, self.prior.energy(post.z.detach()), fn)
             out = dict(loss_joint=joint, loss_g=loss_g.detach(), loss_e=(fn.mean() - fp.mean()).detach(),
                        recon=-rec.mean().detach(), kl=kl.sum(1).mean().detach(), kl_per_layer=kl.mean(0).detach(),
                        elbo=(rec - kl.sum(1)).mean().detach(), kl_weight=w)
         out.update(f_pos=fp.mean().detach(), f_neg=fn.mean().detach(), f_gap=(fp.mean() - fn.mean()).detach())
         return out
+
+
+    @torch.no_grad()
+    def stationarity(self, x, *, n: int, seed: int, n_steps: int, step_size: float, fused: bool = False) -> dict:
+        """``{"f_pos", "f_neg", "f_gap"}`` in nats: the mean energy of n posterior samples (z⁺ ~ q
+        of random rows of ``x``) and of n prior chains run as in training (z⁻); the EBM loss's
+        stationary point has ``f_gap = 0`` (F is linear in its last layer)."""
+        g = torch.Generator(device=x.device).manual_seed(seed)
+        idx = torch.randint(0, x.shape[0], (n,), generator=g, device=x.device)
+        zp = torch.cat([self.posterior(x[idx][j: j + 512], g).z for j in range(0, n, 512)])
+        zn = self.sample_latents(n, seed=seed + 7, n_steps=n_steps, step_size=step_size, fused=fused,
+                                 chain_offset=10**6)
+        fp, fn = float(self.prior.energy(zp).mean()), float(self.prior.energy(zn).mean())
+        return dict(f_pos=fp, f_neg=fn, f_gap=fp - fn)
 
 
 class DiffusionModel(LatentModel):
@@ -484,6 +560,14 @@ class DiffusionModel(LatentModel):
                                         n_levels=int(cfg.T), sigma_min=cfg.sigma_min, sigma_clamp=cfg.sigma_clamp)
         self.dprior.conditionals = self.prior.conditionals  # shared weights (frozen in stage 2)
         self.schedule = DiffusionSchedule(int(cfg.T), float(cfg.diffusion_step))
+        if cfg.neutral_init:
+            self.dprior.neutralise_energies()
+
+    stage2_prefixes = ("dprior.",)
+
+    @property
+    def two_stage(self) -> bool:
+        return True  # paper 2 is two-stage only
 
     def generator_parameters(self) -> list:
         return []  # stage 2: everything but the level energies is frozen
@@ -536,12 +620,39 @@ class DiffusionModel(LatentModel):
     def losses(self, x, chains: dict, *, generator, settings, step: int) -> dict:
         t = chains["t"]
         s = self.schedule.step_variance(t.cpu()).to(x.device, x.dtype)
-        fp = self.dprior.energy(chains["z_pos"], t)
-        fn = self.dprior.energy(chains["z_neg"], t)
+        # the level-t model's energy is F(·, t)/s_t: its values and gaps are reported in those nats
+        fp = self.dprior.energy(chains["z_pos"], t) / s
+        fn = self.dprior.energy(chains["z_neg"], t) / s
         gap = (fp - fn).detach()
         per_level = [float(gap[t == j].mean()) if bool((t == j).any()) else float("nan") for j in range(self.schedule.T)]
-        return dict(loss_e=(-(fp - fn) / s).mean(), f_pos=fp.mean().detach(), f_neg=fn.mean().detach(),
+        return dict(loss_e=(fn - fp).mean(), f_pos=fp.mean().detach(), f_neg=fn.mean().detach(),
                     f_gap=gap.mean(), f_gap_per_level=per_level)
+
+    @torch.no_grad()
+    def stationarity(self, x, *, n: int, seed: int, n_steps: int, step_size: float = 0.0, fused: bool = False) -> dict:
+        """Per level t, the recovery-likelihood loss's stationarity in nats of the level's energy
+        F(·, t)/s_t: ``f_pos_per_level`` the mean over n training pairs ``(u_t⁺, u_{t+1})`` built
+        from ``u_0 = T_β⁻¹(z̃ ~ q)`` of ``F(T(u_t⁺), t)/s_t``, ``f_neg_per_level`` the same at the
+        level-t chains started at ``u_{t+1}`` (as in training), ``f_gap_per_level`` their
+        difference (0 at the stationary point); ``f_gap`` the mean over levels."""
+        g = torch.Generator(device=x.device).manual_seed(seed)
+        idx = torch.randint(0, x.shape[0], (n,), generator=g, device=x.device)
+        z = torch.cat([self.posterior(x[idx][j: j + 512], g).z for j in range(0, n, 512)])
+        u0 = self.prior.T_inv(z)
+        ids = torch.arange(10**6, 10**6 + n, dtype=torch.long, device=x.device)
+        fps, fns = [], []
+        for t in range(self.schedule.T):
+            n1 = torch.randn(u0.shape, generator=g, device=x.device, dtype=x.dtype)
+            n2 = torch.randn(u0.shape, generator=g, device=x.device, dtype=x.dtype)
+            u_pos, u_next = self.schedule.q_sample_pairs(u0, t, noise=n1, noise_next=n2)
+            kw = self.schedule.langevin_kwargs(t, u_next)
+            u_neg = run_langevin(self.dprior, u_next, fused=fused, n_steps=n_steps, seed=seed + 7 + t, chain_ids=ids, **kw)
+            s_t = float(self.schedule.step_variance(t))
+            tt = torch.full((n,), t, dtype=torch.long, device=x.device)
+            fps.append(float(self.dprior.energy(self.dprior.T(u_pos), tt).mean()) / s_t)
+            fns.append(float(self.dprior.energy(self.dprior.T(u_neg), tt).mean()) / s_t)
+        gaps = [p - q for p, q in zip(fps, fns)]
+        return dict(f_pos_per_level=fps, f_neg_per_level=fns, f_gap_per_level=gaps, f_gap=sum(gaps) / len(gaps))
 
 
 MODELS = {"gaussian": GaussianModel, "ebm": EBMModel, "diffusion": DiffusionModel}

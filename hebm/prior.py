@@ -154,6 +154,28 @@ class HierarchicalPrior(nn.Module):
     def _like(self, parts: list[torch.Tensor], template: Latents) -> Latents:
         return self.cat(parts) if isinstance(template, torch.Tensor) else parts
 
+    @torch.no_grad()
+    def neutralise_energies(self) -> None:
+        """``F ≡ 0``: zero the last Linear (weight and bias) of every energy, so the tilted prior
+        starts as ``p_β`` itself and a level-conditioned one as the plain prior chain
+        (docs/design.md §2b).  At PyTorch's default init ``‖∇_u F‖`` is O(0.1–1) per chain and,
+        in the diffusion's ``λ = 1/s_t, δ = √s_t`` parametrisation, moves a chain by ½∇F per step
+        whatever s_t is — K such steps carry every level far off p_β before training starts.
+        The hidden layers keep their random init, so the gradient reaches them once the last
+        layer has moved.  Refused with spectral norm: a normalised layer has no zero."""
+        if self.energies is None:
+            raise ValueError("this prior has no energies to neutralise (energy_hidden=None)")
+        for f in self.energies:
+            last = f.layers[-1] if isinstance(f, MLP) else None
+            if last is None:
+                raise TypeError(f"neutralise_energies needs hebm.nn.MLP energies, got {type(f).__name__}")
+            if last.spectral_norm:
+                raise ValueError("a spectrally normalised energy cannot start at F ≡ 0 (W/σ(W) has no zero): "
+                                 "turn spectral norm off (--no-spectral-norm) or neutral init off (--no-neutral-init)")
+            last.weight.zero_()
+            if last.bias is not None:
+                last.bias.zero_()
+
     def power_iteration(self, n_iter: int = 1) -> None:
         """One spectral-norm power iteration on every Linear (no-op without spectral norm)."""
         for m in self.modules():

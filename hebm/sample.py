@@ -12,6 +12,12 @@
   ``u_i`` changes ``z_i`` and, through the conditionals, everything below it.  Rows top layer
   first.  For the diffusion prior also ``*_levels.png``: the decodes of ``T_β(ũ_t)`` at every level
   t = T … 0 (the authors' progressive figure).
+* ``--save DIR`` (with ``--n N``): the samples as files a field's FID tool reads — ``DIR/000000.png``
+  … (one image each, 8-bit, the generator mean in [0, 1]; pytorch-fid and torch-fidelity take a
+  folder of PNGs, as the authors' evaluation does) and ``DIR/samples.npz`` (``images`` uint8
+  ``[N, H, W, C]``, ``x`` the flat [-1, 1] values, ``z`` the latents).  ``--recon`` writes the
+  model's **Recon** set instead: x → z̃ ~ q(z̃ | x) → g(z̃) for N random training images, the floor
+  any prior on this generator could reach.
 * ``--long-run K`` (paper 1's long-run figure, docs/papers.md B §5.6): ``--nchains`` prior chains
   run K Langevin steps (ebm; for diffusion K steps per level).  ``*_longrun_energy.png`` plots
   the mean target log π(u) and the mean energy F(z̃) per step; ``*_longrun_chain.png`` decodes
@@ -113,6 +119,23 @@ def long_run(model, *, n_chains: int, K: int, seed: int, step_size: float, fused
     return torch.cat(logs).cpu(), energy, inside, marks_done, torch.stack(snaps)
 
 
+def save_image_set(x: torch.Tensor, z: torch.Tensor, shape, out_dir: str) -> int:
+    """``x`` (flat, [-1, 1]) as one PNG per image plus ``samples.npz`` in ``out_dir``; returns N."""
+    import numpy as np
+    from PIL import Image
+
+    if not shape:
+        raise cli.UserError("--save writes images; this model's data are not images")
+    os.makedirs(out_dir, exist_ok=True)
+    imgs = to_images(x, shape)  # [N, C, H, W] in [0, 1]
+    u8 = (imgs * 255.0).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()  # [N, H, W, C]
+    for i, im in enumerate(u8):
+        Image.fromarray(im[:, :, 0] if im.shape[2] == 1 else im).save(os.path.join(out_dir, f"{i:06d}.png"))
+    np.savez_compressed(os.path.join(out_dir, "samples.npz"), images=u8, x=x.detach().cpu().numpy(),
+                        z=z.detach().cpu().numpy())
+    return len(u8)
+
+
 def build_parser():
     p = cli.Parser(prog="python -m hebm.sample", description="Sample from a trained hebm checkpoint.",
                    formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -131,6 +154,10 @@ def build_parser():
     p.add_argument("--long-run", dest="long_run", type=cli.int_range(0, 10**6), default=0, metavar="K",
                    help="a K-step prior chain + energy profile (paper 1 uses 2500)")
     p.add_argument("--nchains", type=cli.int_range(1, 100000), default=64, help="chains of the long run")
+    p.add_argument("--save", default=None, metavar="DIR", help="also write the --n samples as DIR/000000.png … and "
+                                                                  "DIR/samples.npz (for FID tools)")
+    p.add_argument("--recon", action="store_true", help="with --save: the Recon set instead — decodes of z ~ q(z | x) "
+                                                         "of --n random training images")
     p.add_argument("--out", default=None, help="output prefix (default <ckpt dir>/sample)")
     p.add_argument("--device", default="cpu")
     return p
@@ -152,8 +179,33 @@ def main(argv=None) -> int:
         os.makedirs(os.path.dirname(os.path.abspath(prefix)), exist_ok=True)
         shape = mcfg.image_shape
         written = []
+        if a.recon and not a.save:
+            raise cli.UserError("--recon writes the reconstruction set to --save DIR: pass --save DIR")
+        if a.save and os.path.isdir(a.save) and any(n.endswith(".png") or n == "samples.npz" for n in os.listdir(a.save)):
+            raise cli.UserError(f"--save {a.save!r} already holds images; pick an empty or new directory (a set "
+                                f"mixed from two runs would be scored as one)")
         try:
-            x = model.sample(a.n, seed=a.seed, n_steps=K, step_size=delta, fused=a.fused, check="raise")
+            if a.save:
+                if a.recon:
+                    data = run_data(tcfg.dataset, data_root=tcfg.data_root, classes=tcfg.classes, holdout=tcfg.holdout,
+                                    test_fraction=tcfg.test_fraction)
+                    g = torch.Generator().manual_seed(a.seed)
+                    rows = torch.randperm(len(data.train), generator=g)[: a.n]
+                    xs = data.train.x[rows].to(a.device)
+                    with torch.no_grad():
+                        zs = torch.cat([model.posterior(xs[j: j + 500], g).z for j in range(0, len(xs), 500)])
+                        xr = model.decode(zs)
+                    n = save_image_set(xr, zs, shape, a.save)
+                    print(f"[hebm.sample] wrote {n} reconstructions of training images (the Recon set) to {a.save}")
+                    return 0
+                zs = torch.cat([model.sample_latents(min(500, a.n - j), seed=a.seed, n_steps=K, step_size=delta,
+                                                     fused=a.fused, chain_offset=j, check="raise")
+                                for j in range(0, a.n, 500)])
+                with torch.no_grad():
+                    xs = model.decode(zs)
+                n = save_image_set(xs, zs, shape, a.save)
+                written.append(f"{a.save}/ ({n} PNGs + samples.npz)")
+            x = model.sample(min(a.n, 256), seed=a.seed, n_steps=K, step_size=delta, fused=a.fused, check="raise")
             if shape:
                 save_grid(to_images(x, shape), prefix + ".png", nrow=a.nrow)
             else:

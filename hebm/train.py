@@ -57,7 +57,7 @@ from .config import ModelConfig, TrainConfig, add_arguments, build, defaults, re
 from .data import batch_indices, run_data
 from .figures import save_grid, save_scatter, to_images
 from .metrics import latent_report, stationarity
-from .models import DiffusionModel, NonFiniteError, build_model
+from .models import LatentModel, NonFiniteError, build_model
 
 CKPT_NAME = "ckpt.pt"
 RUN_FILES = (CKPT_NAME, CKPT_NAME[:-3] + ".prev.pt", "config.json", "metrics.jsonl", "summary.json", "samples.png",
@@ -302,17 +302,25 @@ class _Dist:
 
 # ---------------------------------------------------------------------------------- settings
 def resolve_settings(settings: dict) -> tuple[ModelConfig, TrainConfig]:
-    """The configs of a fresh run from flat settings (CLI flags or a dict): the prior's defaults,
-    the user's values, what the data set fixes (x_dim, image shape, the conv/mlp default), and for
-    a diffusion the stage-1 run's architecture (``init``)."""
+    """The configs of a fresh run from flat settings (CLI flags or a dict): the prior's defaults
+    (an ebm with ``init`` gets the two-stage ones), the user's values, what the data set fixes
+    (x_dim, image shape, the conv/mlp default), and for a two-stage run the stage-1 run's
+    architecture (``init``)."""
     settings = dict(settings)
     prior = settings.pop("prior", "ebm")
-    mdef, tdef = defaults(prior)
+    two_stage = prior == "diffusion" or (prior == "ebm" and bool(settings.get("init")))
+    mdef, tdef = defaults(prior, two_stage=two_stage)
     mset, tset = split_settings(settings)
     tcfg = build(TrainConfig, {**tdef, **tset})
-    if prior == "diffusion":
+    if tcfg.init and not two_stage:
+        raise cli.UserError(f"--init is for the two-stage priors (--prior ebm or diffusion on a trained run); a "
+                            f"{prior} run trains from scratch")
+    if two_stage:
         if not tcfg.init:
             raise cli.UserError("--prior diffusion is two-stage: pass --init CKPT of a trained gaussian or ebm run")
+        if tcfg.posterior != "q":
+            raise cli.UserError("--init (two-stage) takes its positives from the frozen model's inference network: "
+                                "drop --posterior langevin")
         init = load_checkpoint(tcfg.init)
         base = init["model_config"]
         if base.get("prior") not in ("gaussian", "ebm"):
@@ -320,13 +328,16 @@ def resolve_settings(settings: dict) -> tuple[ModelConfig, TrainConfig]:
         if init["train_config"].get("dataset") != tcfg.dataset:
             raise CheckpointError(f"--init {tcfg.init!r} was trained on {init['train_config'].get('dataset')}, "
                                   f"not {tcfg.dataset} (--dataset)")
-        for k in ("arch", "x_dim", "image_shape", "latent_dims", "inference", "enc_hidden", "dec_hidden", "channels",
-                  "prior_hidden", "act", "sigma_x", "sigma_min", "sigma_clamp"):
+        for k in STAGE1_KEYS:
             if k in mset and mset[k] != base[k]:
                 raise cli.UserError(f"--{k.replace('_', '-')} must match the stage-1 run --init ({base[k]!r})")
             mdef[k] = base[k]
-        mdef.update(base_prior=base["prior"], base_energy_hidden=base.get("energy_hidden"),
-                    base_energy_act=base.get("energy_act"), base_spectral_norm=bool(base.get("spectral_norm")))
+        if prior == "diffusion":  # its p_β model keeps the stage-1 run's energies (unused), so their shapes
+            mdef.update(base_prior=base["prior"], base_energy_hidden=base.get("energy_hidden"),
+                        base_energy_act=base.get("energy_act"), base_spectral_norm=bool(base.get("spectral_norm")))
+        for k in ("holdout", "classes", "test_fraction"):  # the frozen model's data split, unless asked otherwise
+            if k not in tset and k in init["train_config"]:
+                tcfg = dataclasses.replace(tcfg, **{k: init["train_config"][k]})
     data = run_data(tcfg.dataset, data_root=tcfg.data_root, download=tcfg.download, classes=tcfg.classes,
                     holdout=tcfg.holdout, test_fraction=tcfg.test_fraction)
     shape = list(data.train.shape) if data.train.shape else None
@@ -339,12 +350,19 @@ def resolve_settings(settings: dict) -> tuple[ModelConfig, TrainConfig]:
     return mcfg, tcfg
 
 
-def init_from_stage1(model: DiffusionModel, path: str) -> None:
-    """Stage 2 of paper 2: load the trained, frozen model of the stage-1 run ``path`` into the
-    diffusion model (everything but the new level energies ``dprior.energies``)."""
+#: the model settings a two-stage run takes from its stage-1 run (the frozen networks' shapes)
+STAGE1_KEYS = ("arch", "x_dim", "image_shape", "latent_dims", "inference", "enc_hidden", "dec_hidden", "channels",
+               "prior_hidden", "act", "sigma_x", "sigma_min", "sigma_clamp")
+
+
+def init_from_stage1(model: LatentModel, path: str) -> None:
+    """Stage 2 (docs/design.md §2b): load the trained model of the stage-1 run ``path`` into a
+    two-stage model — everything but the energies it learns afresh (``model.stage2_prefixes``:
+    the diffusion's level energies, the two-stage EBM's energies)."""
+    fresh = model.stage2_prefixes
     ck = load_checkpoint(path)
-    own = {k: v for k, v in model.state_dict().items() if not k.startswith("dprior.")}
-    state = {k: v for k, v in ck["model"].items() if not k.startswith("dprior.")}
+    own = {k: v for k, v in model.state_dict().items() if not k.startswith(fresh)}
+    state = {k: v for k, v in ck["model"].items() if not k.startswith(fresh)}
     missing = [k for k in own if k not in state]
     shapes = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
     if missing or shapes:
@@ -393,12 +411,12 @@ class Trainer:
             raise CheckpointError(f"the data have dimension {self.data.train.dim}, the model {mcfg.x_dim}")
         self.x_train = self.data.train.x.to(self.device)
         self.model = build_model(mcfg).to(self.device)
-        if checkpoint is None and mcfg.prior == "diffusion":
-            init_from_stage1(self.model, tcfg.init)
-        if mcfg.prior == "diffusion":
-            for p in [*self.model.encoder.parameters(), *self.model.inference.parameters(),
-                      *self.model.decoder.parameters(), *self.model.prior.parameters()]:
-                p.requires_grad_(False)
+        if self.model.two_stage:  # the stage-1 model frozen bit for bit; only the new energies learn
+            if checkpoint is None:
+                init_from_stage1(self.model, tcfg.init)
+            for name, p in self.model.named_parameters():
+                if not name.startswith(self.model.stage2_prefixes):
+                    p.requires_grad_(False)
         self.gparams = [p for p in self.model.generator_parameters() if p.requires_grad]
         self.eparams = self.model.energy_parameters()
         self.opt_g = self._adam(self.gparams, tcfg.lr, tcfg.betas, 0.0)
@@ -521,6 +539,9 @@ class Trainer:
         if self.opt_g is not None and grads_g:
             self.opt_g.step()
         if self.opt_e is not None and grads_e:
+            lr_e = cfg.lr_ebm * cfg.lr_ebm_decay ** (k / 1000.0)  # a function of the step: resume-exact
+            for group in self.opt_e.param_groups:
+                group["lr"] = lr_e
             self.opt_e.step()
         self.step += 1
         metrics.update(step=self.step, sampling_ms=sampling_ms, step_ms=(time.perf_counter() - t_start) * 1e3)

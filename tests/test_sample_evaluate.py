@@ -95,6 +95,30 @@ def test_anomaly_train_protocol(tmp_path, capsys):
     assert (run / "ckpt.pt").is_file()
 
 
+def test_anomaly_two_stage_protocol_and_score_terms(tmp_path):
+    """``--two-stage``: each ebm model of the protocol trains its energies on the gaussian run of
+    the same digit and seed (``--stage1-runs``); the score's terms are reported, and they add up:
+    without the tilt the score is the gaussian stage 1's own (the same generator)."""
+    from hebm.checkpoint import load_checkpoint
+
+    common = ["anomaly", "--train", "--holdout", "4", "--seeds", "1", "--steps", "3", "--set", "batch_size=16",
+              "--set", "langevin_steps=2", "--set", "eval_every=0", "--n-post", "1"]
+    g = tmp_path / "g"
+    assert evaluate.main(["--json", str(tmp_path / "g.json")] + common + ["--prior", "gaussian", "--runs-dir", str(g)]) == 0
+    j = tmp_path / "e.json"
+    assert evaluate.main(["--json", str(j)] + common + ["--prior", "ebm", "--two-stage", "--stage1-runs", str(g),
+                                                        "--runs-dir", str(tmp_path / "e")]) == 0
+    res = json.loads(j.read_text())
+    assert res["two_stage"] is True
+    d = res["table"]["4"]["details"][0]
+    ck = load_checkpoint(str(tmp_path / "e" / "ebm-holdout4-seed0" / "ckpt.pt"))
+    assert ck["train_config"]["init"] == str(g / "gaussian-holdout4-seed0" / "ckpt.pt") and ck["model_config"]["two_stage"]
+    gauss = json.loads((tmp_path / "g.json").read_text())["table"]["4"]["values"][0]
+    assert d["auprc_base"] == pytest.approx(gauss, abs=1e-12)  # same generator, same q draws, no tilt
+    assert set(d["terms"]) == {"log_px", "log_p_beta", "tilt"} and d["terms"]["tilt"]["std"] >= 0
+    assert evaluate.main(["anomaly", "--train", "--holdout", "4", "--prior", "gaussian", "--two-stage"]) == 2
+
+
 @pytest.mark.parametrize("prior", ["ebm", "diffusion"])
 def test_ood_and_fd(ckpts, prior, tmp_path):
     c, _ = ckpts
