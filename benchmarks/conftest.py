@@ -1,14 +1,35 @@
 """pytest-benchmark configuration of hebm's benchmark suite.
 
-    pytest benchmarks                                   # everything this machine can run
-    pytest benchmarks --bench-quick                     # CI subset (< 3 min on 2 CPU cores)
+    pytest benchmarks                                   # the default run: ≤ 10 min on 2 CPU cores (below)
+    pytest benchmarks --bench-full                      # every provider and cell (CPU: > 1 h on 2 cores)
+    pytest benchmarks --bench-quick                     # CI subset (< 1 min on 2 CPU cores)
     pytest benchmarks --benchmark-json=out.json && python -m benchmarks.report --json out.json
 
-Options (all optional):
-  --bench-quick                toy+small, B=64, K=10, short rounds, no torch.compile
-  --bench-providers=ref,cpu    providers to run (default: ref,graph,compile,cpu,triton,cuda)
+The default run (budget: ≤ 10 minutes on a 2-core CPU machine; ~7 min estimated from the timings
+in benchmarks/results/*.json, arithmetic in benchmarks/NOTES.md, "Default run and live results"):
+
+* providers: every backend a user would choose (``cpu`` here; ``graph``, ``triton``, ``cuda``
+  where there is a GPU) side by side with what a user would otherwise run: ``plain`` (the
+  PyTorch autograd loop) and ``torchebm`` (when installed).  Opt-in: ``ref`` (hebm's pure-PyTorch
+  reference, slow Philox stream) and ``compile`` (torch.compile: ~40 s of build per shape on 2
+  cores) — name them in ``--bench-providers`` or pass ``--bench-full``;
+* cells on the CPU: toy and small at B = 64, 256, 1024; large at B = 64, 256.  Opt-in: B = 4096
+  and large at B ≥ 1024 (an eager large call at B = 1024 takes 7-18 s, the whole cell minutes)
+  — name the batches in ``--bench-batches`` (then every chosen problem runs at every named B)
+  or pass ``--bench-full``.  On a GPU the default cells are all three problems at B = 64 … 4096;
+* the fixed cost, the torch.mm rate and the training iteration as before.
+
+Every finished cell prints one line (provider, problem, B, median, elapsed) even under output
+capture, and ``--benchmark-json=PATH`` is rewritten (atomically) after every cell, with
+``"complete": false`` until the session ends (benchmarks/live.py): a run cut short keeps what
+it measured.
+
+Options (all optional; an explicit option narrows or widens whatever the default or --bench-full gives):
+  --bench-full                 every provider (ref, compile too), problems toy,small,large x B 64,256,1024,4096
+  --bench-quick                toy+small, B=64, K=10, short rounds, no torch.compile (ref included)
+  --bench-providers=ref,cpu    providers to run (default: plain,torchebm,graph,cpu,triton,cuda)
   --bench-problems=toy,small   standard problems (default toy,small,large)
-  --bench-batches=64,256       batch sizes (default 64,256,1024,4096)
+  --bench-batches=64,256       batch sizes (default CPU 64,256,1024 without large 1024; GPU 64,256,1024,4096)
   --bench-steps=60             Langevin steps K per chain / per diffusion level (default 60)
   --bench-device=cuda          cpu | cuda (default: cuda when available, else cpu)
   --bench-precision=fp32       fp32 | tf32 for the fused backends (default fp32, docs/design.md §5)
@@ -20,18 +41,35 @@ import pytest
 import torch
 
 from benchmarks import providers as P
+from hebm.problems import PROBLEMS as KNOWN_PROBLEMS
 
 PROBLEMS = ("toy", "small", "large")
-BATCHES = (64, 256, 1024, 4096)
+BATCHES = (64, 256, 1024, 4096)  # --bench-full; the default on a GPU
+#: the default run on the CPU: these batches, and no larger B than CPU_MAX_BATCH for a problem
+#: (large at B = 1024: ~6-8 min for plain, torchebm and cpu, both entries; B = 4096: ~4x the B = 1024 cell;
+#: estimates in benchmarks/NOTES.md, "Default run and live results")
+CPU_BATCHES = (64, 256, 1024)
+CPU_MAX_BATCH = {"large": 256}
+#: slow baselines a default run leaves out (benchmarks/providers.py): named or --bench-full to run
+OPT_IN_PROVIDERS = ("ref", "compile")
+DEFAULT_PROVIDERS = tuple(p for p in P.PROVIDERS if p not in OPT_IN_PROVIDERS)
+QUICK_PROVIDERS = tuple(p for p in P.PROVIDERS if p != "compile")  # CI smoke run: ref is cheap at K = 10
 
 
 def pytest_addoption(parser):
     g = parser.getgroup("hebm benchmarks")
     g.addoption("--bench-quick", action="store_true", default=False,
                 help="small subset for CI: toy+small, B=64, K=10, short rounds, no torch.compile")
-    g.addoption("--bench-providers", default=None, help="comma list of providers (default: all)")
-    g.addoption("--bench-problems", default=None, help="comma list of standard problems")
-    g.addoption("--bench-batches", default=None, help="comma list of batch sizes")
+    g.addoption("--bench-full", action="store_true", default=False,
+                help="every provider (ref and compile too) and every cell (B up to 4096, large included); "
+                     "on 2 CPU cores more than an hour")
+    g.addoption("--bench-providers", default=None,
+                help=f"comma list of providers (default: {','.join(DEFAULT_PROVIDERS)}; "
+                     f"{' and '.join(OPT_IN_PROVIDERS)} only when named or with --bench-full)")
+    g.addoption("--bench-problems", default=None, help="comma list of standard problems (default toy,small,large)")
+    g.addoption("--bench-batches", default=None,
+                help="comma list of batch sizes, run for every chosen problem (default on the CPU: 64,256,1024 "
+                     "with large only up to 256; on a GPU and with --bench-full: 64,256,1024,4096)")
     g.addoption("--bench-steps", type=int, default=None, help="Langevin steps K (default 60; quick 10)")
     g.addoption("--bench-device", default=None, choices=("cpu", "cuda"), help="device (default: cuda if available)")
     g.addoption("--bench-precision", default="fp32", choices=("fp32", "tf32"), help="fused backends' precision")
@@ -46,20 +84,50 @@ class BenchConfig:
     def __init__(self, config):
         opt = config.getoption
         self.quick = bool(opt("--bench-quick"))
-        self.providers = _csv(opt("--bench-providers"), P.PROVIDERS)
+        self.full = bool(opt("--bench-full"))
+        if self.quick and self.full:
+            raise pytest.UsageError("--bench-quick and --bench-full contradict each other: pass one")
+        self.device = opt("--bench-device") or ("cuda" if torch.cuda.is_available() else "cpu")
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise pytest.UsageError("--bench-device=cuda but torch.cuda.is_available() is False")
+        default_providers = P.PROVIDERS if self.full else QUICK_PROVIDERS if self.quick else DEFAULT_PROVIDERS
+        self.providers = _csv(opt("--bench-providers"), default_providers)
         bad = set(self.providers) - set(P.PROVIDERS)
         if bad:
             raise pytest.UsageError(f"unknown providers {sorted(bad)}; expected some of {', '.join(P.PROVIDERS)}")
         self.problems = _csv(opt("--bench-problems"), ("toy", "small") if self.quick else PROBLEMS)
-        self.batches = _csv(opt("--bench-batches"), (64,) if self.quick else BATCHES, int)
+        bad = set(self.problems) - set(KNOWN_PROBLEMS)
+        if bad:
+            raise pytest.UsageError(f"unknown problems {sorted(bad)}; expected some of {', '.join(KNOWN_PROBLEMS)}")
+        budgeted = not (self.quick or self.full or opt("--bench-batches")) and self.device == "cpu"
+        default_batches = (64,) if self.quick else CPU_BATCHES if budgeted else BATCHES
+        self.batches = _csv(opt("--bench-batches"), default_batches, int)
+        max_batch = CPU_MAX_BATCH if budgeted else {}
+        #: the (problem, B) cells of the Langevin and reverse-diffusion benchmarks, in run order
+        self.cells = tuple((p, b) for p in self.problems for b in self.batches if b <= max_batch.get(p, b))
+        self.left_out = tuple((p, b) for p in self.problems for b in self.batches if b > max_batch.get(p, b))
         self.steps = opt("--bench-steps") or (10 if self.quick else 60)
-        self.device = opt("--bench-device") or ("cuda" if torch.cuda.is_available() else "cpu")
-        if self.device == "cuda" and not torch.cuda.is_available():
-            raise pytest.UsageError("--bench-device=cuda but torch.cuda.is_available() is False")
         self.precision = opt("--bench-precision")
         self.max_time = opt("--bench-max-time") or (0.2 if self.quick else 2.0)
         self.min_rounds = 1 if self.quick else 3
         self.max_rounds = 5 if self.quick else 200
+
+    def describe(self) -> str:
+        """What this run covers, and what it leaves to an explicit option (the report header)."""
+        by_problem = {}
+        for p, b in self.cells:
+            by_problem.setdefault(p, []).append(str(b))
+        cells = "; ".join(f"{p} B {','.join(bs)}" for p, bs in by_problem.items())
+        out = [f"hebm benchmarks: providers {','.join(self.providers)}; cells {cells}"]
+        skipped = [p for p in OPT_IN_PROVIDERS if p not in self.providers]
+        if self.left_out or (skipped and not self.quick):
+            opt_in = []
+            if skipped and not self.quick:
+                opt_in.append(f"providers {','.join(skipped)} (name them in --bench-providers)")
+            if self.left_out:
+                opt_in.append(", ".join(f"{p} B={b}" for p, b in self.left_out) + " (name B in --bench-batches)")
+            out.append(f"hebm benchmarks: opt-in, not run: {'; '.join(opt_in)}; or --bench-full for everything")
+        return "\n".join(out)
 
 
 def pytest_configure(config):
@@ -67,6 +135,10 @@ def pytest_configure(config):
     # the PyTorch baselines (ref, compile, graph) follow PyTorch's own switch: a TF32 run lets
     # every provider use TF32 (docs/design.md §5: "a CUDA graph with TF32 allowed is the TF32 baseline")
     torch.set_float32_matmul_precision("high" if cfg.precision == "tf32" else "highest")
+    # one line per finished cell, and --benchmark-json rewritten after every cell (benchmarks/live.py)
+    from benchmarks.live import LiveResults
+
+    config.pluginmanager.register(LiveResults(config), "hebm-live-results")
 
 
 @pytest.fixture(scope="session")
@@ -76,17 +148,27 @@ def bench(request) -> BenchConfig:
 
 def pytest_generate_tests(metafunc):
     cfg: BenchConfig = metafunc.config._hebm_bench
-    if "problem_name" in metafunc.fixturenames:
-        metafunc.parametrize("problem_name", cfg.problems)
-    if "batch" in metafunc.fixturenames:
-        metafunc.parametrize("batch", cfg.batches, ids=[f"B{b}" for b in cfg.batches])
-    if "provider" in metafunc.fixturenames:
+    names = metafunc.fixturenames
+    if "problem_name" in names and "batch" in names:
+        # one parameter for the (problem, B) cell, so the default run can leave out large B;
+        # the test ids stay "toy-B64-…" as before
+        metafunc.parametrize(("problem_name", "batch"), cfg.cells, ids=[f"{p}-B{b}" for p, b in cfg.cells])
+    else:
+        if "problem_name" in names:
+            metafunc.parametrize("problem_name", cfg.problems)
+        if "batch" in names:
+            metafunc.parametrize("batch", cfg.batches, ids=[f"B{b}" for b in cfg.batches])
+    if "provider" in names:
         metafunc.parametrize("provider", cfg.providers)
 
 
 def pytest_report_header(config):
     cfg: BenchConfig = config._hebm_bench
     env = P.environment(cfg.device)
+    json_path = config.getoption("benchmark_json", None)
     return [f"hebm benchmarks: device {env['device_name']}; torch {env['torch']}, triton {env['triton']}; "
-            f"providers {','.join(cfg.providers)}; problems {','.join(cfg.problems)}; B {cfg.batches}; "
-            f"K {cfg.steps}; precision {cfg.precision}{'; QUICK' if cfg.quick else ''}"]
+            f"K {cfg.steps}; precision {cfg.precision}"
+            f"{'; QUICK' if cfg.quick else '; FULL' if cfg.full else ''}",
+            *cfg.describe().splitlines(),
+            f"hebm benchmarks: results {json_path} (rewritten after every cell)" if json_path else
+            "hebm benchmarks: no results file (pass --benchmark-json=PATH; it is rewritten after every cell)"]

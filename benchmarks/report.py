@@ -3,6 +3,9 @@
     pytest benchmarks --benchmark-json=bench.json
     python -m benchmarks.report --json bench.json --out bench-report/
 
+(bench.json is rewritten after every cell: the report can be drawn while the run goes on, or
+from a run cut short; its header then says the run is incomplete.)
+
 Prints (and writes ``OUT/report.md``, ready to paste into benchmarks/RESULTS.md):
 
 * per sampler entry point (Langevin segment, reverse diffusion): median time of every provider
@@ -213,14 +216,19 @@ def roofline(rows: list[dict], peak: Optional[float], source: str) -> str:
 
 
 def header(rows: list[dict], data: dict) -> str:
+    # "complete" (benchmarks/live.py): false while a run is going and when it was cut short; files
+    # written before it existed have no such field and are complete
+    partial = data.get("complete") is False
+    note = (f"\n**Incomplete run** (stopped or still running): the {len(rows)} benchmarks it finished; "
+            f"cells it did not reach are missing from the tables.\n" if partial else "")
     if not rows:
-        return "No hebm benchmark results in this file.\n"
+        return "No hebm benchmark results in this file.\n" + note
     r0 = rows[0]
     dates = sorted({r.get("date") for r in rows if r.get("date")})
     return (f"Device: **{r0.get('device_name')}** ({r0.get('device')}); torch {r0.get('torch')}, "
             f"triton {r0.get('triton')}, CUDA {r0.get('cuda')}, hebm {r0.get('hebm')}, Python {r0.get('python')}; "
             f"date {', '.join(dates)}; precision {r0.get('precision')}"
-            f"{' (QUICK subset)' if any(r.get('quick') for r in rows) else ''}.\n")
+            f"{' (QUICK subset)' if any(r.get('quick') for r in rows) else ''}.\n" + note)
 
 
 def setup_table(rows: list[dict]) -> str:

@@ -76,6 +76,9 @@ if [ -n "$QUICK" ]; then
   export HEBM_BENCH_NO_COMPILE=1 HEBM_BENCH_NO_TF32=1
   set -- --bench-problems=toy,small --bench-batches=64,1024 --bench-max-time=0.5 \
     --bench-providers=plain,torchebm,ref,graph,cuda,triton "$@"
+else
+  # the full benchmark: ref and compile are opt-in in a plain `pytest benchmarks` (conftest.py)
+  set -- --bench-full "$@"
 fi
 step bench "$OUT/bench.log" "$PY" -m pytest benchmarks -q -rs --bench-device=cuda --benchmark-json="$OUT/bench.json" "$@"
 if [ -z "${HEBM_BENCH_NO_TF32:-}" ]; then

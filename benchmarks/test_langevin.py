@@ -25,7 +25,9 @@ def test_langevin(benchmark, bench, problem_name, batch, provider):
         if provider == "torchebm":  # its own noise: the drift is checked, the noise switched off
             got, gold, ref32 = P.torchebm_check(p, kw, n)
             return P.tolerance_check(got, gold, ref32, bench.precision, what)
-        gold, ref32 = P.langevin_gold(p, kw, n)
+        # the same gold for every provider of the cell: computed once (u, t and u_next depend on B)
+        gold, ref32 = P.cached_gold(("langevin", problem_name, batch, bench.steps, n),
+                                    lambda: P.langevin_gold(p, kw, n))
         if provider == "plain":  # torch.randn noise when timed: checked with the seeded stream as explicit noise
             out = P.plain_check(p, kw, n)
         return P.tolerance_check(out[:n], gold, ref32, bench.precision, what)
