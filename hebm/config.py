@@ -61,6 +61,14 @@ class ModelConfig:
     neutral_init: bool = _f(False, "start the energies neutral: their last layer zero, so F ≡ 0 and the untrained prior "
                             "is p_β itself (needs --no-spectral-norm)", "model")
     two_stage: bool = _f(False, "ebm: the energies learn on a frozen stage-1 model (set by --init)", "model", cli=False)
+    attributes: Optional[list] = _f(None, "controllable synthesis: fine-tune attribute-coupled energies for these "
+                                    "attributes on the trained run --init (frozen), e.g. digit,thickness,slant "
+                                    "(docs/controllable.md)", "model", list_of=str)
+    attribute_layers: Optional[list] = _f(None, "the layer of each attribute, NAME:LAYER (1 = z_1, the bottom), e.g. "
+                                          "digit:3,thickness:1 (default digit on the top layer, thickness and slant "
+                                          "on z_1)", "model", list_of=str)
+    attribute_hidden: Optional[list] = _f(None, "hidden widths of the attribute heads (default: the energies' "
+                                          "--energy-hidden)", "model", list_of=int, lo=1)
     sigma_x: float = _f(0.3, "decoder noise σ_x of p(x | z_1) = N(g(z_1), σ_x²)", "model", lo=0, lo_open=True)
     sigma_min: float = _f(0.01, "floor of the conditionals' σ = exp(s(ℓ)) + σ_min", "model", lo=0)
     sigma_clamp: float = _f(5.0, "soft clamp c of the conditionals' log σ, s(ℓ) = c·tanh(ℓ/c) (NVAE's c = 5; 0: none): "
@@ -139,7 +147,8 @@ class TrainConfig:
 PRIOR_DEFAULTS = {
     "gaussian": dict(langevin_steps=0),
     "ebm": dict(spectral_norm=True, lr_ebm=2e-5, langevin_steps=60),
-    "ebm-two-stage": dict(neutral_init=True, lr_ebm=1e-4, langevin_steps=60),
+    "ebm-two-stage": dict(neutral_init=True, lr_ebm=1e-4, langevin_steps=60, langevin_step_size=0.2, steps=12000),
+    "attributes": dict(lr_ebm=1e-4, langevin_steps=60, langevin_step_size=0.2, steps=4000),
     "diffusion": dict(neutral_init=True, steps=3000, lr_ebm=4e-5, ebm_betas=[0.99, 0.999], weight_decay_ebm=3e-5,
                       langevin_steps=50),
 }

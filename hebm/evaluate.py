@@ -448,6 +448,102 @@ def summary_eval(path: str, *, n: int = 2000, seed: int = 0, fused: bool = False
     return res
 
 
+def controllable_eval(path: str, *, n: int = 1000, seeds: int = 3, seed: int = 0, fused: bool = False, device="cpu",
+                      figure: str = None) -> dict:
+    """Controllable synthesis, scored (docs/controllable.md): an independent classifier per
+    attribute, trained on the real training images (its held-out accuracy reported), scores
+    ``n`` conditional samples per sampling seed whose attribute values are those of n random
+    training images (so the values' joint law is the data's) — ``accuracy`` per attribute and
+    ``joint_accuracy`` (every attribute right); ``fd``: the Fréchet distance in the digit
+    classifier's features of the conditional samples to the training set (``conditional``),
+    of the same model's unconditional samples (``unconditional``), and per attribute value of
+    the samples with that value to the training images with it (``per_value``; for the digit,
+    FD within a class: diversity inside a class shows there).  ``figure``: the hierarchical
+    control grid (:func:`controllable_figure`)."""
+    from .attributes import labels as attribute_labels
+    from .controllable import draw_values
+
+    model, mcfg, tcfg, _ = load_model(path, device)
+    names = list(getattr(model, "attributes", []) or [])
+    if not names:
+        raise cli.UserError(f"{path} has no attribute heads: fine-tune it first (hebm.train --init {path} --attributes "
+                            f"digit,thickness,slant)")
+    data = _data(tcfg)
+    tr, te = data.train, data.test
+    y_tr, y_te = attribute_labels(tr, names), attribute_labels(te, names)
+    clfs, clf_acc = {}, {}
+    for a, name in enumerate(names):
+        clfs[name] = train_classifier(tr.x, y_tr[:, a], seed=seed + a)
+        with torch.no_grad():
+            clf_acc[name] = float((clfs[name](te.x).argmax(1) == y_te[:, a]).float().mean())
+    feat = train_classifier(tr.x, tr.y, seed=seed).body  # the FD features of ``fd``
+    with torch.no_grad():
+        f_train = feat(tr.x).numpy()
+    K, delta = tcfg.langevin_steps, tcfg.langevin_step_size
+    acc = {k: [] for k in names}
+    joint, fd_c, fd_u = [], [], []
+    per_value = {k: {} for k in names}
+    for s in range(seeds):
+        s_seed = seed * 7919 + 1 + s
+        y = draw_values(y_tr, names, {}, n, s_seed)
+        z = torch.cat([model.sample_latents_given(y[j: j + 500], seed=s_seed, n_steps=K, step_size=delta, fused=fused,
+                                                  chain_offset=j, check="raise") for j in range(0, n, 500)])
+        with torch.no_grad():
+            x = torch.cat([model.decode(z[j: j + 500]) for j in range(0, n, 500)]).cpu()
+            xu = generate(model, tcfg, n, s_seed, fused)
+            right = torch.stack([clfs[k](x).argmax(1) == y[:, a] for a, k in enumerate(names)], 1)
+            f_x = feat(x).numpy()
+            fd_c.append(frechet_distance(f_x, f_train))
+            fd_u.append(frechet_distance(feat(xu).numpy(), f_train))
+        for a, k in enumerate(names):
+            acc[k].append(float(right[:, a].float().mean()))
+            for v in range(int(y_tr[:, a].max()) + 1):
+                rows, ref = (y[:, a] == v).numpy(), (y_tr[:, a] == v).numpy()
+                if rows.sum() >= 10 and ref.sum() >= 10:
+                    per_value[k].setdefault(v, []).append(frechet_distance(f_x[rows], f_train[ref]))
+        joint.append(float(right.all(1).float().mean()))
+    res = dict(attributes=names, attribute_layers=[int(i) + 1 for i in model.heads.layers], n=n, seeds=seeds,
+               accuracy={k: mean_std(v)[0] for k, v in acc.items()},
+               accuracy_std={k: mean_std(v)[1] for k, v in acc.items()},
+               joint_accuracy=mean_std(joint)[0], joint_accuracy_std=mean_std(joint)[1],
+               classifier_accuracy=clf_acc,
+               fd=dict(conditional=mean_std(fd_c)[0], conditional_std=mean_std(fd_c)[1],
+                       unconditional=mean_std(fd_u)[0], unconditional_std=mean_std(fd_u)[1],
+                       per_value={k: {str(v): mean_std(f)[0] for v, f in d.items()} for k, d in per_value.items()}))
+    if figure:
+        res["figure"] = controllable_figure(model, tcfg, y_tr, figure, seed=seed, fused=fused)
+    return res
+
+
+def controllable_figure(model, tcfg, y_tr, fig_path: str, *, seed: int = 0, fused: bool = False, per_cell: int = 2) -> str:
+    """Hierarchical control: one row per value of the first attribute (e.g. the digit, on its
+    layer), held fixed while the columns run through every combination of the others (e.g.
+    thickness and slant on z₁), ``per_cell`` samples each; the column label says which values
+    and on which layer.  One grid PNG and a caption in ``<fig>.txt``."""
+    from .controllable import combinations as all_combos
+    from .figures import save_grid, to_images
+
+    names, nv = model.heads.names, model.heads.n_values
+    rest = all_combos(nv[1:]) if len(nv) > 1 else torch.zeros(1, 0, dtype=torch.long)
+    rows = []
+    for v in range(nv[0]):
+        y = torch.cat([torch.full((len(rest), 1), v, dtype=torch.long), rest], 1).repeat_interleave(per_cell, 0)
+        # chain ids shared across rows: a column keeps its noise, only the fixed attribute changes
+        z = model.sample_latents_given(y, seed=seed, n_steps=tcfg.langevin_steps, step_size=tcfg.langevin_step_size,
+                                       fused=fused, chain_offset=0)
+        with torch.no_grad():
+            rows.append(model.decode(z))
+    x = torch.cat(rows)
+    save_grid(to_images(x, model.cfg.image_shape), fig_path, nrow=len(rest) * per_cell)
+    layer = {k: int(i) + 1 for k, i in zip(names, model.heads.layers)}
+    cols = [", ".join(f"{k}={int(c)}" for k, c in zip(names[1:], combo)) for combo in rest]
+    caption = (f"rows: {names[0]} = 0 … {nv[0] - 1} (on z_{layer[names[0]]}); columns ({per_cell} samples each): "
+               + "; ".join(cols) + " (" + ", ".join(f"{k} on z_{layer[k]}" for k in names[1:]) + ")")
+    with open(os.path.splitext(fig_path)[0] + ".txt", "w") as f:
+        f.write(caption + "\n")
+    return fig_path
+
+
 def latents_figure(path: str, fig_path: str, *, n: int = 500, seed: int = 0, fused: bool = False) -> dict:
     """The digits-0/1 experiment (docs/papers.md A, B §5.4): per layer, posterior means of the data
     coloured by label, prior samples before the EBM tilt (p_β, ancestral) and after it (ũ-space
@@ -547,6 +643,12 @@ def build_parser():
     s = sub.add_parser("summary", help="active units, KL and prior hole per layer, f+ - f-, FD: one JSON")
     s.add_argument("--n", type=cli.int_range(2, 10**6), default=2000)
     s.add_argument("--fused", action="store_true")
+    c = sub.add_parser("controllable", help="conditional samples of an attribute-fine-tuned checkpoint scored by "
+                                            "independent classifiers: accuracy per attribute and joint, FD")
+    c.add_argument("--n", type=cli.int_range(10, 10**6), default=1000, help="conditional samples per seed")
+    c.add_argument("--seeds", type=cli.int_range(1, 100), default=3, help="sampling seeds (mean ± std)")
+    c.add_argument("--figure", default=None, help="also write the hierarchical-control grid to this PNG")
+    c.add_argument("--fused", action="store_true")
     t = sub.add_parser("latents", help="digits-0/1 figure: posterior means and prior samples per 2-d layer")
     t.add_argument("--figure", default="latents.png")
     t.add_argument("--fused", action="store_true")
@@ -612,6 +714,14 @@ def main(argv=None) -> int:
             print(f"  {'form':>9} {'k':>2} {'score':>7} {'AUROC':>6} {'AUPRC':>6} {'FPR80':>6}")
             for r in result["rows"]:
                 print(f"  {r['form']:>9} {r['k']:>2} {r['score']:>7} {r['auroc']:.3f}  {r['auprc']:.3f}  {r['fpr80']:.3f}")
+        elif a.task == "controllable":
+            need_ckpt()
+            result = dict(task="controllable", ckpt=a.ckpt, **controllable_eval(
+                a.ckpt, n=a.n, seeds=a.seeds, seed=a.seed, fused=a.fused, device=a.device, figure=a.figure))
+            acc = ", ".join(f"{k} {v:.3f}" for k, v in result["accuracy"].items())
+            print(f"controllable ({result['n']} samples x {result['seeds']} seeds): accuracy {acc}; joint "
+                  f"{result['joint_accuracy']:.3f}; FD conditional {result['fd']['conditional']:.2f} vs unconditional "
+                  f"{result['fd']['unconditional']:.2f}")
         elif a.task == "latents":
             need_ckpt()
             result = latents_figure(a.ckpt, a.figure, seed=a.seed, fused=a.fused)

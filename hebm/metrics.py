@@ -125,10 +125,11 @@ def prior_hole(model, x: torch.Tensor, *, n: int = 2000, seed: int = 0, n_steps:
 
 # ---------------------------------------------------------------------------------- stationarity
 def stationarity(model, x: torch.Tensor, *, n: int = 512, seed: int = 0, n_steps: int, step_size: float,
-                 fused: bool = False) -> Optional[dict]:
+                 fused: bool = False, labels=None) -> Optional[dict]:
     """The model's EBM stationarity in nats (``f_pos``/``f_neg``/``f_gap``; per level for the
-    diffusion, in nats of F/s_t): ``model.stationarity``; None for a prior without energies."""
-    return model.stationarity(x, n=n, seed=seed, n_steps=n_steps, step_size=step_size, fused=fused)
+    diffusion, in nats of F/s_t; of the attribute heads given ``labels``): ``model.stationarity``;
+    None for a prior without energies."""
+    return model.stationarity(x, n=n, seed=seed, n_steps=n_steps, step_size=step_size, fused=fused, labels=labels)
 
 
 # ---------------------------------------------------------------------------------- detection

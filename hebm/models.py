@@ -55,6 +55,7 @@ from torch import nn
 
 from .checkpoint import CheckpointError, load_checkpoint, load_state_checked
 from .config import PRIOR_TYPES, ModelConfig, TrainConfig, build
+from .controllable import controllable_class
 from .diffusion import DiffusionSchedule
 from .nn import MLP, as_activation
 from .philox import initial_noise
@@ -387,15 +388,15 @@ class LatentModel(nn.Module):
         return self.decode(self.posterior(x, generator).z)
 
     # ------------------------------------------------------------------ learning
-    def stationarity(self, x, *, n: int, seed: int, n_steps: int, step_size: float, fused: bool = False):
+    def stationarity(self, x, *, n: int, seed: int, n_steps: int, step_size: float, fused: bool = False, labels=None):
         """The energy-based prior's stationarity (f⁺ − f⁻ in nats); None for a prior without energies."""
         return None
 
-    def chains(self, x, *, generator, seed: int, chain_ids, settings, fused: bool) -> dict:
+    def chains(self, x, *, generator, seed: int, chain_ids, settings, fused: bool, labels=None) -> dict:
         """The sampler runs of one iteration (no gradient): nothing for the Gaussian prior."""
         return {}
 
-    def losses(self, x, chains: dict, *, generator, settings, step: int) -> dict:
+    def losses(self, x, chains: dict, *, generator, settings, step: int, labels=None) -> dict:
         post = self.posterior(x, generator)
         rec, kl = self.elbo_parts(x, post)
         pen = kl_penalty(self.prior, post, weight=kl_weight(settings, step), free_bits=settings.free_bits)
@@ -475,7 +476,7 @@ class EBMModel(LatentModel):
         return langevin_z_ref(self.prior, z0, n_steps=n_steps, step_size=step_size, x=x, decoder=self.decoder,
                               sigma_x=self.sigma_x, seed=seed).detach()
 
-    def chains(self, x, *, generator, seed: int, chain_ids, settings, fused: bool) -> dict:
+    def chains(self, x, *, generator, seed: int, chain_ids, settings, fused: bool, labels=None) -> dict:
         with torch.no_grad():
             u0 = initial_noise(seed, x.shape[0], self.D, chain_ids=chain_ids, device=x.device, dtype=x.dtype)
             u = run_langevin(self.prior, u0, fused=fused, n_steps=settings.langevin_steps,
@@ -486,7 +487,7 @@ class EBMModel(LatentModel):
                                                    step_size=settings.posterior_step_size)
         return out
 
-    def losses(self, x, chains: dict, *, generator, settings, step: int) -> dict:
+    def losses(self, x, chains: dict, *, generator, settings, step: int, labels=None) -> dict:
         z_neg = chains["z_neg"]
         fn = self.prior.energy(z_neg)
         if self._two_stage:
@@ -531,7 +532,8 @@ class EBMModel(LatentModel):
 
 
     @torch.no_grad()
-    def stationarity(self, x, *, n: int, seed: int, n_steps: int, step_size: float, fused: bool = False) -> dict:
+    def stationarity(self, x, *, n: int, seed: int, n_steps: int, step_size: float, fused: bool = False,
+                     labels=None) -> dict:
         """``{"f_pos", "f_neg", "f_gap"}`` in nats: the mean energy of n posterior samples (z⁺ ~ q
         of random rows of ``x``) and of n prior chains run as in training (z⁻); the EBM loss's
         stationary point has ``f_gap = 0`` (F is linear in its last layer)."""
@@ -603,7 +605,7 @@ class DiffusionModel(LatentModel):
             return z, levels
         return (z, u) if return_u else z
 
-    def chains(self, x, *, generator, seed: int, chain_ids, settings, fused: bool) -> dict:
+    def chains(self, x, *, generator, seed: int, chain_ids, settings, fused: bool, labels=None) -> dict:
         B, T = x.shape[0], self.schedule.T
         with torch.no_grad():
             z = self.posterior(x, generator).z
@@ -617,7 +619,7 @@ class DiffusionModel(LatentModel):
                                  chain_ids=chain_ids, **kw)
             return dict(z_pos=self.dprior.T(u_pos), z_neg=self.dprior.T(u_neg), t=t)
 
-    def losses(self, x, chains: dict, *, generator, settings, step: int) -> dict:
+    def losses(self, x, chains: dict, *, generator, settings, step: int, labels=None) -> dict:
         t = chains["t"]
         s = self.schedule.step_variance(t.cpu()).to(x.device, x.dtype)
         # the level-t model's energy is F(·, t)/s_t: its values and gaps are reported in those nats
@@ -629,7 +631,8 @@ class DiffusionModel(LatentModel):
                     f_gap=gap.mean(), f_gap_per_level=per_level)
 
     @torch.no_grad()
-    def stationarity(self, x, *, n: int, seed: int, n_steps: int, step_size: float = 0.0, fused: bool = False) -> dict:
+    def stationarity(self, x, *, n: int, seed: int, n_steps: int, step_size: float = 0.0, fused: bool = False,
+                     labels=None) -> dict:
         """Per level t, the recovery-likelihood loss's stationarity in nats of the level's energy
         F(·, t)/s_t: ``f_pos_per_level`` the mean over n training pairs ``(u_t⁺, u_{t+1})`` built
         from ``u_0 = T_β⁻¹(z̃ ~ q)`` of ``F(T(u_t⁺), t)/s_t``, ``f_neg_per_level`` the same at the
@@ -660,8 +663,12 @@ assert set(MODELS) == set(PRIOR_TYPES)
 
 
 def build_model(cfg: ModelConfig) -> LatentModel:
-    """The model of a run from its :class:`hebm.config.ModelConfig`."""
-    return MODELS[cfg.prior](cfg)
+    """The model of a run from its :class:`hebm.config.ModelConfig` (with attribute heads when
+    ``cfg.attributes`` is set: :mod:`hebm.controllable`)."""
+    cls = MODELS[cfg.prior]
+    if cfg.attributes:
+        cls = controllable_class(cls)
+    return cls(cfg)
 
 
 def load_model(path: str, device="cpu"):

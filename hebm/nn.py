@@ -230,7 +230,9 @@ class MLP(nn.Module):
     ``n_levels``: if given, the network is level-conditioned — a sinusoidal embedding of the
     integer level ``t ∈ {0 … n_levels−1}`` goes through a small MLP whose output is split into
     one additive bias per hidden layer (the authors' time injection, reduced to what keeps the
-    network an MLP at fixed t).
+    network an MLP at fixed t).  ``level_source="table"`` instead: the per-level hidden biases
+    are a free parameter ``level_table`` ``[n_levels, Σ hidden]`` (a categorical condition, e.g.
+    attribute values, that has no order to embed).
     """
 
     @property
@@ -251,6 +253,7 @@ class MLP(nn.Module):
         spectral_norm: bool = False,
         n_levels: Optional[int] = None,
         level_embed_dim: int = 32,
+        level_source: str = "embedding",
     ):
         super().__init__()
         widths = [int(w) for w in widths]
@@ -271,8 +274,14 @@ class MLP(nn.Module):
                 raise ValueError(f"n_levels must be >= 1, got {n_levels}")
             if not hidden:
                 raise ValueError("a level-conditioned MLP needs at least one hidden layer to carry the level biases")
-            e = self.level_embed_dim
-            self.level_net = nn.Sequential(nn.Linear(e, e), nn.SiLU(), nn.Linear(e, sum(hidden)))
+            if level_source == "table":
+                self.level_table = nn.Parameter(torch.zeros(self.n_levels, sum(hidden)))
+            elif level_source == "embedding":
+                e = self.level_embed_dim
+                self.level_net = nn.Sequential(nn.Linear(e, e), nn.SiLU(), nn.Linear(e, sum(hidden)))
+            else:
+                raise ValueError(f"level_source must be 'embedding' or 'table', got {level_source!r}")
+        self._level_source = level_source
 
     @property
     def hidden_widths(self) -> list[int]:
@@ -286,6 +295,8 @@ class MLP(nn.Module):
         """``[n_levels, Σ hidden]``: the additive hidden-layer biases of every level."""
         if self.n_levels is None:
             return None
+        if self._level_source == "table":
+            return self.level_table
         p = self.layers[0].weight
         levels = torch.arange(self.n_levels, device=p.device)
         emb = sinusoidal_embedding(levels, self.level_embed_dim).to(p.dtype)
@@ -321,4 +332,5 @@ class MLP(nn.Module):
             spectral_norm=self.spectral_norm,
             n_levels=self.n_levels,
             level_embed_dim=self.level_embed_dim,
+            level_source=self._level_source,
         )

@@ -18,6 +18,10 @@
   ``[N, H, W, C]``, ``x`` the flat [-1, 1] values, ``z`` the latents).  ``--recon`` writes the
   model's **Recon** set instead: x → z̃ ~ q(z̃ | x) → g(z̃) for N random training images, the floor
   any prior on this generator could reach.
+* ``--attribute NAME=VALUE`` (repeatable; a checkpoint fine-tuned with ``--attributes``,
+  docs/controllable.md): samples of ``p(z̃ | y)`` — conditional chains, every chain with its own
+  values in one fused call; attributes not given are drawn with the training images'
+  frequencies given the ones that are.
 * ``--long-run K`` (paper 1's long-run figure, docs/papers.md B §5.6): ``--nchains`` prior chains
   run K Langevin steps (ebm; for diffusion K steps per level).  ``*_longrun_energy.png`` plots
   the mean target log π(u) and the mean energy F(z̃) per step; ``*_longrun_chain.png`` decodes
@@ -158,6 +162,9 @@ def build_parser():
                                                                   "DIR/samples.npz (for FID tools)")
     p.add_argument("--recon", action="store_true", help="with --save: the Recon set instead — decodes of z ~ q(z | x) "
                                                          "of --n random training images")
+    p.add_argument("--attribute", action="append", default=[], metavar="NAME=VALUE",
+                   help="conditional samples, e.g. --attribute digit=3 --attribute thickness=1 (a checkpoint fine-tuned "
+                        "with --attributes)")
     p.add_argument("--out", default=None, help="output prefix (default <ckpt dir>/sample)")
     p.add_argument("--device", default="cpu")
     return p
@@ -179,6 +186,27 @@ def main(argv=None) -> int:
         os.makedirs(os.path.dirname(os.path.abspath(prefix)), exist_ok=True)
         shape = mcfg.image_shape
         written = []
+        draw = None  # the latents of --n chains: the model's prior, or p(z | y) with --attribute
+        if a.attribute:
+            from .attributes import labels as attribute_labels
+            from .controllable import draw_values, parse_fixed
+
+            names = list(getattr(model, "attributes", []) or [])
+            if not names:
+                raise cli.UserError(f"--attribute: {a.ckpt} has no attribute heads (fine-tune it with hebm.train --init "
+                                    f"{a.ckpt} --attributes digit,thickness,slant)")
+            fixed = parse_fixed(a.attribute, names)
+            data = run_data(tcfg.dataset, data_root=tcfg.data_root, classes=tcfg.classes, holdout=tcfg.holdout,
+                            test_fraction=tcfg.test_fraction)
+            values = draw_values(attribute_labels(data.train, names), names, fixed, a.n, a.seed)
+
+            def draw(j0, j1):
+                return model.sample_latents_given(values[j0:j1], seed=a.seed, n_steps=K, step_size=delta, fused=a.fused,
+                                                  chain_offset=j0, check="raise")
+        else:
+            def draw(j0, j1):
+                return model.sample_latents(j1 - j0, seed=a.seed, n_steps=K, step_size=delta, fused=a.fused,
+                                            chain_offset=j0, check="raise")
         if a.recon and not a.save:
             raise cli.UserError("--recon writes the reconstruction set to --save DIR: pass --save DIR")
         if a.save and os.path.isdir(a.save) and any(n.endswith(".png") or n == "samples.npz" for n in os.listdir(a.save)):
@@ -198,14 +226,13 @@ def main(argv=None) -> int:
                     n = save_image_set(xr, zs, shape, a.save)
                     print(f"[hebm.sample] wrote {n} reconstructions of training images (the Recon set) to {a.save}")
                     return 0
-                zs = torch.cat([model.sample_latents(min(500, a.n - j), seed=a.seed, n_steps=K, step_size=delta,
-                                                     fused=a.fused, chain_offset=j, check="raise")
-                                for j in range(0, a.n, 500)])
+                zs = torch.cat([draw(j, min(a.n, j + 500)) for j in range(0, a.n, 500)])
                 with torch.no_grad():
                     xs = model.decode(zs)
                 n = save_image_set(xs, zs, shape, a.save)
                 written.append(f"{a.save}/ ({n} PNGs + samples.npz)")
-            x = model.sample(min(a.n, 256), seed=a.seed, n_steps=K, step_size=delta, fused=a.fused, check="raise")
+            with torch.no_grad():
+                x = model.decode(draw(0, min(a.n, 256)))
             if shape:
                 save_grid(to_images(x, shape), prefix + ".png", nrow=a.nrow)
             else:

@@ -51,9 +51,11 @@ import torch
 
 from . import cli
 from .backends import cpu as cpu_backend
+from .attributes import labels as attribute_labels
 from .checkpoint import (CheckpointError, latest_good, load_checkpoint, load_state_checked, prev_path, rng_state,
                          save_checkpoint, set_rng_state)
-from .config import ModelConfig, TrainConfig, add_arguments, build, defaults, resume_changes, split_settings
+from .config import (PRIOR_DEFAULTS, ModelConfig, TrainConfig, add_arguments, build, defaults, resume_changes,
+                     split_settings)
 from .data import batch_indices, run_data
 from .figures import save_grid, save_scatter, to_images
 from .metrics import latent_report, stationarity
@@ -307,6 +309,8 @@ def resolve_settings(settings: dict) -> tuple[ModelConfig, TrainConfig]:
     (x_dim, image shape, the conv/mlp default), and for a two-stage run the stage-1 run's
     architecture (``init``)."""
     settings = dict(settings)
+    if settings.get("attributes"):
+        return resolve_attribute_stage(settings)
     prior = settings.pop("prior", "ebm")
     two_stage = prior == "diffusion" or (prior == "ebm" and bool(settings.get("init")))
     mdef, tdef = defaults(prior, two_stage=two_stage)
@@ -347,6 +351,52 @@ def resolve_settings(settings: dict) -> tuple[ModelConfig, TrainConfig]:
     mcfg = build(ModelConfig, {**mdef, **mset, "prior": prior})
     if mcfg.arch == "conv" and not (shape and shape[1] in (28, 32)):
         raise cli.UserError(f"--arch conv takes 28x28 or 32x32 images; --dataset {tcfg.dataset} has shape {shape}")
+    return mcfg, tcfg
+
+
+def resolve_attribute_stage(settings: dict) -> tuple[ModelConfig, TrainConfig]:
+    """The configs of an attribute fine-tuning run (``--attributes`` on ``--init RUN``): the
+    trained run's model, unchanged, plus the heads; its data split; the attribute stage's
+    defaults (config.PRIOR_DEFAULTS["attributes"]) under the user's values."""
+    from .attributes import check_names
+    from .controllable import DEFAULT_LAYERS, parse_layers
+
+    init_path = settings.get("init")
+    if not init_path:
+        raise cli.UserError("--attributes fine-tunes a trained run: pass --init RUN/ckpt.pt (a gaussian or ebm run)")
+    init = load_checkpoint(init_path)
+    base = dict(init["model_config"])
+    if base.get("prior") not in ("gaussian", "ebm"):
+        raise CheckpointError(f"--init {init_path!r} is a {base.get('prior')} run; attribute coupling takes a gaussian "
+                              f"or ebm run")
+    if base.get("attributes"):
+        raise CheckpointError(f"--init {init_path!r} already has attribute heads ({', '.join(base['attributes'])}); "
+                              f"start from the run it was fine-tuned on")
+    if "prior" in settings and settings["prior"] != base["prior"]:
+        raise cli.UserError(f"--prior {settings['prior']}: --init {init_path!r} is a {base['prior']} run (attribute "
+                            f"fine-tuning keeps its prior; drop --prior)")
+    settings.pop("prior", None)
+    mset, tset = split_settings(settings)
+    heads = {"attributes", "attribute_layers", "attribute_hidden"}
+    changed = sorted(k for k in mset if k not in heads and mset[k] != base.get(k))
+    if changed:
+        raise cli.UserError(f"--{changed[0].replace('_', '-')}: attribute fine-tuning keeps the trained run's model "
+                            f"(it is frozen); only --attributes, --attribute-layers and --attribute-hidden apply")
+    try:
+        names = check_names(mset["attributes"])
+        parse_layers(names, mset.get("attribute_layers"), len(base["latent_dims"]), DEFAULT_LAYERS)
+    except ValueError as e:
+        raise cli.UserError(str(e)) from None
+    itc = init["train_config"]
+    if "dataset" in tset and tset["dataset"] != itc.get("dataset"):
+        raise CheckpointError(f"--init {init_path!r} was trained on {itc.get('dataset')}, not {tset['dataset']} "
+                              f"(--dataset)")
+    _, tdef = defaults(base["prior"])
+    tdef.update({k: v for k, v in PRIOR_DEFAULTS["attributes"].items() if k in tdef})
+    for k in ("dataset", "data_root", "holdout", "classes", "test_fraction", "seed"):
+        tdef[k] = itc.get(k, tdef[k])
+    tcfg = build(TrainConfig, {**tdef, **tset})
+    mcfg = build(ModelConfig, {**base, **{k: v for k, v in mset.items() if k in heads}, "attributes": names})
     return mcfg, tcfg
 
 
@@ -410,6 +460,8 @@ class Trainer:
         if self.data.train.dim != mcfg.x_dim:
             raise CheckpointError(f"the data have dimension {self.data.train.dim}, the model {mcfg.x_dim}")
         self.x_train = self.data.train.x.to(self.device)
+        # attribute fine-tuning: every training image's attribute values (hebm.attributes), on the CPU
+        self.attr_train = attribute_labels(self.data.train, mcfg.attributes) if mcfg.attributes else None
         self.model = build_model(mcfg).to(self.device)
         if self.model.two_stage:  # the stage-1 model frozen bit for bit; only the new energies learn
             if checkpoint is None:
@@ -492,10 +544,13 @@ class Trainer:
         return tr
 
     # ------------------------------------------------------------------ one iteration
-    def _batch(self, step: int) -> torch.Tensor:
+    def _batch(self, step: int) -> tuple:
+        """``(x, labels)`` of iteration ``step``: the images and, for attribute fine-tuning, their
+        attribute values (None otherwise)."""
         rows = batch_indices(len(self.x_train), self.cfg.batch_size, step, seed=self.cfg.seed, rank=self.dist.rank,
                              world=self.dist.world)
-        return self.x_train[rows.to(self.device)]
+        labels = self.attr_train[rows] if self.attr_train is not None else None
+        return self.x_train[rows.to(self.device)], labels
 
     def _chain_ids(self, B: int) -> torch.Tensor:
         off = self.dist.rank * self.cfg.batch_size
@@ -506,15 +561,15 @@ class Trainer:
         guard, the update.  Raises :class:`NonFiniteError` (parameters untouched) on NaN/Inf."""
         cfg, m, k = self.cfg, self.model, self.step
         t_start = time.perf_counter()
-        x = self._batch(k)
+        x, labels = self._batch(k)
         gen = torch.Generator(device=self.device).manual_seed(step_seed(cfg.seed, k, 1000 + self.dist.rank))
-        if self.mcfg.spectral_norm:  # one power iteration per update, as torch's spectral_norm
+        if self.mcfg.spectral_norm:  # one power iteration per update, as torch's spectral_norm (frozen energies: none)
             m.power_iteration()
         t0 = time.perf_counter()
         chains = m.chains(x, generator=gen, seed=step_seed(cfg.seed, k, 1), chain_ids=self._chain_ids(x.shape[0]),
-                          settings=cfg, fused=cfg.fused)
+                          settings=cfg, fused=cfg.fused, labels=labels)
         sampling_ms = (time.perf_counter() - t0) * 1e3
-        out = m.losses(x, chains, generator=gen, settings=cfg, step=k)
+        out = m.losses(x, chains, generator=gen, settings=cfg, step=k, labels=labels)
         joint = out.pop("loss_joint", None)
         if joint is not None:  # one backward for both parameter sets (hebm.models.EBMModel.losses says why)
             both = _grads(joint, self.gparams + self.eparams)
@@ -574,7 +629,8 @@ class Trainer:
             rep = latent_report(m, self._eval_x, samples=16, seed=cfg.seed)
             res = dict(active_units=rep["active_units"], kl_per_layer=rep["kl_per_layer"])
             st = stationarity(m, self.x_train, n=2048 if final else 512, seed=step_seed(cfg.seed, self.step, 77),
-                              n_steps=cfg.langevin_steps, step_size=cfg.langevin_step_size, fused=cfg.fused)
+                              n_steps=cfg.langevin_steps, step_size=cfg.langevin_step_size, fused=cfg.fused,
+                              labels=self.attr_train)
             if st is not None:
                 res.update({f"eval_{k}": v for k, v in st.items()})
         finally:

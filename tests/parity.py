@@ -49,6 +49,25 @@ def make_prior(
     return prior.to(device=device, dtype=dtype).eval()
 
 
+def attribute_prior(prior: HierarchicalPrior, names: Sequence[str], layers: Sequence[int], hidden: Sequence[int],
+                    seed: int = 0) -> HierarchicalPrior:
+    """``prior`` coupled with random attribute heads (hebm.controllable): the merged, level-
+    conditioned prior whose ``t`` is each chain's combination of attribute values."""
+    from hebm.controllable import AttributeHeads, conditional_prior
+
+    act = prior.energies[0].act.spec() if prior.energies is not None else "gelu"
+    heads = AttributeHeads(prior.dims, names, layers, hidden, act).to(next(prior.parameters()).dtype)
+    g = torch.Generator().manual_seed(seed + 101)
+    with torch.no_grad():
+        for p in heads.parameters():
+            bound = 1.0 / max(1, p.shape[-1]) ** 0.5
+            p.copy_(((torch.rand(p.shape, generator=g, dtype=torch.float64) * 2 - 1) * bound).to(p.dtype))
+    cp = conditional_prior(prior, heads)
+    for p in cp.parameters():
+        p.requires_grad_(False)
+    return cp.eval()
+
+
 def make_kwargs(prior: HierarchicalPrior, B: int, *, n_steps: int = 5, per_row: bool = True, kernel: bool = True,
                 seed: Optional[int] = None, explicit_noise: bool = True, data_seed: int = 1, device="cpu",
                 dtype=torch.float32) -> tuple[torch.Tensor, dict]:

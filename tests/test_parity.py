@@ -29,7 +29,7 @@ import pytest  # noqa: E402
 
 import hebm  # noqa: E402
 from hebm.args import check_langevin_args, check_reverse_args, finish  # noqa: E402
-from tests.parity import make_kwargs, make_prior, on, parity  # noqa: E402
+from tests.parity import attribute_prior, make_kwargs, make_prior, on, parity  # noqa: E402
 
 GPU = torch.cuda.is_available()
 pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # numpy σ(x → −∞) in Triton's interpreter
@@ -213,6 +213,12 @@ CASES = {
     "wide-odd": (dict(dims=(97, 13), prior_hidden=(130,), energy_hidden=(97, 66), seed=5, scale=0.5), dict(B=33, n_steps=2)),
     "tiled-33": (dict(dims=(7, 13, 3), prior_hidden=(33,), energy_hidden=(33, 20), n_levels=3), dict(B=18, n_steps=2)),
     "B1": (dict(dims=(7, 13, 3), seed=11), dict(B=1)),
+    # attribute-coupled energies (hebm.controllable): each chain its own attribute values (t)
+    "attributes-per-row": (dict(dims=(7, 13, 3), seed=11, attributes=(("digit", "thickness", "slant"), (2, 0, 0),
+                                                                       (19, 11))), dict(B=33, n_steps=3)),
+    "attributes-gaussian-seeded": (dict(dims=(7, 13, 3), energy_hidden=None, seed=12,
+                                        attributes=(("digit", "slant"), (0, 2), (9, 5))),
+                                   dict(B=17, n_steps=3, explicit_noise=False, kernel=False)),
     "two-programs": (dict(dims=(7, 13)), dict(B=21, n_steps=2, explicit_noise=False)),
     # the soft clamp of log σ, in its nonlinear range (weights scaled up: |ℓ| ~ c)
     "sigma-clamp": (dict(dims=(7, 13, 3), sigma_clamp=1.0, scale=3.0, seed=7), dict(B=9, n_steps=3)),
@@ -249,7 +255,11 @@ def build_case(name, device, dtype=torch.float32):
     rk = dict(rk)
     B = rk.pop("B")
     chain_ids, step_offset, zero_noise = rk.pop("chain_ids", False), rk.pop("step_offset", 0), rk.pop("zero_noise", False)
+    pk = dict(pk)
+    attrs = pk.pop("attributes", None)
     prior = make_prior(**pk)
+    if attrs is not None:
+        prior = attribute_prior(prior, *attrs, seed=pk.get("seed", 0))
     u, kw = make_kwargs(prior, B, **rk)
     if chain_ids:
         kw["chain_ids"] = torch.arange(B) * 7 + 3
