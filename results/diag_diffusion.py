@@ -1,38 +1,66 @@
-"""RESULTS.md §3, the diffusion diagnosis: per layer, the prior hole (Fréchet distance to the
-aggregate posterior) of p_β, of the reverse diffusion as trained, and of the same reverse
-diffusion with the level energies switched off (F = 0: only the N(0, I) and recovery-kernel
-terms and the noise).  If the last equals p_β's, the sampler is right and the trained energies
-move the samples.
+"""RESULTS.md §6, the diffusion diagnosis: does the level energies' *initialisation* alone move the
+reverse diffusion off p_β?  For a trained stage-1 checkpoint, an untrained diffusion model is
+built twice on it — PyTorch's default init of the level energies and the neutral init (F ≡ 0) —
+and its reverse diffusion is run from the same ũ_T: per level, the mean displacement
+‖ũ_t − ũ_{t+1}‖ of the chains against ‖ũ_{t+1}‖, and the prior hole of z₁ (Fréchet distance to
+the aggregate posterior) against p_β's.  The claim "the default init breaks it" predicts large
+displacements and a large hole for the default init only; had the sampler or the schedule been
+at fault, both inits would move the chains alike.
 
-    python results/diag_diffusion.py OUT.json CKPT [CKPT ...]
+    python results/diag_diffusion.py OUT.json STAGE1_CKPT [STAGE1_CKPT ...]
 """
 import json
 import sys
 
 import torch
 
+from hebm.config import ModelConfig, build
 from hebm.evaluate import _data
-from hebm.metrics import prior_hole
-from hebm.models import load_model
+from hebm.metrics import frechet_distance
+from hebm.models import build_model, load_model
+from hebm.philox import initial_noise
+from hebm.sampling import reverse_diffusion
 
 
-def main(out_path, ckpts):
+def untrained_diffusion(stage1, mcfg, neutral: bool, seed: int = 0):
+    torch.manual_seed(seed)
+    keep = ("arch", "x_dim", "image_shape", "latent_dims", "inference", "enc_hidden", "dec_hidden", "channels",
+            "prior_hidden", "act", "sigma_x", "sigma_min", "sigma_clamp")
+    cfg = build(ModelConfig, dict({k: getattr(mcfg, k) for k in keep}, prior="diffusion", neutral_init=neutral,
+                                  base_prior=mcfg.prior))
+    model = build_model(cfg)
+    own = model.state_dict()
+    own.update({k: v for k, v in stage1.state_dict().items() if k in own and not k.startswith("dprior.")})
+    model.load_state_dict(own)
+    return model.eval()
+
+
+def main(out_path, ckpts, n=2000, K=50):
     out = {}
     for path in ckpts:
-        model, mcfg, tcfg, _ = load_model(path)
-        if model.kind != "diffusion":
-            sys.exit(f"{path}: not a diffusion checkpoint")
+        stage1, mcfg, tcfg, _ = load_model(path)
         x = _data(tcfg).train.x
-        kw = dict(n=2000, seed=0, n_steps=tcfg.langevin_steps, step_size=tcfg.langevin_step_size, fused=True)
-        trained = prior_hole(model, x, **kw)
         with torch.no_grad():
-            for p in model.dprior.energies.parameters():
-                p.zero_()
-        off = prior_hole(model, x, **kw)
-        out[path] = dict(p_beta=trained["gaussian"], reverse_diffusion=trained["model"], reverse_diffusion_F0=off["model"])
-        print(path, json.dumps(out[path]), flush=True)
+            z_post = stage1.posterior(x, torch.Generator().manual_seed(0)).z
+            ids = torch.arange(n)
+            u_T = initial_noise(1, n, stage1.D, chain_ids=ids)
+            d1 = stage1.dims[0]
+            hole_base = frechet_distance(z_post[:, :d1].numpy(), stage1.prior.T(u_T)[:, :d1].numpy())
+        res = dict(prior_hole_z1_p_beta=hole_base)
+        for name, neutral in (("default_init", False), ("neutral_init", True)):
+            model = untrained_diffusion(stage1, mcfg, neutral)
+            _, levels = reverse_diffusion(model.dprior, model.schedule, u_T, n_steps=K, seed=1, chain_ids=ids,
+                                          backend="auto", return_levels=True)
+            disp = [float((levels[j + 1] - levels[j]).norm(dim=1).mean()) for j in range(len(levels) - 1)]
+            size = [float(levels[j].norm(dim=1).mean()) for j in range(len(levels) - 1)]
+            with torch.no_grad():
+                z = model.prior.T(levels[-1])
+            res[name] = dict(displacement_per_level=disp, norm_entering_level=size,
+                             prior_hole_z1=frechet_distance(z_post[:, :d1].numpy(), z[:, :d1].numpy()))
+        out[path] = res
+        print(path, json.dumps(res, indent=1))
     with open(out_path, "w") as f:
-        json.dump(out, f, indent=1)
+        json.dump(out, f, indent=2)
 
 
 if __name__ == "__main__":
