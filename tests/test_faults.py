@@ -381,7 +381,10 @@ def test_ctrl_c_interrupts_a_long_cpu_chain(tmp_path):
         if proc.poll() is None:
             proc.kill()
     assert rc == 7, (rc, proc.stderr.read())
-    assert waited < 5.0, f"Ctrl-C took {waited:.1f} s to take effect"
+    # the chain would run for hours (2³¹ toy steps); a kernel that returns to Python between its
+    # ~0.25 s chunks ends within seconds.  The bound is loose on purpose: no assertion here may
+    # depend on how fast or how loaded the machine is, only on hours vs seconds.
+    assert waited < 25.0, f"Ctrl-C took {waited:.1f} s to take effect"
 
 
 # ------------------------------------------------------------------------------ the noise stream across backends
