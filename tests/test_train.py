@@ -103,8 +103,8 @@ def test_nan_guard_keeps_last_good_checkpoint(tmp_path, monkeypatch):
     orig = tr._batch
 
     def poisoned(step):
-        x = orig(step)
-        return x * float("nan") if step == 2 else x
+        x, labels = orig(step)
+        return (x * float("nan") if step == 2 else x), labels
 
     monkeypatch.setattr(tr, "_batch", poisoned)
     res = tr.train()
