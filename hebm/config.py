@@ -65,8 +65,8 @@ class ModelConfig:
                                     "attributes on the trained run --init (frozen), e.g. digit,thickness,slant "
                                     "(docs/controllable.md)", "model", list_of=str)
     attribute_layers: Optional[list] = _f(None, "the layer of each attribute, NAME:LAYER (1 = z_1, the bottom), e.g. "
-                                          "digit:3,thickness:1 (default digit on the top layer, thickness and slant "
-                                          "on z_1)", "model", list_of=str)
+                                          "digit:3,thickness:1 (default: every attribute on z_1, where these models "
+                                          "keep nearly all their information; RESULTS.md §7)", "model", list_of=str)
     attribute_hidden: Optional[list] = _f(None, "hidden widths of the attribute heads (default: the energies' "
                                           "--energy-hidden)", "model", list_of=int, lo=1)
     sigma_x: float = _f(0.3, "decoder noise σ_x of p(x | z_1) = N(g(z_1), σ_x²)", "model", lo=0, lo_open=True)
@@ -148,8 +148,8 @@ PRIOR_DEFAULTS = {
     "gaussian": dict(langevin_steps=0),
     "ebm": dict(spectral_norm=True, lr_ebm=2e-5, langevin_steps=60),
     "ebm-two-stage": dict(neutral_init=True, lr_ebm=1e-4, langevin_steps=60, langevin_step_size=0.2, steps=12000),
-    "attributes": dict(lr_ebm=1e-4, langevin_steps=60, langevin_step_size=0.2, steps=4000),
-    "diffusion": dict(neutral_init=True, steps=3000, lr_ebm=4e-5, ebm_betas=[0.99, 0.999], weight_decay_ebm=3e-5,
+    "attributes": dict(lr_ebm=3e-4, langevin_steps=60, langevin_step_size=0.2, steps=12000),
+    "diffusion": dict(neutral_init=True, energy_hidden=[256, 256], steps=3000, lr_ebm=4e-5, ebm_betas=[0.99, 0.999], weight_decay_ebm=3e-5,
                       langevin_steps=50),
 }
 
