@@ -275,9 +275,12 @@ class ControllableMixin:
     def losses(self, x, chains: dict, *, generator, settings, step: int, labels=None) -> dict:
         with torch.no_grad():
             z_pos = self.posterior(x, generator).z
+        from .models import energy_penalty  # models imports this module: the shared penalty lives there
+
         gp = self.heads(z_pos, labels)
         gn = self.heads(chains["z_neg"], labels)
-        return dict(loss_e=gn.mean() - gp.mean(), f_pos=gp.mean().detach(), f_neg=gn.mean().detach(),
+        return dict(loss_e=gn.mean() - gp.mean() + energy_penalty(settings, gp, gn), f_pos=gp.mean().detach(),
+                    f_neg=gn.mean().detach(),
                     f_gap=(gp.mean() - gn.mean()).detach())
 
     @torch.no_grad()

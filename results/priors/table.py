@@ -54,6 +54,13 @@ def ms(vals, fmt="{:.2f}"):
     return (fmt + " ± " + fmt).format(np.mean(v), np.std(v)) if len(v) > 1 else fmt.format(v[0])
 
 
+#: row labels and order (run names without the seed suffix)
+LABELS = {"gauss": "Gaussian p_β (stage 1)", "ts": "two-stage joint EBM",
+          "df_s3e-3": "diffusion EBM, T = 3, s = 3·10⁻³ (the default)", "df": "diffusion EBM, T = 3, s = 3·10⁻⁵ (the authors')",
+          "df_noneutral": "… s = 3·10⁻⁵, PyTorch's default init (paired)", "joint": "joint-trained EBM (its own generator)"}
+LABELS.update({f"dfT{t}": f"diffusion EBM, T = {t}, s = 3·10⁻⁵" for t in range(1, 7)})
+
+
 def table(root: str) -> str:
     groups: dict = {}
     for d in sorted(glob.glob(os.path.join(root, "*", "summary_eval.json"))):
@@ -63,13 +70,14 @@ def table(root: str) -> str:
     lines = ["| prior (same generator unless noted) | seeds | FD | its p_β's FD | Recon (floor) | gap closed | "
              "prior hole z₁, z₂, z₃ (model) | f⁺ − f⁻ (nats; per level) | long run: min inside | train wall (s) |",
              "|---|---|---|---|---|---|---|---|---|---|"]
-    for name, rs in groups.items():
+    order = list(LABELS)
+    for name, rs in sorted(groups.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)):
         holes = np.array([r["hole_model"] for r in rs]).mean(0)
         gaps = [r["gap"] for r in rs if "gap" in r]
         gap = "—" if not gaps else ", ".join(f"{np.mean([g[j] for g in gaps]):+.2f}" for j in range(len(gaps[0])))
         lrs = [r["longrun"] for r in rs if "longrun" in r]
         lr = "—" if not lrs else f"{min(x[0] for x in lrs):.2f} ({'stays' if all(x[1] for x in lrs) else 'leaves'})"
-        lines.append(f"| {name} | {len(rs)} | {ms([r['fd'] for r in rs])} | {ms([r['fd_gaussian'] for r in rs])} | "
+        lines.append(f"| {LABELS.get(name, name)} | {len(rs)} | {ms([r['fd'] for r in rs])} | {ms([r['fd_gaussian'] for r in rs])} | "
                      f"{ms([r['fd_recon'] for r in rs])} | {ms([100 * r['closed'] for r in rs], '{:.0f}')} % | "
                      f"{', '.join(f'{h:.2f}' for h in holes)} | {gap} | {lr} | {ms([r['wall'] for r in rs], '{:.0f}')} |")
     return "\n".join(lines)
