@@ -91,38 +91,30 @@ class AttributeHeads(nn.Module):
         self.value_bias = nn.ParameterList(
             nn.Parameter(torch.randn(n, sum(self.hidden), generator=g)) for n in self.n_values)
 
-    def layer_table(self, i: int) -> Optional[torch.Tensor]:
-        """``[n_combos, Σ hidden]``: layer i's hidden-bias shift for every combination (None: no head)."""
-        if str(i) not in self.nets:
-            return None
-        combos = combinations(self.n_values).to(self.value_bias[0].device)
-        table = 0
+    def shift(self, i: int, values: torch.Tensor):
+        """``Σ_{a on layer i} B_a[values[:, a]]``: layer i's hidden-bias shift for rows of attribute
+        values ``[B, A]`` (0 when no attribute sits there)."""
+        out = 0
         for a, (layer, bias) in enumerate(zip(self.layers, self.value_bias)):
             if layer == i:
-                table = table + bias[combos[:, a]]
-        return table
+                out = out + bias[values[:, a].long()]
+        return out
+
+    def layer_table(self, i: int) -> Optional[torch.Tensor]:
+        """``[n_combos, Σ hidden]``: layer i's shift for every combination (None: no head)."""
+        if str(i) not in self.nets:
+            return None
+        return self.shift(i, combinations(self.n_values).to(self.value_bias[0].device))
 
     def terms(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """``[B, L]``: ``g_i(z_i, y)`` per layer (0 where no attribute sits)."""
-        zs = torch.split(z, self.dims, dim=1)
-        out = z.new_zeros(z.shape[0], len(self.dims))
         cols = []
-        for i in range(len(self.dims)):
+        for i, zi in enumerate(torch.split(z, self.dims, dim=1)):
             net = self.nets[str(i)] if str(i) in self.nets else None
             if net is None:
-                cols.append(out[:, i])
-                continue
-            shift = 0
-            for a, (layer, bias) in enumerate(zip(self.layers, self.value_bias)):
-                if layer == i:
-                    shift = shift + bias[y[:, a].long()]
-            parts = torch.split(shift, net.hidden_widths, dim=1)
-            h = zs[i]
-            for j, lin in enumerate(net.layers):
-                h = lin(h)
-                if j < len(net.layers) - 1:
-                    h = net.act(h + parts[j])
-            cols.append(h[:, 0])
+                cols.append(zi.new_zeros(zi.shape[0]))
+            else:
+                cols.append(net.shifted(zi, torch.split(self.shift(i, y), net.hidden_widths, dim=1))[:, 0])
         return torch.stack(cols, 1)
 
     def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

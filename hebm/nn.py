@@ -314,13 +314,17 @@ class MLP(nn.Module):
         return list(torch.split(rows, self.hidden_widths, dim=-1))
 
     def forward(self, x: torch.Tensor, t=None) -> torch.Tensor:
-        extra = self.level_biases(t) if self.n_levels is not None else None
+        return self.shifted(x, self.level_biases(t) if self.n_levels is not None else None)
+
+    def shifted(self, x: torch.Tensor, shifts=None) -> torch.Tensor:
+        """The network with ``shifts[j]`` (``[B, h_j]`` or broadcastable) added to hidden layer j's
+        pre-activation — the level biases, or any per-row condition (hebm.controllable's heads)."""
         n = len(self.layers)
         for j, layer in enumerate(self.layers):
             x = layer(x)
             if j < n - 1:
-                if extra is not None:
-                    x = x + extra[j]
+                if shifts is not None:
+                    x = x + shifts[j]
                 x = self.act(x)
         return x
 

@@ -325,13 +325,8 @@ def resolve_settings(settings: dict) -> tuple[ModelConfig, TrainConfig]:
         if tcfg.posterior != "q":
             raise cli.UserError("--init (two-stage) takes its positives from the frozen model's inference network: "
                                 "drop --posterior langevin")
-        init = load_checkpoint(tcfg.init)
+        init = load_stage1(tcfg.init, tcfg.dataset)
         base = init["model_config"]
-        if base.get("prior") not in ("gaussian", "ebm"):
-            raise CheckpointError(f"--init {tcfg.init!r} is a {base.get('prior')} run; it must be a gaussian or ebm run")
-        if init["train_config"].get("dataset") != tcfg.dataset:
-            raise CheckpointError(f"--init {tcfg.init!r} was trained on {init['train_config'].get('dataset')}, "
-                                  f"not {tcfg.dataset} (--dataset)")
         for k in STAGE1_KEYS:
             if k in mset and mset[k] != base[k]:
                 raise cli.UserError(f"--{k.replace('_', '-')} must match the stage-1 run --init ({base[k]!r})")
@@ -354,6 +349,21 @@ def resolve_settings(settings: dict) -> tuple[ModelConfig, TrainConfig]:
     return mcfg, tcfg
 
 
+def load_stage1(path: str, dataset) -> dict:
+    """The checkpoint of the trained run a later stage builds on (``--init``), checked: a gaussian
+    or ebm run without attribute heads, trained on ``dataset`` (None: any)."""
+    init = load_checkpoint(path)
+    base, itc = init["model_config"], init["train_config"]
+    if base.get("prior") not in ("gaussian", "ebm"):
+        raise CheckpointError(f"--init {path!r} is a {base.get('prior')} run; it must be a gaussian or ebm run")
+    if base.get("attributes"):
+        raise CheckpointError(f"--init {path!r} already has attribute heads ({', '.join(base['attributes'])}); "
+                              f"start from the run it was fine-tuned on")
+    if dataset is not None and itc.get("dataset") != dataset:
+        raise CheckpointError(f"--init {path!r} was trained on {itc.get('dataset')}, not {dataset} (--dataset)")
+    return init
+
+
 def resolve_attribute_stage(settings: dict) -> tuple[ModelConfig, TrainConfig]:
     """The configs of an attribute fine-tuning run (``--attributes`` on ``--init RUN``): the
     trained run's model, unchanged, plus the heads; its data split; the attribute stage's
@@ -364,14 +374,8 @@ def resolve_attribute_stage(settings: dict) -> tuple[ModelConfig, TrainConfig]:
     init_path = settings.get("init")
     if not init_path:
         raise cli.UserError("--attributes fine-tunes a trained run: pass --init RUN/ckpt.pt (a gaussian or ebm run)")
-    init = load_checkpoint(init_path)
+    init = load_stage1(init_path, settings.get("dataset"))
     base = dict(init["model_config"])
-    if base.get("prior") not in ("gaussian", "ebm"):
-        raise CheckpointError(f"--init {init_path!r} is a {base.get('prior')} run; attribute coupling takes a gaussian "
-                              f"or ebm run")
-    if base.get("attributes"):
-        raise CheckpointError(f"--init {init_path!r} already has attribute heads ({', '.join(base['attributes'])}); "
-                              f"start from the run it was fine-tuned on")
     if "prior" in settings and settings["prior"] != base["prior"]:
         raise cli.UserError(f"--prior {settings['prior']}: --init {init_path!r} is a {base['prior']} run (attribute "
                             f"fine-tuning keeps its prior; drop --prior)")
@@ -388,9 +392,6 @@ def resolve_attribute_stage(settings: dict) -> tuple[ModelConfig, TrainConfig]:
     except ValueError as e:
         raise cli.UserError(str(e)) from None
     itc = init["train_config"]
-    if "dataset" in tset and tset["dataset"] != itc.get("dataset"):
-        raise CheckpointError(f"--init {init_path!r} was trained on {itc.get('dataset')}, not {tset['dataset']} "
-                              f"(--dataset)")
     _, tdef = defaults(base["prior"])
     tdef.update({k: v for k, v in PRIOR_DEFAULTS["attributes"].items() if k in tdef})
     for k in ("dataset", "data_root", "holdout", "classes", "test_fraction", "seed"):
