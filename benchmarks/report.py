@@ -160,9 +160,10 @@ def fixed_cost_table(rows: list[dict]) -> str:
              "| provider | t(K=1) µs | t(K=21) µs | one step µs | fixed µs | fixed / step | target |",
              "|---|---|---|---|---|---|---|"]
     for r in rs:
-        for label, pre in ((r["provider"], ""), (f"{r['provider']}, general path", "general_")):
+        for label, pre in ((r["provider"], ""), (f"{r['provider']}, [B] tensors", "tensor_"),
+                           (f"{r['provider']}, general path (before the one door)", "general_")):
             if f"{pre}t1_s" not in r:
-                continue  # (the general path's row: the cpu backend, which has a fast path)
+                continue  # (the [B]-tensor row: the cpu backend; "general_": JSON from before the one door)
             v = r.get(f"{pre}fixed_in_steps")
             lines.append(f"| {label} | {r[pre + 't1_s'] * 1e6:.0f} | {r[pre + 'tK_s'] * 1e6:.0f} | "
                          f"{r[pre + 'step_s'] * 1e6:.1f} | {r[pre + 'fixed_s'] * 1e6:.0f} | "

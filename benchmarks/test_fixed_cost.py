@@ -2,9 +2,9 @@
 
 On the toy problem at B = 64: ``t(K)`` is the median time of a call of K steps; one step costs
 ``s = (t(21) − t(1)) / 20`` and the call's fixed part is ``t(1) − s`` (argument checks, backend
-choice, the pack cache's checks, the op boundary, the output checks — on the CPU backend's fast
-path, what is left of them).  The row reports ``(t(1) − s) / s``; for ``cpu`` a second row, the
-general path's (the fast path switched off)."""
+choice, the pack cache's checks, the op boundary, the output checks).  The row reports
+``(t(1) − s) / s``; for ``cpu`` also the same call with its per-chain arguments as ``[B]`` tensors
+instead of numbers (``tensor_*``): every form takes the one path, so no form pays more than another."""
 from __future__ import annotations
 
 import statistics
@@ -12,8 +12,9 @@ import time
 
 import pytest
 
+import torch
+
 import hebm
-import hebm.backends.cpu
 from benchmarks import providers as P
 
 N_LONG = 21
@@ -59,14 +60,19 @@ def test_fixed_cost(benchmark, bench, provider):
                 quick=bench.quick, t1_s=t1, tK_s=tk, K_long=N_LONG, step_s=step, fixed_s=t1 - step,
                 fixed_in_steps=(t1 - step) / step if step > 0 else None)
     if provider == "cpu":
-        # the general path too (hebm.backends.cpu.fast_langevin off): what a call costs whose
-        # arguments the fast path leaves to it (another form, the first call on a prior)
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(hebm.backends.cpu, "fast_langevin", lambda *a: None)
-            g1, gk = measure()
+        # the same call with per-chain tensors where the problem passes numbers
+        B = p.u.shape[0]
+        tensors = {k: torch.full((B,), float(v), dtype=p.u.dtype) for k, v in p.kwargs.items()
+                   if k in ("step_size", "noise_scale", "energy_scale", "alpha", "sigma") and isinstance(v, (int, float))}
+        f1 = P.langevin_fn(provider, p.prior, p.u, dict(kw1, **tensors), bench.precision)
+        fk = P.langevin_fn(provider, p.prior, p.u, dict(p.kwargs, n_steps=N_LONG, **tensors), bench.precision)
+        for f in (f1, fk):
+            f()
+        g1, gk = measure()
         gstep = (gk - g1) / (N_LONG - 1)
-        info.update(general_t1_s=g1, general_tK_s=gk, general_step_s=gstep, general_fixed_s=g1 - gstep,
-                    general_fixed_in_steps=(g1 - gstep) / gstep if gstep > 0 else None)
+        info.update(tensor_t1_s=g1, tensor_tK_s=gk, tensor_step_s=gstep, tensor_fixed_s=g1 - gstep,
+                    tensor_fixed_in_steps=(g1 - gstep) / gstep if gstep > 0 else None)
+        f1 = P.langevin_fn(provider, p.prior, p.u, kw1, bench.precision)
     benchmark.group = "fixed_cost toy B=64"
     benchmark.pedantic(f1, rounds=5 if bench.quick else 50, iterations=1, warmup_rounds=1)
     info["median_s"] = benchmark.stats.stats.median

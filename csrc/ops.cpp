@@ -127,36 +127,14 @@ Tensor per_chain_int(const Tensor& t, const char* name, const Tensor& u) {
   return as_contiguous(t, at::kLong);
 }
 
-// The value refusals of hebm/args.py, for calls whose Python side left them to the kernel
-// (hebm.args.ValueChecks, deferred; the op's check_values): finite values, step_size and
-// noise_scale >= 0, sigma > 0, chain_ids in [0, 2**32) — and, on every call, t in
-// [0, n_levels).  One pass over arrays the kernel reads anyway, where the Python check costs
-// separate reductions and a host read.  The error only says which argument;
-// hebm/backends/cpu.py re-raises it with hebm.args' message.
-enum class Sign { any, nonneg, pos };
-
-template <typename T>
-bool values_ok(const Tensor& x, Sign sign) {
-  const T* p = x.data_ptr<T>();
-  const int64_t n = x.numel();
-  T nan_if_bad = T(0);  // v·0 is 0 for finite v, NaN for ±Inf and NaN: a branch-free, vectorised pass
-  bool sign_ok = true;
-  for (int64_t i = 0; i < n; ++i) {
-    nan_if_bad += p[i] * T(0);
-    if (sign == Sign::nonneg) sign_ok &= p[i] >= T(0);
-    if (sign == Sign::pos) sign_ok &= p[i] > T(0);
-  }
-  return nan_if_bad == T(0) && sign_ok;
-}
-
+// t indexes the bias tables: a value outside [0, n_levels) would read outside them.  hebm.args
+// refuses it with its message before any backend runs; this guards the memory of a direct op call.
 bool ints_in(const Tensor& x, int64_t lo, int64_t hi) {  // every value in [lo, hi)
   const int64_t* p = x.data_ptr<int64_t>();
   bool ok = true;
   for (int64_t i = 0, n = x.numel(); i < n; ++i) ok &= p[i] >= lo && p[i] < hi;
   return ok;
 }
-
-#define HEBM_REFUSE(ok, name) TORCH_CHECK_VALUE(ok, "hebm: bad values in ", name, " (hebm.args states the rule)")
 
 void check_precision(c10::string_view precision) {
   const std::string p(precision);
@@ -343,7 +321,7 @@ std::tuple<Tensor, Tensor> langevin_cpu(const Tensor& u_in, const Tensor& params
                                         const Tensor& noise_scale, const Tensor& energy_scale, const OptTensor& t,
                                         const OptTensor& u_next, const OptTensor& alpha, const OptTensor& sigma,
                                         const OptTensor& noise, int64_t key0, int64_t key1, const Tensor& chain_ids,
-                                        int64_t n_steps, int64_t step_offset, bool trace, bool check_values,
+                                        int64_t n_steps, int64_t step_offset, bool trace,
                                         c10::string_view precision) {
   TORCH_CHECK(u_in.device().is_cpu() && params_in.device().is_cpu(), "hebm::langevin (CPU): tensors must be on the CPU");
   check_precision(precision);
@@ -361,7 +339,7 @@ std::tuple<Tensor, Tensor> langevin_cpu(const Tensor& u_in, const Tensor& params
   for (size_t l = 0; l < layout.size() / hebm::LAY_NCOLS; ++l) needs_t |= layout[l * hebm::LAY_NCOLS + 4] > 1;
   if (t.has_value()) {
     tt = per_chain_int(*t, "t", u);
-    HEBM_REFUSE(ints_in(tt, 0, n_levels), "t");  // always: t indexes the bias tables
+    TORCH_CHECK_VALUE(ints_in(tt, 0, n_levels), "hebm: t must lie in [0, ", n_levels, ")");
   } else {
     TORCH_CHECK(!needs_t, "hebm: the energies are level-conditioned; pass t");
   }
@@ -381,19 +359,6 @@ std::tuple<Tensor, Tensor> langevin_cpu(const Tensor& u_in, const Tensor& params
   }
   Tensor logd = trace ? at::empty({n_steps, B}, u.options()) : at::empty({0}, u.options());
 
-  if (check_values) AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "hebm_langevin_cpu_values", [&] {
-    HEBM_REFUSE(ints_in(ids, 0, int64_t(1) << 32), "chain_ids");
-    HEBM_REFUSE(values_ok<scalar_t>(u, Sign::any), "u");
-    HEBM_REFUSE(values_ok<scalar_t>(step, Sign::nonneg), "step_size");
-    HEBM_REFUSE(values_ok<scalar_t>(c, Sign::nonneg), "noise_scale");
-    HEBM_REFUSE(values_ok<scalar_t>(lam, Sign::any), "energy_scale");
-    if (un.defined()) {
-      HEBM_REFUSE(values_ok<scalar_t>(un, Sign::any), "u_next");
-      HEBM_REFUSE(values_ok<scalar_t>(a, Sign::any), "alpha");
-      HEBM_REFUSE(values_ok<scalar_t>(s, Sign::pos), "sigma");
-    }
-    if (nz.defined()) HEBM_REFUSE(values_ok<scalar_t>(nz, Sign::any), "noise");
-  });
   if (B == 0 || n_steps == 0) return {u, logd};
 
   AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "hebm_langevin_cpu", [&] {
@@ -537,188 +502,40 @@ int64_t same_bytes(const std::vector<Tensor>& tensors, const Tensor& snapshot) {
   return off == total ? 1 : 0;
 }
 
-// ---------------------------------------------------------------------------------- the fast path
-// hebm.langevin_fused's fast path for eager CPU calls (hebm/backends/cpu.py fast_langevin): the
-// argument forms that hebm.args' normalisation passes through unchanged — u an exact
-// torch.Tensor [B, D] of the plan's dtype, contiguous, on the CPU, without grad; every per-chain
-// argument a Python number or such a [B] tensor; t an int or an int64 [B] tensor; a Python int
-// seed or a [K, B, D] noise tensor — go from the Python objects straight to the kernel, with the
-// value checks applied by the kernel (check_values) and the prior's bytes compared with the
-// snapshot its pack was made from.  Anything else — another form, a refused value, a changed
-// prior — is *declined* (None): the caller then takes the general path, which normalises, or
-// raises hebm.args' error.  So this function decides nothing the general path would decide
-// differently; it only skips the Python work for the forms where that work is the identity
-// (a Python number becomes torch.full((B,), v) either way).  tests/test_fast_path.py compares
-// both paths bit for bit over a matrix of forms and runs the bad-input matrix through this one.
-namespace py = pybind11;
-
-struct FastPlan {
-  // the pack cache entry's tensors and the snapshot of their bytes (hebm/backends/pack.py)
-  std::vector<Tensor> tensors;
-  Tensor snapshot;
-  // the pack (hebm::langevin's network arguments)
-  Tensor params;
-  std::vector<int64_t> dims, layout, mlps;
-  std::vector<double> act_params;
-  bool has_energy;
-  int64_t n_levels, token, t_levels;  // t_levels: the prior's n_levels (t required), 0: t must be None
-  double sigma_min, sigma_clamp;
-  at::ScalarType dtype;
-  int64_t D = 0;
-
-  FastPlan(std::vector<Tensor> tensors_, Tensor snapshot_, Tensor params_, std::vector<int64_t> dims_,
-           std::vector<int64_t> layout_, std::vector<int64_t> mlps_, std::vector<double> act_params_, bool has_energy_,
-           int64_t n_levels_, double sigma_min_, double sigma_clamp_, int64_t token_, int64_t t_levels_)
-      : tensors(std::move(tensors_)), snapshot(std::move(snapshot_)), params(std::move(params_)), dims(std::move(dims_)),
-        layout(std::move(layout_)), mlps(std::move(mlps_)), act_params(std::move(act_params_)), has_energy(has_energy_),
-        n_levels(n_levels_), token(token_), t_levels(t_levels_), sigma_min(sigma_min_), sigma_clamp(sigma_clamp_),
-        dtype(params.scalar_type()) {
-    TORCH_CHECK(snapshot.scalar_type() == dtype && params.device().is_cpu() && params.is_contiguous(),
-                "hebm: a fast-path plan needs a CPU pack and a snapshot of its dtype");
-    for (int64_t d : dims) D += d;
-  }
-
-  // a tensor argument in the form the general path passes through as is
-  static bool plain(py::handle h, at::ScalarType dt, Tensor& out) {
-    if (!THPVariable_CheckExact(h.ptr())) return false;
-    const Tensor& x = THPVariable_Unpack(h.ptr());
-    static const c10::DispatchKeySet odd({c10::DispatchKey::Python, c10::DispatchKey::Functionalize,
-                                          c10::DispatchKey::FuncTorchBatched, c10::DispatchKey::FuncTorchGradWrapper,
-                                          c10::DispatchKey::Conjugate, c10::DispatchKey::Negative});
-    if (!x.defined() || !x.device().is_cpu() || x.layout() != at::kStrided || x.scalar_type() != dt ||
-        !x.is_contiguous() || x.requires_grad() || !x.has_storage() || x.key_set().has_any(odd))
-      return false;
-    out = x;
-    return true;
-  }
-  // a per-chain argument: a Python float/int (not bool) → torch.full((B,), v); a plain [B] tensor
-  bool per_chain_arg(py::handle h, int64_t B, Tensor& out) const {
-    if (PyFloat_CheckExact(h.ptr()) || PyLong_CheckExact(h.ptr())) {
-      const double v = PyFloat_CheckExact(h.ptr()) ? PyFloat_AS_DOUBLE(h.ptr()) : PyLong_AsDouble(h.ptr());
-      if (v == -1.0 && PyErr_Occurred()) {  // an int too large for a double: the general path says so
-        PyErr_Clear();
-        return false;
-      }
-      if (!std::isfinite(v)) return false;  // refused, with its message, by the general path
-      out = at::full({B}, v, at::TensorOptions().dtype(dtype));
-      return true;
-    }
-    return plain(h, dtype, out) && out.dim() == 1 && out.size(0) == B;
-  }
-  static bool py_int(py::handle h, int64_t lo, int64_t hi, int64_t& v) {  // an exact int in [lo, hi]
-    if (!PyLong_CheckExact(h.ptr())) return false;
-    int overflow = 0;
-    const long long x = PyLong_AsLongLongAndOverflow(h.ptr(), &overflow);
-    if (overflow != 0 || (x == -1 && PyErr_Occurred())) {
-      PyErr_Clear();
-      return false;
-    }
-    v = static_cast<int64_t>(x);
-    return v >= lo && v <= hi;
-  }
-
-  // (u_K, log π trace, all finite) or None (declined: take the general path).  Any error on the
-  // way (an overflowing constant, an allocation) declines too: the general path meets it again
-  // and reports it in its own words.
-  py::object run(py::handle u_h, py::handle n_steps_h, py::handle step_h, py::handle noise_scale_h, py::handle lam_h,
-                 py::handle t_h, py::handle u_next_h, py::handle alpha_h, py::handle sigma_h, py::handle seed_h,
-                 py::handle ids_h, py::handle noise_h, py::handle offset_h, int64_t max_steps, bool trace) const {
-    try {
-      return run_checked(u_h, n_steps_h, step_h, noise_scale_h, lam_h, t_h, u_next_h, alpha_h, sigma_h, seed_h, ids_h,
-                         noise_h, offset_h, max_steps, trace);
-    } catch (const c10::Error&) {
-      return py::none();
-    }
-  }
-
-  py::object run_checked(py::handle u_h, py::handle n_steps_h, py::handle step_h, py::handle noise_scale_h, py::handle lam_h,
-                 py::handle t_h, py::handle u_next_h, py::handle alpha_h, py::handle sigma_h, py::handle seed_h,
-                 py::handle ids_h, py::handle noise_h, py::handle offset_h, int64_t max_steps, bool trace) const {
-    constexpr int64_t kMaxStep = (int64_t(1) << 32) - 1;  // hebm.philox.MAX_STEP
-    Tensor u;
-    if (!plain(u_h, dtype, u) || u.dim() != 2 || u.size(0) < 1 || u.size(1) != D) return py::none();
-    const int64_t B = u.size(0);
-    int64_t K = 0, offset = 0;
-    if (!py_int(n_steps_h, 1, max_steps, K) || !py_int(offset_h, 0, kMaxStep, offset)) return py::none();
-    Tensor step, c, lam;
-    if (!per_chain_arg(step_h, B, step) || !per_chain_arg(noise_scale_h, B, c) || !per_chain_arg(lam_h, B, lam))
-      return py::none();
-    OptTensor t;
-    if (t_levels == 0) {
-      if (!t_h.is_none()) return py::none();
+// The value summaries behind hebm.args.ValueChecks (the rules live there, in Python): for each
+// tensor its (min, max) as doubles — NaN for both when it holds a NaN, ±inf where it holds ±inf,
+// (0, 0) when empty.  One call for all of a call's tensors, where torch's reductions cost a
+// dispatch and a host read each (benchmarks/NOTES.md, "one door").
+std::vector<double> value_ranges(const std::vector<Tensor>& xs) {
+  std::vector<double> out(2 * xs.size(), 0.0);
+  for (size_t i = 0; i < xs.size(); ++i) {
+    const Tensor x = xs[i].contiguous();
+    TORCH_CHECK(x.device().is_cpu(), "hebm: value_ranges takes CPU tensors");
+    const int64_t n = x.numel();
+    if (n == 0) continue;
+    double lo = 0, hi = 0;
+    if (x.scalar_type() == at::kLong) {
+      const int64_t* p = x.data_ptr<int64_t>();
+      int64_t l = p[0], h = p[0];
+      for (int64_t k = 1; k < n; ++k) { l = std::min(l, p[k]); h = std::max(h, p[k]); }
+      lo = double(l), hi = double(h);
     } else {
-      int64_t tv = 0;
-      Tensor tt;
-      if (py_int(t_h, 0, t_levels - 1, tv)) {
-        t = at::full({B}, tv, at::TensorOptions().dtype(at::kLong));
-      } else if (plain(t_h, at::kLong, tt) && tt.dim() == 1 && tt.size(0) == B) {
-        t = tt;  // its range: checked by the kernel (always)
-      } else {
-        return py::none();
-      }
-    }
-    OptTensor un, a, s;
-    if (!u_next_h.is_none()) {
-      Tensor x, y, z;
-      if (!plain(u_next_h, dtype, x) || x.sizes() != u.sizes() || !per_chain_arg(alpha_h, B, y) ||
-          !per_chain_arg(sigma_h, B, z))
-        return py::none();
-      un = x;
-      a = y;
-      s = z;
-    } else if (!alpha_h.is_none() || !sigma_h.is_none()) {
-      return py::none();
-    }
-    OptTensor nz;
-    Tensor ids;
-    int64_t key0 = 0, key1 = 0;
-    if (!noise_h.is_none()) {
-      Tensor x;
-      if (!seed_h.is_none() || !ids_h.is_none() || !plain(noise_h, dtype, x) || x.dim() != 3 || x.size(0) != K ||
-          x.size(1) != B || x.size(2) != D)
-        return py::none();
-      nz = x;
-      ids = at::arange(B, at::TensorOptions().dtype(at::kLong));  // unused by the kernel with explicit noise
-    } else {
-      if (!PyLong_CheckExact(seed_h.ptr())) return py::none();
-      const unsigned long long seed = PyLong_AsUnsignedLongLong(seed_h.ptr());
-      if (seed == static_cast<unsigned long long>(-1) && PyErr_Occurred()) {  // < 0 or >= 2**64
-        PyErr_Clear();
-        return py::none();
-      }
-      if (offset + K > kMaxStep + 1) return py::none();
-      key0 = static_cast<int64_t>(seed & 0xffffffffull);  // hebm.philox.seed_to_key
-      key1 = static_cast<int64_t>(seed >> 32);
-      if (ids_h.is_none()) {
-        ids = at::arange(B, at::TensorOptions().dtype(at::kLong));  // hebm.philox.default_chain_ids
-      } else if (!plain(ids_h, at::kLong, ids) || ids.dim() != 1 || ids.size(0) != B) {
-        return py::none();
-      }
-    }
-    std::tuple<Tensor, Tensor> res;
-    bool ok = true, finite = true;
-    {
-      py::gil_scoped_release nogil;  // as the dispatcher: other Python threads run
-      if (same_bytes(tensors, snapshot) != 1) {
-        ok = false;  // the prior changed (or cannot be compared here): the general path repacks
-      } else {
-        try {  // (with the GIL released, the error is caught here, not in run())
-          res = langevin_cpu(u, params, dims, layout, mlps, act_params, has_energy, n_levels, sigma_min, sigma_clamp,
-                             token, step, c, lam, t, un, a, s, nz, key0, key1, ids, K, offset, trace,
-                             /*check_values=*/true, dtype == at::kDouble ? "fp64" : "fp32");
-        } catch (const c10::Error&) {
-          ok = false;  // a refused value: the general path raises hebm.args' error for it
+      AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "hebm_value_ranges", [&] {
+        const scalar_t* p = x.data_ptr<scalar_t>();
+        scalar_t l = p[0], h = p[0];
+        bool nan = false;
+        for (int64_t k = 0; k < n; ++k) {
+          nan |= p[k] != p[k];
+          l = p[k] < l ? p[k] : l;
+          h = p[k] > h ? p[k] : h;
         }
-        if (ok) {
-          const Tensor& out = std::get<0>(res);
-          finite = out.scalar_type() == at::kFloat ? values_ok<float>(out, Sign::any) : values_ok<double>(out, Sign::any);
-        }
-      }
+        lo = nan ? NAN : double(l), hi = nan ? NAN : double(h);
+      });
     }
-    if (!ok) return py::none();
-    return py::make_tuple(std::get<0>(res), trace ? py::cast(std::get<1>(res)) : py::none(), finite);
+    out[2 * i] = lo, out[2 * i + 1] = hi;
   }
-};
+  return out;
+}
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "hebm C++ CPU kernel: registers torch.ops.hebm.langevin / reverse_diffusion";
@@ -730,39 +547,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("get_num_threads", []() { return kernel_threads(); }, "threads the CPU kernel uses now");
   m.def("same_bytes", &same_bytes, "the pack cache's value check: 1 equal, 0 differ, -1 not comparable here",
         pybind11::arg("tensors"), pybind11::arg("snapshot"));
-  // hebm::langevin's CPU kernel called without the dispatcher (hebm/backends/ops.py uses it for
-  // eager CPU calls): its boxing of 27 arguments cost ~13 µs a call, a third of a toy step.
-  // Same arguments as the schema in hebm/backends/ops.py (layout, mlps, act_params as the pack's flat
-  // tensors instead of lists), same function.
-  m.def("langevin_direct", [](const Tensor& u_in, const Tensor& params_in, std::vector<int64_t> dims,
-                              const Tensor& layout, const Tensor& mlps, const Tensor& act_params,
-                              bool has_energy, int64_t n_levels, double sigma_min, double sigma_clamp, int64_t pack_token,
-                              const Tensor& step_size, const Tensor& noise_scale, const Tensor& energy_scale,
-                              const OptTensor& t, const OptTensor& u_next, const OptTensor& alpha,
-                              const OptTensor& sigma, const OptTensor& noise, int64_t key0, int64_t key1,
-                              const Tensor& chain_ids, int64_t n_steps, int64_t step_offset, bool trace, bool check_values,
-                              const std::string& precision) {
-    // layout / mlps / act_params as the pack's own flat tensors, not lists: no per-element conversion
-    TORCH_CHECK(layout.scalar_type() == at::kLong && mlps.scalar_type() == at::kLong &&
-                    act_params.scalar_type() == at::kDouble && layout.is_contiguous() && mlps.is_contiguous() &&
-                    act_params.is_contiguous() && layout.device().is_cpu() && mlps.device().is_cpu() &&
-                    act_params.device().is_cpu(),
-                "hebm: langevin_direct takes layout/mlps as contiguous int64 CPU tensors, act_params float64");
-    return langevin_cpu(u_in, params_in, dims, at::IntArrayRef(layout.data_ptr<int64_t>(), layout.numel()),
-                        at::IntArrayRef(mlps.data_ptr<int64_t>(), mlps.numel()),
-                        at::ArrayRef<double>(act_params.data_ptr<double>(), act_params.numel()), has_energy, n_levels,
-                        sigma_min, sigma_clamp, pack_token, step_size, noise_scale, energy_scale, t, u_next, alpha, sigma,
-                        noise, key0, key1, chain_ids, n_steps, step_offset, trace, check_values, precision);
-  }, pybind11::call_guard<pybind11::gil_scoped_release>());  // as the dispatcher: other Python threads run
-  py::class_<FastPlan, std::shared_ptr<FastPlan>>(m, "FastPlan",
-                                                  "hebm.langevin_fused's fast path for one pack (hebm/backends/cpu.py)")
-      .def(py::init<std::vector<Tensor>, Tensor, Tensor, std::vector<int64_t>, std::vector<int64_t>,
-                    std::vector<int64_t>, std::vector<double>, bool, int64_t, double, double, int64_t, int64_t>(),
-           py::arg("tensors"), py::arg("snapshot"), py::arg("params"), py::arg("dims"), py::arg("layout"),
-           py::arg("mlps"), py::arg("act_params"), py::arg("has_energy"), py::arg("n_levels"), py::arg("sigma_min"),
-           py::arg("sigma_clamp"), py::arg("token"), py::arg("t_levels"))
-      .def_readonly("token", &FastPlan::token)
-      .def("run", &FastPlan::run, "(u_K, log π trace or None, all finite), or None: take the general path");
+  m.def("value_ranges", &value_ranges, "(min, max) of each CPU tensor, NaN where it holds a NaN (hebm.args)",
+        pybind11::arg("tensors"));
   m.def("philox_normal", &philox_normal_cpp, "normals of the shared Philox stream (tests)", pybind11::arg("seed"),
         pybind11::arg("chain_ids"), pybind11::arg("step"), pybind11::arg("D"), pybind11::arg("stream") = 0);
 }

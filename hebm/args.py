@@ -8,11 +8,12 @@ source — or raises an error that names the argument and says what was expected
 build on this module, so a bad argument is refused the same way whichever path runs.
 
 The checks are meant to cost microseconds: Python scalars are checked as numbers, the values
-of all tensor arguments are decided together (:class:`ValueChecks`: one concatenation, a few
-reductions, one host read), and nothing here touches the network weights beyond reading their
-dtype and device.  :func:`hebm.langevin_fused` goes further for a backend that reads the arrays
-and weights anyway (the CPU backend): it defers the value checks and the prior's dtype/device
-check to it (``defer=True``), which applies the same rules and raises the same errors.
+of all tensor arguments are decided together (:class:`ValueChecks`: one summary of each
+tensor's min and max, one host read), and nothing here touches the network weights beyond
+reading their dtype and device.  The rules live here only; no backend or kernel restates them.
+:func:`hebm.langevin_fused` leaves one check to a backend that proves it anyway — the prior's
+dtype and device, which the CPU backend's pack cache proves by its byte comparison
+(``defer=True``, ``FEATURES`` ``"proves_prior"`` in :mod:`hebm.backends`).
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from typing import Optional, Sequence, Union
 
 import torch
 
+from .backends import _build
 from .diffusion import DiffusionSchedule
 from .nn import walked
 from .philox import MAX_STEP, default_chain_ids, initial_noise, philox_normal
@@ -67,20 +69,15 @@ class LangevinArgs:
     as_list: bool = False
     check: str = "warn"
     extras: dict = field(default_factory=dict)
-    #: the checks :func:`check_langevin_args` left to the backend (``defer=True``): the value
-    #: checks (:class:`ValueChecks`) and the prior's dtype/device (:func:`check_prior`); None
-    #: once applied
-    pending_values: Optional["ValueChecks"] = field(default=None, repr=False)
+    #: the prior's dtype/device check (:func:`check_prior`) left to the backend (``defer=True``);
+    #: False once applied
     pending_prior: bool = field(default=False, repr=False)
 
     def apply_deferred_checks(self, prior: HierarchicalPrior) -> None:
-        """Apply the deferred checks here (for a backend that does not apply them itself)."""
+        """Apply the deferred prior check here (for a backend that does not prove it itself)."""
         if self.pending_prior:
             check_prior(prior, self.u)
             self.pending_prior = False
-        if self.pending_values is not None:
-            self.pending_values.run()
-            self.pending_values = None
 
     @property
     def B(self) -> int:
@@ -141,22 +138,24 @@ def _fmt(x) -> str:
 
 
 class ValueChecks:
-    """The value checks of one call's tensors — finite values, the signs of step_size,
-    noise_scale and sigma, the ranges of t and chain_ids — decided together: all floating values
-    laid end to end in one tensor, its min and max (NaN propagates through both, so a finite min
-    and max mean finite values), the mins of the parts that must be >= 0 or > 0 and the integer
-    ranges, read back to the host once.  Only when that fails are the tensors looked at one by
-    one, for the message (:meth:`explain`).  A short call (K = 1 on the toy problem) paid ~15
-    separate reductions and host reads before, most of its fixed cost.
+    """The value rules of one call's tensors — finite values, the signs of step_size, noise_scale
+    and sigma, the ranges of t and chain_ids — stated here and nowhere else, and decided
+    together.  What is read from the tensors is only each one's (min, max) (NaN propagates, so a
+    finite min and max mean finite values); the rules are applied to those numbers in Python.
 
-    :func:`check_langevin_args` can leave them to a backend whose kernel applies the same rules
-    while it reads the arrays (``FEATURES`` ``"deferred_checks"``: the C++ CPU kernel); that
-    kernel refuses, and the backend calls :meth:`explain`, so the error is the same on every path.
-    Errors name the first failing tensor in the order they were added."""
+    On the CPU the summaries come from one call of the C++ extension's ``value_ranges`` (a loop
+    over all the call's tensors; torch's reductions cost a dispatch and a host read each, most
+    of a short call's fixed cost — benchmarks/NOTES.md, "one door").  Elsewhere (GPU tensors, or
+    no extension) all floating values are laid end to end in one tensor, its min and max and the
+    mins of the parts that must be >= 0 or > 0 read back once; only when that fails are the
+    tensors looked at one by one, for the message.  Errors name the first failing tensor in the
+    order they were added, the same words on both paths."""
 
-    def __init__(self):
+    def __init__(self, device: torch.device):
+        self.device = device  # every tensor's (the callers put them on u's device first)
         self._items: list = []  # (name, tensor, positive, allow_zero)
         self._ranges: list = []  # (name, integer tensor, lo, hi, message): lo <= values <= hi
+        self._xs: list = []  # the tensors: items, then ranges (one list for the summary call)
 
     def add(self, name: str, x: torch.Tensor, *, positive: bool = False, allow_zero: bool = True) -> None:
         self._items.append((name, x, positive, allow_zero))
@@ -166,8 +165,44 @@ class ValueChecks:
         from the values found and ``{n}`` with ``hi``."""
         self._ranges.append((name, x, lo, hi, message))
 
+    def _tensors(self) -> list:
+        return [x for _, x, _, _ in self._items] + [x for _, x, _, _, _ in self._ranges]
+
+    def _refuse(self, ranges, finite: bool = False) -> None:
+        """The rules, applied to each tensor's ``(min, max)`` (``ranges``, items then integer
+        ranges, in the order added; None for an empty tensor): raise the first failure's error.
+        ``finite``: every min and max is known to be finite (an empty tensor's (0, 0) passes)."""
+        it = iter(ranges)
+        for (name, _, positive, allow_zero), mm in zip(self._items, it):
+            if mm is None or (finite and not positive):
+                continue
+            lo, hi = mm
+            if not (finite or (math.isfinite(lo) and math.isfinite(hi))):
+                raise ValueError(f"{name} contains NaN or Inf; expected finite values")
+            if positive and (lo < 0 or (lo == 0 and not allow_zero)):
+                raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got min {lo:g}")
+        for (_, _, lo, hi, message), mm in zip(self._ranges, it):
+            if mm is not None and (mm[0] < lo or mm[1] > hi):
+                raise ValueError(message.format(lo=int(mm[0]), hi=int(mm[1]), n=hi))
+
     def run(self) -> None:
-        """Raise the error of the first failing tensor, at the cost of one host read when all pass."""
+        """Raise the error of the first failing tensor; one summary read when all pass."""
+        xs = self._tensors()
+        if not xs:
+            return
+        ext = _build.loaded_cpu_ops() if self.device.type == "cpu" else None
+        if ext is not None:
+            v = ext.value_ranges(xs)
+            if all(map(math.isfinite, v)):  # the common case: only the signs and ranges to look at
+                self._refuse([(v[i], v[i + 1]) for i in range(0, len(v), 2)], finite=True)
+            else:
+                self._refuse([(v[2 * i], v[2 * i + 1]) if x.numel() else None for i, x in enumerate(xs)])
+            return
+        if not self._combined_ok():
+            self.explain()
+            raise AssertionError("hebm: the combined value check failed but no tensor does")  # pragma: no cover
+
+    def _combined_ok(self) -> bool:
         parts, sizes = [], [0, 0, 0]
         if self._items:
             # [values that must be >= 0 | values that must be > 0 | the rest], flattened
@@ -177,21 +212,22 @@ class ValueChecks:
                 groups[g].append(x.reshape(-1))
                 sizes[g] += x.numel()
             flat = torch.cat(groups[0] + groups[1] + groups[2])  # one copy
-            parts += torch.aminmax(flat)
+            if flat.numel():
+                parts += torch.aminmax(flat)
             if sizes[0]:
                 parts.append(flat[:sizes[0]].amin())
             if sizes[1]:
                 parts.append(flat[sizes[0]:sizes[0] + sizes[1]].amin())
-        ints = [v for _, x, _, _, _ in self._ranges for v in torch.aminmax(x)]
+        ints = [v for _, x, _, _, _ in self._ranges if x.numel() for v in torch.aminmax(x)]
         if not parts and not ints:
-            return
+            return True
         if not ints:
             vals = torch.stack(parts).tolist()  # the one host read
         else:  # in float64 for one read: exact below 2**53, and anything above is out of range anyway
             both = [torch.stack(p).to(torch.float64) for p in (parts, ints) if p]
             vals = (both[0] if len(both) == 1 else torch.cat(both)).tolist()
         ok, k = True, 0
-        if self._items:
+        if parts:
             ok = math.isfinite(vals[0]) and math.isfinite(vals[1])
             k = 2
             if sizes[0]:
@@ -200,29 +236,17 @@ class ValueChecks:
             if sizes[1]:
                 ok = ok and vals[k] > 0
                 k += 1
-        for _, _, lo, hi, _ in self._ranges:
-            ok = ok and lo <= vals[k] and vals[k + 1] <= hi
-            k += 2
-        if not ok:
-            self.explain()
-            raise AssertionError("hebm: the combined value check failed but no tensor does")  # pragma: no cover
+        for _, x, lo, hi, _ in self._ranges:
+            if x.numel():
+                ok = ok and lo <= vals[k] and vals[k + 1] <= hi
+                k += 2
+        return ok
 
     def explain(self) -> None:
-        """Raise the error of the first failing tensor (returns when every value is fine)."""
-        for name, x, positive, allow_zero in self._items:
-            if x.numel() == 0:
-                continue
-            lo, hi = torch.stack(torch.aminmax(x)).tolist()
-            if not (math.isfinite(lo) and math.isfinite(hi)):
-                raise ValueError(f"{name} contains NaN or Inf; expected finite values")
-            if positive and (lo < 0 or (lo == 0 and not allow_zero)):
-                raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got min {lo:g}")
-        for name, x, lo, hi, message in self._ranges:
-            if x.numel() == 0:
-                continue
-            vlo, vhi = (int(v) for v in torch.aminmax(x))
-            if vlo < lo or vhi > hi:
-                raise ValueError(message.format(lo=vlo, hi=vhi, n=hi))
+        """Raise the error of the first failing tensor, looking at them one by one (returns when
+        every value is fine)."""
+        xs = self._tensors()
+        self._refuse([tuple(torch.stack(torch.aminmax(x)).double().tolist()) if x.numel() else None for x in xs])
 
 
 def as_int(name: str, x, what: str) -> int:
@@ -450,17 +474,16 @@ def check_langevin_args(
 ) -> LangevinArgs:
     """Validate the sampler arguments once, with errors that name the argument.
 
-    ``defer``: leave the value checks (:class:`ValueChecks`) and the prior's dtype/device check
-    (:func:`check_prior`) to the caller (``pending_values``, ``pending_prior``) — for a backend
-    that applies them while it reads the arrays and the weights anyway (the CPU backend: its
-    kernel and its pack cache); any other caller applies them with
-    :meth:`LangevinArgs.apply_deferred_checks` (or keeps the default)."""
+    ``defer``: leave the prior's dtype/device check (:func:`check_prior`) to the caller
+    (``pending_prior``) — for a backend that proves it anyway (the CPU backend's pack cache);
+    any other caller applies it with :meth:`LangevinArgs.apply_deferred_checks` (or keeps the
+    default)."""
     if not isinstance(prior, HierarchicalPrior):
         raise TypeError(f"prior must be a hebm.HierarchicalPrior, got {type(prior).__name__}")
     u, as_list = flat_latents(prior, u)
     if not defer:
         check_prior(prior, u)
-    values = ValueChecks()
+    values = ValueChecks(u.device)
     values.add("u", u)
     n_steps = as_int("n_steps", n_steps, "an int >= 0")
     if not 0 <= n_steps <= MAX_STEPS:
@@ -495,13 +518,12 @@ def check_langevin_args(
         a = s = None
     seed, ids, noise = _check_noise_source(u, n_steps, seed, noise, chain_ids, step_offset, "[K, B, D]", values)
     check = _check_mode(check)
-    if not defer:
-        values.run()
+    values.run()
     return LangevinArgs(
         u=u, n_steps=n_steps, step_size=step, noise_scale=c, energy_scale=lam, t=tt,
         u_next=u_next, alpha=a, sigma=s, seed=seed, chain_ids=ids, noise=noise,
         step_offset=step_offset, as_list=as_list, check=check,
-        pending_values=values if defer else None, pending_prior=defer,
+        pending_prior=defer,
     )
 
 
@@ -540,7 +562,7 @@ def check_reverse_args(prior: HierarchicalPrior, schedule, u_T=None, *, n_steps,
         raise ValueError("pass either u_T or batch (the batch is u_T's first dimension)")
     u, as_list = flat_latents(prior, u_T, "u_T")
     check_prior(prior, u)
-    values = ValueChecks()
+    values = ValueChecks(u.device)
     values.add("u_T", u)
     c = _per_chain("noise_scale", noise_scale, u, values, positive=True, allow_zero=True)
     seed, ids, noise = _check_noise_source(u, schedule.T * K, seed, noise, chain_ids, 0, "[T*K, B, D]", values)

@@ -5,8 +5,9 @@ Both take the arguments of their reference (:func:`hebm.langevin_ref`,
 result to float rounding, run by a backend of :mod:`hebm.backends`: ``"cpu"`` (C++),
 ``"triton"``, ``"cuda"``, ``"graph"`` (CUDA-graph replay) or ``"ref"``; ``"auto"`` picks the
 fastest one available for the tensors' device and network, falling back to the reference with
-one warning.  This module only dispatches: it checks the arguments once
-(:mod:`hebm.args`), asks the registry which backend runs, and reports what ran.
+one warning.  This module only dispatches and names no backend: it checks the arguments once
+(:mod:`hebm.args`), asks the registry (:mod:`hebm.backends`) which backend runs, calls that
+backend's one entry through it, and reports what ran.
 """
 from __future__ import annotations
 
@@ -16,12 +17,10 @@ import torch
 
 from . import backends
 from .backends import BackendUnavailable
-from .backends import cpu as cpu_backend
-from .args import (CHECK_MODES, PRECISIONS, Latents, check_langevin_args, check_options, check_result, check_reverse_args,
-                   finish, level_args)
+from .args import Latents, check_langevin_args, check_options, check_result, check_reverse_args, finish, level_args
 from .prior import HierarchicalPrior
-from .reference import (finish_reverse, langevin_loop, langevin_ref, langevin_z_ref, precision_of,
-                        reverse_diffusion_ref, reverse_loop)
+from .reference import (finish_reverse, langevin_ref, langevin_z_ref, precision_of, reverse_diffusion_ref,
+                        reverse_loop)
 
 
 def langevin_fused(
@@ -52,24 +51,6 @@ def langevin_fused(
     "precision", "log_density"}`` — the backend and precision that actually ran (the CPU, for
     one, computes exactly in the tensors' dtype whatever is asked).
     """
-    if (backend == "auto" or backend == "cpu") and type(u) is torch.Tensor and check in CHECK_MODES \
-            and precision in PRECISIONS and not torch.compiler.is_compiling():
-        # eager CPU calls in the forms the checks below leave unchanged: straight to the kernel,
-        # or None (hebm.backends.cpu.fast_langevin says when); then the general path runs
-        fast = cpu_backend.fast_langevin(prior, u, n_steps, step_size, noise_scale, energy_scale, t, u_next, alpha,
-                                         sigma, seed, chain_ids, noise, step_offset, bool(return_info))
-        if fast is not None:
-            out, logs, finite = fast
-            if not finite and check != "off":  # reported as the general path does, from its normalised arguments
-                a = check_langevin_args(
-                    prior, u, n_steps=n_steps, step_size=step_size, noise_scale=noise_scale, energy_scale=energy_scale,
-                    t=t, u_next=u_next, alpha=alpha, sigma=sigma, seed=seed, chain_ids=chain_ids, noise=noise,
-                    step_offset=step_offset, check=check, defer=True)
-                check_result(a, out, "langevin_fused")
-            if return_info:
-                return out, {"backend": cpu_backend.NAME, "precision": cpu_backend.ran(precision, out),
-                             "log_density": logs}
-            return out
     check_options(backend, precision)
     a = check_langevin_args(
         prior, u, n_steps=n_steps, step_size=step_size, noise_scale=noise_scale, energy_scale=energy_scale,
@@ -81,14 +62,10 @@ def langevin_fused(
     except BackendUnavailable:
         a.apply_deferred_checks(prior)  # a bad argument is named before an unavailable backend
         raise
-    if not backends.applies_checks(name):
-        a.apply_deferred_checks(prior)  # else the backend does (hebm.backends: "deferred_checks")
-    if name == "ref":
-        out, logs = langevin_loop(prior, a, trace=return_info)
-        ran = precision_of(out)
-    else:
-        out, logs, ran = backends.run(name, prior, a, precision=backends.resolve_precision(precision, a.u),
-                                      trace=return_info)
+    if not backends.proves_prior(name):
+        a.apply_deferred_checks(prior)  # else the backend does (hebm.backends: "proves_prior")
+    out, logs, ran = backends.run(name, prior, a, precision=backends.resolve_precision(precision, a.u),
+                                  trace=return_info)
     check_result(a, out, "langevin_fused")
     return finish(prior, a, out, {"backend": name, "precision": ran, "log_density": logs}, return_info)
 
@@ -120,21 +97,18 @@ def reverse_diffusion(
                            noise=noise, noise_scale=noise_scale, check=check)
     name = backends.choose(prior, level_args(r, schedule, 0, r.u), backend)
     prec = backends.resolve_precision(precision, r.u)
-    ran = precision_of(r.u)
-    levels = None
-    if name != "ref":
-        fused = backends.run_reverse(name, prior, schedule, r, precision=prec, return_levels=return_levels)
-        if fused is not None:
-            levels, ran = fused
-        else:
-            def level(p, a):
-                nonlocal ran
-                out, logs, ran = backends.run(name, p, a, precision=prec, trace=False)
-                return out, logs
+    fused = backends.run_reverse(name, prior, schedule, r, precision=prec, return_levels=return_levels)
+    if fused is not None:
+        levels, ran = fused
+    else:
+        ran = precision_of(r.u)
 
-            levels = reverse_loop(prior, schedule, r, run=level)
-    if levels is None:
-        levels = reverse_loop(prior, schedule, r)
+        def level(p, a):
+            nonlocal ran
+            out, logs, ran = backends.run(name, p, a, precision=prec, trace=False)
+            return out, logs
+
+        levels = reverse_loop(prior, schedule, r, run=level)
     res = finish_reverse(prior, schedule, r, levels, return_levels, "reverse_diffusion")
     return (res, {"backend": name, "precision": ran}) if return_info else res
 

@@ -50,7 +50,7 @@ import numpy as np
 import torch
 
 from . import cli
-from .backends import cpu as cpu_backend
+from . import backends
 from .attributes import labels as attribute_labels
 from .checkpoint import (CheckpointError, latest_good, load_checkpoint, load_state_checked, prev_path, rng_state,
                          save_checkpoint, set_rng_state)
@@ -80,12 +80,12 @@ def configure_threads(tcfg: TrainConfig, device: torch.device) -> None:
     if device.type != "cpu":
         return
     torch.set_num_threads(int(tcfg.threads))
-    if tcfg.fused and cpu_backend.unavailable() is None:  # otherwise --fused falls back and says so
+    if tcfg.fused:  # (an unavailable kernel is left alone: --fused falls back and says so)
         n = int(tcfg.kernel_threads)
         if n <= 0:
             cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
             n = max(1, cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
-        cpu_backend.set_num_threads(n)
+        backends.set_kernel_threads(n)
 
 
 # ---------------------------------------------------------------------------------- the run directory

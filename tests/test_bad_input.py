@@ -20,23 +20,33 @@ def _fused_cpu(*a, **k):
     return hebm.langevin_fused(*a, backend="cpu", **k)
 
 
-def _fused_cpu_planned(prior, u, **k):
-    """After a good call on the prior: its plan exists, so a bad call meets the fast path first
-    (hebm.backends.cpu.fast_langevin), which must leave it to the general path's error."""
-    from hebm.backends import cpu, pack
+def _fused_cpu_cached(prior, u, **k):
+    """After a good call on the prior (its pack cached, the prior proven): a bad call must still
+    be refused with the reference's error."""
     good_t = None if prior.n_levels is None else 0
     hebm.langevin_fused(prior, torch.zeros(B, D), backend="cpu", **good(t=good_t if good_t is not None else _DROP))
-    e = pack.current_entry(prior)
-    assert e is not None and cpu.NAME in e.fast, "the good call made no fast-path plan"
     return _fused_cpu(prior, u, **k)
 
 
-# the C++ backend applies the value and prior checks itself (hebm.backends "deferred_checks"):
-# it must refuse exactly what the reference refuses, with the same words — on its fast path too
+def _ref_torch_summaries(*a, **k):
+    """The reference with the value rules fed by torch's reductions (the path GPU tensors take)
+    instead of the C++ extension's value_ranges."""
+    from hebm import args
+    real = args._build.loaded_cpu_ops
+    args._build.loaded_cpu_ops = lambda: None
+    try:
+        return hebm.langevin_ref(*a, **k)
+    finally:
+        args._build.loaded_cpu_ops = real
+
+
+# the CPU backend proves the prior's dtype/device with its pack cache (hebm.backends "proves_prior"):
+# it must refuse exactly what the reference refuses, with the same words — after a cached call too
 _ON_CPU = pytest.mark.skipif(_CPU_WHY is not None, reason=f"cpu backend: {_CPU_WHY}")
 SAMPLERS = [hebm.langevin_ref, lambda *a, **k: hebm.langevin_fused(*a, backend="ref", **k),
-            pytest.param(_fused_cpu, marks=_ON_CPU), pytest.param(_fused_cpu_planned, marks=_ON_CPU)]
-IDS = ["ref", "fused-ref", "fused-cpu", "fused-cpu-planned"]
+            pytest.param(_fused_cpu, marks=_ON_CPU), pytest.param(_fused_cpu_cached, marks=_ON_CPU),
+            _ref_torch_summaries]
+IDS = ["ref", "fused-ref", "fused-cpu", "fused-cpu-cached", "ref-torch-summaries"]
 
 
 @pytest.fixture
@@ -150,13 +160,14 @@ def _raised(fn):
 @pytest.mark.skipif(_CPU_WHY is not None, reason=f"cpu backend: {_CPU_WHY}")
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
 def test_cpu_backend_refuses_with_the_reference_words(prior, case):
-    """Checks the CPU backend defers to its kernel and pack cache give the reference's error,
-    type and message alike."""
+    """The CPU backend (its pack cache proves the prior check) gives the reference's error, type
+    and message alike."""
     _, u, over, _, _ = case
     ref = _raised(lambda: hebm.langevin_ref(prior, u, **good(**over)))
     assert ref is not None
     assert _raised(lambda: _fused_cpu(prior, u, **good(**over))) == ref
-    assert _raised(lambda: _fused_cpu_planned(prior, u, **good(**over))) == ref
+    assert _raised(lambda: _fused_cpu_cached(prior, u, **good(**over))) == ref
+    assert _raised(lambda: _ref_torch_summaries(prior, u, **good(**over))) == ref
 
 
 @pytest.mark.skipif(_CPU_WHY is not None, reason=f"cpu backend: {_CPU_WHY}")
@@ -178,8 +189,8 @@ def test_cpu_backend_sees_a_prior_converted_after_packing(make_prior):
 
 @pytest.mark.skipif(_CPU_WHY is not None, reason=f"cpu backend: {_CPU_WHY}")
 def test_chunked_cpu_run_reports_divergence_instead_of_refusing(prior, monkeypatch):
-    """A long run is cut into chunks; only the first applies the deferred value checks, so chains
-    that diverge inside the run are reported by the result check, not refused as bad input."""
+    """A long run is cut into chunks; the value checks apply to the call's arguments only, so
+    chains that diverge inside the run are reported by the result check, not refused as bad input."""
     from hebm.backends import ops
     monkeypatch.setattr(ops, "CHUNK_SECONDS", 1e-12)  # one step per chunk
     with pytest.warns(RuntimeWarning, match="diverged"):
@@ -285,7 +296,8 @@ def test_backend_not_built(prior, monkeypatch, name):
 
 def test_auto_falls_back_to_ref_with_one_warning(prior, monkeypatch):
     for name in list(backends._MODULES):
-        monkeypatch.setitem(backends._MODULES, name, f"hebm.backends._not_built_{name}")
+        if name != "ref":  # (the reference loop is part of hebm itself)
+            monkeypatch.setitem(backends._MODULES, name, f"hebm.backends._not_built_{name}")
     monkeypatch.setattr(backends, "_warned", set())
     with pytest.warns(RuntimeWarning, match="using the reference"):
         out, info = hebm.langevin_fused(prior, U, return_info=True, **good())

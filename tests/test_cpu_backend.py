@@ -198,7 +198,7 @@ def _op_args(prior, u, kw, trace):
     return (u, pk.params, list(pk.dims), pk.layout.reshape(-1).tolist(), pk.mlps.reshape(-1).tolist(),
             pk.act_params.tolist(), pk.has_energy, pk.n_levels, pk.sigma_min, pk.sigma_clamp, 0, 0.1 * ones, ones, ones,
             None if t is None else t, kw["u_next"], 0.7 * ones, 0.8 * ones, None, 5, 0,
-            torch.arange(B), 3, 0, trace, True, "fp32")
+            torch.arange(B), 3, 0, trace, "fp32")
 
 
 @pytest.mark.parametrize("trace", [False, True])

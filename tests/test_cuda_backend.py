@@ -183,6 +183,6 @@ def test_gpu_opcheck():
     st = pk.op_structure()
     args = (a.u, st["params"], st["dims"], st["layout"], st["mlps"], st["act_params"], st["has_energy"], st["n_levels"],
             st["sigma_min"], st["sigma_clamp"], st["token"], a.step_size, a.noise_scale, a.energy_scale, a.t, a.u_next, a.alpha, a.sigma, a.noise,
-            *ops._keys(a.seed), a.chain_ids, a.n_steps, a.step_offset, True, False, "fp32")
+            *ops._keys(a.seed), a.chain_ids, a.n_steps, a.step_offset, True, "fp32")
     torch.library.opcheck(ops.op("langevin").default, args,
                           test_utils=("test_schema", "test_faketensor", "test_aot_dispatch_static"))

@@ -577,9 +577,8 @@ std::tuple<at::Tensor, at::Tensor> langevin_op(
     const at::Tensor& noise_scale, const at::Tensor& energy_scale, const std::optional<at::Tensor>& t,
     const std::optional<at::Tensor>& u_next, const std::optional<at::Tensor>& alpha, const std::optional<at::Tensor>& sigma,
     const std::optional<at::Tensor>& noise, int64_t key0, int64_t key1, const at::Tensor& chain_ids, int64_t n_steps,
-    int64_t step_offset, bool trace, bool check_values, c10::string_view precision) {
+    int64_t step_offset, bool trace, c10::string_view precision) {
   // the value checks stay in Python for the CUDA kernels (hebm/args.py; hebm/backends/cuda.py)
-  TORCH_CHECK(!check_values, "hebm cuda: check_values=True is for the CPU kernel; apply hebm.args' value checks first");
   check_precision(precision, u);
   if (u.scalar_type() == at::kDouble)
     return langevin_impl<double>(EMU, u, params, dims, layout, mlps, act_params, has_energy, n_levels, sigma_min, sigma_clamp, pack_token, step_size,

@@ -3,19 +3,20 @@
 Each fused backend is a module ``hebm.backends.<module>`` that defines
 
     NAME: str
-    FEATURES: tuple                                 # optional: "sigma_clamp" (that math), "deferred_checks" (below)
+    FEATURES: tuple                                 # optional: "sigma_clamp" (that math), "proves_prior" (below)
     def unavailable() -> Optional[str]            # None if usable on this machine, else why + the fix
     def unsupported(prior, args) -> Optional[str]  # None if it can run this network and these tensors
     def run(prior, args, *, precision, trace) -> (u_out [B, D], log_density [K, B] or None, precision ran)
     # optional, the whole reverse diffusion in one launch:
     def run_reverse(prior, schedule, rargs, *, precision, return_levels) -> ([ũ_T, …, ũ_0] or [ũ_T, ũ_0], precision ran)
 
-A backend with ``"deferred_checks"`` in ``FEATURES`` applies the checks that
-:func:`hebm.args.check_langevin_args` can defer — the value checks of
-:class:`hebm.args.ValueChecks` and :func:`hebm.args.check_prior` — while it reads the arrays and
-the weights anyway, so :func:`hebm.langevin_fused` leaves them to it (``args.pending_values``,
-``args.pending_prior``); its ``run`` raises their errors, word for word.  For every other
-backend they are applied before it runs.
+Every backend, the reference loop included (``"ref"``), is such a module, and this registry is
+the only place that names them: the dispatch (:mod:`hebm.sampling`) asks it which one runs and
+calls :func:`run`.  The argument rules are applied once, before any backend runs
+(:mod:`hebm.args`); a backend with ``"proves_prior"`` in ``FEATURES`` is left the one check it
+proves anyway — the prior's dtype/device (:func:`hebm.args.check_prior`), which the CPU
+backend's pack cache proves by its byte comparison (``args.pending_prior``) — and raises that
+check's error, word for word.
 
 ``args`` is a checked :class:`hebm.args.LangevinArgs` (``rargs`` a :class:`hebm.args.ReverseArgs`);
 kernels read the prior through the pack cache of :mod:`hebm.backends.pack`.  Whether a backend
@@ -33,6 +34,7 @@ import torch
 
 # name -> module holding it
 _MODULES = {
+    "ref": "hebm.backends.ref",
     "cpu": "hebm.backends.cpu",
     "triton": "hebm.backends.triton_backend",
     "cuda": "hebm.backends.cuda",
@@ -75,10 +77,8 @@ def _module(name: str):
 def unavailable(name: str) -> Optional[str]:
     """None if backend ``name`` can run on this machine, else the reason (with the fix).  Cheap
     after the first call: each backend caches what it found (the extension build, the import)."""
-    if name == "ref":
-        return None
     if name not in _MODULES:
-        return f"there is no backend {name!r}; expected one of ref, {', '.join(_MODULES)}"
+        return f"there is no backend {name!r}; expected one of {', '.join(_MODULES)}"
     try:
         mod = _module(name)
     except ImportError as e:  # a dependency of the backend is missing or broken: report, so "auto" moves on
@@ -128,9 +128,21 @@ def choose(prior, args, backend: str) -> str:
     return "ref"
 
 
-def applies_checks(name: str) -> bool:
-    """Whether backend ``name`` applies the deferred argument checks itself (see above)."""
-    return name != "ref" and "deferred_checks" in getattr(_module(name), "FEATURES", ())
+def proves_prior(name: str) -> bool:
+    """Whether backend ``name`` proves the deferred prior check itself (see above)."""
+    return "proves_prior" in getattr(_module(name), "FEATURES", ())
+
+
+def set_kernel_threads(n) -> bool:
+    """Threads of the CPU backends that keep their own pool (the C++ kernel's
+    ``set_num_threads``); ``None``/0 follows ``torch.get_num_threads()``.  Unavailable backends
+    are left alone; True when one took it."""
+    took = False
+    for name in AUTO_ORDER["cpu"]:
+        if unavailable(name) is None and hasattr(_module(name), "set_num_threads"):
+            _module(name).set_num_threads(n)
+            took = True
+    return took
 
 
 def resolve_precision(precision: str, u: torch.Tensor) -> str:
@@ -156,4 +168,4 @@ def run_reverse(name: str, prior, schedule, rargs, *, precision: str, return_lev
     return fn(prior, schedule, rargs, precision=precision, return_levels=return_levels)
 
 
-__all__ = ["AUTO_ORDER", "BackendUnavailable", "applies_checks", "choose", "resolve_precision", "run", "run_reverse", "unavailable"]
+__all__ = ["AUTO_ORDER", "BackendUnavailable", "choose", "proves_prior", "set_kernel_threads", "resolve_precision", "run", "run_reverse", "unavailable"]

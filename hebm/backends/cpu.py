@@ -16,14 +16,12 @@ from typing import Optional
 
 import torch
 
-from . import _MODULES, BackendUnavailable, _build, ops
-from ..prior import HierarchicalPrior
-from .pack import current_entry, network_support, packed_prior
+from . import BackendUnavailable, _build, ops
+from .pack import network_support, packed_prior
 
 NAME = "cpu"
-# "deferred_checks": the kernel applies hebm.args.ValueChecks' rules (csrc/ops.cpp HEBM_REFUSE),
-# the pack cache proves the prior's dtype/device (hebm.backends.pack.packed_prior's `like`)
-FEATURES = ("sigma_clamp", "deferred_checks")
+# "proves_prior": the pack cache proves the prior's dtype/device (hebm.backends.pack.packed_prior's `like`)
+FEATURES = ("sigma_clamp", "proves_prior")
 
 
 def _extension():
@@ -73,69 +71,8 @@ def run(prior, args, *, precision: str, trace: bool):
     _extension()
     pk = packed_prior(prior, args.u.dtype, args.u.device, like=args.u if args.pending_prior else None)
     args.pending_prior = False
-    try:
-        out, logd = ops.langevin(pk, args, precision=ran(precision, args.u), trace=trace)
-    except ValueError:
-        # the kernel refused a value (csrc/ops.cpp HEBM_REFUSE): the argument's own message
-        if args.pending_values is not None:
-            args.pending_values.explain()
-        raise
-    args.pending_values = None
-    _remember_plan(prior, pk)
+    out, logd = ops.langevin(pk, args, precision=ran(precision, args.u), trace=trace)
     return out, logd, ran(precision, args.u)
-
-
-# ------------------------------------------------------------------------------ the fast path
-# An eager call whose arguments are already in the form hebm.args would make of them (plain
-# tensors of u's dtype on the CPU, Python numbers; csrc/ops.cpp FastPlan states the forms) goes
-# from hebm.langevin_fused straight to the kernel: ~100 µs of normalisation, backend choice and
-# pack checks in Python were most of a short call (benchmarks/NOTES.md, "CPU backend, session
-# 5").  The decisions it skips were made by an earlier general-path call and are still valid:
-# the plan exists only after this backend ran the prior (so "auto" chose it, it is available and
-# takes the network), lives in the pack cache's entry (dropped when the prior's structure or
-# values change: pack.current_entry, and the kernel-side byte comparison with the snapshot), and
-# declines every other form, refused value or changed prior — the general path then runs, with
-# its errors.
-_CPU = torch.device("cpu")
-
-
-def _remember_plan(prior, pk) -> None:
-    """Make the fast path's plan for ``pk`` (after the general path ran it), once per pack."""
-    e = current_entry(prior)
-    ext = _build.loaded_cpu_ops()
-    if e is None or ext is None or e.values is None or e.values.dtype != pk.params.dtype or pk.params.device != _CPU:
-        return
-    old = e.fast.get(NAME)
-    if old is not None and old[2] is pk and old[1] is ext:
-        return
-    st = pk.op_structure()
-    plan = ext.FastPlan(e.tensors, e.values, st["params"], st["dims"], st["layout"], st["mlps"], st["act_params"],
-                        st["has_energy"], st["n_levels"], st["sigma_min"], st["sigma_clamp"], st["token"],
-                        prior.n_levels or 0)
-    e.fast[NAME] = (plan, ext, pk)
-
-
-def fast_langevin(prior, u, n_steps, step_size, noise_scale, energy_scale, t, u_next, alpha, sigma, seed, chain_ids,
-                  noise, step_offset, trace: bool):
-    """``(u_K, log π trace or None, all finite)`` for an eager call in the forms the plan takes,
-    else None (take the general path).  ``hebm.langevin_fused``'s arguments, checked or not."""
-    if not isinstance(prior, HierarchicalPrior):
-        return None
-    e = current_entry(prior)
-    hit = None if e is None else e.fast.get(NAME)
-    if hit is None or hit[1] is not _build.loaded_cpu_ops() or not _registered():
-        return None
-    plan, _, pk = hit
-    max_steps = 1  # a call may take all its steps at once only if they fit one chunk (hebm.backends.ops)
-    if type(n_steps) is int and n_steps > 1 and u.dim() == 2 and u.shape[0] > 0:
-        max_steps = ops.steps_per_chunk(pk, u.shape[0], _CPU)
-    return plan.run(u, n_steps, step_size, noise_scale, energy_scale, t, u_next, alpha, sigma, seed, chain_ids, noise,
-                    step_offset, max_steps, trace)
-
-
-def _registered() -> bool:
-    """This module is still the registered "cpu" backend (tests swap backends out)."""
-    return _MODULES.get(NAME) == __name__
 
 
 def run_reverse(prior, schedule, r, *, precision: str, return_levels: bool):
@@ -149,4 +86,4 @@ def run_reverse(prior, schedule, r, *, precision: str, return_levels: bool):
     return levels, ran(precision, r.u)
 
 
-__all__ = ["NAME", "fast_langevin", "get_num_threads", "run", "run_reverse", "set_num_threads", "unavailable", "unsupported"]
+__all__ = ["NAME", "get_num_threads", "run", "run_reverse", "set_num_threads", "unavailable", "unsupported"]

@@ -27,7 +27,6 @@ import torch
 
 from ..args import LangevinArgs, ReverseArgs
 from ..philox import seed_to_key
-from . import _build
 from .pack import PackedPrior
 
 NETWORK = ("Tensor params, int[] dims, int[] layout, int[] mlps, float[] act_params, bool has_energy, "
@@ -35,7 +34,7 @@ NETWORK = ("Tensor params, int[] dims, int[] layout, int[] mlps, float[] act_par
 LANGEVIN_SCHEMA = (
     f"langevin(Tensor u, {NETWORK}, Tensor step_size, Tensor noise_scale, Tensor energy_scale, Tensor? t, "
     "Tensor? u_next, Tensor? alpha, Tensor? sigma, Tensor? noise, int key0, int key1, Tensor chain_ids, "
-    "int n_steps, int step_offset, bool trace, bool check_values, str precision) -> (Tensor, Tensor)")
+    "int n_steps, int step_offset, bool trace, str precision) -> (Tensor, Tensor)")
 REVERSE_SCHEMA = (
     f"reverse_diffusion(Tensor u_T, {NETWORK}, int[] level_t, float[] level_step, float[] level_energy_scale, "
     "float[] level_alpha, float[] level_sigma, Tensor noise_scale, Tensor? noise, int key0, int key1, "
@@ -50,7 +49,7 @@ _LIBS = []
 def _langevin_fake(u, params, dims, layout, mlps, act_params, has_energy, n_levels, sigma_min, sigma_clamp, pack_token,
                    step_size,
                    noise_scale, energy_scale, t, u_next, alpha, sigma, noise, key0, key1, chain_ids, n_steps,
-                   step_offset, trace, check_values, precision):
+                   step_offset, trace, precision):
     torch._check(u.dim() == 2, lambda: "hebm: u must be [B, D]")
     return u.new_empty(u.shape), (u.new_empty((n_steps, u.shape[0])) if trace else u.new_empty((0,)))
 
@@ -106,46 +105,27 @@ def _keys(seed: Optional[int]) -> tuple[int, int]:
     return seed_to_key(seed) if seed is not None else (0, 0)
 
 
-def _direct_kernel(namespace: str, device: torch.device):
-    """For eager CPU calls, the CPU extension's binding of ``hebm::langevin``'s C++ function
-    without the dispatcher (its boxing of the 27 arguments cost ~13 µs a call, a third of a toy
-    step; benchmarks/NOTES.md), which takes the layout tables as the pack's tensors; else None
-    (the op — under torch.compile always the op)."""
-    if namespace == "hebm" and device.type == "cpu" and not torch.compiler.is_compiling():
-        return getattr(_build.loaded_cpu_ops(), "langevin_direct", None)
-    return None
-
-
-def _langevin_call(packed: PackedPrior, a: LangevinArgs, precision: str, trace: bool, namespace: str,
-                   check_values: bool):
+def _langevin_call(packed: PackedPrior, a: LangevinArgs, precision: str, trace: bool, namespace: str):
     st = packed.op_structure()
     k0, k1 = _keys(a.seed)
-    fn = _direct_kernel(namespace, a.u.device)
-    if fn is None:
-        fn, tables = op("langevin", namespace), (st["layout"], st["mlps"], st["act_params"])
-    else:
-        tables = st["tables"]
-    return fn(a.u, st["params"], st["dims"], *tables, st["has_energy"], st["n_levels"], st["sigma_min"],
-              st["sigma_clamp"], st["token"], a.step_size, a.noise_scale, a.energy_scale, a.t, a.u_next, a.alpha,
-              a.sigma, a.noise, k0, k1, a.chain_ids, a.n_steps, a.step_offset, trace, check_values, precision)
+    return op("langevin", namespace)(
+        a.u, st["params"], st["dims"], st["layout"], st["mlps"], st["act_params"], st["has_energy"], st["n_levels"],
+        st["sigma_min"], st["sigma_clamp"], st["token"], a.step_size, a.noise_scale, a.energy_scale, a.t, a.u_next,
+        a.alpha, a.sigma, a.noise, k0, k1, a.chain_ids, a.n_steps, a.step_offset, trace, precision)
 
 
 def langevin(packed: PackedPrior, a: LangevinArgs, *, precision: str, trace: bool, namespace: str = "hebm"):
     """``hebm::langevin`` on checked arguments: ``(u_K [B, D], log π trace [K, B] or None)``.
-    Runs in chunks of :func:`steps_per_chunk` steps (results identical to one call).  With
-    ``a.pending_values`` (checks deferred to the kernel) the first call applies them; later
-    chunks start from the chains' states, which may have diverged — that is reported at the end
-    (:func:`hebm.args.check_result`), not refused."""
+    Runs in chunks of :func:`steps_per_chunk` steps (results identical to one call)."""
     chunk = steps_per_chunk(packed, a.B, a.u.device)
-    check = a.pending_values is not None
     if a.n_steps <= chunk:
-        out, logd = _langevin_call(packed, a, precision, trace, namespace, check)
+        out, logd = _langevin_call(packed, a, precision, trace, namespace)
         return out, (logd if trace else None)
     u, logs = a.u, []
     for k0 in range(0, a.n_steps, chunk):
         part = a.steps(k0, min(a.n_steps, k0 + chunk))
         part.u = u
-        u, logd = _langevin_call(packed, part, precision, trace, namespace, check and k0 == 0)
+        u, logd = _langevin_call(packed, part, precision, trace, namespace)
         if trace:
             logs.append(logd)
     return u, (torch.cat(logs) if trace else None)

@@ -266,9 +266,6 @@ class _Entry:
     generation: int
     values: Optional[torch.Tensor] = None  # copy of the values the packs were made from
     packs: dict = field(default_factory=dict)  # (dtype, device) -> PackedPrior
-    #: what a backend derived from one of ``packs`` for its fast path (hebm/backends/cpu.py), by
-    #: backend name; it must check the values itself (they are only compared on the general path)
-    fast: dict = field(default_factory=dict)
 
 
 _CACHE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
@@ -289,14 +286,6 @@ def _entry(prior) -> _Entry:
         else:
             e.generation = gen
         return e
-
-
-def current_entry(prior) -> Optional[_Entry]:
-    """The prior's cache entry if nothing was assigned to any module since it was last checked
-    (its structure is then unchanged), else None — for a fast path that must not walk the prior;
-    the values are not compared here."""
-    e = _CACHE.get(prior)
-    return e if e is not None and e.generation == structure_generation() else None
 
 
 def network_support(prior) -> Optional[str]:
@@ -324,7 +313,7 @@ def packed_prior(prior: HierarchicalPrior, dtype: torch.dtype, device, *,
             check_prior(prior, like)
         if not same:
             with torch.no_grad():
-                e.values, e.packs, e.fast = _flat_values(e.tensors), {}, {}
+                e.values, e.packs = _flat_values(e.tensors), {}
         pk = e.packs.get((dtype, device))
         if pk is None:
             pk = e.packs[(dtype, device)] = pack_prior(prior, dtype=dtype, device=device)

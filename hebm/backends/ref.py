@@ -1,0 +1,26 @@
+"""``backend="ref"``: the reference loop (:func:`hebm.reference.langevin_loop`) behind the same
+entry as the fused backends, so :func:`hebm.langevin_fused` dispatches without naming any
+backend.  Runs anywhere torch runs, in the tensors' dtype; ``"auto"`` falls back to it."""
+from __future__ import annotations
+
+from ..reference import langevin_loop, precision_of
+
+NAME = "ref"
+FEATURES = ("sigma_clamp",)
+
+
+def unavailable():
+    return None
+
+
+def unsupported(prior, args):
+    return None
+
+
+def run(prior, args, *, precision: str, trace: bool):
+    """K steps for the checked ``args``: ``(u_out, log π trace or None, precision that ran)``."""
+    out, logs = langevin_loop(prior, args, trace=trace)
+    return out, logs, precision_of(out)
+
+
+__all__ = ["NAME", "run", "unavailable", "unsupported"]
