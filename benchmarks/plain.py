@@ -105,6 +105,42 @@ def plain_langevin(nets: PlainNets, u, *, n_steps: int, step_size, noise_scale=1
     return x
 
 
+def plain_mala(nets: PlainNets, u, *, n_steps: int, step_size, energy_scale=1.0, t=None, u_next=None, alpha=None,
+               sigma=None, reuse: bool = True, **_ignored):
+    """K Metropolis-adjusted steps as a user writes them in PyTorch: the proposal, log π and its
+    gradient at the proposal by autograd, the Hastings ratio, ``torch.rand`` for the test.
+    ``reuse``: the accepted proposal's log π and gradient serve the next step (one evaluation a
+    step, the fastest form); without it the loop evaluates the current state afresh each step
+    too, as most published loops do (two evaluations a step)."""
+    d = _col(step_size, u)
+    half = 0.5 * d * d
+    lam = _col(energy_scale, u)[:, 0]
+    a = None if alpha is None else _col(alpha, u)[:, 0]
+    s = None if sigma is None else _col(sigma, u)[:, 0]
+    tt = None if t is None else torch.as_tensor(t, device=u.device).expand(u.shape[0]).long()
+
+    def value_grad(x):
+        with torch.enable_grad():
+            xg = x.detach().requires_grad_(True)
+            lp = nets.log_density(xg, energy_scale=lam, t=tt, u_next=u_next, alpha=a, sigma=s)
+            (g,) = torch.autograd.grad(lp.sum(), xg)
+        return lp.detach(), g
+
+    x = u.detach()
+    lp, g = value_grad(x)
+    for _ in range(n_steps):
+        if not reuse:
+            lp, g = value_grad(x)
+        prop = x + half * g + d * torch.randn_like(x)
+        lpp, gp = value_grad(prop)
+        log_alpha = (lpp - lp - ((x - prop - half * gp) ** 2).sum(1) / (2 * d[:, 0] ** 2)
+                     + ((prop - x - half * g) ** 2).sum(1) / (2 * d[:, 0] ** 2))
+        acc = torch.log(torch.rand_like(lp)) < log_alpha
+        x = torch.where(acc[:, None], prop, x)
+        lp, g = torch.where(acc, lpp, lp), torch.where(acc[:, None], gp, g)
+    return x
+
+
 def plain_reverse_diffusion(nets: PlainNets, schedule, u_T, *, n_steps: int, noise=None):
     """The reverse diffusion with the plain loop per level (``noise``: ``[T·K, B, D]``)."""
     u = u_T
@@ -148,4 +184,4 @@ def torchebm_sampler(nets: PlainNets, u, *, step_size, noise_scale=1.0, energy_s
     return sampler, u.detach()
 
 
-__all__ = ["PlainNets", "plain_langevin", "plain_reverse_diffusion", "torchebm_available", "torchebm_sampler"]
+__all__ = ["plain_mala", "PlainNets", "plain_langevin", "plain_reverse_diffusion", "torchebm_available", "torchebm_sampler"]

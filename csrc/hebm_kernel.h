@@ -80,6 +80,13 @@ struct Problem {
 
   // ---- optional output: log π at the state entering each step, [K, B] (nullptr: skip)
   T* log_density = nullptr;
+
+  // ---- Metropolis adjustment (MALA, docs/design.md §2b): the step is a proposal (c = 1), kept
+  //      when log U < log α; U from `uniforms` [K, B] or stream 2 of the Philox key above.
+  //      `accept` [2, B] (zeroed by the caller) gets the accepted proposals and Σ min(1, α).
+  bool metropolis = false;
+  const T* uniforms = nullptr;
+  T* accept = nullptr;
 };
 
 // ------------------------------------------------------------------------------------------
@@ -162,6 +169,13 @@ HEBM_HD Philox4 philox4x32_10(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3
 
 // ((x >> 9) + 0.5) · 2^-23: exact in fp32, strictly inside (0, 1)
 HEBM_HD float philox_uniform(uint32_t x) { return (static_cast<float>(x >> 9) + 0.5f) * 1.1920928955078125e-07f; }
+
+// The Metropolis test's uniform of chain `chain` at `step`: counter (0, chain, step, 2), first
+// output word (docs/design.md §2b; hebm/philox.py philox_accept_uniform).
+HEBM_HD float philox_accept_uniform(uint32_t k0, uint32_t k1, uint64_t chain, uint64_t step) {
+  const Philox4 r = philox4x32_10(0u, static_cast<uint32_t>(chain), static_cast<uint32_t>(step), 2u, k0, k1);
+  return philox_uniform(r.x[0]);
+}
 
 // Four normals of element block j (elements 4j .. 4j+3) of chain `chain` at `step`, `stream`.
 // Box–Muller in float64, rounded once to float32 at the end, as hebm/philox.py computes it

@@ -314,15 +314,15 @@ std::shared_ptr<const void> cached_weights(int64_t token, const hebm::Problem<T>
   return w;
 }
 
-std::tuple<Tensor, Tensor> langevin_cpu(const Tensor& u_in, const Tensor& params_in, at::IntArrayRef dims,
+std::tuple<Tensor, Tensor, Tensor> langevin_cpu(const Tensor& u_in, const Tensor& params_in, at::IntArrayRef dims,
                                         at::IntArrayRef layout, at::IntArrayRef mlps, at::ArrayRef<double> act_params,
                                         bool has_energy, int64_t n_levels, double sigma_min, double sigma_clamp,
                                         int64_t pack_token, const Tensor& step_size,
                                         const Tensor& noise_scale, const Tensor& energy_scale, const OptTensor& t,
                                         const OptTensor& u_next, const OptTensor& alpha, const OptTensor& sigma,
                                         const OptTensor& noise, int64_t key0, int64_t key1, const Tensor& chain_ids,
-                                        int64_t n_steps, int64_t step_offset, bool trace,
-                                        c10::string_view precision) {
+                                        int64_t n_steps, int64_t step_offset, bool trace, bool metropolis,
+                                        const OptTensor& uniforms, c10::string_view precision) {
   TORCH_CHECK(u_in.device().is_cpu() && params_in.device().is_cpu(), "hebm::langevin (CPU): tensors must be on the CPU");
   check_precision(precision);
   std::vector<int64_t> offs;
@@ -358,8 +358,18 @@ std::tuple<Tensor, Tensor> langevin_cpu(const Tensor& u_in, const Tensor& params
     nz = as_contiguous(*noise, u.scalar_type());
   }
   Tensor logd = trace ? at::empty({n_steps, B}, u.options()) : at::empty({0}, u.options());
+  Tensor acc = metropolis ? at::zeros({2, B}, u.options()) : at::empty({0}, u.options());
+  Tensor unif;
+  if (uniforms.has_value()) {
+    TORCH_CHECK(metropolis && noise.has_value(), "hebm: uniforms go with metropolis=True and explicit noise");
+    TORCH_CHECK(uniforms->dim() == 2 && uniforms->size(0) == n_steps && uniforms->size(1) == B &&
+                    uniforms->device().is_cpu(),
+                "hebm: uniforms must be a CPU tensor [K, B] = [", n_steps, ", ", B, "], got ", uniforms->sizes());
+    unif = as_contiguous(*uniforms, u.scalar_type());
+  }
+  TORCH_CHECK(!metropolis || noise.has_value() == unif.defined(), "hebm: metropolis=True with explicit noise needs uniforms");
 
-  if (B == 0 || n_steps == 0) return {u, logd};
+  if (B == 0 || n_steps == 0) return {u, logd, acc};
 
   AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "hebm_langevin_cpu", [&] {
     hebm::Problem<scalar_t> P;
@@ -381,12 +391,15 @@ std::tuple<Tensor, Tensor> langevin_cpu(const Tensor& u_in, const Tensor& params
     P.step_offset = step_offset;
     P.n_steps = n_steps;
     P.log_density = trace ? logd.data_ptr<scalar_t>() : nullptr;
+    P.metropolis = metropolis;
+    P.uniforms = unif.defined() ? unif.data_ptr<scalar_t>() : nullptr;
+    P.accept = metropolis ? acc.data_ptr<scalar_t>() : nullptr;
     const int64_t threads = call_threads(4.0 * B * params.numel() * n_steps);
     hebm::cpu::Sampler<scalar_t> sampler(P, choose_chunk_rows(B, threads), cached_weights<scalar_t>(pack_token, P));
     parallel_chunks(threads, sampler.n_chunks(), sampler.workspace_bytes(),
                     [&](int64_t c0, int64_t c1, void* ws) { sampler.run(c0, c1, ws); });
   });
-  return {u, logd};
+  return {u, logd, acc};
 }
 
 Tensor reverse_diffusion_cpu(const Tensor& u_T, const Tensor& params_in, at::IntArrayRef dims, at::IntArrayRef layout,

@@ -28,7 +28,7 @@ import torch
 from .backends import _build
 from .diffusion import DiffusionSchedule
 from .nn import walked
-from .philox import MAX_STEP, default_chain_ids, initial_noise, philox_normal
+from .philox import MAX_STEP, default_chain_ids, initial_noise, philox_accept_uniform, philox_normal
 from .prior import HierarchicalPrior
 
 Latents = Union[torch.Tensor, Sequence[torch.Tensor]]
@@ -68,6 +68,13 @@ class LangevinArgs:
     step_offset: int = 0
     as_list: bool = False
     check: str = "warn"
+    #: Metropolis adjustment (MALA, docs/design.md §2b); ``uniforms`` ``[K, B]`` with explicit noise
+    metropolis: bool = False
+    uniforms: Optional[torch.Tensor] = None
+    #: step adaptation: the first ``adapt_steps`` steps move each chain's δ toward ``target_accept``
+    adapt_steps: int = 0
+    target_accept: float = 0.574
+    adapt: str = "dual_averaging"
     extras: dict = field(default_factory=dict)
     #: the prior's dtype/device check (:func:`check_prior`) left to the backend (``defer=True``);
     #: False once applied
@@ -103,10 +110,17 @@ class LangevinArgs:
         eps = philox_normal(self.seed, self.chain_ids, self.step_offset + k, self.D, device=self.u.device)
         return eps.to(self.u.dtype)
 
+    def step_uniform(self, k: int) -> torch.Tensor:
+        """U of step k's Metropolis test (``[B]``, in (0, 1)): ``uniforms[k]`` or stream 2."""
+        if self.uniforms is not None:
+            return self.uniforms[k]
+        return philox_accept_uniform(self.seed, self.chain_ids, self.step_offset + k, device=self.u.device).to(self.u.dtype)
+
     def steps(self, k0: int, k1: int) -> "LangevinArgs":
         """The same chains for steps ``k0 … k1−1`` only (exact: the noise is counter-based)."""
         noise = None if self.noise is None else self.noise[k0:k1]
-        return replace(self, n_steps=k1 - k0, noise=noise, step_offset=self.step_offset + k0)
+        uniforms = None if self.uniforms is None else self.uniforms[k0:k1]
+        return replace(self, n_steps=k1 - k0, noise=noise, uniforms=uniforms, step_offset=self.step_offset + k0)
 
 
 @dataclass
@@ -123,6 +137,9 @@ class ReverseArgs:
     noise: Optional[torch.Tensor]
     as_list: bool = False
     check: str = "warn"
+    #: every level's steps Metropolis-adjusted; ``uniforms`` ``[T·K, B]`` with explicit noise
+    metropolis: bool = False
+    uniforms: Optional[torch.Tensor] = None
 
     @property
     def B(self) -> int:
@@ -155,10 +172,14 @@ class ValueChecks:
         self.device = device  # every tensor's (the callers put them on u's device first)
         self._items: list = []  # (name, tensor, positive, allow_zero)
         self._ranges: list = []  # (name, integer tensor, lo, hi, message): lo <= values <= hi
-        self._xs: list = []  # the tensors: items, then ranges (one list for the summary call)
+        self._below_one: set = set()  # indices of items whose values must be < 1
 
-    def add(self, name: str, x: torch.Tensor, *, positive: bool = False, allow_zero: bool = True) -> None:
+    def add(self, name: str, x: torch.Tensor, *, positive: bool = False, allow_zero: bool = True,
+            below_one: bool = False) -> None:
+        """``below_one``: values must also be < 1 (with ``positive``: a probability in (0, 1))."""
         self._items.append((name, x, positive, allow_zero))
+        if below_one:
+            self._below_one.add(len(self._items) - 1)
 
     def add_range(self, name: str, x: torch.Tensor, lo: int, hi: int, message: str) -> None:
         """Integer values in [lo, hi]; ``message`` is the error, with ``{lo}``/``{hi}`` filled in
@@ -173,7 +194,7 @@ class ValueChecks:
         ranges, in the order added; None for an empty tensor): raise the first failure's error.
         ``finite``: every min and max is known to be finite (an empty tensor's (0, 0) passes)."""
         it = iter(ranges)
-        for (name, _, positive, allow_zero), mm in zip(self._items, it):
+        for i, ((name, _, positive, allow_zero), mm) in enumerate(zip(self._items, it)):
             if mm is None or (finite and not positive):
                 continue
             lo, hi = mm
@@ -181,6 +202,8 @@ class ValueChecks:
                 raise ValueError(f"{name} contains NaN or Inf; expected finite values")
             if positive and (lo < 0 or (lo == 0 and not allow_zero)):
                 raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got min {lo:g}")
+            if i in self._below_one and hi >= 1:
+                raise ValueError(f"{name} must lie in (0, 1), got max {hi:g}")
         for (_, _, lo, hi, message), mm in zip(self._ranges, it):
             if mm is not None and (mm[0] < lo or mm[1] > hi):
                 raise ValueError(message.format(lo=int(mm[0]), hi=int(mm[1]), n=hi))
@@ -198,8 +221,10 @@ class ValueChecks:
             else:
                 self._refuse([(v[2 * i], v[2 * i + 1]) if x.numel() else None for i, x in enumerate(xs)])
             return
-        if not self._combined_ok():
+        if self._below_one or not self._combined_ok():  # (bounds above: looked at one by one)
             self.explain()
+            if self._below_one:
+                return
             raise AssertionError("hebm: the combined value check failed but no tensor does")  # pragma: no cover
 
     def _combined_ok(self) -> bool:
@@ -470,6 +495,11 @@ def check_langevin_args(
     noise=None,
     step_offset=0,
     check: str = "warn",
+    metropolis=False,
+    uniforms=None,
+    adapt_steps=0,
+    target_accept=0.574,
+    adapt="dual_averaging",
     defer: bool = False,
 ) -> LangevinArgs:
     """Validate the sampler arguments once, with errors that name the argument.
@@ -518,17 +548,65 @@ def check_langevin_args(
         a = s = None
     seed, ids, noise = _check_noise_source(u, n_steps, seed, noise, chain_ids, step_offset, "[K, B, D]", values)
     check = _check_mode(check)
+    uniforms, adapt_steps, target_accept = _check_metropolis(u, n_steps, c, noise, metropolis, uniforms, adapt_steps,
+                                                             target_accept, adapt, values)
     values.run()
     return LangevinArgs(
         u=u, n_steps=n_steps, step_size=step, noise_scale=c, energy_scale=lam, t=tt,
         u_next=u_next, alpha=a, sigma=s, seed=seed, chain_ids=ids, noise=noise,
-        step_offset=step_offset, as_list=as_list, check=check,
-        pending_prior=defer,
+        step_offset=step_offset, as_list=as_list, check=check, metropolis=metropolis, uniforms=uniforms,
+        adapt_steps=adapt_steps, target_accept=target_accept, adapt=adapt, pending_prior=defer,
     )
 
 
+#: the step-adaptation rules of ``adapt=`` (hebm.reference.adapt_step_size)
+ADAPT_RULES = ("dual_averaging", "robbins_monro")
+
+
+def _check_metropolis(u, n_steps: int, c: torch.Tensor, noise, metropolis, uniforms, adapt_steps, target_accept, adapt,
+                      values: ValueChecks):
+    """``(uniforms [K, B] or None, adapt_steps, target_accept)``: MALA's arguments
+    (docs/design.md §2b) — the proposal is the ULA step with c = 1, explicit noise needs its
+    uniforms, and the step adaptation needs the Metropolis test it steers by."""
+    if not isinstance(metropolis, bool):
+        raise TypeError(f"metropolis must be True or False, got {metropolis!r}")
+    adapt_steps = as_int("adapt_steps", adapt_steps, "an int >= 0")
+    if not 0 <= adapt_steps <= n_steps:
+        raise ValueError(f"adapt_steps must be in [0, n_steps = {n_steps}] (the warm-up is part of the chain), "
+                         f"got {adapt_steps}")
+    if adapt not in ADAPT_RULES:
+        raise ValueError(f"adapt must be one of {', '.join(ADAPT_RULES)}, got {adapt!r}")
+    if isinstance(target_accept, bool) or not isinstance(target_accept, (int, float)) \
+            or not 0.0 < float(target_accept) < 1.0:
+        raise ValueError(f"target_accept must be a number in (0, 1), got {target_accept!r}")
+    if not metropolis:
+        if uniforms is not None:
+            raise ValueError("uniforms are the Metropolis test's; pass metropolis=True to use them")
+        if adapt_steps:
+            raise ValueError("adapt_steps steers the step size by the Metropolis acceptance: pass metropolis=True")
+        return None, 0, float(target_accept)
+    if not (c.numel() and bool((c == 1).all())):
+        raise ValueError("metropolis=True needs noise_scale = 1 (MALA's proposal is the Langevin step with c = 1)")
+    B = u.shape[0]
+    if noise is None:
+        if uniforms is not None:
+            raise ValueError("uniforms go with an explicit noise tensor; with seed the test draws its own (stream 2)")
+        return None, adapt_steps, float(target_accept)
+    if uniforms is None:
+        raise ValueError(f"metropolis=True with explicit noise needs uniforms too: a [K, B] = [{n_steps}, {B}] tensor "
+                         f"in (0, 1)")
+    if not isinstance(uniforms, torch.Tensor) or not uniforms.dtype.is_floating_point:
+        raise TypeError(f"uniforms must be a floating tensor [K, B] = [{n_steps}, {B}], got {_fmt(uniforms)}")
+    if uniforms.shape != (n_steps, B) or uniforms.device != u.device:
+        raise ValueError(f"uniforms must be a tensor [K, B] = [{n_steps}, {B}] on {u.device}, got {_fmt(uniforms)}")
+    uniforms = uniforms.detach().to(u.dtype).contiguous()
+    values.add("uniforms", uniforms, positive=True, allow_zero=False, below_one=True)
+    return uniforms, adapt_steps, float(target_accept)
+
+
 def check_reverse_args(prior: HierarchicalPrior, schedule, u_T=None, *, n_steps, batch=None, seed=None, chain_ids=None,
-                       noise=None, noise_scale=1.0, check: str = "warn") -> ReverseArgs:
+                       noise=None, noise_scale=1.0, check: str = "warn", metropolis=False,
+                       uniforms=None) -> ReverseArgs:
     """Validate a whole reverse diffusion (``hebm.reverse_diffusion``'s arguments) once.
 
     Without ``u_T``, ũ_T is drawn from stream 1 of the seeded noise (``batch`` chains)."""
@@ -566,9 +644,10 @@ def check_reverse_args(prior: HierarchicalPrior, schedule, u_T=None, *, n_steps,
     values.add("u_T", u)
     c = _per_chain("noise_scale", noise_scale, u, values, positive=True, allow_zero=True)
     seed, ids, noise = _check_noise_source(u, schedule.T * K, seed, noise, chain_ids, 0, "[T*K, B, D]", values)
+    uniforms, _, _ = _check_metropolis(u, schedule.T * K, c, noise, metropolis, uniforms, 0, 0.574, ADAPT_RULES[0], values)
     values.run()
     return ReverseArgs(u=u.contiguous(), n_steps=K, levels=schedule.T, noise_scale=c, seed=seed, chain_ids=ids,
-                       noise=noise, as_list=as_list, check=_check_mode(check))
+                       noise=noise, as_list=as_list, check=_check_mode(check), metropolis=metropolis, uniforms=uniforms)
 
 
 def level_args(r: ReverseArgs, schedule, j: int, u: torch.Tensor) -> LangevinArgs:
@@ -589,6 +668,7 @@ def level_args(r: ReverseArgs, schedule, j: int, u: torch.Tensor) -> LangevinArg
         u_next=u if kernel else None, alpha=full(lv["alpha"]) if kernel else None,
         sigma=full(lv["sigma"]) if kernel else None, seed=r.seed, chain_ids=r.chain_ids,
         noise=None if r.noise is None else r.noise[j * K:(j + 1) * K], step_offset=j * K, check=r.check,
+        metropolis=r.metropolis, uniforms=None if r.uniforms is None else r.uniforms[j * K:(j + 1) * K],
     )
 
 

@@ -121,6 +121,8 @@ class TrainConfig:
                           "knob", lo=0, hi=1e4)
     langevin_steps: int = _f(30, "prior Langevin steps K (ebm; diffusion: per level)", "knob", lo=0, hi=10**6)
     langevin_step_size: float = _f(0.4, "ebm: δ of the u-space prior Langevin", "knob", lo=0, lo_open=True, hi=10.0)
+    metropolis: bool = _f(False, "the prior chains of training Metropolis-adjusted (MALA, docs/design.md §2b): exact "
+                          "samples of the current prior at any step, one extra evaluation per chain", "knob")
     posterior_steps: int = _f(40, "posterior Langevin steps (--posterior langevin)", "knob", lo=1, hi=10**6)
     posterior_step_size: float = _f(0.1, "posterior Langevin δ", "knob", lo=0, lo_open=True, hi=10.0)
     fused: bool = _f(False, "Langevin through hebm.langevin_fused(backend='auto') (same chains as the reference)", "run")

@@ -240,9 +240,11 @@ class ControllableMixin:
 
     @torch.no_grad()
     def sample_latents_given(self, y: torch.Tensor, *, seed: int, n_steps: int, step_size: float, fused: bool = False,
-                             chain_offset: int = 0, check: str = "warn", return_u: bool = False):
+                             chain_offset: int = 0, check: str = "warn", return_u: bool = False,
+                             metropolis: bool = False):
         """Latents from ``p(z̃ | y)``: ũ-space Langevin from N(0, I) on ``F + G(·, y) − ½‖u‖²``, each
-        chain with its own attribute values (one fused call), then ``z̃ = T_β(ũ)``."""
+        chain with its own attribute values (one fused call), then ``z̃ = T_β(ũ)``; ``metropolis``:
+        Metropolis-adjusted steps."""
         from .models import run_langevin  # models imports this module: the sampler helper lives there
 
         n = int(y.shape[0])
@@ -252,7 +254,7 @@ class ControllableMixin:
         u = initial_noise(seed, n, self.D, chain_ids=ids, device=p0.device, dtype=p0.dtype)
         if n_steps > 0:
             u = run_langevin(self.conditional_prior(), u, fused=fused, n_steps=n_steps, step_size=step_size, seed=seed,
-                             chain_ids=ids, t=t, check=check)
+                             chain_ids=ids, t=t, check=check, metropolis=metropolis)
         z = self.prior.T(u)
         return (z, u) if return_u else z
 
@@ -261,7 +263,8 @@ class ControllableMixin:
             raise ValueError("attribute fine-tuning needs the batch's attribute values (labels)")
         z = self.sample_latents_given(labels, seed=seed, n_steps=settings.langevin_steps,
                                       step_size=settings.langevin_step_size, fused=fused,
-                                      chain_offset=int(chain_ids[0]) if len(chain_ids) else 0)
+                                      chain_offset=int(chain_ids[0]) if len(chain_ids) else 0,
+                                      metropolis=settings.metropolis)
         return dict(z_neg=z)
 
     def losses(self, x, chains: dict, *, generator, settings, step: int, labels=None) -> dict:

@@ -480,7 +480,8 @@ class EBMModel(LatentModel):
         with torch.no_grad():
             u0 = initial_noise(seed, x.shape[0], self.D, chain_ids=chain_ids, device=x.device, dtype=x.dtype)
             u = run_langevin(self.prior, u0, fused=fused, n_steps=settings.langevin_steps,
-                             step_size=settings.langevin_step_size, seed=seed, chain_ids=chain_ids)
+                             step_size=settings.langevin_step_size, seed=seed, chain_ids=chain_ids,
+                             metropolis=settings.metropolis)
             out = dict(z_neg=self.prior.T(u))
         if settings.posterior == "langevin":
             out["z_pos"] = self.posterior_langevin(x, seed=seed ^ 0x5EED, n_steps=settings.posterior_steps,
@@ -616,7 +617,7 @@ class DiffusionModel(LatentModel):
             u_pos, u_next = self.schedule.q_sample_pairs(u0, t, noise=n1, noise_next=n2)
             kw = self.schedule.langevin_kwargs(t, u_next)
             u_neg = run_langevin(self.dprior, u_next, fused=fused, n_steps=settings.langevin_steps, seed=seed,
-                                 chain_ids=chain_ids, **kw)
+                                 chain_ids=chain_ids, metropolis=settings.metropolis, **kw)
             return dict(z_pos=self.dprior.T(u_pos), z_neg=self.dprior.T(u_neg), t=t)
 
     def losses(self, x, chains: dict, *, generator, settings, step: int, labels=None) -> dict:

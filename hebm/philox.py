@@ -7,7 +7,8 @@ batch it runs in nor on the backend:
 * key ``(seed mod 2³², ⌊seed / 2³²⌋ mod 2³²)`` for a seed in [0, 2⁶⁴);
 * counter ``(j, c, k, s)``: j = element block (elements 4j … 4j+3 of the chain's D), c = chain id,
   k = step (counted across levels in a fused reverse diffusion), s = stream
-  (:data:`STREAM_LANGEVIN` = 0, :data:`STREAM_INIT` = 1);
+  (:data:`STREAM_LANGEVIN` = 0, :data:`STREAM_INIT` = 1, :data:`STREAM_ACCEPT` = 2: the
+  Metropolis uniforms, :func:`philox_accept_uniform`);
 * the four outputs x₀…x₃ → uniforms ``((x >> 9) + 0.5) · 2⁻²³`` (exact in fp32, in (0, 1)) →
   Box–Muller in **float64**: ``r₁ = √(−2 ln u₀)``; elements 4j, 4j+1 = ``r₁ cos 2πu₁, r₁ sin 2πu₁``;
   ``r₂ = √(−2 ln u₂)``; elements 4j+2, 4j+3 = ``r₂ cos 2πu₃, r₂ sin 2πu₃`` (2π the double
@@ -33,6 +34,7 @@ import torch
 
 STREAM_LANGEVIN = 0
 STREAM_INIT = 1
+STREAM_ACCEPT = 2
 #: the step counter is one 32-bit word: steps 0 … 2³²−1 (step 2³² would repeat step 0)
 MAX_STEP = 2**32 - 1
 
@@ -120,6 +122,15 @@ def normals_from_key(key: tuple, chain_ids: torch.Tensor, step, D: int, *, strea
     ).float()  # [B, n_blocks, 4]
     B = chain_ids.shape[0]
     return out.expand(B, n_blocks, 4).reshape(B, 4 * n_blocks)[:, : int(D)].contiguous()
+
+
+def philox_accept_uniform(seed: int, chain_ids: torch.Tensor, step: int, *, device=None) -> torch.Tensor:
+    """The Metropolis uniform of step ``step`` for chains ``chain_ids`` (``[B]`` fp32, in (0, 1)):
+    counter ``(0, c, step, 2)``, the first output word, ``((x₀ >> 9) + 0.5)·2⁻²³``
+    (docs/design.md §2b)."""
+    chain_ids = torch.as_tensor(chain_ids, dtype=torch.int64, device=device)
+    x0, _, _, _ = philox4x32((0, chain_ids, int(step), STREAM_ACCEPT), seed_to_key(seed))
+    return uniform_from_bits(x0)
 
 
 def philox_noise(

@@ -16,6 +16,20 @@ is exact reverse-mode autograd through ``T_β`` and the energies.
 Philox4x32-10 stream of :mod:`hebm.philox` at step ``step_offset + k`` for chain
 ``chain_ids[b]`` — so a chain's trajectory depends neither on its batch nor on the backend.
 
+With ``metropolis=True`` (MALA, docs/design.md §2b) that step is a proposal (c = 1), kept or
+refused by the Metropolis–Hastings test::
+
+    u' = u + (δ²/2) · ∇log π(u) + δ · ε
+    accept  ⇔  log U < log π(u') − log π(u) + log q(u | u') − log q(u' | u),
+               log q(a | b) = −‖a − b − (δ²/2)·∇log π(b)‖² / (2δ²)        (0 where δ = 0)
+
+U the explicit ``uniforms[k]`` (``[K, B]``) or stream 2 of the same Philox generator
+(:func:`hebm.philox.philox_accept_uniform`); on a refusal the chain stays and the step counter
+still advances; a NaN test refuses.  The chain then leaves π invariant exactly, at any δ.
+``adapt_steps`` N > 0: during steps 0 … N−1 each chain's log δ moves toward the acceptance
+``target_accept`` (:func:`adapt_step_size`), frozen after them (so steps N … K−1 are a valid
+Markov chain for π); the adapted δ is returned in ``info["step_size"]``.
+
 Three samplers, each one argument check and then its loop:
 
 * :func:`langevin_ref` — K steps on the target above (both papers' prior chains);
@@ -28,6 +42,7 @@ The fused backends (:func:`hebm.langevin_fused`) are tested against these.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Callable, Optional
 
 import torch
@@ -54,6 +69,35 @@ def ref_step(target: Callable[[torch.Tensor], torch.Tensor], u: torch.Tensor, ep
     return u + half_d2 * grad + noise_amp * eps, logp.detach()
 
 
+def value_and_grad(target: Callable[[torch.Tensor], torch.Tensor], u: torch.Tensor):
+    """``(log π(u), ∇log π(u))`` by eager autograd."""
+    with torch.enable_grad():
+        x = u.detach().requires_grad_(True)
+        logp = target(x)
+        (grad,) = torch.autograd.grad(logp.sum(), x)
+    return logp.detach(), grad
+
+
+def log_q(a: torch.Tensor, b: torch.Tensor, grad_b: torch.Tensor, half_d2: torch.Tensor,
+          inv_2d2: torch.Tensor) -> torch.Tensor:
+    """``log q(a | b) = −‖a − b − (δ²/2)∇log π(b)‖² / (2δ²)`` (``[B]``, without its constant);
+    ``inv_2d2`` is ``1/(2δ²)``, 0 where δ = 0 (the proposal is then the state itself)."""
+    return -(a - b - half_d2 * grad_b).pow(2).sum(1) * inv_2d2[:, 0]
+
+
+def mala_step(target, u, logp, grad, eps, U, half_d2, delta, inv_2d2):
+    """One Metropolis-adjusted step (the rule in the module docstring), eager autograd:
+    ``(u, log π(u), ∇log π(u), accepted [B] bool, min(1, α) [B])`` after the step, given the
+    state's own log π and gradient (a chain evaluates each state once)."""
+    prop = u + half_d2 * grad + delta * eps
+    logp_p, grad_p = value_and_grad(target, prop)
+    log_alpha = logp_p - logp + log_q(u, prop, grad_p, half_d2, inv_2d2) - log_q(prop, u, grad, half_d2, inv_2d2)
+    acc = torch.log(U) < log_alpha  # NaN refuses
+    keep = acc[:, None]
+    prob = torch.exp(torch.clamp(log_alpha, max=0.0)).nan_to_num(0.0)
+    return (torch.where(keep, prop, u), torch.where(acc, logp_p, logp), torch.where(keep, grad_p, grad), acc, prob)
+
+
 def _outside_inference_mode(a):
     """``a`` with its tensors made ordinary where they are inference tensors (a sampler called
     inside ``torch.inference_mode()``; autograd refuses inference tensors)."""
@@ -63,19 +107,80 @@ def _outside_inference_mode(a):
 
 
 def langevin_loop(prior: HierarchicalPrior, a: LangevinArgs, *, trace: bool = False):
-    """The K-step loop of :func:`langevin_ref` on checked arguments: ``(u_K, log π trace [K, B] or None)``."""
+    """The K-step loop of :func:`langevin_ref` on checked arguments (no step adaptation:
+    :func:`adapt_step_size` drives this loop for that): ``(u_K, log π trace [K, B] or None,
+    accept stats)``, the stats ``[2, B]`` (accepted proposals, Σ min(1, α)) with ``metropolis``,
+    else None."""
     with torch.inference_mode(False):
         a = _outside_inference_mode(a)
         target = a.target(prior)
         half_d2, noise_amp = a.step_coefficients()
-        u, logs = a.u.clone(), []
-        for k in range(a.n_steps):
-            u, logp = ref_step(target, u, a.step_noise(k), half_d2, noise_amp)
-            if trace:
-                logs.append(logp)
+        u, logs, stats = a.u.clone(), [], None
+        if a.metropolis:
+            delta = a.step_size[:, None]
+            inv_2d2 = torch.where(delta > 0, 0.5 / (delta * delta), torch.zeros_like(delta))
+            stats = a.u.new_zeros(2, a.B)
+            if a.n_steps:
+                logp, grad = value_and_grad(target, u)
+            for k in range(a.n_steps):
+                if trace:
+                    logs.append(logp)
+                u, logp, grad, acc, prob = mala_step(target, u, logp, grad, a.step_noise(k), a.step_uniform(k), half_d2,
+                                                     delta, inv_2d2)
+                stats[0] += acc
+                stats[1] += prob
+        else:
+            for k in range(a.n_steps):
+                u, logp = ref_step(target, u, a.step_noise(k), half_d2, noise_amp)
+                if trace:
+                    logs.append(logp)
         # K = 0 gives an empty [0, B] trace (torch.stack refuses an empty list)
         log_density = (torch.stack(logs) if logs else a.u.new_zeros(0, a.B)) if trace else None
-    return u.detach(), log_density
+    return u.detach(), log_density, stats
+
+
+def adapt_step_size(run, a: LangevinArgs, *, trace: bool = False):
+    """Steps 0 … N−1 (N = ``a.adapt_steps``) one at a time, each chain's log δ moved after each
+    toward ``a.target_accept`` by its acceptance probability min(1, α); then steps N … K−1 in
+    one run at the frozen δ.  ``run(args) -> (u, log π trace or None, accept stats [2, B])`` is
+    any backend's (the reference loop or a kernel), so every backend adapts by this one rule.
+
+    ``a.adapt``:
+
+    * ``"dual_averaging"`` (Nesterov's, as in Hoffman & Gelman's NUTS, per chain):
+      ``H ← (1 − 1/(m + t₀))·H + (ρ* − α_m)/(m + t₀)``, ``log δ_m = μ − √m/γ · H``,
+      ``log δ̄ ← m^−κ log δ_m + (1 − m^−κ) log δ̄``; μ = log(10·δ₀), γ = 0.05, t₀ = 10,
+      κ = 0.75; the frozen δ is δ̄ (the average).
+    * ``"robbins_monro"``: ``log δ ← log δ + m^−0.6 · (α_m − ρ*)``; the frozen δ is the last.
+
+    Returns ``(u_K, log π trace [K, B] or None, accept stats of steps N … K−1, adapted δ [B])``."""
+    N, rho = a.adapt_steps, a.target_accept
+    log_d = torch.log(a.step_size.clamp_min(torch.finfo(a.u.dtype).tiny))
+    mu, H, log_bar = log_d + math.log(10.0), torch.zeros_like(log_d), log_d.clone()
+    u, logs = a.u, []
+    for m in range(1, N + 1):
+        part = a.steps(m - 1, m)
+        part.u, part.step_size = u, torch.exp(log_d)
+        u, logd, stats = run(part)
+        alpha = stats[1]  # one step: min(1, α) itself
+        if a.adapt == "dual_averaging":
+            w = 1.0 / (m + 10.0)
+            H = (1.0 - w) * H + w * (rho - alpha)
+            log_d = mu - math.sqrt(m) / 0.05 * H
+            eta = m ** -0.75
+            log_bar = eta * log_d + (1.0 - eta) * log_bar
+        else:
+            log_d = log_d + m ** -0.6 * (alpha - rho)
+            log_bar = log_d
+        if trace:
+            logs.append(logd)
+    step = torch.exp(log_bar) if N else a.step_size
+    rest = a.steps(N, a.n_steps)
+    rest.u, rest.step_size, rest.adapt_steps = u, step, 0
+    u, logd, stats = run(rest)
+    if trace:
+        logs.append(logd)
+    return u, (torch.cat(logs) if trace else None), stats, step
 
 
 def precision_of(x: torch.Tensor) -> str:
@@ -100,6 +205,11 @@ def langevin_ref(
     step_offset: int = 0,
     return_info: bool = False,
     check: str = "warn",
+    metropolis: bool = False,
+    uniforms: Optional[torch.Tensor] = None,
+    adapt_steps: int = 0,
+    target_accept: float = 0.574,
+    adapt: str = "dual_averaging",
 ):
     """K steps of ũ-space Langevin, eager PyTorch autograd (the reference every backend matches):
 
@@ -123,23 +233,53 @@ def langevin_ref(
             at the state entering each step.
         check: chains that end at NaN/Inf give a warning naming the knob (``"warn"``), a
             :class:`hebm.DivergenceError` (``"raise"``), or nothing (``"off"``).
+        metropolis: the Metropolis-adjusted step (MALA; module docstring); needs
+            ``noise_scale = 1``.  ``info`` then adds ``"accepted"`` (``[B]`` int64, accepted
+            proposals after the warm-up) and ``"accept_rate"`` (``[B]``).
+        uniforms: the test's U, ``[K, B]`` in (0, 1) — with explicit ``noise`` only.
+        adapt_steps, target_accept, adapt: step adaptation during the first ``adapt_steps``
+            steps (:func:`adapt_step_size`); ``info["step_size"]`` is the adapted δ ``[B]``.
     """
     a = check_langevin_args(
         prior, u, n_steps=n_steps, step_size=step_size, noise_scale=noise_scale, energy_scale=energy_scale,
         t=t, u_next=u_next, alpha=alpha, sigma=sigma, seed=seed, chain_ids=chain_ids, noise=noise,
-        step_offset=step_offset, check=check,
+        step_offset=step_offset, check=check, metropolis=metropolis, uniforms=uniforms, adapt_steps=adapt_steps,
+        target_accept=target_accept, adapt=adapt,
     )
-    out, logs = langevin_loop(prior, a, trace=return_info)
+    out, logs, extra = run_chain(lambda p: langevin_loop(prior, p, trace=return_info), a, trace=return_info)
     check_result(a, out, "langevin_ref")
-    return finish(prior, a, out, {"backend": "ref", "precision": precision_of(out), "log_density": logs}, return_info)
+    info = {"backend": "ref", "precision": precision_of(out), "log_density": logs, **extra}
+    return finish(prior, a, out, info, return_info)
 
 
-def reverse_loop(prior: HierarchicalPrior, schedule, r: ReverseArgs, *, run=langevin_loop):
+def run_chain(run, a: LangevinArgs, *, trace: bool):
+    """The whole call on checked ``a`` by ``run(args) -> (u, log π trace or None, accept stats
+    or None)`` (the reference loop or a backend's): with step adaptation through
+    :func:`adapt_step_size`.  Returns ``(u_K, trace, info entries)``: MALA's ``"accepted"``,
+    ``"accept_rate"`` (after the warm-up) and, when adapting, ``"step_size"``."""
+    if a.adapt_steps:
+        out, logs, stats, step = adapt_step_size(run, a, trace=trace)
+    else:
+        (out, logs, stats), step = run(a), None
+    extra = {}
+    if a.metropolis:
+        kept = max(a.n_steps - a.adapt_steps, 1)
+        extra = {"accepted": stats[0].round().long(), "accept_rate": stats[0] / kept}
+        if step is not None:
+            extra["step_size"] = step
+    return out, logs, extra
+
+
+def reverse_loop(prior: HierarchicalPrior, schedule, r: ReverseArgs, *, run=langevin_loop, accepted=None):
     """The level loop of :func:`reverse_diffusion_ref` on checked arguments: ``[ũ_T, …, ũ_0]``.
-    ``run(prior, level_args)`` runs one level's K steps (the reference loop, or a backend's)."""
+    ``run(prior, level_args)`` runs one level's K steps (the reference loop, or a backend's:
+    ``(u, trace, accept stats or None)``); ``accepted``: a list that gets each level's accepted
+    proposals ``[B]`` with ``r.metropolis``."""
     u, levels = r.u, [r.u]
     for j in range(schedule.T):  # level t = T−1−j
-        u, _ = run(prior, level_args(r, schedule, j, u))
+        u, _, stats = run(prior, level_args(r, schedule, j, u))
+        if accepted is not None and stats is not None:
+            accepted.append(stats[0].round().long())
         levels.append(u)
     return levels
 
@@ -157,6 +297,8 @@ def reverse_diffusion_ref(
     noise_scale=1.0,
     return_levels: bool = False,
     check: str = "warn",
+    metropolis: bool = False,
+    uniforms: Optional[torch.Tensor] = None,
 ):
     """Paper 2's sampler in ũ-space (docs/papers.md B §3.5): ũ_T ~ N(0, I), then for
     t = T−1 … 0, K steps of the update rule on
@@ -170,9 +312,11 @@ def reverse_diffusion_ref(
     levels: level j = T−1−t uses steps ``j·K … j·K+K−1``; ũ_T, when not given, is ``batch``
     chains of stream 1 of the same seed).  Returns ``ũ_0``, and with ``return_levels`` also the
     list ``[ũ_T, …, ũ_0]``, in the structure of ``u_T`` (a tensor or a list of layers).
+    ``metropolis``: every level's steps Metropolis-adjusted (:func:`langevin_ref`; ``uniforms``
+    ``[T·K, B]`` with explicit noise, else stream 2 at the same step counter).
     """
     r = check_reverse_args(prior, schedule, u_T, n_steps=n_steps, batch=batch, seed=seed, chain_ids=chain_ids,
-                           noise=noise, noise_scale=noise_scale, check=check)
+                           noise=noise, noise_scale=noise_scale, check=check, metropolis=metropolis, uniforms=uniforms)
     levels = reverse_loop(prior, schedule, r)
     return finish_reverse(prior, schedule, r, levels, return_levels, "reverse_diffusion")
 
@@ -236,4 +380,4 @@ def langevin_z_ref(
     return finish(prior, a, zc, info, return_info)
 
 
-__all__ = ["langevin_loop", "langevin_ref", "langevin_z_ref", "ref_step", "reverse_diffusion_ref", "reverse_loop"]
+__all__ = ["adapt_step_size", "langevin_loop", "langevin_ref", "mala_step", "run_chain", "langevin_z_ref", "ref_step", "reverse_diffusion_ref", "reverse_loop"]

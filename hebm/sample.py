@@ -84,9 +84,10 @@ class PosteriorRegion:
 
 @torch.no_grad()
 def long_run(model, *, n_chains: int, K: int, seed: int, step_size: float, fused: bool = False, snapshots: int = 10,
-             region: PosteriorRegion = None):
+             region: PosteriorRegion = None, metropolis: bool = False, acceptance: list = None):
     """``(log π per step [K_total], F per snapshot, inside-fraction per snapshot, snapshot steps,
-    decodes [snapshots, n_chains, D_x])`` of ``n_chains`` long prior chains."""
+    decodes [snapshots, n_chains, D_x])`` of ``n_chains`` long prior chains.  ``metropolis``:
+    Metropolis-adjusted steps (MALA), each segment's mean acceptance appended to ``acceptance``."""
     p0 = next(model.parameters())
     ids = torch.arange(n_chains, device=p0.device)
     u = initial_noise(seed, n_chains, model.D, chain_ids=ids, device=p0.device, dtype=p0.dtype)
@@ -104,7 +105,10 @@ def long_run(model, *, n_chains: int, K: int, seed: int, step_size: float, fused
         done = 0
         for m in marks:
             u, info = run_langevin(model.prior, u, fused=fused, n_steps=m - done, step_size=step_size, seed=seed,
-                                   chain_ids=ids, step_offset=done, return_info=True, check="raise")
+                                   chain_ids=ids, step_offset=done, return_info=True, check="raise",
+                                   metropolis=metropolis)
+            if metropolis and acceptance is not None:
+                acceptance.append(float(info["accept_rate"].mean()))
             logs.append(info["log_density"].mean(1))
             done = m
             marks_done.append(m)
@@ -114,7 +118,9 @@ def long_run(model, *, n_chains: int, K: int, seed: int, step_size: float, fused
         for j, t in enumerate(range(sch.T - 1, -1, -1)):
             kw = sch.langevin_kwargs(t, u)
             u, info = run_langevin(model.dprior, u, fused=fused, n_steps=K, seed=seed, chain_ids=ids, step_offset=j * K,
-                                   return_info=True, check="raise", **kw)
+                                   return_info=True, check="raise", metropolis=metropolis, **kw)
+            if metropolis and acceptance is not None:
+                acceptance.append(float(info["accept_rate"].mean()))
             logs.append(info["log_density"].mean(1))
             marks_done.append((j + 1) * K)
             record(u, torch.full((n_chains,), t, dtype=torch.long, device=u.device))
@@ -158,6 +164,9 @@ def build_parser():
     p.add_argument("--long-run", dest="long_run", type=cli.int_range(0, 10**6), default=0, metavar="K",
                    help="a K-step prior chain + energy profile (paper 1 uses 2500)")
     p.add_argument("--nchains", type=cli.int_range(1, 100000), default=64, help="chains of the long run")
+    p.add_argument("--metropolis", action="store_true", help="with --long-run: Metropolis-adjusted steps (MALA): the "
+                                                                "chain samples the trained prior exactly, at any step; "
+                                                                "the report adds the acceptance per segment")
     p.add_argument("--save", default=None, metavar="DIR", help="also write the --n samples as DIR/000000.png … and "
                                                                   "DIR/samples.npz (for FID tools)")
     p.add_argument("--recon", action="store_true", help="with --save: the Recon set instead — decodes of z ~ q(z | x) "
@@ -209,6 +218,8 @@ def main(argv=None) -> int:
                                             chain_offset=j0, check="raise")
         if a.recon and not a.save:
             raise cli.UserError("--recon writes the reconstruction set to --save DIR: pass --save DIR")
+        if a.metropolis and not a.long_run:
+            raise cli.UserError("--metropolis adjusts the long-run chain: pass --long-run K too")
         if a.save and os.path.isdir(a.save) and any(n.endswith(".png") or n == "samples.npz" for n in os.listdir(a.save)):
             raise cli.UserError(f"--save {a.save!r} already holds images; pick an empty or new directory (a set "
                                 f"mixed from two runs would be scored as one)")
@@ -257,8 +268,10 @@ def main(argv=None) -> int:
                 with torch.no_grad():
                     zq = model.posterior(data.train.x.to(a.device), torch.Generator().manual_seed(a.seed)).z
                 region = PosteriorRegion(zq)
+                acceptance = []
                 logs, energy, inside, marks, snaps = long_run(model, n_chains=a.nchains, K=a.long_run, seed=a.seed,
-                                                              step_size=delta, fused=a.fused, region=region)
+                                                              step_size=delta, fused=a.fused, region=region,
+                                                              metropolis=a.metropolis, acceptance=acceptance)
                 plot_profile(logs, prefix + "_longrun_energy.png", f"{mcfg.prior} prior, {a.long_run}-step chain "
                              f"(train K = {K})")
                 written.append(prefix + "_longrun_energy.png")
@@ -271,13 +284,16 @@ def main(argv=None) -> int:
                 rep = dict(K=a.long_run, train_K=K, n_chains=a.nchains, steps=marks, log_density_first=float(logs[0]),
                            log_density_last=float(logs[-1]), log_density_min=float(logs.min()),
                            log_density_max=float(logs.max()), mean_energy=energy, inside_fraction=inside,
-                           stays_in_data_region=stays)
+                           stays_in_data_region=stays, metropolis=a.metropolis,
+                           acceptance=acceptance if a.metropolis else None)
                 with open(prefix + "_longrun.json", "w") as f:
                     json.dump(rep, f, indent=2)
                 written.append(prefix + "_longrun.json")
                 print(f"[hebm.sample] long run of {a.long_run} steps: log π {float(logs[0]):.2f} -> {float(logs[-1]):.2f}, "
                       f"inside the posterior's 99% region {inside[0]:.2f} -> {inside[-1]:.2f}: chains "
-                      f"{'stay' if stays else 'do NOT stay'} in the data region")
+                      f"{'stay' if stays else 'do NOT stay'} in the data region"
+                      + (f"; MALA acceptance {min(acceptance):.2f}-{max(acceptance):.2f} per segment" if a.metropolis
+                         else ""))
         except DivergenceError as e:
             raise cli.UserError(f"{e.args[0].split(';')[0]}; lower --langevin-step-size (now {delta:g}) or --langevin-steps")
         print("[hebm.sample] wrote " + ", ".join(written))

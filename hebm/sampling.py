@@ -20,7 +20,7 @@ from .backends import BackendUnavailable
 from .args import Latents, check_langevin_args, check_options, check_result, check_reverse_args, finish, level_args
 from .prior import HierarchicalPrior
 from .reference import (finish_reverse, langevin_ref, langevin_z_ref, precision_of, reverse_diffusion_ref,
-                        reverse_loop)
+                        reverse_loop, run_chain)
 
 
 def langevin_fused(
@@ -41,6 +41,11 @@ def langevin_fused(
     step_offset: int = 0,
     return_info: bool = False,
     check: str = "warn",
+    metropolis: bool = False,
+    uniforms: Optional[torch.Tensor] = None,
+    adapt_steps: int = 0,
+    target_accept: float = 0.574,
+    adapt: str = "dual_averaging",
     backend: str = "auto",
     precision: str = "auto",
 ):
@@ -55,7 +60,8 @@ def langevin_fused(
     a = check_langevin_args(
         prior, u, n_steps=n_steps, step_size=step_size, noise_scale=noise_scale, energy_scale=energy_scale,
         t=t, u_next=u_next, alpha=alpha, sigma=sigma, seed=seed, chain_ids=chain_ids, noise=noise,
-        step_offset=step_offset, check=check, defer=True,
+        step_offset=step_offset, check=check, metropolis=metropolis, uniforms=uniforms, adapt_steps=adapt_steps,
+        target_accept=target_accept, adapt=adapt, defer=True,
     )
     try:
         name = backends.choose(prior, a, backend)
@@ -64,10 +70,16 @@ def langevin_fused(
         raise
     if not backends.proves_prior(name):
         a.apply_deferred_checks(prior)  # else the backend does (hebm.backends: "proves_prior")
-    out, logs, ran = backends.run(name, prior, a, precision=backends.resolve_precision(precision, a.u),
-                                  trace=return_info)
+    prec, ran = backends.resolve_precision(precision, a.u), None
+
+    def run(args):
+        nonlocal ran
+        out, logs, ran, stats = backends.run(name, prior, args, precision=prec, trace=return_info)
+        return out, logs, stats
+
+    out, logs, extra = run_chain(run, a, trace=return_info)
     check_result(a, out, "langevin_fused")
-    return finish(prior, a, out, {"backend": name, "precision": ran, "log_density": logs}, return_info)
+    return finish(prior, a, out, {"backend": name, "precision": ran, "log_density": logs, **extra}, return_info)
 
 
 def reverse_diffusion(
@@ -83,6 +95,8 @@ def reverse_diffusion(
     noise_scale=1.0,
     return_levels: bool = False,
     check: str = "warn",
+    metropolis: bool = False,
+    uniforms: Optional[torch.Tensor] = None,
     backend: str = "ref",
     precision: str = "auto",
     return_info: bool = False,
@@ -90,14 +104,18 @@ def reverse_diffusion(
     """:func:`hebm.reverse_diffusion_ref` (paper 2's sampler: ũ_T ~ N(0, I), then levels
     t = T−1 … 0, K steps each) run by ``backend``: backends that fuse the whole diffusion into
     one launch do so, the others run it level by level through :func:`langevin_fused`'s backend.
-    Same arguments and result as the reference; ``return_info`` adds ``{"backend", "precision"}``.
+    Same arguments and result as the reference; ``return_info`` adds ``{"backend", "precision"}``
+    and, with ``metropolis``, ``"accepted"`` (``[T, B]``, level T−1 first).  Metropolis-adjusted
+    levels run one by one (no backend fuses the whole adjusted diffusion yet).
     """
     check_options(backend, precision)
     r = check_reverse_args(prior, schedule, u_T, n_steps=n_steps, batch=batch, seed=seed, chain_ids=chain_ids,
-                           noise=noise, noise_scale=noise_scale, check=check)
+                           noise=noise, noise_scale=noise_scale, check=check, metropolis=metropolis, uniforms=uniforms)
     name = backends.choose(prior, level_args(r, schedule, 0, r.u), backend)
     prec = backends.resolve_precision(precision, r.u)
-    fused = backends.run_reverse(name, prior, schedule, r, precision=prec, return_levels=return_levels)
+    fused = None if r.metropolis else backends.run_reverse(name, prior, schedule, r, precision=prec,
+                                                           return_levels=return_levels)
+    accepted = []
     if fused is not None:
         levels, ran = fused
     else:
@@ -105,12 +123,15 @@ def reverse_diffusion(
 
         def level(p, a):
             nonlocal ran
-            out, logs, ran = backends.run(name, p, a, precision=prec, trace=False)
-            return out, logs
+            out, logs, ran, stats = backends.run(name, p, a, precision=prec, trace=False)
+            return out, logs, stats
 
-        levels = reverse_loop(prior, schedule, r, run=level)
+        levels = reverse_loop(prior, schedule, r, run=level, accepted=accepted)
     res = finish_reverse(prior, schedule, r, levels, return_levels, "reverse_diffusion")
-    return (res, {"backend": name, "precision": ran}) if return_info else res
+    info = {"backend": name, "precision": ran}
+    if r.metropolis:
+        info["accepted"] = torch.stack(accepted)
+    return (res, info) if return_info else res
 
 
 __all__ = ["langevin_fused", "langevin_ref", "langevin_z_ref", "reverse_diffusion", "reverse_diffusion_ref"]

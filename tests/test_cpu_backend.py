@@ -198,7 +198,7 @@ def _op_args(prior, u, kw, trace):
     return (u, pk.params, list(pk.dims), pk.layout.reshape(-1).tolist(), pk.mlps.reshape(-1).tolist(),
             pk.act_params.tolist(), pk.has_energy, pk.n_levels, pk.sigma_min, pk.sigma_clamp, 0, 0.1 * ones, ones, ones,
             None if t is None else t, kw["u_next"], 0.7 * ones, 0.8 * ones, None, 5, 0,
-            torch.arange(B), 3, 0, trace, "fp32")
+            torch.arange(B), 3, 0, trace, False, None, "fp32")
 
 
 @pytest.mark.parametrize("trace", [False, True])
@@ -272,7 +272,7 @@ def test_wrong_device_is_refused(ext):
     # the op itself refuses non-CPU tensors on its CPU kernel and shapes them on meta
     meta = _op_args(prior, u, kw, True)
     meta = tuple(a.to("meta") if isinstance(a, torch.Tensor) else a for a in meta)
-    out, logd = ops.op("langevin")(*meta)
+    out, logd, _ = ops.op("langevin")(*meta)
     assert out.device.type == "meta" and out.shape == u.shape and logd.shape == (3, 4)
 
 

@@ -157,7 +157,7 @@ def _emu(prior, u, kw):
     from hebm.backends import cuda as cb
 
     a = check_langevin_args(prior, u, **kw)
-    out, logd, _ = cb.run(prior, a, precision="fp32", trace=True, namespace="hebm_cuda_emu")
+    out, logd, _, _ = cb.run(prior, a, precision="fp32", trace=True, namespace="hebm_cuda_emu")
     return out, logd
 
 
@@ -183,6 +183,6 @@ def test_gpu_opcheck():
     st = pk.op_structure()
     args = (a.u, st["params"], st["dims"], st["layout"], st["mlps"], st["act_params"], st["has_energy"], st["n_levels"],
             st["sigma_min"], st["sigma_clamp"], st["token"], a.step_size, a.noise_scale, a.energy_scale, a.t, a.u_next, a.alpha, a.sigma, a.noise,
-            *ops._keys(a.seed), a.chain_ids, a.n_steps, a.step_offset, True, "fp32")
+            *ops._keys(a.seed), a.chain_ids, a.n_steps, a.step_offset, True, False, None, "fp32")
     torch.library.opcheck(ops.op("langevin").default, args,
                           test_utils=("test_schema", "test_faketensor", "test_aot_dispatch_static"))

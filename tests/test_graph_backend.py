@@ -61,10 +61,10 @@ def test_captured_body_equals_reference_on_cpu(monkeypatch, seeded, levels):
     if levels is None:
         kw.pop("t", None)
     a = check_langevin_args(prior, u, step_offset=11 if seeded else 0, **kw)
-    want, want_ld = langevin_loop(prior, a, trace=True)
+    want, want_ld, _ = langevin_loop(prior, a, trace=True)
     graph.clear_cache()
     for _ in range(2):  # second call: cached "graphs", new inputs copied into the static buffers
-        got, got_ld, _ = graph.run(prior, a, precision="fp32", trace=True)
+        got, got_ld, _, _ = graph.run(prior, a, precision="fp32", trace=True)
         assert torch.equal(got, want)
         assert torch.equal(got_ld, want_ld)
     u2 = u + 0.5

@@ -88,7 +88,7 @@ class CudaEmu(Runner):
         from hebm.backends import cuda as cb
 
         a = check_langevin_args(prior, u, **kw)
-        out, logd, ran = cb.run(prior, a, precision=precision, trace=True, namespace="hebm_cuda_emu")
+        out, logd, ran, _ = cb.run(prior, a, precision=precision, trace=True, namespace="hebm_cuda_emu")
         return finish(prior, a, out, {"backend": self.name, "precision": ran, "log_density": logd}, True)
 
     def reverse(self, prior, sched, u_T, kw, return_levels):
@@ -137,7 +137,7 @@ class GraphBody(Runner):
         from hebm.backends import graph
 
         a = check_langevin_args(prior, u, **kw)
-        out, logd, ran = graph.run(prior, a, precision=precision, trace=True)
+        out, logd, ran, _ = graph.run(prior, a, precision=precision, trace=True)
         return finish(prior, a, out, {"backend": self.name, "precision": ran, "log_density": logd}, True)
 
     def reverse(self, prior, sched, u_T, kw, return_levels):
@@ -145,7 +145,7 @@ class GraphBody(Runner):
         from hebm.reference import reverse_loop
 
         r = check_reverse_args(prior, sched, u_T, **kw)
-        levels = reverse_loop(prior, sched, r, run=lambda p, a: graph.run(p, a, precision="fp32", trace=False)[:2])
+        levels = reverse_loop(prior, sched, r, run=lambda p, a: graph.run(p, a, precision="fp32", trace=False)[:2] + (None,))
         return (levels[-1], levels) if return_levels else levels[-1]
 
 

@@ -496,12 +496,13 @@ struct SamplerImpl {
   // workspace layout: offsets (in T elements) of each buffer from the 64-aligned base
   struct WsLayout {
     int64_t uc, zc, gz, unx, eps, row, tl, gout, ta, tb, eout, total;
+    int64_t u0 = 0, g0 = 0, gp = 0;  // MALA only
     std::vector<int64_t> cact, cder, cout;  // per conditional: hidden layer buffers (flattened), output
     std::vector<int64_t> cact_start;        // index into cact of each conditional's first hidden layer
     std::vector<int64_t> eact, eder;        // energy scratch per hidden layer index
   } ws;
   // per-row scalars inside the `row` block
-  enum { ROW_LAM = 0, ROW_DELTA, ROW_C, ROW_ALPHA, ROW_SIG, ROW_F, ROW_LOGP, ROW_N };
+  enum { ROW_LAM = 0, ROW_DELTA, ROW_C, ROW_ALPHA, ROW_SIG, ROW_F, ROW_LOGP, ROW_LOGP_PROP, ROW_N };
 
   SamplerImpl(const Problem<T>& prob, int64_t chunk_rows, std::shared_ptr<const PackedWeights<T>> w)
       : p(prob),
@@ -527,6 +528,11 @@ struct SamplerImpl {
     ws.gz = take(R * D);
     ws.unx = take(R * D);
     ws.eps = take(R * D);
+    if (p.metropolis) {  // MALA: the state before the proposal, both full gradients, log π of the proposal
+      ws.u0 = take(R * D);
+      ws.g0 = take(R * D);
+      ws.gp = take(R * D);
+    }
     ws.row = take(R * ROW_N);
     ws.tl = take(R * static_cast<int64_t>(sizeof(int64_t) / sizeof(T)));  // level per row (int64)
     ws.gout = take(R * maxWp);
@@ -605,20 +611,14 @@ struct SamplerImpl {
     return dst;
   }
 
-  // ---- one Langevin step of the chunk (state in ws.uc), gradient and update
-  void step(T* base, int64_t row0, int64_t nvalid, uint64_t philox_step, const T* noise_k, T* trace_k,
-            bool kernel_on) const {
+  // ---- the energy part of ∇log π at the chunk's state (ws.uc): ws.gz = ∇_u λ·F(T_β(u)) (λ
+  //      enters through the backward seed), ROW_F = F per row; nothing without energies
+  void energy_grad(T* base) const {
     T* uc = base + ws.uc;
     T* zc = base + ws.zc;
     T* gz = base + ws.gz;
-    T* unx = base + ws.unx;
-    T* eps = base + ws.eps;
     T* rowv = base + ws.row;
     const T* lam = rowv + ROW_LAM * R;
-    const T* delta = rowv + ROW_DELTA * R;
-    const T* cc = rowv + ROW_C * R;
-    const T* al = rowv + ROW_ALPHA * R;
-    const T* sg = rowv + ROW_SIG * R;
     T* Fs = rowv + ROW_F * R;
     const int64_t* tl = reinterpret_cast<const int64_t*>(base + ws.tl);
     const T smin = p.sigma_min;
@@ -697,20 +697,43 @@ struct SamplerImpl {
           for (int64_t c = 0; c < dims[i + 1]; ++c) gz[r * D + on + c] += gin[r * ldi + c];
       }
     }
-    // 4./5. gradient of the Gaussian and kernel terms, log π, noise, update
+  }
+
+  // ---- the step's normals into ws.eps (seeded stream; rows whose c = 0 need none)
+  void draw_noise(T* base, int64_t row0, int64_t nvalid, uint64_t philox_step) const {
+    const T* cc = base + ws.row + ROW_C * R;
+    T* eps = base + ws.eps;
     bool any_noise = false;
     for (int64_t r = 0; r < nvalid; ++r) any_noise |= (cc[r] != T(0));
-    if (any_noise && !noise_k) {
-      for (int64_t r = 0; r < nvalid; ++r) {
-        const uint64_t chain = static_cast<uint64_t>(p.chain_ids[row0 + r]);
-        T* e = eps + r * D;
-        for (int64_t j = 0; 4 * j < D; ++j) {
-          float nv[4];
-          philox_normal4(p.key0, p.key1, static_cast<uint64_t>(j), chain, philox_step, 0u, nv);
-          for (int q = 0; q < 4 && 4 * j + q < D; ++q) e[4 * j + q] = static_cast<T>(nv[q]);
-        }
+    if (!any_noise) return;
+    for (int64_t r = 0; r < nvalid; ++r) {
+      const uint64_t chain = static_cast<uint64_t>(p.chain_ids[row0 + r]);
+      T* e = eps + r * D;
+      for (int64_t j = 0; 4 * j < D; ++j) {
+        float nv[4];
+        philox_normal4(p.key0, p.key1, static_cast<uint64_t>(j), chain, philox_step, 0u, nv);
+        for (int q = 0; q < 4 && 4 * j + q < D; ++q) e[4 * j + q] = static_cast<T>(nv[q]);
       }
     }
+  }
+
+  // ---- one Langevin step of the chunk (state in ws.uc), gradient and update
+  void step(T* base, int64_t row0, int64_t nvalid, uint64_t philox_step, const T* noise_k, T* trace_k,
+            bool kernel_on) const {
+    T* uc = base + ws.uc;
+    const T* gz = base + ws.gz;
+    const T* unx = base + ws.unx;
+    const T* eps = base + ws.eps;
+    const T* rowv = base + ws.row;
+    const T* lam = rowv + ROW_LAM * R;
+    const T* delta = rowv + ROW_DELTA * R;
+    const T* cc = rowv + ROW_C * R;
+    const T* al = rowv + ROW_ALPHA * R;
+    const T* sg = rowv + ROW_SIG * R;
+    const T* Fs = rowv + ROW_F * R;
+    energy_grad(base);
+    // 4./5. gradient of the Gaussian and kernel terms, log π, noise, update
+    if (!noise_k) draw_noise(base, row0, nvalid, philox_step);
     for (int64_t r = 0; r < nvalid; ++r) {
       T* u = uc + r * D;
       const T* gu = gz + r * D;
@@ -739,6 +762,108 @@ struct SamplerImpl {
         if (p.has_energy) lp += lam[r] * Fs[r];
         if (kernel_on) lp -= kk / (T(2) * sg[r] * sg[r]);
         trace_k[row0 + r] = lp;
+      }
+    }
+  }
+
+  // ---- ∇log π (full: energies, Gaussian, kernel term) into g and log π into lp, at ws.uc
+  void full_grad(T* base, int64_t nvalid, bool kernel_on, T* g, T* lp) const {
+    energy_grad(base);
+    const T* uc = base + ws.uc;
+    const T* gz = base + ws.gz;
+    const T* unx = base + ws.unx;
+    const T* rowv = base + ws.row;
+    const T* lam = rowv + ROW_LAM * R;
+    const T* al = rowv + ROW_ALPHA * R;
+    const T* sg = rowv + ROW_SIG * R;
+    const T* Fs = rowv + ROW_F * R;
+    for (int64_t r = 0; r < nvalid; ++r) {
+      const T* u = uc + r * D;
+      const T* gu = gz + r * D;
+      const T* un = unx + r * D;
+      T* gr = g + r * D;
+      T uu = T(0), kk = T(0);
+      const T a = al[r], inv_s2 = T(1) / (sg[r] * sg[r]);
+      for (int64_t c = 0; c < D; ++c) {
+        const T x = u[c];
+        T grad = (p.has_energy ? gu[c] : T(0)) - x;
+        uu += x * x;
+        if (kernel_on) {
+          const T dlt = a * x - un[c];
+          kk += dlt * dlt;
+          grad -= a * dlt * inv_s2;
+        }
+        gr[c] = grad;
+      }
+      T l = -T(0.5) * uu;
+      if (p.has_energy) l += lam[r] * Fs[r];
+      if (kernel_on) l -= kk / (T(2) * sg[r] * sg[r]);
+      lp[r] = l;
+    }
+  }
+
+  // ---- K Metropolis-adjusted steps of the chunk (the rule of hebm/reference.py mala_step):
+  //      each state is evaluated once — the proposal's log π and gradient are the next step's
+  //      when it is accepted — so K steps cost K + 1 evaluations where ULA costs K.
+  void mala_chunk(T* base, int64_t row0, int64_t nvalid, bool kernel_on) const {
+    T* uc = base + ws.uc;
+    T* u0 = base + ws.u0;
+    T* g0 = base + ws.g0;
+    T* gp = base + ws.gp;
+    const T* eps = base + ws.eps;
+    T* rowv = base + ws.row;
+    const T* delta = rowv + ROW_DELTA * R;
+    T* lp0 = rowv + ROW_LOGP * R;
+    T* lpp = rowv + ROW_LOGP_PROP * R;
+    if (p.n_steps > 0) full_grad(base, nvalid, kernel_on, g0, lp0);
+    for (int64_t k = 0; k < p.n_steps; ++k) {
+      const uint64_t step_k = static_cast<uint64_t>(p.step_offset + k);
+      const T* noise_k = p.noise ? p.noise + k * p.B * D : nullptr;
+      if (p.log_density)
+        for (int64_t r = 0; r < nvalid; ++r) p.log_density[k * p.B + row0 + r] = lp0[r];
+      if (!noise_k) draw_noise(base, row0, nvalid, step_k);
+      // the proposal u' = u + (δ²/2)∇log π(u) + δε, the state kept in u0
+      for (int64_t r = 0; r < nvalid; ++r) {
+        const T h = T(0.5) * delta[r] * delta[r];
+        const T* ep = noise_k ? noise_k + (row0 + r) * D : eps + r * D;
+        T* u = uc + r * D;
+        T* s = u0 + r * D;
+        const T* g = g0 + r * D;
+        for (int64_t c = 0; c < D; ++c) {
+          s[c] = u[c];
+          u[c] = s[c] + h * g[c] + delta[r] * ep[c];
+        }
+      }
+      full_grad(base, nvalid, kernel_on, gp, lpp);
+      // the test: log U < log π(u') − log π(u) + log q(u | u') − log q(u' | u)
+      for (int64_t r = 0; r < nvalid; ++r) {
+        const T h = T(0.5) * delta[r] * delta[r];
+        const T inv = delta[r] > T(0) ? T(0.5) / (delta[r] * delta[r]) : T(0);
+        T* u = uc + r * D;
+        T* s = u0 + r * D;
+        T* g = g0 + r * D;
+        const T* gq = gp + r * D;
+        T rev = T(0), fwd = T(0);
+        for (int64_t c = 0; c < D; ++c) {
+          const T a = s[c] - u[c] - h * gq[c];
+          const T b = u[c] - s[c] - h * g[c];
+          rev += a * a;
+          fwd += b * b;
+        }
+        const T log_alpha = lpp[r] - lp0[r] + (-rev * inv) - (-fwd * inv);
+        const T U = p.uniforms ? p.uniforms[k * p.B + row0 + r]
+                               : static_cast<T>(philox_accept_uniform(
+                                     p.key0, p.key1, static_cast<uint64_t>(p.chain_ids[row0 + r]), step_k));
+        const bool acc = std::log(U) < log_alpha;  // NaN refuses
+        if (acc) {
+          std::memcpy(g, gq, sizeof(T) * D);
+          lp0[r] = lpp[r];
+          p.accept[row0 + r] += T(1);
+        } else {
+          std::memcpy(u, s, sizeof(T) * D);
+        }
+        const T prob = log_alpha >= T(0) ? T(1) : std::exp(log_alpha);
+        if (prob == prob) p.accept[p.B + row0 + r] += prob;
       }
     }
   }
@@ -782,10 +907,14 @@ struct SamplerImpl {
     for (int64_t ci = c0; ci < c1; ++ci) {
       const int64_t row0 = ci * R;
       const int64_t nvalid = load_chunk(base, ci);
-      for (int64_t k = 0; k < p.n_steps; ++k) {
-        const T* nk = p.noise ? p.noise + k * p.B * D : nullptr;
-        T* tk = p.log_density ? p.log_density + k * p.B : nullptr;
-        step(base, row0, nvalid, static_cast<uint64_t>(p.step_offset + k), nk, tk, p.u_next != nullptr);
+      if (p.metropolis) {
+        mala_chunk(base, row0, nvalid, p.u_next != nullptr);
+      } else {
+        for (int64_t k = 0; k < p.n_steps; ++k) {
+          const T* nk = p.noise ? p.noise + k * p.B * D : nullptr;
+          T* tk = p.log_density ? p.log_density + k * p.B : nullptr;
+          step(base, row0, nvalid, static_cast<uint64_t>(p.step_offset + k), nk, tk, p.u_next != nullptr);
+        }
       }
       std::memcpy(p.u + row0 * D, base + ws.uc, sizeof(T) * nvalid * D);
     }

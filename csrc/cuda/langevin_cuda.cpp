@@ -571,22 +571,29 @@ at::Tensor reverse_impl(bool emulated, const at::Tensor& uT_, const at::Tensor& 
 
 // --------------------------------------------------------------------------------- op entry points
 template <bool EMU>
-std::tuple<at::Tensor, at::Tensor> langevin_op(
+std::tuple<at::Tensor, at::Tensor, at::Tensor> langevin_op(
     const at::Tensor& u, const at::Tensor& params, at::IntArrayRef dims, at::IntArrayRef layout, at::IntArrayRef mlps,
     at::ArrayRef<double> act_params, bool has_energy, int64_t n_levels, double sigma_min, double sigma_clamp, int64_t pack_token, const at::Tensor& step_size,
     const at::Tensor& noise_scale, const at::Tensor& energy_scale, const std::optional<at::Tensor>& t,
     const std::optional<at::Tensor>& u_next, const std::optional<at::Tensor>& alpha, const std::optional<at::Tensor>& sigma,
     const std::optional<at::Tensor>& noise, int64_t key0, int64_t key1, const at::Tensor& chain_ids, int64_t n_steps,
-    int64_t step_offset, bool trace, c10::string_view precision) {
-  // the value checks stay in Python for the CUDA kernels (hebm/args.py; hebm/backends/cuda.py)
+    int64_t step_offset, bool trace, bool metropolis, const std::optional<at::Tensor>& uniforms,
+    c10::string_view precision) {
+  // the argument rules live in Python (hebm/args.py); the Metropolis test is not in this kernel
+  // yet, so hebm/backends/cuda.py never sends it one (FEATURES) — a direct op call is refused
+  TORCH_CHECK(!metropolis && !uniforms.has_value(), "hebm cuda: metropolis=True is not implemented by this kernel");
   check_precision(precision, u);
-  if (u.scalar_type() == at::kDouble)
-    return langevin_impl<double>(EMU, u, params, dims, layout, mlps, act_params, has_energy, n_levels, sigma_min, sigma_clamp, pack_token, step_size,
+  const at::Tensor none = at::empty({0}, u.options());
+  if (u.scalar_type() == at::kDouble) {
+    auto [o, l] = langevin_impl<double>(EMU, u, params, dims, layout, mlps, act_params, has_energy, n_levels, sigma_min, sigma_clamp, pack_token, step_size,
                                  noise_scale, energy_scale, t, u_next, alpha, sigma, noise, key0, key1, chain_ids, n_steps,
                                  step_offset, trace);
-  return langevin_impl<float>(EMU, u, params, dims, layout, mlps, act_params, has_energy, n_levels, sigma_min, sigma_clamp, pack_token, step_size,
+    return {o, l, none};
+  }
+  auto [o, l] = langevin_impl<float>(EMU, u, params, dims, layout, mlps, act_params, has_energy, n_levels, sigma_min, sigma_clamp, pack_token, step_size,
                               noise_scale, energy_scale, t, u_next, alpha, sigma, noise, key0, key1, chain_ids, n_steps,
                               step_offset, trace);
+  return {o, l, none};
 }
 
 template <bool EMU>

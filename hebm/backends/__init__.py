@@ -3,10 +3,11 @@
 Each fused backend is a module ``hebm.backends.<module>`` that defines
 
     NAME: str
-    FEATURES: tuple                                 # optional: "sigma_clamp" (that math), "proves_prior" (below)
+    FEATURES: tuple                                 # optional: "sigma_clamp", "metropolis" (that math), "proves_prior" (below)
     def unavailable() -> Optional[str]            # None if usable on this machine, else why + the fix
     def unsupported(prior, args) -> Optional[str]  # None if it can run this network and these tensors
-    def run(prior, args, *, precision, trace) -> (u_out [B, D], log_density [K, B] or None, precision ran)
+    def run(prior, args, *, precision, trace) -> (u_out [B, D], log_density [K, B] or None, precision ran,
+                                                  accept stats [2, B] with args.metropolis, else None)
     # optional, the whole reverse diffusion in one launch:
     def run_reverse(prior, schedule, rargs, *, precision, return_levels) -> ([ũ_T, …, ũ_0] or [ũ_T, ũ_0], precision ran)
 
@@ -97,6 +98,8 @@ def _why_not(name: str, prior, args) -> Optional[str]:
     if clamp and "sigma_clamp" not in getattr(mod, "FEATURES", ()):
         return (f"backend {name!r} does not implement the soft clamp of the conditionals' log σ "
                 f"(sigma_clamp={clamp:g}); use backend 'cpu', 'cuda', 'graph' or 'ref'")
+    if getattr(args, "metropolis", False) and "metropolis" not in getattr(mod, "FEATURES", ()):
+        return f"backend {name!r} does not implement the Metropolis test (metropolis=True) yet; use backend 'cpu' or 'ref'"
     return mod.unsupported(prior, args)
 
 
@@ -155,7 +158,7 @@ def resolve_precision(precision: str, u: torch.Tensor) -> str:
 
 
 def run(name: str, prior, args, *, precision: str, trace: bool):
-    """``(u_out, log_density or None, precision that ran)`` from backend ``name``."""
+    """``(u_out, log_density or None, precision that ran, accept stats or None)`` from backend ``name``."""
     return _module(name).run(prior, args, precision=precision, trace=trace)
 
 

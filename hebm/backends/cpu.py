@@ -21,7 +21,7 @@ from .pack import network_support, packed_prior
 
 NAME = "cpu"
 # "proves_prior": the pack cache proves the prior's dtype/device (hebm.backends.pack.packed_prior's `like`)
-FEATURES = ("sigma_clamp", "proves_prior")
+FEATURES = ("sigma_clamp", "metropolis", "proves_prior")
 
 
 def _extension():
@@ -67,12 +67,13 @@ def ran(precision: str, u: torch.Tensor) -> str:
 
 
 def run(prior, args, *, precision: str, trace: bool):
-    """K steps for the checked ``args``: ``(u_out, log π trace or None, precision that ran)``."""
+    """K steps for the checked ``args``: ``(u_out, log π trace or None, precision that ran,
+    accept stats [2, B] with metropolis else None)``."""
     _extension()
     pk = packed_prior(prior, args.u.dtype, args.u.device, like=args.u if args.pending_prior else None)
     args.pending_prior = False
-    out, logd = ops.langevin(pk, args, precision=ran(precision, args.u), trace=trace)
-    return out, logd, ran(precision, args.u)
+    out, logd, stats = ops.langevin(pk, args, precision=ran(precision, args.u), trace=trace)
+    return out, logd, ran(precision, args.u), stats
 
 
 def run_reverse(prior, schedule, r, *, precision: str, return_levels: bool):

@@ -88,8 +88,8 @@ def ran(u: torch.Tensor) -> str:
 
 def run(prior, args, *, precision, trace, namespace: str = "hebm"):
     pk = packed_prior(prior, args.u.dtype, args.u.device)
-    out, logd = ops.langevin(pk, args, precision=ran(args.u), trace=trace, namespace=namespace)
-    return out, logd, ran(args.u)
+    out, logd, _ = ops.langevin(pk, args, precision=ran(args.u), trace=trace, namespace=namespace)
+    return out, logd, ran(args.u), None
 
 
 def run_reverse(prior, schedule, r, *, precision, return_levels, namespace: str = "hebm"):

@@ -193,11 +193,12 @@ def clear_cache() -> None:
 
 
 def run(prior, args, *, precision: str, trace: bool):
-    """K steps by graph replay: ``(u_out, log π trace or None, precision ran)``."""
+    """K steps by graph replay: ``(u_out, log π trace or None, precision ran, None)`` (no
+    Metropolis test: ``FEATURES``)."""
     ran = "fp64" if args.u.dtype == torch.float64 else precision
     if args.n_steps == 0 or prior in _uncapturable:
-        out, logs = langevin_loop(prior, args, trace=trace)
-        return out, logs, ran
+        out, logs, _ = langevin_loop(prior, args, trace=trace)
+        return out, logs, ran, None
     key = torch.tensor(seed_to_key(args.seed), dtype=torch.int64).to(args.u.device) if args.noise is None else None
     u, logs, done = args.u, [], 0
     while done < args.n_steps:
@@ -211,12 +212,12 @@ def run(prior, args, *, precision: str, trace: bool):
             _uncapturable[prior] = msg
             warnings.warn(f"hebm backend 'graph': could not capture this prior's log_density in a CUDA graph "
                           f"({msg}); running the eager reference instead", RuntimeWarning, stacklevel=3)
-            out, logs = langevin_loop(prior, args, trace=trace)
-            return out, logs, ran
+            out, logs, _ = langevin_loop(prior, args, trace=trace)
+            return out, logs, ran, None
         noise = None if args.noise is None else args.noise[done : done + n]
         out, lg = cap.replay(args, u, noise, args.step_offset + done, key)
         u = out.clone()  # the static output is overwritten by the next replay
         if trace:
             logs.append(lg.clone())
         done += n
-    return u, (torch.cat(logs) if trace else None), ran
+    return u, (torch.cat(logs) if trace else None), ran, None

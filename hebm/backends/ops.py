@@ -6,7 +6,8 @@ the CUDA extension (``csrc/cuda/langevin_cuda.cpp``) only register implementatio
 (``TORCH_LIBRARY_IMPL(hebm, CPU|CUDA)``), so either extension loads on its own:
 
 * ``hebm::langevin`` — K steps of the update rule of :mod:`hebm.reference` for checked
-  :class:`hebm.args.LangevinArgs`;
+  :class:`hebm.args.LangevinArgs`, Metropolis-adjusted with ``metropolis`` (then its third
+  output is the accept stats ``[2, B]``: accepted proposals, Σ min(1, α));
 * ``hebm::reverse_diffusion`` — every level of a reverse diffusion (levels ``t = T−1 … 0``,
   K steps each), the per-level scalars from :meth:`hebm.DiffusionSchedule.level_params`.
 
@@ -34,7 +35,8 @@ NETWORK = ("Tensor params, int[] dims, int[] layout, int[] mlps, float[] act_par
 LANGEVIN_SCHEMA = (
     f"langevin(Tensor u, {NETWORK}, Tensor step_size, Tensor noise_scale, Tensor energy_scale, Tensor? t, "
     "Tensor? u_next, Tensor? alpha, Tensor? sigma, Tensor? noise, int key0, int key1, Tensor chain_ids, "
-    "int n_steps, int step_offset, bool trace, str precision) -> (Tensor, Tensor)")
+    "int n_steps, int step_offset, bool trace, bool metropolis, Tensor? uniforms, str precision) "
+    "-> (Tensor, Tensor, Tensor)")
 REVERSE_SCHEMA = (
     f"reverse_diffusion(Tensor u_T, {NETWORK}, int[] level_t, float[] level_step, float[] level_energy_scale, "
     "float[] level_alpha, float[] level_sigma, Tensor noise_scale, Tensor? noise, int key0, int key1, "
@@ -49,9 +51,10 @@ _LIBS = []
 def _langevin_fake(u, params, dims, layout, mlps, act_params, has_energy, n_levels, sigma_min, sigma_clamp, pack_token,
                    step_size,
                    noise_scale, energy_scale, t, u_next, alpha, sigma, noise, key0, key1, chain_ids, n_steps,
-                   step_offset, trace, precision):
+                   step_offset, trace, metropolis, uniforms, precision):
     torch._check(u.dim() == 2, lambda: "hebm: u must be [B, D]")
-    return u.new_empty(u.shape), (u.new_empty((n_steps, u.shape[0])) if trace else u.new_empty((0,)))
+    return (u.new_empty(u.shape), (u.new_empty((n_steps, u.shape[0])) if trace else u.new_empty((0,))),
+            (u.new_empty((2, u.shape[0])) if metropolis else u.new_empty((0,))))
 
 
 def _reverse_fake(u_T, params, dims, layout, mlps, act_params, has_energy, n_levels, sigma_min, sigma_clamp, pack_token,
@@ -111,24 +114,28 @@ def _langevin_call(packed: PackedPrior, a: LangevinArgs, precision: str, trace: 
     return op("langevin", namespace)(
         a.u, st["params"], st["dims"], st["layout"], st["mlps"], st["act_params"], st["has_energy"], st["n_levels"],
         st["sigma_min"], st["sigma_clamp"], st["token"], a.step_size, a.noise_scale, a.energy_scale, a.t, a.u_next,
-        a.alpha, a.sigma, a.noise, k0, k1, a.chain_ids, a.n_steps, a.step_offset, trace, precision)
+        a.alpha, a.sigma, a.noise, k0, k1, a.chain_ids, a.n_steps, a.step_offset, trace, a.metropolis, a.uniforms,
+        precision)
 
 
 def langevin(packed: PackedPrior, a: LangevinArgs, *, precision: str, trace: bool, namespace: str = "hebm"):
-    """``hebm::langevin`` on checked arguments: ``(u_K [B, D], log π trace [K, B] or None)``.
-    Runs in chunks of :func:`steps_per_chunk` steps (results identical to one call)."""
+    """``hebm::langevin`` on checked arguments: ``(u_K [B, D], log π trace [K, B] or None,
+    accept stats [2, B] or None)``.  Runs in chunks of :func:`steps_per_chunk` steps (results
+    identical to one call; a Metropolis chunk evaluates its first state afresh)."""
     chunk = steps_per_chunk(packed, a.B, a.u.device)
     if a.n_steps <= chunk:
-        out, logd = _langevin_call(packed, a, precision, trace, namespace)
-        return out, (logd if trace else None)
-    u, logs = a.u, []
+        out, logd, stats = _langevin_call(packed, a, precision, trace, namespace)
+        return out, (logd if trace else None), (stats if a.metropolis else None)
+    u, logs, total = a.u, [], None
     for k0 in range(0, a.n_steps, chunk):
         part = a.steps(k0, min(a.n_steps, k0 + chunk))
         part.u = u
-        u, logd = _langevin_call(packed, part, precision, trace, namespace)
+        u, logd, stats = _langevin_call(packed, part, precision, trace, namespace)
         if trace:
             logs.append(logd)
-    return u, (torch.cat(logs) if trace else None)
+        if a.metropolis:
+            total = stats if total is None else total + stats
+    return u, (torch.cat(logs) if trace else None), total
 
 
 def fits_one_reverse_call(packed: PackedPrior, r: ReverseArgs) -> bool:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from ..reference import langevin_loop, precision_of
 
 NAME = "ref"
-FEATURES = ("sigma_clamp",)
+FEATURES = ("sigma_clamp", "metropolis")
 
 
 def unavailable():
@@ -18,9 +18,10 @@ def unsupported(prior, args):
 
 
 def run(prior, args, *, precision: str, trace: bool):
-    """K steps for the checked ``args``: ``(u_out, log π trace or None, precision that ran)``."""
-    out, logs = langevin_loop(prior, args, trace=trace)
-    return out, logs, precision_of(out)
+    """K steps for the checked ``args``: ``(u_out, log π trace or None, precision that ran,
+    accept stats [2, B] with metropolis else None)``."""
+    out, logs, stats = langevin_loop(prior, args, trace=trace)
+    return out, logs, precision_of(out), stats
 
 
 __all__ = ["NAME", "run", "unavailable", "unsupported"]

@@ -258,13 +258,14 @@ def reverse_kwargs(schedule, r, *, precision: str, return_levels: bool) -> dict:
 
 
 def run(prior, args, *, precision: str, trace: bool):
-    """K Langevin steps in one launch: ``(u_out [B, D], log π trace [K, B] or None, precision ran)``."""
+    """K Langevin steps in one launch: ``(u_out [B, D], log π trace [K, B] or None, precision ran,
+    None)`` (no Metropolis test yet: ``FEATURES``)."""
     u = args.u
     if args.n_steps == 0:
-        return u.clone(), (u.new_zeros((0, args.B)) if trace else None), ran(precision)
+        return u.clone(), (u.new_zeros((0, args.B)) if trace else None), ran(precision), None
     packed, parts = _packed(prior, u.device)
     out, tr, _ = _launch(packed, parts, **langevin_kwargs(args, precision=precision, trace=trace))
-    return out, tr, ran(precision)
+    return out, tr, ran(precision), None
 
 
 def run_reverse(prior, schedule, r, *, precision: str, return_levels: bool):

@@ -1,0 +1,191 @@
+"""The Metropolis-adjusted step (MALA, docs/design.md §2b; hebm/reference.py states the rule):
+on Gaussian targets with a closed form its chains keep the exact law at a step where ULA's
+stationary variance is visibly off (1/(P(1 − δ²P/4)) instead of 1/P), per backend; the fused
+CPU kernel makes the reference's accept decisions exactly on fp64 (explicit noise and the
+seeded stream 2); step adaptation reaches its target acceptance and freezes; bad arguments are
+named."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import hebm
+import hebm.backends as backends
+from hebm.philox import initial_noise, philox_accept_uniform
+
+# the backends that implement the Metropolis test, each against the same analytic facts
+MALA_BACKENDS = [b for b in ("ref", "cpu") if backends.unavailable(b) is None]
+
+
+def _sample(prior, backend, **kw):
+    if backend == "ref":
+        return hebm.langevin_ref(prior, **kw)
+    return hebm.langevin_fused(prior, backend=backend, **kw)
+
+
+def _var_z(x: torch.Tensor, want_var: float, want_mean=0.0) -> float:
+    """z-score of the sample variance of ``x`` (independent N(want_mean, want_var) entries if the
+    law is right): SE of a Gaussian variance estimate is var·√(2/n)."""
+    v = float(((x - want_mean) ** 2).mean())
+    return (v - want_var) / (want_var * math.sqrt(2.0 / x.numel()))
+
+
+@pytest.mark.parametrize("backend", MALA_BACKENDS)
+def test_mala_keeps_the_exact_gaussian_law_where_ula_is_biased(make_prior, backend):
+    """λ = 0: π = N(0, I) (P = 1).  Started exactly in π, MALA must stay there; ULA at δ = 1
+    goes to variance 1/(1 − 1/4) = 4/3."""
+    prior = make_prior((5, 3), dtype=torch.float64)
+    B, delta = 4096, 1.0
+    u0 = initial_noise(11, B, prior.D, dtype=torch.float64)
+    kw = dict(n_steps=40, step_size=delta, energy_scale=0.0, seed=5)
+    ula = _sample(prior, backend, u=u0, **kw)
+    mala, info = _sample(prior, backend, u=u0, metropolis=True, return_info=True, **kw)
+    ula_var = 1.0 / (1.0 - delta**2 / 4.0)
+    assert abs(_var_z(ula, ula_var)) < 5  # the known ULA bias is what ULA does here ...
+    assert _var_z(ula, 1.0) > 20          # ... visibly away from the exact law
+    assert abs(_var_z(mala, 1.0)) < 5     # MALA: the exact law
+    assert abs(float(mala.mean())) < 5 / math.sqrt(mala.numel())
+    assert 0.3 < float(info["accept_rate"].mean()) < 0.95 and info["accepted"].dtype == torch.int64
+
+
+@pytest.mark.parametrize("backend", MALA_BACKENDS)
+def test_mala_is_exact_with_the_kernel_term(make_prior, backend):
+    """With u_next, a = 1, σ = 1 and λ = 0: π = N(u_next/2, I/2) (P = 2).  δ = 0.9: ULA's
+    variance is 1/(2(1 − 0.405)) = 0.840, MALA's must be 1/2."""
+    prior = make_prior((5, 3), dtype=torch.float64)
+    B, delta, P = 4096, 0.9, 2.0
+    nxt = initial_noise(3, B, prior.D, dtype=torch.float64)
+    u0 = nxt / 2 + initial_noise(4, B, prior.D, dtype=torch.float64) / math.sqrt(P)
+    kw = dict(n_steps=40, step_size=delta, energy_scale=0.0, u_next=nxt, alpha=1.0, sigma=1.0, seed=9)
+    ula = _sample(prior, backend, u=u0, **kw)
+    mala = _sample(prior, backend, u=u0, metropolis=True, **kw)
+    assert abs(_var_z(ula, 1 / (P * (1 - delta**2 * P / 4)), nxt / 2)) < 5
+    assert _var_z(ula, 1 / P, nxt / 2) > 20
+    assert abs(_var_z(mala, 1 / P, nxt / 2)) < 5
+
+
+@pytest.mark.skipif("cpu" not in MALA_BACKENDS, reason="cpu backend unavailable")
+@pytest.mark.parametrize("seeded", [False, True], ids=["explicit", "seeded"])
+def test_cpu_kernel_makes_the_reference_accept_decisions_on_fp64(make_prior, seeded):
+    prior = make_prior((5, 3), n_levels=3, dtype=torch.float64)
+    g = torch.Generator().manual_seed(2)
+    B, K = 37, 12
+    u = torch.randn(B, prior.D, generator=g, dtype=torch.float64)
+    nxt = torch.randn(B, prior.D, generator=g, dtype=torch.float64)
+    kw = dict(n_steps=K, step_size=torch.linspace(0.2, 1.5, B, dtype=torch.float64), t=torch.arange(B) % 3,
+              u_next=nxt, alpha=0.8, sigma=0.7, energy_scale=2.0, metropolis=True, return_info=True)
+    if seeded:
+        kw.update(seed=2**40 + 3, chain_ids=torch.arange(B) * 7 + 1)
+    else:
+        kw.update(noise=torch.randn(K, B, prior.D, generator=g, dtype=torch.float64),
+                  uniforms=torch.rand(K, B, generator=g, dtype=torch.float64).clamp(1e-9, 1 - 1e-9))
+    want, wi = hebm.langevin_ref(prior, u, **kw)
+    got, gi = hebm.langevin_fused(prior, u, backend="cpu", **kw)
+    assert gi["backend"] == "cpu"
+    assert torch.equal(gi["accepted"], wi["accepted"])
+    assert 0 < int(wi["accepted"].sum()) < B * K  # both outcomes happen
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(gi["log_density"], wi["log_density"], rtol=1e-10, atol=1e-10)
+
+
+def test_seeded_uniforms_are_stream_2(make_prior):
+    """The seeded test draws U from stream 2 at the step counter: the same chain as explicit
+    uniforms taken from hebm.philox.philox_accept_uniform (and explicit normals of stream 0)."""
+    prior = make_prior((5, 3), dtype=torch.float64)
+    B, K, seed, off = 9, 6, 77, 5
+    ids = torch.arange(B) + 100
+    u = initial_noise(1, B, prior.D, dtype=torch.float64)
+    seeded = hebm.langevin_ref(prior, u, n_steps=K, step_size=1.2, seed=seed, chain_ids=ids, step_offset=off,
+                               metropolis=True)
+    noise = torch.stack([hebm.philox.philox_normal(seed, ids, off + k, prior.D) for k in range(K)]).double()
+    unif = torch.stack([philox_accept_uniform(seed, ids, off + k) for k in range(K)]).double()
+    explicit = hebm.langevin_ref(prior, u, n_steps=K, step_size=1.2, noise=noise, uniforms=unif, metropolis=True)
+    assert torch.equal(seeded, explicit)
+
+
+@pytest.mark.skipif("cpu" not in MALA_BACKENDS, reason="cpu backend unavailable")
+def test_acceptance_rates_of_cpu_and_reference_agree_on_fp32(make_prior):
+    prior = make_prior((5, 3), dtype=torch.float32)
+    B = 2000
+    u = initial_noise(8, B, prior.D)
+    kw = dict(n_steps=20, step_size=1.4, seed=12, metropolis=True, return_info=True)
+    _, wi = hebm.langevin_ref(prior, u, **kw)
+    _, gi = hebm.langevin_fused(prior, u, backend="cpu", **kw)
+    r, c = float(wi["accept_rate"].mean()), float(gi["accept_rate"].mean())
+    se = math.sqrt(r * (1 - r) / (B * 20))
+    assert abs(r - c) < 4 * se, (r, c, se)
+
+
+@pytest.mark.parametrize("backend", MALA_BACKENDS)
+@pytest.mark.parametrize("rule", ["dual_averaging", "robbins_monro"])
+def test_step_adaptation_reaches_its_target_and_then_freezes(make_prior, backend, rule):
+    prior = make_prior((5, 3), dtype=torch.float64)
+    B, N, K = 256, 300, 400
+    u = initial_noise(2, B, prior.D, dtype=torch.float64)
+    kw = dict(step_size=3.0, energy_scale=0.0, seed=4, metropolis=True, adapt=rule, return_info=True)
+    out, info = _sample(prior, backend, u=u, n_steps=K, adapt_steps=N, **kw)
+    rate = float(info["accept_rate"].mean())  # over the K − N frozen steps
+    assert abs(rate - 0.574) < 0.06, rate
+    assert info["step_size"].shape == (B,) and float(info["step_size"].mean()) < 3.0
+    # frozen: the same chain is the warm-up, then a plain MALA run at the returned δ
+    warm, wi = _sample(prior, backend, u=u, n_steps=N, adapt_steps=N, **kw)
+    assert torch.equal(wi["step_size"], info["step_size"])
+    rest = _sample(prior, backend, u=warm, n_steps=K - N, step_size=info["step_size"], energy_scale=0.0, seed=4,
+                   step_offset=N, metropolis=True)
+    assert torch.equal(rest, out)
+
+
+@pytest.mark.skipif("cpu" not in MALA_BACKENDS, reason="cpu backend unavailable")
+def test_reverse_diffusion_with_the_test_matches_the_reference(make_prior):
+    prior = make_prior((5, 3), n_levels=3, dtype=torch.float64)
+    sched = hebm.DiffusionSchedule(3)
+    kw = dict(n_steps=6, batch=16, seed=3, metropolis=True)
+    want = hebm.reverse_diffusion_ref(prior, sched, **kw)
+    got, info = hebm.reverse_diffusion(prior, sched, backend="cpu", return_info=True, **kw)
+    assert info["accepted"].shape == (3, 16) and int(info["accepted"].sum()) > 0
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+    _, ri = hebm.reverse_diffusion(prior, sched, backend="ref", return_info=True, **kw)
+    assert torch.equal(ri["accepted"], info["accepted"])
+
+
+U = torch.zeros(4, 8)
+BAD = [
+    ("noise_scale not 1", dict(noise_scale=0.5), ValueError, r"metropolis=True needs noise_scale = 1"),
+    ("uniforms without metropolis", dict(metropolis=False, uniforms=torch.full((2, 4), 0.5)), ValueError,
+     r"uniforms are the Metropolis test's"),
+    ("explicit noise without uniforms", dict(seed=None, noise=torch.zeros(2, 4, 8)), ValueError,
+     r"needs uniforms too: a \[K, B\] = \[2, 4\]"),
+    ("uniforms with seed", dict(uniforms=torch.full((2, 4), 0.5)), ValueError, r"uniforms go with an explicit noise"),
+    ("uniforms shape", dict(seed=None, noise=torch.zeros(2, 4, 8), uniforms=torch.full((2, 5), 0.5)), ValueError,
+     r"uniforms must be a tensor \[K, B\] = \[2, 4\]"),
+    ("uniforms at 0", dict(seed=None, noise=torch.zeros(2, 4, 8), uniforms=torch.zeros(2, 4)), ValueError,
+     r"uniforms must be > 0"),
+    ("uniforms at 1", dict(seed=None, noise=torch.zeros(2, 4, 8), uniforms=torch.ones(2, 4)), ValueError,
+     r"uniforms must lie in \(0, 1\)"),
+    ("adapt_steps too many", dict(adapt_steps=3), ValueError, r"adapt_steps must be in \[0, n_steps = 2\]"),
+    ("adapt without metropolis", dict(metropolis=False, adapt_steps=1), ValueError, r"adapt_steps steers"),
+    ("target_accept", dict(target_accept=1.5), ValueError, r"target_accept must be a number in \(0, 1\)"),
+    ("adapt rule", dict(adapt="nuts"), ValueError, r"adapt must be one of dual_averaging, robbins_monro"),
+    ("metropolis not bool", dict(metropolis="yes"), TypeError, r"metropolis must be True or False"),
+]
+
+
+@pytest.mark.parametrize("sampler", ["ref"] + [b for b in MALA_BACKENDS if b != "ref"])
+@pytest.mark.parametrize("case", BAD, ids=[c[0] for c in BAD])
+def test_bad_metropolis_arguments_are_named(make_prior, sampler, case):
+    prior = make_prior((5, 3), dtype=torch.float32)
+    _, over, exc, pattern = case
+    kw = dict(n_steps=2, step_size=0.1, seed=0, metropolis=True)
+    kw.update(over)
+    kw = {k: v for k, v in kw.items() if v is not None}
+    with pytest.raises(exc, match=pattern):
+        _sample(prior, sampler, u=U, **kw)
+
+
+def test_a_backend_without_the_test_is_refused_by_name(make_prior, monkeypatch):
+    prior = make_prior((5, 3), dtype=torch.float32)
+    monkeypatch.setattr(backends._module("cpu"), "FEATURES", ("sigma_clamp", "proves_prior"))
+    with pytest.raises(hebm.BackendUnavailable, match=r"does not implement the Metropolis test"):
+        hebm.langevin_fused(prior, U, n_steps=2, step_size=0.1, seed=0, metropolis=True, backend="cpu")
