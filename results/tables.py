@@ -69,13 +69,12 @@ def anomaly(root, data):
 
 
 def last_level_gaps(run):
-    """The diffusion's per-level f⁺ − f⁻ of the last metrics.jsonl row that has them (None if none)."""
-    try:
-        with open(os.path.join(run, "metrics.jsonl")) as f:
-            rows = [json.loads(line) for line in f if "f_gap_per_level" in line]
-    except OSError:
-        return None
-    return rows[-1]["f_gap_per_level"] if rows else None
+    """The diffusion's per-level f⁺ − f⁻ of the last training-log row that has them (None if
+    none): ``metrics_last.json``, what the repository keeps of a finished run's ``metrics.jsonl``
+    (its last row, and its last row with per-level gaps)."""
+    d = load(os.path.join(run, "metrics_last.json"))
+    row = None if d is None else d.get("last_with_f_gap_per_level")
+    return row["f_gap_per_level"] if row else None
 
 
 def anomaly_health(root, data):
