@@ -34,7 +34,7 @@ import hebm
 from hebm import backends
 from hebm.args import check_langevin_args
 from hebm.philox import initial_noise
-from hebm.reference import ref_step
+from hebm.reference import ref_step, step_coefficients, step_noise, target
 
 from .plain import PlainNets, plain_langevin, plain_reverse_diffusion, torchebm_available, torchebm_sampler
 
@@ -139,11 +139,11 @@ def langevin_compiled(prior, u, *, n_steps, seed=None, noise=None, step_offset=0
     words is what a user of plain PyTorch would have to write too)."""
     a = check_langevin_args(prior, u, n_steps=n_steps, seed=seed, noise=noise, step_offset=step_offset, **kw)
     step = _compiled_step()
-    half_d2, amp = a.step_coefficients()
-    target = a.target(prior)
+    half_d2, amp = step_coefficients(a)
+    log_pi = target(prior, a)
     x = a.u.detach().clone()
     for k in range(a.n_steps):
-        x, _ = step(target, x, a.step_noise(k), half_d2, amp)
+        x, _ = step(log_pi, x, step_noise(a, k), half_d2, amp)
     return x.detach()
 
 

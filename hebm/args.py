@@ -28,7 +28,7 @@ import torch
 from .backends import _build
 from .diffusion import DiffusionSchedule
 from .nn import walked
-from .philox import MAX_STEP, default_chain_ids, initial_noise, philox_accept_uniform, philox_normal
+from .philox import MAX_STEP, default_chain_ids, initial_noise
 from .prior import HierarchicalPrior
 
 Latents = Union[torch.Tensor, Sequence[torch.Tensor]]
@@ -93,28 +93,6 @@ class LangevinArgs:
     @property
     def D(self) -> int:
         return self.u.shape[1]
-
-    def target(self, prior: HierarchicalPrior):
-        """``u ↦ log π(u)`` of this call (``[B]``), the function the update rule ascends."""
-        return lambda x: prior.log_density(x, energy_scale=self.energy_scale, t=self.t, u_next=self.u_next,
-                                           alpha=self.alpha, sigma=self.sigma)
-
-    def step_coefficients(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(δ²/2, c·δ)`` as ``[B, 1]`` columns: the per-chain factors of the update rule."""
-        return (0.5 * self.step_size * self.step_size)[:, None], (self.noise_scale * self.step_size)[:, None]
-
-    def step_noise(self, k: int) -> torch.Tensor:
-        """ε of step k (``[B, D]``, ``u``'s dtype)."""
-        if self.noise is not None:
-            return self.noise[k]
-        eps = philox_normal(self.seed, self.chain_ids, self.step_offset + k, self.D, device=self.u.device)
-        return eps.to(self.u.dtype)
-
-    def step_uniform(self, k: int) -> torch.Tensor:
-        """U of step k's Metropolis test (``[B]``, in (0, 1)): ``uniforms[k]`` or stream 2."""
-        if self.uniforms is not None:
-            return self.uniforms[k]
-        return philox_accept_uniform(self.seed, self.chain_ids, self.step_offset + k, device=self.u.device).to(self.u.dtype)
 
     def steps(self, k0: int, k1: int) -> "LangevinArgs":
         """The same chains for steps ``k0 … k1−1`` only (exact: the noise is counter-based)."""

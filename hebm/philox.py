@@ -127,9 +127,16 @@ def normals_from_key(key: tuple, chain_ids: torch.Tensor, step, D: int, *, strea
 def philox_accept_uniform(seed: int, chain_ids: torch.Tensor, step: int, *, device=None) -> torch.Tensor:
     """The Metropolis uniform of step ``step`` for chains ``chain_ids`` (``[B]`` fp32, in (0, 1)):
     counter ``(0, c, step, 2)``, the first output word, ``((x₀ >> 9) + 0.5)·2⁻²³``
-    (docs/design.md §2b)."""
+    (docs/design.md §2)."""
     chain_ids = torch.as_tensor(chain_ids, dtype=torch.int64, device=device)
-    x0, _, _, _ = philox4x32((0, chain_ids, int(step), STREAM_ACCEPT), seed_to_key(seed))
+    return accept_uniforms_from_key(seed_to_key(seed), chain_ids, int(step))
+
+
+def accept_uniforms_from_key(key: tuple, chain_ids: torch.Tensor, step) -> torch.Tensor:
+    """:func:`philox_accept_uniform` for a key ``(k0, k1)`` and a step that may be int64 tensors
+    on the chains' device (a CUDA graph replays them with new values)."""
+    step = step.reshape(1) if isinstance(step, torch.Tensor) else int(step)
+    x0, _, _, _ = philox4x32((0, chain_ids, step, STREAM_ACCEPT), key)
     return uniform_from_bits(x0)
 
 

@@ -49,7 +49,36 @@ import torch
 
 from .args import (Latents, LangevinArgs, ReverseArgs, check_langevin_args, check_result, check_reverse_args, finish,
                    level_args)
+from .philox import philox_accept_uniform, philox_normal
 from .prior import HierarchicalPrior
+
+
+# ------------------------------------------------------------------------------ the pieces of a step
+def target(prior: HierarchicalPrior, a: LangevinArgs) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``u ↦ log π(u)`` (``[B]``) of the call ``a``: λ·F(T_β(u); t) − ½‖u‖² − [u_next] ‖a·u − u_next‖²/(2σ²)
+    (:meth:`hebm.HierarchicalPrior.log_density`), the function the update rule ascends."""
+    return lambda x: prior.log_density(x, energy_scale=a.energy_scale, t=a.t, u_next=a.u_next, alpha=a.alpha,
+                                       sigma=a.sigma)
+
+
+def step_coefficients(a: LangevinArgs) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(δ²/2, c·δ)`` as ``[B, 1]`` columns: the per-chain factors of the update rule."""
+    return (0.5 * a.step_size * a.step_size)[:, None], (a.noise_scale * a.step_size)[:, None]
+
+
+def step_noise(a: LangevinArgs, k: int) -> torch.Tensor:
+    """ε of step k (``[B, D]``, u's dtype): ``noise[k]``, or stream 0 of the seed at step
+    ``step_offset + k`` for each chain id."""
+    if a.noise is not None:
+        return a.noise[k]
+    return philox_normal(a.seed, a.chain_ids, a.step_offset + k, a.D, device=a.u.device).to(a.u.dtype)
+
+
+def step_uniform(a: LangevinArgs, k: int) -> torch.Tensor:
+    """U of step k's Metropolis test (``[B]``, in (0, 1)): ``uniforms[k]``, or stream 2."""
+    if a.uniforms is not None:
+        return a.uniforms[k]
+    return philox_accept_uniform(a.seed, a.chain_ids, a.step_offset + k, device=a.u.device).to(a.u.dtype)
 
 
 def ref_step(target: Callable[[torch.Tensor], torch.Tensor], u: torch.Tensor, eps: torch.Tensor,
@@ -57,7 +86,7 @@ def ref_step(target: Callable[[torch.Tensor], torch.Tensor], u: torch.Tensor, ep
     """One step of the update rule, eager autograd: ``(u + (δ²/2)·∇log π(u) + c·δ·ε, log π(u))``.
 
     ``target`` maps ``[B, D]`` states to ``log π`` ``[B]``; ``half_d2``, ``noise_amp`` are the
-    ``[B, 1]`` columns of :meth:`hebm.args.LangevinArgs.step_coefficients`.  The single statement of
+    ``[B, 1]`` columns of :func:`step_coefficients`.  The single statement of
     the step: every reference loop below, the CUDA-graph backend (which captures it) and the
     ``compile`` benchmark provider call this.  No host synchronisation (CUDA-graph safe as long
     as ``target`` is).
@@ -113,25 +142,25 @@ def langevin_loop(prior: HierarchicalPrior, a: LangevinArgs, *, trace: bool = Fa
     else None."""
     with torch.inference_mode(False):
         a = _outside_inference_mode(a)
-        target = a.target(prior)
-        half_d2, noise_amp = a.step_coefficients()
+        log_pi = target(prior, a)
+        half_d2, noise_amp = step_coefficients(a)
         u, logs, stats = a.u.clone(), [], None
         if a.metropolis:
             delta = a.step_size[:, None]
             inv_2d2 = torch.where(delta > 0, 0.5 / (delta * delta), torch.zeros_like(delta))
             stats = a.u.new_zeros(2, a.B)
             if a.n_steps:
-                logp, grad = value_and_grad(target, u)
+                logp, grad = value_and_grad(log_pi, u)
             for k in range(a.n_steps):
                 if trace:
                     logs.append(logp)
-                u, logp, grad, acc, prob = mala_step(target, u, logp, grad, a.step_noise(k), a.step_uniform(k), half_d2,
-                                                     delta, inv_2d2)
+                u, logp, grad, acc, prob = mala_step(log_pi, u, logp, grad, step_noise(a, k), step_uniform(a, k),
+                                                     half_d2, delta, inv_2d2)
                 stats[0] += acc
                 stats[1] += prob
         else:
             for k in range(a.n_steps):
-                u, logp = ref_step(target, u, a.step_noise(k), half_d2, noise_amp)
+                u, logp = ref_step(log_pi, u, step_noise(a, k), half_d2, noise_amp)
                 if trace:
                     logs.append(logp)
         # K = 0 gives an empty [0, B] trace (torch.stack refuses an empty list)
@@ -362,7 +391,7 @@ def langevin_z_ref(
         raise ValueError(f"x must be a tensor with one row per chain ({a.B}), got "
                          f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
 
-    def target(zz):
+    def log_pi(zz):
         logp = prior.energy(zz) + prior.log_p_beta(zz)
         if x is not None:
             logp = logp - (x - decoder(zz[:, : prior.dims[0]])).flatten(1).pow(2).sum(1) / (2 * sigma_x**2)
@@ -370,14 +399,15 @@ def langevin_z_ref(
 
     with torch.inference_mode(False):
         a = _outside_inference_mode(a)
-        half_d2, noise_amp = a.step_coefficients()
+        half_d2, noise_amp = step_coefficients(a)
         zc, logs = a.u.clone(), []
         for k in range(a.n_steps):
-            zc, logp = ref_step(target, zc, a.step_noise(k), half_d2, noise_amp)
+            zc, logp = ref_step(log_pi, zc, step_noise(a, k), half_d2, noise_amp)
             logs.append(logp)
     check_result(a, zc, "langevin_z_ref")
     info = {"backend": "ref", "precision": precision_of(zc), "log_density": torch.stack(logs) if logs else None}
     return finish(prior, a, zc, info, return_info)
 
 
-__all__ = ["adapt_step_size", "langevin_loop", "langevin_ref", "mala_step", "run_chain", "langevin_z_ref", "ref_step", "reverse_diffusion_ref", "reverse_loop"]
+__all__ = ["adapt_step_size", "langevin_loop", "langevin_ref", "mala_step", "run_chain", "step_coefficients",
+           "step_noise", "step_uniform", "target", "langevin_z_ref", "ref_step", "reverse_diffusion_ref", "reverse_loop"]

@@ -189,3 +189,28 @@ def test_a_backend_without_the_test_is_refused_by_name(make_prior, monkeypatch):
     monkeypatch.setattr(backends._module("cpu"), "FEATURES", ("sigma_clamp", "proves_prior"))
     with pytest.raises(hebm.BackendUnavailable, match=r"does not implement the Metropolis test"):
         hebm.langevin_fused(prior, U, n_steps=2, step_size=0.1, seed=0, metropolis=True, backend="cpu")
+
+
+@pytest.mark.parametrize("seeded", [False, True], ids=["explicit", "seeded"])
+def test_graph_backend_body_makes_the_reference_decisions(make_prior, seeded, monkeypatch):
+    """The graph backend's captured body (replayed eagerly on CPU tensors, the same code a GPU
+    captures), cut into chunks of 4 steps: the reference's chain and accept counts."""
+    from hebm.args import check_langevin_args
+    from hebm.backends import graph
+    monkeypatch.setattr(graph, "MAX_CAPTURE_STEPS", 4)
+    prior = make_prior((5, 3), n_levels=3, dtype=torch.float64)
+    g = torch.Generator().manual_seed(5)
+    B, K = 11, 10
+    u = torch.randn(B, prior.D, generator=g, dtype=torch.float64)
+    kw = dict(n_steps=K, step_size=0.9, t=1, metropolis=True)
+    if seeded:
+        kw.update(seed=21)
+    else:
+        kw.update(noise=torch.randn(K, B, prior.D, generator=g, dtype=torch.float64),
+                  uniforms=torch.rand(K, B, generator=g, dtype=torch.float64).clamp(1e-9, 1 - 1e-9))
+    want, wi = hebm.langevin_ref(prior, u, return_info=True, **kw)
+    a = check_langevin_args(prior, u, **kw)
+    got, logs, _, stats = graph.run(prior, a, precision="fp32", trace=True)
+    assert torch.equal(stats[0].round().long(), wi["accepted"])
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(logs, wi["log_density"], rtol=1e-12, atol=1e-12)

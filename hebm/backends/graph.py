@@ -2,17 +2,20 @@
 
 The generic fused path for any PyTorch prior the kernels cannot take (and the "CUDA graph"
 baseline of docs/design.md §5).  Nothing here restates the update rule: the captured body is
-:func:`hebm.reference.ref_step` called K times, exactly as :func:`hebm.reference.langevin_loop` does.
+:func:`hebm.reference.ref_step` (with ``metropolis``: :func:`hebm.reference.mala_step`) called K
+times, exactly as :func:`hebm.reference.langevin_loop` does.
 
 One graph per (prior, parameter storage, B, D, K, dtype, device, which optional terms are on,
 noise kind, trace).  Everything that changes between calls lives in static buffers that are
 refreshed before each replay:
 
 * the state ``u`` and every per-chain parameter (step size, noise scale, λ, t, u_next, a, σ);
-* the noise: an explicit ``[K, B, D]`` tensor is copied into a static buffer; seeded noise is
-  generated *inside* the graph by :func:`hebm.philox.normals_from_key` with the key words, the
-  chain ids and the step offset read from static tensors — never a Python int baked into the
-  capture (which would replay the same noise every call, docs/kernel_notes.md "Triton");
+* the noise: an explicit ``[K, B, D]`` tensor (and the Metropolis uniforms ``[K, B]``) is copied
+  into a static buffer; seeded noise is generated *inside* the graph by
+  :func:`hebm.philox.normals_from_key` (:func:`hebm.philox.accept_uniforms_from_key`) with the
+  key words, the chain ids and the step offset read from static tensors — never a Python int
+  baked into the capture (which would replay the same noise every call, docs/kernel_notes.md
+  "Triton");
 * the level-bias tables of level-conditioned MLPs: computed eagerly once per call into a static
   buffer that the captured forward reads (their sinusoidal embedding makes a host→device copy,
   which a capture forbids; the table does not depend on u, so the values are identical).
@@ -36,11 +39,11 @@ from typing import Optional
 import torch
 
 from ..nn import MLP
-from ..philox import normals_from_key, seed_to_key
-from ..reference import langevin_loop, ref_step
+from ..philox import accept_uniforms_from_key, normals_from_key, seed_to_key
+from ..reference import langevin_loop, mala_step, ref_step, step_coefficients, target, value_and_grad
 
 NAME = "graph"
-FEATURES = ("sigma_clamp",)  # it runs the reference math itself
+FEATURES = ("sigma_clamp", "metropolis")  # it runs the reference math itself
 MAX_CAPTURE_STEPS = 128
 MAX_GRAPHS_PER_PRIOR = 8
 
@@ -81,9 +84,12 @@ class _Captured:
         self.args = replace(a, u=clone(a.u), step_size=clone(a.step_size), noise_scale=clone(a.noise_scale),
                             energy_scale=clone(a.energy_scale), t=clone(a.t), u_next=clone(a.u_next),
                             alpha=clone(a.alpha), sigma=clone(a.sigma), chain_ids=clone(a.chain_ids),
-                            noise=None, extras={})
+                            noise=None, uniforms=None, extras={})
         self.seeded = a.noise is None
+        self.metropolis = a.metropolis
         self.noise = None if self.seeded else torch.zeros(n, B, D, dtype=a.u.dtype, device=dev)
+        self.unif = torch.zeros(n, B, dtype=a.u.dtype, device=dev) if a.metropolis and not self.seeded else None
+        self.stats = None
         self.key = torch.zeros(2, dtype=torch.int64, device=dev)
         self.step0 = torch.zeros((), dtype=torch.int64, device=dev)
         self.mlps = _level_mlps(prior)
@@ -92,19 +98,32 @@ class _Captured:
         sa = self.args
         pr = weakref.proxy(prior)  # the cache is keyed weakly by the prior: do not keep it alive
 
-        def body(n_steps: int) -> torch.Tensor:
-            half_d2, noise_amp = sa.step_coefficients()
-            target = sa.target(pr)
-            u = sa.u
+        def body(n_steps: int):
+            half_d2, noise_amp = step_coefficients(sa)
+            log_pi = target(pr, sa)
+            u, stats = sa.u, None
+            if self.metropolis:
+                delta = sa.step_size[:, None]
+                inv_2d2 = torch.where(delta > 0, 0.5 / (delta * delta), torch.zeros_like(delta))
+                logp, grad = value_and_grad(log_pi, u)
+                stats = torch.zeros(2, B, dtype=u.dtype, device=dev)
             for k in range(n_steps):
                 if self.seeded:
                     eps = normals_from_key((self.key[0], self.key[1]), sa.chain_ids, self.step0 + k, D).to(u.dtype)
                 else:
                     eps = self.noise[k]
-                u, logp = ref_step(target, u, eps, half_d2, noise_amp)
-                if trace:
-                    self.logs[k].copy_(logp)
-            return u
+                if self.metropolis:
+                    if trace:
+                        self.logs[k].copy_(logp)
+                    U = (accept_uniforms_from_key((self.key[0], self.key[1]), sa.chain_ids, self.step0 + k).to(u.dtype)
+                         if self.seeded else self.unif[k])
+                    u, logp, grad, acc, prob = mala_step(log_pi, u, logp, grad, eps, U, half_d2, delta, inv_2d2)
+                    stats = stats + torch.stack([acc.to(u.dtype), prob])
+                else:
+                    u, logp = ref_step(log_pi, u, eps, half_d2, noise_amp)
+                    if trace:
+                        self.logs[k].copy_(logp)
+            return u, stats
 
         self._body = body
         self.graph = None
@@ -118,7 +137,7 @@ class _Captured:
             torch.cuda.current_stream(dev).wait_stream(side)
             self.graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(self.graph):
-                self.out = body(n)
+                self.out, self.stats = body(n)
 
     @contextlib.contextmanager
     def _static_tables(self):
@@ -131,7 +150,8 @@ class _Captured:
             for m in self.mlps:
                 m.__dict__.pop("level_bias_table", None)
 
-    def replay(self, a, u: torch.Tensor, noise: Optional[torch.Tensor], step0: int, key: Optional[torch.Tensor]):
+    def replay(self, a, u: torch.Tensor, noise: Optional[torch.Tensor], step0: int, key: Optional[torch.Tensor],
+               uniforms: Optional[torch.Tensor] = None):
         sa = self.args
         sa.u.copy_(u)
         for name in ("step_size", "noise_scale", "energy_scale", "t", "u_next", "alpha", "sigma", "chain_ids"):
@@ -146,17 +166,19 @@ class _Captured:
             self.step0.fill_(step0)
         else:
             self.noise.copy_(noise)
+            if self.unif is not None:
+                self.unif.copy_(uniforms)
         if self.graph is not None:
             self.graph.replay()
         else:
             with self._static_tables():
-                self.out = self._body(self.n)
-        return self.out, self.logs
+                self.out, self.stats = self._body(self.n)
+        return self.out, self.logs, self.stats
 
 
 def _key(prior, a, n: int, trace: bool, precision: str) -> tuple:
     return (precision, n, a.B, a.D, a.u.dtype, a.u.device, a.t is not None, a.u_next is not None, a.noise is None, trace,
-            _storage_signature(prior))
+            a.metropolis, _storage_signature(prior))
 
 
 def _get(prior, a, n: int, trace: bool, precision: str) -> _Captured:
@@ -193,14 +215,14 @@ def clear_cache() -> None:
 
 
 def run(prior, args, *, precision: str, trace: bool):
-    """K steps by graph replay: ``(u_out, log π trace or None, precision ran, None)`` (no
-    Metropolis test: ``FEATURES``)."""
+    """K steps by graph replay: ``(u_out, log π trace or None, precision ran, accept stats [2, B]
+    with metropolis else None)``."""
     ran = "fp64" if args.u.dtype == torch.float64 else precision
     if args.n_steps == 0 or prior in _uncapturable:
-        out, logs, _ = langevin_loop(prior, args, trace=trace)
-        return out, logs, ran, None
+        out, logs, stats = langevin_loop(prior, args, trace=trace)
+        return out, logs, ran, stats
     key = torch.tensor(seed_to_key(args.seed), dtype=torch.int64).to(args.u.device) if args.noise is None else None
-    u, logs, done = args.u, [], 0
+    u, logs, done, stats = args.u, [], 0, None
     while done < args.n_steps:
         n = min(MAX_CAPTURE_STEPS, args.n_steps - done)
         try:
@@ -212,12 +234,15 @@ def run(prior, args, *, precision: str, trace: bool):
             _uncapturable[prior] = msg
             warnings.warn(f"hebm backend 'graph': could not capture this prior's log_density in a CUDA graph "
                           f"({msg}); running the eager reference instead", RuntimeWarning, stacklevel=3)
-            out, logs, _ = langevin_loop(prior, args, trace=trace)
-            return out, logs, ran, None
+            out, logs, stats = langevin_loop(prior, args, trace=trace)
+            return out, logs, ran, stats
         noise = None if args.noise is None else args.noise[done : done + n]
-        out, lg = cap.replay(args, u, noise, args.step_offset + done, key)
+        unif = None if args.uniforms is None else args.uniforms[done : done + n]
+        out, lg, st = cap.replay(args, u, noise, args.step_offset + done, key, unif)
         u = out.clone()  # the static output is overwritten by the next replay
         if trace:
             logs.append(lg.clone())
+        if st is not None:
+            stats = st.clone() if stats is None else stats + st
         done += n
-    return u, (torch.cat(logs) if trace else None), ran, None
+    return u, (torch.cat(logs) if trace else None), ran, stats
