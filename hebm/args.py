@@ -74,7 +74,7 @@ class LangevinArgs:
     #: step adaptation: the first ``adapt_steps`` steps move each chain's δ toward ``target_accept``
     adapt_steps: int = 0
     target_accept: float = 0.574
-    adapt: str = "dual_averaging"
+    adapt: str = "robbins_monro"
     extras: dict = field(default_factory=dict)
     #: the prior's dtype/device check (:func:`check_prior`) left to the backend (``defer=True``);
     #: False once applied
@@ -477,7 +477,7 @@ def check_langevin_args(
     uniforms=None,
     adapt_steps=0,
     target_accept=0.574,
-    adapt="dual_averaging",
+    adapt="robbins_monro",
     defer: bool = False,
 ) -> LangevinArgs:
     """Validate the sampler arguments once, with errors that name the argument.
@@ -538,7 +538,7 @@ def check_langevin_args(
 
 
 #: the step-adaptation rules of ``adapt=`` (hebm.reference.adapt_step_size)
-ADAPT_RULES = ("dual_averaging", "robbins_monro")
+ADAPT_RULES = ("robbins_monro", "dual_averaging")
 
 
 def _check_metropolis(u, n_steps: int, c: torch.Tensor, noise, metropolis, uniforms, adapt_steps, target_accept, adapt,

@@ -45,7 +45,7 @@ def langevin_fused(
     uniforms: Optional[torch.Tensor] = None,
     adapt_steps: int = 0,
     target_accept: float = 0.574,
-    adapt: str = "dual_averaging",
+    adapt: str = "robbins_monro",
     backend: str = "auto",
     precision: str = "auto",
 ):

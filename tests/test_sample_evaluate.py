@@ -45,6 +45,20 @@ def test_sample_cli(ckpts, prior, tmp_path):
         assert (tmp_path / "s_levels.png").is_file()
 
 
+@pytest.mark.parametrize("prior", ["ebm", "diffusion"])
+def test_sample_long_run_with_the_metropolis_test(ckpts, prior, tmp_path, capsys):
+    c, _ = ckpts
+    out = tmp_path / "m"
+    assert sample.main(["--ckpt", c[prior], "--n", "4", "--long-run", "6", "--nchains", "3", "--metropolis",
+                        "--out", str(out)]) == 0
+    rep = json.loads((tmp_path / "m_longrun.json").read_text())
+    assert rep["metropolis"] is True and len(rep["acceptance"]) == len(rep["steps"])
+    assert all(0.0 <= a <= 1.0 for a in rep["acceptance"])
+    assert "MALA acceptance" in capsys.readouterr().out
+    assert sample.main(["--ckpt", c[prior], "--n", "4", "--metropolis", "--out", str(tmp_path / "x")]) == 2
+    assert "--metropolis adjusts the long-run chain: pass --long-run K" in capsys.readouterr().err
+
+
 def test_sample_gaussian_long_run_refused(ckpts, tmp_path):
     c, _ = ckpts
     assert sample.main(["--ckpt", c["gaussian"], "--n", "4", "--long-run", "5", "--out", str(tmp_path / "s")]) == 2
@@ -164,3 +178,20 @@ def test_latents_figure(tmp_path):
     train("ebm", tmp_path / "r", classes=[0, 1], latent_dims=[2, 2])
     assert evaluate.main(["--ckpt", str(tmp_path / "r" / "ckpt.pt"), "latents", "--figure", str(tmp_path / "l.png")]) == 0
     assert (tmp_path / "l.png").is_file()
+
+
+@pytest.mark.parametrize("prior", ["ebm", "diffusion"])
+def test_training_chains_take_the_metropolis_test(prior, tmp_path, monkeypatch):
+    """``--metropolis`` reaches the prior chains of training (every sampler call of a step)."""
+    import hebm.models as models
+    seen = []
+    real = models.run_langevin
+    monkeypatch.setattr(models, "run_langevin", lambda *a, **k: seen.append(k.get("metropolis")) or real(*a, **k))
+    extra = {}
+    if prior == "diffusion":
+        train("gaussian", tmp_path / "g")
+        extra = dict(init=str(tmp_path / "g" / "ckpt.pt"))
+    del seen[:]
+    train(prior, tmp_path / "r", metropolis=True, **extra)
+    steps = TINY["steps"]  # one prior chain per training step; the end-of-run sample grid follows
+    assert len(seen) > steps and seen[:steps] == [True] * steps
