@@ -2,7 +2,7 @@
 CUDA kernel, on a machine without a GPU.
 
     python -m benchmarks.compile_report [--problems toy,small,large] [--precisions ieee,tf32]
-                                        [--batch 1024] [--json OUT] [--no-cuda]
+                                        [--batch 1024] [--json OUT] [--no-cuda] [--metropolis]
 
 Triton: for each problem (``hebm.standard_problem(name, batch)``: seeded, kernel term on, no
 trace) and dot precision, the kernel the launcher would build for a first GPU call — the same
@@ -131,8 +131,12 @@ def _ptxas_v(ptx: str, target) -> str:
     return r.stdout + r.stderr
 
 
-def triton_report(problem: str, precision: str, batch: int) -> dict:
-    """Compile one problem's kernel for sm_90 as a first GPU call would; the record of the table."""
+SCRATCH_ARG = 17  # position of scratch_ptr among the kernel's arguments (hebm.kernels.codegen's head)
+
+
+def triton_report(problem: str, precision: str, batch: int, metropolis: bool = False) -> dict:
+    """Compile one problem's kernel for sm_90 as a first GPU call would; the record of the table.
+    ``metropolis``: the Metropolis-adjusted kernel (``metropolis=True``) instead."""
     import hebm
     from hebm.args import check_langevin_args
     from hebm.backends import triton_backend as tb
@@ -140,10 +144,12 @@ def triton_report(problem: str, precision: str, batch: int) -> dict:
     from triton.backends.compiler import GPUTarget
     from triton.compiler import make_backend
 
-    rec = {"kind": "triton", "problem": problem, "precision": precision, "batch": batch}
+    rec = {"kind": "triton", "problem": problem + (" MALA" if metropolis else ""), "precision": precision,
+           "batch": batch}
     try:
         p = hebm.standard_problem(problem, batch)
-        a = check_langevin_args(p.prior, p.u, **p.kwargs)
+        a = check_langevin_args(p.prior, p.u, metropolis=metropolis,
+                                **{k: v for k, v in p.kwargs.items() if not (metropolis and k == "noise_scale")})
         packed, parts = tb._packed(p.prior, p.u.device)
         kw = tb.langevin_kwargs(a, precision=PRECISIONS[precision], trace=False)
         kern, args, cfg, spec, _ = tb.prepare(packed, parts, **kw, config_for="cuda")
@@ -161,8 +167,9 @@ def triton_report(problem: str, precision: str, batch: int) -> dict:
             (d / "ptxas.log").write_text(log)
         rec.update(ok=True, compile_s=round(dt, 2), stages_s={k: round(v, 2) for k, v in stages_t.items()},
                    shared_bytes=int(kernel.metadata.shared), **_ptxas_numbers(log))
-        rec["scratch_floats_per_row"] = int(args[15].numel() // (-(-batch // cfg["BLOCK_B"]) * cfg["BLOCK_B"])) \
-            if args[15] is not args[0] else 0
+        scratch = args[SCRATCH_ARG]
+        rec["scratch_floats_per_row"] = int(scratch.numel() // (-(-batch // cfg["BLOCK_B"]) * cfg["BLOCK_B"])) \
+            if scratch is not args[0] else 0
     except Exception as e:  # a failed compile is a result of the report
         rec.update(ok=False, error=f"{type(e).__name__}: {str(e).strip().splitlines()[0][:300] if str(e) else ''}")
     return rec
@@ -294,6 +301,7 @@ def main(argv=None) -> int:
     ap.add_argument("--json", default=None, help="write the records (and the machine) to this file")
     ap.add_argument("--no-cuda", action="store_true", help="skip the CUDA kernel")
     ap.add_argument("--no-triton", action="store_true", help="skip the Triton kernels")
+    ap.add_argument("--metropolis", action="store_true", help="also the Metropolis-adjusted Triton kernels (MALA)")
     a = ap.parse_args(argv)
     recs = []
     try:
@@ -302,12 +310,13 @@ def main(argv=None) -> int:
                 for prec in [x for x in a.precisions.split(",") if x]:
                     if prec not in PRECISIONS:
                         ap.error(f"unknown precision {prec!r}")
-                    recs.append(triton_report(prob, prec, a.batch))
-                    r = recs[-1]
-                    print(f"[triton] {prob} {prec}: " + (f"{r['compile_s']} s, {r.get('registers')} registers, "
-                                                         f"spills {r.get('spill_stores')}/{r.get('spill_loads')} B"
-                                                         if r.get("ok") else f"FAILED {r.get('error')}"),
-                          file=sys.stderr, flush=True)
+                    for mala in (False, True) if a.metropolis else (False,):
+                        recs.append(triton_report(prob, prec, a.batch, metropolis=mala))
+                        r = recs[-1]
+                        print(f"[triton] {r['problem']} {prec}: " + (
+                            f"{r['compile_s']} s, {r.get('registers')} registers, "
+                            f"spills {r.get('spill_stores')}/{r.get('spill_loads')} B"
+                            if r.get("ok") else f"FAILED {r.get('error')}"), file=sys.stderr, flush=True)
         if not a.no_cuda:
             nvcc = _nvcc()
             if nvcc is None:

@@ -63,14 +63,15 @@ def langevin_fused(
         step_offset=step_offset, check=check, metropolis=metropolis, uniforms=uniforms, adapt_steps=adapt_steps,
         target_accept=target_accept, adapt=adapt, defer=True,
     )
+    prec = backends.resolve_precision(precision, a.u)
     try:
-        name = backends.choose(prior, a, backend)
+        name = backends.choose(prior, a, backend, prec)
     except BackendUnavailable:
         a.apply_deferred_checks(prior)  # a bad argument is named before an unavailable backend
         raise
     if not backends.proves_prior(name):
         a.apply_deferred_checks(prior)  # else the backend does (hebm.backends: "proves_prior")
-    prec, ran = backends.resolve_precision(precision, a.u), None
+    ran = None
 
     def run(args):
         nonlocal ran
@@ -111,8 +112,8 @@ def reverse_diffusion(
     check_options(backend, precision)
     r = check_reverse_args(prior, schedule, u_T, n_steps=n_steps, batch=batch, seed=seed, chain_ids=chain_ids,
                            noise=noise, noise_scale=noise_scale, check=check, metropolis=metropolis, uniforms=uniforms)
-    name = backends.choose(prior, level_args(r, schedule, 0, r.u), backend)
     prec = backends.resolve_precision(precision, r.u)
+    name = backends.choose(prior, level_args(r, schedule, 0, r.u), backend, prec)
     fused = None if r.metropolis else backends.run_reverse(name, prior, schedule, r, precision=prec,
                                                            return_levels=return_levels)
     accepted = []

@@ -99,6 +99,7 @@ class LangevinSpec:
     precision: str = "ieee"  # tl.dot: "ieee" (exact fp32) | "tf32" | "bf16"
     tile: int = 32  # chunk width of every product
     reg_limit: int = 64 * 64  # padded weight elements above which the kernel is streamed
+    metropolis: bool = False  # Metropolis-adjusted steps (MALA; register form only)
 
 
 def pad(n: int) -> int:
@@ -139,7 +140,9 @@ def latent_geometry(dims) -> list:
 def kernel_form(spec: LangevinSpec) -> str:
     """``"register"`` when every weight block (an energy's 1-wide output excepted) has at most
     ``spec.reg_limit`` elements, else ``"streamed"``.  A plain Gaussian prior (no MLP runs) is
-    register form."""
+    register form.  A Metropolis-adjusted kernel exists in the register form only (its state,
+    gradient and proposal live in registers); :func:`generate_source` refuses it for a network
+    that needs the streamed form (the launcher checks first: hebm.backends.triton_backend)."""
     if not spec.energies:
         return "register"
     for m in list(spec.conds) + list(spec.energies):
@@ -246,6 +249,8 @@ class _Glue:
         self.has_en = bool(spec.energies)
         self.level_rows = any(lay.rows > 1 for m in spec.conds + spec.energies for lay in m.layers)
         self.scr_w = 0
+        # F is summed where log π is needed: the trace, and the Metropolis test
+        self.need_logp = spec.trace or spec.metropolis
 
     def t(self, n: int) -> int:
         """Chunk width of an extent."""
@@ -257,6 +262,7 @@ class _Glue:
         ens = [tuple(lay.out for lay in m.layers) for m in s.energies]
         doc = (f"dims={s.dims} conds={conds} energies={ens} kernel={s.has_kernel} seeded={s.seeded} "
                f"trace={s.trace} levels={s.store_levels} unext_from_state={s.unext_from_state} "
+               + ("metropolis=True " if s.metropolis else "") +
                f"precision={s.precision} form={self.form} tile={s.tile} scratch/row={self.scr_w}")
         doc = textwrap.fill(doc, width=_WIDTH - 8, subsequent_indent="    ")
         return [
@@ -274,7 +280,7 @@ class _Glue:
             '@triton.jit(do_not_specialize=["B", "K", "NLEV", "step_offset"])',
             "def langevin_kernel(u_ptr, out_ptr, lvl_ptr, noise_ptr, key_ptr, ids_ptr,",
             "                    delta_ptr, c_ptr, lam_ptr, t_ptr, alpha_ptr, sigma_ptr, unext_ptr,",
-            "                    trace_ptr, params_ptr, scratch_ptr, B, K, NLEV, step_offset, zero,",
+            "                    trace_ptr, unif_ptr, acc_ptr, params_ptr, scratch_ptr, B, K, NLEV, step_offset, zero,",
             "                    BLOCK_B: tl.constexpr):",
             f'    """{doc}\n    """',
         ]
@@ -367,7 +373,7 @@ class _RegisterGlue(_Glue):
                 if last and top_seed:
                     o(f"{pfx}wl = " + _call("row_vector", "params_ptr", "zk", OFF=m.layers[-1].w_off, n0=n0, TN=T))
                     o(f"{pfx}g_{c} = lam[:, None] * {pfx}wl * {d}")
-                    if s.trace:
+                    if self.need_logp:
                         o(f"fsum += tl.sum({h} * {pfx}wl, axis=1)")
                 chunks.append((h, d, n0, T))
             out.append(chunks)
@@ -407,12 +413,12 @@ class _RegisterGlue(_Glue):
         pfx = f"e{i}_"
         o(f"# energy f_{i + 1}(z_{i + 1}; t): forward and backward")
         last = m.layers[-1]
-        if s.trace:
+        if self.need_logp:
             o(f"fsum += tl.load(params_ptr + {last.b_off})")
         if m.n_hidden == 0:
             o(f"{pfx}w = " + _call("row_vector", "params_ptr", "zk", OFF=last.w_off, n0=0, TN=ly.P))
             o(f"E{i} = lam[:, None] * {pfx}w + tl.zeros([BLOCK_B, {ly.P}], dtype=tl.float32)")
-            if s.trace:
+            if self.need_logp:
                 o(f"fsum += tl.sum({z} * {pfx}w, axis=1)")
             return
         hid = self.hidden_fwd(m, pfx, [(z, 0)], top_seed=True)
@@ -459,7 +465,114 @@ class _RegisterGlue(_Glue):
         g = self.hidden_bwd(m, pfx, hid, g)
         self.input_grad(m.layers[0], g, gz, lx.P)
 
+    def evaluate(self, x: str, g: str, lp: str) -> None:
+        """``{g}{i} = ∇log π`` and ``{lp} = log π`` at the state ``{x}{i}`` (the Metropolis form:
+        the same top-down / bottom-up sweep as the update, keeping the gradient instead of
+        stepping)."""
+        o, s, L = self.o, self.s, self.L
+        o("fsum = tl.zeros([BLOCK_B], dtype=tl.float32)")
+        o(f"{lp} = tl.zeros([BLOCK_B], dtype=tl.float32)")
+        if self.has_en:
+            top = L - 1
+            self.energy(top, f"{x}{top}")
+            for i in range(L - 2, -1, -1):
+                self.cond_fwd(i, f"z{i + 1}" if i + 1 < top else f"{x}{top}")
+                o(f"ex{i} = " + _call("sigma_exp", f"l{i}", CLAMP=float(s.sigma_clamp)))
+                o(f"z{i} = mu{i} + (ex{i} + {float(s.sigma_min)!r}) * {x}{i}")
+                self.energy(i, f"z{i}")
+            o("G = E0")
+        for i in range(L):
+            if self.has_en and i < L - 1:
+                o("gu, gl = " + _call("cond_grads", "G", f"{x}{i}", f"ex{i}", SIGMA_MIN=float(s.sigma_min),
+                                      CLAMP=float(s.sigma_clamp)))
+            else:
+                o("gu = G" if self.has_en else "gu = 0.0")
+            o(f"{lp} += " + _call("gauss_terms", f"{x}{i}", f"un{i}", "alpha", "inv2", KERNEL=s.has_kernel))
+            o(f"{g}{i} = " + _call("full_grad", f"{x}{i}", "gu", f"un{i}", "alpha", "inv2", KERNEL=s.has_kernel))
+            if self.has_en and i < L - 1:
+                self.cond_bwd(i, "G", "gl", f"gz{i}")
+                o(f"G = E{i + 1} + gz{i}")
+        o(f"{lp} += lam * fsum")
+
+    def generate_metropolis(self) -> str:
+        """K Metropolis-adjusted steps (hebm/reference.py mala_step): each state evaluated once —
+        the proposal's log π and gradient serve the next step when it is accepted — so K steps
+        cost K + 1 sweeps.  Per chain: the accepted proposals and Σ min(1, α) to ``acc_ptr``."""
+        s, o, L = self.s, self.o, self.L
+        self.cond_hidden: dict = {}
+        self.prologue()
+        for i, ly in enumerate(self.lay):
+            o(f"u{i} = " + self.state("load_state", "u_ptr", i, "0"))
+        o("nacc = tl.zeros([BLOCK_B], dtype=tl.float32)")
+        o("psum = tl.zeros([BLOCK_B], dtype=tl.float32)")
+        if not s.seeded:
+            o("uptr = unif_ptr")
+        with o.indent("for j in range(NLEV):"):
+            o("zj = j * zero")
+            for i in range(L):
+                if s.has_kernel and not s.unext_from_state:
+                    o(f"un{i} = " + self.state("load_state", "unext_ptr", i, "zj"))
+                else:
+                    o(f"un{i} = u{i}  # {'u_next = the state entering the level' if s.has_kernel else 'unused'}")
+            o("k = 0")
+            o("zk = zj")
+            self.per_level()
+            o("# ---- the state entering the level: its log π and gradient")
+            self.evaluate("u", "g", "lp")
+            with o.indent("for k in range(K):"):
+                o("zk = k * zero  # 0, but not to the compiler: parameter addresses are computed in the step")
+                o("step = step_offset + j * K + k")
+                self.per_level()
+                if s.trace:
+                    o("tl.store(tptr + rows, lp, mask=rmask)")
+                    o("tptr += B")
+                o("# ---- the proposal u' = u + (δ²/2)∇log π(u) + δε (c = 1)")
+                for i, ly in enumerate(self.lay):
+                    if s.seeded:
+                        o("eps = " + _call("noise_chunk", "cid", "step", "key0", "key1", ly.base // 4, NB=ly.P // 4,
+                                           c0=0, LO=ly.sh, HI=ly.hi))
+                    else:
+                        o("eps = " + self.state("load_state", "nptr", i, "zk"))
+                    o(f"p{i} = u{i} + half * g{i} + delta[:, None] * eps")
+                self.evaluate("p", "q", "lpp")
+                o("# ---- the test: log U < log π(u') − log π(u) + log q(u | u') − log q(u' | u)")
+                o("fwd = tl.zeros([BLOCK_B], dtype=tl.float32)")
+                o("rev = tl.zeros([BLOCK_B], dtype=tl.float32)")
+                for i in range(L):
+                    o(f"dq = u{i} - p{i} - half * q{i}")
+                    o("rev += tl.sum(dq * dq, axis=1)")
+                    o(f"dq = p{i} - u{i} - half * g{i}")
+                    o("fwd += tl.sum(dq * dq, axis=1)")
+                o("inv = tl.where(delta > 0.0, 0.5 / tl.where(delta > 0.0, delta * delta, 1.0), 0.0)  # 0 where δ = 0")
+                o("log_alpha = lpp - lp + (-rev * inv) - (-fwd * inv)")
+                if s.seeded:
+                    o("U = " + _call("accept_uniform", "cid", "step", "key0", "key1"))
+                else:
+                    o("U = tl.load(uptr + rows, mask=rmask, other=0.5)")
+                    o("uptr += B")
+                o("acc = tl.log(U) < log_alpha  # NaN refuses")
+                for i in range(L):
+                    o(f"u{i} = tl.where(acc[:, None], p{i}, u{i})")
+                    o(f"g{i} = tl.where(acc[:, None], q{i}, g{i})")
+                o("lp = tl.where(acc, lpp, lp)")
+                o("nacc += acc.to(tl.float32)")
+                o("psum += tl.where(log_alpha >= 0.0, 1.0, tl.where(log_alpha == log_alpha, "
+                  "tl.exp(tl.minimum(log_alpha, 0.0)), 0.0))")
+                if not s.seeded:
+                    o(f"nptr += B * {self.D}")
+            if s.store_levels:
+                o("lptr = lvl_ptr + j * B * " + str(self.D))
+                for i in range(L):
+                    o(self.state("store_state", "lptr", i, "zj", x=f"u{i}"))
+        for i in range(L):
+            o(self.state("store_state", "out_ptr", i, "zero", x=f"u{i}"))
+        o("tl.store(acc_ptr + rows, nacc, mask=rmask)")
+        o("tl.store(acc_ptr + B + rows, psum, mask=rmask)")
+        return "\n".join(self.head() + self.o.lines) + "\n"
+
     def generate(self) -> str:
+        if self.s.metropolis:
+            return self.generate_metropolis()
         s, o, L = self.s, self.o, self.L
         self.cond_hidden: dict = {}
         self.prologue()
@@ -736,7 +849,10 @@ class _StreamedGlue(_Glue):
 
 def generate_source(spec: LangevinSpec) -> tuple:
     """(source text, scratch floats per row) of the kernel for ``spec``."""
-    g = _RegisterGlue(spec) if kernel_form(spec) == "register" else _StreamedGlue(spec)
+    form = kernel_form(spec)
+    if spec.metropolis and form != "register":
+        raise ValueError("the Metropolis-adjusted kernel has no streamed form: this network exceeds reg_limit")
+    g = _RegisterGlue(spec) if form == "register" else _StreamedGlue(spec)
     src = g.generate()
     return src, g.scr_w
 

@@ -281,6 +281,24 @@ def langevin_update(u, gu, un, eps, half, amp, alpha, inv2, KERNEL: tl.constexpr
 
 
 @triton.jit
+def full_grad(u, gu, un, alpha, inv2, KERNEL: tl.constexpr):
+    """``∇log π = gu − u − [KERNEL] a(a·u − u_next)/σ²`` of a chunk (the Metropolis form keeps the
+    gradient: the proposal's serves the next step when it is accepted)."""
+    grad = gu - u
+    if KERNEL:
+        grad = grad - alpha * (alpha * u - un) * inv2
+    return grad
+
+
+@triton.jit
+def accept_uniform(cid, step, k0, k1):
+    """The Metropolis test's U of chains ``cid`` (``[BLOCK_B]`` uint32) at ``step``: counter
+    ``(0, cid, step, 2)``, the first word (docs/design.md §2; hebm.philox.philox_accept_uniform)."""
+    x0, _x1, _x2, _x3 = philox_block(0, cid, step, 2, k0, k1)
+    return uniform(x0)
+
+
+@triton.jit
 def gauss_terms(u, un, alpha, inv2, KERNEL: tl.constexpr):
     """Per row: ``−½‖u‖² − [KERNEL] ‖a·u − u_next‖²/(2σ²)`` of a chunk (the trace's non-energy
     part)."""

@@ -5,7 +5,8 @@ Each fused backend is a module ``hebm.backends.<module>`` that defines
     NAME: str
     FEATURES: tuple                                 # optional: "sigma_clamp", "metropolis" (that math), "proves_prior" (below)
     def unavailable() -> Optional[str]            # None if usable on this machine, else why + the fix
-    def unsupported(prior, args) -> Optional[str]  # None if it can run this network and these tensors
+    def unsupported(prior, args, precision) -> Optional[str]  # None if it can run this network, these tensors
+                                                                # and this resolved precision
     def run(prior, args, *, precision, trace) -> (u_out [B, D], log_density [K, B] or None, precision ran,
                                                   accept stats [2, B] with args.metropolis, else None)
     # optional, the whole reverse diffusion in one launch:
@@ -89,7 +90,7 @@ def unavailable(name: str) -> Optional[str]:
     return mod.unavailable()
 
 
-def _why_not(name: str, prior, args) -> Optional[str]:
+def _why_not(name: str, prior, args, precision: str = "fp32") -> Optional[str]:
     why = unavailable(name)
     if why is not None:
         return why
@@ -100,7 +101,7 @@ def _why_not(name: str, prior, args) -> Optional[str]:
                 f"(sigma_clamp={clamp:g}); use backend 'cpu', 'cuda', 'graph' or 'ref'")
     if getattr(args, "metropolis", False) and "metropolis" not in getattr(mod, "FEATURES", ()):
         return f"backend {name!r} does not implement the Metropolis test (metropolis=True) yet; use backend 'cpu' or 'ref'"
-    return mod.unsupported(prior, args)
+    return mod.unsupported(prior, args, precision=precision)
 
 
 def _warn_once(msg: str) -> None:
@@ -109,20 +110,20 @@ def _warn_once(msg: str) -> None:
         warnings.warn(msg, RuntimeWarning, stacklevel=4)
 
 
-def choose(prior, args, backend: str) -> str:
+def choose(prior, args, backend: str, precision: str = "fp32") -> str:
     """The backend that will run: ``backend`` itself (or :class:`BackendUnavailable` naming the
     fix), or for ``"auto"`` the first usable one of :data:`AUTO_ORDER` for the device, else
-    ``"ref"`` with a one-line warning."""
+    ``"ref"`` with a one-line warning.  ``precision``: the resolved one (:func:`resolve_precision`)."""
     if backend == "ref":
         return "ref"
     if backend != "auto":
-        why = _why_not(backend, prior, args)
+        why = _why_not(backend, prior, args, precision)
         if why is not None:
             raise BackendUnavailable(why)
         return backend
     reasons = []
     for name in AUTO_ORDER.get(args.u.device.type, ()):
-        why = _why_not(name, prior, args)
+        why = _why_not(name, prior, args, precision)
         if why is None:
             return name
         reasons.append(f"{name}: {why}")

@@ -53,7 +53,7 @@ def unavailable() -> Optional[str]:
     return None if why is None else f"the C++ CPU extension is unavailable: {why}"
 
 
-def unsupported(prior, args) -> Optional[str]:
+def unsupported(prior, args, precision: str = "fp32") -> Optional[str]:
     u = args.u
     if u.device.type != "cpu":
         return f"backend 'cpu' runs on CPU tensors, got u on {u.device}; use backend='auto' or move the tensors"

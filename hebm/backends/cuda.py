@@ -64,7 +64,7 @@ def unavailable() -> Optional[str]:
     return None if mod is not None else why
 
 
-def unsupported(prior, args) -> Optional[str]:
+def unsupported(prior, args, precision: str = "fp32") -> Optional[str]:
     u = args.u
     if u.device.type != "cuda":
         return f"u is on {u.device}: the CUDA backend needs CUDA tensors"

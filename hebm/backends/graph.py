@@ -59,7 +59,7 @@ def unavailable() -> Optional[str]:
     return None
 
 
-def unsupported(prior, args) -> Optional[str]:
+def unsupported(prior, args, precision: str = "fp32") -> Optional[str]:
     if args.u.device.type != "cuda":
         return f"backend 'graph' runs CUDA tensors; u is on {args.u.device}"
     return None

@@ -13,7 +13,7 @@ def unavailable():
     return None
 
 
-def unsupported(prior, args):
+def unsupported(prior, args, precision: str = "fp32"):
     return None
 
 

@@ -32,7 +32,7 @@ from ..problems import standard_problem
 from .pack import network_support, packed_prior
 
 NAME = "triton"
-FEATURES = ("sigma_clamp",)
+FEATURES = ("sigma_clamp", "metropolis")
 
 #: Kernel-shape knobs (None: the default of the precision): ``tile`` = chunk width of every
 #: product (a power of two >= 16); ``reg_limit`` = padded weight-block elements above which the
@@ -86,7 +86,7 @@ def _interpreter_mode_problem() -> Optional[str]:
             "the first `import triton` (e.g. in the shell: TRITON_INTERPRET=1 python ...)")
 
 
-def unsupported(prior, args) -> Optional[str]:
+def unsupported(prior, args, precision: str = "fp32") -> Optional[str]:
     why = network_support(prior)
     if why is not None:
         return why
@@ -97,6 +97,15 @@ def unsupported(prior, args) -> Optional[str]:
         return "u is on the CPU: the Triton backend needs CUDA tensors (or TRITON_INTERPRET=1 for slow CPU testing)"
     if u.device.type not in ("cpu", "cuda"):
         return f"the Triton backend runs on CUDA devices, got {u.device}"
+    if args.metropolis and precision in _PRECISIONS:
+        from ..kernels import kernel_form
+        packed, parts = _packed(prior, args.u.device)
+        spec = kernel_spec(packed, parts, has_kernel=False, unext_from_state=False, seeded=True, trace=False,
+                           store_levels=False, precision=precision)
+        if kernel_form(spec) != "register":
+            return (f"the Triton Metropolis kernel holds state, gradient and proposal in registers; this prior's "
+                    f"networks need the streamed form at precision {precision!r} (a register-form compile ran "
+                    f"> 15 min offline); use backend 'graph' or 'cpu', or precision='tf32' where the networks fit")
     return None
 
 
@@ -129,7 +138,7 @@ def _structure(packed):
 
 # ---------------------------------------------------------------------------------- launch
 def kernel_spec(packed, parts, *, has_kernel: bool, unext_from_state: bool, seeded: bool, trace: bool,
-                store_levels: bool, precision: str, interpret: Optional[bool] = None):
+                store_levels: bool, precision: str, interpret: Optional[bool] = None, metropolis: bool = False):
     """The :class:`hebm.kernels.LangevinSpec` a launch builds (its source is generated from it);
     ``interpret``: whose defaults (the interpreter's or a GPU's; default: this process's mode)."""
     from ..kernels import LangevinSpec
@@ -147,6 +156,7 @@ def kernel_spec(packed, parts, *, has_kernel: bool, unext_from_state: bool, seed
         dims=tuple(packed.dims), sigma_min=float(packed.sigma_min), sigma_clamp=float(packed.sigma_clamp), conds=conds,
         energies=energies if packed.has_energy else (), has_kernel=has_kernel, unext_from_state=unext_from_state,
         seeded=seeded, trace=trace, store_levels=store_levels, precision=prec, tile=int(tile), reg_limit=int(reg_limit),
+        metropolis=metropolis,
     )
 
 
@@ -170,9 +180,9 @@ def launch_config(B: int, spec, device=None) -> dict:
 
 
 def prepare(packed, parts, *, u, K, nlev, delta, c, lam, t, alpha, sigma, unext, unext_from_state, noise, seed,
-            chain_ids, step_offset, trace, store_levels, precision, config_for=None):
+            chain_ids, step_offset, trace, store_levels, precision, config_for=None, metropolis=False, uniforms=None):
     """Everything a launch needs, without launching: ``(kernel, args, config, spec, outputs)``
-    (``outputs`` = (out, trace or None, levels or None)).  ``config_for``: the device whose launch
+    (``outputs`` = (out, trace or None, levels or None, accept stats [2, B] or None)).  ``config_for``: the device whose launch
     configuration to use (default: u's) — ``benchmarks/compile_report.py`` passes ``cuda`` with CPU
     tensors and compiles ``kernel`` offline for exactly these arguments and this config."""
     from ..kernels import build_kernel
@@ -180,7 +190,7 @@ def prepare(packed, parts, *, u, K, nlev, delta, c, lam, t, alpha, sigma, unext,
     gpu = config_for is not None and torch.device(config_for).type == "cuda"
     spec = kernel_spec(packed, parts, has_kernel=alpha is not None, unext_from_state=unext_from_state,
                        seeded=seed is not None, trace=trace, store_levels=store_levels, precision=precision,
-                       interpret=False if gpu else None)
+                       interpret=False if gpu else None, metropolis=metropolis)
     kern, scr_w = build_kernel(spec)
     B, D = u.shape
     dev = u.device
@@ -196,10 +206,13 @@ def prepare(packed, parts, *, u, K, nlev, delta, c, lam, t, alpha, sigma, unext,
         nz = u
     else:
         key, ids, nz = u, u, noise
+    acc = torch.zeros((2, B), dtype=u.dtype, device=dev) if metropolis else u
     args = (u, out, lv, nz, key, ids, delta, c, lam, t if t is not None else delta,
             alpha if alpha is not None else delta, sigma if sigma is not None else delta,
-            unext if unext is not None else u, tr, parts[2], scratch, B, K, nlev, int(step_offset), 0)
-    return kern, args, cfg, spec, (out, tr if trace else None, lv if store_levels else None)
+            unext if unext is not None else u, tr, uniforms if uniforms is not None else u, acc, parts[2], scratch, B, K,
+            nlev, int(step_offset), 0)
+    return kern, args, cfg, spec, (out, tr if trace else None, lv if store_levels else None,
+                                   acc if metropolis else None)
 
 
 def _launch(packed, parts, **kw):
@@ -235,6 +248,7 @@ def langevin_kwargs(args, *, precision: str, trace: bool) -> dict:
         alpha=None if args.alpha is None else _rows(args.alpha), sigma=None if args.sigma is None else _rows(args.sigma),
         unext=args.u_next, unext_from_state=False, noise=args.noise, seed=args.seed, chain_ids=args.chain_ids,
         step_offset=args.step_offset, trace=trace, store_levels=False, precision=precision,
+        metropolis=args.metropolis, uniforms=args.uniforms,
     )
 
 
@@ -259,13 +273,14 @@ def reverse_kwargs(schedule, r, *, precision: str, return_levels: bool) -> dict:
 
 def run(prior, args, *, precision: str, trace: bool):
     """K Langevin steps in one launch: ``(u_out [B, D], log π trace [K, B] or None, precision ran,
-    None)`` (no Metropolis test yet: ``FEATURES``)."""
+    accept stats [2, B] with metropolis else None)``."""
     u = args.u
     if args.n_steps == 0:
-        return u.clone(), (u.new_zeros((0, args.B)) if trace else None), ran(precision), None
+        stats = u.new_zeros((2, args.B)) if args.metropolis else None
+        return u.clone(), (u.new_zeros((0, args.B)) if trace else None), ran(precision), stats
     packed, parts = _packed(prior, u.device)
-    out, tr, _ = _launch(packed, parts, **langevin_kwargs(args, precision=precision, trace=trace))
-    return out, tr, ran(precision), None
+    out, tr, _, stats = _launch(packed, parts, **langevin_kwargs(args, precision=precision, trace=trace))
+    return out, tr, ran(precision), stats
 
 
 def run_reverse(prior, schedule, r, *, precision: str, return_levels: bool):
@@ -276,8 +291,8 @@ def run_reverse(prior, schedule, r, *, precision: str, return_levels: bool):
     if r.n_steps == 0:
         return [u] * (T + 1) if return_levels else [u, u], ran(precision)
     packed, parts = _packed(prior, u.device)
-    out, _, levels = _launch(packed, parts, **reverse_kwargs(schedule, r, precision=precision,
-                                                              return_levels=return_levels))
+    out, _, levels, _ = _launch(packed, parts, **reverse_kwargs(schedule, r, precision=precision,
+                                                                 return_levels=return_levels))
     return ([u] + list(levels.unbind(0)) if return_levels else [u, out]), ran(precision)
 
 
