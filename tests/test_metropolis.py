@@ -7,6 +7,7 @@ named."""
 from __future__ import annotations
 
 import math
+import os
 
 import pytest
 import torch
@@ -275,3 +276,42 @@ def test_triton_refuses_the_test_for_a_network_that_needs_the_streamed_form(make
     with pytest.raises(hebm.BackendUnavailable, match=r"Metropolis kernel holds state.*streamed form"):
         hebm.langevin_fused(prior, u, n_steps=2, step_size=0.1, seed=0, metropolis=True, backend="triton")
     hebm.langevin_fused(prior, u, n_steps=2, step_size=0.1, seed=0, backend="triton")  # ULA streams fine
+
+
+def _cuda_emulator():
+    from hebm.backends import cuda as cb
+    mod, why = cb.load_emulator()
+    return why
+
+
+@pytest.mark.skipif(os.environ.get("CUDA_HOME") is None and not os.path.isdir("/usr/local/cuda"),
+                    reason="no CUDA toolkit to build the CUDA kernel's host emulator")
+@pytest.mark.parametrize("seeded", [False, True], ids=["explicit", "seeded"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["fp64", "fp32"])
+def test_cuda_block_code_makes_the_reference_decisions(make_prior, seeded, dtype):
+    """The CUDA kernel's block code (langevin_block.cuh) run by its host emulator: the reference's
+    accept counts, chains and trace, the kernel term and per-row levels on (fp64: exactly the
+    reference's decisions; fp32 with the same data, which here are far from the boundary)."""
+    why = _cuda_emulator()
+    assert why is None, why
+    from hebm.args import check_langevin_args
+    from hebm.backends import cuda as cb
+    prior = make_prior((5, 3, 2), n_levels=3, dtype=dtype)
+    g = torch.Generator().manual_seed(4)
+    B, K = 21, 7  # a partial row block
+    u = torch.randn(B, prior.D, generator=g, dtype=torch.float64).to(dtype)
+    kw = dict(n_steps=K, step_size=torch.linspace(0.3, 1.3, B, dtype=torch.float64).to(dtype), t=torch.arange(B) % 3,
+              u_next=torch.randn(B, prior.D, generator=g, dtype=torch.float64).to(dtype), alpha=0.9, sigma=0.8,
+              metropolis=True)
+    if seeded:
+        kw.update(seed=31, chain_ids=torch.arange(B) + 5)
+    else:
+        kw.update(noise=torch.randn(K, B, prior.D, generator=g, dtype=torch.float64).to(dtype),
+                  uniforms=torch.rand(K, B, generator=g, dtype=torch.float64).clamp(1e-9, 1 - 1e-9).to(dtype))
+    want, wi = hebm.langevin_ref(prior, u, return_info=True, **kw)
+    a = check_langevin_args(prior, u, **kw)
+    got, logd, _, stats = cb.run(prior, a, precision="fp32", trace=True, namespace="hebm_cuda_emu")
+    assert torch.equal(stats[0].round().long(), wi["accepted"]) and 0 < int(wi["accepted"].sum()) < B * K
+    tol = 1e-10 if dtype == torch.float64 else 1e-4
+    torch.testing.assert_close(got, want, rtol=tol, atol=tol)
+    torch.testing.assert_close(logd, wi["log_density"], rtol=tol, atol=tol)

@@ -18,7 +18,7 @@ constexpr int kMaxL = 16;                // latent layers
 constexpr int kMaxMlps = 2 * kMaxL - 1;  // conditionals + energies
 constexpr int kMaxLayers = 64;           // Linear layers over all MLPs
 constexpr int kMaxLevels = 16;           // levels of a fused reverse diffusion
-constexpr int kRowScalars = 8;           // per-row scalar slots in the workspace
+constexpr int kRowScalars = 12;          // per-row scalar slots in the workspace (4-aligned)
 
 struct LayerDesc {
   int32_t in, out, brows, pad;
@@ -52,6 +52,7 @@ struct KArgs {
   int32_t rows;         // rows (chains) per block = the template ROWS of the kernel
   int32_t ld_w, ld_out, stack_len, store_all, has_un, stage_params;
   int32_t off_U, off_Z, off_G, off_EX, off_UN, off_XT, off_GA, off_GB, off_OUT, off_STACK, off_RS;
+  int32_t off_U0 = 0, off_G0 = 0;  // Metropolis: the state before the proposal and its gradient
   int32_t row_elems;    // elements per row of the workspace
   T* gws;               // global workspace [gridDim.x, ws_block_elems] or nullptr (shared memory)
   int64_t ws_block_elems;
@@ -72,6 +73,12 @@ struct KArgs {
   int64_t step_offset;
   int32_t n_steps;
   T* log_density;    // [n_steps, B] or nullptr
+  // Metropolis adjustment (docs/design.md §2): the step is a proposal (c = 1) kept when
+  // log U < log α; U from `uniforms` [n_steps, B] or stream 2; accept [2, B] (zeroed by the
+  // launcher) gets the accepted proposals and Σ min(1, α).  Langevin mode only.
+  int32_t metropolis = 0;
+  const T* uniforms = nullptr;
+  T* accept = nullptr;
 
   // ---- reverse-diffusion mode (n_lv > 0): levels j = 0..n_lv-1, scalars per level
   int32_t n_lv;

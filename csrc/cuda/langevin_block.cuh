@@ -317,7 +317,8 @@ HEBM_DEV void block_run(const KArgs<T>& a, int rb, T* ws, const T* P, const T* P
     }
     cx.sync();
     const long step_base = diffusion ? (long)lv * K : a.step_offset;
-    for (int k = 0; k < K; ++k) {
+    // phases 1–4 at the state U: G = ∂(λF)/∂u (the energy part of ∇log π), r_F = Σ_i f_i
+    auto energy_grad = [&]() {
       // ---- phase 1: z_L = u_L; G = 0; F = 0
       {
         const int o = a.offs[L - 1], dL = a.dims[L - 1];
@@ -377,6 +378,127 @@ HEBM_DEV void block_run(const KArgs<T>& a, int rb, T* ws, const T* P, const T* P
         cx.sync();
         mlp_backward<T, ROWS>(a, i, G + a.offs[i + 1], LD, ws, P, cx);
       }
+    };
+    if (a.metropolis && !diffusion) {
+      // ---- Metropolis-adjusted steps (hebm/reference.py mala_step): each state evaluated once —
+      // the proposal's log π and gradient serve the next step when it is accepted.
+      T* U0 = ws + ROWS * a.off_U0;  // the state before the proposal
+      T* G0 = ws + ROWS * a.off_G0;  // its ∇log π
+      T* r_lp = RS + 7 * ROWS;       // log π of U
+      T* r_lp0 = RS + 8 * ROWS;      // log π of U0
+      T* r_acc = RS + 9 * ROWS;      // 1: the proposal was accepted
+      // G ← ∇log π(U) (energy part + Gaussian + kernel term), r_lp ← log π(U): a warp per row
+      auto full_grad = [&]() {
+        for (int r = warp; r < ROWS; r += kWarps) {
+          T su = T(0), sk = T(0);
+          for (int d = lane; d < D; d += 32) {
+            const T u = U[r * LD + d];
+            T g = G[r * LD + d] - u;
+            su += u * u;
+            if (kernel_on) {
+              const T df = r_alpha[r] * u - UN[r * LD + d];
+              sk += df * df;
+              g -= r_alpha[r] * df / (r_sig[r] * r_sig[r]);
+            }
+            G[r * LD + d] = g;
+          }
+          su = cx.warp_sum(su);
+          sk = cx.warp_sum(sk);
+          if (lane == 0) {
+            T lp = T(-0.5) * su;
+            if (a.has_energy) lp += r_lam[r] * r_F[r];
+            if (kernel_on) lp -= sk / (T(2) * r_sig[r] * r_sig[r]);
+            r_lp[r] = lp;
+          }
+        }
+        cx.sync();
+      };
+      if (K > 0) {
+        energy_grad();
+        full_grad();
+      }
+      for (int k = 0; k < K; ++k) {
+        const long step = step_base + k;
+        // the trace, and the state kept: U0, G0, r_lp0
+        for (int r = tid; r < ROWS; r += kThreads) {
+          if (a.log_density != nullptr && r < nvalid) a.log_density[(long)k * B + r_begin + r] = r_lp[r];
+          r_lp0[r] = r_lp[r];
+        }
+        // the proposal u' = u + (δ²/2)∇log π(u) + δε (c = 1: r_amp = δ), four elements a thread
+        for (int idx = tid; idx < ROWS * NB4; idx += kThreads) {
+          const int r = idx / NB4, j = idx % NB4;
+          const long b = r_begin + r;
+          float eps[4] = {0.f, 0.f, 0.f, 0.f};
+          T epsT[4] = {T(0), T(0), T(0), T(0)};
+          if (r < nvalid) {
+            if (a.noise != nullptr) {
+              const T* nz = a.noise + ((long)k * B + b) * D;
+              for (int q = 0; q < 4; ++q) epsT[q] = (4 * j + q < D) ? nz[4 * j + q] : T(0);
+            } else {
+              philox_normal4(a.key0, a.key1, (uint64_t)j, (uint64_t)a.chain_ids[b], (uint64_t)step, 0u, eps);
+              for (int q = 0; q < 4; ++q) epsT[q] = T(eps[q]);
+            }
+          }
+          for (int q = 0; q < 4; ++q) {
+            const int d = 4 * j + q;
+            if (d >= D) break;
+            const T u = U[r * LD + d], g = G[r * LD + d];
+            U0[r * LD + d] = u;
+            G0[r * LD + d] = g;
+            U[r * LD + d] = u + r_half[r] * g + r_amp[r] * epsT[q];
+          }
+        }
+        cx.sync();
+        energy_grad();
+        full_grad();
+        // the test: log U < log π(u') − log π(u) + log q(u | u') − log q(u' | u), a warp per row
+        for (int r = warp; r < ROWS; r += kWarps) {
+          T fwd = T(0), rev = T(0);
+          const T h = r_half[r];
+          for (int d = lane; d < D; d += 32) {
+            const T x = U0[r * LD + d], y = U[r * LD + d];
+            const T e1 = x - y - h * G[r * LD + d];   // u − u' − (δ²/2)∇log π(u')
+            const T e2 = y - x - h * G0[r * LD + d];  // u' − u − (δ²/2)∇log π(u)
+            rev += e1 * e1;
+            fwd += e2 * e2;
+          }
+          rev = cx.warp_sum(rev);
+          fwd = cx.warp_sum(fwd);
+          if (lane == 0) {
+            bool acc = false;
+            if (r < nvalid) {
+              const long b = r_begin + r;
+              const T dl = r_amp[r];  // δ (c = 1)
+              const T inv = dl > T(0) ? T(0.5) / (dl * dl) : T(0);
+              const T log_alpha = r_lp[r] - r_lp0[r] + (-rev * inv) - (-fwd * inv);
+              const T Uu = a.uniforms != nullptr
+                               ? a.uniforms[(long)k * B + b]
+                               : T(philox_accept_uniform(a.key0, a.key1, (uint64_t)a.chain_ids[b], (uint64_t)step));
+              acc = log(Uu) < log_alpha;  // NaN refuses
+              const T prob = log_alpha >= T(0) ? T(1) : exp(log_alpha);
+              a.accept[b] += acc ? T(1) : T(0);
+              if (prob == prob) a.accept[B + b] += prob;
+            }
+            r_acc[r] = acc ? T(1) : T(0);
+          }
+        }
+        cx.sync();
+        // a refused proposal: the chain stays (state, gradient, log π)
+        for (int idx = tid; idx < ROWS * D; idx += kThreads) {
+          const int r = idx / D, d = idx % D;
+          if (r_acc[r] == T(0)) {
+            U[r * LD + d] = U0[r * LD + d];
+            G[r * LD + d] = G0[r * LD + d];
+          }
+        }
+        for (int r = tid; r < ROWS; r += kThreads)
+          if (r_acc[r] == T(0)) r_lp[r] = r_lp0[r];
+        cx.sync();
+      }
+      continue;  // (Langevin mode has one level)
+    }
+    for (int k = 0; k < K; ++k) {
+      energy_grad();
       // ---- phase 5 (trace): log π at the state entering this step
       if (a.log_density != nullptr && !diffusion) {
         for (int r = warp; r < ROWS; r += kWarps) {

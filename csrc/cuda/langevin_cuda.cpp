@@ -157,6 +157,10 @@ void layout_workspace(KArgs<T>& a, const Structure& s, bool store_all, bool has_
   a.stack_len = round4(stack);
   take(a.off_STACK, a.stack_len);
   take(a.off_RS, kRowScalars);
+  if (a.metropolis) {
+    take(a.off_U0, a.LD);
+    take(a.off_G0, a.LD);
+  }
   a.store_all = store_all ? 1 : 0;
   a.row_elems = o;
 }
@@ -402,13 +406,14 @@ void launch(KArgs<T>& a, const Plan& p, const at::Tensor& u, const at::Tensor& p
 #endif
 
 template <typename T>
-std::tuple<at::Tensor, at::Tensor> langevin_impl(
+std::tuple<at::Tensor, at::Tensor, at::Tensor> langevin_impl(
     bool emulated, const at::Tensor& u_, const at::Tensor& params_, at::IntArrayRef dims, at::IntArrayRef layout,
     at::IntArrayRef mlps, at::ArrayRef<double> act_params, bool has_energy, int64_t n_levels, double sigma_min, double sigma_clamp, int64_t pack_token,
     const at::Tensor& step_size, const at::Tensor& noise_scale, const at::Tensor& energy_scale,
     const std::optional<at::Tensor>& t, const std::optional<at::Tensor>& u_next, const std::optional<at::Tensor>& alpha,
     const std::optional<at::Tensor>& sigma, const std::optional<at::Tensor>& noise, int64_t key0, int64_t key1,
-    const at::Tensor& chain_ids, int64_t n_steps, int64_t step_offset, bool trace) {
+    const at::Tensor& chain_ids, int64_t n_steps, int64_t step_offset, bool trace, bool metropolis,
+    const std::optional<at::Tensor>& uniforms) {
   const at::Tensor u = u_.contiguous();
   const at::Tensor params = params_.contiguous();
   TORCH_CHECK(params.scalar_type() == u.scalar_type() && params.device() == u.device(),
@@ -443,11 +448,21 @@ std::tuple<at::Tensor, at::Tensor> langevin_impl(
                     nz.scalar_type() == u.scalar_type() && nz.device() == u.device(),
                 "hebm cuda: noise must be [K, B, D] = [", n_steps, ", ", B, ", ", s.D, "] of u's dtype, got ", nz.sizes());
   }
+  at::Tensor uf;
+  if (uniforms.has_value()) {
+    TORCH_CHECK(metropolis && noise.has_value(), "hebm cuda: uniforms go with metropolis=True and explicit noise");
+    uf = uniforms->contiguous();
+    TORCH_CHECK(uf.dim() == 2 && uf.size(0) == n_steps && uf.size(1) == B && uf.scalar_type() == u.scalar_type() &&
+                    uf.device() == u.device(),
+                "hebm cuda: uniforms must be [K, B] = [", n_steps, ", ", B, "] of u's dtype, got ", uf.sizes());
+  }
+  TORCH_CHECK(!metropolis || noise.has_value() == uf.defined(), "hebm cuda: metropolis=True with explicit noise needs uniforms");
   at::Tensor out = at::empty_like(u);
   at::Tensor logd = trace ? at::empty({n_steps, B}, u.options()) : at::empty({0}, u.options());
+  at::Tensor acc = metropolis ? at::zeros({2, B}, u.options()) : at::empty({0}, u.options());
   if (n_steps == 0) {
     out.copy_(u);
-    return {out, logd};
+    return {out, logd, acc};
   }
   a.u_in = u.data_ptr<T>();
   a.u_out = out.data_ptr<T>();
@@ -465,6 +480,9 @@ std::tuple<at::Tensor, at::Tensor> langevin_impl(
   a.step_offset = step_offset;
   a.n_steps = (int)n_steps;
   a.log_density = trace ? logd.data_ptr<T>() : nullptr;
+  a.metropolis = metropolis ? 1 : 0;
+  a.uniforms = uf.defined() ? uf.data_ptr<T>() : nullptr;
+  a.accept = metropolis ? acc.data_ptr<T>() : nullptr;
   a.n_lv = 0;
   if (emulated) {
     TORCH_CHECK(u.device().is_cpu(), "hebm_cuda_emu takes CPU tensors");
@@ -486,7 +504,7 @@ std::tuple<at::Tensor, at::Tensor> langevin_impl(
     TORCH_CHECK(false, "hebm cuda: built without CUDA");
 #endif
   }
-  return {out, logd};
+  return {out, logd, acc};
 }
 
 template <typename T>
@@ -579,21 +597,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> langevin_op(
     const std::optional<at::Tensor>& noise, int64_t key0, int64_t key1, const at::Tensor& chain_ids, int64_t n_steps,
     int64_t step_offset, bool trace, bool metropolis, const std::optional<at::Tensor>& uniforms,
     c10::string_view precision) {
-  // the argument rules live in Python (hebm/args.py); the Metropolis test is not in this kernel
-  // yet, so hebm/backends/cuda.py never sends it one (FEATURES) — a direct op call is refused
-  TORCH_CHECK(!metropolis && !uniforms.has_value(), "hebm cuda: metropolis=True is not implemented by this kernel");
+  // the argument rules live in Python (hebm/args.py)
   check_precision(precision, u);
-  const at::Tensor none = at::empty({0}, u.options());
-  if (u.scalar_type() == at::kDouble) {
-    auto [o, l] = langevin_impl<double>(EMU, u, params, dims, layout, mlps, act_params, has_energy, n_levels, sigma_min, sigma_clamp, pack_token, step_size,
+  if (u.scalar_type() == at::kDouble)
+    return langevin_impl<double>(EMU, u, params, dims, layout, mlps, act_params, has_energy, n_levels, sigma_min, sigma_clamp, pack_token, step_size,
                                  noise_scale, energy_scale, t, u_next, alpha, sigma, noise, key0, key1, chain_ids, n_steps,
-                                 step_offset, trace);
-    return {o, l, none};
-  }
-  auto [o, l] = langevin_impl<float>(EMU, u, params, dims, layout, mlps, act_params, has_energy, n_levels, sigma_min, sigma_clamp, pack_token, step_size,
+                                 step_offset, trace, metropolis, uniforms);
+  return langevin_impl<float>(EMU, u, params, dims, layout, mlps, act_params, has_energy, n_levels, sigma_min, sigma_clamp, pack_token, step_size,
                               noise_scale, energy_scale, t, u_next, alpha, sigma, noise, key0, key1, chain_ids, n_steps,
-                              step_offset, trace);
-  return {o, l, none};
+                              step_offset, trace, metropolis, uniforms);
 }
 
 template <bool EMU>

@@ -29,7 +29,7 @@ from . import _build, ops
 from .pack import network_support, packed_prior
 
 NAME = "cuda"
-FEATURES = ("sigma_clamp",)
+FEATURES = ("sigma_clamp", "metropolis")
 
 MAX_LAYERS = 16  # latent layers (csrc/cuda/hebm_cuda.h kMaxL)
 MAX_LINEAR = 64  # Linear layers over all MLPs (kMaxLayers)
@@ -88,8 +88,8 @@ def ran(u: torch.Tensor) -> str:
 
 def run(prior, args, *, precision, trace, namespace: str = "hebm"):
     pk = packed_prior(prior, args.u.dtype, args.u.device)
-    out, logd, _ = ops.langevin(pk, args, precision=ran(args.u), trace=trace, namespace=namespace)
-    return out, logd, ran(args.u), None
+    out, logd, stats = ops.langevin(pk, args, precision=ran(args.u), trace=trace, namespace=namespace)
+    return out, logd, ran(args.u), stats
 
 
 def run_reverse(prior, schedule, r, *, precision, return_levels, namespace: str = "hebm"):
