@@ -52,11 +52,11 @@ QUICK=${HEBM_GPU_QUICK:-}
 # 2. GPU parity: the one parity matrix (tests/test_parity.py runs the real cuda/triton/graph
 #    backends when a GPU is present) and the backends' build/environment tests
 tests=()
-for f in tests/test_parity.py tests/test_triton_backend.py tests/test_cuda_backend.py tests/test_graph_backend.py; do
+for f in tests/test_parity.py tests/test_metropolis.py tests/test_triton_backend.py tests/test_cuda_backend.py tests/test_graph_backend.py; do
   [ -f "$f" ] && tests+=("$f")
 done
 if [ -n "$QUICK" ]; then
-  step parity "$OUT/parity.log" "$PY" -m pytest -q -rs -x tests/test_parity.py -k "cuda or triton or graph"
+  step parity "$OUT/parity.log" "$PY" -m pytest -q -rs -x tests/test_parity.py tests/test_metropolis.py -k "cuda or triton or graph"
 else
   step parity "$OUT/parity.log" "$PY" -m pytest -q -rs "${tests[@]}"
 fi
