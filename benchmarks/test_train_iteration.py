@@ -1,4 +1,4 @@
-"""One training iteration (``hebm.train.Trainer.train_step``) of each prior type on the default
+"""One training iteration (``hebm.trainer.Trainer.train_step``) of each prior type on the default
 digits config, with three samplers:
 
 * ``plain`` — the loop a user writes around the same modules: ``prior.log_density``, one
@@ -24,7 +24,7 @@ import torch
 
 from benchmarks import providers as P
 from hebm import models
-from hebm.train import Trainer
+from hebm.trainer import Trainer
 
 PRIORS = ("gaussian", "ebm", "diffusion")
 SAMPLERS = ("plain", "ref", "auto")

@@ -28,8 +28,12 @@ PRIOR_TYPES = ("gaussian", "ebm", "diffusion")
 
 
 def _f(default, help: str, kind: str, *, lo=None, hi=None, lo_open=False, choices=None, cli: bool = True,
-       list_of=None, factory=None):
-    meta = dict(help=help, kind=kind, lo=lo, hi=hi, lo_open=lo_open, choices=choices, cli=cli, list_of=list_of)
+       list_of=None, factory=None, required=False, metavar=None, repeat=False):
+    """A config field: its default, help, kind and range — the CLI flag is generated from it
+    (``required``, ``metavar``: argparse's; ``repeat``: a flag given once per value, collected in
+    a list)."""
+    meta = dict(help=help, kind=kind, lo=lo, hi=hi, lo_open=lo_open, choices=choices, cli=cli, list_of=list_of,
+                required=required, metavar=metavar, repeat=repeat)
     if factory is not None:
         return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)
@@ -121,7 +125,7 @@ class TrainConfig:
                           "knob", lo=0, hi=1e4)
     langevin_steps: int = _f(30, "prior Langevin steps K (ebm; diffusion: per level)", "knob", lo=0, hi=10**6)
     langevin_step_size: float = _f(0.4, "ebm: δ of the u-space prior Langevin", "knob", lo=0, lo_open=True, hi=10.0)
-    metropolis: bool = _f(False, "the prior chains of training Metropolis-adjusted (MALA, docs/design.md §2b): exact "
+    metropolis: bool = _f(False, "the prior chains of training Metropolis-adjusted (MALA, docs/design.md §2): exact "
                           "samples of the current prior at any step, one extra evaluation per chain", "knob")
     posterior_steps: int = _f(40, "posterior Langevin steps (--posterior langevin)", "knob", lo=1, hi=10**6)
     posterior_step_size: float = _f(0.1, "posterior Langevin δ", "knob", lo=0, lo_open=True, hi=10.0)
@@ -146,6 +150,130 @@ class TrainConfig:
 
 #: per prior type, the defaults that differ from the field defaults (docs: RESULTS.md "Defaults");
 #: "ebm-two-stage" is ``--prior ebm --init CKPT`` (the energies alone, on a frozen stage-1 model)
+@dataclass
+class SampleConfig:
+    """``python -m hebm.sample``'s own flags; the ones it shares with training (seed, the prior
+    chain's K and δ, fused, device: :data:`SAMPLE_SHARED`) are :class:`TrainConfig`'s fields, so
+    their types and ranges are training's."""
+
+    ckpt: str = _f(None, "ckpt.pt written by hebm.train", "run", required=True)
+    n: int = _f(64, "number of samples in the grid", "run", lo=1, hi=100000)
+    nrow: int = _f(8, "columns of the sample grid", "run", lo=1, hi=1000)
+    hierarchical: bool = _f(False, "rows varying one layer at a time (+ per-level decodes for diffusion)", "run")
+    ncol: int = _f(10, "columns of the hierarchical grid", "run", lo=1, hi=1000)
+    long_run: int = _f(0, "a K-step prior chain + energy profile (paper 1 uses 2500)", "run", lo=0, hi=10**6,
+                       metavar="K")
+    nchains: int = _f(64, "chains of the long run", "run", lo=1, hi=100000)
+    metropolis: bool = _f(False, "with --long-run: Metropolis-adjusted steps (MALA): the chain samples the trained "
+                          "prior exactly, at any step; the report adds the acceptance per segment", "run")
+    save: Optional[str] = _f(None, "also write the --n samples as DIR/000000.png … and DIR/samples.npz (for FID "
+                             "tools)", "run", metavar="DIR")
+    recon: bool = _f(False, "with --save: the Recon set instead — decodes of z ~ q(z | x) of --n random training "
+                     "images", "run")
+    attribute: list = _f(None, "conditional samples, e.g. --attribute digit=3 --attribute thickness=1 (a checkpoint "
+                         "fine-tuned with --attributes)", "run", repeat=True, metavar="NAME=VALUE", factory=list)
+    out: Optional[str] = _f(None, "output prefix (default <ckpt dir>/sample)", "run")
+
+
+#: hebm.sample's flags that are TrainConfig's fields, with the defaults hebm.sample gives them
+#: (None: the run's own value)
+SAMPLE_SHARED = {"seed": 0, "langevin_steps": (None, " (default: the checkpoint's)"),
+                 "langevin_step_size": (None, " (default: the checkpoint's)"), "fused": False, "device": "cpu"}
+
+
+@dataclass
+class EvaluateConfig:
+    """``python -m hebm.evaluate``'s flags before the task; with :data:`EVALUATE_SHARED`
+    (training's fields: device, seed)."""
+
+    ckpt: Optional[str] = _f(None, "ckpt.pt written by hebm.train (not needed for anomaly --train)", "run")
+    json: Optional[str] = _f(None, "also write the results to this JSON file", "run")
+
+
+EVALUATE_SHARED = {"device": "cpu", "seed": 0}
+
+
+@dataclass
+class AnomalyTask:
+    """``hebm.evaluate anomaly``: held-out-digit anomaly detection, AUPRC (docs/papers.md B §5.3);
+    with :data:`ANOMALY_SHARED` (training's prior, dataset, steps, fused)."""
+
+    holdout: list = _f(None, "held-out digit(s), e.g. 1 or 1,4,5,7,9", "run", list_of=int, lo=0, hi=9, required=True)
+    train: bool = _f(False, "run the whole protocol: train per digit and seed, then score", "run")
+    seeds: int = _f(3, "with --train: seeds per digit", "run", lo=1, hi=100)
+    stage1_steps: Optional[int] = _f(None, "with --train and a two-stage prior: steps of the gaussian stage 1", "run",
+                                     lo=1, hi=10**9)
+    stage1_runs: Optional[str] = _f(None, "with --train and a two-stage prior: the --runs-dir of a gaussian protocol "
+                                    "run, whose models (same digit and seed) serve as stage 1", "run")
+    two_stage: bool = _f(False, "with --train --prior ebm: the two-stage EBM prior (energies alone on a frozen "
+                         "gaussian stage 1) instead of joint training", "run")
+    set: list = _f(None, "with --train: any other hebm.train setting, e.g. --set lr_ebm=2e-5 (repeatable)", "run",
+                   repeat=True, metavar="KEY=VALUE", factory=list)
+    runs_dir: Optional[str] = _f(None, "with --train (default runs/anomaly-<prior>-<time>)", "run")
+    n_post: int = _f(4, "posterior samples per image", "run", lo=1, hi=1000)
+
+
+ANOMALY_SHARED = {"prior": ("ebm", " (with --train)"), "dataset": ("digits", " (with --train)"),
+                  "steps": (None, " (with --train; two-stage priors: of stage 2; default: the prior type's)"),
+                  "fused": False}
+
+
+@dataclass
+class OodTask:
+    """``hebm.evaluate ood``: LLR^{>k} out-of-distribution detection (two forms); with training's
+    data_root."""
+
+    ood_data: str = _f("photos", "photos | noise | mnist | fashion-mnist | svhn | cifar10", "run")
+    n_post: int = _f(1, "posterior samples per image", "run", lo=1, hi=1000)
+
+
+@dataclass
+class FdTask:
+    """``hebm.evaluate fd``: Fréchet distance to the training set; with training's fused and
+    langevin_steps (None: the checkpoint's)."""
+
+    n: int = _f(1000, "generated images per seed", "run", lo=2, hi=10**6)
+    seeds: int = _f(3, "sampling seeds (mean ± std)", "run", lo=1, hi=100)
+    inception_weights: Optional[str] = _f(None, "local torch-fidelity Inception weights for torchmetrics FID", "run")
+
+
+@dataclass
+class SummaryTask:
+    """``hebm.evaluate summary``: active units, KL and prior hole per layer, f⁺ − f⁻, FD."""
+
+    n: int = _f(2000, "samples", "run", lo=2, hi=10**6)
+
+
+@dataclass
+class ControllableTask:
+    """``hebm.evaluate controllable``: conditional samples scored by independent classifiers."""
+
+    n: int = _f(1000, "conditional samples per seed", "run", lo=10, hi=10**6)
+    seeds: int = _f(3, "sampling seeds (mean ± std)", "run", lo=1, hi=100)
+    figure: Optional[str] = _f(None, "also write the hierarchical-control grid to this PNG", "run")
+
+
+@dataclass
+class LatentsTask:
+    """``hebm.evaluate latents``: the digits-0/1 figure of posterior means and prior samples."""
+
+    figure: str = _f("latents.png", "the figure's file", "run")
+
+
+#: hebm.evaluate's tasks: (help, their own fields, training's fields they share with defaults)
+EVALUATE_TASKS = {
+    "anomaly": ("held-out-digit anomaly detection, AUPRC (docs/papers.md B §5.3)", AnomalyTask, ANOMALY_SHARED),
+    "ood": ("LLR^{>k} out-of-distribution detection (two forms): AUROC, AUPRC, FPR80", OodTask,
+            {"data_root": None}),
+    "fd": ("Fréchet distance to the training set in a small classifier's features (+ FID with local Inception "
+           "weights)", FdTask, {"fused": False, "langevin_steps": (None, " (default: the checkpoint's)")}),
+    "summary": ("active units, KL and prior hole per layer, f+ - f-, FD: one JSON", SummaryTask, {"fused": False}),
+    "controllable": ("conditional samples of an attribute-fine-tuned checkpoint scored by independent classifiers: "
+                     "accuracy per attribute and joint, FD", ControllableTask, {"fused": False}),
+    "latents": ("digits-0/1 figure: posterior means and prior samples per 2-d layer", LatentsTask, {"fused": False}),
+}
+
+
 PRIOR_DEFAULTS = {
     "gaussian": dict(langevin_steps=0),
     "ebm": dict(spectral_norm=True, lr_ebm=2e-5, langevin_steps=60),
@@ -280,35 +408,71 @@ def _listed(name: str, meta: dict, cast):
     return parse
 
 
-def add_arguments(parser: argparse.ArgumentParser, classes=(ModelConfig, TrainConfig), shown: Optional[dict] = None):
-    """One flag per CLI field of ``classes``: ``--field-name``, typed and range-checked (the
-    parser should use ``argument_default=argparse.SUPPRESS`` so only the given flags appear)."""
+def _add_flag(parser, f, default, help_, *, suppress: bool) -> None:
+    """The flag of field ``f``: ``--field-name``, typed and range-checked.  ``suppress``: no
+    default on the parser (hebm.train: only the given flags appear), else ``default``."""
+    m = f.metadata
+    flag = "--" + f.name.replace("_", "-")
+    kw = dict(dest=f.name, help=help_.replace("%", "%%").replace("%%%%", "%%"))
+    if not suppress:
+        kw["default"] = default
+    if m.get("required"):
+        kw["required"] = True
+    if m.get("metavar"):
+        kw["metavar"] = m["metavar"]
+    if str(f.type) == "bool":
+        # --x / --no-x: a prior type's default may be on (spectral norm for the ebm)
+        parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
+    elif m.get("repeat"):
+        parser.add_argument(flag, action="append", **{**kw, "default": [] if not suppress else argparse.SUPPRESS})
+    elif m.get("list_of") is not None:
+        parser.add_argument(flag, type=_listed(f.name, m, m["list_of"]), **{"metavar": "A,B,…", **kw})
+    elif m.get("choices"):
+        parser.add_argument(flag, choices=m["choices"], **kw)
+    else:
+        cast = {"int": int, "float": float, "Optional[int]": int, "Optional[float]": float}.get(str(f.type), str)
+        if cast is str:
+            parser.add_argument(flag, **kw)
+        else:
+            parser.add_argument(flag, type=_ranged(f.name, m, cast), **kw)
+
+
+def _field_default(f):
+    return f.default if f.default is not dataclasses.MISSING else f.default_factory()
+
+
+def add_arguments(parser: argparse.ArgumentParser, classes=(ModelConfig, TrainConfig), shown: Optional[dict] = None,
+                  *, only=None, defaults: Optional[dict] = None):
+    """One flag per CLI field of ``classes``: ``--field-name``, typed and range-checked.
+
+    Without ``defaults`` the parser gets no defaults (it should use
+    ``argument_default=argparse.SUPPRESS``, so only the given flags appear: hebm.train, whose
+    defaults depend on the prior); ``shown`` overrides the defaults the help names.  With
+    ``defaults`` (a dict, possibly empty) every flag gets its field's default, or the dict's
+    value for it (hebm.sample, hebm.evaluate) — a value ``(default, note)`` adds the note to the
+    help.  ``only``: these field names only, in this order (the flags an entry point shares with
+    training: the same types and ranges)."""
     shown = shown or {}
-    for cls in classes:
-        for f in dataclasses.fields(cls):
-            m = f.metadata
-            if not m.get("cli", True):
-                continue
-            flag = "--" + f.name.replace("_", "-")
-            default = shown.get(f.name, f.default if f.default is not dataclasses.MISSING else f.default_factory())
-            per_prior = "".join(f"; {k}: {d[f.name]}" for k, d in PRIOR_DEFAULTS.items() if f.name in d)
-            help_ = m["help"] + (f" (default {default}{per_prior})" if default not in (None, False) or per_prior else "")
-            help_ = help_.replace("%", "%%").replace("%%%%", "%%")
-            if str(f.type) == "bool":
-                # --x / --no-x: a prior type's default may be on (spectral norm for the ebm)
-                parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, help=help_)
-            elif m.get("list_of") is not None:
-                parser.add_argument(flag, dest=f.name, type=_listed(f.name, m, m["list_of"]), help=help_, metavar="A,B,…")
-            elif m.get("choices"):
-                parser.add_argument(flag, dest=f.name, choices=m["choices"], help=help_)
-            else:
-                cast = {"int": int, "float": float, "Optional[int]": int, "Optional[float]": float}.get(str(f.type), str)
-                if cast is str:
-                    parser.add_argument(flag, dest=f.name, help=help_)
-                else:
-                    parser.add_argument(flag, dest=f.name, type=_ranged(f.name, m, cast), help=help_)
+    fields = [f for cls in classes for f in dataclasses.fields(cls) if f.metadata.get("cli", True)]
+    if only is not None:
+        by = {f.name: f for f in fields}
+        fields = [by[n] for n in only]
+    for f in fields:
+        note = ""
+        if defaults is None:
+            default = shown.get(f.name, _field_default(f))
+        else:
+            default = defaults.get(f.name, _field_default(f))
+            if isinstance(default, tuple):
+                default, note = default
+        per_prior = "".join(f"; {k}: {d[f.name]}" for k, d in PRIOR_DEFAULTS.items() if f.name in d) \
+            if defaults is None else ""
+        help_ = f.metadata["help"] + (f" (default {default}{per_prior})"
+                                      if default not in (None, False, []) or per_prior else "")
+        help_ += note
+        _add_flag(parser, f, default, help_, suppress=defaults is None)
     return parser
 
 
-__all__ = ["ModelConfig", "TrainConfig", "PRIOR_TYPES", "PRIOR_DEFAULTS", "add_arguments", "build", "check_value",
+__all__ = ["EVALUATE_SHARED", "EVALUATE_TASKS", "EvaluateConfig", "ModelConfig", "SAMPLE_SHARED", "SampleConfig", "TrainConfig", "PRIOR_TYPES", "PRIOR_DEFAULTS", "add_arguments", "build", "check_value",
            "defaults", "defaults_key", "kind_of", "resume_changes", "split_settings"]

@@ -35,7 +35,6 @@
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
@@ -48,13 +47,13 @@ import torch
 
 from . import cli
 from .checkpoint import load_checkpoint
-from .config import ModelConfig, TrainConfig, kind_of
+from .config import EVALUATE_SHARED, EVALUATE_TASKS, EvaluateConfig, ModelConfig, TrainConfig, add_arguments, kind_of
 from .data import RunData, load_dataset, run_data
 from .metrics import (auprc, frechet_distance, gap_closed, latent_report, mean_std, ood_metrics, prior_hole,
                       stationarity)
 from .models import LOG2PI, load_model
 from .reference import ref_step
-from .train import Trainer, resolve_settings
+from .trainer import Trainer, resolve_settings
 
 
 def _data(tcfg) -> RunData:
@@ -588,70 +587,18 @@ def latents_figure(path: str, fig_path: str, *, n: int = 500, seed: int = 0, fus
 
 
 # ---------------------------------------------------------------------------------- CLI
-def _digits(s: str) -> list:
-    try:
-        out = [int(v) for v in s.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected digits like 1 or 1,4,5,7,9, got {s!r}") from None
-    if not out or any(not 0 <= v <= 9 for v in out):
-        raise argparse.ArgumentTypeError(f"expected digits 0-9 like 1 or 1,4,5,7,9, got {s!r}")
-    return out
-
-
 def build_parser():
-    p = cli.Parser(prog="python -m hebm.evaluate", description="Evaluate a hebm checkpoint the way the papers do.",
-                   formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--ckpt", help="ckpt.pt written by hebm.train (not needed for anomaly --train)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--seed", type=cli.int_range(0, 2**31), default=0)
-    p.add_argument("--json", default=None, help="also write the results to this JSON file")
+    """Generated from :mod:`hebm.config`: :class:`~hebm.config.EvaluateConfig` and one subcommand
+    per :data:`~hebm.config.EVALUATE_TASKS` entry, the flags shared with training taken from
+    training's fields (the same types and ranges)."""
+    p = cli.Parser(prog="python -m hebm.evaluate", description="Evaluate a hebm checkpoint the way the papers do.")
+    add_arguments(p, (EvaluateConfig,), defaults={})
+    add_arguments(p, (TrainConfig,), only=list(EVALUATE_SHARED), defaults=EVALUATE_SHARED)
     sub = p.add_subparsers(dest="task", required=True, parser_class=cli.Parser)
-    a = sub.add_parser("anomaly", help="held-out-digit anomaly detection, AUPRC (docs/papers.md B §5.3)")
-    a.add_argument("--holdout", required=True, type=_digits, help="held-out digit(s), e.g. 1 or 1,4,5,7,9")
-    a.add_argument("--train", action="store_true", help="run the whole protocol: train per digit and seed, then score")
-    a.add_argument("--prior", default="ebm", choices=("gaussian", "ebm", "diffusion"), help="with --train")
-    a.add_argument("--dataset", default="digits", help="with --train: digits | mnist5k")
-    a.add_argument("--seeds", type=cli.int_range(1, 100), default=3, help="with --train: seeds per digit")
-    a.add_argument("--steps", type=cli.int_range(1, 10**7), default=None, help="with --train: training steps "
-                                                                              "(two-stage priors: of stage 2)")
-    a.add_argument("--stage1-steps", dest="stage1_steps", type=cli.int_range(1, 10**7), default=None,
-                   help="with --train and a two-stage prior: steps of the gaussian stage 1")
-    a.add_argument("--stage1-runs", dest="stage1_runs", default=None,
-                   help="with --train and a two-stage prior: the --runs-dir of a gaussian protocol run, whose models "
-                        "(same digit and seed) serve as stage 1")
-    a.add_argument("--two-stage", dest="two_stage", action="store_true",
-                   help="with --train --prior ebm: the two-stage EBM prior (energies alone on a frozen gaussian stage "
-                        "1) instead of joint training")
-    a.add_argument("--set", dest="extra", action="append", default=[], metavar="KEY=VALUE",
-                   help="with --train: any other hebm.train setting, e.g. --set lr_ebm=2e-5 (repeatable)")
-    a.add_argument("--fused", action="store_true")
-    a.add_argument("--runs-dir", dest="runs_dir", default=None, help="with --train (default runs/anomaly-<prior>-<time>)")
-    a.add_argument("--n-post", dest="n_post", type=cli.int_range(1, 1000), default=4, help="posterior samples per image")
-    o = sub.add_parser("ood", help="LLR^{>k} out-of-distribution detection (two forms): AUROC, AUPRC, FPR80")
-    o.add_argument("--ood-data", dest="ood_data", default="photos", help="photos | noise | mnist | fashion-mnist | svhn | "
-                                                                          "cifar10")
-    o.add_argument("--data-root", dest="data_root", default=None)
-    o.add_argument("--n-post", dest="n_post", type=cli.int_range(1, 1000), default=1)
-    f = sub.add_parser("fd", help="Fréchet distance to the training set in a small classifier's features (+ FID with "
-                                  "local Inception weights)")
-    f.add_argument("--n", type=cli.int_range(2, 10**6), default=1000, help="generated images per seed")
-    f.add_argument("--seeds", type=cli.int_range(1, 100), default=3, help="sampling seeds (mean ± std)")
-    f.add_argument("--fused", action="store_true")
-    f.add_argument("--langevin-steps", dest="langevin_steps", type=cli.int_range(0, 10**6), default=None)
-    f.add_argument("--inception-weights", dest="inception_weights", default=None,
-                   help="local torch-fidelity Inception weights for torchmetrics FID")
-    s = sub.add_parser("summary", help="active units, KL and prior hole per layer, f+ - f-, FD: one JSON")
-    s.add_argument("--n", type=cli.int_range(2, 10**6), default=2000)
-    s.add_argument("--fused", action="store_true")
-    c = sub.add_parser("controllable", help="conditional samples of an attribute-fine-tuned checkpoint scored by "
-                                            "independent classifiers: accuracy per attribute and joint, FD")
-    c.add_argument("--n", type=cli.int_range(10, 10**6), default=1000, help="conditional samples per seed")
-    c.add_argument("--seeds", type=cli.int_range(1, 100), default=3, help="sampling seeds (mean ± std)")
-    c.add_argument("--figure", default=None, help="also write the hierarchical-control grid to this PNG")
-    c.add_argument("--fused", action="store_true")
-    t = sub.add_parser("latents", help="digits-0/1 figure: posterior means and prior samples per 2-d layer")
-    t.add_argument("--figure", default="latents.png")
-    t.add_argument("--fused", action="store_true")
+    for name, (help_, task, shared) in EVALUATE_TASKS.items():
+        t = sub.add_parser(name, help=help_, description=help_)
+        add_arguments(t, (task,), defaults={})
+        add_arguments(t, (ModelConfig, TrainConfig), only=list(shared), defaults=shared)
     return p
 
 
@@ -684,7 +631,7 @@ def main(argv=None) -> int:
             torch.set_num_threads(1)
         if a.task == "anomaly":
             if a.train:
-                settings = dict(dataset=a.dataset, fused=a.fused, **_extra_settings(a.extra))
+                settings = dict(dataset=a.dataset, fused=a.fused, **_extra_settings(a.set))
                 if a.steps is not None:
                     settings["steps"] = a.steps
                 runs = a.runs_dir or os.path.join("runs", f"anomaly-{a.prior}-{time.strftime('%Y%m%d-%H%M%S')}")

@@ -32,7 +32,6 @@
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -41,6 +40,7 @@ import torch
 
 from . import cli
 from .args import DivergenceError
+from .config import SAMPLE_SHARED, SampleConfig, TrainConfig, add_arguments
 from .data import run_data
 from .figures import plot_profile, save_grid, save_scatter, to_images
 from .models import load_model, run_langevin
@@ -147,35 +147,11 @@ def save_image_set(x: torch.Tensor, z: torch.Tensor, shape, out_dir: str) -> int
 
 
 def build_parser():
-    p = cli.Parser(prog="python -m hebm.sample", description="Sample from a trained hebm checkpoint.",
-                   formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--ckpt", required=True, help="ckpt.pt written by hebm.train")
-    p.add_argument("--n", type=cli.int_range(1, 100000), default=64, help="number of samples in the grid")
-    p.add_argument("--nrow", type=cli.int_range(1, 1000), default=8)
-    p.add_argument("--seed", type=cli.int_range(0, 2**63 - 1), default=0)
-    p.add_argument("--langevin-steps", dest="langevin_steps", type=cli.int_range(0, 10**6), default=None,
-                   help="default: the run's")
-    p.add_argument("--langevin-step-size", dest="langevin_step_size", type=cli.float_range(0, 10.0, lo_open=True),
-                   default=None, help="default: the run's (ebm)")
-    p.add_argument("--fused", action="store_true")
-    p.add_argument("--hierarchical", action="store_true", help="rows varying one layer at a time (+ per-level decodes "
-                                                                  "for diffusion)")
-    p.add_argument("--ncol", type=cli.int_range(1, 1000), default=10, help="columns of the hierarchical grid")
-    p.add_argument("--long-run", dest="long_run", type=cli.int_range(0, 10**6), default=0, metavar="K",
-                   help="a K-step prior chain + energy profile (paper 1 uses 2500)")
-    p.add_argument("--nchains", type=cli.int_range(1, 100000), default=64, help="chains of the long run")
-    p.add_argument("--metropolis", action="store_true", help="with --long-run: Metropolis-adjusted steps (MALA): the "
-                                                                "chain samples the trained prior exactly, at any step; "
-                                                                "the report adds the acceptance per segment")
-    p.add_argument("--save", default=None, metavar="DIR", help="also write the --n samples as DIR/000000.png … and "
-                                                                  "DIR/samples.npz (for FID tools)")
-    p.add_argument("--recon", action="store_true", help="with --save: the Recon set instead — decodes of z ~ q(z | x) "
-                                                         "of --n random training images")
-    p.add_argument("--attribute", action="append", default=[], metavar="NAME=VALUE",
-                   help="conditional samples, e.g. --attribute digit=3 --attribute thickness=1 (a checkpoint fine-tuned "
-                        "with --attributes)")
-    p.add_argument("--out", default=None, help="output prefix (default <ckpt dir>/sample)")
-    p.add_argument("--device", default="cpu")
+    """The flags of :class:`hebm.config.SampleConfig`, and those it shares with training
+    (:data:`hebm.config.SAMPLE_SHARED`: training's types and ranges), generated."""
+    p = cli.Parser(prog="python -m hebm.sample", description="Sample from a trained hebm checkpoint.")
+    add_arguments(p, (SampleConfig,), defaults={})
+    add_arguments(p, (TrainConfig,), only=list(SAMPLE_SHARED), defaults=SAMPLE_SHARED)
     return p
 
 

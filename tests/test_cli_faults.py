@@ -18,7 +18,8 @@ import torch
 from hebm import evaluate, sample
 from hebm.checkpoint import CheckpointError, latest_good, load_checkpoint, prev_path, save_checkpoint
 from hebm.models import load_model
-from hebm.train import Trainer, main
+from hebm.train import main
+from hebm.trainer import Trainer
 
 FLAGS = {"--steps": "4", "--ckpt-every": "2", "--batch-size": "16", "--langevin-steps": "2", "--enc-hidden": "32",
          "--dec-hidden": "32", "--prior-hidden": "16", "--energy-hidden": "16,16", "--latent-dims": "6,4,2",
@@ -548,3 +549,33 @@ def test_model_mismatch_is_named(tmp_path, run_dir):
     torch.save(ck, tmp_path / "mismatch.pt")
     with pytest.raises(CheckpointError, match="does not match"):
         load_model(str(tmp_path / "mismatch.pt"))
+
+
+def test_entry_points_share_trainings_flag_ranges(capsys):
+    """hebm.sample and hebm.evaluate generate the flags they share with training from training's
+    fields: the same values are accepted and refused with the same words (issue 24: --seed and
+    --steps once had other ranges there)."""
+    from hebm import config, evaluate, sample
+    from hebm.train import build_parser as train_parser
+
+    def outcome(parser, argv):
+        try:
+            parser.parse_args(argv)
+            return "ok"
+        except SystemExit:
+            return capsys.readouterr().err.split("error: ")[-1].strip()
+
+    cases = {"seed": ["--seed", str(2**63 - 1)], "langevin_steps": ["--langevin-steps", "1000001"],
+             "steps": ["--steps", str(10**9)], "fused": ["--fused"], "device": ["--device", "cpu"],
+             "langevin_step_size": ["--langevin-step-size", "0"], "prior": ["--prior", "vae"],
+             "dataset": ["--dataset", "mnist5k"], "data_root": ["--data-root", "d"]}
+    bad = {"seed": ["--seed", "-1"], "steps": ["--steps", "0"], "langevin_steps": ["--langevin-steps", "-2"]}
+    for name in {**config.SAMPLE_SHARED, **config.EVALUATE_SHARED, **config.ANOMALY_SHARED}:
+        for argv in filter(None, (cases.get(name), bad.get(name))):
+            want = outcome(train_parser(), argv)
+            if name in config.SAMPLE_SHARED:
+                assert outcome(sample.build_parser(), ["--ckpt", "c"] + argv) == want, (name, argv)
+            if name in config.EVALUATE_SHARED:
+                assert outcome(evaluate.build_parser(), argv + ["latents"]) == want, (name, argv)
+            if name in config.ANOMALY_SHARED:
+                assert outcome(evaluate.build_parser(), ["anomaly", "--holdout", "1"] + argv) == want, (name, argv)

@@ -15,7 +15,7 @@ from hebm.controllable import (AttributeHeads, combination_index, combinations, 
                                parse_fixed, parse_layers)
 from hebm.data import VectorData
 from hebm.prior import HierarchicalPrior
-from hebm.train import Trainer
+from hebm.trainer import Trainer
 
 H = W = 12
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from hebm import evaluate, metrics, sample
-from hebm.train import Trainer
+from hebm.trainer import Trainer
 
 TINY = dict(steps=3, batch_size=16, langevin_steps=3, quiet=True, enc_hidden=[32], dec_hidden=[32], prior_hidden=[16],
             energy_hidden=[16, 16], latent_dims=[6, 4, 2], n_samples=8, eval_every=0)

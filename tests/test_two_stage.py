@@ -14,7 +14,8 @@ from hebm.cli import UserError
 from hebm.config import PRIOR_DEFAULTS, ModelConfig, build
 from hebm.models import build_model
 from hebm.prior import HierarchicalPrior
-from hebm.train import Trainer, build_parser, resolve_settings
+from hebm.train import build_parser
+from hebm.trainer import Trainer, resolve_settings
 
 TINY = dict(steps=3, batch_size=16, langevin_steps=3, quiet=True, enc_hidden=[32], dec_hidden=[32], prior_hidden=[16],
             energy_hidden=[16, 16], latent_dims=[6, 4, 2], n_samples=8, eval_every=0)
