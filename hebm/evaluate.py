@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import sys
 import time
@@ -51,7 +50,7 @@ from .config import EVALUATE_SHARED, EVALUATE_TASKS, EvaluateConfig, ModelConfig
 from .data import RunData, load_dataset, run_data
 from .metrics import (auprc, frechet_distance, gap_closed, latent_report, mean_std, ood_metrics, prior_hole,
                       stationarity)
-from .models import LOG2PI, load_model
+from .models import LOG2PI, MODELS, load_model
 from .reference import ref_step
 from .trainer import Trainer, resolve_settings
 
@@ -76,11 +75,7 @@ def log_posterior_terms(model, tcfg, x: torch.Tensor, *, n_post: int = 4, seed: 
     for j, xb in _batches(x):
         acc = {k: torch.zeros(xb.shape[0], dtype=xb.dtype, device=xb.device) for k in out}
         for s in range(n_post):
-            if tcfg.posterior == "langevin" and model.kind == "ebm":
-                z = model.posterior_langevin(xb, seed=seed * 1000 + s + j, n_steps=tcfg.posterior_steps,
-                                             step_size=tcfg.posterior_step_size)
-            else:
-                z = model.posterior(xb, torch.Generator(device=xb.device).manual_seed(seed * 1000 + s + j)).z
+            z = model.posterior_draw(xb, tcfg, seed=seed * 1000 + s + j)
             acc["log_px"] += model.log_px(xb, z)
             acc["log_p_beta"] += model.prior.log_p_beta(z)
             acc["tilt"] += model.tilt(z)
@@ -133,12 +128,10 @@ def tilted_lower_layers(model, z: torch.Tensor, k: int, *, n_steps: int, step_si
     g = torch.Generator(device=z.device).manual_seed(seed)
     low = torch.randn(z.shape[0], cut, generator=g, device=z.device, dtype=z.dtype)
     high = u[:, cut:]
-    if model.kind == "gaussian" or n_steps == 0:
+    chain = model.lower_layer_chain(step_size)
+    if chain is None or n_steps == 0:  # (the prior draws them exactly)
         return prior.T(torch.cat([low, high], 1))
-    scale = 1.0
-    if model.kind == "diffusion":  # the level-0 marginal: F/s_0, sampled with the level-0 step √s_0
-        s0 = float(model.schedule.step_variance(0))
-        scale, step_size = 1.0, math.sqrt(s0)
+    scale, step_size = chain
 
     def target(lo):
         return scale * model.tilt(prior.T(torch.cat([lo, high], 1))) - 0.5 * lo.pow(2).sum(1)
@@ -231,7 +224,7 @@ def anomaly_train(prior: str, holdouts, seeds: int, *, runs_dir: str, settings: 
     Rerun with the same ``runs_dir`` after an interruption, it reuses the finished runs and
     resumes the interrupted one (``_protocol_run``)."""
     table = {}
-    two_stage = two_stage or prior == "diffusion"
+    two_stage = MODELS[prior].is_two_stage(two_stage)
     for h in holdouts:
         vals, details = [], []
         for s in range(seeds):
@@ -399,7 +392,7 @@ def fd_eval(path: str, *, n: int = 1000, seeds: int = 3, seed: int = 0, fused: b
         s_seed = seed * 7919 + 1 + s
         xg = generate(model, tcfg, n, s_seed, fused, langevin_steps)
         fds.append(fd_of(xg))
-        if model.kind == "gaussian":
+        if not model.tilted:
             fd_base.append(fds[-1])  # the model's prior is p_β itself (the same draws)
         else:
             fd_base.append(fd_of(torch.cat([model.sample_base(min(500, n - j), seed=s_seed, chain_offset=j).cpu()
@@ -636,15 +629,17 @@ def main(argv=None) -> int:
                     settings["steps"] = a.steps
                 runs = a.runs_dir or os.path.join("runs", f"anomaly-{a.prior}-{time.strftime('%Y%m%d-%H%M%S')}")
                 st1 = {"steps": a.stage1_steps} if a.stage1_steps else None
-                if a.two_stage and a.prior != "ebm":
-                    raise cli.UserError("--two-stage applies to --prior ebm (the diffusion is always two-stage)")
+                if a.two_stage and not MODELS[a.prior].two_stage_optional:
+                    raise cli.UserError(f"--two-stage applies to a prior that can be trained either way (--prior ebm); "
+                                        f"{a.prior} is " + ("always two-stage" if MODELS[a.prior].two_stage_only
+                                                            else "trained from scratch"))
                 table = anomaly_train(a.prior, a.holdout, a.seeds, runs_dir=runs, settings=settings, n_post=a.n_post,
                                       stage1_settings=st1, stage1_runs=a.stage1_runs, two_stage=a.two_stage,
                                       device=a.device)
                 print(f"anomaly AUPRC, prior {a.prior}, {a.dataset}, {a.seeds} seed(s):")
                 for h, r in table.items():
                     print(f"  held-out {h}: {r['mean']:.3f} ± {r['std']:.3f}   {['%.3f' % v for v in r['values']]}")
-                result = dict(task="anomaly", prior=a.prior, two_stage=a.two_stage or a.prior == "diffusion", dataset=a.dataset,
+                result = dict(task="anomaly", prior=a.prior, two_stage=MODELS[a.prior].is_two_stage(a.two_stage), dataset=a.dataset,
                               seeds=a.seeds, table=table)
             else:
                 need_ckpt()

@@ -279,9 +279,48 @@ def kl_penalty(prior: HierarchicalPrior, post: Posterior, *, weight: float = 1.0
 
 # ---------------------------------------------------------------------------------- the models
 class LatentModel(nn.Module):
-    """The shared parts: encoder + inference network, decoder, the hierarchy ``p_β``."""
+    """The shared parts: encoder + inference network, decoder, the hierarchy ``p_β``.
+
+    What differs between the prior types is said by the class (the entry points ask it, they
+    do not branch on the name): ``kind`` (the ``--prior`` name), ``tilted`` (a prior other than
+    p_β: an energy tilts it), ``learns_energies``, ``trains_chain_step`` (``--langevin-step-size``
+    sets its prior chain's δ), ``two_stage_only`` / ``two_stage_optional`` (whether ``--init``
+    is required / allowed), ``has_levels`` (a reverse diffusion's levels), ``serves_as_stage1``, and the methods below."""
 
     kind = ""
+    has_levels = False  # a diffusion: its reverse chain passes through levels worth drawing
+    tilted = False
+    learns_energies = False
+    trains_chain_step = False
+    two_stage_only = False
+    two_stage_optional = False
+    serves_as_stage1 = True  # a trained run of this type can be frozen under a two-stage prior
+
+    @classmethod
+    def is_two_stage(cls, init) -> bool:
+        """Whether a run of this type with ``--init`` = ``init`` trains on a frozen stage 1."""
+        return cls.two_stage_only or (cls.two_stage_optional and bool(init))
+
+    @classmethod
+    def stage1_settings(cls, base: dict) -> dict:
+        """Model settings a two-stage run of this type takes from its stage-1 run's config."""
+        return {}
+
+    def posterior_draw(self, x, tcfg, *, seed: int) -> torch.Tensor:
+        """A posterior sample for scoring: z ~ q(z | x) (the EBM with ``--posterior langevin``:
+        its posterior Langevin chain)."""
+        return self.posterior(x, torch.Generator(device=x.device).manual_seed(seed)).z
+
+    def lower_layer_chain(self, step_size: float):
+        """``(tilt scale, δ)`` of the chain that redraws the lower layers of z given the upper
+        ones (hebm.evaluate's LLR): None when the prior draws them exactly (no tilt)."""
+        return None
+
+    def long_run(self, u, *, K: int, seed: int, chain_ids, step_size: float, fused: bool, snapshots: int,
+                 metropolis: bool, record):
+        """Paper 1's long-run chain from ``u``: ``(log π per step, snapshot steps, acceptance per
+        segment)``, ``record(u, t)`` called at each snapshot."""
+        raise ValueError("--long-run needs an ebm or diffusion checkpoint (the gaussian prior is sampled exactly)")
 
     def __init__(self, cfg: ModelConfig, *, energy_hidden=None, energy_act=None, spectral_norm=False):
         super().__init__()
@@ -429,6 +468,34 @@ class EBMModel(LatentModel):
     """The joint latent-space EBM prior ``p(z̃) ∝ exp(Σ_i f_i(z_i)) p_β(z̃)`` (paper 1)."""
 
     kind = "ebm"
+    tilted = True
+    learns_energies = True
+    trains_chain_step = True
+    two_stage_optional = True
+
+    def posterior_draw(self, x, tcfg, *, seed: int) -> torch.Tensor:
+        if tcfg.posterior == "langevin":
+            return self.posterior_langevin(x, seed=seed, n_steps=tcfg.posterior_steps,
+                                           step_size=tcfg.posterior_step_size)
+        return super().posterior_draw(x, tcfg, seed=seed)
+
+    def lower_layer_chain(self, step_size: float):
+        return 1.0, step_size
+
+    def long_run(self, u, *, K: int, seed: int, chain_ids, step_size: float, fused: bool, snapshots: int,
+                 metropolis: bool, record):
+        marks = sorted({int(round(K * (j + 1) / snapshots)) for j in range(snapshots)})
+        logs, acceptance, done = [], [], 0
+        for m in marks:
+            u, info = run_langevin(self.prior, u, fused=fused, n_steps=m - done, step_size=step_size, seed=seed,
+                                   chain_ids=chain_ids, step_offset=done, return_info=True, check="raise",
+                                   metropolis=metropolis)
+            logs.append(info["log_density"].mean(1))
+            if metropolis:
+                acceptance.append(float(info["accept_rate"].mean()))
+            done = m
+            record(u, None)
+        return torch.cat(logs), marks, acceptance
 
     def __init__(self, cfg: ModelConfig):
         super().__init__(cfg, energy_hidden=cfg.energy_hidden, energy_act=cfg.energy_act,
@@ -553,6 +620,36 @@ class DiffusionModel(LatentModel):
     level-conditioned energies)."""
 
     kind = "diffusion"
+    serves_as_stage1 = False
+    has_levels = True
+    tilted = True
+    learns_energies = True
+    two_stage_only = True
+
+    @classmethod
+    def stage1_settings(cls, base: dict) -> dict:
+        # its p_β model keeps the stage-1 run's energies (unused), so their shapes
+        return dict(base_prior=base["prior"], base_energy_hidden=base.get("energy_hidden"),
+                    base_energy_act=base.get("energy_act"), base_spectral_norm=bool(base.get("spectral_norm")))
+
+    def lower_layer_chain(self, step_size: float):
+        # the level-0 marginal: F/s_0 (its tilt already carries 1/s_0), sampled with the level-0 step √s_0
+        return 1.0, math.sqrt(float(self.schedule.step_variance(0)))
+
+    def long_run(self, u, *, K: int, seed: int, chain_ids, step_size: float, fused: bool, snapshots: int,
+                 metropolis: bool, record):
+        sch, logs, acceptance, marks = self.schedule, [], [], []
+        n = u.shape[0]
+        for j, t in enumerate(range(sch.T - 1, -1, -1)):
+            kw = sch.langevin_kwargs(t, u)
+            u, info = run_langevin(self.dprior, u, fused=fused, n_steps=K, seed=seed, chain_ids=chain_ids,
+                                   step_offset=j * K, return_info=True, check="raise", metropolis=metropolis, **kw)
+            logs.append(info["log_density"].mean(1))
+            if metropolis:
+                acceptance.append(float(info["accept_rate"].mean()))
+            marks.append((j + 1) * K)
+            record(u, torch.full((n,), t, dtype=torch.long, device=u.device))
+        return torch.cat(logs), marks, acceptance
 
     def __init__(self, cfg: ModelConfig):
         base_energy = cfg.base_prior == "ebm"

@@ -43,7 +43,7 @@ from .args import DivergenceError
 from .config import SAMPLE_SHARED, SampleConfig, TrainConfig, add_arguments
 from .data import run_data
 from .figures import plot_profile, save_grid, save_scatter, to_images
-from .models import load_model, run_langevin
+from .models import load_model
 from .philox import initial_noise
 
 IN_REGION = 0.9  # the fraction of chains inside the posterior's 99 % region that counts as "staying"
@@ -91,7 +91,7 @@ def long_run(model, *, n_chains: int, K: int, seed: int, step_size: float, fused
     p0 = next(model.parameters())
     ids = torch.arange(n_chains, device=p0.device)
     u = initial_noise(seed, n_chains, model.D, chain_ids=ids, device=p0.device, dtype=p0.dtype)
-    logs, snaps, energy, inside, marks_done = [], [], [], [], []
+    snaps, energy, inside = [], [], []
     prior = model.sampling_prior
 
     def record(u, t=None):
@@ -100,33 +100,11 @@ def long_run(model, *, n_chains: int, K: int, seed: int, step_size: float, fused
         energy.append(float(prior.energy(z, t).mean()) if prior.has_energy else 0.0)
         inside.append(region.inside(z) if region is not None else float("nan"))
 
-    if model.kind == "ebm":
-        marks = sorted({int(round(K * (j + 1) / snapshots)) for j in range(snapshots)})
-        done = 0
-        for m in marks:
-            u, info = run_langevin(model.prior, u, fused=fused, n_steps=m - done, step_size=step_size, seed=seed,
-                                   chain_ids=ids, step_offset=done, return_info=True, check="raise",
-                                   metropolis=metropolis)
-            if metropolis and acceptance is not None:
-                acceptance.append(float(info["accept_rate"].mean()))
-            logs.append(info["log_density"].mean(1))
-            done = m
-            marks_done.append(m)
-            record(u)
-    elif model.kind == "diffusion":
-        sch = model.schedule
-        for j, t in enumerate(range(sch.T - 1, -1, -1)):
-            kw = sch.langevin_kwargs(t, u)
-            u, info = run_langevin(model.dprior, u, fused=fused, n_steps=K, seed=seed, chain_ids=ids, step_offset=j * K,
-                                   return_info=True, check="raise", metropolis=metropolis, **kw)
-            if metropolis and acceptance is not None:
-                acceptance.append(float(info["accept_rate"].mean()))
-            logs.append(info["log_density"].mean(1))
-            marks_done.append((j + 1) * K)
-            record(u, torch.full((n_chains,), t, dtype=torch.long, device=u.device))
-    else:
-        raise cli.UserError("--long-run needs an ebm or diffusion checkpoint (the gaussian prior is sampled exactly)")
-    return torch.cat(logs).cpu(), energy, inside, marks_done, torch.stack(snaps)
+    logs, marks, acc = model.long_run(u, K=K, seed=seed, chain_ids=ids, step_size=step_size, fused=fused,
+                                      snapshots=snapshots, metropolis=metropolis, record=record)
+    if acceptance is not None:
+        acceptance.extend(acc)
+    return logs.cpu(), energy, inside, marks, torch.stack(snaps)
 
 
 def save_image_set(x: torch.Tensor, z: torch.Tensor, shape, out_dir: str) -> int:
@@ -232,7 +210,7 @@ def main(argv=None) -> int:
                     h = hierarchical_grid(model, ncol=a.ncol, seed=a.seed, n_steps=K, step_size=delta, fused=a.fused)
                     save_grid(to_images(h, shape), prefix + "_hierarchical.png", nrow=a.ncol)
                     written.append(prefix + "_hierarchical.png")
-                    if model.kind == "diffusion":
+                    if model.has_levels:
                         _, levels = model.sample_latents(a.ncol, seed=a.seed, n_steps=K, fused=a.fused, return_levels=True)
                         with torch.no_grad():
                             dec = torch.cat([model.decode(model.prior.T(u)) for u in levels])

@@ -46,7 +46,7 @@ from .config import (PRIOR_DEFAULTS, ModelConfig, TrainConfig, build, defaults, 
 from .data import batch_indices, run_data
 from .figures import save_grid, save_scatter, to_images
 from .metrics import latent_report, stationarity
-from .models import LatentModel, NonFiniteError, build_model
+from .models import MODELS, LatentModel, NonFiniteError, build_model
 
 CKPT_NAME = "ckpt.pt"
 RUN_FILES = (CKPT_NAME, CKPT_NAME[:-3] + ".prev.pt", "config.json", "metrics.jsonl", "summary.json", "samples.png",
@@ -299,7 +299,9 @@ def resolve_settings(settings: dict) -> tuple[ModelConfig, TrainConfig]:
     if settings.get("attributes"):
         return resolve_attribute_stage(settings)
     prior = settings.pop("prior", "ebm")
-    two_stage = prior == "diffusion" or (prior == "ebm" and bool(settings.get("init")))
+    if prior not in MODELS:  # (build() names the flag and the choices)
+        build(ModelConfig, {"prior": prior})
+    two_stage = MODELS[prior].is_two_stage(settings.get("init"))
     mdef, tdef = defaults(prior, two_stage=two_stage)
     mset, tset = split_settings(settings)
     tcfg = build(TrainConfig, {**tdef, **tset})
@@ -318,9 +320,7 @@ def resolve_settings(settings: dict) -> tuple[ModelConfig, TrainConfig]:
             if k in mset and mset[k] != base[k]:
                 raise cli.UserError(f"--{k.replace('_', '-')} must match the stage-1 run --init ({base[k]!r})")
             mdef[k] = base[k]
-        if prior == "diffusion":  # its p_β model keeps the stage-1 run's energies (unused), so their shapes
-            mdef.update(base_prior=base["prior"], base_energy_hidden=base.get("energy_hidden"),
-                        base_energy_act=base.get("energy_act"), base_spectral_norm=bool(base.get("spectral_norm")))
+        mdef.update(MODELS[prior].stage1_settings(base))
         for k in ("holdout", "classes", "test_fraction"):  # the frozen model's data split, unless asked otherwise
             if k not in tset and k in init["train_config"]:
                 tcfg = dataclasses.replace(tcfg, **{k: init["train_config"][k]})
@@ -341,8 +341,9 @@ def load_stage1(path: str, dataset) -> dict:
     or ebm run without attribute heads, trained on ``dataset`` (None: any)."""
     init = load_checkpoint(path)
     base, itc = init["model_config"], init["train_config"]
-    if base.get("prior") not in ("gaussian", "ebm"):
-        raise CheckpointError(f"--init {path!r} is a {base.get('prior')} run; it must be a gaussian or ebm run")
+    if base.get("prior") not in MODELS or not MODELS[base.get("prior")].serves_as_stage1:
+        ok = " or ".join(k for k, c in MODELS.items() if c.serves_as_stage1)
+        raise CheckpointError(f"--init {path!r} is a {base.get('prior')} run; it must be a {ok} run")
     if base.get("attributes"):
         raise CheckpointError(f"--init {path!r} already has attribute heads ({', '.join(base['attributes'])}); "
                               f"start from the run it was fine-tuned on")
@@ -593,11 +594,11 @@ class Trainer:
     def _nan_advice(self, k, bad, metrics) -> str:
         knobs = []
         gen_side = any(b in ("grad(generator)", "loss_g", "recon", "kl", "elbo") for b in bad)
-        if gen_side or self.model.kind == "gaussian":
+        if gen_side or not self.model.learns_energies:
             knobs.append(f"lower --lr (now {self.cfg.lr:g})")
-        if self.model.kind in ("ebm", "diffusion"):
+        if self.model.learns_energies:
             knobs.append(f"lower --lr-ebm (now {self.cfg.lr_ebm:g})")
-            if self.model.kind == "ebm":
+            if self.model.trains_chain_step:
                 knobs.append(f"lower --langevin-step-size (now {self.cfg.langevin_step_size:g})")
             knobs.append("add --spectral-norm" if not self.mcfg.spectral_norm else "raise --langevin-steps")
         shown = ", ".join(f"{b}={metrics[b]:.4g}" if isinstance(metrics.get(b), float) else b for b in bad)

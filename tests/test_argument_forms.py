@@ -186,3 +186,15 @@ def test_the_dispatch_names_no_backend():
         if isinstance(node, (ast.Compare, ast.Subscript)):
             named = {c.value for c in ast.walk(node) if isinstance(c, ast.Constant)} & set(backends._MODULES)
             assert not named, f"sampling.py line {node.lineno} decides by the backend name {named}"
+
+
+def test_entry_points_do_not_branch_on_the_prior_name():
+    """train, trainer, sample, evaluate and metrics ask the model class (hebm.models.MODELS)
+    what a prior type does; a comparison with a prior type's name is the table's job."""
+    from hebm.config import PRIOR_TYPES
+    root = pathlib.Path(hebm.__file__).parent
+    for name in ("train.py", "trainer.py", "sample.py", "evaluate.py", "metrics.py"):
+        for node in ast.walk(ast.parse((root / name).read_text())):
+            if isinstance(node, ast.Compare):
+                named = {c.value for c in ast.walk(node) if isinstance(c, ast.Constant)} & set(PRIOR_TYPES)
+                assert not named, f"{name} line {node.lineno} branches on the prior name {named}"
