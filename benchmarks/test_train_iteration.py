@@ -46,8 +46,10 @@ def _trainer(prior, fused, device, out, init):
 
 
 def _plain_run_langevin(prior, u, *, fused, n_steps, step_size, noise_scale=1.0, seed=None, chain_ids=None,
-                        step_offset=0, check="warn", **target):
-    """What a user's training loop does for its negative chains: the same modules, torch.randn."""
+                        step_offset=0, check="warn", metropolis=False, **target):
+    """What a user's training loop does for its negative chains: the same modules, torch.randn
+    (unadjusted: the default training chains)."""
+    assert not metropolis, "the plain row times the default (unadjusted) training chains"
     half = torch.as_tensor(0.5 * torch.as_tensor(step_size) ** 2, dtype=u.dtype).reshape(-1, 1)
     amp = torch.as_tensor(torch.as_tensor(noise_scale) * torch.as_tensor(step_size), dtype=u.dtype).reshape(-1, 1)
     x = u.detach()
