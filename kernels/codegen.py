@@ -355,7 +355,7 @@ class _RegisterGlue(_Glue):
         """Hidden layers of m from input chunks ``x`` [(name, k0)]; returns per hidden layer its
         chunks [(h, d, n0, width)].  With ``top_seed`` (an energy) the last hidden layer writes the
         backward seed ``λ·w_out·act'`` into ``{pfx}g_*`` and adds ``h·w_out`` to the trace sum."""
-        o, s = self.o, self.s
+        o = self.o
         out = []
         for j, lay in enumerate(m.layers[:-1]):
             T = self.t(lay.np)
@@ -409,7 +409,7 @@ class _RegisterGlue(_Glue):
 
     def energy(self, i: int, z: str) -> None:
         """E{i} = λ ∇f_i(z_i) (and the trace's f_i(z_i))."""
-        m, o, s, ly = self.s.energies[i], self.o, self.s, self.lay[i]
+        m, o, ly = self.s.energies[i], self.o, self.lay[i]
         pfx = f"e{i}_"
         o(f"# energy f_{i + 1}(z_{i + 1}; t): forward and backward")
         last = m.layers[-1]
@@ -465,6 +465,36 @@ class _RegisterGlue(_Glue):
         g = self.hidden_bwd(m, pfx, hid, g)
         self.input_grad(m.layers[0], g, gz, lx.P)
 
+    def begin(self) -> None:
+        """The program's rows and noise source, and the chains' state ``u{i}`` per layer."""
+        self.cond_hidden: dict = {}
+        self.prologue()
+        for i in range(self.L):
+            self.o(f"u{i} = " + self.state("load_state", "u_ptr", i, "0"))
+
+    def level_entry(self) -> None:
+        """At a level's start: ``un{i}``, the kernel term's u_next (the given tensor, or the state
+        entering the level in a reverse diffusion)."""
+        o, s = self.o, self.s
+        o("zj = j * zero")
+        for i in range(self.L):
+            if s.has_kernel and not s.unext_from_state:
+                o(f"un{i} = " + self.state("load_state", "unext_ptr", i, "zj"))
+            else:
+                o(f"un{i} = u{i}  # {'u_next = the state entering the level' if s.has_kernel else 'unused'}")
+
+    def top_down(self, x: str) -> None:
+        """T_β forward from the state ``{x}{i}`` (z_i, the conditionals' outputs, e^{s(ℓ_i)}), each
+        energy forward and backward on the way (``E{i}``; ``fsum`` where log π is needed)."""
+        o, s, L = self.o, self.s, self.L
+        top = L - 1
+        self.energy(top, f"{x}{top}")
+        for i in range(L - 2, -1, -1):
+            self.cond_fwd(i, f"z{i + 1}" if i + 1 < top else f"{x}{top}")
+            o(f"ex{i} = " + _call("sigma_exp", f"l{i}", CLAMP=float(s.sigma_clamp)))
+            o(f"z{i} = mu{i} + (ex{i} + {float(s.sigma_min)!r}) * {x}{i}")
+            self.energy(i, f"z{i}")
+
     def evaluate(self, x: str, g: str, lp: str) -> None:
         """``{g}{i} = ∇log π`` and ``{lp} = log π`` at the state ``{x}{i}`` (the Metropolis form:
         the same top-down / bottom-up sweep as the update, keeping the gradient instead of
@@ -473,13 +503,7 @@ class _RegisterGlue(_Glue):
         o("fsum = tl.zeros([BLOCK_B], dtype=tl.float32)")
         o(f"{lp} = tl.zeros([BLOCK_B], dtype=tl.float32)")
         if self.has_en:
-            top = L - 1
-            self.energy(top, f"{x}{top}")
-            for i in range(L - 2, -1, -1):
-                self.cond_fwd(i, f"z{i + 1}" if i + 1 < top else f"{x}{top}")
-                o(f"ex{i} = " + _call("sigma_exp", f"l{i}", CLAMP=float(s.sigma_clamp)))
-                o(f"z{i} = mu{i} + (ex{i} + {float(s.sigma_min)!r}) * {x}{i}")
-                self.energy(i, f"z{i}")
+            self.top_down(x)
             o("G = E0")
         for i in range(L):
             if self.has_en and i < L - 1:
@@ -499,21 +523,13 @@ class _RegisterGlue(_Glue):
         the proposal's log π and gradient serve the next step when it is accepted — so K steps
         cost K + 1 sweeps.  Per chain: the accepted proposals and Σ min(1, α) to ``acc_ptr``."""
         s, o, L = self.s, self.o, self.L
-        self.cond_hidden: dict = {}
-        self.prologue()
-        for i, ly in enumerate(self.lay):
-            o(f"u{i} = " + self.state("load_state", "u_ptr", i, "0"))
+        self.begin()
         o("nacc = tl.zeros([BLOCK_B], dtype=tl.float32)")
         o("psum = tl.zeros([BLOCK_B], dtype=tl.float32)")
         if not s.seeded:
             o("uptr = unif_ptr")
         with o.indent("for j in range(NLEV):"):
-            o("zj = j * zero")
-            for i in range(L):
-                if s.has_kernel and not s.unext_from_state:
-                    o(f"un{i} = " + self.state("load_state", "unext_ptr", i, "zj"))
-                else:
-                    o(f"un{i} = u{i}  # {'u_next = the state entering the level' if s.has_kernel else 'unused'}")
+            self.level_entry()
             o("k = 0")
             o("zk = zj")
             self.per_level()
@@ -574,30 +590,16 @@ class _RegisterGlue(_Glue):
         if self.s.metropolis:
             return self.generate_metropolis()
         s, o, L = self.s, self.o, self.L
-        self.cond_hidden: dict = {}
-        self.prologue()
-        for i, ly in enumerate(self.lay):
-            o(f"u{i} = " + self.state("load_state", "u_ptr", i, "0"))
+        self.begin()
         if s.store_levels:
             o("lptr = lvl_ptr")
         with o.indent("for j in range(NLEV):"):
-            o("zj = j * zero")
-            for i in range(L):
-                if s.has_kernel and not s.unext_from_state:
-                    o(f"un{i} = " + self.state("load_state", "unext_ptr", i, "zj"))
-                else:
-                    o(f"un{i} = u{i}  # {'u_next = the state entering the level' if s.has_kernel else 'unused'}")
+            self.level_entry()
             with o.indent("for k in range(K):"):
                 self.step_head()
                 if self.has_en:
                     o("# ---- top-down: T_beta forward, each energy forward + backward")
-                    top = L - 1
-                    self.energy(top, f"u{top}")
-                    for i in range(L - 2, -1, -1):
-                        self.cond_fwd(i, f"z{i + 1}" if i + 1 < top else f"u{top}")
-                        o(f"ex{i} = " + _call("sigma_exp", f"l{i}", CLAMP=float(s.sigma_clamp)))
-                        o(f"z{i} = mu{i} + (ex{i} + {float(s.sigma_min)!r}) * u{i}")
-                        self.energy(i, f"z{i}")
+                    self.top_down("u")
                     o("# ---- bottom-up: back through T_beta, each layer's update as soon as its gradient is complete")
                     o("G = E0")
                 for i in range(L):

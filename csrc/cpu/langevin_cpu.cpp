@@ -717,20 +717,37 @@ struct SamplerImpl {
     }
   }
 
+  // ---- the workspace's per-row views the gradient and the update read
+  struct Rows {
+    const T *gz, *unx, *lam, *delta, *cc, *al, *sg, *Fs;
+  };
+  Rows rows(const T* base) const {
+    const T* rowv = base + ws.row;
+    return Rows{base + ws.gz, base + ws.unx, rowv + ROW_LAM * R, rowv + ROW_DELTA * R, rowv + ROW_C * R,
+                rowv + ROW_ALPHA * R, rowv + ROW_SIG * R, rowv + ROW_F * R};
+  }
+
+  // ---- ∇log π at element c of a row: the energy part gu[c] (after T_β's backward), the Gaussian
+  //      −x and the kernel term −a(a·x − u_next)/σ²; accumulates ‖u‖² and ‖a·u − u_next‖² for log π
+  T grad_at(T x, const T* gu, const T* un, int64_t c, T a, T inv_s2, bool kernel_on, T& uu, T& kk) const {
+    T grad = (p.has_energy ? gu[c] : T(0)) - x;
+    uu += x * x;
+    if (kernel_on) {
+      const T dlt = a * x - un[c];
+      kk += dlt * dlt;
+      grad -= a * dlt * inv_s2;
+    }
+    return grad;
+  }
+
   // ---- one Langevin step of the chunk (state in ws.uc), gradient and update
   void step(T* base, int64_t row0, int64_t nvalid, uint64_t philox_step, const T* noise_k, T* trace_k,
             bool kernel_on) const {
     T* uc = base + ws.uc;
-    const T* gz = base + ws.gz;
-    const T* unx = base + ws.unx;
     const T* eps = base + ws.eps;
-    const T* rowv = base + ws.row;
-    const T* lam = rowv + ROW_LAM * R;
-    const T* delta = rowv + ROW_DELTA * R;
-    const T* cc = rowv + ROW_C * R;
-    const T* al = rowv + ROW_ALPHA * R;
-    const T* sg = rowv + ROW_SIG * R;
-    const T* Fs = rowv + ROW_F * R;
+    const Rows rw = rows(base);
+    const T *gz = rw.gz, *unx = rw.unx, *lam = rw.lam, *delta = rw.delta, *cc = rw.cc, *al = rw.al, *sg = rw.sg,
+            *Fs = rw.Fs;
     energy_grad(base);
     // 4./5. gradient of the Gaussian and kernel terms, log π, noise, update
     if (!noise_k) draw_noise(base, row0, nvalid, philox_step);
@@ -746,13 +763,7 @@ struct SamplerImpl {
       const T a = al[r], inv_s2 = T(1) / (sg[r] * sg[r]);
       for (int64_t c = 0; c < D; ++c) {
         const T x = u[c];
-        T grad = (p.has_energy ? gu[c] : T(0)) - x;
-        uu += x * x;
-        if (kernel_on) {
-          const T dlt = a * x - un[c];
-          kk += dlt * dlt;
-          grad -= a * dlt * inv_s2;
-        }
+        const T grad = grad_at(x, gu, un, c, a, inv_s2, kernel_on, uu, kk);
         T nx = x + h * grad;
         if (noisy) nx += amp * ep[c];
         u[c] = nx;
@@ -770,13 +781,8 @@ struct SamplerImpl {
   void full_grad(T* base, int64_t nvalid, bool kernel_on, T* g, T* lp) const {
     energy_grad(base);
     const T* uc = base + ws.uc;
-    const T* gz = base + ws.gz;
-    const T* unx = base + ws.unx;
-    const T* rowv = base + ws.row;
-    const T* lam = rowv + ROW_LAM * R;
-    const T* al = rowv + ROW_ALPHA * R;
-    const T* sg = rowv + ROW_SIG * R;
-    const T* Fs = rowv + ROW_F * R;
+    const Rows rw = rows(base);
+    const T *gz = rw.gz, *unx = rw.unx, *lam = rw.lam, *al = rw.al, *sg = rw.sg, *Fs = rw.Fs;
     for (int64_t r = 0; r < nvalid; ++r) {
       const T* u = uc + r * D;
       const T* gu = gz + r * D;
@@ -784,17 +790,7 @@ struct SamplerImpl {
       T* gr = g + r * D;
       T uu = T(0), kk = T(0);
       const T a = al[r], inv_s2 = T(1) / (sg[r] * sg[r]);
-      for (int64_t c = 0; c < D; ++c) {
-        const T x = u[c];
-        T grad = (p.has_energy ? gu[c] : T(0)) - x;
-        uu += x * x;
-        if (kernel_on) {
-          const T dlt = a * x - un[c];
-          kk += dlt * dlt;
-          grad -= a * dlt * inv_s2;
-        }
-        gr[c] = grad;
-      }
+      for (int64_t c = 0; c < D; ++c) gr[c] = grad_at(u[c], gu, un, c, a, inv_s2, kernel_on, uu, kk);
       T l = -T(0.5) * uu;
       if (p.has_energy) l += lam[r] * Fs[r];
       if (kernel_on) l -= kk / (T(2) * sg[r] * sg[r]);

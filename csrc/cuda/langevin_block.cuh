@@ -167,6 +167,20 @@ HEBM_DEV void gemm(const T* in, int ldi, int Min, const T* M, int Nout, T* out, 
   }
 }
 
+// The normals of elements 4j … 4j+3 of chain row b at step `step`: row `nk` of the explicit noise
+// ([steps, B, D]), else the Philox stream (stream 0); elements ≥ D are 0.
+template <typename T>
+HEBM_DEV void noise4(const KArgs<T>& a, long nk, long b, int j, long step, T epsT[4]) {
+  if (a.noise != nullptr) {
+    const T* nz = a.noise + (nk * a.B + b) * a.D;
+    for (int q = 0; q < 4; ++q) epsT[q] = (4 * j + q < a.D) ? nz[4 * j + q] : T(0);
+  } else {
+    float eps[4] = {0.f, 0.f, 0.f, 0.f};
+    philox_normal4(a.key0, a.key1, (uint64_t)j, (uint64_t)a.chain_ids[b], (uint64_t)step, 0u, eps);
+    for (int q = 0; q < 4; ++q) epsT[q] = T(eps[q]);
+  }
+}
+
 // Hidden buffer j (pre-activations of hidden layer j) of an MLP inside its stack; ld returned.
 template <typename T, int ROWS>
 HEBM_DEV T* hidden_buf(const KArgs<T>& a, const MlpDesc& md, T* stack, int j, int& ld) {
@@ -428,17 +442,8 @@ HEBM_DEV void block_run(const KArgs<T>& a, int rb, T* ws, const T* P, const T* P
         for (int idx = tid; idx < ROWS * NB4; idx += kThreads) {
           const int r = idx / NB4, j = idx % NB4;
           const long b = r_begin + r;
-          float eps[4] = {0.f, 0.f, 0.f, 0.f};
           T epsT[4] = {T(0), T(0), T(0), T(0)};
-          if (r < nvalid) {
-            if (a.noise != nullptr) {
-              const T* nz = a.noise + ((long)k * B + b) * D;
-              for (int q = 0; q < 4; ++q) epsT[q] = (4 * j + q < D) ? nz[4 * j + q] : T(0);
-            } else {
-              philox_normal4(a.key0, a.key1, (uint64_t)j, (uint64_t)a.chain_ids[b], (uint64_t)step, 0u, eps);
-              for (int q = 0; q < 4; ++q) epsT[q] = T(eps[q]);
-            }
-          }
+          if (r < nvalid) noise4(a, k, b, j, step, epsT);
           for (int q = 0; q < 4; ++q) {
             const int d = 4 * j + q;
             if (d >= D) break;
@@ -528,15 +533,8 @@ HEBM_DEV void block_run(const KArgs<T>& a, int rb, T* ws, const T* P, const T* P
         const int r = idx / NB4, j = idx % NB4;
         if (r >= nvalid) continue;
         const long b = r_begin + r;
-        float eps[4] = {0.f, 0.f, 0.f, 0.f};
         T epsT[4];
-        if (a.noise != nullptr) {
-          const T* nz = a.noise + ((long)(diffusion ? lv * K + k : k) * B + b) * D;
-          for (int q = 0; q < 4; ++q) epsT[q] = (4 * j + q < D) ? nz[4 * j + q] : T(0);
-        } else {
-          philox_normal4(a.key0, a.key1, (uint64_t)j, (uint64_t)a.chain_ids[b], (uint64_t)step, 0u, eps);
-          for (int q = 0; q < 4; ++q) epsT[q] = T(eps[q]);
-        }
+        noise4(a, diffusion ? lv * K + k : k, b, j, step, epsT);
         for (int q = 0; q < 4; ++q) {
           const int d = 4 * j + q;
           if (d >= D) break;
