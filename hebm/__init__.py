@@ -16,7 +16,7 @@ from .philox import initial_noise, philox_normal
 from .prior import HierarchicalPrior
 from .problems import standard_problem
 from .reference import langevin_ref, langevin_z_ref, reverse_diffusion_ref
-from .sampling import langevin_fused, reverse_diffusion
+from .dispatch import langevin_fused, reverse_diffusion
 
 __version__ = "0.1.0"
 

@@ -4,7 +4,7 @@
 :class:`LangevinArgs` — flat ``[B, D]`` state, per-chain ``[B]`` parameters, exactly one noise
 source — or raises an error that names the argument and says what was expected.
 :func:`check_reverse_args` does the same for a whole reverse diffusion.  Both the reference
-(:mod:`hebm.reference`) and the fused dispatch (:mod:`hebm.sampling`, :mod:`hebm.backends`)
+(:mod:`hebm.reference`) and the fused dispatch (:mod:`hebm.dispatch`, :mod:`hebm.backends`)
 build on this module, so a bad argument is refused the same way whichever path runs.
 
 The checks are meant to cost microseconds: Python scalars are checked as numbers, the values

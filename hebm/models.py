@@ -61,7 +61,7 @@ from .nn import MLP, as_activation
 from .philox import initial_noise
 from .prior import HierarchicalPrior
 from .reference import langevin_ref, langevin_z_ref
-from .sampling import langevin_fused, reverse_diffusion
+from .dispatch import langevin_fused, reverse_diffusion
 
 LOG2PI = math.log(2 * math.pi)
 

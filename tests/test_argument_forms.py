@@ -173,19 +173,19 @@ def _imports(path: pathlib.Path) -> set:
 
 
 def test_the_dispatch_names_no_backend():
-    """hebm/sampling.py reaches the backends only through the registry (hebm.backends)."""
+    """hebm/dispatch.py reaches the backends only through the registry (hebm.backends)."""
     root = pathlib.Path(hebm.__file__).parent
     mods = set(backends._MODULES.values())
-    for line in _imports(root / "sampling.py"):
+    for line in _imports(root / "dispatch.py"):
         frm, _, names = line.partition(":")
         assert not any(frm == m or frm == "." + m.split(".", 1)[1] for m in mods), line
         if frm in (".backends", "hebm.backends"):
             assert not set(names.split(",")) & set(backends._MODULES), line
     # and decides nothing by a backend's name (a comparison with one, or a lookup by one)
-    for node in ast.walk(ast.parse((root / "sampling.py").read_text())):
+    for node in ast.walk(ast.parse((root / "dispatch.py").read_text())):
         if isinstance(node, (ast.Compare, ast.Subscript)):
             named = {c.value for c in ast.walk(node) if isinstance(c, ast.Constant)} & set(backends._MODULES)
-            assert not named, f"sampling.py line {node.lineno} decides by the backend name {named}"
+            assert not named, f"dispatch.py line {node.lineno} decides by the backend name {named}"
 
 
 def test_entry_points_do_not_branch_on_the_prior_name():

@@ -13,7 +13,7 @@ Each fused backend is a module ``hebm.backends.<module>`` that defines
     def run_reverse(prior, schedule, rargs, *, precision, return_levels) -> ([ũ_T, …, ũ_0] or [ũ_T, ũ_0], precision ran)
 
 Every backend, the reference loop included (``"ref"``), is such a module, and this registry is
-the only place that names them: the dispatch (:mod:`hebm.sampling`) asks it which one runs and
+the only place that names them: the dispatch (:mod:`hebm.dispatch`) asks it which one runs and
 calls :func:`run`.  The argument rules are applied once, before any backend runs
 (:mod:`hebm.args`); a backend with ``"proves_prior"`` in ``FEATURES`` is left the one check it
 proves anyway — the prior's dtype/device (:func:`hebm.args.check_prior`), which the CPU

@@ -1,6 +1,6 @@
 """Prior → flat buffers: the one packing every fused backend (C++, CUDA, Triton) reads.
 
-What the kernels compute per step is fixed by the reference (:mod:`hebm.sampling`); this module
+What the kernels compute per step is fixed by the reference (:mod:`hebm.reference`); this module
 only lays the networks out.  Spectral norm and the level-conditioning are resolved here, so a
 kernel sees plain MLPs:
 
