@@ -11,6 +11,7 @@ backend's one entry through it, and reports what ran.
 """
 from __future__ import annotations
 
+import inspect
 from typing import Optional
 
 import torch
@@ -23,46 +24,18 @@ from .reference import (finish_reverse, langevin_ref, langevin_z_ref, precision_
                         reverse_loop, run_chain)
 
 
-def langevin_fused(
-    prior: HierarchicalPrior,
-    u: Latents,
-    *,
-    n_steps: int,
-    step_size,
-    noise_scale=1.0,
-    energy_scale=1.0,
-    t=None,
-    u_next=None,
-    alpha=None,
-    sigma=None,
-    seed: Optional[int] = None,
-    chain_ids=None,
-    noise: Optional[torch.Tensor] = None,
-    step_offset: int = 0,
-    return_info: bool = False,
-    check: str = "warn",
-    metropolis: bool = False,
-    uniforms: Optional[torch.Tensor] = None,
-    adapt_steps: int = 0,
-    target_accept: float = 0.574,
-    adapt: str = "robbins_monro",
-    backend: str = "auto",
-    precision: str = "auto",
-):
-    """Drop-in for :func:`hebm.langevin_ref` (same arguments, same result to float rounding),
-    run by the backend ``backend``.  ``precision``: ``"auto"`` follows
+def langevin_fused(prior: HierarchicalPrior, u: Latents, *, return_info: bool = False, backend: str = "auto",
+                   precision: str = "auto", **arguments):
+    """Drop-in for :func:`hebm.langevin_ref`: the same ``arguments`` (its keywords, checked by
+    :func:`hebm.args.check_langevin_args`, where the list lives), the same result to float
+    rounding, run by the backend ``backend``.  ``precision``: ``"auto"`` follows
     ``torch.get_float32_matmul_precision()`` ("highest" → exact fp32, else TF32), or
     ``"fp32"``/``"tf32"``/``"bf16"`` explicitly; ``return_info`` adds ``{"backend",
     "precision", "log_density"}`` — the backend and precision that actually ran (the CPU, for
     one, computes exactly in the tensors' dtype whatever is asked).
     """
     check_options(backend, precision)
-    a = check_langevin_args(
-        prior, u, n_steps=n_steps, step_size=step_size, noise_scale=noise_scale, energy_scale=energy_scale,
-        t=t, u_next=u_next, alpha=alpha, sigma=sigma, seed=seed, chain_ids=chain_ids, noise=noise,
-        step_offset=step_offset, check=check, metropolis=metropolis, uniforms=uniforms, adapt_steps=adapt_steps,
-        target_accept=target_accept, adapt=adapt, defer=True,
-    )
+    a = check_langevin_args(prior, u, **arguments, defer=True)
     prec = backends.resolve_precision(precision, a.u)
     try:
         name = backends.choose(prior, a, backend, prec)
@@ -83,35 +56,18 @@ def langevin_fused(
     return finish(prior, a, out, {"backend": name, "precision": ran, "log_density": logs, **extra}, return_info)
 
 
-def reverse_diffusion(
-    prior: HierarchicalPrior,
-    schedule,
-    u_T: Optional[Latents] = None,
-    *,
-    n_steps: int,
-    batch: Optional[int] = None,
-    seed: Optional[int] = None,
-    chain_ids=None,
-    noise: Optional[torch.Tensor] = None,
-    noise_scale=1.0,
-    return_levels: bool = False,
-    check: str = "warn",
-    metropolis: bool = False,
-    uniforms: Optional[torch.Tensor] = None,
-    backend: str = "ref",
-    precision: str = "auto",
-    return_info: bool = False,
-):
+def reverse_diffusion(prior: HierarchicalPrior, schedule, u_T: Optional[Latents] = None, *, return_levels: bool = False,
+                      backend: str = "ref", precision: str = "auto", return_info: bool = False, **arguments):
     """:func:`hebm.reverse_diffusion_ref` (paper 2's sampler: ũ_T ~ N(0, I), then levels
     t = T−1 … 0, K steps each) run by ``backend``: backends that fuse the whole diffusion into
     one launch do so, the others run it level by level through :func:`langevin_fused`'s backend.
-    Same arguments and result as the reference; ``return_info`` adds ``{"backend", "precision"}``
+    Same arguments (checked by :func:`hebm.args.check_reverse_args`) and result as the
+    reference; ``return_info`` adds ``{"backend", "precision"}``
     and, with ``metropolis``, ``"accepted"`` (``[T, B]``, level T−1 first).  Metropolis-adjusted
     levels run one by one (no backend fuses the whole adjusted diffusion yet).
     """
     check_options(backend, precision)
-    r = check_reverse_args(prior, schedule, u_T, n_steps=n_steps, batch=batch, seed=seed, chain_ids=chain_ids,
-                           noise=noise, noise_scale=noise_scale, check=check, metropolis=metropolis, uniforms=uniforms)
+    r = check_reverse_args(prior, schedule, u_T, **arguments)
     prec = backends.resolve_precision(precision, r.u)
     name = backends.choose(prior, level_args(r, schedule, 0, r.u), backend, prec)
     fused = None if r.metropolis else backends.run_reverse(name, prior, schedule, r, precision=prec,
@@ -134,5 +90,15 @@ def reverse_diffusion(
         info["accepted"] = torch.stack(accepted)
     return (res, info) if return_info else res
 
+
+# help() and IDEs show the reference's keywords (one list) and the two of the dispatch
+langevin_fused.__signature__ = inspect.signature(langevin_ref).replace(parameters=[
+    *inspect.signature(langevin_ref).parameters.values(),
+    *(p for n, p in inspect.signature(langevin_fused).parameters.items() if n in ("backend", "precision"))])
+
+reverse_diffusion.__signature__ = inspect.signature(reverse_diffusion_ref).replace(parameters=[
+    *inspect.signature(reverse_diffusion_ref).parameters.values(),
+    *(p for n, p in inspect.signature(reverse_diffusion).parameters.items()
+      if n in ("backend", "precision", "return_info"))])
 
 __all__ = ["langevin_fused", "langevin_ref", "langevin_z_ref", "reverse_diffusion", "reverse_diffusion_ref"]
