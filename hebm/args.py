@@ -255,6 +255,8 @@ class ValueChecks:
 def as_int(name: str, x, what: str) -> int:
     """An integer argument: Python/NumPy ints and one-element integer tensors; floats (which
     would silently truncate) and bools are refused."""
+    if type(x) is int:  # the common form (a bool's type is bool)
+        return x
     if isinstance(x, bool) or (isinstance(x, torch.Tensor) and (x.numel() != 1 or x.dtype.is_floating_point
                                                                  or x.dtype == torch.bool)):
         raise TypeError(f"{name} must be {what}, got {x!r}")
@@ -546,6 +548,9 @@ def _check_metropolis(u, n_steps: int, c: torch.Tensor, noise, metropolis, unifo
     """``(uniforms [K, B] or None, adapt_steps, target_accept)``: MALA's arguments
     (docs/design.md §2b) — the proposal is the ULA step with c = 1, explicit noise needs its
     uniforms, and the step adaptation needs the Metropolis test it steers by."""
+    if metropolis is False and uniforms is None and type(adapt_steps) is int and adapt_steps == 0 \
+            and target_accept == 0.574 and adapt == ADAPT_RULES[0]:
+        return None, 0, 0.574  # the default: no test (the checks below would all pass)
     if not isinstance(metropolis, bool):
         raise TypeError(f"metropolis must be True or False, got {metropolis!r}")
     adapt_steps = as_int("adapt_steps", adapt_steps, "an int >= 0")
