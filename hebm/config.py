@@ -47,6 +47,10 @@ class ModelConfig:
                     "(u-space EBM diffusion on a trained model, ICML'24)", "model", choices=PRIOR_TYPES)
     arch: Optional[str] = _f(None, "encoder/decoder: conv (DCGAN-like, for 28x28 and 32x32 images) or mlp "
                              "(default: conv for those image sizes, else mlp)", "model", choices=("conv", "mlp"))
+    generator: str = _f("ladder", "how the latents reach the image: ladder — every layer, each at its own scale (z_L "
+                        "at the coarsest feature map, z_1 at the finest; VLAE/NVAE), so the upper layers carry the "
+                        "abstract factors; bottom — g(z_1) alone, the upper layers only a prior for z_1 (the "
+                        "generator of checkpoints written before 2026-12-06)", "model", choices=("ladder", "bottom"))
     x_dim: int = _f(64, "data dimension (from the data set)", "model", cli=False)
     image_shape: Optional[list] = _f(None, "image shape (C, H, W) (from the data set)", "model", cli=False)
     latent_dims: list = _f(None, "latent sizes bottom→top", "model", list_of=int, lo=1, factory=lambda: [16, 8, 4])
@@ -73,7 +77,7 @@ class ModelConfig:
                                           "keep nearly all their information; RESULTS.md §7)", "model", list_of=str)
     attribute_hidden: Optional[list] = _f(None, "hidden widths of the attribute heads (default: the energies' "
                                           "--energy-hidden)", "model", list_of=int, lo=1)
-    sigma_x: float = _f(0.3, "decoder noise σ_x of p(x | z_1) = N(g(z_1), σ_x²)", "model", lo=0, lo_open=True)
+    sigma_x: float = _f(0.3, "decoder noise σ_x of p(x | z̃) = N(g(z̃), σ_x²)", "model", lo=0, lo_open=True)
     sigma_min: float = _f(0.01, "floor of the conditionals' σ = exp(s(ℓ)) + σ_min", "model", lo=0)
     sigma_clamp: float = _f(5.0, "soft clamp c of the conditionals' log σ, s(ℓ) = c·tanh(ℓ/c) (NVAE's c = 5; 0: none): "
                             "bounds σ so prior chains cannot run into exp(ℓ) growth", "model", lo=0)
@@ -123,6 +127,9 @@ class TrainConfig:
                         hi=10**9)
     free_bits: float = _f(1.0, "free bits per latent layer (nats): a layer's mean KL below this is not penalised",
                           "knob", lo=0, hi=1e4)
+    ladder_warmup: int = _f(0, "ladder generator: iterations per layer of the progressive warm-up (pro-VLAE): the top "
+                            "layer alone first, then each lower layer fades in over this many iterations (0: none)",
+                            "knob", lo=0, hi=10**9)
     langevin_steps: int = _f(30, "prior Langevin steps K (ebm; diffusion: per level)", "knob", lo=0, hi=10**6)
     langevin_step_size: float = _f(0.4, "ebm: δ of the u-space prior Langevin", "knob", lo=0, lo_open=True, hi=10.0)
     metropolis: bool = _f(False, "the prior chains of training Metropolis-adjusted (MALA, docs/design.md §2): exact "
@@ -232,8 +239,9 @@ class FdTask:
     """``hebm.evaluate fd``: Fréchet distance to the training set; with training's fused and
     langevin_steps (None: the checkpoint's)."""
 
-    n: int = _f(1000, "generated images per seed", "run", lo=2, hi=10**6)
-    seeds: int = _f(3, "sampling seeds (mean ± std)", "run", lo=1, hi=100)
+    n: Optional[int] = _f(None, "generated images per seed (default: the held-out split's size, so every FD compares "
+                          "sets of one size)", "run", lo=10, hi=10**6)
+    seeds: int = _f(3, "sampling seeds (mean ± sample std)", "run", lo=1, hi=100)
     inception_weights: Optional[str] = _f(None, "local torch-fidelity Inception weights for torchmetrics FID", "run")
 
 
@@ -242,6 +250,13 @@ class SummaryTask:
     """``hebm.evaluate summary``: active units, KL and prior hole per layer, f⁺ − f⁻, FD."""
 
     n: int = _f(2000, "samples", "run", lo=2, hi=10**6)
+
+
+@dataclass
+class HierarchyTask:
+    """``hebm.evaluate hierarchy``: what each latent layer carries (:mod:`hebm.hierarchy`)."""
+
+    n: int = _f(2000, "prior draws for the class-change measure", "run", lo=10, hi=10**6)
 
 
 @dataclass
@@ -265,9 +280,12 @@ EVALUATE_TASKS = {
     "anomaly": ("held-out-digit anomaly detection, AUPRC (docs/papers.md B §5.3)", AnomalyTask, ANOMALY_SHARED),
     "ood": ("LLR^{>k} out-of-distribution detection (two forms): AUROC, AUPRC, FPR80", OodTask,
             {"data_root": None}),
-    "fd": ("Fréchet distance to the training set in a small classifier's features (+ FID with local Inception "
-           "weights)", FdTask, {"fused": False, "langevin_steps": (None, " (default: the checkpoint's)")}),
-    "summary": ("active units, KL and prior hole per layer, f+ - f-, FD: one JSON", SummaryTask, {"fused": False}),
+    "fd": ("Fréchet distance to the held-out split in two classifiers' features, beside p_β and Recon of the same "
+           "generator and the distance to the training split (+ FID with local Inception weights)", FdTask, {"fused": False, "langevin_steps": (None, " (default: the checkpoint's)")}),
+    "summary": ("active units, KL and prior hole per layer, f+ - f-, the hierarchy measures, FD: one JSON",
+                SummaryTask, {"fused": False}),
+    "hierarchy": ("per latent layer: the class change when only its u is resampled, a linear probe of the label "
+                  "from its posterior means, KL", HierarchyTask, {}),
     "controllable": ("conditional samples of an attribute-fine-tuned checkpoint scored by independent classifiers: "
                      "accuracy per attribute and joint, FD", ControllableTask, {"fused": False}),
     "latents": ("digits-0/1 figure: posterior means and prior samples per 2-d layer", LatentsTask, {"fused": False}),

@@ -22,16 +22,17 @@
   ``L^{>k} = log p(x|z) + log p(z_{>k}) + tilt − log q(z_{>k}|x)``; *poster* (paper 1): z_{>k} ~ q,
   z_{≤k} ~ the model's tilted prior conditional (ũ-space Langevin on the lower layers),
   ``L^{>k} = log p(x|z) + log p_β(z) + tilt``, no q terms.  AUROC, AUPRC, FPR80.
-* ``fd``: Fréchet distance between ``--n`` generated images and the *training set*, in the
-  penultimate features of a small classifier trained on the training split (FID's recipe without
-  Inception weights), over ``--seeds`` sampling seeds (mean ± std); beside it, on the same
-  generator, its Gaussian prior p_β's samples and its **Recon** (x → z̃ ~ q(z̃ | x) → g(z̃) over
-  training images: the floor of any prior on that generator), and the fraction of the gap between
-  them the model's prior closes (the papers' NVAE / NVAE-Recon comparison); the held-out split's
-  FD to the training set is shown as the data's own level.  With ``--inception-weights PATH`` (a
-  local torch-fidelity Inception file; nothing is downloaded) also torchmetrics' FID against the
-  training set.
-* ``summary``: active units and KL per layer, the prior hole per layer, f⁺ − f⁻, FD — one JSON.
+* ``fd``: Fréchet distances on the held-out protocol (:func:`fd_eval`): the model's samples against
+  the **held-out** split with matched sizes, in the features of two independent classifiers
+  (an MLP and a CNN for images), beside the same generator's Gaussian prior p_β and its
+  **Recon** (the decoded aggregate posterior of the held-out images: the floor of any prior on
+  that generator), the fraction of the gap the model's prior closes (the papers' NVAE /
+  NVAE-Recon comparison), and the distance to the training split as a memorisation check.
+  With ``--inception-weights PATH`` (a local torch-fidelity Inception file; nothing is
+  downloaded) also torchmetrics' FID against the held-out split.
+* ``hierarchy``: what each latent layer carries (:mod:`hebm.hierarchy`).
+* ``summary``: active units and KL per layer, the prior hole per layer, f⁺ − f⁻, the hierarchy
+  measures, FD — one JSON.
 """
 from __future__ import annotations
 
@@ -304,6 +305,8 @@ def ood_eval(path: str, ood_data: str, *, data_root=None, seed=0, n_post=1, devi
 
 
 class _Classifier(torch.nn.Module):
+    """The feature network of FD: an MLP on the flat pixels; ``body`` is its 32-d penultimate layer."""
+
     def __init__(self, d, n_classes, feat=32):
         super().__init__()
         self.body = torch.nn.Sequential(torch.nn.Linear(d, 128), torch.nn.GELU(), torch.nn.Linear(128, feat),
@@ -314,9 +317,38 @@ class _Classifier(torch.nn.Module):
         return self.head(self.body(x))
 
 
-def train_classifier(x, y, *, steps: int = 1000, seed: int = 0):
+class _ConvBody(torch.nn.Module):
+    """A second, convolutional feature network for images (any size ≥ 4×4): two 3×3 convolutions
+    with 2×2 pooling, global 2×2 average pooling, a Linear to 32 features."""
+
+    def __init__(self, shape, feat=32):
+        super().__init__()
+        C = int(shape[0])
+        self.shape = tuple(int(v) for v in shape)
+        self.net = torch.nn.Sequential(torch.nn.Conv2d(C, 16, 3, 1, 1), torch.nn.GELU(), torch.nn.MaxPool2d(2),
+                                       torch.nn.Conv2d(16, 32, 3, 1, 1), torch.nn.GELU(),
+                                       torch.nn.AdaptiveAvgPool2d(2), torch.nn.Flatten(),
+                                       torch.nn.Linear(128, feat), torch.nn.GELU())
+
+    def forward(self, x):
+        return self.net(x.reshape(-1, *self.shape))
+
+
+class _ConvClassifier(torch.nn.Module):
+    def __init__(self, shape, n_classes, feat=32):
+        super().__init__()
+        self.body = _ConvBody(shape, feat)
+        self.head = torch.nn.Linear(feat, n_classes)
+
+    def forward(self, x):
+        return self.head(self.body(x))
+
+
+def train_classifier(x, y, *, steps: int = 1000, seed: int = 0, shape=None):
+    """A classifier of ``y`` from flat images ``x`` (Adam, 1,000 steps of 128): the MLP, or with an
+    image ``shape`` the convolutional one."""
     torch.manual_seed(seed)
-    clf = _Classifier(x.shape[1], int(y.max()) + 1)
+    clf = _Classifier(x.shape[1], int(y.max()) + 1) if shape is None else _ConvClassifier(shape, int(y.max()) + 1)
     opt = torch.optim.Adam(clf.parameters(), lr=2e-3)
     g = torch.Generator().manual_seed(seed)
     for _ in range(steps):
@@ -326,6 +358,23 @@ def train_classifier(x, y, *, steps: int = 1000, seed: int = 0):
         loss.backward()
         opt.step()
     return clf.eval()
+
+
+def feature_networks(tr, te, *, seed: int = 0) -> dict:
+    """The two feature networks FD is measured in, each trained on the training split's labels:
+    ``mlp`` (the MLP classifier's penultimate layer) and a second of another architecture —
+    ``cnn`` for images, else an MLP of another seed (``mlp2``) — so a ranking can be confirmed in
+    features that share no weights.  ``{name: (body, held-out accuracy)}``."""
+    nets = {"mlp": train_classifier(tr.x, tr.y, seed=seed)}
+    if tr.shape is not None:
+        nets["cnn"] = train_classifier(tr.x, tr.y, seed=seed + 1, shape=tr.shape)
+    else:
+        nets["mlp2"] = train_classifier(tr.x, tr.y, seed=seed + 101)
+    out = {}
+    with torch.no_grad():
+        for k, clf in nets.items():
+            out[k] = (clf.body, float((clf(te.x).argmax(1) == te.y).float().mean()))
+    return out
 
 
 def fid_torchmetrics(real01: torch.Tensor, fake01: torch.Tensor, weights: str) -> float:
@@ -364,57 +413,100 @@ def generate(model, tcfg, n: int, seed: int, fused: bool, langevin_steps=None) -
     return torch.cat(xs)
 
 
-def fd_eval(path: str, *, n: int = 1000, seeds: int = 3, seed: int = 0, fused: bool = False, device="cpu",
+def fd_eval(path: str, *, n=None, seeds: int = 3, seed: int = 0, fused: bool = False, device="cpu",
             inception_weights=None, langevin_steps=None) -> dict:
-    """Fréchet distances to the training set in a classifier's features (module docstring), over
-    ``seeds`` sampling seeds of ``n`` images each: ``fd`` the model's prior samples; beside it, on
-    the same generator, ``fd_gaussian`` its Gaussian prior p_β (ancestral, from the same N(0, I)
-    draws as the model's chains) and ``fd_recon`` its reconstructions g(z̃), z̃ ~ q(z̃ | x), of n
-    random training images (the floor any prior on that generator could reach); ``gap_closed``
-    = (fd_gaussian − fd) / (fd_gaussian − fd_recon) (:func:`hebm.metrics.gap_closed`)."""
+    """Sample quality on the held-out protocol, over ``seeds`` sampling seeds of ``n`` images each
+    (default: as many as the held-out split holds, so that every FD compares sets of one size).
+
+    For each of two feature networks (:func:`feature_networks`; the first one's numbers are the
+    top-level keys, the second's under ``features2``): ``fd`` — the model's prior samples against
+    the **held-out** images; on the same generator ``fd_gaussian`` (its Gaussian prior p_β,
+    ancestral from the same N(0, I) draws as the model's chains) and ``fd_recon`` (the decoded
+    aggregate posterior of the held-out images, x → z̃ ~ q(z̃ | x) → g(z̃): the floor any prior on
+    this generator could reach), ``gap_closed`` = (fd_gaussian − fd) / (fd_gaussian − fd_recon);
+    ``fd_train`` — the same samples against n random *training* images, beside
+    ``fd_heldout_vs_train`` (the held-out images against those training images): samples that sit
+    closer to the training images than held-out real images do are a memorisation warning
+    (``memorisation_warning``).  Spreads are sample standard deviations (ddof 1) over the seeds."""
     model, mcfg, tcfg, _ = load_model(path, device)
     data = _data(tcfg)
     tr, te = data.train, data.test
     if (tr.y < 0).any():
         raise cli.UserError("fd trains a classifier on labels; this data set has none")
-    clf = train_classifier(tr.x, tr.y, seed=seed)
-    with torch.no_grad():
-        acc = float((clf(te.x).argmax(1) == te.y).float().mean())
-        f_train, f_test = clf.body(tr.x).numpy(), clf.body(te.x).numpy()
-
-    def fd_of(x):
-        with torch.no_grad():
-            return frechet_distance(clf.body(x.cpu()).numpy(), f_train)
-
-    fds, fd_base, fd_rec, fids = [], [], [], []
-    x_train = tr.x.to(device)
+    n = int(n or len(te))
+    nets = feature_networks(tr, te, seed=seed)
+    x_test = te.x.to(device)
+    vals = {k: {q: [] for q in ("fd", "gaussian", "recon", "train", "data")} for k in nets}
+    fids = []
     for s in range(seeds):
         s_seed = seed * 7919 + 1 + s
         xg = generate(model, tcfg, n, s_seed, fused, langevin_steps)
-        fds.append(fd_of(xg))
-        if not model.tilted:
-            fd_base.append(fds[-1])  # the model's prior is p_β itself (the same draws)
-        else:
-            fd_base.append(fd_of(torch.cat([model.sample_base(min(500, n - j), seed=s_seed, chain_offset=j).cpu()
-                                            for j in range(0, n, 500)])))
+        xb = xg if not model.tilted else torch.cat([model.sample_base(min(500, n - j), seed=s_seed, chain_offset=j).cpu()
+                                                    for j in range(0, n, 500)])
         g = torch.Generator(device=device).manual_seed(s_seed)
-        rows = torch.randperm(len(tr), generator=torch.Generator().manual_seed(s_seed))[:n].to(device)
-        fd_rec.append(fd_of(torch.cat([model.reconstruct(x_train[rows[j: j + 500]], generator=g).cpu()
-                                       for j in range(0, len(rows), 500)])))
+        xr = torch.cat([model.reconstruct(x_test[j: j + 500], generator=g).cpu() for j in range(0, len(te), 500)])
+        rows = torch.randperm(len(tr), generator=torch.Generator().manual_seed(s_seed))[:n]
+        for k, (body, _) in nets.items():
+            with torch.no_grad():
+                f_te, f_tr = body(te.x).numpy(), body(tr.x[rows]).numpy()
+                f_g = body(xg).numpy()
+                vals[k]["fd"].append(frechet_distance(f_g, f_te))
+                vals[k]["gaussian"].append(vals[k]["fd"][-1] if xb is xg else frechet_distance(body(xb).numpy(), f_te))
+                vals[k]["recon"].append(frechet_distance(body(xr).numpy(), f_te))
+                vals[k]["train"].append(frechet_distance(f_g, f_tr))
+                vals[k]["data"].append(frechet_distance(f_te, f_tr))
         if inception_weights:
             shape = mcfg.image_shape
-            fids.append(fid_torchmetrics(((tr.x + 1) / 2).reshape(-1, *shape), ((xg.clamp(-1, 1) + 1) / 2).reshape(-1, *shape),
+            fids.append(fid_torchmetrics(((te.x + 1) / 2).reshape(-1, *shape), ((xg.clamp(-1, 1) + 1) / 2).reshape(-1, *shape),
                                          inception_weights))
-    m, sd = mean_std(fds)
-    mb, sdb = mean_std(fd_base)
-    mr, sdr = mean_std(fd_rec)
-    res = dict(fd=m, fd_std=sd, fd_values=fds, fd_gaussian=mb, fd_gaussian_std=sdb, fd_gaussian_values=fd_base,
-               fd_recon=mr, fd_recon_std=sdr, fd_recon_values=fd_rec, gap_closed=gap_closed(mb, m, mr),
-               fd_heldout_vs_train=frechet_distance(f_test, f_train), classifier_acc=acc, n_generated=n,
-               n_train=len(tr), seeds=seeds)
+
+    def block(k):
+        v = vals[k]
+        m, sd = mean_std(v["fd"])
+        mb, sdb = mean_std(v["gaussian"])
+        mr, sdr = mean_std(v["recon"])
+        mt, sdt = mean_std(v["train"])
+        md, sdd = mean_std(v["data"])
+        return dict(features=k, fd=m, fd_std=sd, fd_values=v["fd"], fd_gaussian=mb, fd_gaussian_std=sdb,
+                    fd_gaussian_values=v["gaussian"], fd_recon=mr, fd_recon_std=sdr, fd_recon_values=v["recon"],
+                    gap_closed=gap_closed(mb, m, mr), fd_train=mt, fd_train_std=sdt, fd_train_values=v["train"],
+                    fd_heldout_vs_train=md, fd_heldout_vs_train_std=sdd, memorisation_warning=bool(mt < md),
+                    classifier_acc=nets[k][1])
+
+    names = list(nets)
+    res = dict(block(names[0]), features2=block(names[1]), n_generated=n, n_heldout=len(te), n_train=len(tr),
+               seeds=seeds, against="held-out split")
     if fids:
         res.update(fid=mean_std(fids)[0], fid_std=mean_std(fids)[1], fid_values=fids)
     return res
+
+
+def hierarchy_eval(path: str, *, n: int = 2000, seed: int = 0, device="cpu", model=None, tcfg=None) -> dict:
+    """What each latent layer carries (:mod:`hebm.hierarchy`): per layer (bottom-up) the class
+    change when only its ũ is resampled (``class_change``, with ``class_change_independent``, the
+    rate of two independent draws), the held-out accuracy of a linear probe of the label from its
+    posterior means (``probe``, with ``probe_chance``), KL (nats) and active units; the pixel
+    classifier that labels the samples is trained on the run's training split (its held-out
+    accuracy: ``classifier_acc``).  ``hierarchical``: whether the bar of :func:`hebm.hierarchy.is_hierarchical`
+    is met."""
+    from .hierarchy import is_hierarchical, linear_probe, resample_class_change
+
+    if model is None:
+        model, _, tcfg, _ = load_model(path, device)
+    data = _data(tcfg)
+    tr, te = data.train, data.test
+    if (tr.y < 0).any():
+        raise cli.UserError("hierarchy measures the label each layer carries; this data set has no labels")
+    clf = train_classifier(tr.x, tr.y, seed=seed)
+    with torch.no_grad():
+        acc = float((clf(te.x).argmax(1) == te.y).float().mean())
+    change = resample_class_change(model, lambda x: clf(x.cpu()).argmax(1), n=n, seed=seed)
+    probe = linear_probe(model, tr.x.to(device), tr.y.numpy(), te.x.to(device), te.y.numpy(), seed=seed)
+    rep = latent_report(model, tr.x[:2000].to(device), samples=16, seed=seed)
+    return dict(class_change=change["per_layer"], class_change_independent=change["independent"],
+                probe=probe["per_layer"], probe_chance=probe["chance"], kl_per_layer=rep["kl_per_layer"],
+                active_units=rep["active_units"], classifier_acc=acc, n=n,
+                hierarchical=is_hierarchical(change["per_layer"]))
 
 
 def summary_eval(path: str, *, n: int = 2000, seed: int = 0, fused: bool = False, device="cpu", fd_seeds: int = 3) -> dict:
@@ -435,7 +527,8 @@ def summary_eval(path: str, *, n: int = 2000, seed: int = 0, fused: bool = False
     if st is not None:
         res.update(st)
     if (data.train.y >= 0).all():
-        res.update({f"fd_{k}": v for k, v in fd_eval(path, n=min(n, 1000), seeds=fd_seeds, seed=seed, fused=fused,
+        res["hierarchy"] = hierarchy_eval(path, n=n, seed=seed, device=device, model=model, tcfg=tcfg)
+        res.update({f"fd_{k}": v for k, v in fd_eval(path, seeds=fd_seeds, seed=seed, fused=fused,
                                                       device=device).items()})
     return res
 
@@ -668,6 +761,15 @@ def main(argv=None) -> int:
             need_ckpt()
             result = latents_figure(a.ckpt, a.figure, seed=a.seed, fused=a.fused)
             print(f"wrote {a.figure}")
+        elif a.task == "hierarchy":
+            need_ckpt()
+            result = dict(task="hierarchy", ckpt=a.ckpt, **hierarchy_eval(a.ckpt, n=a.n, seed=a.seed, device=a.device))
+            print("per layer, bottom-up (z_1 … z_L):")
+            print(f"  class change when only its u is resampled: {['%.3f' % v for v in result['class_change']]} "
+                  f"(independent draws: {result['class_change_independent']:.3f})")
+            print(f"  linear probe of the label (held-out): {['%.3f' % v for v in result['probe']]} "
+                  f"(chance {result['probe_chance']:.3f})")
+            print(f"  KL (nats): {['%.2f' % v for v in result['kl_per_layer']]}; hierarchical: {result['hierarchical']}")
         elif a.task == "summary":
             need_ckpt()
             result = dict(task="summary", ckpt=a.ckpt, **summary_eval(a.ckpt, n=a.n, seed=a.seed, fused=a.fused,
@@ -678,12 +780,13 @@ def main(argv=None) -> int:
             result = dict(task="fd", ckpt=a.ckpt, **fd_eval(a.ckpt, n=a.n, seeds=a.seeds, seed=a.seed, fused=a.fused,
                                                            device=a.device, inception_weights=a.inception_weights,
                                                            langevin_steps=a.langevin_steps))
-            print(f"FD to the training set (classifier features, {result['n_generated']} samples x {result['seeds']} "
-                  f"seeds): {result['fd']:.3f} ± {result['fd_std']:.3f}   [held-out vs train "
-                  f"{result['fd_heldout_vs_train']:.3f}; classifier acc {result['classifier_acc']:.3f}]")
-            print(f"  same generator: Gaussian prior p_β {result['fd_gaussian']:.3f} ± {result['fd_gaussian_std']:.3f}, "
-                  f"Recon (floor) {result['fd_recon']:.3f} ± {result['fd_recon_std']:.3f}; gap closed "
-                  f"{100 * result['gap_closed']:.1f} %")
+            for b in (result, result["features2"]):
+                print(f"FD vs the held-out split ({b['features']} features, {result['n_generated']} samples x "
+                      f"{result['seeds']} seeds): {b['fd']:.3f} ± {b['fd_std']:.3f}; same generator: p_β "
+                      f"{b['fd_gaussian']:.3f}, Recon (floor) {b['fd_recon']:.3f}; gap closed {100 * b['gap_closed']:.1f} %; "
+                      f"vs train {b['fd_train']:.3f} (held-out vs train {b['fd_heldout_vs_train']:.3f}"
+                      f"{'; MEMORISATION WARNING' if b['memorisation_warning'] else ''}); classifier acc "
+                      f"{b['classifier_acc']:.3f}")
             if "fid" in result:
                 print(f"FID (torchmetrics Inception, local weights): {result['fid']:.3f} ± {result['fid_std']:.3f}")
         if a.json:

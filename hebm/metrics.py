@@ -152,8 +152,12 @@ def ood_metrics(labels, scores) -> dict:
 
 
 def mean_std(values) -> tuple[float, float]:
+    """``(mean, sample standard deviation (ddof 1))`` of the finite values; the std is NaN for
+    fewer than two (a spread over one seed does not exist)."""
     v = [float(x) for x in values if x is not None and math.isfinite(float(x))]
-    return (float(np.mean(v)), float(np.std(v))) if v else (float("nan"), float("nan"))
+    if not v:
+        return float("nan"), float("nan")
+    return float(np.mean(v)), (float(np.std(v, ddof=1)) if len(v) > 1 else float("nan"))
 
 
 __all__ = ["active_units_from_moments", "auprc", "frechet_distance", "gap_closed", "latent_report", "mean_std", "ood_metrics",

@@ -160,6 +160,106 @@ class ConvDecoder(nn.Module):
         return torch.tanh(self.deconvs[1](h)).flatten(1)
 
 
+def ladder_entries(L: int, stages: int) -> list[int]:
+    """The stage (0 = the first, coarsest or deepest) at which each latent layer enters a ladder
+    generator of ``stages`` stages, bottom-up: z_L enters at stage 0 and passes every later
+    stage, z_1 at the last (the finest scale, the shallowest path to the image), the layers
+    between spread over the stages between (VLAE's ladder; NVAE injects every group at its own
+    resolution the same way).  ``[entry of z_1, …, entry of z_L]``."""
+    if L == 1:
+        return [0]
+    last = stages - 1
+    return [round(last * (L - 1 - i) / (L - 1)) for i in range(L)]
+
+
+class _Ladder(nn.Module):
+    """What the ladder generators share: the per-layer weights ``fade`` ``[L]`` their injections
+    are multiplied by (a buffer, so a checkpoint decodes as it was trained), 1 after training's
+    progressive warm-up (:meth:`progressive`)."""
+
+    def _init_fade(self, L: int):
+        self.register_buffer("fade", torch.ones(L))
+
+    @torch.no_grad()
+    def progressive(self, step: int, per_layer: int) -> None:
+        """pro-VLAE's progressive ladder (Li et al., ICLR 2020), the top layer first: z_L alone for
+        ``per_layer`` iterations, then z_{L−1} fades in linearly over the next ``per_layer``, then
+        z_{L−2}, …; so the deepest path learns the most abstract factor before the shallower
+        paths can take it (``per_layer`` = 0: every layer at full weight)."""
+        L = self.fade.numel()
+        for i in range(L):
+            phase = L - 1 - i  # 0 for the top layer
+            w = 1.0 if per_layer <= 0 or phase == 0 else min(1.0, max(0.0, (step + 1 - phase * per_layer) / per_layer))
+            self.fade[i] = w
+
+
+class LadderMLPDecoder(_Ladder):
+    """``g(z̃)`` with every latent layer reaching the image, MLP form (flat data): the stream starts
+    from ``z_L`` and passes ``len(hidden) + 1`` Linear layers; ``z_i`` joins the stream at the
+    layer :func:`ladder_entries` gives it (a Linear of its own added to that layer's
+    pre-activation), so the top layer has the deepest path to the image and ``z_1`` the
+    shallowest (it enters at the output layer with the default two hidden layers and three
+    latent layers).  ``tanh`` output, flat images."""
+
+    def __init__(self, dims, hidden, x_dim: int, act):
+        super().__init__()
+        self.dims = [int(d) for d in dims]
+        widths = [*(int(h) for h in hidden), int(x_dim)]
+        self.entry = ladder_entries(len(self.dims), len(widths))
+        self.layers = nn.ModuleList(nn.Linear(widths[j - 1], widths[j]) for j in range(1, len(widths)))
+        self.inject = nn.ModuleList(nn.Linear(d, widths[e], bias=(i == len(self.dims) - 1))
+                                    for i, (d, e) in enumerate(zip(self.dims, self.entry)))
+        self.act = as_activation(act)
+        self._init_fade(len(self.dims))
+
+    def forward(self, z):
+        zs = z.split(self.dims, dim=1)
+        h = None
+        for j in range(len(self.layers) + 1):
+            pre = None if j == 0 else self.layers[j - 1](h)
+            for i, e in enumerate(self.entry):
+                if e == j:
+                    a = self.inject[i](zs[i]) * self.fade[i]
+                    pre = a if pre is None else pre + a
+            h = torch.tanh(pre) if j == len(self.layers) else self.act(pre)
+        return h
+
+
+class LadderConvDecoder(_Ladder):
+    """``g(z̃)`` for 28×28 / 32×32 images with every latent layer reaching the image at its own
+    scale (VLAE's ladder generator, NVAE's per-resolution groups): ``z_L`` → Linear → a 2c × H/4
+    map (the coarsest); a 4×4 stride-2 transposed convolution to c × H/2, where the middle
+    layers join (each a Linear to a c × H/2 map, added); another to c/2 × H (the finest), where
+    ``z_1`` joins the same way; a 3×3 convolution to C channels, tanh; flat output."""
+
+    def __init__(self, dims, image_shape, channels: int, act):
+        super().__init__()
+        C, H, h0 = _conv_geometry(image_shape)
+        c = int(channels)
+        self.dims = [int(d) for d in dims]
+        self.maps = [(2 * c, h0), (c, 2 * h0), (max(c // 2, 1), 4 * h0)]  # (channels, side) per stage
+        self.entry = ladder_entries(len(self.dims), len(self.maps))
+        self.inject = nn.ModuleList(nn.Linear(d, self.maps[e][0] * self.maps[e][1] ** 2)
+                                    for d, e in zip(self.dims, self.entry))
+        self.ups = nn.ModuleList([nn.ConvTranspose2d(2 * c, c, 4, 2, 1),
+                                  nn.ConvTranspose2d(c, self.maps[2][0], 4, 2, 1)])
+        self.out = nn.Conv2d(self.maps[2][0], C, 3, 1, 1)
+        self.act = as_activation(act)
+        self._init_fade(len(self.dims))
+
+    def forward(self, z):
+        zs = z.split(self.dims, dim=1)
+        h = None
+        for j, (ch, side) in enumerate(self.maps):
+            pre = None if j == 0 else self.ups[j - 1](h)
+            for i, e in enumerate(self.entry):
+                if e == j:
+                    a = self.inject[i](zs[i]).reshape(-1, ch, side, side) * self.fade[i]
+                    pre = a if pre is None else pre + a
+            h = self.act(pre)
+        return torch.tanh(self.out(h)).flatten(1)
+
+
 # ---------------------------------------------------------------------------------- inference
 @dataclass
 class Posterior:
@@ -331,12 +431,16 @@ class LatentModel(nn.Module):
                                        energy_act=energy_act, spectral_norm=spectral_norm, sigma_min=cfg.sigma_min,
                                        sigma_clamp=cfg.sigma_clamp)
         width = int(cfg.enc_hidden[-1])
+        ladder = cfg.generator == "ladder"
         if cfg.arch == "conv":
             self.encoder = ConvEncoder(cfg.image_shape, cfg.channels, width, cfg.act)
-            self.decoder = ConvDecoder(dims[0], cfg.image_shape, cfg.channels, cfg.act)
+            self.decoder = (LadderConvDecoder(dims, cfg.image_shape, cfg.channels, cfg.act) if ladder else
+                            ConvDecoder(dims[0], cfg.image_shape, cfg.channels, cfg.act))
         else:
             self.encoder = MLPEncoder(cfg.x_dim, cfg.enc_hidden, cfg.act)
-            self.decoder = MLPDecoder(dims[0], cfg.dec_hidden, cfg.x_dim, cfg.act)
+            self.decoder = (LadderMLPDecoder(dims, cfg.dec_hidden, cfg.x_dim, cfg.act) if ladder else
+                            MLPDecoder(dims[0], cfg.dec_hidden, cfg.x_dim, cfg.act))
+        self.ladder = ladder
         inf = TopDownInference if cfg.inference == "topdown" else BottomUpInference
         self.inference = inf(self.encoder.out_dim, dims, width, cfg.act)
         self.sigma_x = float(cfg.sigma_x)
@@ -372,9 +476,9 @@ class LatentModel(nn.Module):
 
     # ------------------------------------------------------------------ pieces
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Generator mean ``g(z_1)`` from flat latents ``[B, D]`` (or ``z_1`` alone)."""
-        z1 = z[:, : self.dims[0]] if z.shape[1] != self.dims[0] else z
-        return self.decoder(z1)
+        """Generator mean from flat latents ``[B, D]``: ``g(z̃)`` (the ladder: every layer reaches
+        the image) or ``g(z_1)`` (the bottom layer alone)."""
+        return self.decoder(z if self.ladder else z[:, : self.dims[0]])
 
     def log_px(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """``log N(x; g(z_1), σ_x² I)`` per row."""
@@ -540,7 +644,7 @@ class EBMModel(LatentModel):
         """z-space posterior Langevin (the authors' MLE scheme), init N(0, I) from the seed."""
         g = torch.Generator(device=x.device).manual_seed(seed % 2**63)
         z0 = torch.randn(x.shape[0], self.D, generator=g, device=x.device, dtype=x.dtype)
-        return langevin_z_ref(self.prior, z0, n_steps=n_steps, step_size=step_size, x=x, decoder=self.decoder,
+        return langevin_z_ref(self.prior, z0, n_steps=n_steps, step_size=step_size, x=x, decoder=self.decode,
                               sigma_x=self.sigma_x, seed=seed).detach()
 
     def chains(self, x, *, generator, seed: int, chain_ids, settings, fused: bool, labels=None) -> dict:

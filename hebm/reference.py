@@ -384,9 +384,9 @@ def langevin_z_ref(
     update rule on
 
         prior target      log p̃(z) = Σ_i f_i(z_i) + log p_β(z)
-        posterior target  log p̃(z | x) = prior target − ‖x − g(z_1)‖² / (2 σ_x²)
+        posterior target  log p̃(z | x) = prior target − ‖x − g(z̃)‖² / (2 σ_x²)
 
-    (posterior when ``x`` and ``decoder`` (z_1 → x) are given).  Same noise conventions as
+    (posterior when ``x`` and ``decoder`` (the flat latents z̃ ``[B, D]`` → x) are given).  Same noise conventions as
     :func:`langevin_ref` (seeded Philox on z's flat layout, or explicit ``[K, B, D]``).
     """
     a = check_langevin_args(prior, z, n_steps=n_steps, step_size=step_size, noise_scale=noise_scale,
@@ -400,7 +400,7 @@ def langevin_z_ref(
     def log_pi(zz):
         logp = prior.energy(zz) + prior.log_p_beta(zz)
         if x is not None:
-            logp = logp - (x - decoder(zz[:, : prior.dims[0]])).flatten(1).pow(2).sum(1) / (2 * sigma_x**2)
+            logp = logp - (x - decoder(zz)).flatten(1).pow(2).sum(1) / (2 * sigma_x**2)
         return logp
 
     with torch.inference_mode(False):

@@ -390,7 +390,7 @@ def resolve_attribute_stage(settings: dict) -> tuple[ModelConfig, TrainConfig]:
 
 
 #: the model settings a two-stage run takes from its stage-1 run (the frozen networks' shapes)
-STAGE1_KEYS = ("arch", "x_dim", "image_shape", "latent_dims", "inference", "enc_hidden", "dec_hidden", "channels",
+STAGE1_KEYS = ("arch", "generator", "x_dim", "image_shape", "latent_dims", "inference", "enc_hidden", "dec_hidden", "channels",
                "prior_hidden", "act", "sigma_x", "sigma_min", "sigma_clamp")
 
 
@@ -552,6 +552,8 @@ class Trainer:
         t_start = time.perf_counter()
         x, labels = self._batch(k)
         gen = torch.Generator(device=self.device).manual_seed(step_seed(cfg.seed, k, 1000 + self.dist.rank))
+        if m.ladder and not m.two_stage:  # the progressive ladder's fade-in, a function of the step (resume-exact)
+            m.decoder.progressive(k, cfg.ladder_warmup)
         if self.mcfg.spectral_norm:  # one power iteration per update, as torch's spectral_norm (frozen energies: none)
             m.power_iteration()
         t0 = time.perf_counter()

@@ -215,12 +215,12 @@ def test_fused_auto_reports_backend(make_prior):
 
 # ------------------------------------------------------------------------- z-space sampler
 def test_z_space_sampler_one_step(make_prior):
-    """langevin_z_ref: z ← z + δ²/2 ∇(F + log p_β [− ‖x − g(z_1)‖²/2σ_x²]) + cδε."""
+    """langevin_z_ref: z ← z + δ²/2 ∇(F + log p_β [− ‖x − g(z̃)‖²/2σ_x²]) + cδε (g sees every layer)."""
     prior = make_prior((4, 3), scale=1.2)
     g = torch.Generator().manual_seed(2)
     z = torch.randn(5, prior.D, generator=g, dtype=f64)
     eps = torch.randn(1, 5, prior.D, generator=g, dtype=f64)
-    dec = torch.nn.Linear(4, 6).double()
+    dec = torch.nn.Linear(prior.D, 6).double()
     x = torch.randn(5, 6, generator=g, dtype=f64)
     for post in (False, True):
         extra = dict(x=x, decoder=dec, sigma_x=0.3) if post else {}
@@ -228,7 +228,7 @@ def test_z_space_sampler_one_step(make_prior):
         zz = z.clone().requires_grad_(True)
         target = prior.energy(zz) + prior.log_p_beta(zz)
         if post:
-            target = target - ((x - dec(zz[:, :4])) ** 2).sum(1) / (2 * 0.09)
+            target = target - ((x - dec(zz)) ** 2).sum(1) / (2 * 0.09)
         (grad,) = torch.autograd.grad(target.sum(), zz)
         torch.testing.assert_close(out, z + 0.005 * grad + 0.1 * eps[0], rtol=0, atol=1e-12)
 

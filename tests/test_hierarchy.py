@@ -1,0 +1,175 @@
+"""The ladder generator (every latent layer reaches the image, each at its own scale) and the
+hierarchy measures, on cases with known answers."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from hebm.config import ModelConfig
+from hebm.hierarchy import is_hierarchical, linear_probe, resample_class_change
+from hebm.models import LadderConvDecoder, LadderMLPDecoder, build_model, ladder_entries
+
+
+# ------------------------------------------------------------------------------ the ladder generator
+def test_ladder_entries_top_coarsest_bottom_finest():
+    assert ladder_entries(3, 3) == [2, 1, 0]  # z_1 at the last (finest) stage, z_3 at the first
+    assert ladder_entries(2, 3) == [2, 0]
+    assert ladder_entries(5, 3) == [2, 2, 1, 0, 0]
+    assert ladder_entries(1, 3) == [0]
+    e = ladder_entries(4, 6)
+    assert e[0] == 5 and e[-1] == 0 and all(a >= b for a, b in zip(e, e[1:]))
+
+
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32)])
+def test_ladder_conv_shapes_scales_and_gradients(shape):
+    """Every layer gets a gradient, and each enters at its own resolution: z_3 at H/4, z_2 at H/2,
+    z_1 at H (the injected map's size says so)."""
+    C, H, W = shape
+    dims = [6, 4, 2]
+    dec = LadderConvDecoder(dims, shape, 8, "gelu")
+    sides = [int(round((m.out_features / dec.maps[e][0]) ** 0.5)) for m, e in zip(dec.inject, dec.entry)]
+    assert sides == [H, H // 2, H // 4]
+    z = torch.randn(4, sum(dims), requires_grad=True)
+    y = dec(z)
+    assert y.shape == (4, C * H * W) and float(y.detach().abs().max()) <= 1.0
+    y.sum().backward()
+    for i, (a, b) in enumerate(zip(np.cumsum([0] + dims[:-1]), np.cumsum(dims))):
+        assert float(z.grad[:, a:b].abs().sum()) > 0, f"z_{i + 1} does not reach the image"
+    for name, p in dec.named_parameters():
+        assert p.grad is not None and float(p.grad.abs().sum()) > 0, name
+
+
+def test_ladder_mlp_depth_of_each_layer():
+    """The top layer passes every Linear, z_1 only the last: z_1's effect on the output is affine
+    before the tanh (its second derivative in z_1 through the pre-activation is zero), z_3's is not."""
+    torch.manual_seed(0)
+    dims = [3, 2, 2]
+    dec = LadderMLPDecoder(dims, [16, 16], 5, "gelu").double()
+    assert dec.entry == [2, 1, 0]
+    z = torch.randn(1, 7, dtype=torch.float64)
+
+    def pre(zz):  # the output pre-activation (atanh of the output)
+        return torch.atanh(dec(zz)).sum()
+
+    H = torch.autograd.functional.hessian(pre, z)[0, :, 0, :]
+    assert float(H[:3, :3].abs().max()) < 1e-8  # z_1: affine into the output layer
+    assert float(H[5:, 5:].abs().max()) > 1e-4  # z_3: through two nonlinear layers
+
+
+def _tiny_model(generator="ladder", dims=(4, 3, 2)):
+    cfg = ModelConfig(prior="gaussian", arch="mlp", generator=generator, x_dim=10, latent_dims=list(dims),
+                      enc_hidden=[16], dec_hidden=[16, 16], prior_hidden=[8])
+    return build_model(cfg)
+
+
+@pytest.mark.parametrize("generator", ["ladder", "bottom"])
+def test_every_prior_builds_and_samples_on_both_generators(generator):
+    from hebm.config import PRIOR_TYPES
+
+    for prior in PRIOR_TYPES:
+        cfg = ModelConfig(prior=prior, arch="mlp", generator=generator, x_dim=10, latent_dims=[4, 3, 2],
+                          enc_hidden=[16], dec_hidden=[16, 16], prior_hidden=[8], energy_hidden=[8], base_prior="gaussian",
+                          T=2)
+        m = build_model(cfg)
+        x = m.sample(5, seed=1, n_steps=2, step_size=0.1)
+        assert x.shape == (5, 10) and torch.isfinite(x).all()
+        post = m.posterior(torch.rand(5, 10) * 2 - 1, torch.Generator().manual_seed(0))
+        assert torch.isfinite(m.log_px(torch.zeros(5, 10), post.z)).all()
+
+
+def test_bottom_generator_ignores_the_upper_layers_ladder_does_not():
+    torch.manual_seed(0)
+    for generator, upper_matters in (("bottom", False), ("ladder", True)):
+        m = _tiny_model(generator)
+        z = torch.randn(3, 9)
+        z2 = z.clone()
+        z2[:, 4:] = torch.randn(3, 5)
+        changed = not torch.allclose(m.decode(z), m.decode(z2))
+        assert changed == upper_matters, generator
+
+
+def test_checkpoints_before_the_ladder_load_as_the_bottom_generator(tmp_path):
+    """A checkpoint written before the ``generator`` setting existed holds a g(z_1) decoder: it
+    loads as one (not as the new default)."""
+    from hebm.checkpoint import load_checkpoint, save_checkpoint
+    from hebm.models import load_model
+    from hebm.trainer import Trainer
+
+    run = tmp_path / "r"
+    tr = Trainer.from_settings(dict(prior="gaussian", steps=2, out=str(run), quiet=True, generator="bottom",
+                                    eval_every=0))
+    assert tr.train()["status"] == "ok"
+    ck = load_checkpoint(str(run / "ckpt.pt"))
+    del ck["model_config"]["generator"]  # as written before 2026-12-06
+    save_checkpoint(str(tmp_path / "old.pt"), {k: v for k, v in ck.items() if k not in ("integrity", "format", "version")})
+    m, mcfg, _, _ = load_model(str(tmp_path / "old.pt"))
+    assert mcfg.generator == "bottom" and not m.ladder
+
+
+# ------------------------------------------------------------------------------ the measures
+class _SignModel(torch.nn.Module):
+    """A generator with a known hierarchy: x = z̃ (the decoder is the identity on the flat
+    latents), layers (1, 1, 1), conditionals that ignore the layer above (μ = 0, σ = 1), so
+    z = ũ; a 'class' is the sign pattern of chosen coordinates."""
+
+    def __init__(self):
+        super().__init__()
+        from tests.parity import make_prior
+
+        self.prior = make_prior((1, 1, 1), prior_hidden=(), energy_hidden=None, sigma_min=0.0, dtype=torch.float32)
+        with torch.no_grad():
+            for p in self.prior.conditionals.parameters():
+                p.zero_()
+        self.dims = [1, 1, 1]
+        self.D = 3
+
+    def decode(self, z):
+        return z
+
+
+def test_class_change_known_answers():
+    """classify = sign of x_3 (the top coordinate): resampling z_3 changes the class with
+    probability 1/2 exactly (two independent fair signs), z_1 and z_2 never; 'independent' = 1/2."""
+    m = _SignModel()
+    assert torch.allclose(m.prior.T(torch.eye(3)), torch.eye(3))  # μ = 0, σ = exp(0): z = ũ
+    out = resample_class_change(m, lambda x: (x[:, 2] > 0).long(), n=4000, seed=3)
+    assert out["per_layer"][0] == 0.0 and out["per_layer"][1] == 0.0
+    se = (0.25 / 4000) ** 0.5
+    assert abs(out["per_layer"][2] - 0.5) < 5 * se
+    assert abs(out["independent"] - 0.5) < 5 * se
+    # a classifier that reads every layer: each resampled layer flips its own sign half the time
+    out = resample_class_change(m, lambda x: ((x > 0).long() * torch.tensor([1, 2, 4])).sum(1), n=4000, seed=3)
+    for r in out["per_layer"]:
+        assert abs(r - 0.5) < 5 * se
+    assert abs(out["independent"] - (1 - 1 / 8)) < 0.02
+
+
+def test_a_layer_the_generator_ignores_scores_zero_change_and_chance_probe():
+    """A model whose top layer reaches neither the image nor the layers below (its decoder input,
+    its conditional's input and its inference head zeroed): resampling it changes no class, and
+    the probe from it scores the held-out majority rate."""
+    torch.manual_seed(0)
+    m = _tiny_model("ladder")
+    with torch.no_grad():
+        m.decoder.inject[2].weight.zero_()  # (its bias is a constant: the stream's starting point)
+        first = next(p for p in m.prior.conditionals[1].parameters() if p.dim() == 2)
+        first.zero_()  # g_2(z_3): its first Linear's weights, so z_2's conditional ignores z_3
+        m.inference.heads[2].weight.zero_()
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(300, 10, generator=g) * 2 - 1
+    y = (x[:, 0] > 0).long() + 2 * (x[:, 1] > 0.5).long()
+    change = resample_class_change(m, lambda xx: (xx[:, :3] > 0).long().sum(1), n=500, seed=1)
+    assert change["per_layer"][2] == 0.0
+    assert change["per_layer"][0] > 0.0  # the bottom layer does reach the image
+    probe = linear_probe(m, x[:200], y[:200].numpy(), x[200:], y[200:].numpy())
+    assert probe["per_layer"][2] == pytest.approx(probe["chance"])
+    majority = np.bincount(y[:200].numpy()).argmax()
+    assert probe["chance"] == pytest.approx(float(np.mean(y[200:].numpy() == majority)))
+
+
+def test_is_hierarchical_bar():
+    assert is_hierarchical([0.2, 0.5, 0.85])
+    assert not is_hierarchical([0.3, 0.5, 0.85])  # the bottom changes the class too often
+    assert not is_hierarchical([0.2, 0.9, 0.85])  # not monotone
+    assert not is_hierarchical([0.1, 0.4, 0.7])  # the top does not decide it
