@@ -44,15 +44,22 @@ def second_moment_slant(x: torch.Tensor, shape) -> torch.Tensor:
     return torch.where(mu02 > 1e-12, -mu11 / mu02.clamp_min(1e-12), torch.zeros_like(mu02))
 
 
+def class_ink_medians(x: torch.Tensor, y: torch.Tensor) -> dict:
+    """``{class: median ink mass}`` over the images of each class."""
+    mass = ink_mass(x)
+    return {int(c): float(torch.quantile(mass[y == c], 0.5)) for c in torch.unique(y)}
+
+
+def thickness_given_medians(x: torch.Tensor, y: torch.Tensor, medians: dict) -> torch.Tensor:
+    """1 where an image's ink mass is above ``medians[class]``, else 0 (``y`` the classes)."""
+    mass = ink_mass(x)
+    med = torch.tensor([medians[int(c)] for c in y], dtype=mass.dtype)
+    return (mass > med).long()
+
+
 def thickness_labels(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """1 where the ink mass is above its class's median ink mass, else 0."""
-    mass = ink_mass(x)
-    out = torch.zeros(len(x), dtype=torch.long)
-    for c in torch.unique(y):
-        rows = y == c
-        med = torch.quantile(mass[rows], 0.5)
-        out[rows] = (mass[rows] > med).long()
-    return out
+    return thickness_given_medians(x, y, class_ink_medians(x, y))
 
 
 @dataclass(frozen=True)
@@ -96,4 +103,4 @@ def labels(data, names: Sequence[str]) -> torch.Tensor:
     return torch.stack(cols, 1)
 
 
-__all__ = ["ATTRIBUTES", "Attribute", "check_names", "ink_mass", "labels", "second_moment_slant", "thickness_labels"]
+__all__ = ["ATTRIBUTES", "Attribute", "check_names", "class_ink_medians", "ink_mass", "thickness_given_medians", "labels", "second_moment_slant", "thickness_labels"]

@@ -226,16 +226,18 @@ def load_checkpoint(path: str, map_location="cpu", *, advise: bool = True) -> di
     for key in ("model_config", "train_config", "model", "step"):
         if key not in ck:
             raise CheckpointError(f"checkpoint {path!r} lacks {key!r}; it is incomplete")
-    if isinstance(ck["model_config"], dict):
-        # Model settings added after a checkpoint was written take the value that reproduces the
-        # model it holds (not the new default): one entry per such setting.
-        for key, then in CONFIG_KEYS_ADDED.items():
-            ck["model_config"].setdefault(key, then)
+    # Settings added after a checkpoint was written take the value that reproduces the run it
+    # holds (not the new default): one entry per such setting.
+    for part, added in CONFIG_KEYS_ADDED.items():
+        if isinstance(ck[part], dict):
+            for key, then in added.items():
+                ck[part].setdefault(key, then)
     return ck
 
 
-#: model settings added since format version 1, with the value every earlier checkpoint implies
-CONFIG_KEYS_ADDED = {"generator": "bottom"}
+#: settings added since format version 2 was introduced, with the value every earlier checkpoint
+#: implies: the generator g(z_1), and no validation slice (the run trained on its whole split)
+CONFIG_KEYS_ADDED = {"model_config": {"generator": "bottom"}, "train_config": {"validation_fraction": 0.0}}
 
 
 def verify(path: str, *, advise: bool = True) -> Optional[str]:

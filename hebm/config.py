@@ -73,8 +73,9 @@ class ModelConfig:
                                     "attributes on the trained run --init (frozen), e.g. digit,thickness,slant "
                                     "(docs/controllable.md)", "model", list_of=str)
     attribute_layers: Optional[list] = _f(None, "the layer of each attribute, NAME:LAYER (1 = z_1, the bottom), e.g. "
-                                          "digit:3,thickness:1 (default: every attribute on z_1, where these models "
-                                          "keep nearly all their information; RESULTS.md §7)", "model", list_of=str)
+                                          "digit:3,thickness:1 (default: on the ladder generator the digit on the top "
+                                          "layer, thickness and slant on z_1; on the bottom generator everything on "
+                                          "z_1, where it keeps nearly all its information; RESULTS.md §7, §9)", "model", list_of=str)
     attribute_hidden: Optional[list] = _f(None, "hidden widths of the attribute heads (default: the energies' "
                                           "--energy-hidden)", "model", list_of=int, lo=1)
     sigma_x: float = _f(0.3, "decoder noise σ_x of p(x | z̃) = N(g(z̃), σ_x²)", "model", lo=0, lo_open=True)
@@ -103,6 +104,9 @@ class TrainConfig:
     holdout: Optional[int] = _f(None, "anomaly protocol: train on 80%% of the digits other than this one", "data", lo=0,
                                 hi=9)
     test_fraction: float = _f(0.1, "held-out fraction of the data", "data", lo=0, hi=0.9)
+    validation_fraction: float = _f(0.1, "fraction of the training split kept out of training as a validation slice "
+                                    "of normal data, where evaluate's anomaly scores are chosen (never on the "
+                                    "held-out split)", "data", lo=0, hi=0.5)
     seed: int = _f(0, "run seed (data order, noise, initialisation)", "data", lo=0, hi=2**63 - 1)
     posterior: str = _f("q", "ebm: q (inference network, variational) or langevin (MLE with z-space posterior Langevin)",
                         "data", choices=("q", "langevin"))
@@ -153,6 +157,11 @@ class TrainConfig:
     threads: int = _f(1, "torch CPU threads (1: fastest for these small networks)", "run", lo=1, hi=1024)
     kernel_threads: int = _f(0, "threads of the fused C++ sampler (0: this process's share of the cores)", "run", lo=0,
                              hi=1024)
+
+
+#: the settings that define a run's data split beside the data set: a two-stage or attribute stage
+#: keeps its stage-1 run's values (unless asked otherwise), so it never trains on what stage 1 held out
+SPLIT_SETTINGS = ("holdout", "classes", "test_fraction", "validation_fraction")
 
 
 #: per prior type, the defaults that differ from the field defaults (docs: RESULTS.md "Defaults");
@@ -218,6 +227,8 @@ class AnomalyTask:
                    repeat=True, metavar="KEY=VALUE", factory=list)
     runs_dir: Optional[str] = _f(None, "with --train (default runs/anomaly-<prior>-<time>)", "run")
     n_post: int = _f(4, "posterior samples per image", "run", lo=1, hi=1000)
+    score: Optional[str] = _f(None, "the score to report, e.g. 'L>0' (default: the one chosen on each run's "
+                              "validation slice against proxy outliers; hebm.scores lists the family)", "run")
 
 
 ANOMALY_SHARED = {"prior": ("ebm", " (with --train)"), "dataset": ("digits", " (with --train)"),
@@ -230,8 +241,11 @@ class OodTask:
     """``hebm.evaluate ood``: LLR^{>k} out-of-distribution detection (two forms); with training's
     data_root."""
 
-    ood_data: str = _f("photos", "photos | noise | mnist | fashion-mnist | svhn | cifar10", "run")
+    ood_data: str = _f("photos", "photos | digits | shuffled | noise | mnist | fashion-mnist | svhn | cifar10 "
+                       "(resized to the model's images)", "run")
     n_post: int = _f(1, "posterior samples per image", "run", lo=1, hi=1000)
+    score: Optional[str] = _f(None, "the score to mark as chosen (default: chosen on the run's validation slice "
+                              "against proxy outliers)", "run")
 
 
 @dataclass
@@ -492,5 +506,5 @@ def add_arguments(parser: argparse.ArgumentParser, classes=(ModelConfig, TrainCo
     return parser
 
 
-__all__ = ["EVALUATE_SHARED", "EVALUATE_TASKS", "EvaluateConfig", "ModelConfig", "SAMPLE_SHARED", "SampleConfig", "TrainConfig", "PRIOR_TYPES", "PRIOR_DEFAULTS", "add_arguments", "build", "check_value",
+__all__ = ["SPLIT_SETTINGS", "EVALUATE_SHARED", "EVALUATE_TASKS", "EvaluateConfig", "ModelConfig", "SAMPLE_SHARED", "SampleConfig", "TrainConfig", "PRIOR_TYPES", "PRIOR_DEFAULTS", "add_arguments", "build", "check_value",
            "defaults", "defaults_key", "kind_of", "resume_changes", "split_settings"]

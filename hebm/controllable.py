@@ -47,6 +47,9 @@ def parse_layers(names: Sequence[str], spec: Optional[Sequence[str]], L: int, de
             raise ValueError(f"--attribute-layers {item!r}: the layer must be an integer 1..{L}") from None
         if not 1 <= k <= L:
             raise ValueError(f"--attribute-layers {item!r}: the model has layers 1..{L} (1 = z_1, the bottom)")
+        if name in chosen:
+            raise ValueError(f"--attribute-layers: {name} is given twice ({chosen[name]} and {k}); give each attribute "
+                             f"one layer")
         chosen[name] = k
     return [chosen.get(n, min(int(default.get(n, L)), L)) - 1 for n in names]
 
@@ -197,7 +200,7 @@ class ControllableMixin:
     def __init__(self, cfg):
         super().__init__(cfg)
         names = list(cfg.attributes)
-        layers = parse_layers(names, cfg.attribute_layers, len(self.dims), DEFAULT_LAYERS)
+        layers = parse_layers(names, cfg.attribute_layers, len(self.dims), default_layers(cfg.generator, len(self.dims)))
         hidden = cfg.attribute_hidden or cfg.energy_hidden
         self.heads = AttributeHeads(self.dims, names, layers, hidden, cfg.energy_act)
 
@@ -294,10 +297,15 @@ class ControllableMixin:
         return dict(f_pos=fp, f_neg=fn, f_gap=fp - fn)
 
 
-#: where an attribute sits by default (1-based layer): z₁ for all — measured (RESULTS.md §7): on the
-#: mnist5k models z₁ carries ~40 of ~42 nats of KL, and the digit's accuracy on z₁/z₂/z₃ was
-#: 0.73/0.33/0.20 at equal budgets
-DEFAULT_LAYERS = {"digit": 1, "thickness": 1, "slant": 1}
+def default_layers(generator: str, L: int) -> dict:
+    """Where an attribute sits by default (1-based layer), by the layer that carries it
+    (RESULTS.md §7, §9): on the ladder generator the digit's identity is held by the top layer,
+    stroke thickness and slant by z₁ (the papers' layer-wise control); on the bottom generator
+    g(z₁) z₁ carries ~40 of ~42 nats of KL and the digit was read from z₁/z₂/z₃ at 0.73/0.33/0.20,
+    so every attribute goes on z₁."""
+    if generator == "ladder":
+        return {"digit": L, "thickness": 1, "slant": 1}
+    return {"digit": 1, "thickness": 1, "slant": 1}
 
 
 def controllable_class(base: type) -> type:
@@ -352,5 +360,5 @@ def draw_values(train_labels: torch.Tensor, names: Sequence[str], fixed: dict, n
     return train_labels[pick].clone()
 
 
-__all__ = ["AttributeHeads", "ControllableMixin", "DEFAULT_LAYERS", "combination_index", "combinations",
+__all__ = ["AttributeHeads", "ControllableMixin", "default_layers", "combination_index", "combinations",
            "conditional_prior", "controllable_class", "draw_values", "merge_energy", "parse_fixed", "parse_layers"]

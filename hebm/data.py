@@ -198,27 +198,42 @@ def photo_patches(n: int = 2000, seed: int = 0) -> VectorData:
 
 @dataclass
 class RunData:
-    """A run's data: the training split, the held-out split and, for the anomaly protocol, the
-    held-out labels (1 = anomaly)."""
+    """A run's data: the training split, the held-out split, for the anomaly protocol the held-out
+    labels (1 = anomaly), and a validation slice of normal data the model never trains on (empty
+    unless asked: ``validation_fraction``) — where a score or a weight may be chosen without
+    reading the held-out split."""
 
     train: VectorData
     test: VectorData
     test_labels: Optional[np.ndarray] = None
+    val: Optional[VectorData] = None
 
 
 def run_data(dataset: str, *, data_root=None, download: bool = False, classes=None, holdout=None,
-             test_fraction: float = 0.1) -> RunData:
+             test_fraction: float = 0.1, validation_fraction: float = 0.0) -> RunData:
     """The one split of a run's data, used by training and evaluation alike: ``classes`` keeps
     those labels; ``holdout`` applies the anomaly protocol (:func:`anomaly_split`), else a fixed
-    ``test_fraction`` held out (:func:`split`)."""
+    ``test_fraction`` held out (:func:`split`); ``validation_fraction`` of the training split (its
+    last rows: the split is already a random permutation) becomes ``val`` and is not trained on."""
     data = load_dataset(dataset, data_root=data_root, download=download)
     if classes:
         data = data.select_classes(classes)
     if holdout is not None:
         tr, te, labels = anomaly_split(data, int(holdout))
-        return RunData(tr, te, labels)
-    tr, te = split(data, test_fraction=test_fraction)
-    return RunData(tr, te)
+    else:
+        (tr, te), labels = split(data, test_fraction=test_fraction), None
+    val = None
+    n_val = int(round(len(tr) * float(validation_fraction)))
+    if n_val > 0:
+        tr, val = tr.subset(torch.arange(len(tr) - n_val)), tr.subset(torch.arange(len(tr) - n_val, len(tr)))
+    return RunData(tr, te, labels, val)
+
+
+def run_data_for(cfg, *, download: bool = False) -> RunData:
+    """:func:`run_data` with the data settings of a :class:`hebm.config.TrainConfig` (the one list
+    of the settings that define a run's split)."""
+    return run_data(cfg.dataset, data_root=cfg.data_root, download=download, classes=cfg.classes, holdout=cfg.holdout,
+                    test_fraction=cfg.test_fraction, validation_fraction=cfg.validation_fraction)
 
 
 def batch_indices(n: int, batch_size: int, step: int, *, seed: int, rank: int = 0, world: int = 1) -> torch.Tensor:
@@ -237,5 +252,5 @@ def batch_indices(n: int, batch_size: int, step: int, *, seed: int, rank: int = 
 
 __all__ = [
     "DATASETS", "RunData", "VectorData", "load_dataset", "load_digits_data", "load_mnist5k", "toy2d_data",
-    "photo_patches", "split", "anomaly_split", "run_data", "batch_indices",
+    "photo_patches", "split", "anomaly_split", "run_data", "run_data_for", "batch_indices",
 ]

@@ -48,17 +48,16 @@ import torch
 from . import cli
 from .checkpoint import load_checkpoint
 from .config import EVALUATE_SHARED, EVALUATE_TASKS, EvaluateConfig, ModelConfig, TrainConfig, add_arguments, kind_of
-from .data import RunData, load_dataset, run_data
+from .data import RunData, load_dataset, run_data_for
 from .metrics import (auprc, frechet_distance, gap_closed, latent_report, mean_std, ood_metrics, prior_hole,
                       stationarity)
 from .models import LOG2PI, MODELS, load_model
-from .reference import ref_step
+from .scores import candidates, choose, evaluate_all, proxy_outliers, score_terms
 from .trainer import Trainer, resolve_settings
 
 
 def _data(tcfg) -> RunData:
-    return run_data(tcfg.dataset, data_root=tcfg.data_root, classes=tcfg.classes, holdout=tcfg.holdout,
-                    test_fraction=tcfg.test_fraction)
+    return run_data_for(tcfg)
 
 
 def _batches(x, batch=512):
@@ -67,103 +66,45 @@ def _batches(x, batch=512):
 
 
 # ---------------------------------------------------------------------------------- scores
-@torch.no_grad()
-def log_posterior_terms(model, tcfg, x: torch.Tensor, *, n_post: int = 4, seed: int = 0) -> dict:
-    """The terms of ``L^{>0}(x) = log p(x|z_1) + log p_β(z̃) + tilt(z̃)`` at posterior samples,
-    each averaged over ``n_post`` draws: ``{"log_px", "log_p_beta", "tilt"}``, ``[N]`` each (tilt:
-    F for the EBM, F(z̃, 0)/s_0 for the diffusion, 0 for the Gaussian prior)."""
-    out = {k: [] for k in ("log_px", "log_p_beta", "tilt")}
-    for j, xb in _batches(x):
-        acc = {k: torch.zeros(xb.shape[0], dtype=xb.dtype, device=xb.device) for k in out}
-        for s in range(n_post):
-            z = model.posterior_draw(xb, tcfg, seed=seed * 1000 + s + j)
-            acc["log_px"] += model.log_px(xb, z)
-            acc["log_p_beta"] += model.prior.log_p_beta(z)
-            acc["tilt"] += model.tilt(z)
-        for k in out:
-            out[k].append(acc[k] / n_post)
-    return {k: torch.cat(v) for k, v in out.items()}
+def _choice(model, tcfg, data, score, cands, *, n_post, seed, device, what: str) -> dict:
+    """The score to report (:mod:`hebm.scores`): ``score`` as given, else the candidate chosen on
+    the run's validation slice against proxy outliers made from it — read before, and without,
+    the held-out split.  ``{"score", "chosen_on", "validation"}``."""
+    if score is not None:
+        if score not in cands:
+            raise cli.UserError(f"--score {score!r}: the scores for this model are {', '.join(map(repr, cands))}")
+        return dict(score=score, chosen_on="given (--score)", validation=None)
+    if data.val is None or len(data.val) < 10:
+        raise cli.UserError(f"{what}: the run has no validation slice to choose a score on (it was trained with "
+                            f"--validation-fraction 0); pass --score NAME (e.g. --score 'L>0') or retrain with "
+                            f"--validation-fraction 0.1")
+    if data.val.shape is None:
+        raise cli.UserError(f"{what}: proxy outliers are made from images; {tcfg.dataset} has none: pass --score NAME")
+    xv = data.val.x.to(device)
+    normal = score_terms(model, tcfg, xv, n_post=n_post, seed=seed + 11)
+    proxy = score_terms(model, tcfg, proxy_outliers(xv, data.val.shape), n_post=n_post, seed=seed + 13)
+    name, values = choose(cands, normal, proxy)
+    return dict(score=name, chosen_on=f"validation slice ({len(data.val)} normal training images the model never "
+                                      f"trained on) vs proxy outliers made from it (turned a quarter / upside down)",
+                validation=values)
 
 
-def log_posterior_scores(model, tcfg, x: torch.Tensor, *, n_post: int = 4, seed: int = 0) -> torch.Tensor:
-    """``L^{>0}(x)``: the un-normalised log posterior ``log p(x|z_1) + log p(z̃)`` at posterior
-    samples, averaged over ``n_post`` draws (``log p(z̃)`` = ``model.log_prior_unnorm``)."""
-    t = log_posterior_terms(model, tcfg, x, n_post=n_post, seed=seed)
-    return t["log_px"] + t["log_p_beta"] + t["tilt"]
+def _term_spread(t) -> dict:
+    """Each term's spread over the images (std, nats): what can move a score at all."""
+    out = dict(log_px=float(t.log_px.std()), log_p_beta=float(t.log_pb.sum(1).std()),
+               tilt=float(t.tilt.sum(1).std()))
+    out.update({f"log_pb_{i + 1}": float(t.log_pb[:, i].std()) for i in range(t.L)})
+    out.update({f"tilt_{i + 1}": float(t.tilt[:, i].std()) for i in range(t.L)})
+    return out
 
 
-def _gauss(z, m, s):
-    r = (z - m) / s
-    return -(0.5 * (r * r + LOG2PI) + torch.log(s)).sum(1)
-
-
-@torch.no_grad()
-def llr_hvae_oodd(model, x: torch.Tensor, *, seed: int = 0, n_post: int = 1) -> dict:
-    """``{k: L^{>k}(x)}`` in the hvae-oodd form (module docstring), k = 0 … L−1."""
-    prior, L = model.prior, model.prior.L
-    res = {k: torch.zeros(x.shape[0]) for k in range(L)}
-    for s in range(n_post):
-        post = model.posterior(x, torch.Generator(device=x.device).manual_seed(seed * 1000 + s))
-        zs = prior.split(post.z)
-        for k in range(L):
-            parts = list(zs)
-            for i in range(k - 1, -1, -1):  # the k lowest layers at their conditional prior means
-                parts[i] = prior.conditional(i, parts[i + 1])[0]
-            zk = torch.cat(parts, 1)
-            lp = -0.5 * (parts[-1].pow(2) + LOG2PI).sum(1)
-            for i in range(k, L - 1):
-                m, sd = prior.conditional(i, parts[i + 1])
-                lp = lp + _gauss(parts[i], m, sd)
-            lq = post.log_q_layers[:, k:].sum(1)
-            res[k] += (model.log_px(x, zk) + lp + model.tilt(zk) - lq).cpu() / n_post
-    return res
-
-
-def tilted_lower_layers(model, z: torch.Tensor, k: int, *, n_steps: int, step_size: float, seed: int) -> torch.Tensor:
-    """z_{≤k} redrawn from the model's prior conditional given z_{>k} (the upper layers of ``z``):
-    ũ-space Langevin on the k lowest layers of ``tilt(T_β(u)) − ½‖u‖²`` from u_{≤k} ~ N(0, I), the
-    upper u fixed (exact ancestral draws for the Gaussian prior)."""
-    prior = model.prior
-    u = prior.T_inv(z)
-    cut = sum(model.dims[:k])
-    g = torch.Generator(device=z.device).manual_seed(seed)
-    low = torch.randn(z.shape[0], cut, generator=g, device=z.device, dtype=z.dtype)
-    high = u[:, cut:]
-    chain = model.lower_layer_chain(step_size)
-    if chain is None or n_steps == 0:  # (the prior draws them exactly)
-        return prior.T(torch.cat([low, high], 1))
-    scale, step_size = chain
-
-    def target(lo):
-        return scale * model.tilt(prior.T(torch.cat([lo, high], 1))) - 0.5 * lo.pow(2).sum(1)
-
-    half = torch.full((z.shape[0], 1), 0.5 * step_size * step_size, dtype=z.dtype, device=z.device)
-    amp = torch.full((z.shape[0], 1), step_size, dtype=z.dtype, device=z.device)
-    for _ in range(n_steps):
-        low, _ = ref_step(target, low, torch.randn(low.shape, generator=g, device=z.device, dtype=z.dtype), half, amp)
-    return prior.T(torch.cat([low.detach(), high], 1))
-
-
-def llr_poster(model, x: torch.Tensor, *, seed: int = 0, n_steps: int, step_size: float) -> dict:
-    """``{k: L^{>k}(x)}`` in the poster's form (module docstring), k = 0 … L−1."""
-    with torch.no_grad():
-        post = model.posterior(x, torch.Generator(device=x.device).manual_seed(seed))
-    res = {}
-    for k in range(model.prior.L):
-        zk = post.z if k == 0 else tilted_lower_layers(model, post.z, k, n_steps=n_steps, step_size=step_size,
-                                                        seed=seed + k)
-        with torch.no_grad():
-            res[k] = (model.log_px(x, zk) + model.log_prior_unnorm(zk)).cpu()
-    return res
-
-
-# ---------------------------------------------------------------------------------- tasks
-def anomaly_from_ckpt(path: str, holdout: int, *, n_post: int = 4, seed: int = 0, device="cpu", detail: bool = False):
-    """AUPRC of ``−L^{>0}`` on the run's test split (anomaly = the held-out digit).  ``detail``:
-    a dict instead — ``auprc``; ``auprc_base``, the same generator scored without the tilt
-    (``−[log p(x|z) + log p_β(z)]``: what the prior adds, on one generator); and per term of the
-    score its spread over the test images (``std``) and its AUPRC alone, so one sees whether the
-    prior can move the score at all."""
+def anomaly_from_ckpt(path: str, holdout: int, *, n_post: int = 4, seed: int = 0, device="cpu", score=None) -> dict:
+    """Held-out-digit anomaly detection on the run's test split (anomaly = the held-out digit):
+    ``auprc`` of the score chosen on validation (or ``score``), ``score`` and ``chosen_on``;
+    beside it ``auprc_L0`` (the papers' −L^{>0}), ``auprc_base`` (the same generator without the
+    tilt: what the prior adds), ``validation`` (each candidate's value where it was chosen),
+    ``test_all`` (each candidate's held-out AUPRC — reported, never used to choose) and
+    ``spread`` (each term's std over the test images, nats)."""
     model, mcfg, tcfg, _ = load_model(path, device)
     if tcfg.holdout is None:
         raise cli.UserError(f"{path} was not trained with --holdout {holdout}: its training data contain the held-out "
@@ -171,17 +112,14 @@ def anomaly_from_ckpt(path: str, holdout: int, *, n_post: int = 4, seed: int = 0
     if int(tcfg.holdout) != holdout:
         raise cli.UserError(f"{path!r} was trained with --holdout {tcfg.holdout}, not {holdout}")
     data = _data(tcfg)
-    t = {k: v.cpu().double().numpy() for k, v in
-         log_posterior_terms(model, tcfg, data.test.x.to(device), n_post=n_post, seed=seed).items()}
-    value = auprc(data.test_labels, -(t["log_px"] + t["log_p_beta"] + t["tilt"]))
-    if not detail:
-        return value
+    cands = candidates(model.prior.L, tilted=model.tilted, llr=tcfg.posterior == "q")
+    pick = _choice(model, tcfg, data, score, cands, n_post=n_post, seed=seed, device=device, what="anomaly")
+    test = score_terms(model, tcfg, data.test.x.to(device), n_post=n_post, seed=seed)
     lab = data.test_labels
-    terms = {k: dict(std=float(np.std(v)), auprc=auprc(lab, -v) if np.std(v) > 0 else float("nan"))
-             for k, v in t.items()}
-    corr = float(np.corrcoef(t["tilt"], t["log_px"] + t["log_p_beta"])[0, 1]) if np.std(t["tilt"]) > 0 else float("nan")
-    return dict(auprc=value, auprc_base=auprc(lab, -(t["log_px"] + t["log_p_beta"])), terms=terms,
-                corr_tilt_rest=corr)
+    test_all = evaluate_all(cands, test, lab)
+    base = -(test.log_px + test.log_pb.sum(1)).numpy()
+    return dict(auprc=test_all[pick["score"]], **pick, auprc_L0=test_all["L>0"], auprc_base=auprc(lab, base),
+                test_all=test_all, spread=_term_spread(test), n_test=len(lab), anomaly_rate=float(np.mean(lab)))
 
 
 def _protocol_run(settings: dict, run: str, log=print) -> dict:
@@ -217,7 +155,8 @@ def _protocol_run(settings: dict, run: str, log=print) -> dict:
 
 
 def anomaly_train(prior: str, holdouts, seeds: int, *, runs_dir: str, settings: dict, n_post: int = 4,
-                  stage1_settings=None, stage1_runs=None, two_stage: bool = False, device="cpu", log=print) -> dict:
+                  stage1_settings=None, stage1_runs=None, two_stage: bool = False, device="cpu", log=print,
+                  score=None) -> dict:
     """The whole protocol: per held-out digit and seed, train (a two-stage prior — the diffusion, or
     the ebm with ``two_stage`` — on a gaussian stage 1: the matching run of ``stage1_runs``, a
     gaussian protocol's runs directory, or one trained here), then score;
@@ -253,13 +192,14 @@ def anomaly_train(prior: str, holdouts, seeds: int, *, runs_dir: str, settings: 
                 vals.append(float("nan"))
                 details.append(None)
                 continue
-            d = anomaly_from_ckpt(os.path.join(run, "ckpt.pt"), h, n_post=n_post, seed=s, device=device, detail=True)
+            d = anomaly_from_ckpt(os.path.join(run, "ckpt.pt"), h, n_post=n_post, seed=s, device=device, score=score)
             gap = res["summary"].get("eval_f_gap")
             gap = (f"f_gap {gap:.3f} nats" if gap is not None else "no energy")
-            log(f"[hebm.evaluate] {prior} holdout {h} seed {s}: AUPRC {d['auprc']:.3f} (without the tilt "
-                f"{d['auprc_base']:.3f}; std over test images: log p(x|z) {d['terms']['log_px']['std']:.2f}, "
-                f"log p_β {d['terms']['log_p_beta']['std']:.2f}, tilt {d['terms']['tilt']['std']:.3g})  (active units "
-                f"{res['summary'].get('active_units')}, {gap})")
+            sp = d["spread"]
+            log(f"[hebm.evaluate] {prior} holdout {h} seed {s}: AUPRC {d['auprc']:.3f} with {d['score']!r} (chosen: "
+                f"{d['chosen_on'].split(' (')[0]}); -L>0 {d['auprc_L0']:.3f}, without the tilt {d['auprc_base']:.3f}; std "
+                f"over test images: log p(x|z) {sp['log_px']:.2f}, log p_β {sp['log_p_beta']:.2f}, tilt {sp['tilt']:.3g} "
+                f"(active units {res['summary'].get('active_units')}, {gap})")
             vals.append(d["auprc"])
             details.append(d)
         m, sd = mean_std(vals)
@@ -267,41 +207,65 @@ def anomaly_train(prior: str, holdouts, seeds: int, *, runs_dir: str, settings: 
     return table
 
 
-def _ood_inputs(model, mcfg, tcfg, ood_data: str, data_root, seed: int):
+def _resized(x: torch.Tensor, shape_from, shape_to) -> torch.Tensor:
+    """Flat images of ``shape_from`` as ``shape_to`` (grey-averaged or repeated channels, bilinear)."""
+    im = x.reshape(-1, *shape_from)
+    if im.shape[1] != shape_to[0]:
+        im = im.mean(1, keepdim=True).expand(-1, shape_to[0], -1, -1)
+    if tuple(im.shape[2:]) != tuple(shape_to[1:]):
+        im = torch.nn.functional.interpolate(im, size=tuple(shape_to[1:]), mode="bilinear", align_corners=False)
+    return im.clamp(-1, 1).reshape(im.shape[0], -1)
+
+
+def ood_inputs(mcfg, tcfg, ood_data: str, data_root=None, seed: int = 0):
+    """``(x_in, x_out)``: the run's held-out split and the OOD set — ``photos`` (grey patches of
+    scikit-learn's photographs), ``digits`` (scikit-learn's 8×8 digits; for a 28×28 model upscaled:
+    smoother, simpler images the model may find *more* likely), ``shuffled`` (the held-out images
+    with their pixels permuted: the same pixel statistics, no shape), ``noise`` (uniform), or a
+    torchvision set under ``--data-root`` — resized to the model's images where they differ."""
     x_in = _data(tcfg).test.x
+    g = torch.Generator().manual_seed(seed)
     if ood_data == "noise":
-        g = torch.Generator().manual_seed(seed)
         return x_in, torch.rand(len(x_in), x_in.shape[1], generator=g) * 2 - 1
+    if ood_data == "shuffled":
+        return x_in, torch.stack([row[torch.randperm(row.numel(), generator=g)] for row in x_in])
     od = load_dataset(ood_data, data_root=data_root, train=False)
     x_out = od.x
-    if od.dim != x_in.shape[1]:
-        shape = mcfg.image_shape
-        if not shape or od.shape is None:
+    if od.dim != x_in.shape[1] or (mcfg.image_shape and od.shape and list(od.shape) != list(mcfg.image_shape)):
+        if not mcfg.image_shape or od.shape is None:
             raise cli.UserError(f"--ood-data {ood_data} has dimension {od.dim}, the model {x_in.shape[1]}")
-        im = od.x.reshape(-1, *od.shape)
-        if im.shape[1] != shape[0]:
-            im = im.mean(1, keepdim=True).expand(-1, shape[0], -1, -1)
-        x_out = torch.nn.functional.adaptive_avg_pool2d(im, shape[1:]).flatten(1)
+        x_out = _resized(od.x, od.shape, mcfg.image_shape)
     return x_in, x_out
 
 
-def ood_eval(path: str, ood_data: str, *, data_root=None, seed=0, n_post=1, device="cpu", n_ood=None) -> dict:
+def ood_eval(path: str, ood_data: str, *, data_root=None, seed=0, n_post=1, device="cpu", n_ood=None, score=None) -> dict:
+    """OOD detection, in = the run's held-out split, out = ``ood_data`` (:func:`ood_inputs`):
+    AUROC, AUPRC and FPR80 of every score of the family (:mod:`hebm.scores`: −L^{>0}, LLR^{>k}
+    in both forms, the upper layers' prior and energy terms, the weighted scores) in ``rows``, and
+    the one chosen on the run's validation slice against proxy outliers (``score``,
+    ``chosen_on``; or ``score`` as given) — chosen without reading either OOD set."""
     model, mcfg, tcfg, _ = load_model(path, device)
     if tcfg.posterior == "langevin":
         raise cli.UserError("ood scoring uses the inference network q(z|x); this run was trained with --posterior "
                             "langevin")
-    x_in, x_out = _ood_inputs(model, mcfg, tcfg, ood_data, data_root, seed)
+    data = _data(tcfg)
+    cands = candidates(model.prior.L, tilted=model.tilted)
+    pick = _choice(model, tcfg, data, score, cands, n_post=n_post, seed=seed, device=device, what="ood") \
+        if (score is not None or (data.val is not None and data.val.shape is not None)) else \
+        dict(score="L>0", chosen_on="default (no validation slice)", validation=None)
+    x_in, x_out = ood_inputs(mcfg, tcfg, ood_data, data_root, seed)
     x_out = x_out[: n_ood or len(x_in) * 2]
-    x = torch.cat([x_in, x_out]).to(device)
+    t_in = score_terms(model, tcfg, x_in.to(device), n_post=n_post, seed=seed)
+    t_out = score_terms(model, tcfg, x_out.to(device), n_post=n_post, seed=seed + 1)
     labels = np.concatenate([np.zeros(len(x_in)), np.ones(len(x_out))])
-    forms = {"hvae-oodd": llr_hvae_oodd(model, x, seed=seed, n_post=n_post),
-             "poster": llr_poster(model, x, seed=seed, n_steps=tcfg.langevin_steps, step_size=tcfg.langevin_step_size)}
     rows = []
-    for form, Ls in forms.items():
-        rows.append(dict(form=form, k=0, score="-L>0", **ood_metrics(labels, (-Ls[0]).numpy())))
-        for k in range(1, len(Ls)):
-            rows.append(dict(form=form, k=k, score=f"LLR>{k}", **ood_metrics(labels, (Ls[0] - Ls[k]).numpy())))
-    return dict(n_in=len(x_in), n_out=len(x_out), ood_data=ood_data, rows=rows)
+    for name, fn in cands.items():
+        sc = torch.cat([fn(t_in), fn(t_out)]).numpy()
+        if np.isfinite(sc).all() and np.std(sc) > 0:
+            rows.append(dict(score=name, chosen=name == pick["score"], **ood_metrics(labels, sc)))
+    spread = dict(log_px_in=float(t_in.log_px.mean()), log_px_out=float(t_out.log_px.mean()),
+                  tilt_in=[float(v) for v in t_in.tilt.mean(0)], tilt_out=[float(v) for v in t_out.tilt.mean(0)])
+    return dict(n_in=len(x_in), n_out=len(x_out), ood_data=ood_data, rows=rows, means=spread, **pick)
 
 
 class _Classifier(torch.nn.Module):
@@ -533,19 +497,45 @@ def summary_eval(path: str, *, n: int = 2000, seed: int = 0, fused: bool = False
     return res
 
 
+def attribute_agreement(pred: torch.Tensor, y: torch.Tensor) -> tuple[list, float]:
+    """``(per attribute, joint)``: the fraction of rows whose predicted values ``pred`` ``[N, A]``
+    equal the requested ``y`` ``[N, A]``, per column and on every column at once."""
+    right = pred.long() == y.long()
+    return [float(right[:, a].double().mean()) for a in range(y.shape[1])], float(right.all(1).double().mean())
+
+
+def chance_agreement(y: torch.Tensor) -> tuple[list, float]:
+    """``(per attribute, joint)``: Σ_v p_v² of the requested values' frequencies — the agreement of
+    a sample whose values are drawn independently of the request from the same law."""
+    def sq(col_codes):
+        _, counts = torch.unique(col_codes, return_counts=True)
+        p = counts.double() / counts.sum()
+        return float((p * p).sum())
+
+    codes = torch.zeros(len(y), dtype=torch.long)
+    for a in range(y.shape[1]):
+        codes = codes * (int(y[:, a].max()) + 1) + y[:, a].long()
+    return [sq(y[:, a]) for a in range(y.shape[1])], sq(codes)
+
+
 def controllable_eval(path: str, *, n: int = 1000, seeds: int = 3, seed: int = 0, fused: bool = False, device="cpu",
                       figure: str = None) -> dict:
     """Controllable synthesis, scored (docs/controllable.md): an independent classifier per
     attribute, trained on the real training images (its held-out accuracy reported), scores
     ``n`` conditional samples per sampling seed whose attribute values are those of n random
     training images (so the values' joint law is the data's) — ``accuracy`` per attribute and
-    ``joint_accuracy`` (every attribute right); ``fd``: the Fréchet distance in the digit
-    classifier's features of the conditional samples to the training set (``conditional``),
-    of the same model's unconditional samples (``unconditional``), and per attribute value of
-    the samples with that value to the training images with it (``per_value``; for the digit,
-    FD within a class: diversity inside a class shows there).  ``figure``: the hierarchical
-    control grid (:func:`controllable_figure`)."""
-    from .attributes import labels as attribute_labels
+    ``joint_accuracy`` (every attribute right).  Beside them: ``chance`` (Σ_v p_v² of the
+    requested values, per attribute and joint), ``ignore_y`` (the same model's *unconditional*
+    samples scored against the same requested values: what a sampler that ignores the request
+    scores), and ``formula`` — thickness and slant computed by their definitions
+    (:mod:`hebm.attributes`) on the samples instead of by classifiers (thickness against the
+    training images' per-class median ink mass at the requested digit, or at the digit
+    classifier's reading when the digit is not an attribute).  ``fd``: the Fréchet distance in
+    the digit classifier's features of the conditional samples to the held-out split
+    (``conditional``), of the same model's unconditional samples (``unconditional``), and per
+    attribute value within the training images with that value (``per_value``).  Spreads are
+    sample standard deviations over the seeds.  ``figure``: :func:`controllable_figure`."""
+    from .attributes import class_ink_medians, labels as attribute_labels, second_moment_slant, thickness_given_medians
     from .controllable import draw_values
 
     model, mcfg, tcfg, _ = load_model(path, device)
@@ -561,12 +551,25 @@ def controllable_eval(path: str, *, n: int = 1000, seeds: int = 3, seed: int = 0
         clfs[name] = train_classifier(tr.x, y_tr[:, a], seed=seed + a)
         with torch.no_grad():
             clf_acc[name] = float((clfs[name](te.x).argmax(1) == y_te[:, a]).float().mean())
+    digit_clf = clfs["digit"] if "digit" in clfs else train_classifier(tr.x, tr.y, seed=seed + 17)
+    medians = class_ink_medians(tr.x, tr.y)
     feat = train_classifier(tr.x, tr.y, seed=seed).body  # the FD features of ``fd``
     with torch.no_grad():
-        f_train = feat(tr.x).numpy()
+        f_train, f_test = feat(tr.x).numpy(), feat(te.x).numpy()
+
+    def formula_values(x, y):
+        digit = y[:, names.index("digit")] if "digit" in names else digit_clf(x).argmax(1)
+        out = {}
+        if "thickness" in names:
+            out["thickness"] = thickness_given_medians(x, digit, medians)
+        if "slant" in names:
+            out["slant"] = (second_moment_slant(x, tr.shape) > 0).long()
+        return out
+
     K, delta = tcfg.langevin_steps, tcfg.langevin_step_size
-    acc = {k: [] for k in names}
-    joint, fd_c, fd_u = [], [], []
+    acc, ign = {k: [] for k in names}, {k: [] for k in names}
+    form = {k: [] for k in ("thickness", "slant") if k in names}
+    joint, joint_ign, chance_runs, fd_c, fd_u = [], [], [], [], []
     per_value = {k: {} for k in names}
     for s in range(seeds):
         s_seed = seed * 7919 + 1 + s
@@ -576,23 +579,36 @@ def controllable_eval(path: str, *, n: int = 1000, seeds: int = 3, seed: int = 0
         with torch.no_grad():
             x = torch.cat([model.decode(z[j: j + 500]) for j in range(0, n, 500)]).cpu()
             xu = generate(model, tcfg, n, s_seed, fused)
-            right = torch.stack([clfs[k](x).argmax(1) == y[:, a] for a, k in enumerate(names)], 1)
+            pred = torch.stack([clfs[k](x).argmax(1) for k in names], 1)
+            pred_u = torch.stack([clfs[k](xu).argmax(1) for k in names], 1)
             f_x = feat(x).numpy()
-            fd_c.append(frechet_distance(f_x, f_train))
-            fd_u.append(frechet_distance(feat(xu).numpy(), f_train))
+            fd_c.append(frechet_distance(f_x, f_test))
+            fd_u.append(frechet_distance(feat(xu).numpy(), f_test))
+        per, j_acc = attribute_agreement(pred, y)
+        per_u, j_u = attribute_agreement(pred_u, y)
         for a, k in enumerate(names):
-            acc[k].append(float(right[:, a].float().mean()))
+            acc[k].append(per[a])
+            ign[k].append(per_u[a])
             for v in range(int(y_tr[:, a].max()) + 1):
                 rows, ref = (y[:, a] == v).numpy(), (y_tr[:, a] == v).numpy()
                 if rows.sum() >= 10 and ref.sum() >= 10:
                     per_value[k].setdefault(v, []).append(frechet_distance(f_x[rows], f_train[ref]))
-        joint.append(float(right.all(1).float().mean()))
+        for k, vals in formula_values(x, y).items():
+            form[k].append(float((vals == y[:, names.index(k)]).double().mean()))
+        joint.append(j_acc)
+        joint_ign.append(j_u)
+        chance_runs.append(chance_agreement(y))
+    ms = lambda v: dict(zip(("mean", "std"), mean_std(v)))  # noqa: E731
     res = dict(attributes=names, attribute_layers=[int(i) + 1 for i in model.heads.layers], n=n, seeds=seeds,
                accuracy={k: mean_std(v)[0] for k, v in acc.items()},
                accuracy_std={k: mean_std(v)[1] for k, v in acc.items()},
                joint_accuracy=mean_std(joint)[0], joint_accuracy_std=mean_std(joint)[1],
+               ignore_y={**{k: ms(v) for k, v in ign.items()}, "joint": ms(joint_ign)},
+               chance={**{k: float(np.mean([c[0][a] for c in chance_runs])) for a, k in enumerate(names)},
+                       "joint": float(np.mean([c[1] for c in chance_runs]))},
+               formula={k: ms(v) for k, v in form.items()},
                classifier_accuracy=clf_acc,
-               fd=dict(conditional=mean_std(fd_c)[0], conditional_std=mean_std(fd_c)[1],
+               fd=dict(against="held-out split", conditional=mean_std(fd_c)[0], conditional_std=mean_std(fd_c)[1],
                        unconditional=mean_std(fd_u)[0], unconditional_std=mean_std(fd_u)[1],
                        per_value={k: {str(v): mean_std(f)[0] for v, f in d.items()} for k, d in per_value.items()}))
     if figure:
@@ -728,34 +744,44 @@ def main(argv=None) -> int:
                                                             else "trained from scratch"))
                 table = anomaly_train(a.prior, a.holdout, a.seeds, runs_dir=runs, settings=settings, n_post=a.n_post,
                                       stage1_settings=st1, stage1_runs=a.stage1_runs, two_stage=a.two_stage,
-                                      device=a.device)
-                print(f"anomaly AUPRC, prior {a.prior}, {a.dataset}, {a.seeds} seed(s):")
+                                      device=a.device, score=a.score)
+                print(f"anomaly AUPRC, prior {a.prior}, {a.dataset}, {a.seeds} seed(s), each run's score "
+                      f"{'as given' if a.score else 'chosen on its validation slice'}:")
                 for h, r in table.items():
-                    print(f"  held-out {h}: {r['mean']:.3f} ± {r['std']:.3f}   {['%.3f' % v for v in r['values']]}")
+                    chosen = [d["score"] for d in r["details"] if d]
+                    print(f"  held-out {h}: {r['mean']:.3f} ± {r['std']:.3f}   {['%.3f' % v for v in r['values']]}  "
+                          f"scores {chosen}")
                 result = dict(task="anomaly", prior=a.prior, two_stage=MODELS[a.prior].is_two_stage(a.two_stage), dataset=a.dataset,
                               seeds=a.seeds, table=table)
             else:
                 need_ckpt()
                 result = dict(task="anomaly", ckpt=a.ckpt, auprc={})
                 for h in a.holdout:
-                    v = anomaly_from_ckpt(a.ckpt, h, n_post=a.n_post, seed=a.seed, device=a.device)
-                    result["auprc"][h] = v
-                    print(f"anomaly AUPRC, held-out {h}: {v:.3f}")
+                    d = anomaly_from_ckpt(a.ckpt, h, n_post=a.n_post, seed=a.seed, device=a.device, score=a.score)
+                    result["auprc"][h] = d
+                    print(f"anomaly AUPRC, held-out {h}: {d['auprc']:.3f} with the score {d['score']!r}, "
+                          f"{d['chosen_on']}; the papers' -L>0: {d['auprc_L0']:.3f}")
         elif a.task == "ood":
             need_ckpt()
             result = dict(task="ood", ckpt=a.ckpt, **ood_eval(a.ckpt, a.ood_data, data_root=a.data_root, seed=a.seed,
-                                                               n_post=a.n_post, device=a.device))
-            print(f"OOD: in = held-out split ({result['n_in']}), out = {a.ood_data} ({result['n_out']})")
-            print(f"  {'form':>9} {'k':>2} {'score':>7} {'AUROC':>6} {'AUPRC':>6} {'FPR80':>6}")
+                                                               n_post=a.n_post, device=a.device, score=a.score))
+            print(f"OOD: in = held-out split ({result['n_in']}), out = {a.ood_data} ({result['n_out']}); the score "
+                  f"{result['score']!r} was {result['chosen_on']}")
+            print(f"  {'score':>18} {'AUROC':>6} {'AUPRC':>6} {'FPR80':>6}")
             for r in result["rows"]:
-                print(f"  {r['form']:>9} {r['k']:>2} {r['score']:>7} {r['auroc']:.3f}  {r['auprc']:.3f}  {r['fpr80']:.3f}")
+                print(f"  {r['score']:>18} {r['auroc']:.3f}  {r['auprc']:.3f}  {r['fpr80']:.3f}{'  <- chosen' if r['chosen'] else ''}")
         elif a.task == "controllable":
             need_ckpt()
             result = dict(task="controllable", ckpt=a.ckpt, **controllable_eval(
                 a.ckpt, n=a.n, seeds=a.seeds, seed=a.seed, fused=a.fused, device=a.device, figure=a.figure))
             acc = ", ".join(f"{k} {v:.3f}" for k, v in result["accuracy"].items())
-            print(f"controllable ({result['n']} samples x {result['seeds']} seeds): accuracy {acc}; joint "
-                  f"{result['joint_accuracy']:.3f}; FD conditional {result['fd']['conditional']:.2f} vs unconditional "
+            ign = ", ".join(f"{k} {v['mean']:.3f}" for k, v in result["ignore_y"].items())
+            ch = ", ".join(f"{k} {v:.3f}" for k, v in result["chance"].items())
+            form = ", ".join(f"{k} {v['mean']:.3f}" for k, v in result["formula"].items())
+            print(f"controllable ({result['n']} samples x {result['seeds']} seeds, attributes on layers "
+                  f"{result['attribute_layers']}): accuracy {acc}; joint {result['joint_accuracy']:.3f}")
+            print(f"  ignore-y baseline {ign}; chance {ch}; by formula {form or '-'}")
+            print(f"  FD vs held-out: conditional {result['fd']['conditional']:.2f} vs unconditional "
                   f"{result['fd']['unconditional']:.2f}")
         elif a.task == "latents":
             need_ckpt()

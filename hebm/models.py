@@ -493,9 +493,14 @@ class LatentModel(nn.Module):
         """The model's un-normalised ``log p(z̃)`` (``log p_β`` here)."""
         return self.prior.log_p_beta(z)
 
+    def tilt_terms(self, z: torch.Tensor) -> torch.Tensor:
+        """``[B, L]``: the tilt ``log p(z̃) − log p_β(z̃)`` (up to a constant) layer by layer, in nats
+        of the model's prior (0 for the Gaussian prior)."""
+        return z.new_zeros(z.shape[0], len(self.dims))
+
     def tilt(self, z: torch.Tensor) -> torch.Tensor:
         """``log p(z̃) − log p_β(z̃)`` up to a constant (0 for the Gaussian prior)."""
-        return z.new_zeros(z.shape[0])
+        return self.tilt_terms(z).sum(1)
 
     def elbo_parts(self, x, post: Posterior) -> tuple[torch.Tensor, torch.Tensor]:
         return self.log_px(x, post.z), post.kl
@@ -625,8 +630,8 @@ class EBMModel(LatentModel):
     def log_prior_unnorm(self, z):
         return self.prior.log_p_beta(z) + self.prior.energy(z)
 
-    def tilt(self, z):
-        return self.prior.energy(z)
+    def tilt_terms(self, z):
+        return self.prior.energy_terms(z)
 
     @torch.no_grad()
     def sample_latents(self, n: int, *, seed: int, n_steps: int = 0, step_size: float = 0.0, fused: bool = False,
@@ -783,9 +788,9 @@ class DiffusionModel(LatentModel):
     def sampling_prior(self) -> HierarchicalPrior:
         return self.dprior
 
-    def tilt(self, z):
+    def tilt_terms(self, z):
         s0 = float(self.schedule.step_variance(0))
-        return self.dprior.energy(z, torch.zeros(z.shape[0], dtype=torch.long, device=z.device)) / s0
+        return self.dprior.energy_terms(z, torch.zeros(z.shape[0], dtype=torch.long, device=z.device)) / s0
 
     def log_prior_unnorm(self, z):
         """The model's level-0 marginal, un-normalised: ``log p_β(z̃) + F(z̃, 0)/s_0`` (in the

@@ -212,16 +212,21 @@ class HierarchicalPrior(nn.Module):
             us[i] = (zs[i] - mu) / sigma
         return self._like(us, z)
 
-    def log_p_beta(self, z: Latents) -> torch.Tensor:
-        """``log p_β(z̃) = log N(z_L; 0, I) + Σ_{i<L} log N(z_i; μ_i, σ_i²)``, per row ``[B]``."""
+    def log_p_beta_terms(self, z: Latents) -> torch.Tensor:
+        """``[B, L]``: per layer ``log N(z_i; μ_i(z_{i+1}), σ_i²)`` (i < L) and ``log N(z_L; 0, I)``."""
         zs = self.split(z)
         log2pi = math.log(2 * math.pi)
-        out = -0.5 * (zs[-1].pow(2) + log2pi).sum(1)
+        cols = []
         for i in range(self.L - 1):
             mu, sigma = self.conditional(i, zs[i + 1])
             r = (zs[i] - mu) / sigma
-            out = out - (0.5 * (r.pow(2) + log2pi) + torch.log(sigma)).sum(1)
-        return out
+            cols.append(-(0.5 * (r.pow(2) + log2pi) + torch.log(sigma)).sum(1))
+        cols.append(-0.5 * (zs[-1].pow(2) + log2pi).sum(1))
+        return torch.stack(cols, 1)
+
+    def log_p_beta(self, z: Latents) -> torch.Tensor:
+        """``log p_β(z̃) = log N(z_L; 0, I) + Σ_{i<L} log N(z_i; μ_i, σ_i²)``, per row ``[B]``."""
+        return self.log_p_beta_terms(z).sum(1)
 
     def log_p_conditionals(self, z: Latents) -> torch.Tensor:
         """``Σ_{i<L} log p(z_i | z_{i+1})`` per row — the part of ``log p_β`` with parameters."""

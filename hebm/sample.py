@@ -41,7 +41,7 @@ import torch
 from . import cli
 from .args import DivergenceError
 from .config import SAMPLE_SHARED, SampleConfig, TrainConfig, add_arguments
-from .data import run_data
+from .data import run_data_for
 from .figures import plot_profile, save_grid, save_scatter, to_images
 from .models import load_model
 from .philox import initial_noise
@@ -159,8 +159,7 @@ def main(argv=None) -> int:
                 raise cli.UserError(f"--attribute: {a.ckpt} has no attribute heads (fine-tune it with hebm.train --init "
                                     f"{a.ckpt} --attributes digit,thickness,slant)")
             fixed = parse_fixed(a.attribute, names)
-            data = run_data(tcfg.dataset, data_root=tcfg.data_root, classes=tcfg.classes, holdout=tcfg.holdout,
-                            test_fraction=tcfg.test_fraction)
+            data = run_data_for(tcfg)
             values = draw_values(attribute_labels(data.train, names), names, fixed, a.n, a.seed)
 
             def draw(j0, j1):
@@ -180,8 +179,7 @@ def main(argv=None) -> int:
         try:
             if a.save:
                 if a.recon:
-                    data = run_data(tcfg.dataset, data_root=tcfg.data_root, classes=tcfg.classes, holdout=tcfg.holdout,
-                                    test_fraction=tcfg.test_fraction)
+                    data = run_data_for(tcfg)
                     g = torch.Generator().manual_seed(a.seed)
                     rows = torch.randperm(len(data.train), generator=g)[: a.n]
                     xs = data.train.x[rows].to(a.device)
@@ -201,7 +199,7 @@ def main(argv=None) -> int:
             if shape:
                 save_grid(to_images(x, shape), prefix + ".png", nrow=a.nrow)
             else:
-                save_scatter(x, run_data(tcfg.dataset, data_root=tcfg.data_root).train.x, prefix + ".png")
+                save_scatter(x, run_data_for(tcfg).train.x, prefix + ".png")
             written.append(prefix + ".png")
             if a.hierarchical:
                 if not shape:
@@ -217,8 +215,7 @@ def main(argv=None) -> int:
                         save_grid(to_images(dec, shape), prefix + "_levels.png", nrow=a.ncol)
                         written.append(prefix + "_levels.png")
             if a.long_run:
-                data = run_data(tcfg.dataset, data_root=tcfg.data_root, classes=tcfg.classes, holdout=tcfg.holdout,
-                                test_fraction=tcfg.test_fraction)
+                data = run_data_for(tcfg)
                 with torch.no_grad():
                     zq = model.posterior(data.train.x.to(a.device), torch.Generator().manual_seed(a.seed)).z
                 region = PosteriorRegion(zq)

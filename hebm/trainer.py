@@ -41,9 +41,9 @@ from . import backends
 from .attributes import labels as attribute_labels
 from .checkpoint import (CheckpointError, latest_good, load_checkpoint, load_state_checked, rng_state,
                          save_checkpoint, set_rng_state)
-from .config import (PRIOR_DEFAULTS, ModelConfig, TrainConfig, build, defaults, resume_changes,
+from .config import (PRIOR_DEFAULTS, SPLIT_SETTINGS, ModelConfig, TrainConfig, build, defaults, resume_changes,
                      split_settings)
-from .data import batch_indices, run_data
+from .data import batch_indices, run_data_for
 from .figures import save_grid, save_scatter, to_images
 from .metrics import latent_report, stationarity
 from .models import MODELS, LatentModel, NonFiniteError, build_model
@@ -321,11 +321,10 @@ def resolve_settings(settings: dict) -> tuple[ModelConfig, TrainConfig]:
                 raise cli.UserError(f"--{k.replace('_', '-')} must match the stage-1 run --init ({base[k]!r})")
             mdef[k] = base[k]
         mdef.update(MODELS[prior].stage1_settings(base))
-        for k in ("holdout", "classes", "test_fraction"):  # the frozen model's data split, unless asked otherwise
+        for k in SPLIT_SETTINGS:  # the frozen model's data split, unless asked otherwise
             if k not in tset and k in init["train_config"]:
                 tcfg = dataclasses.replace(tcfg, **{k: init["train_config"][k]})
-    data = run_data(tcfg.dataset, data_root=tcfg.data_root, download=tcfg.download, classes=tcfg.classes,
-                    holdout=tcfg.holdout, test_fraction=tcfg.test_fraction)
+    data = run_data_for(tcfg, download=tcfg.download)
     shape = list(data.train.shape) if data.train.shape else None
     mdef.update(x_dim=data.train.dim, image_shape=shape)
     if mdef.get("arch") is None and mset.get("arch") is None:
@@ -357,7 +356,7 @@ def resolve_attribute_stage(settings: dict) -> tuple[ModelConfig, TrainConfig]:
     trained run's model, unchanged, plus the heads; its data split; the attribute stage's
     defaults (config.PRIOR_DEFAULTS["attributes"]) under the user's values."""
     from .attributes import check_names
-    from .controllable import DEFAULT_LAYERS, parse_layers
+    from .controllable import default_layers, parse_layers
 
     init_path = settings.get("init")
     if not init_path:
@@ -376,13 +375,14 @@ def resolve_attribute_stage(settings: dict) -> tuple[ModelConfig, TrainConfig]:
                             f"(it is frozen); only --attributes, --attribute-layers and --attribute-hidden apply")
     try:
         names = check_names(mset["attributes"])
-        parse_layers(names, mset.get("attribute_layers"), len(base["latent_dims"]), DEFAULT_LAYERS)
+        L = len(base["latent_dims"])
+        parse_layers(names, mset.get("attribute_layers"), L, default_layers(base.get("generator", "bottom"), L))
     except ValueError as e:
         raise cli.UserError(str(e)) from None
     itc = init["train_config"]
     _, tdef = defaults(base["prior"])
     tdef.update({k: v for k, v in PRIOR_DEFAULTS["attributes"].items() if k in tdef})
-    for k in ("dataset", "data_root", "holdout", "classes", "test_fraction", "seed"):
+    for k in ("dataset", "data_root", "seed", *SPLIT_SETTINGS):
         tdef[k] = itc.get(k, tdef[k])
     tcfg = build(TrainConfig, {**tdef, **tset})
     mcfg = build(ModelConfig, {**base, **{k: v for k, v in mset.items() if k in heads}, "attributes": names})
@@ -444,8 +444,7 @@ class Trainer:
         self.device = torch.device(self.dist.device)
         configure_threads(tcfg, self.device)
         torch.manual_seed(tcfg.seed)
-        self.data = run_data(tcfg.dataset, data_root=tcfg.data_root, download=tcfg.download, classes=tcfg.classes,
-                             holdout=tcfg.holdout, test_fraction=tcfg.test_fraction)
+        self.data = run_data_for(tcfg, download=tcfg.download)
         if self.data.train.dim != mcfg.x_dim:
             raise CheckpointError(f"the data have dimension {self.data.train.dim}, the model {mcfg.x_dim}")
         self.x_train = self.data.train.x.to(self.device)

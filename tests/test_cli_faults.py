@@ -102,7 +102,7 @@ def test_bit_rot_is_detected_and_the_previous_checkpoint_is_used(tmp_path, run_d
     data = bytearray(ck.read_bytes())
     # flip one byte inside a tensor's data (past the zip headers): the file still unzips
     ref = torch.load(ck, weights_only=True)
-    w = ref["model"]["decoder.net.layers.0.weight"].reshape(-1)[:4].numpy().tobytes()
+    w = ref["model"]["decoder.layers.0.weight"].reshape(-1)[:4].numpy().tobytes()  # (the ladder decoder)
     i = bytes(data).find(w)
     assert i > 0
     data[i + 1] ^= 0x40
@@ -267,8 +267,11 @@ def test_metrics_file_too_large_stops_cleanly(tmp_path, run_dir, ckpt_fits):
         limit = ck_size + 20_000
         with open(metrics, "a") as f:  # a row at step 0: kept by the resume, which drops only rows after step 4
             f.write(json.dumps({"step": 0, "pad": "x" * (limit - 1_200 - metrics.stat().st_size)}) + "\n")
-    else:  # room for about three more rows, not for a checkpoint
-        limit = metrics.stat().st_size + 1_100
+    else:  # room for about three more rows, not for a checkpoint (nor a config.json larger than the rows)
+        limit = max(metrics.stat().st_size, (d / "config.json").stat().st_size + 2_000) + 1_100
+        if metrics.stat().st_size < limit - 1_100:  # padded up to three rows short of the limit
+            with open(metrics, "a") as f:
+                f.write(json.dumps({"step": 0, "pad": "x" * (limit - 1_100 - 40 - metrics.stat().st_size)}) + "\n")
     assert metrics.stat().st_size < limit
     script = tmp_path / "full.py"
     script.write_text(textwrap.dedent(f"""

@@ -165,7 +165,10 @@ def test_fine_tune_end_to_end(tuned, tmp_path, capsys):
                           "--seeds", "1", "--figure", str(tmp_path / "f.png")]) == 0
     r = json.loads(j.read_text())
     assert set(r["accuracy"]) == {"digit", "thickness", "slant"} and 0 <= r["joint_accuracy"] <= 1
-    assert r["attribute_layers"] == [1, 1, 2] and {"conditional", "unconditional", "per_value"} <= set(r["fd"])
+    # the ladder generator's default: the digit on the top layer (thickness on z_1; slant was asked on z_2)
+    assert r["attribute_layers"] == [3, 1, 2] and {"conditional", "unconditional", "per_value"} <= set(r["fd"])
+    assert set(r["ignore_y"]) == {"digit", "thickness", "slant", "joint"} and set(r["formula"]) == {"thickness", "slant"}
+    assert r["chance"]["joint"] <= min(r["chance"][k] for k in ("digit", "thickness", "slant"))
     assert (tmp_path / "f.png").is_file() and "thickness on z_1, slant on z_2" in (tmp_path / "f.txt").read_text()
     # the model's Python API: values of the wrong shape or range are named
     from hebm.models import load_model

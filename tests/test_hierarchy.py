@@ -173,3 +173,39 @@ def test_is_hierarchical_bar():
     assert not is_hierarchical([0.3, 0.5, 0.85])  # the bottom changes the class too often
     assert not is_hierarchical([0.2, 0.9, 0.85])  # not monotone
     assert not is_hierarchical([0.1, 0.4, 0.7])  # the top does not decide it
+
+
+# ------------------------------------------------------------------------------ the controllable scores
+def test_attribute_agreement_and_chance_known_answers():
+    from hebm.evaluate import attribute_agreement, chance_agreement
+
+    y = torch.tensor([[0, 1], [1, 1], [2, 0], [3, 0]])
+    pred = torch.tensor([[0, 1], [1, 0], [0, 0], [3, 0]])
+    per, joint = attribute_agreement(pred, y)
+    assert per == [0.75, 0.75] and joint == 0.5
+    ch, joint_ch = chance_agreement(y)
+    assert ch[0] == pytest.approx(4 * (1 / 4) ** 2) and ch[1] == pytest.approx(0.5)
+    assert joint_ch == pytest.approx(0.25)  # four distinct combinations, one each
+
+
+def test_thickness_formula_against_per_class_medians():
+    from hebm.attributes import class_ink_medians, thickness_given_medians, thickness_labels
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(40, 16, generator=g) * 2 - 1
+    y = torch.arange(40) % 3
+    med = class_ink_medians(x, y)
+    assert torch.equal(thickness_given_medians(x, y, med), thickness_labels(x, y))
+    # an image with more ink than its class's median is thick whatever the other classes do
+    full = torch.ones(1, 16)
+    assert int(thickness_given_medians(full, torch.tensor([1]), med)) == 1
+
+
+def test_attribute_layers_defaults_follow_the_generator_and_a_name_twice_is_refused():
+    from hebm.controllable import default_layers, parse_layers
+
+    names = ["digit", "thickness", "slant"]
+    assert parse_layers(names, None, 3, default_layers("ladder", 3)) == [2, 0, 0]  # digit on top, style on z_1
+    assert parse_layers(names, None, 3, default_layers("bottom", 3)) == [0, 0, 0]
+    with pytest.raises(ValueError, match="digit is given twice"):
+        parse_layers(names, ["digit:1", "digit:3"], 3, default_layers("ladder", 3))

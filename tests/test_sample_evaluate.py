@@ -69,8 +69,9 @@ def test_anomaly_from_ckpt(ckpts, prior, tmp_path):
     c, _ = ckpts
     j = tmp_path / "a.json"
     assert evaluate.main(["--ckpt", c[prior], "--json", str(j), "anomaly", "--holdout", "1", "--n-post", "1"]) == 0
-    v = json.loads(j.read_text())["auprc"]["1"]
-    assert 0 <= v <= 1
+    d = json.loads(j.read_text())["auprc"]["1"]
+    assert 0 <= d["auprc"] <= 1 and d["auprc"] == d["test_all"][d["score"]]
+    assert d["chosen_on"].startswith("validation slice") and set(d["validation"]) == set(d["test_all"])
 
 
 def test_anomaly_train_protocol(tmp_path, capsys):
@@ -127,9 +128,9 @@ def test_anomaly_two_stage_protocol_and_score_terms(tmp_path):
     d = res["table"]["4"]["details"][0]
     ck = load_checkpoint(str(tmp_path / "e" / "ebm-holdout4-seed0" / "ckpt.pt"))
     assert ck["train_config"]["init"] == str(g / "gaussian-holdout4-seed0" / "ckpt.pt") and ck["model_config"]["two_stage"]
-    gauss = json.loads((tmp_path / "g.json").read_text())["table"]["4"]["values"][0]
+    gauss = json.loads((tmp_path / "g.json").read_text())["table"]["4"]["details"][0]["auprc_L0"]
     assert d["auprc_base"] == pytest.approx(gauss, abs=1e-12)  # same generator, same q draws, no tilt
-    assert set(d["terms"]) == {"log_px", "log_p_beta", "tilt"} and d["terms"]["tilt"]["std"] >= 0
+    assert {"log_px", "log_p_beta", "tilt", "tilt_1", "tilt_3"} <= set(d["spread"]) and d["spread"]["tilt"] >= 0
     assert evaluate.main(["anomaly", "--train", "--holdout", "4", "--prior", "gaussian", "--two-stage"]) == 2
 
 
@@ -138,9 +139,11 @@ def test_ood_and_fd(ckpts, prior, tmp_path):
     c, _ = ckpts
     j = tmp_path / "o.json"
     assert evaluate.main(["--ckpt", c[prior], "--json", str(j), "ood", "--ood-data", "photos"]) == 0
-    rows = json.loads(j.read_text())["rows"]
-    assert {(r["form"], r["k"]) for r in rows} == {(f, k) for f in ("hvae-oodd", "poster") for k in (0, 1, 2)}
-    assert all(0 <= r["auroc"] <= 1 for r in rows)
+    res = json.loads(j.read_text())
+    rows = res["rows"]
+    assert {"L>0", "LLR>1[hvae]", "LLR>2[poster]", "energy>2", "prior>1"} <= {r["score"] for r in rows}
+    assert all(0 <= r["auroc"] <= 1 for r in rows) and sum(r["chosen"] for r in rows) == 1
+    assert res["chosen_on"].startswith("validation slice")
     assert evaluate.main(["--ckpt", c[prior], "--json", str(j), "fd", "--n", "100", "--seeds", "2"]) == 0
     r = json.loads(j.read_text())
     assert np.isfinite(r["fd"]) and r["fd"] >= 0 and len(r["fd_values"]) == 2 and r["n_train"] > 1000
