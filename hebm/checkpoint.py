@@ -236,8 +236,9 @@ def load_checkpoint(path: str, map_location="cpu", *, advise: bool = True) -> di
 
 
 #: settings added since format version 2 was introduced, with the value every earlier checkpoint
-#: implies: the generator g(z_1), and no validation slice (the run trained on its whole split)
-CONFIG_KEYS_ADDED = {"model_config": {"generator": "bottom"}, "train_config": {"validation_fraction": 0.0}}
+#: implies: the generator g(z_1), no validation slice (the run trained on its whole split), no warm-up
+CONFIG_KEYS_ADDED = {"model_config": {"generator": "bottom"},
+                     "train_config": {"validation_fraction": 0.0, "ladder_warmup": 0}}
 
 
 def verify(path: str, *, advise: bool = True) -> Optional[str]:

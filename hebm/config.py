@@ -131,9 +131,10 @@ class TrainConfig:
                         hi=10**9)
     free_bits: float = _f(1.0, "free bits per latent layer (nats): a layer's mean KL below this is not penalised",
                           "knob", lo=0, hi=1e4)
-    ladder_warmup: int = _f(0, "ladder generator: iterations per layer of the progressive warm-up (pro-VLAE): the top "
-                            "layer alone first, then each lower layer fades in over this many iterations (0: none)",
-                            "knob", lo=0, hi=10**9)
+    ladder_warmup: Optional[int] = _f(None, "ladder generator: iterations per layer of the progressive warm-up "
+                                      "(pro-VLAE): the top layer alone first, then each lower layer fades in over this "
+                                      "many iterations (0: none; default 1000 for the conv ladder, 0 for the MLP "
+                                      "ladder; RESULTS.md §9)", "knob", lo=0, hi=10**9)
     langevin_steps: int = _f(30, "prior Langevin steps K (ebm; diffusion: per level)", "knob", lo=0, hi=10**6)
     langevin_step_size: float = _f(0.4, "ebm: δ of the u-space prior Langevin", "knob", lo=0, lo_open=True, hi=10.0)
     metropolis: bool = _f(False, "the prior chains of training Metropolis-adjusted (MALA, docs/design.md §2): exact "
@@ -306,9 +307,15 @@ EVALUATE_TASKS = {
 }
 
 
+#: the progressive warm-up of the ladder generator (``--ladder-warmup``) when not given, by
+#: architecture: the conv ladder needs it for its top layer to take the digit's class (RESULTS.md §9),
+#: the MLP ladder does not
+LADDER_WARMUP = {"conv": 1000, "mlp": 0}
+
 PRIOR_DEFAULTS = {
-    "gaussian": dict(langevin_steps=0),
-    "ebm": dict(spectral_norm=True, lr_ebm=2e-5, langevin_steps=60),
+    # stage 1: the ladder's lower layers join late (the progressive warm-up), hence 8,000 iterations
+    "gaussian": dict(langevin_steps=0, steps=8000),
+    "ebm": dict(spectral_norm=True, lr_ebm=2e-5, langevin_steps=60, steps=8000),
     "ebm-two-stage": dict(neutral_init=True, lr_ebm=1e-4, langevin_steps=60, langevin_step_size=0.2, steps=12000),
     # attributes: stable on both embedded data sets (digits' heads diverged by 9k iterations at lr 1e-4, by 3k at 3e-4);
     # mnist5k gains from --steps 12000 --lr-ebm 3e-4 (RESULTS.md §7)
@@ -506,5 +513,5 @@ def add_arguments(parser: argparse.ArgumentParser, classes=(ModelConfig, TrainCo
     return parser
 
 
-__all__ = ["SPLIT_SETTINGS", "EVALUATE_SHARED", "EVALUATE_TASKS", "EvaluateConfig", "ModelConfig", "SAMPLE_SHARED", "SampleConfig", "TrainConfig", "PRIOR_TYPES", "PRIOR_DEFAULTS", "add_arguments", "build", "check_value",
+__all__ = ["LADDER_WARMUP", "SPLIT_SETTINGS", "EVALUATE_SHARED", "EVALUATE_TASKS", "EvaluateConfig", "ModelConfig", "SAMPLE_SHARED", "SampleConfig", "TrainConfig", "PRIOR_TYPES", "PRIOR_DEFAULTS", "add_arguments", "build", "check_value",
            "defaults", "defaults_key", "kind_of", "resume_changes", "split_settings"]

@@ -379,67 +379,72 @@ def generate(model, tcfg, n: int, seed: int, fused: bool, langevin_steps=None) -
 
 def fd_eval(path: str, *, n=None, seeds: int = 3, seed: int = 0, fused: bool = False, device="cpu",
             inception_weights=None, langevin_steps=None) -> dict:
-    """Sample quality on the held-out protocol, over ``seeds`` sampling seeds of ``n`` images each
-    (default: as many as the held-out split holds, so that every FD compares sets of one size).
+    """Sample quality on the held-out protocol, over ``seeds`` sampling seeds.
 
-    For each of two feature networks (:func:`feature_networks`; the first one's numbers are the
-    top-level keys, the second's under ``features2``): ``fd`` — the model's prior samples against
-    the **held-out** images; on the same generator ``fd_gaussian`` (its Gaussian prior p_β,
-    ancestral from the same N(0, I) draws as the model's chains) and ``fd_recon`` (the decoded
-    aggregate posterior of the held-out images, x → z̃ ~ q(z̃ | x) → g(z̃): the floor any prior on
-    this generator could reach), ``gap_closed`` = (fd_gaussian − fd) / (fd_gaussian − fd_recon);
-    ``fd_train`` — the same samples against n random *training* images, beside
-    ``fd_heldout_vs_train`` (the held-out images against those training images): samples that sit
-    closer to the training images than held-out real images do are a memorisation warning
-    (``memorisation_warning``).  Spreads are sample standard deviations (ddof 1) over the seeds."""
+    Each seed splits the held-out images at random into halves A and B; B is the reference every
+    set is compared with, and every set has B's size (``n``, unless given): so no FD compares an
+    image with itself and every FD carries the same finite-sample term.  For each of two feature
+    networks (:func:`feature_networks`; the first one's numbers are the top-level keys, the
+    second's under ``features2``): ``fd`` — the model's prior samples; on the same generator
+    ``fd_gaussian`` (its Gaussian prior p_β, ancestral from the same N(0, I) draws as the model's
+    chains) and ``fd_recon`` (the decoded aggregate posterior of the other half A, x → z̃ ~ q(z̃|x)
+    → g(z̃): the floor any prior on this generator could reach), ``gap_closed`` = (fd_gaussian −
+    fd) / (fd_gaussian − fd_recon); ``fd_data`` — half A itself (real held-out images: the value
+    an exact model of the data would score); ``fd_train`` — the samples against as many random
+    *training* images, beside ``fd_heldout_vs_train`` (half B against them): samples that sit
+    closer to the training images than held-out real images do raise ``memorisation_warning``.
+    Spreads are sample standard deviations (ddof 1) over the seeds."""
     model, mcfg, tcfg, _ = load_model(path, device)
     data = _data(tcfg)
     tr, te = data.train, data.test
     if (tr.y < 0).any():
         raise cli.UserError("fd trains a classifier on labels; this data set has none")
-    n = int(n or len(te))
+    half = len(te) // 2
+    if half < 10:
+        raise cli.UserError(f"fd needs at least 20 held-out images (two halves of 10); the run holds out {len(te)}")
+    n = int(n or half)
     nets = feature_networks(tr, te, seed=seed)
-    x_test = te.x.to(device)
-    vals = {k: {q: [] for q in ("fd", "gaussian", "recon", "train", "data")} for k in nets}
+    vals = {k: {q: [] for q in ("fd", "gaussian", "recon", "data", "train", "heldout_train")} for k in nets}
     fids = []
     for s in range(seeds):
         s_seed = seed * 7919 + 1 + s
+        perm = torch.randperm(len(te), generator=torch.Generator().manual_seed(s_seed))
+        x_a, x_b = te.x[perm[:half]], te.x[perm[half: 2 * half]]
         xg = generate(model, tcfg, n, s_seed, fused, langevin_steps)
         xb = xg if not model.tilted else torch.cat([model.sample_base(min(500, n - j), seed=s_seed, chain_offset=j).cpu()
                                                     for j in range(0, n, 500)])
         g = torch.Generator(device=device).manual_seed(s_seed)
-        xr = torch.cat([model.reconstruct(x_test[j: j + 500], generator=g).cpu() for j in range(0, len(te), 500)])
+        xr = torch.cat([model.reconstruct(x_a[j: j + 500].to(device), generator=g).cpu() for j in range(0, half, 500)])
         rows = torch.randperm(len(tr), generator=torch.Generator().manual_seed(s_seed))[:n]
         for k, (body, _) in nets.items():
             with torch.no_grad():
-                f_te, f_tr = body(te.x).numpy(), body(tr.x[rows]).numpy()
-                f_g = body(xg).numpy()
-                vals[k]["fd"].append(frechet_distance(f_g, f_te))
-                vals[k]["gaussian"].append(vals[k]["fd"][-1] if xb is xg else frechet_distance(body(xb).numpy(), f_te))
-                vals[k]["recon"].append(frechet_distance(body(xr).numpy(), f_te))
-                vals[k]["train"].append(frechet_distance(f_g, f_tr))
-                vals[k]["data"].append(frechet_distance(f_te, f_tr))
+                f_b, f_tr, f_g = body(x_b).numpy(), body(tr.x[rows]).numpy(), body(xg).numpy()
+                v = vals[k]
+                v["fd"].append(frechet_distance(f_g, f_b))
+                v["gaussian"].append(v["fd"][-1] if xb is xg else frechet_distance(body(xb).numpy(), f_b))
+                v["recon"].append(frechet_distance(body(xr).numpy(), f_b))
+                v["data"].append(frechet_distance(body(x_a).numpy(), f_b))
+                v["train"].append(frechet_distance(f_g, f_tr))
+                v["heldout_train"].append(frechet_distance(f_b, f_tr))
         if inception_weights:
             shape = mcfg.image_shape
-            fids.append(fid_torchmetrics(((te.x + 1) / 2).reshape(-1, *shape), ((xg.clamp(-1, 1) + 1) / 2).reshape(-1, *shape),
+            fids.append(fid_torchmetrics(((x_b + 1) / 2).reshape(-1, *shape), ((xg.clamp(-1, 1) + 1) / 2).reshape(-1, *shape),
                                          inception_weights))
 
     def block(k):
-        v = vals[k]
-        m, sd = mean_std(v["fd"])
-        mb, sdb = mean_std(v["gaussian"])
-        mr, sdr = mean_std(v["recon"])
-        mt, sdt = mean_std(v["train"])
-        md, sdd = mean_std(v["data"])
-        return dict(features=k, fd=m, fd_std=sd, fd_values=v["fd"], fd_gaussian=mb, fd_gaussian_std=sdb,
-                    fd_gaussian_values=v["gaussian"], fd_recon=mr, fd_recon_std=sdr, fd_recon_values=v["recon"],
-                    gap_closed=gap_closed(mb, m, mr), fd_train=mt, fd_train_std=sdt, fd_train_values=v["train"],
-                    fd_heldout_vs_train=md, fd_heldout_vs_train_std=sdd, memorisation_warning=bool(mt < md),
-                    classifier_acc=nets[k][1])
+        v = {q: mean_std(vals[k][q]) for q in vals[k]}
+        return dict(features=k, fd=v["fd"][0], fd_std=v["fd"][1], fd_values=vals[k]["fd"],
+                    fd_gaussian=v["gaussian"][0], fd_gaussian_std=v["gaussian"][1], fd_gaussian_values=vals[k]["gaussian"],
+                    fd_recon=v["recon"][0], fd_recon_std=v["recon"][1], fd_recon_values=vals[k]["recon"],
+                    gap_closed=gap_closed(v["gaussian"][0], v["fd"][0], v["recon"][0]),
+                    fd_data=v["data"][0], fd_data_std=v["data"][1],
+                    fd_train=v["train"][0], fd_train_std=v["train"][1], fd_train_values=vals[k]["train"],
+                    fd_heldout_vs_train=v["heldout_train"][0], fd_heldout_vs_train_std=v["heldout_train"][1],
+                    memorisation_warning=bool(v["train"][0] < v["heldout_train"][0]), classifier_acc=nets[k][1])
 
     names = list(nets)
-    res = dict(block(names[0]), features2=block(names[1]), n_generated=n, n_heldout=len(te), n_train=len(tr),
-               seeds=seeds, against="held-out split")
+    res = dict(block(names[0]), features2=block(names[1]), n_generated=n, n_reference=half, n_heldout=len(te),
+               n_train=len(tr), seeds=seeds, against="half B of the held-out split (Recon: decodes of half A)")
     if fids:
         res.update(fid=mean_std(fids)[0], fid_std=mean_std(fids)[1], fid_values=fids)
     return res
@@ -807,12 +812,12 @@ def main(argv=None) -> int:
                                                            device=a.device, inception_weights=a.inception_weights,
                                                            langevin_steps=a.langevin_steps))
             for b in (result, result["features2"]):
-                print(f"FD vs the held-out split ({b['features']} features, {result['n_generated']} samples x "
+                print(f"FD vs held-out images ({b['features']} features, {result['n_generated']} samples x "
                       f"{result['seeds']} seeds): {b['fd']:.3f} ± {b['fd_std']:.3f}; same generator: p_β "
                       f"{b['fd_gaussian']:.3f}, Recon (floor) {b['fd_recon']:.3f}; gap closed {100 * b['gap_closed']:.1f} %; "
-                      f"vs train {b['fd_train']:.3f} (held-out vs train {b['fd_heldout_vs_train']:.3f}"
-                      f"{'; MEMORISATION WARNING' if b['memorisation_warning'] else ''}); classifier acc "
-                      f"{b['classifier_acc']:.3f}")
+                      f"real held-out images {b['fd_data']:.3f}; vs train {b['fd_train']:.3f} (held-out vs train "
+                      f"{b['fd_heldout_vs_train']:.3f}{'; MEMORISATION WARNING' if b['memorisation_warning'] else ''}); "
+                      f"classifier acc {b['classifier_acc']:.3f}")
             if "fid" in result:
                 print(f"FID (torchmetrics Inception, local weights): {result['fid']:.3f} ± {result['fid_std']:.3f}")
         if a.json:

@@ -228,9 +228,16 @@ class LadderMLPDecoder(_Ladder):
 class LadderConvDecoder(_Ladder):
     """``g(z̃)`` for 28×28 / 32×32 images with every latent layer reaching the image at its own
     scale (VLAE's ladder generator, NVAE's per-resolution groups): ``z_L`` → Linear → a 2c × H/4
-    map (the coarsest); a 4×4 stride-2 transposed convolution to c × H/2, where the middle
-    layers join (each a Linear to a c × H/2 map, added); another to c/2 × H (the finest), where
-    ``z_1`` joins the same way; a 3×3 convolution to C channels, tanh; flat output."""
+    map (the coarsest: the layout); a 4×4 stride-2 transposed convolution to c × H/2, where the
+    middle layers join (each a Linear to a c × H/2 map, added); another to c/2 × H, the finest
+    map, which ``z_1`` *modulates* (a Linear to a per-channel scale and shift, FiLM / StyleGAN's
+    fine styles); a 3×3 convolution to C channels, tanh; flat output.
+
+    Why z₁ modulates rather than paints (RESULTS.md §9): added as a full-resolution map, z₁ could
+    draw any image as a sum of 16 pixel templates — it carried the digit's class (resampling it
+    alone changed the class 44 % of the time) and its prior draws left pixel noise on every
+    sample; as a per-channel scale and shift of the finest features it can change how the
+    strokes the layers above laid out are drawn (thickness, contrast) but not where they are."""
 
     def __init__(self, dims, image_shape, channels: int, act):
         super().__init__()
@@ -239,8 +246,10 @@ class LadderConvDecoder(_Ladder):
         self.dims = [int(d) for d in dims]
         self.maps = [(2 * c, h0), (c, 2 * h0), (max(c // 2, 1), 4 * h0)]  # (channels, side) per stage
         self.entry = ladder_entries(len(self.dims), len(self.maps))
-        self.inject = nn.ModuleList(nn.Linear(d, self.maps[e][0] * self.maps[e][1] ** 2)
-                                    for d, e in zip(self.dims, self.entry))
+        # the finest stage is modulated (FiLM) unless the ladder has one layer, which must draw the layout itself
+        self.film = [e == len(self.maps) - 1 and len(self.dims) > 1 for e in self.entry]
+        self.inject = nn.ModuleList(nn.Linear(d, 2 * self.maps[e][0] if film else self.maps[e][0] * self.maps[e][1] ** 2)
+                                    for d, e, film in zip(self.dims, self.entry, self.film))
         self.ups = nn.ModuleList([nn.ConvTranspose2d(2 * c, c, 4, 2, 1),
                                   nn.ConvTranspose2d(c, self.maps[2][0], 4, 2, 1)])
         self.out = nn.Conv2d(self.maps[2][0], C, 3, 1, 1)
@@ -253,8 +262,14 @@ class LadderConvDecoder(_Ladder):
         for j, (ch, side) in enumerate(self.maps):
             pre = None if j == 0 else self.ups[j - 1](h)
             for i, e in enumerate(self.entry):
-                if e == j:
-                    a = self.inject[i](zs[i]).reshape(-1, ch, side, side) * self.fade[i]
+                if e != j:
+                    continue
+                a = self.inject[i](zs[i]) * self.fade[i]
+                if self.film[i]:
+                    scale, shift = a.reshape(-1, 2 * ch, 1, 1).chunk(2, 1)
+                    pre = pre * (1 + scale) + shift
+                else:
+                    a = a.reshape(-1, ch, side, side)
                     pre = a if pre is None else pre + a
             h = self.act(pre)
         return torch.tanh(self.out(h)).flatten(1)

@@ -41,7 +41,7 @@ from . import backends
 from .attributes import labels as attribute_labels
 from .checkpoint import (CheckpointError, latest_good, load_checkpoint, load_state_checked, rng_state,
                          save_checkpoint, set_rng_state)
-from .config import (PRIOR_DEFAULTS, SPLIT_SETTINGS, ModelConfig, TrainConfig, build, defaults, resume_changes,
+from .config import (LADDER_WARMUP, PRIOR_DEFAULTS, SPLIT_SETTINGS, ModelConfig, TrainConfig, build, defaults, resume_changes,
                      split_settings)
 from .data import batch_indices, run_data_for
 from .figures import save_grid, save_scatter, to_images
@@ -332,6 +332,9 @@ def resolve_settings(settings: dict) -> tuple[ModelConfig, TrainConfig]:
     mcfg = build(ModelConfig, {**mdef, **mset, "prior": prior})
     if mcfg.arch == "conv" and not (shape and shape[1] in (28, 32)):
         raise cli.UserError(f"--arch conv takes 28x28 or 32x32 images; --dataset {tcfg.dataset} has shape {shape}")
+    if tcfg.ladder_warmup is None:
+        warm = LADDER_WARMUP[mcfg.arch] if mcfg.generator == "ladder" and not two_stage else 0
+        tcfg = dataclasses.replace(tcfg, ladder_warmup=warm)
     return mcfg, tcfg
 
 
@@ -552,7 +555,7 @@ class Trainer:
         x, labels = self._batch(k)
         gen = torch.Generator(device=self.device).manual_seed(step_seed(cfg.seed, k, 1000 + self.dist.rank))
         if m.ladder and not m.two_stage:  # the progressive ladder's fade-in, a function of the step (resume-exact)
-            m.decoder.progressive(k, cfg.ladder_warmup)
+            m.decoder.progressive(k, cfg.ladder_warmup or 0)
         if self.mcfg.spectral_norm:  # one power iteration per update, as torch's spectral_norm (frozen energies: none)
             m.power_iteration()
         t0 = time.perf_counter()

@@ -23,13 +23,14 @@ def test_ladder_entries_top_coarsest_bottom_finest():
 
 @pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32)])
 def test_ladder_conv_shapes_scales_and_gradients(shape):
-    """Every layer gets a gradient, and each enters at its own resolution: z_3 at H/4, z_2 at H/2,
-    z_1 at H (the injected map's size says so)."""
+    """Every layer gets a gradient, and each enters at its own resolution: z_3 as an H/4 map, z_2 as
+    an H/2 map, z_1 as a per-channel scale and shift of the H-sized map (FiLM)."""
     C, H, W = shape
     dims = [6, 4, 2]
     dec = LadderConvDecoder(dims, shape, 8, "gelu")
-    sides = [int(round((m.out_features / dec.maps[e][0]) ** 0.5)) for m, e in zip(dec.inject, dec.entry)]
-    assert sides == [H, H // 2, H // 4]
+    assert [dec.maps[e][1] for e in dec.entry] == [H, H // 2, H // 4] and dec.film == [True, False, False]
+    assert [m.out_features for m in dec.inject] == [2 * dec.maps[2][0], dec.maps[1][0] * (H // 2) ** 2,
+                                                     dec.maps[0][0] * (H // 4) ** 2]
     z = torch.randn(4, sum(dims), requires_grad=True)
     y = dec(z)
     assert y.shape == (4, C * H * W) and float(y.detach().abs().max()) <= 1.0
@@ -38,6 +39,25 @@ def test_ladder_conv_shapes_scales_and_gradients(shape):
         assert float(z.grad[:, a:b].abs().sum()) > 0, f"z_{i + 1} does not reach the image"
     for name, p in dec.named_parameters():
         assert p.grad is not None and float(p.grad.abs().sum()) > 0, name
+
+
+def test_ladder_conv_z1_is_a_per_channel_modulation():
+    """The finest map after z_1 is, channel by channel, an affine function of the map before it
+    (one scale and one shift per channel over every pixel): z_1 cannot paint a spatial pattern."""
+    torch.manual_seed(0)
+    dec = LadderConvDecoder([5, 3, 2], (1, 28, 28), 4, "gelu")
+    seen = {}
+    dec.act.register_forward_hook(lambda mod, inp, out: seen.setdefault(len(seen), inp[0].detach()))
+    ups = {}
+    dec.ups[1].register_forward_hook(lambda mod, inp, out: ups.setdefault("pre", out.detach()))
+    dec(torch.randn(3, 10))
+    pre, post = ups["pre"], seen[2]  # the finest map before and after z_1's modulation
+    for b in range(3):
+        for ch in range(pre.shape[1]):
+            x, y = pre[b, ch].flatten().double(), post[b, ch].flatten().double()
+            A = torch.stack([x, torch.ones_like(x)], 1)
+            coef = torch.linalg.lstsq(A, y[:, None]).solution
+            assert float((A @ coef - y[:, None]).abs().max()) < 1e-5
 
 
 def test_ladder_mlp_depth_of_each_layer():
