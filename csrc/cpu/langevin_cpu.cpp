@@ -389,10 +389,10 @@ struct AlignedBuffer {
 }  // namespace
 
 // ---------------------------------------------------------------------------------- packed weights
-// Wᵀ (forward) and W (backward) of every Linear layer in micro-kernel column panels, biases
-// column-padded; a function of the params buffer and the tables only, so it is made once per
-// packed prior (hebm/backends/ops.py passes a token; ops.cpp keeps the last few) and shared by
-// every call and thread.
+// Wᵀ (forward) and W (backward) of every Linear layer in micro-kernel column panels, bias tables
+// (bias + level rows) column-padded; a function of the network's numbers only, so a copy that
+// never changes (a hebm.Sampler's: ops.cpp keeps the last few by its token) is laid out once and
+// shared by every call and thread.
 template <typename T>
 struct PackedWeights {
   struct Layer {
@@ -414,15 +414,13 @@ struct PackedWeights {
   int64_t maxWp = 0;
 
   explicit PackedWeights(const Problem<T>& p) {
-    const int64_t n_layers_total = p.n_mlps > 0 ? p.mlps[(p.n_mlps - 1) * MLP_NCOLS + MLP_FIRST] +
-                                                      p.mlps[(p.n_mlps - 1) * MLP_NCOLS + MLP_NLAYERS]
-                                                : 0;
+    const int64_t n_layers_total = p.n_layers;
     int64_t total = 0;
     std::vector<int64_t> wt_off(n_layers_total), wb_off(n_layers_total), b_off(n_layers_total);
     std::vector<int64_t> wr_off(n_layers_total, -1), wtr_off(n_layers_total, -1);
     for (int64_t l = 0; l < n_layers_total; ++l) {
-      const int64_t* row = p.layout + l * LAY_NCOLS;
-      const int64_t in = row[LAY_IN], out = row[LAY_OUT], brows = row[LAY_BROWS];
+      const LayerRef<T>& src = p.layers[l];
+      const int64_t in = src.in, out = src.out, brows = src.brows;
       wt_off[l] = total;
       total += in * padw<T>(out);
       wb_off[l] = total;
@@ -441,32 +439,33 @@ struct PackedWeights {
     buffer.reset(new AlignedBuffer(sizeof(T) * std::max<int64_t>(total, 1)));
     T* base = static_cast<T*>(buffer->p);
     for (int64_t l = 0; l < n_layers_total; ++l) {
-      const int64_t* row = p.layout + l * LAY_NCOLS;
+      const LayerRef<T>& src = p.layers[l];
       Layer ly;
-      ly.in = row[LAY_IN];
-      ly.out = row[LAY_OUT];
-      ly.brows = row[LAY_BROWS];
+      ly.in = src.in;
+      ly.out = src.out;
+      ly.brows = src.brows;
       ly.inp = padw<T>(ly.in);
       ly.outp = padw<T>(ly.out);
-      const T* Wsrc = p.params + row[LAY_W];
-      const T* bsrc = p.params + row[LAY_B];
+      const T* Wsrc = src.W;
       T* wt = base + wt_off[l];
       T* wb = base + wb_off[l];
       T* bb = base + b_off[l];
+      // each copy loops in the order of its destination (contiguous writes: a langevin_fused call
+      // lays the weights out afresh every time, so this is part of its fixed cost)
+      for (int64_t i = 0; i < ly.in; ++i)
+        for (int64_t o = 0; o < ly.out; ++o) wt[panel_index<T>(i, o, ly.in, ly.outp)] = Wsrc[o * ly.in + i];  // Wᵀ
       for (int64_t o = 0; o < ly.out; ++o)
-        for (int64_t i = 0; i < ly.in; ++i) {
-          wt[panel_index<T>(i, o, ly.in, ly.outp)] = Wsrc[o * ly.in + i];   // Wᵀ: K = in, N = out
-          wb[panel_index<T>(o, i, ly.out, ly.inp)] = Wsrc[o * ly.in + i];   // W:  K = out, N = in
-        }
+        for (int64_t i = 0; i < ly.in; ++i) wb[panel_index<T>(o, i, ly.out, ly.inp)] = Wsrc[o * ly.in + i];  // W
       for (int64_t r = 0; r < ly.brows; ++r)
-        for (int64_t o = 0; o < ly.out; ++o) bb[r * ly.outp + o] = bsrc[r * ly.out + o];
+        for (int64_t o = 0; o < ly.out; ++o) bb[r * ly.outp + o] = src.bias_at(r, o);
       ly.Wrow = wr_off[l] >= 0 ? base + wr_off[l] : nullptr;
       ly.WTrow = wtr_off[l] >= 0 ? base + wtr_off[l] : nullptr;
-      for (int64_t o = 0; o < ly.out; ++o)
-        for (int64_t i = 0; i < ly.in; ++i) {
-          if (ly.Wrow) base[wr_off[l] + o * ly.inp + i] = Wsrc[o * ly.in + i];
-          if (ly.WTrow) base[wtr_off[l] + i * ly.outp + o] = Wsrc[o * ly.in + i];
-        }
+      if (ly.Wrow)
+        for (int64_t o = 0; o < ly.out; ++o)
+          for (int64_t i = 0; i < ly.in; ++i) base[wr_off[l] + o * ly.inp + i] = Wsrc[o * ly.in + i];
+      if (ly.WTrow)
+        for (int64_t i = 0; i < ly.in; ++i)
+          for (int64_t o = 0; o < ly.out; ++o) base[wtr_off[l] + i * ly.outp + o] = Wsrc[o * ly.in + i];
       ly.Wt = wt;
       ly.Wb = wb;
       ly.bias = bb;
