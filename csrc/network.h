@@ -68,12 +68,22 @@ struct NetworkArgs {
   }
 };
 
+// A table of the network: an int64 tensor on the host (one argument, where an int[] of the same
+// numbers costs a conversion per element at the op boundary).
+inline std::vector<int64_t> host_ints(const c10::IValue& v, const char* name) {
+  const at::Tensor& t = v.toTensor();
+  TORCH_CHECK(t.scalar_type() == at::kLong && t.device().is_cpu() && t.dim() == 1 && t.is_contiguous(), "hebm: ", name,
+              " must be a flat int64 CPU tensor, got ", t.scalar_type(), " ", t.sizes(), " on ", t.device());
+  const int64_t* p = t.data_ptr<int64_t>();
+  return std::vector<int64_t>(p, p + t.numel());
+}
+
 inline NetworkArgs read_network(c10::ArrayRef<c10::IValue> a, const at::Tensor& u) {
   NetworkArgs n;
   for (const at::Tensor& t : a[LANGEVIN_WEIGHTS].toTensorList()) n.slots.push_back(t);
-  n.dims = a[LANGEVIN_DIMS].toIntVector();
-  n.layout = a[LANGEVIN_LAYOUT].toIntVector();
-  n.mlps = a[LANGEVIN_MLPS].toIntVector();
+  n.dims = host_ints(a[LANGEVIN_DIMS], "dims");
+  n.layout = host_ints(a[LANGEVIN_LAYOUT], "layout");
+  n.mlps = host_ints(a[LANGEVIN_MLPS], "mlps");
   n.act_params = a[LANGEVIN_ACT_PARAMS].toDoubleVector();
   n.has_energy = a[LANGEVIN_HAS_ENERGY].toBool();
   n.n_levels = a[LANGEVIN_N_LEVELS].toInt();

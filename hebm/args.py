@@ -265,6 +265,22 @@ class ValueChecks:
             if mm is not None and (mm[0] < lo or mm[1] > hi):
                 raise ValueError(message.format(lo=int(mm[0]), hi=int(mm[1]), n=hi))
 
+    def _finite_ok(self, v) -> bool:
+        """With every (min, max) of ``v`` finite: whether the signs, the (0, 1) bounds and the
+        integer ranges all hold (the messages of a failure are :meth:`_refuse`'s)."""
+        for i, (_, _, positive, allow_zero) in enumerate(self._items):
+            if positive and (v[2 * i] < 0 or (v[2 * i] == 0 and not allow_zero)):
+                return False
+        for i in self._below_one:
+            if v[2 * i + 1] >= 1:
+                return False
+        k = 2 * len(self._items)
+        for _, _, lo, hi, _ in self._ranges:
+            if v[k] < lo or v[k + 1] > hi:
+                return False
+            k += 2
+        return True
+
     def run(self, summarize=None) -> None:
         """Raise the error of the first failing tensor; one summary read when all pass.
         ``summarize(tensors) -> [min_0, max_0, min_1, …]`` (NaN for both where a tensor holds a
@@ -278,10 +294,10 @@ class ValueChecks:
                              f"on a device that does (e.g. cpu or cuda)")
         if summarize is not None and self.device.type == "cpu":
             v = summarize(xs)
-            if all(map(math.isfinite, v)):  # the common case: only the signs and ranges to look at
-                self._refuse([(v[i], v[i + 1]) for i in range(0, len(v), 2)], finite=True)
-            else:
-                self._refuse([(v[2 * i], v[2 * i + 1]) if x.numel() else None for i, x in enumerate(xs)])
+            if all(map(math.isfinite, v)) and self._finite_ok(v):  # the common case: signs and ranges hold
+                return
+            # (the rules again, an empty tensor's (0, 0) left out, for the first failure's message)
+            self._refuse([(v[2 * i], v[2 * i + 1]) if x.numel() else None for i, x in enumerate(xs)])
             return
         if self._below_one or not self._combined_ok():  # (bounds above: looked at one by one)
             self.explain()
@@ -356,7 +372,7 @@ def constant_vector(B: int, v, dtype: torch.dtype, device) -> torch.Tensor:
     """``torch.full((B,), v)``, one cached tensor per (B, value, dtype, device) — read-only for
     its users (the samplers only read their per-chain parameters), as the default chain ids.
     A scalar step size, noise or energy scale costs a dictionary lookup, not an allocation."""
-    key = (B, v, v == 0 and math.copysign(1.0, v) < 0, dtype, device)  # -0.0 == 0.0 as a dict key
+    key = (B, v, dtype, device) if v else (B, v, math.copysign(1.0, v), dtype, device)  # -0.0 == 0.0 as a key
     x = _CONSTANTS.get(key)
     if x is None:
         if len(_CONSTANTS) > 256:
@@ -373,7 +389,7 @@ def constant_vector(B: int, v, dtype: torch.dtype, device) -> torch.Tensor:
     """``torch.full((B,), v)``, one cached tensor per (B, value, dtype, device) — read-only for
     its users (the samplers only read their per-chain parameters), as the default chain ids.
     A scalar step size, noise or energy scale costs a dictionary lookup, not an allocation."""
-    key = (B, v, v == 0 and math.copysign(1.0, v) < 0, dtype, device)  # -0.0 == 0.0 as a dict key
+    key = (B, v, dtype, device) if v else (B, v, math.copysign(1.0, v), dtype, device)  # -0.0 == 0.0 as a key
     x = _CONSTANTS.get(key)
     if x is None:
         if len(_CONSTANTS) > 256:
@@ -457,13 +473,12 @@ def flat_latents(prior: HierarchicalPrior, u: Latents, name: str = "u") -> tuple
 class _Call:
     """What the normalisers share while one call is checked."""
 
-    __slots__ = ("prior", "u", "B", "device", "n_levels", "K", "max_steps", "per", "values", "given")
+    __slots__ = ("prior", "u", "B", "device", "n_levels", "K", "max_steps", "per", "values")
 
     def __init__(self, prior, u, values, max_steps=MAX_STEPS, per=1):
         self.prior, self.u, self.values = prior, u, values
         self.B, self.device, self.n_levels, self.K = u.shape[0], u.device, prior.n_levels, 0
         self.max_steps, self.per = max_steps, per  # per: steps per record step (T levels of a reverse diffusion)
-        self.given = {}  # name -> the value as passed (for the relations' messages)
 
 
 def _k_steps(c: _Call, f: Field, x):
@@ -678,18 +693,16 @@ def _fields(record, c: _Call, kw: dict, where: str) -> dict:
         if name not in kw:
             raise TypeError(f"{where} missing required keyword argument {name!r}")
     out = dict(plan.static)
-    by_name, given = plan.by_name, c.given
-    for name in plan.first:
+    by_name, first = plan.by_name, plan.first
+    for name in first:
         f, norm = by_name[name]
         out[name] = norm(c, f, kw[name])
     for name, x in kw.items():
         entry = by_name.get(name)
         if entry is None:
             _unexpected(record, where, kw)
-        if name in plan.first:
-            continue
-        given[name] = x
-        out[name] = None if x is None else entry[1](c, entry[0], x)
+        if name not in first:
+            out[name] = None if x is None else entry[1](c, entry[0], x)
     for f in plan.per_batch:
         if f.name not in kw:
             out[f.name] = (default_chain_ids(c.B, None, c.u.device) if f.kind == "ids" else
@@ -697,9 +710,8 @@ def _fields(record, c: _Call, kw: dict, where: str) -> dict:
     return out
 
 
-def _relations(c: _Call, a: dict, *, steps: str = "[K, B, D]") -> None:
-    """The rules that relate fields (each stated here once)."""
-    given = c.given
+def _relations(c: _Call, a: dict, given: dict, *, steps: str = "[K, B, D]") -> None:
+    """The rules that relate fields (each stated here once); ``given``: the keywords as passed."""
     # the recovery-kernel term is on exactly when u_next is given, and then needs a and σ
     if a.get("u_next", None) is not None:
         if a["alpha"] is None or a["sigma"] is None:
@@ -753,7 +765,7 @@ def check_langevin_args(prior: HierarchicalPrior, u: Latents, *, where: str = "l
     c = _Call(prior, u, ValueChecks(u.device))
     c.values.add("u", u)
     a = _fields(LANGEVIN, c, arguments, f"{where}()")
-    _relations(c, a)
+    _relations(c, a, arguments)
     c.values.run(summarize)
     return LangevinArgs(u=u, as_list=as_list, **a)
 
@@ -791,8 +803,9 @@ def check_reverse_args(prior: HierarchicalPrior, schedule, u_T=None, *, where: s
     same_kind(u, dtype, device)
     c = _Call(prior, u, ValueChecks(u.device), max_steps=MAX_STEPS // T, per=T)
     c.values.add("u_T", u)
-    a = _fields(REVERSE, c, {k: v for k, v in arguments.items() if k != "batch"}, f"{where}()")
-    _relations(c, a, steps="[T*K, B, D]")
+    given = {k: v for k, v in arguments.items() if k != "batch"}
+    a = _fields(REVERSE, c, given, f"{where}()")
+    _relations(c, a, given, steps="[T*K, B, D]")
     c.values.run(summarize)
     return ReverseArgs(u=u, n_steps=a["n_steps"], levels=T, noise_scale=a["noise_scale"], seed=a["seed"],
                        chain_ids=a["chain_ids"], noise=a["noise"], as_list=as_list, check=a["check"],
@@ -850,7 +863,7 @@ def _report(a, msg: str, what: str) -> None:
         warnings.warn(msg, RuntimeWarning, stacklevel=4)
 
 
-def check_result(a: LangevinArgs, out: torch.Tensor, what: str = "langevin", stats=None) -> None:
+def check_result(a: LangevinArgs, out: torch.Tensor, what: str = "langevin", stats=None, summarize=None) -> None:
     """Chains that ended at NaN/Inf are never returned silently: a warning naming the knob
     (once per call site and cause), or :class:`DivergenceError` with ``check="raise"``.
     ``stats`` (Metropolis calls: ``[2, B]`` accepted proposals and Σ min(1, α) of the steps after
@@ -859,10 +872,16 @@ def check_result(a: LangevinArgs, out: torch.Tensor, what: str = "langevin", sta
     large) — which the state alone would not show (a refused proposal keeps a finite state)."""
     if a.check == "off":
         return
-    # the sum is finite when every value is (NaN and ±Inf propagate): one reduction and one host
-    # read, where isfinite().all() is a composite of four ops.  A sum can also overflow from
-    # finite values, so a non-finite sum is only a suspicion, settled by the count below.
-    if not math.isfinite(out.sum().item()):
+    # every value finite: for CPU tensors the value summary (``summarize``, :class:`ValueChecks`)
+    # says so in one C++ call; else the sum is finite when every value is (NaN and ±Inf propagate):
+    # one reduction and one host read, where isfinite().all() is a composite of four ops.  A sum
+    # can also overflow from finite values, so a non-finite sum is only a suspicion, settled by
+    # the count below.
+    if summarize is not None and out.device.type == "cpu":
+        suspect = not all(map(math.isfinite, summarize([out])))
+    else:
+        suspect = not math.isfinite(out.sum().item())
+    if suspect:
         n_bad = int((~torch.isfinite(out)).any(1).sum())
         if n_bad:
             _report(a, f"hebm.{what}: {n_bad} of {out.shape[0]} chains diverged to NaN/Inf within {a.n_steps} steps; "

@@ -130,7 +130,7 @@ class Sampler:
             return out, logs, stats
 
         out, logs, extra, stats = run_chain(run, a, trace=return_info)
-        check_result(a, out, _where, stats)
+        check_result(a, out, _where, stats, self._summarize)
         if not return_info:
             return finish(self.prior, a, out, None, False)
         return finish(self.prior, a, out, {"backend": name, "precision": ran[0], "log_density": logs, **extra}, True)

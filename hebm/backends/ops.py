@@ -27,6 +27,7 @@ counter-based, and explicit noise is sliced), so Ctrl-C reaches Python between c
 """
 from __future__ import annotations
 
+import operator
 import sys
 
 import torch
@@ -36,7 +37,8 @@ from ..philox import seed_to_key
 from .pack import Pack
 
 #: the network arguments of both ops (hebm.backends.pack), in slot order
-NETWORK = (("weights", "Tensor[]"), ("dims", "int[]"), ("layout", "int[]"), ("mlps", "int[]"),
+#: (the tables dims, layout, mlps are int64 CPU tensors: an int[] costs a conversion per element)
+NETWORK = (("weights", "Tensor[]"), ("dims", "Tensor"), ("layout", "Tensor"), ("mlps", "Tensor"),
            ("act_params", "float[]"), ("has_energy", "bool"), ("n_levels", "int"), ("sigma_min", "float"),
            ("sigma_clamp", "float"), ("pack_token", "int"))
 #: the per-level scalars of a fused reverse diffusion: (op argument, key of DiffusionSchedule.level_params)
@@ -155,12 +157,18 @@ def steps_per_chunk(pack: Pack, B: int, device: torch.device) -> int:
 
 
 def _network_args(pack: Pack) -> list:
-    net = pack.network
-    st = net.derived.get("op")
-    if st is None:
-        st = net.derived["op"] = [list(net.dims), list(net.layout), list(net.mlps), list(net.act_params),
-                                  net.has_energy, net.n_levels, net.sigma_min, net.sigma_clamp]
-    return [pack.values, *st, pack.token]
+    """The op's network arguments (:data:`NETWORK`) of a pack, made once per pack."""
+    args = pack.derived.get("op")
+    if args is None:
+        net = pack.network
+        st = net.derived.get("op")
+        if st is None:
+            st = net.derived["op"] = [torch.tensor(net.dims, dtype=torch.int64),
+                                      torch.tensor(net.layout, dtype=torch.int64),
+                                      torch.tensor(net.mlps, dtype=torch.int64), list(net.act_params), net.has_energy,
+                                      net.n_levels, net.sigma_min, net.sigma_clamp]
+        args = pack.derived["op"] = (pack.values, *st, pack.token)
+    return args
 
 
 def _op_seed(seed):
@@ -168,24 +176,54 @@ def _op_seed(seed):
     return None if seed is None else seed - 2**64 if seed >= 2**63 else seed
 
 
+def _getter(fields):
+    """The op's record arguments of a checked call, in slot order (one C-level attribute getter;
+    the seed lowered to the op's int64)."""
+    names = ["u" if kind == "U" else name for name, _, kind in fields]
+    get = operator.attrgetter(*names)
+    i_seed = next(i for i, (_, _, kind) in enumerate(fields) if kind == "SEED")
+
+    def values(a) -> list:
+        v = list(get(a))
+        if v[i_seed] is not None and v[i_seed] >= 2**63:
+            v[i_seed] -= 2**64
+        return v
+    return values
+
+
+_LANGEVIN_VALUES = _getter(LANGEVIN_FIELDS)
+_REVERSE_VALUES = _getter(REVERSE_FIELDS)
+
+
 def _field_values(a, fields) -> list:
-    return [_op_seed(a.seed) if kind == "SEED" else getattr(a, "u" if kind == "U" else name)
-            for name, _, kind in fields]
+    return (_LANGEVIN_VALUES if fields is LANGEVIN_FIELDS else _REVERSE_VALUES)(a)
+
+
+_CALLABLES: dict = {}
+
+
+def _callable(name: str, namespace: str):
+    """The op's C++ entry (the overload's own callable: no Python frame of the op packet between)."""
+    fn = _CALLABLES.get((name, namespace))
+    if fn is None:
+        fn = _CALLABLES[(name, namespace)] = op(name, namespace).default._op
+    return fn
 
 
 def _langevin_call(pack: Pack, a: LangevinArgs, precision: str, trace: bool, namespace: str):
-    return op("langevin", namespace)(*_network_args(pack), *_field_values(a, LANGEVIN_FIELDS), trace, precision)
+    return _callable("langevin", namespace)(*_network_args(pack), *_LANGEVIN_VALUES(a), trace, precision)
 
 
 def langevin(pack: Pack, a: LangevinArgs, *, precision: str, trace: bool, namespace: str = "hebm"):
     """``hebm::langevin`` on checked arguments: ``(u_K [B, D], log π trace [K, B] or None,
     accept stats [2, B] or None)``.  Runs in chunks of :func:`steps_per_chunk` steps (results
     identical to one call; a Metropolis chunk evaluates its first state afresh)."""
-    chunk = steps_per_chunk(pack, a.B, a.u.device)
-    if a.n_steps <= chunk:
+    u = a.u
+    if a.n_steps <= steps_per_chunk(pack, u.shape[0], u.device):
         out, logd, stats = _langevin_call(pack, a, precision, trace, namespace)
         return out, (logd if trace else None), (stats if a.metropolis else None)
-    u, logs, total = a.u, [], None
+    chunk = steps_per_chunk(pack, u.shape[0], u.device)
+    logs, total = [], None
     for k0 in range(0, a.n_steps, chunk):
         part = a.steps(k0, min(a.n_steps, k0 + chunk))
         part.u = u
@@ -208,8 +246,8 @@ def reverse_diffusion(pack: Pack, schedule, r: ReverseArgs, *, precision: str, r
     else ``[ũ_T, ũ_0]``."""
     lv = [schedule.level_params(t) for t in range(schedule.T - 1, -1, -1)]
     levels = [[p[key] for p in lv] for _, _, key in LEVELS]
-    res = op("reverse_diffusion", namespace)(*_network_args(pack), *_field_values(r, REVERSE_FIELDS), *levels,
-                                             return_levels, precision)
+    res = _callable("reverse_diffusion", namespace)(*_network_args(pack), *_REVERSE_VALUES(r), *levels,
+                                                    return_levels, precision)
     return list(res.unbind(0)) if return_levels else [r.u, res]
 
 

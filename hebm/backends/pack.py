@@ -129,6 +129,7 @@ def _network(key: tuple) -> Network:
 
 
 def _build(dims, sigma_min, sigma_clamp, n_levels, conds, energies, reason) -> Network:
+    conds, energies = tuple(MLPShape(*m) for m in conds), tuple(MLPShape(*m) for m in energies)
     layout, mlps, acts, slot, n_params = [], [], [], 0, 0
     for m in conds + energies:
         mlps += [len(layout) // LAY_NCOLS, m.n_layers, m.act]
@@ -158,7 +159,9 @@ _PRIOR_MATH = ("T", "conditional", "energy", "energy_terms", "log_density", "for
 
 
 def _mlp(m, where: str, values: list, with_values: bool):
-    """``(MLPShape or None, why not)`` of one network, its value tensors appended to ``values``."""
+    """``(the fields of its MLPShape, as a tuple, or None, why not)`` of one network, its value
+    tensors appended to ``values``.  (Plain tuples: this runs at every langevin_fused call, and the
+    structure key is hashed; the Network is made from them once per structure.)"""
     if type(m) is not MLP:
         return None, (f"prior.{where} is a {type(m).__module__}.{type(m).__qualname__}, not a hebm.nn.MLP "
                       f"(the kernels take MLPs of hebm.nn.SNLinear layers and hebm.nn.Activation)")
@@ -196,7 +199,7 @@ def _mlp(m, where: str, values: list, with_values: bool):
         widths[-1:] = [fan_in, out]
     if len(widths) < 2:
         return None, f"prior.{where} has no layers"
-    return MLPShape(tuple(widths), code, float(act.param), tuple(biases), level), None
+    return (tuple(widths), code, float(act.param), tuple(biases), level), None
 
 
 def read(prior, *, values: bool = True) -> tuple:
@@ -218,23 +221,38 @@ def read(prior, *, values: bool = True) -> tuple:
     vals: list = []
     shapes = ([], [])
     if reason is None:
-        energies = prior._modules.get("energies")
-        groups = (("conditionals", prior._modules["conditionals"]._modules.values()),
-                  ("energies", () if energies is None else energies._modules.values()))
-        for g, (what, mods) in enumerate(groups):
-            for i, m in enumerate(mods):
-                shape, why = _mlp(m, f"{what}[{i}]", vals, values)
-                if why is not None:
-                    reason = why
-                    break
-                shapes[g].append(shape)
-            if reason is not None:
-                break
+        threads = torch.get_num_threads() if values and prior.n_levels is not None else 1
+        if threads > 1:
+            # The level bias tables are products as small as [n_levels, 32] × [32, 32]: one thread.
+            # A threaded GEMM waits for its whole team, and on a busy machine — or while the C++
+            # kernel's workers still spin after a call — that wait measured 7–15 ms, against ~5 µs
+            # on one thread (benchmarks/NOTES.md, "The Sampler").
+            torch.set_num_threads(1)
+        try:
+            reason = _read_mlps(prior, vals, shapes, values)
+        finally:
+            if threads > 1:
+                torch.set_num_threads(threads)
     if reason is not None:
         vals, shapes = [], ([], [])
     key = (tuple(prior.dims), float(prior.sigma_min), float(prior.sigma_clamp), prior.n_levels, tuple(shapes[0]),
            tuple(shapes[1]), reason)
     return _network(key), vals
+
+
+def _read_mlps(prior, vals: list, shapes: tuple, values: bool) -> Optional[str]:
+    """Walk the conditionals then the energies (:func:`_mlp`); the first reason the kernels cannot
+    take one, or None."""
+    energies = prior._modules.get("energies")
+    groups = (("conditionals", prior._modules["conditionals"]._modules.values()),
+              ("energies", () if energies is None else energies._modules.values()))
+    for g, (what, mods) in enumerate(groups):
+        for i, m in enumerate(mods):
+            shape, why = _mlp(m, f"{what}[{i}]", vals, values)
+            if why is not None:
+                return why
+            shapes[g].append(shape)
+    return None
 
 
 def supported(network: Network) -> Optional[str]:
