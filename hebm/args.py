@@ -701,10 +701,12 @@ def _fields(record, c: _Call, kw: dict, where: str) -> dict:
         entry = by_name.get(name)
         if entry is None:
             _unexpected(record, where, kw)
-        if name not in first:
-            out[name] = None if x is None else entry[1](c, entry[0], x)
+        if name not in first and not (x is None and entry[0].kind == "ids"):
+            # None is the value of a field whose default is None (and the default chain ids); other
+            # fields refuse it by their kind
+            out[name] = None if x is None and entry[0].default is None else entry[1](c, entry[0], x)
     for f in plan.per_batch:
-        if f.name not in kw:
+        if kw.get(f.name) is None:
             out[f.name] = (default_chain_ids(c.B, None, c.u.device) if f.kind == "ids" else
                            None if f.default is None else constant_vector(c.B, f.default, c.u.dtype, c.u.device))
     return out
