@@ -234,11 +234,12 @@ class MLP(nn.Module):
         p = self.layers[0].weight
         emb = level_embedding(self.n_levels, self.level_embed_dim, p.dtype, p.device)
         net = self.level_net
-        if [type(m) for m in net] == [nn.Linear, nn.SiLU, nn.Linear]:
+        mods = tuple(net._modules.values())
+        if len(mods) == 3 and type(mods[0]) is nn.Linear and type(mods[1]) is nn.SiLU and type(mods[2]) is nn.Linear:
             # the Sequential's own ops without its three module calls (a fused sampler reads this table
             # at every call, and the calls cost more than the ops)
-            first, last = net[0], net[2]
-            return F.linear(F.silu(F.linear(emb, first.weight, first.bias)), last.weight, last.bias)
+            first, last = mods[0]._parameters, mods[2]._parameters
+            return F.linear(F.silu(F.linear(emb, first["weight"], first["bias"])), last["weight"], last["bias"])
         return net(emb)
 
     def level_biases(self, t) -> Optional[list[torch.Tensor]]:

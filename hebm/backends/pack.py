@@ -178,16 +178,14 @@ def _mlp(m, where: str, values: list, with_values: bool):
             return None, f"prior.{where} has an extra submodule {name!r} the kernels would ignore"
     level = None if m.n_levels is None else m.level_source
     if with_values and level is not None:
-        with torch.no_grad():
-            values.append(m.level_bias_table())
+        values.append(m.level_bias_table())  # (read() runs under no_grad)
     widths, biases = [None], []
     for j, layer in enumerate(mods["layers"]._modules.values()):
         if type(layer) is not SNLinear:
             return None, f"prior.{where}.layers[{j}] is a {type(layer).__qualname__}, not a hebm.nn.SNLinear"
         w, b = layer._parameters["weight"], layer._parameters["bias"]
         if layer.spectral_norm and with_values:
-            with torch.no_grad():
-                w = layer.effective_weight()
+            w = layer.effective_weight()
         biases.append(b is not None)
         if with_values:
             values.append(w)
@@ -229,7 +227,8 @@ def read(prior, *, values: bool = True) -> tuple:
             # on one thread (benchmarks/NOTES.md, "The Sampler").
             torch.set_num_threads(1)
         try:
-            reason = _read_mlps(prior, vals, shapes, values)
+            with torch.no_grad():  # (the values are read, never differentiated)
+                reason = _read_mlps(prior, vals, shapes, values)
         finally:
             if threads > 1:
                 torch.set_num_threads(threads)
