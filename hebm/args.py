@@ -16,8 +16,10 @@ type at the op boundary.  Everything else derives from these tuples:
   current), the Triton launcher's arguments.
 
 Adding a keyword: a :class:`Field` here (and its relation, if it has one), its use in the
-reference (:mod:`hebm.reference`) and in each kernel that implements it; a backend whose kernel
-does not take an op field yet refuses a call that uses it (``FEATURES``).
+reference (:mod:`hebm.reference`) and in each kernel — the compiled ops read it by its kind once
+``csrc/call_record.h`` is regenerated; the Triton launcher carries it to a kernel parameter
+(``PARAMS``).  A backend that does not implement a keyword must refuse it by name, as the ones
+without the Metropolis test do (``FEATURES``).
 
 The checks are meant to cost microseconds: numbers are checked as numbers, the values of all
 tensor arguments are decided together (:class:`ValueChecks`: one summary of each tensor's min and
