@@ -150,9 +150,9 @@ def triton_report(problem: str, precision: str, batch: int, metropolis: bool = F
         p = hebm.standard_problem(problem, batch)
         a = check_langevin_args(p.prior, p.u, metropolis=metropolis,
                                 **{k: v for k, v in p.kwargs.items() if not (metropolis and k == "noise_scale")})
-        packed, parts = tb._packed(p.prior, p.u.device)
+        pk, parts = tb.packed(p.prior)
         kw = tb.langevin_kwargs(a, precision=PRECISIONS[precision], trace=False)
-        kern, args, cfg, spec, _ = tb.prepare(packed, parts, **kw, config_for="cuda")
+        kern, args, cfg, spec, _ = tb.prepare(pk, parts, **kw, config_for="cuda")
         rec.update(form=kernel_form(spec), tile=spec.tile, dot=spec.precision, BLOCK_B=cfg["BLOCK_B"],
                    num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
         target = GPUTarget("cuda", 90, 32)

@@ -109,12 +109,11 @@ def skip_reason(name: str, prior, u, kw: dict) -> Optional[str]:
         if os.environ.get("HEBM_BENCH_NO_COMPILE"):
             return "compile provider switched off (HEBM_BENCH_NO_COMPILE is set)"
         return None
-    why = backends.unavailable(name)
-    if why is not None:
-        return why
-    a = check_langevin_args(prior, u, **kw)
-    mod = backends._module(name)
-    return mod.unsupported(prior, a)
+    try:
+        hebm.Sampler(prior, backend=name)._backend_for(bool(kw.get("metropolis", False)))
+    except hebm.BackendUnavailable as e:
+        return str(e)
+    return None
 
 
 # torch.compile caches per code object; every (problem, B, kernel on/off) is one more entry

@@ -1,10 +1,17 @@
-"""The fixed cost of one fused call, in steps of the chain (docs/design.md §5: ≤ 3 toy steps).
+"""The fixed cost of one fused call, in steps of the chain (docs/design.md §5: ≤ 3 toy steps; the
+Sampler's targets: ≤ 1 through the object, ≤ 2 through ``langevin_fused``).
 
 On the toy problem at B = 64: ``t(K)`` is the median time of a call of K steps; one step costs
 ``s = (t(21) − t(1)) / 20`` and the call's fixed part is ``t(1) − s`` (argument checks, backend
-choice, the pack cache's checks, the op boundary, the output checks).  The row reports
-``(t(1) − s) / s``; for ``cpu`` also the same call with its per-chain arguments as ``[B]`` tensors
-instead of numbers (``tensor_*``): every form takes the one path, so no form pays more than another."""
+choice, reading the prior, the op boundary, the output checks).  The row reports ``(t(1) − s) / s``
+for each way in:
+
+* ``fused`` — ``hebm.langevin_fused`` (reads the prior at every call);
+* ``sampler`` — ``hebm.Sampler.run`` on a Sampler built once (what it read at build is reused);
+
+each with the problem's own argument forms (numbers where it passes numbers) and with every
+per-chain argument as a ``[B]`` tensor (``tensor_*``): every form takes the one path, so no form
+should pay more than another.  All four are measured in one process, their rounds interleaved."""
 from __future__ import annotations
 
 import statistics
@@ -31,10 +38,23 @@ def test_fixed_cost(benchmark, bench, provider):
     why = P.skip_reason(provider, p.prior, p.u, kw1)
     if why is not None:
         pytest.skip(f"{provider}: {why}")
-    f1 = P.langevin_fn(provider, p.prior, p.u, kw1, bench.precision)
-    fk = P.langevin_fn(provider, p.prior, p.u, dict(p.kwargs, n_steps=N_LONG), bench.precision)
-    for f in (f1, fk, f1, fk):  # warm: builds, packs, captures
-        f()
+    B = p.u.shape[0]
+    # the same call with per-chain tensors where the problem passes numbers
+    tensors = {k: torch.full((B,), float(v), dtype=p.u.dtype, device=p.u.device) for k, v in p.kwargs.items()
+               if k in ("step_size", "noise_scale", "energy_scale", "alpha", "sigma") and isinstance(v, (int, float))}
+    sampler = hebm.Sampler(p.prior, backend=provider, precision=bench.precision)
+
+    def fn(door, K, form):
+        kw = dict(p.kwargs, n_steps=K, **(tensors if form == "tensor" else {}))
+        if door == "sampler":
+            return lambda: sampler.run(p.u, **kw)
+        return P.langevin_fn(provider, p.prior, p.u, kw, bench.precision)
+
+    ways = [(door, form) for door in ("fused", "sampler") for form in ("number", "tensor")]
+    fns = {w: (fn(w[0], 1, w[1]), fn(w[0], N_LONG, w[1])) for w in ways}
+    for f1, fk in fns.values():  # warm: builds, captures
+        for f in (f1, fk, f1, fk):
+            f()
     P.sync(bench.device)
     rounds = 15 if bench.quick else 200
 
@@ -44,35 +64,22 @@ def test_fixed_cost(benchmark, bench, provider):
         P.sync(bench.device)
         return time.perf_counter() - t0
 
-    def measure():
-        # interleaved, so drifts of a shared machine hit both alike
-        t1s, tks = [], []
-        for _ in range(rounds):
-            t1s.append(timed(f1))
-            tks.append(timed(fk))
-        return statistics.median(t1s), statistics.median(tks)
-
-    t1, tk = measure()
-    step = (tk - t1) / (N_LONG - 1)
+    # interleaved, so drifts of a shared machine hit every way alike
+    samples = {w: ([], []) for w in ways}
+    for _ in range(rounds):
+        for w in ways:
+            samples[w][0].append(timed(fns[w][0]))
+            samples[w][1].append(timed(fns[w][1]))
     info = benchmark.extra_info
     info.update(P.environment(bench.device))
     info.update(entry="fixed_cost", provider=provider, problem="toy", B=64, K=1, precision=bench.precision, flops=None,
-                quick=bench.quick, t1_s=t1, tK_s=tk, K_long=N_LONG, step_s=step, fixed_s=t1 - step,
-                fixed_in_steps=(t1 - step) / step if step > 0 else None)
-    if provider == "cpu":
-        # the same call with per-chain tensors where the problem passes numbers
-        B = p.u.shape[0]
-        tensors = {k: torch.full((B,), float(v), dtype=p.u.dtype) for k, v in p.kwargs.items()
-                   if k in ("step_size", "noise_scale", "energy_scale", "alpha", "sigma") and isinstance(v, (int, float))}
-        f1 = P.langevin_fn(provider, p.prior, p.u, dict(kw1, **tensors), bench.precision)
-        fk = P.langevin_fn(provider, p.prior, p.u, dict(p.kwargs, n_steps=N_LONG, **tensors), bench.precision)
-        for f in (f1, fk):
-            f()
-        g1, gk = measure()
-        gstep = (gk - g1) / (N_LONG - 1)
-        info.update(tensor_t1_s=g1, tensor_tK_s=gk, tensor_step_s=gstep, tensor_fixed_s=g1 - gstep,
-                    tensor_fixed_in_steps=(g1 - gstep) / gstep if gstep > 0 else None)
-        f1 = P.langevin_fn(provider, p.prior, p.u, kw1, bench.precision)
+                quick=bench.quick, K_long=N_LONG, sampler_backend=sampler.backend)
+    for door, form in ways:
+        t1, tk = (statistics.median(x) for x in samples[(door, form)])
+        step = (tk - t1) / (N_LONG - 1)
+        prefix = ("" if door == "fused" else "sampler_") + ("" if form == "number" else "tensor_")
+        info.update({f"{prefix}t1_s": t1, f"{prefix}tK_s": tk, f"{prefix}step_s": step, f"{prefix}fixed_s": t1 - step,
+                     f"{prefix}fixed_in_steps": (t1 - step) / step if step > 0 else None})
     benchmark.group = "fixed_cost toy B=64"
-    benchmark.pedantic(f1, rounds=5 if bench.quick else 50, iterations=1, warmup_rounds=1)
+    benchmark.pedantic(fns[("fused", "number")][0], rounds=5 if bench.quick else 50, iterations=1, warmup_rounds=1)
     info["median_s"] = benchmark.stats.stats.median

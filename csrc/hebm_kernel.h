@@ -2,7 +2,8 @@
 //
 // The math contract is hebm/reference.py (langevin_ref) and docs/design.md §2; this header only holds
 // the pieces both compiled kernels need bit-for-bit alike:
-//   * the problem description (flat buffers laid out by hebm/backends/pack.py),
+//   * the problem description (the network as csrc/network.h checked it, the call's fields as the
+//     call record lists them: csrc/call_record.h),
 //   * the Philox4x32-10 noise stream (hebm/philox.py) and its Box–Muller normals,
 //   * the activation family (hebm/nn.py ACTIVATION_CODES), forward and derivative.
 // Everything here is __host__ __device__ so the CPU tests exercise the code the GPU runs.
@@ -11,6 +12,8 @@
 #include <cmath>
 #include <cstdint>
 #include <string>
+
+#include "call_record.h"
 
 #if defined(__CUDACC__)
 #define HEBM_HD __host__ __device__ __forceinline__
@@ -23,8 +26,9 @@ namespace hebm {
 // ------------------------------------------------------------------------------------------
 // Problem: one call of the K-step ũ-space Langevin loop.  Pointers to per-chain data and to
 // the network parameters live where the kernel runs (host for CPU, device for CUDA); the small
-// structural tables (dims, layout, mlps, act_params) are always host memory — a CUDA launcher
-// copies what it needs into kernel arguments or constant memory.
+// structural tables are always host memory — a CUDA launcher copies what it needs into kernel
+// arguments or constant memory.  The per-call fields are the call record's (csrc/call_record.h,
+// generated from hebm/args.py): one member per field, of the type its kind gives (below).
 // ------------------------------------------------------------------------------------------
 enum Activation : int {
   ACT_RELU = 0,
@@ -36,109 +40,71 @@ enum Activation : int {
   ACT_SOFTPLUS = 6,   // beta = 1, threshold = 20 (PyTorch's default)
 };
 
-// Columns of the layout table (pack.py): one row per Linear layer.
-enum LayoutCol : int { LAY_IN = 0, LAY_OUT = 1, LAY_W = 2, LAY_B = 3, LAY_BROWS = 4, LAY_NCOLS = 5 };
+// Columns of the op's layout table (hebm/backends/pack.py): one row per Linear layer — its widths,
+// the slots of W and of the bias (-1: none), the bias-table rows (n_levels for the hidden layers of a
+// level-conditioned energy, else 1), and the slot and first column of its level rows (-1: none).
+enum LayoutCol : int { LAY_IN = 0, LAY_OUT, LAY_W, LAY_B, LAY_BROWS, LAY_LV, LAY_LVCOL, LAY_NCOLS };
 // Columns of the mlps table: one row per MLP (conditionals g_1..g_{L-1}, then energies f_1..f_L).
 enum MlpCol : int { MLP_FIRST = 0, MLP_NLAYERS = 1, MLP_ACT = 2, MLP_NCOLS = 3 };
 
+// One Linear layer's numbers, where they are (checked by csrc/network.h before any kernel runs).
+template <typename T>
+struct LayerRef {
+  int64_t in = 0, out = 0, brows = 1;
+  const T* W = nullptr;      // [out, in] row-major (spectral norm already divided in)
+  const T* bias = nullptr;   // [out]; null: no bias
+  const T* level = nullptr;  // level rows: row r (= level t) at level + r * level_ld; null: none
+  int64_t level_ld = 0;
+  // Row r of the layer's bias table: bias + level[r] — the IEEE sums of hebm/backends/pack.py
+  // unpack() (0 + level where there is no bias), so every backend reads the same bits.
+  HEBM_HD T bias_at(int64_t r, int64_t o) const {
+    const T b = bias != nullptr ? bias[o] : T(0);
+    return level != nullptr ? b + level[r * level_ld + o] : b;
+  }
+};
+
+// The members of one call-record field, by its kind (csrc/call_record.h).
+#define HEBM_MEMBER_U(name) T* u = nullptr;                          // the state [B, D], updated in place
+#define HEBM_MEMBER_STEPS(name) int64_t name = 0;
+#define HEBM_MEMBER_COUNT(name) int64_t name = 0;
+#define HEBM_MEMBER_CHAIN(name) const T* name = nullptr;             // [B]; null: not given (an optional term)
+#define HEBM_MEMBER_LEVEL(name) const int64_t* name = nullptr;       // [B] levels; null: unconditional
+#define HEBM_MEMBER_NEXT(name) const T* name = nullptr;              // [B, D]; null: not given
+#define HEBM_MEMBER_SEED(name) uint32_t key0 = 0, key1 = 0;          // Philox key (used when noise is null)
+#define HEBM_MEMBER_IDS(name) const int64_t* name = nullptr;         // [B]
+#define HEBM_MEMBER_NOISE(name) const T* name = nullptr;             // [K, B, D]; null: the seeded stream
+#define HEBM_MEMBER_FLAG(name) bool name = false;
+#define HEBM_MEMBER_UNIF(name) const T* name = nullptr;              // [K, B]; null: the seeded stream
+#define HEBM_MEMBER(name, slot, KIND) HEBM_MEMBER_##KIND(name)
+
 template <typename T>
 struct Problem {
-  // ---- state: u is [B, D] row-major, layers bottom-up (u_1 first); updated in place
+  // ---- shape: u is [B, D] row-major, layers bottom-up (u_1 first)
   int64_t B = 0, D = 0, L = 0;
   const int64_t* dims = nullptr;     // [L] host
   const int64_t* offsets = nullptr;  // [L] host, first column of each layer
-  T* u = nullptr;
   T sigma_min = T(0.01);
   T sigma_clamp = T(0);  // σ = exp(c·tanh(ℓ/c)) + σ_min with c = sigma_clamp; 0: σ = exp(ℓ) + σ_min
 
-  // ---- networks (pack.py): W [out, in] row-major at params + w_off, then a bias table
-  //      [b_rows, out] at params + b_off; b_rows = n_levels for the hidden layers of a
-  //      level-conditioned energy (row = level t), else 1.
-  const T* params = nullptr;
-  const int64_t* layout = nullptr;   // [n_layers_total, LAY_NCOLS] host
+  // ---- networks: every Linear layer (LayerRef), and per MLP its first layer, depth and
+  //      activation: conditionals g_1..g_{L-1}, then (has_energy) energies f_1..f_L
+  const LayerRef<T>* layers = nullptr;
+  int64_t n_layers = 0;
   const int64_t* mlps = nullptr;     // [n_mlps, MLP_NCOLS] host
   const double* act_params = nullptr;  // [n_mlps] host (LeakyReLU slope)
   int64_t n_mlps = 0;
-  bool has_energy = false;           // energies present: mlps[L-1 .. 2L-2] are f_1..f_L
+  bool has_energy = false;
   int64_t n_levels = 1;
 
-  // ---- per-chain parameters, [B] each (always materialised, never broadcast)
-  const T* step_size = nullptr;      // δ
-  const T* noise_scale = nullptr;    // c
-  const T* energy_scale = nullptr;   // λ
-  const int64_t* t = nullptr;        // level per chain, nullptr for an unconditional prior
-  const T* u_next = nullptr;         // [B, D]; nullptr ⇒ no kernel term (alpha, sigma unused)
-  const T* alpha = nullptr;
-  const T* sigma = nullptr;
+  // ---- the call: one member per field of the call record (u, n_steps, the per-chain parameters
+  //      δ, c, λ, t, u_next, a, σ, the noise source, step_offset, metropolis, uniforms, …)
+  HEBM_LANGEVIN_FIELDS(HEBM_MEMBER)
 
-  // ---- noise: explicit [K, B, D] or the Philox stream (key, chain_ids, step_offset)
-  const T* noise = nullptr;
-  uint32_t key0 = 0, key1 = 0;
-  const int64_t* chain_ids = nullptr;  // [B]
-  int64_t step_offset = 0;
-  int64_t n_steps = 0;
-
-  // ---- optional output: log π at the state entering each step, [K, B] (nullptr: skip)
+  // ---- outputs: log π at the state entering each step, [K, B] (nullptr: skip); with
+  //      metropolis, `accept` [2, B] (zeroed by the caller) gets the accepted proposals and Σ min(1, α)
   T* log_density = nullptr;
-
-  // ---- Metropolis adjustment (MALA, docs/design.md §2b): the step is a proposal (c = 1), kept
-  //      when log U < log α; U from `uniforms` [K, B] or stream 2 of the Philox key above.
-  //      `accept` [2, B] (zeroed by the caller) gets the accepted proposals and Σ min(1, α).
-  bool metropolis = false;
-  const T* uniforms = nullptr;
   T* accept = nullptr;
 };
-
-// ------------------------------------------------------------------------------------------
-// The one structure validator of the packed networks (hebm/backends/pack.py), used by the CPU
-// and the CUDA extension alike.  Host code.  Returns "" when the tables describe L-1
-// conditionals g_i: d_{i+1} -> 2 d_i followed (has_energy) by L energies f_i: d_i -> 1, every
-// MLP a contiguous run of Linear layers whose widths chain, weights and bias tables inside a
-// params buffer of n_params elements, bias tables of 1 or n_levels rows (1 for output layers);
-// else what is wrong, for the op's error message.
-// ------------------------------------------------------------------------------------------
-inline std::string validate_structure(const int64_t* dims, int64_t L, const int64_t* layout, int64_t layout_len,
-                                      const int64_t* mlps, int64_t mlps_len, int64_t n_act_params, bool has_energy,
-                                      int64_t n_levels, int64_t n_params) {
-  auto S = [](int64_t v) { return std::to_string(v); };
-  constexpr int64_t kMaxWidth = int64_t(1) << 20;
-  if (L < 1) return "dims must not be empty";
-  for (int64_t i = 0; i < L; ++i)
-    if (dims[i] < 1 || dims[i] >= kMaxWidth) return "layer size dims[" + S(i) + "] = " + S(dims[i]) + " is out of range";
-  if (n_levels < 1) return "n_levels must be >= 1";
-  if (layout_len % LAY_NCOLS != 0) return "layout must be an [n_layers, 5] table, flattened";
-  if (mlps_len % MLP_NCOLS != 0) return "mlps must be an [n_mlps, 3] table, flattened";
-  const int64_t n_layers = layout_len / LAY_NCOLS, n_mlps = mlps_len / MLP_NCOLS;
-  const int64_t want = (L - 1) + (has_energy ? L : 0);
-  if (n_mlps != want)
-    return "expected " + S(want) + " networks (L-1 conditionals" + (has_energy ? " + L energies" : "") + "), got " + S(n_mlps);
-  if (n_act_params != n_mlps) return "act_params must have one entry per network";
-  int64_t next_layer = 0;
-  for (int64_t m = 0; m < n_mlps; ++m) {
-    const int64_t first = mlps[m * MLP_NCOLS + MLP_FIRST], nl = mlps[m * MLP_NCOLS + MLP_NLAYERS];
-    const int64_t act = mlps[m * MLP_NCOLS + MLP_ACT];
-    if (first != next_layer || nl < 1 || first + nl > n_layers) return "network " + S(m) + " has a bad layer range";
-    if (act < ACT_RELU || act > ACT_SOFTPLUS) return "unknown activation code " + S(act) + " of network " + S(m);
-    next_layer = first + nl;
-    const bool cond = m < L - 1;
-    const int64_t i = cond ? m : m - (L - 1);
-    const int64_t want_in = cond ? dims[i + 1] : dims[i], want_out = cond ? 2 * dims[i] : 1;
-    int64_t prev_out = want_in;
-    for (int64_t j = 0; j < nl; ++j) {
-      const int64_t* row = layout + (first + j) * LAY_NCOLS;
-      const int64_t in = row[LAY_IN], out = row[LAY_OUT], w = row[LAY_W], b = row[LAY_B], brows = row[LAY_BROWS];
-      const std::string where = "network " + S(m) + " layer " + S(j);
-      if (in != prev_out || out < 1 || out >= kMaxWidth) return where + ": widths do not chain";
-      if (brows != 1 && brows != n_levels) return where + ": bias table rows must be 1 or n_levels";
-      if (j == nl - 1 && brows != 1) return where + ": an output layer takes one bias row";
-      if (w < 0 || w + in * out > n_params || b < 0 || b + brows * out > n_params) return where + " lies outside params";
-      prev_out = out;
-    }
-    if (prev_out != want_out) return "network " + S(m) + " must output " + S(want_out) + " values, got " + S(prev_out);
-  }
-  if (next_layer != n_layers) return "layout has layers no network uses";
-  return "";
-}
 
 // ------------------------------------------------------------------------------------------
 // Philox4x32-10 (Salmon et al. 2011), counter (j, chain, step, stream), key (seed lo, seed hi)

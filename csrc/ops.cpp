@@ -3,10 +3,10 @@
 //   hebm::langevin          K steps of ũ-space Langevin (hebm/reference.py langevin_ref)
 //   hebm::reverse_diffusion all levels of the ũ-space reverse diffusion, K steps each
 //
-// The schema is defined once, in Python (hebm/backends/ops.py); this file only registers the CPU
-// kernels (TORCH_LIBRARY_IMPL), as the CUDA extension (csrc/cuda/) registers the CUDA ones, so
-// neither extension needs the other.  Flat network buffers come from hebm/backends/pack.py; see
-// csrc/hebm_kernel.h.
+// The schema is defined once, in Python (hebm/backends/ops.py, from the call record of
+// hebm/args.py); this file registers boxed CPU kernels (TORCH_LIBRARY_IMPL) that read each argument
+// from its slot (csrc/call_record.h) through csrc/network.h, as the CUDA extension (csrc/cuda/)
+// does for the CUDA ones, so neither extension restates the argument list nor needs the other.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/extension.h>
@@ -29,6 +29,7 @@
 
 #include "cpu/langevin_cpu.h"
 #include "hebm_kernel.h"
+#include "network.h"
 
 // setup.py passes -DHEBM_SOURCE_HASH_TOKEN=h<hex> (a bare token: survives ninja and the shell);
 // hebm/backends/_build.py compares it with the sources to skip a stale prebuilt module.
@@ -78,87 +79,34 @@ int64_t choose_chunk_rows(int64_t B, int64_t threads) {
   return std::max<int64_t>(4, std::min<int64_t>(per, 64));
 }
 
-// The structural checks shared by both ops (hebm::validate_structure); fills offsets.
-void check_structure(const Tensor& u, const Tensor& params, at::IntArrayRef dims, at::IntArrayRef layout,
-                     at::IntArrayRef mlps, at::ArrayRef<double> act_params, bool has_energy, int64_t n_levels,
-                     std::vector<int64_t>& offsets) {
-  TORCH_CHECK(u.dim() == 2, "hebm: u must be [B, D], got ", u.sizes());
-  TORCH_CHECK(u.scalar_type() == at::kFloat || u.scalar_type() == at::kDouble,
-              "hebm: u must be float32 or float64, got ", u.scalar_type());
-  TORCH_CHECK(params.scalar_type() == u.scalar_type(), "hebm: params must have u's dtype ", u.scalar_type(),
-              ", got ", params.scalar_type());
-  TORCH_CHECK(params.dim() == 1, "hebm: params must be a flat 1-d buffer");
-  const std::string why = hebm::validate_structure(dims.data(), static_cast<int64_t>(dims.size()), layout.data(),
-                                                   static_cast<int64_t>(layout.size()), mlps.data(),
-                                                   static_cast<int64_t>(mlps.size()),
-                                                   static_cast<int64_t>(act_params.size()), has_energy, n_levels,
-                                                   params.numel());
-  TORCH_CHECK(why.empty(), "hebm: ", why);
-  int64_t D = 0;
-  offsets.clear();
-  for (int64_t d : dims) {
-    offsets.push_back(D);
-    D += d;
-  }
-  TORCH_CHECK(u.size(1) == D, "hebm: u has ", u.size(1), " columns but sum(dims) = ", D);
-}
-
-// x in dtype dt, contiguous: x itself when it is already (the common case), without the
-// dispatcher round trip of a no-op .to() — a few µs of a short call's fixed cost.
-Tensor as_contiguous(const Tensor& x, at::ScalarType dt) {
-  if (x.scalar_type() == dt && x.is_contiguous()) return x;
-  return x.to(dt).contiguous();
-}
-
-Tensor per_chain(const OptTensor& x, const char* name, const Tensor& u) {
-  TORCH_CHECK(x.has_value(), "hebm: ", name, " is required");
-  const Tensor& t = *x;
-  TORCH_CHECK(t.device().is_cpu(), "hebm: ", name, " must be a CPU tensor");
-  TORCH_CHECK(t.dim() == 1 && t.size(0) == u.size(0), "hebm: ", name, " must be [B] = [", u.size(0), "], got ",
-              t.sizes());
-  return as_contiguous(t, u.scalar_type());
-}
-
-Tensor per_chain_int(const Tensor& t, const char* name, const Tensor& u) {
-  TORCH_CHECK(t.device().is_cpu(), "hebm: ", name, " must be a CPU tensor");
-  TORCH_CHECK(!at::isFloatingType(t.scalar_type()), "hebm: ", name, " must be an integer tensor");
-  TORCH_CHECK(t.dim() == 1 && t.size(0) == u.size(0), "hebm: ", name, " must be [B] = [", u.size(0), "], got ",
-              t.sizes());
-  return as_contiguous(t, at::kLong);
-}
-
-// t indexes the bias tables: a value outside [0, n_levels) would read outside them.  hebm.args
-// refuses it with its message before any backend runs; this guards the memory of a direct op call.
-bool ints_in(const Tensor& x, int64_t lo, int64_t hi) {  // every value in [lo, hi)
-  const int64_t* p = x.data_ptr<int64_t>();
-  bool ok = true;
-  for (int64_t i = 0, n = x.numel(); i < n; ++i) ok &= p[i] >= lo && p[i] < hi;
-  return ok;
-}
-
 void check_precision(c10::string_view precision) {
   const std::string p(precision);
   TORCH_CHECK(p == "fp32" || p == "tf32" || p == "bf16" || p == "fp64" || p == "auto",
               "hebm: precision must be fp32, tf32, bf16 or fp64, got ", p);
 }
 
+// The network part of a Problem (the LayerRefs live in `refs`, the tables in `net`).
 template <typename T>
-void fill_structure(hebm::Problem<T>& P, const Tensor& params, at::IntArrayRef dims, const std::vector<int64_t>& offs,
-                    at::IntArrayRef layout, at::IntArrayRef mlps, at::ArrayRef<double> act_params, bool has_energy,
-                    int64_t n_levels, double sigma_min, double sigma_clamp) {
-  P.L = static_cast<int64_t>(dims.size());
-  P.dims = dims.data();
-  P.offsets = offs.data();
-  P.params = params.data_ptr<T>();
-  P.layout = layout.data();
-  P.mlps = mlps.data();
-  P.act_params = act_params.data();
-  P.n_mlps = static_cast<int64_t>(mlps.size()) / hebm::MLP_NCOLS;
-  P.has_energy = has_energy;
-  P.n_levels = n_levels;
-  P.sigma_min = static_cast<T>(sigma_min);
-  TORCH_CHECK(sigma_clamp >= 0, "hebm: sigma_clamp must be >= 0 (0: no clamp)");
-  P.sigma_clamp = static_cast<T>(sigma_clamp);
+void fill_network(hebm::Problem<T>& P, const hebm::NetworkArgs& net, const std::vector<hebm::LayerRef<T>>& refs) {
+  P.L = static_cast<int64_t>(net.dims.size());
+  P.dims = net.dims.data();
+  P.offsets = net.offsets.data();
+  P.layers = refs.data();
+  P.n_layers = net.n_layers;
+  P.mlps = net.mlps.data();
+  P.act_params = net.act_params.data();
+  P.n_mlps = net.n_mlps;
+  P.has_energy = net.has_energy;
+  P.n_levels = net.n_levels;
+  P.sigma_min = static_cast<T>(net.sigma_min);
+  P.sigma_clamp = static_cast<T>(net.sigma_clamp);
+}
+
+// The level rows of the bias tables are read at row t: a network with them needs t.
+bool needs_levels(const hebm::NetworkArgs& net) {
+  for (int64_t l = 0; l < net.n_layers; ++l)
+    if (net.layout[l * hebm::LAY_NCOLS + hebm::LAY_BROWS] > 1) return true;
+  return false;
 }
 
 // ---------------------------------------------------------------------------------- threads
@@ -290,8 +238,16 @@ void parallel_chunks(int64_t threads, int64_t n_chunks, size_t ws_bytes, const F
 }
 
 // ---------------------------------------------------------------------------------- packed weights
-// The weights in the kernel's layout, kept for the last few packed priors: hebm/backends/ops.py
-// passes the token of its (immutable) pack, 0 to pack afresh.  A token is never reused.
+template <typename T>
+int64_t n_weights(const std::vector<hebm::LayerRef<T>>& refs) {
+  int64_t n = 0;
+  for (const auto& r : refs) n += r.in * r.out;
+  return n;
+}
+
+// The weights in the kernel's layout, kept for the last few copies of a prior's values: a
+// hebm.Sampler passes the token of its copy (it never changes), hebm.langevin_fused 0 — it reads
+// the prior at every call, and the weights are laid out afresh.  A token is never reused.
 template <typename T>
 std::shared_ptr<const void> cached_weights(int64_t token, const hebm::Problem<T>& P) {
   static std::mutex mu;
@@ -314,161 +270,101 @@ std::shared_ptr<const void> cached_weights(int64_t token, const hebm::Problem<T>
   return w;
 }
 
-std::tuple<Tensor, Tensor, Tensor> langevin_cpu(const Tensor& u_in, const Tensor& params_in, at::IntArrayRef dims,
-                                        at::IntArrayRef layout, at::IntArrayRef mlps, at::ArrayRef<double> act_params,
-                                        bool has_energy, int64_t n_levels, double sigma_min, double sigma_clamp,
-                                        int64_t pack_token, const Tensor& step_size,
-                                        const Tensor& noise_scale, const Tensor& energy_scale, const OptTensor& t,
-                                        const OptTensor& u_next, const OptTensor& alpha, const OptTensor& sigma,
-                                        const OptTensor& noise, int64_t key0, int64_t key1, const Tensor& chain_ids,
-                                        int64_t n_steps, int64_t step_offset, bool trace, bool metropolis,
-                                        const OptTensor& uniforms, c10::string_view precision) {
-  TORCH_CHECK(u_in.device().is_cpu() && params_in.device().is_cpu(), "hebm::langevin (CPU): tensors must be on the CPU");
-  check_precision(precision);
-  std::vector<int64_t> offs;
-  check_structure(u_in, params_in, dims, layout, mlps, act_params, has_energy, n_levels, offs);
-  TORCH_CHECK(n_steps >= 0 && step_offset >= 0, "hebm: n_steps and step_offset must be >= 0");
-  const int64_t B = u_in.size(0), D = u_in.size(1);
-  Tensor u = u_in.clone(at::MemoryFormat::Contiguous);
-  Tensor params = params_in.contiguous();
-  Tensor step = per_chain(step_size, "step_size", u), c = per_chain(noise_scale, "noise_scale", u);
-  Tensor lam = per_chain(energy_scale, "energy_scale", u);
-  Tensor ids = per_chain_int(chain_ids, "chain_ids", u);
-  Tensor tt;
-  bool needs_t = false;
-  for (size_t l = 0; l < layout.size() / hebm::LAY_NCOLS; ++l) needs_t |= layout[l * hebm::LAY_NCOLS + 4] > 1;
-  if (t.has_value()) {
-    tt = per_chain_int(*t, "t", u);
-    TORCH_CHECK_VALUE(ints_in(tt, 0, n_levels), "hebm: t must lie in [0, ", n_levels, ")");
-  } else {
-    TORCH_CHECK(!needs_t, "hebm: the energies are level-conditioned; pass t");
-  }
-  Tensor un, a, s;
-  if (u_next.has_value()) {
-    TORCH_CHECK(u_next->sizes() == u.sizes() && u_next->device().is_cpu(), "hebm: u_next must be a CPU tensor [B, D]");
-    un = as_contiguous(*u_next, u.scalar_type());
-    a = per_chain(alpha, "alpha", u);
-    s = per_chain(sigma, "sigma", u);
-  }
-  Tensor nz;
-  if (noise.has_value()) {
-    TORCH_CHECK(noise->dim() == 3 && noise->size(0) == n_steps && noise->size(1) == B && noise->size(2) == D &&
-                    noise->device().is_cpu(),
-                "hebm: noise must be a CPU tensor [K, B, D] = [", n_steps, ", ", B, ", ", D, "], got ", noise->sizes());
-    nz = as_contiguous(*noise, u.scalar_type());
-  }
-  Tensor logd = trace ? at::empty({n_steps, B}, u.options()) : at::empty({0}, u.options());
-  Tensor acc = metropolis ? at::zeros({2, B}, u.options()) : at::empty({0}, u.options());
-  Tensor unif;
-  if (uniforms.has_value()) {
-    TORCH_CHECK(metropolis && noise.has_value(), "hebm: uniforms go with metropolis=True and explicit noise");
-    TORCH_CHECK(uniforms->dim() == 2 && uniforms->size(0) == n_steps && uniforms->size(1) == B &&
-                    uniforms->device().is_cpu(),
-                "hebm: uniforms must be a CPU tensor [K, B] = [", n_steps, ", ", B, "], got ", uniforms->sizes());
-    unif = as_contiguous(*uniforms, u.scalar_type());
-  }
-  TORCH_CHECK(!metropolis || noise.has_value() == unif.defined(), "hebm: metropolis=True with explicit noise needs uniforms");
+// each call-record field of the op into its member of the Problem P, from the reader c (csrc/network.h)
+#define HEBM_READ(name, slot, KIND) HEBM_FILL_##KIND(P, c, name, slot)
 
-  if (B == 0 || n_steps == 0) return {u, logd, acc};
-
+void langevin_cpu(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
+  static std::once_flag schema_checked;
+  std::call_once(schema_checked, [&] { hebm::check_schema(op, hebm::kLangevinArgNames, hebm::LANGEVIN_N_ARGS); });
+  const auto args = torch::jit::last(*stack, hebm::LANGEVIN_N_ARGS);
+  hebm::CallReader c(args, hebm::LANGEVIN_U, "u");
+  TORCH_CHECK(c.u.device().is_cpu(), "hebm::langevin (CPU): tensors must be on the CPU");
+  check_precision(args[hebm::LANGEVIN_PRECISION].toStringView());
+  const hebm::NetworkArgs net = hebm::read_network(args, c.u);
+  TORCH_CHECK(c.D == net.D, "hebm: u has ", c.D, " columns but sum(dims) = ", net.D);
+  c.n_levels = net.n_levels;
+  const bool trace = args[hebm::LANGEVIN_TRACE].toBool();
+  const int64_t B = c.B, D = c.D;
+  Tensor u = c.u.clone(at::MemoryFormat::Contiguous);
+  Tensor logd, acc;
   AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "hebm_langevin_cpu", [&] {
-    hebm::Problem<scalar_t> P;
-    fill_structure(P, params, dims, offs, layout, mlps, act_params, has_energy, n_levels, sigma_min, sigma_clamp);
+    using T = scalar_t;
+    const std::vector<hebm::LayerRef<T>> refs = net.layer_refs<T>();
+    hebm::Problem<T> P;
+    fill_network(P, net, refs);
+    HEBM_LANGEVIN_FIELDS(HEBM_READ)
+    // guards of the kernel's memory (the rules are hebm/args.py's)
+    TORCH_CHECK(P.u_next == nullptr || (P.alpha != nullptr && P.sigma != nullptr), "hebm: u_next needs alpha and sigma");
+    TORCH_CHECK(P.t != nullptr || !needs_levels(net), "hebm: the energies are level-conditioned; pass t");
     P.B = B;
     P.D = D;
-    P.u = u.data_ptr<scalar_t>();
-    P.step_size = step.data_ptr<scalar_t>();
-    P.noise_scale = c.data_ptr<scalar_t>();
-    P.energy_scale = lam.data_ptr<scalar_t>();
-    P.t = tt.defined() ? tt.data_ptr<int64_t>() : nullptr;
-    P.u_next = un.defined() ? un.data_ptr<scalar_t>() : nullptr;
-    P.alpha = a.defined() ? a.data_ptr<scalar_t>() : nullptr;
-    P.sigma = s.defined() ? s.data_ptr<scalar_t>() : nullptr;
-    P.noise = nz.defined() ? nz.data_ptr<scalar_t>() : nullptr;
-    P.key0 = static_cast<uint32_t>(key0);
-    P.key1 = static_cast<uint32_t>(key1);
-    P.chain_ids = ids.data_ptr<int64_t>();
-    P.step_offset = step_offset;
-    P.n_steps = n_steps;
-    P.log_density = trace ? logd.data_ptr<scalar_t>() : nullptr;
-    P.metropolis = metropolis;
-    P.uniforms = unif.defined() ? unif.data_ptr<scalar_t>() : nullptr;
-    P.accept = metropolis ? acc.data_ptr<scalar_t>() : nullptr;
-    const int64_t threads = call_threads(4.0 * B * params.numel() * n_steps);
-    hebm::cpu::Sampler<scalar_t> sampler(P, choose_chunk_rows(B, threads), cached_weights<scalar_t>(pack_token, P));
+    P.u = u.data_ptr<T>();
+    logd = trace ? at::empty({P.n_steps, B}, u.options()) : at::empty({0}, u.options());
+    acc = P.metropolis ? at::zeros({2, B}, u.options()) : at::empty({0}, u.options());
+    P.log_density = trace ? logd.data_ptr<T>() : nullptr;
+    P.accept = P.metropolis ? acc.data_ptr<T>() : nullptr;
+    if (B == 0 || P.n_steps == 0) return;
+    const int64_t threads = call_threads(4.0 * B * static_cast<double>(n_weights(refs)) * P.n_steps);
+    hebm::cpu::Sampler<T> sampler(P, choose_chunk_rows(B, threads), cached_weights<T>(net.token, P));
     parallel_chunks(threads, sampler.n_chunks(), sampler.workspace_bytes(),
                     [&](int64_t c0, int64_t c1, void* ws) { sampler.run(c0, c1, ws); });
   });
-  return {u, logd, acc};
+  torch::jit::drop(*stack, hebm::LANGEVIN_N_ARGS);
+  torch::jit::push(*stack, std::move(u), std::move(logd), std::move(acc));
 }
 
-Tensor reverse_diffusion_cpu(const Tensor& u_T, const Tensor& params_in, at::IntArrayRef dims, at::IntArrayRef layout,
-                             at::IntArrayRef mlps, at::ArrayRef<double> act_params, bool has_energy, int64_t n_levels,
-                             double sigma_min, double sigma_clamp, int64_t pack_token, at::IntArrayRef level_t,
-                             at::ArrayRef<double> level_step,
-                             at::ArrayRef<double> level_energy_scale, at::ArrayRef<double> level_alpha,
-                             at::ArrayRef<double> level_sigma, const Tensor& noise_scale, const OptTensor& noise,
-                             int64_t key0, int64_t key1, const Tensor& chain_ids, int64_t n_steps, bool return_levels,
-                             c10::string_view precision) {
-  TORCH_CHECK(u_T.device().is_cpu() && params_in.device().is_cpu(),
-              "hebm::reverse_diffusion (CPU): tensors must be on the CPU");
-  check_precision(precision);
-  std::vector<int64_t> offs;
-  check_structure(u_T, params_in, dims, layout, mlps, act_params, has_energy, n_levels, offs);
+void reverse_diffusion_cpu(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
+  static std::once_flag schema_checked;
+  std::call_once(schema_checked, [&] { hebm::check_schema(op, hebm::kReverseArgNames, hebm::REVERSE_N_ARGS); });
+  const auto args = torch::jit::last(*stack, hebm::REVERSE_N_ARGS);
+  hebm::CallReader c(args, hebm::REVERSE_U_T, "u_T");
+  TORCH_CHECK(c.u.device().is_cpu(), "hebm::reverse_diffusion (CPU): tensors must be on the CPU");
+  check_precision(args[hebm::REVERSE_PRECISION].toStringView());
+  const hebm::NetworkArgs net = hebm::read_network(args, c.u);
+  TORCH_CHECK(c.D == net.D, "hebm: u_T has ", c.D, " columns but sum(dims) = ", net.D);
+  c.n_levels = net.n_levels;
+  const std::vector<int64_t> level_t = args[hebm::REVERSE_LEVEL_T].toIntVector();
+  const std::vector<double> level_step = args[hebm::REVERSE_LEVEL_STEP].toDoubleVector();
+  const std::vector<double> level_lam = args[hebm::REVERSE_LEVEL_ENERGY_SCALE].toDoubleVector();
+  const std::vector<double> level_alpha = args[hebm::REVERSE_LEVEL_ALPHA].toDoubleVector();
+  const std::vector<double> level_sigma = args[hebm::REVERSE_LEVEL_SIGMA].toDoubleVector();
+  const bool return_levels = args[hebm::REVERSE_RETURN_LEVELS].toBool();
   const int64_t nlv = static_cast<int64_t>(level_t.size());
-  TORCH_CHECK(static_cast<int64_t>(level_step.size()) == nlv && static_cast<int64_t>(level_energy_scale.size()) == nlv &&
+  TORCH_CHECK(static_cast<int64_t>(level_step.size()) == nlv && static_cast<int64_t>(level_lam.size()) == nlv &&
                   static_cast<int64_t>(level_alpha.size()) == nlv && static_cast<int64_t>(level_sigma.size()) == nlv,
               "hebm: the level_* lists must have one entry per level");
   std::vector<hebm::cpu::LevelParams> lv(nlv);
   for (int64_t j = 0; j < nlv; ++j) {
-    TORCH_CHECK(level_t[j] >= 0 && level_t[j] < n_levels, "hebm: level_t must lie in [0, ", n_levels - 1, "]");
-    TORCH_CHECK(level_sigma[j] > 0 || level_alpha[j] == 0, "hebm: level_sigma must be > 0 where alpha != 0");
-    lv[j] = hebm::cpu::LevelParams{level_t[j], level_step[j], level_energy_scale[j], level_alpha[j], level_sigma[j]};
+    TORCH_CHECK(level_t[j] >= 0 && level_t[j] < net.n_levels, "hebm: level_t must lie in [0, ", net.n_levels - 1, "]");
+    lv[j] = hebm::cpu::LevelParams{level_t[j], level_step[j], level_lam[j], level_alpha[j], level_sigma[j]};
   }
-  TORCH_CHECK(n_steps >= 0, "hebm: n_steps must be >= 0");
-  const int64_t B = u_T.size(0), D = u_T.size(1);
-  Tensor u = u_T.contiguous().clone();
-  Tensor params = params_in.contiguous();
-  Tensor c = per_chain(noise_scale, "noise_scale", u);
-  Tensor ids = per_chain_int(chain_ids, "chain_ids", u);
-  Tensor nz;
-  if (noise.has_value()) {
-    TORCH_CHECK(noise->dim() == 3 && noise->size(0) == nlv * n_steps && noise->size(1) == B && noise->size(2) == D &&
-                    noise->device().is_cpu(),
-                "hebm: noise must be a CPU tensor [n_levels*K, B, D] = [", nlv * n_steps, ", ", B, ", ", D, "], got ",
-                noise->sizes());
-    nz = noise->to(u.scalar_type()).contiguous();
-  }
+  c.steps_per_count = nlv;
+  const int64_t B = c.B, D = c.D;
+  Tensor u = c.u.contiguous().clone();
   Tensor levels = return_levels ? at::empty({nlv + 1, B, D}, u.options()) : Tensor();
-  if (B > 0) {
-    AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "hebm_reverse_diffusion_cpu", [&] {
-      hebm::Problem<scalar_t> P;
-      fill_structure(P, params, dims, offs, layout, mlps, act_params, has_energy, n_levels, sigma_min, sigma_clamp);
-      std::vector<scalar_t> ones(B, scalar_t(1)), zeros(B, scalar_t(0));
-      P.B = B;
-      P.D = D;
-      P.u = u.data_ptr<scalar_t>();
-      P.step_size = zeros.data();
-      P.energy_scale = zeros.data();
-      P.noise_scale = c.data_ptr<scalar_t>();
-      P.noise = nz.defined() ? nz.data_ptr<scalar_t>() : nullptr;
-      P.key0 = static_cast<uint32_t>(key0);
-      P.key1 = static_cast<uint32_t>(key1);
-      P.chain_ids = ids.data_ptr<int64_t>();
-      P.n_steps = n_steps;
-      const int64_t threads = call_threads(4.0 * B * params.numel() * n_steps * nlv);
-      hebm::cpu::Sampler<scalar_t> sampler(P, choose_chunk_rows(B, threads), cached_weights<scalar_t>(pack_token, P));
-      scalar_t* lvl = return_levels ? levels.data_ptr<scalar_t>() : nullptr;
-      parallel_chunks(threads, sampler.n_chunks(), sampler.workspace_bytes(), [&](int64_t c0, int64_t c1, void* ws) {
-        sampler.run_reverse(c0, c1, ws, lv.data(), nlv, lvl);
-      });
+  AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "hebm_reverse_diffusion_cpu", [&] {
+    using T = scalar_t;
+    const std::vector<hebm::LayerRef<T>> refs = net.layer_refs<T>();
+    hebm::Problem<T> P;
+    fill_network(P, net, refs);
+    HEBM_REVERSE_FIELDS(HEBM_READ)
+    std::vector<T> zeros(B, T(0));
+    P.B = B;
+    P.D = D;
+    P.u = u.data_ptr<T>();
+    P.step_size = zeros.data();
+    P.energy_scale = zeros.data();
+    if (B == 0) return;
+    const int64_t threads = call_threads(4.0 * B * static_cast<double>(n_weights(refs)) * P.n_steps * nlv);
+    hebm::cpu::Sampler<T> sampler(P, choose_chunk_rows(B, threads), cached_weights<T>(net.token, P));
+    T* lvl = return_levels ? levels.data_ptr<T>() : nullptr;
+    parallel_chunks(threads, sampler.n_chunks(), sampler.workspace_bytes(), [&](int64_t c0, int64_t c1, void* ws) {
+      sampler.run_reverse(c0, c1, ws, lv.data(), nlv, lvl);
     });
-  }
-  if (return_levels) {
-    if (B == 0) levels.zero_();
-    return levels;
-  }
-  return u;
+  });
+  if (return_levels && B == 0) levels.zero_();
+  torch::jit::drop(*stack, hebm::REVERSE_N_ARGS);
+  torch::jit::push(*stack, return_levels ? std::move(levels) : std::move(u));
 }
 
 // Test hook: the normals of hebm/philox.py from the shared header, [B, D] float32.
@@ -492,27 +388,8 @@ Tensor philox_normal_cpp(int64_t seed, const Tensor& chain_ids, int64_t step, in
 }  // namespace
 
 TORCH_LIBRARY_IMPL(hebm, CPU, m) {
-  m.impl("langevin", &langevin_cpu);
-  m.impl("reverse_diffusion", &reverse_diffusion_cpu);
-}
-
-// The pack cache's value check (hebm/backends/pack.py) without a Python-side flatten: 1 when the
-// tensors' bytes, laid end to end, equal the snapshot's; 0 when they differ; -1 when the tensors
-// cannot be compared this way (not CPU, not contiguous, another dtype): the caller flattens.
-// Bytes, not values: equal bits give an equal pack (and a NaN weight compares equal to itself).
-int64_t same_bytes(const std::vector<Tensor>& tensors, const Tensor& snapshot) {
-  if (!snapshot.device().is_cpu() || !snapshot.is_contiguous()) return -1;
-  const char* snap = static_cast<const char*>(snapshot.data_ptr());
-  const size_t total = static_cast<size_t>(snapshot.numel()) * snapshot.element_size();
-  size_t off = 0;
-  for (const Tensor& t : tensors) {
-    if (!t.device().is_cpu() || t.scalar_type() != snapshot.scalar_type() || !t.is_contiguous()) return -1;
-    const size_t n = static_cast<size_t>(t.numel()) * t.element_size();
-    if (off + n > total) return 0;
-    if (n > 0 && std::memcmp(t.data_ptr(), snap + off, n) != 0) return 0;
-    off += n;
-  }
-  return off == total ? 1 : 0;
+  m.impl("langevin", torch::CppFunction::makeFromBoxedFunction<&langevin_cpu>());
+  m.impl("reverse_diffusion", torch::CppFunction::makeFromBoxedFunction<&reverse_diffusion_cpu>());
 }
 
 // The value summaries behind hebm.args.ValueChecks (the rules live there, in Python): for each
@@ -558,8 +435,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("set_num_threads", [](int64_t n) { g_kernel_threads.store(std::max<int64_t>(0, n)); },
         "threads of the CPU kernel; 0 follows torch.get_num_threads()", pybind11::arg("n"));
   m.def("get_num_threads", []() { return kernel_threads(); }, "threads the CPU kernel uses now");
-  m.def("same_bytes", &same_bytes, "the pack cache's value check: 1 equal, 0 differ, -1 not comparable here",
-        pybind11::arg("tensors"), pybind11::arg("snapshot"));
   m.def("value_ranges", &value_ranges, "(min, max) of each CPU tensor, NaN where it holds a NaN (hebm.args)",
         pybind11::arg("tensors"));
   m.def("philox_normal", &philox_normal_cpp, "normals of the shared Philox stream (tests)", pybind11::arg("seed"),

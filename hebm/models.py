@@ -81,9 +81,14 @@ def gaussian_kl(mu_q, s_q, mu_p, s_p) -> torch.Tensor:
     return (torch.log(s_p / s_q) + 0.5 * (r * r + ((mu_q - mu_p) / s_p) ** 2 - 1.0)).sum(-1)
 
 
-def run_langevin(prior: HierarchicalPrior, u: torch.Tensor, *, fused: bool, **kw) -> torch.Tensor:
-    """``hebm.langevin_fused(backend="auto")`` with ``fused``, else ``hebm.langevin_ref``."""
+def run_langevin(prior: HierarchicalPrior, u: torch.Tensor, *, fused, **kw) -> torch.Tensor:
+    """``hebm.langevin_fused(backend="auto")`` with ``fused``, else ``hebm.langevin_ref``.  ``fused``
+    may be the trainer's samplers (a dict prior → :class:`hebm.Sampler`, refreshed after every change
+    of the weights): a prior among them runs on its Sampler."""
     if fused:
+        sampler = fused.get(prior) if isinstance(fused, dict) else None
+        if sampler is not None:
+            return sampler.run(u, **kw)
         return langevin_fused(prior, u, backend="auto", **kw)
     return langevin_ref(prior, u, **kw)
 

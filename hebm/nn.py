@@ -12,61 +12,13 @@ Activations are named by strings (``"gelu"``, ``"gelu_tanh"``, ``"silu"``, ``"le
 """
 from __future__ import annotations
 
+import functools
 import math
-import weakref
 from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-# ---------------------------------------------------------------------------------- structure
-# Any assignment of a module, parameter or buffer, anywhere, passes PyTorch's global registration
-# hooks: a generation counter moves, and caches keyed on a module's structure (its tensor list,
-# the fused backends' packs) re-read it only then.  (Values are never cached by this: writes to
-# a tensor's data do not register anything.)
-_GENERATION = [0]
-
-
-def _bump(*_args):
-    _GENERATION[0] += 1
-
-
-for _register in ("register_module_parameter_registration_hook", "register_module_buffer_registration_hook",
-                  "register_module_module_registration_hook"):
-    getattr(torch.nn.modules.module, _register)(_bump)
-
-
-def structure_generation() -> int:
-    """Moves whenever any module, parameter or buffer is assigned anywhere in the process."""
-    return _GENERATION[0]
-
-
-def walk(module: nn.Module) -> tuple[list, list]:
-    """``(modules, tensors)`` of ``module``: one pass over the module tree, parameters and buffers
-    in registration order (cheaper than ``named_modules``/``parameters``' generators)."""
-    mods, tens, stack = [], [], [module]
-    while stack:
-        m = stack.pop()
-        mods.append(m)
-        tens.extend(t for t in m._parameters.values() if t is not None)
-        tens.extend(t for t in m._buffers.values() if t is not None)
-        stack.extend(reversed([c for c in m._modules.values() if c is not None]))
-    return mods, tens
-
-
-_WALKS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-
-
-def walked(module: nn.Module) -> tuple[list, list]:
-    """:func:`walk`, cached until the structure generation moves."""
-    hit = _WALKS.get(module)
-    gen = _GENERATION[0]
-    if hit is not None and hit[0] == gen:
-        return hit[1]
-    res = walk(module)
-    _WALKS[module] = (gen, res)
-    return res
 
 # Integer codes are part of the packed format the C++/CUDA/Triton kernels read: never renumber.
 ACTIVATION_CODES = {
@@ -79,21 +31,6 @@ ACTIVATION_CODES = {
     "softplus": 6,
 }
 SUPPORTED_ACTIVATIONS = tuple(ACTIVATION_CODES)
-
-
-def fixed(name: str, doc: str = ""):
-    """A read-only attribute backed by ``self._<name>``: the math of a module (activation, widths,
-    flags) is fixed at construction, so the fused backends' pack cache (which sees assignments of
-    modules, parameters and buffers) never misses a change of it."""
-
-    def get(self):
-        return self.__dict__["_" + name]
-
-    def set_(self, value):
-        raise AttributeError(f"{type(self).__name__}.{name} is fixed at construction; build a new "
-                             f"{type(self).__name__} (or assign a new module in its place) instead")
-
-    return property(get, set_, doc=doc)
 
 
 def _apply_activation(name: str, param: float, x: torch.Tensor) -> torch.Tensor:
@@ -120,9 +57,6 @@ class Activation(nn.Module):
     ``param`` is LeakyReLU's negative slope (ignored by the others).
     """
 
-    name = fixed("name", "the activation's name")
-    param = fixed("param", "LeakyReLU's negative slope (ignored by the others)")
-
     def __init__(self, name: str = "gelu", param: Optional[float] = None):
         super().__init__()
         if ":" in name:
@@ -147,8 +81,8 @@ class Activation(nn.Module):
         if not math.isfinite(param):
             raise ValueError(f"activation {name!r}: the slope must be a finite number, got {param!r} "
                              f"(e.g. 'leaky_relu:0.2')")
-        self._name = name
-        self._param = param
+        self.name = name  # the math is read from these at every pack (hebm.backends.pack)
+        self.param = param
 
     @property
     def code(self) -> int:
@@ -179,11 +113,9 @@ class SNLinear(nn.Linear):
     PyTorch's implementation.
     """
 
-    spectral_norm = fixed("spectral_norm")
-
     def __init__(self, in_features: int, out_features: int, bias: bool = True, spectral_norm: bool = False):
         super().__init__(in_features, out_features, bias=bias)
-        self._spectral_norm = bool(spectral_norm)
+        self.spectral_norm = bool(spectral_norm)
         if self.spectral_norm:
             g = torch.Generator().manual_seed(in_features * 7919 + out_features)
             u = F.normalize(torch.randn(in_features, generator=g), dim=0)
@@ -224,6 +156,17 @@ def sinusoidal_embedding(t: torch.Tensor, dim: int, max_period: float = 1e4) -> 
     return emb
 
 
+@functools.lru_cache(maxsize=64)
+def level_embedding(n_levels: int, dim: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """``[n_levels, dim]``: the sinusoidal embedding of every level, in ``dtype`` on ``device`` — a
+    constant (no weights), made once per (n_levels, dim, dtype, device): a level-conditioned MLP's
+    bias table is read at every pack, and recomputing the embedding took ten small ops of it.
+    Read-only for its users."""
+    with torch.inference_mode(False):  # an inference tensor could not be saved for a later backward
+        levels = torch.arange(n_levels, device=device)
+        return sinusoidal_embedding(levels, dim).to(dtype)
+
+
 class MLP(nn.Module):
     """``widths = [in, h_1, …, h_n, out]``; the activation follows every hidden layer.
 
@@ -234,15 +177,6 @@ class MLP(nn.Module):
     are a free parameter ``level_table`` ``[n_levels, Σ hidden]`` (a categorical condition, e.g.
     attribute values, that has no order to embed).
     """
-
-    @property
-    def widths(self) -> list[int]:
-        """``[in, h_1, …, h_n, out]`` (a copy: fixed at construction)."""
-        return list(self._widths)
-    bias = fixed("bias")
-    spectral_norm = fixed("spectral_norm")
-    n_levels = fixed("n_levels")
-    level_embed_dim = fixed("level_embed_dim")
 
     def __init__(
         self,
@@ -259,15 +193,15 @@ class MLP(nn.Module):
         widths = [int(w) for w in widths]
         if len(widths) < 2 or min(widths) < 1:
             raise ValueError(f"MLP widths must be at least [in, out] with positive entries, got {widths}")
-        self._widths = tuple(widths)
+        self.widths = widths  # [in, h_1, …, h_n, out]
         self.act = as_activation(act)
-        self._bias = bool(bias)
-        self._spectral_norm = bool(spectral_norm)
+        self.bias = bool(bias)
+        self.spectral_norm = bool(spectral_norm)
         self.layers = nn.ModuleList(
             SNLinear(a, b, bias=bias, spectral_norm=spectral_norm) for a, b in zip(widths[:-1], widths[1:])
         )
-        self._n_levels = None if n_levels is None else int(n_levels)
-        self._level_embed_dim = int(level_embed_dim)
+        self.n_levels = None if n_levels is None else int(n_levels)
+        self.level_embed_dim = int(level_embed_dim)
         hidden = widths[1:-1]
         if self.n_levels is not None:
             if self.n_levels < 1:
@@ -281,7 +215,7 @@ class MLP(nn.Module):
                 self.level_net = nn.Sequential(nn.Linear(e, e), nn.SiLU(), nn.Linear(e, sum(hidden)))
             else:
                 raise ValueError(f"level_source must be 'embedding' or 'table', got {level_source!r}")
-        self._level_source = level_source
+        self.level_source = level_source
 
     @property
     def hidden_widths(self) -> list[int]:
@@ -295,12 +229,18 @@ class MLP(nn.Module):
         """``[n_levels, Σ hidden]``: the additive hidden-layer biases of every level."""
         if self.n_levels is None:
             return None
-        if self._level_source == "table":
+        if self.level_source == "table":
             return self.level_table
         p = self.layers[0].weight
-        levels = torch.arange(self.n_levels, device=p.device)
-        emb = sinusoidal_embedding(levels, self.level_embed_dim).to(p.dtype)
-        return self.level_net(emb)
+        emb = level_embedding(self.n_levels, self.level_embed_dim, p.dtype, p.device)
+        net = self.level_net
+        mods = tuple(net._modules.values())
+        if len(mods) == 3 and type(mods[0]) is nn.Linear and type(mods[1]) is nn.SiLU and type(mods[2]) is nn.Linear:
+            # the Sequential's own ops without its three module calls (a fused sampler reads this table
+            # at every call, and the calls cost more than the ops)
+            first, last = mods[0]._parameters, mods[2]._parameters
+            return F.linear(F.silu(F.linear(emb, first["weight"], first["bias"])), last["weight"], last["bias"])
+        return net(emb)
 
     def level_biases(self, t) -> Optional[list[torch.Tensor]]:
         """Per hidden layer, the bias added at level ``t`` (int or int tensor ``[B]``)."""
@@ -336,5 +276,5 @@ class MLP(nn.Module):
             spectral_norm=self.spectral_norm,
             n_levels=self.n_levels,
             level_embed_dim=self.level_embed_dim,
-            level_source=self._level_source,
+            level_source=self.level_source,
         )

@@ -163,7 +163,7 @@ def default_chain_ids(batch: int, chain_ids: Optional[torch.Tensor], device) -> 
     """``chain_ids`` as int64 on ``device``, by default 0 … batch−1 (one cached tensor per batch
     size and device, read-only for its users: the samplers only read chain ids)."""
     if chain_ids is None:
-        key = (batch, str(device))
+        key = (batch, device)
         ids = _ARANGE.get(key)
         if ids is None:
             if len(_ARANGE) > 64:

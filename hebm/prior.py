@@ -25,7 +25,7 @@ from typing import Optional, Sequence, Union
 import torch
 from torch import nn
 
-from .nn import MLP, fixed
+from .nn import MLP
 
 Latents = Union[torch.Tensor, Sequence[torch.Tensor]]
 
@@ -51,11 +51,6 @@ class HierarchicalPrior(nn.Module):
             sampler diverges (RESULTS.md).  0: no clamp.
     """
 
-    dims = fixed("dims", "latent sizes d_1 … d_L (bottom → top)")
-    sigma_min = fixed("sigma_min")
-    sigma_clamp = fixed("sigma_clamp")
-    n_levels = fixed("n_levels", "levels of a level-conditioned prior (None: unconditional)")
-
     def __init__(
         self,
         dims: Sequence[int],
@@ -78,12 +73,12 @@ class HierarchicalPrior(nn.Module):
         if not isinstance(sigma_min, (int, float)) or isinstance(sigma_min, bool) or not math.isfinite(sigma_min) \
                 or sigma_min < 0:
             raise ValueError(f"sigma_min must be a finite number >= 0, got {sigma_min!r}")
-        self._dims = tuple(dims)
+        self.dims = tuple(dims)  # latent sizes d_1 … d_L (bottom → top)
         if not isinstance(sigma_clamp, (int, float)) or isinstance(sigma_clamp, bool) or not math.isfinite(sigma_clamp) \
                 or sigma_clamp < 0:
             raise ValueError(f"sigma_clamp must be a finite number >= 0 (0: no clamp), got {sigma_clamp!r}")
-        self._sigma_min = float(sigma_min)
-        self._sigma_clamp = float(sigma_clamp)
+        self.sigma_min = float(sigma_min)
+        self.sigma_clamp = float(sigma_clamp)
         self._config = dict(
             dims=dims,
             prior_hidden=[int(h) for h in prior_hidden],
@@ -117,7 +112,7 @@ class HierarchicalPrior(nn.Module):
                 )
                 for d in dims
             )
-        self._n_levels = None if n_levels is None else int(n_levels)
+        self.n_levels = None if n_levels is None else int(n_levels)  # None: unconditional
 
     # ----------------------------------------------------------------- structure helpers
     @property

@@ -47,8 +47,8 @@ from typing import Callable, Optional
 
 import torch
 
-from .args import (Latents, LangevinArgs, ReverseArgs, check_langevin_args, check_result, check_reverse_args, finish,
-                   level_args)
+from .args import (LANGEVIN, REVERSE, Latents, LangevinArgs, ReverseArgs, check_langevin_args, check_result,
+                   check_reverse_args, describe, finish, level_args, signature)
 from .philox import philox_accept_uniform, philox_normal
 from .prior import HierarchicalPrior
 
@@ -222,87 +222,51 @@ def precision_of(x: torch.Tensor) -> str:
     return "fp64" if x.dtype == torch.float64 else "fp32"
 
 
-def langevin_ref(
-    prior: HierarchicalPrior,
-    u: Latents,
-    *,
-    n_steps: int,
-    step_size,
-    noise_scale=1.0,
-    energy_scale=1.0,
-    t=None,
-    u_next=None,
-    alpha=None,
-    sigma=None,
-    seed: Optional[int] = None,
-    chain_ids=None,
-    noise: Optional[torch.Tensor] = None,
-    step_offset: int = 0,
-    return_info: bool = False,
-    check: str = "warn",
-    metropolis: bool = False,
-    uniforms: Optional[torch.Tensor] = None,
-    adapt_steps: int = 0,
-    target_accept: float = 0.574,
-    adapt: str = "robbins_monro",
-):
+def langevin_ref(prior: HierarchicalPrior, u: Latents, *, return_info: bool = False, **arguments):
     """K steps of ũ-space Langevin, eager PyTorch autograd (the reference every backend matches):
 
         u ← u + (δ²/2) · ∇_u log π(u) + c·δ · ε,
         log π(u) = λ · F(T_β(u); t) − ½‖u‖² − [u_next given] ‖a·u − u_next‖² / (2σ²)
 
-    Args:
-        prior: a :class:`hebm.HierarchicalPrior`.
-        u: initial state, ``[B, D]`` (layers bottom-up) or a list of ``[B, d_i]``; returned in
-            the same structure, detached.  Not modified.
-        n_steps: K.
-        step_size: δ (scalar or ``[B]``); variance form ``s`` ↦ ``δ = √s``.
-        noise_scale: c (1 for Langevin, 0 for gradient ascent).
-        energy_scale: λ (1 for paper 1, ``1/s_t`` for paper 2).
-        t: level of a level-conditioned prior (int or ``[B]``).
-        u_next, alpha, sigma: the recovery-kernel term; on when ``u_next`` is given.
-        seed, chain_ids, step_offset: seeded Philox noise (see :mod:`hebm.philox`);
-            ``step_offset + n_steps`` ≤ 2³² (a 32-bit step counter).
-        noise: explicit ε, ``[K, B, D]`` (instead of ``seed``).
-        return_info: also return ``{"backend", "precision", "log_density" [K, B]}``, the target
-            at the state entering each step.
-        check: chains that end at NaN/Inf give a warning naming the knob (``"warn"``), a
-            :class:`hebm.DivergenceError` (``"raise"``), or nothing (``"off"``).
-        metropolis: the Metropolis-adjusted step (MALA; module docstring); needs
-            ``noise_scale = 1``.  ``info`` then adds ``"accepted"`` (``[B]`` int64, accepted
-            proposals after the warm-up) and ``"accept_rate"`` (``[B]``).
-        uniforms: the test's U, ``[K, B]`` in (0, 1) — with explicit ``noise`` only.
-        adapt_steps, target_accept, adapt: step adaptation during the first ``adapt_steps``
-            steps (:func:`adapt_step_size`); ``info["step_size"]`` is the adapted δ ``[B]``.
+    ``arguments``: the keywords of the call record (:data:`hebm.args.LANGEVIN`, listed below),
+    checked by :func:`hebm.args.check_langevin_args`.  ``return_info`` also returns
+    ``{"backend", "precision", "log_density" [K, B]}`` (the target at the state entering each
+    step) and, with ``metropolis``, ``"accepted"`` (``[B]`` int64, accepted proposals after the
+    warm-up), ``"accept_rate"`` (``[B]``; NaN when no step follows the warm-up) and, when
+    adapting, ``"step_size"`` (the adapted δ ``[B]``).
+
+    Keywords:
     """
-    a = check_langevin_args(
-        prior, u, n_steps=n_steps, step_size=step_size, noise_scale=noise_scale, energy_scale=energy_scale,
-        t=t, u_next=u_next, alpha=alpha, sigma=sigma, seed=seed, chain_ids=chain_ids, noise=noise,
-        step_offset=step_offset, check=check, metropolis=metropolis, uniforms=uniforms, adapt_steps=adapt_steps,
-        target_accept=target_accept, adapt=adapt,
-    )
-    out, logs, extra = run_chain(lambda p: langevin_loop(prior, p, trace=return_info), a, trace=return_info)
-    check_result(a, out, "langevin_ref")
+    a = check_langevin_args(prior, u, where="langevin_ref", **arguments)
+    out, logs, extra, stats = run_chain(lambda p: langevin_loop(prior, p, trace=return_info), a, trace=return_info)
+    check_result(a, out, "langevin_ref", stats)
     info = {"backend": "ref", "precision": precision_of(out), "log_density": logs, **extra}
     return finish(prior, a, out, info, return_info)
+
+
+langevin_ref.__signature__ = signature(LANGEVIN, ("prior",), (("return_info", False),))
+langevin_ref.__doc__ += describe(LANGEVIN)
 
 
 def run_chain(run, a: LangevinArgs, *, trace: bool):
     """The whole call on checked ``a`` by ``run(args) -> (u, log π trace or None, accept stats
     or None)`` (the reference loop or a backend's): with step adaptation through
-    :func:`adapt_step_size`.  Returns ``(u_K, trace, info entries)``: MALA's ``"accepted"``,
-    ``"accept_rate"`` (after the warm-up) and, when adapting, ``"step_size"``."""
+    :func:`adapt_step_size`.  Returns ``(u_K, trace, info entries, accept stats)``: MALA's
+    ``"accepted"``, ``"accept_rate"`` (after the warm-up: NaN when no step follows it — the rate of
+    no proposals is undefined, not 0) and, when adapting, ``"step_size"``; the stats ``[2, B]`` of
+    the steps after the warm-up (None without ``metropolis``)."""
     if a.adapt_steps:
         out, logs, stats, step = adapt_step_size(run, a, trace=trace)
     else:
         (out, logs, stats), step = run(a), None
     extra = {}
     if a.metropolis:
-        kept = max(a.n_steps - a.adapt_steps, 1)
-        extra = {"accepted": stats[0].round().long(), "accept_rate": stats[0] / kept}
+        kept = a.n_steps - a.adapt_steps
+        rate = stats[0] / kept if kept else torch.full_like(stats[0], math.nan)
+        extra = {"accepted": stats[0].round().long(), "accept_rate": rate}
         if step is not None:
             extra["step_size"] = step
-    return out, logs, extra
+    return out, logs, extra, stats
 
 
 def reverse_loop(prior: HierarchicalPrior, schedule, r: ReverseArgs, *, run=langevin_loop, accepted=None):
@@ -319,22 +283,8 @@ def reverse_loop(prior: HierarchicalPrior, schedule, r: ReverseArgs, *, run=lang
     return levels
 
 
-def reverse_diffusion_ref(
-    prior: HierarchicalPrior,
-    schedule,
-    u_T: Optional[Latents] = None,
-    *,
-    n_steps: int,
-    batch: Optional[int] = None,
-    seed: Optional[int] = None,
-    chain_ids=None,
-    noise: Optional[torch.Tensor] = None,
-    noise_scale=1.0,
-    return_levels: bool = False,
-    check: str = "warn",
-    metropolis: bool = False,
-    uniforms: Optional[torch.Tensor] = None,
-):
+def reverse_diffusion_ref(prior: HierarchicalPrior, schedule, u_T: Optional[Latents] = None, *,
+                          return_levels: bool = False, **arguments):
     """Paper 2's sampler in ũ-space (docs/papers.md B §3.5): ũ_T ~ N(0, I), then for
     t = T−1 … 0, K steps of the update rule on
 
@@ -343,17 +293,22 @@ def reverse_diffusion_ref(
     started at ``u_{t+1}``, i.e. ``step_size = √s_t``, ``energy_scale = 1/s_t``,
     ``alpha = a_{t+1}``, ``sigma = σ_{t+1}`` (:meth:`hebm.DiffusionSchedule.level_params`).
 
-    Noise: ``noise`` ``[T·K, B, D]`` (level T−1 first) or ``seed`` (the step counter runs across
-    levels: level j = T−1−t uses steps ``j·K … j·K+K−1``; ũ_T, when not given, is ``batch``
-    chains of stream 1 of the same seed).  Returns ``ũ_0``, and with ``return_levels`` also the
-    list ``[ũ_T, …, ũ_0]``, in the structure of ``u_T`` (a tensor or a list of layers).
+    ``arguments``: the keywords of :data:`hebm.args.REVERSE` (below).  The seeded stream's step
+    counter runs across levels: level j = T−1−t uses steps ``j·K … j·K+K−1``; ũ_T, when not given,
+    is ``batch`` chains of stream 1 of the same seed.  Returns ``ũ_0``, and with ``return_levels``
+    also the list ``[ũ_T, …, ũ_0]``, in the structure of ``u_T`` (a tensor or a list of layers).
     ``metropolis``: every level's steps Metropolis-adjusted (:func:`langevin_ref`; ``uniforms``
     ``[T·K, B]`` with explicit noise, else stream 2 at the same step counter).
+
+    Keywords:
     """
-    r = check_reverse_args(prior, schedule, u_T, n_steps=n_steps, batch=batch, seed=seed, chain_ids=chain_ids,
-                           noise=noise, noise_scale=noise_scale, check=check, metropolis=metropolis, uniforms=uniforms)
+    r = check_reverse_args(prior, schedule, u_T, where="reverse_diffusion_ref", **arguments)
     levels = reverse_loop(prior, schedule, r)
     return finish_reverse(prior, schedule, r, levels, return_levels, "reverse_diffusion")
+
+
+reverse_diffusion_ref.__signature__ = signature(REVERSE, ("prior", "schedule"), (("return_levels", False),))
+reverse_diffusion_ref.__doc__ += describe(REVERSE)
 
 
 def finish_reverse(prior: HierarchicalPrior, schedule, r: ReverseArgs, levels: list, return_levels: bool, what: str):

@@ -46,7 +46,9 @@ from .config import (LADDER_WARMUP, PRIOR_DEFAULTS, SPLIT_SETTINGS, ModelConfig,
 from .data import batch_indices, run_data_for
 from .figures import save_grid, save_scatter, to_images
 from .metrics import latent_report, stationarity
+from .dispatch import Sampler
 from .models import MODELS, LatentModel, NonFiniteError, build_model
+from .prior import HierarchicalPrior
 
 CKPT_NAME = "ckpt.pt"
 RUN_FILES = (CKPT_NAME, CKPT_NAME[:-3] + ".prev.pt", "config.json", "metrics.jsonl", "summary.json", "samples.png",
@@ -476,6 +478,7 @@ class Trainer:
         self.last_good_ckpt = checkpoint_path
         self._stop_signal = None
         self._eval_x = self.x_train[: min(len(self.x_train), 1000)]
+        self.samplers = None  # --fused: the training chains' hebm.Sampler per prior (_training_samplers)
 
     @staticmethod
     def _adam(params, lr, betas, weight_decay):
@@ -543,6 +546,21 @@ class Trainer:
         labels = self.attr_train[rows] if self.attr_train is not None else None
         return self.x_train[rows.to(self.device)], labels
 
+    def _training_samplers(self):
+        """What the training chains run on (``fused`` of the model's chains): with ``--fused`` one
+        :class:`hebm.Sampler` per prior of the model, built on first use and refreshed after every
+        change of the weights (:meth:`_refresh_samplers`); else False, the reference."""
+        if not self.cfg.fused:
+            return False
+        if self.samplers is None:
+            self.samplers = {p: Sampler(p) for p in self.model.modules() if isinstance(p, HierarchicalPrior)}
+        return self.samplers
+
+    def _refresh_samplers(self) -> None:
+        """The weights moved (an optimiser step, a power iteration): the samplers read them again."""
+        for s in (self.samplers or {}).values():
+            s.refresh()
+
     def _chain_ids(self, B: int) -> torch.Tensor:
         off = self.dist.rank * self.cfg.batch_size
         return torch.arange(off, off + B, dtype=torch.long, device=self.device)
@@ -558,9 +576,10 @@ class Trainer:
             m.decoder.progressive(k, cfg.ladder_warmup or 0)
         if self.mcfg.spectral_norm:  # one power iteration per update, as torch's spectral_norm (frozen energies: none)
             m.power_iteration()
+            self._refresh_samplers()
         t0 = time.perf_counter()
         chains = m.chains(x, generator=gen, seed=step_seed(cfg.seed, k, 1), chain_ids=self._chain_ids(x.shape[0]),
-                          settings=cfg, fused=cfg.fused, labels=labels)
+                          settings=cfg, fused=self._training_samplers(), labels=labels)
         sampling_ms = (time.perf_counter() - t0) * 1e3
         out = m.losses(x, chains, generator=gen, settings=cfg, step=k, labels=labels)
         joint = out.pop("loss_joint", None)
@@ -591,6 +610,7 @@ class Trainer:
             for group in self.opt_e.param_groups:
                 group["lr"] = lr_e
             self.opt_e.step()
+        self._refresh_samplers()
         self.step += 1
         metrics.update(step=self.step, sampling_ms=sampling_ms, step_ms=(time.perf_counter() - t_start) * 1e3)
         return metrics

@@ -1,10 +1,10 @@
-"""The Triton kernels' own parameter layout, derived from hebm's flat pack.
+"""The Triton kernels' own parameter layout, derived from each layer's ``W [out, in]`` and bias table.
 
-hebm's pack (``hebm.backends.pack``) stores each layer's ``W [out, in]`` row-major and its bias
-table ``[rows, out]`` back to back, at whatever offsets the sizes give.  Read tile by tile in a
-kernel, that means masked scalar gathers: odd offsets (no vector loads), a mask per element, and
-a shift for every latent input or output that does not start on a padded boundary.  The kernels
-instead read one buffer in which every layer is laid out for them:
+hebm's networks give, per Linear layer, ``W [out, in]`` row-major and a bias table ``[rows, out]``
+(``hebm.backends.pack.unpack``).  Read tile by tile in a kernel, such tensors mean masked scalar
+gathers: odd offsets (no vector loads), a mask per element, and a shift for every latent input or
+output that does not start on a padded boundary.  The kernels instead read one buffer in which
+every layer is laid out for them:
 
 * ``Wᵀ`` as a zero-padded ``[KP, NP]`` block (row k = input feature, column n = output unit),
   ``KP``, ``NP`` powers of two ≥ 16, every block starting on a 16-float (64-byte) boundary;
@@ -16,8 +16,9 @@ instead read one buffer in which every layer is laid out for them:
   vector and one bias.
 
 Every tile a kernel loads is then a dense, unmasked, aligned block.  :func:`layout` computes the
-offsets (pure Python: they are literals of the generated kernels); :func:`build` fills the buffer
-from hebm's flat parameters (torch; once per pack, cached by the launcher).
+offsets (pure Python, from the widths alone: they are literals of the generated kernels);
+:func:`build` fills the buffer from the layers' tensors (torch; once per copy of the values, kept
+by the launcher).
 """
 from __future__ import annotations
 
@@ -34,10 +35,8 @@ def _up(n: int) -> int:
 
 @dataclass(frozen=True)
 class _Src:
-    """Where a kernel layer's values come from in hebm's flat pack, and where they go."""
+    """Where a kernel layer's values go in the buffer."""
 
-    w_off: int  # hebm: W [out, in]
-    b_off: int  # hebm: bias [rows, out]
     rsh: int  # destination row of input feature 0
     cols: tuple  # destination column of output unit n, per n
 
@@ -45,10 +44,9 @@ class _Src:
 def layout(dims, conds, energies) -> tuple:
     """``(cond MLPSpecs, energy MLPSpecs, total floats, sources)`` of the kernel buffer.
 
-    ``conds`` / ``energies``: per MLP ``(layers, act, act_param)`` with hebm's layout rows
-    ``(in, out, w_off, b_off, b_rows)``; conditional i reads latent layer i+1 and writes layer i,
-    energy i reads layer i.  ``sources`` (one tuple per layer, conditionals then energies) is what
-    :func:`build` copies."""
+    ``conds`` / ``energies``: per MLP ``(layers, act, act_param)`` with one ``(in, out, b_rows)``
+    per layer; conditional i reads latent layer i+1 and writes layer i, energy i reads layer i.
+    ``sources`` (one per layer, conditionals then energies) says where :func:`build` puts each."""
     geo = latent_geometry(dims)
     off = 0
     sources = []
@@ -57,7 +55,7 @@ def layout(dims, conds, energies) -> tuple:
         nonlocal off
         layers = []
         n = len(rows_in)
-        for j, (IN, OUT, w_src, b_src, rows) in enumerate(rows_in):
+        for j, (IN, OUT, rows) in enumerate(rows_in):
             first, last = j == 0, j == n - 1
             kp = geo[reads].P if first else pad(IN)
             rsh = geo[reads].sh if first else 0
@@ -75,7 +73,7 @@ def layout(dims, conds, energies) -> tuple:
             b_off = off
             off += _up(rows * np_)
             layers.append(TLayer(IN, OUT, rows, w_off, kp, np_, b_off))
-            sources.append(_Src(w_src, b_src, rsh, cols))
+            sources.append(_Src(rsh, cols))
         return MLPSpec(layers=tuple(layers), act=int(act), act_param=float(ap))
 
     cspecs = tuple(mlp(m[0], m[1], m[2], reads=i + 1, writes=i) for i, m in enumerate(conds))
@@ -83,18 +81,18 @@ def layout(dims, conds, energies) -> tuple:
     return cspecs, especs, off, tuple(sources)
 
 
-def build(flat, specs, sources, total: int):
-    """The kernel buffer (same dtype/device as ``flat``, hebm's flat parameters) for the layout
-    :func:`layout` returned (``specs``: the MLPSpecs, conditionals then energies)."""
+def build(weights, biases, specs, sources, total: int):
+    """The kernel buffer (the layers' dtype and device) for the layout :func:`layout` returned
+    (``specs``: the MLPSpecs, conditionals then energies): ``weights`` ``W [out, in]`` and
+    ``biases`` (bias tables ``[rows, out]``), one per layer in the same order."""
     import torch
 
-    out = torch.zeros(total, dtype=flat.dtype, device=flat.device)
+    w0 = weights[0] if weights else torch.zeros(0)
+    out = torch.zeros(total, dtype=w0.dtype, device=w0.device)
     layers = [lay for m in specs for lay in m.layers]
-    for lay, src in zip(layers, sources):
-        IN, OUT, rows = lay.in_, lay.out, lay.rows
-        w = flat[src.w_off: src.w_off + OUT * IN].view(OUT, IN)
-        b = flat[src.b_off: src.b_off + rows * OUT].view(rows, OUT)
-        cols = torch.tensor(src.cols, dtype=torch.long, device=flat.device)
+    for lay, src, w, b in zip(layers, sources, weights, biases):
+        IN, rows = lay.in_, lay.rows
+        cols = torch.tensor(src.cols, dtype=torch.long, device=w.device)
         wt = out[lay.w_off: lay.w_off + lay.kp * lay.np].view(lay.kp, lay.np)
         wt[src.rsh: src.rsh + IN].index_copy_(1, cols, w.t())
         bt = out[lay.b_off: lay.b_off + rows * lay.np].view(rows, lay.np)

@@ -107,6 +107,24 @@ def test_every_form_of_an_argument_gives_the_same_chain_bit_for_bit(make_prior):
     assert torch.equal(torch.cat(layers, 1), fused(prior, u, **base))
 
 
+def test_an_explicit_none_is_the_default(make_prior):
+    """None passed for a keyword whose default is None (or the chain ids) is that default, in
+    Langevin calls and reverse diffusions alike; other keywords refuse None by name."""
+    prior = make_prior(DIMS, n_levels=3, dtype=torch.float32)
+    u, _ = _state()
+    base = dict(n_steps=K, step_size=0.1, seed=0, t=1)
+    want = fused(prior, u, **base)
+    for over in (dict(chain_ids=None), dict(u_next=None, alpha=None, sigma=None, noise=None, uniforms=None)):
+        assert torch.equal(fused(prior, u, **base, **over), want), over
+        assert torch.equal(hebm.Sampler(prior, backend="cpu").run(u, **base, **over), want), over
+    sched = hebm.DiffusionSchedule(3, 1e-3)
+    want = hebm.reverse_diffusion(prior, sched, n_steps=2, batch=B, seed=4, backend="cpu")
+    assert torch.equal(hebm.reverse_diffusion(prior, sched, n_steps=2, batch=B, seed=4, chain_ids=None, noise=None,
+                                              backend="cpu"), want)
+    with pytest.raises(TypeError, match="noise_scale"):
+        fused(prior, u, **base, noise_scale=None)
+
+
 def test_long_runs_are_chunked_exactly(make_prior, monkeypatch):
     prior = make_prior(DIMS, dtype=torch.float32)
     u, _ = _state()

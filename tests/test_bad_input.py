@@ -20,33 +20,37 @@ def _fused_cpu(*a, **k):
     return hebm.langevin_fused(*a, backend="cpu", **k)
 
 
-def _fused_cpu_cached(prior, u, **k):
-    """After a good call on the prior (its pack cached, the prior proven): a bad call must still
-    be refused with the reference's error."""
-    good_t = None if prior.n_levels is None else 0
-    hebm.langevin_fused(prior, torch.zeros(B, D), backend="cpu", **good(t=good_t if good_t is not None else _DROP))
-    return _fused_cpu(prior, u, **k)
+_SAMPLERS: dict = {}
 
 
-def _ref_torch_summaries(*a, **k):
-    """The reference with the value rules fed by torch's reductions (the path GPU tensors take)
-    instead of the C++ extension's value_ranges."""
-    from hebm import args
-    real = args._build.loaded_cpu_ops
-    args._build.loaded_cpu_ops = lambda: None
+def _sampler_cpu(prior, u, **k):
+    """Through a hebm.Sampler built once per prior (a good call first): a bad call must still be
+    refused with the reference's error."""
+    s = _SAMPLERS.get(id(prior))
+    if s is None or s.prior is not prior:
+        s = _SAMPLERS[id(prior)] = hebm.Sampler(prior, backend="cpu")
+        good_t = None if prior.n_levels is None else 0
+        s.run(torch.zeros(B, D), **good(t=good_t if good_t is not None else _DROP))
+    return s.run(u, **k)
+
+
+def _fused_torch_summaries(*a, **k):
+    """langevin_fused with the value rules fed by torch's reductions (the path GPU tensors take)
+    instead of the C++ extension's value_ranges (which the reference never uses)."""
+    real = backends.value_summaries
+    backends.value_summaries = lambda device: None
     try:
-        return hebm.langevin_ref(*a, **k)
+        return hebm.langevin_fused(*a, backend="ref", **k)
     finally:
-        args._build.loaded_cpu_ops = real
+        backends.value_summaries = real
 
 
-# the CPU backend proves the prior's dtype/device with its pack cache (hebm.backends "proves_prior"):
-# it must refuse exactly what the reference refuses, with the same words — after a cached call too
+# every path refuses exactly what the reference refuses, with the same words
 _ON_CPU = pytest.mark.skipif(_CPU_WHY is not None, reason=f"cpu backend: {_CPU_WHY}")
 SAMPLERS = [hebm.langevin_ref, lambda *a, **k: hebm.langevin_fused(*a, backend="ref", **k),
-            pytest.param(_fused_cpu, marks=_ON_CPU), pytest.param(_fused_cpu_cached, marks=_ON_CPU),
-            _ref_torch_summaries]
-IDS = ["ref", "fused-ref", "fused-cpu", "fused-cpu-cached", "ref-torch-summaries"]
+            pytest.param(_fused_cpu, marks=_ON_CPU), pytest.param(_sampler_cpu, marks=_ON_CPU),
+            _fused_torch_summaries]
+IDS = ["ref", "fused-ref", "fused-cpu", "sampler-cpu", "fused-torch-summaries"]
 
 
 @pytest.fixture
@@ -160,31 +164,38 @@ def _raised(fn):
 @pytest.mark.skipif(_CPU_WHY is not None, reason=f"cpu backend: {_CPU_WHY}")
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
 def test_cpu_backend_refuses_with_the_reference_words(prior, case):
-    """The CPU backend (its pack cache proves the prior check) gives the reference's error, type
-    and message alike."""
+    """The CPU backend (the C++ value summaries), a Sampler built before the bad call, and the torch
+    summaries give the reference's error, type and message alike."""
     _, u, over, _, _ = case
     ref = _raised(lambda: hebm.langevin_ref(prior, u, **good(**over)))
     assert ref is not None
     assert _raised(lambda: _fused_cpu(prior, u, **good(**over))) == ref
-    assert _raised(lambda: _fused_cpu_cached(prior, u, **good(**over))) == ref
-    assert _raised(lambda: _ref_torch_summaries(prior, u, **good(**over))) == ref
+    assert _raised(lambda: _sampler_cpu(prior, u, **good(**over))) == ref
+    assert _raised(lambda: _fused_torch_summaries(prior, u, **good(**over))) == ref
 
 
 @pytest.mark.skipif(_CPU_WHY is not None, reason=f"cpu backend: {_CPU_WHY}")
-def test_cpu_backend_sees_a_prior_converted_after_packing(make_prior):
-    """The deferred dtype check of the prior is proven by the pack cache's byte comparison; a
-    conversion in place after a call (no registration hook fires) must still be refused."""
+def test_a_prior_converted_after_a_call_is_seen(make_prior):
+    """langevin_fused reads the prior at every call: a conversion in place after a call (the
+    parameters' .data change dtype; no version counter moves) is refused or followed; a Sampler
+    sees it at refresh()."""
     prior = make_prior(DIMS, dtype=torch.float32)
-    _fused_cpu(prior, U, **good())  # packed and cached
+    sampler = hebm.Sampler(prior, backend="cpu")
+    _fused_cpu(prior, U, **good())
     prior.energies[0].double()  # in place: the parameters' .data change dtype
     with pytest.raises(TypeError, match="mix dtypes"):
         _fused_cpu(prior, U, **good())
+    with pytest.raises(TypeError, match="mix dtypes"):
+        sampler.refresh()
     prior.double()
     with pytest.raises(TypeError, match=r"\bu\b is torch.float32 but the prior's parameters are torch.float64"):
         _fused_cpu(prior, U, **good())
     out = _fused_cpu(prior, U.double(), **good())
     # float64 chains; the seeded normals are float32 on both paths (the stated bound: <= 4 ulp apart)
     torch.testing.assert_close(out, hebm.langevin_ref(prior, U.double(), **good()), rtol=1e-6, atol=1e-6)
+    sampler.refresh()
+    assert sampler.dtype == torch.float64
+    assert torch.equal(sampler.run(U.double(), **good()), out)
 
 
 @pytest.mark.skipif(_CPU_WHY is not None, reason=f"cpu backend: {_CPU_WHY}")
@@ -345,3 +356,71 @@ def test_backend_with_broken_dependency(prior, monkeypatch, tmp_path):
     assert why is not None and "hebm_no_such_dependency_xyz" in why
     with pytest.raises(BackendUnavailable, match="hebm_no_such_dependency_xyz"):
         hebm.langevin_fused(prior, U, backend="cpu", **good())
+
+
+# ------------------------------------------------------------------------- found since (each named)
+@pytest.mark.skipif(_CPU_WHY is not None, reason=f"cpu backend: {_CPU_WHY}")
+def test_u_on_meta_is_named_on_every_path(prior):
+    """u on the meta device (shapes, no values): the error names u and the devices, never a torch
+    internal ("Cannot copy out of meta tensor")."""
+    meta = torch.zeros(B, D, device="meta")
+    for fn in (hebm.langevin_ref, _fused_cpu, hebm.langevin_fused, _sampler_cpu):
+        with pytest.raises(ValueError, match=r"^u is on meta but the prior is on cpu"):
+            fn(prior, meta, **good())
+    prior.to("meta")
+    with pytest.raises(ValueError, match=r"^u is on the meta device, which holds no values"):
+        hebm.langevin_ref(prior, meta, **good())
+    for fn in (_fused_cpu, hebm.langevin_fused, lambda p, u, **k: hebm.Sampler(p).run(u, **k)):
+        with pytest.raises(ValueError, match=r"^the prior is on the meta device, which holds no values"):
+            fn(prior, meta, **good())
+
+
+_MALA_SAMPLERS = [hebm.langevin_ref, pytest.param(_fused_cpu, marks=_ON_CPU),
+                  pytest.param(lambda p, u, **k: hebm.Sampler(p, backend="cpu").run(u, **k), marks=_ON_CPU)]
+
+
+@pytest.mark.parametrize("sampler", _MALA_SAMPLERS, ids=["ref", "fused-cpu", "sampler-cpu"])
+def test_a_nan_weight_is_reported_by_mala_as_by_ula(prior, sampler, monkeypatch):
+    """A NaN weight: ULA's chains end at NaN (diverged); MALA refuses every proposal and keeps a
+    finite state, which the divergence check must see all the same (Σ min(1, α) = 0 per chain)."""
+    from hebm import args as hargs
+    monkeypatch.setattr(hargs, "_warned", set())
+    with torch.no_grad():
+        prior.energies[0].layers[0].weight[0, 0] = math.nan
+    u = torch.randn(B, D, generator=torch.Generator().manual_seed(0))
+    with pytest.warns(RuntimeWarning, match="diverged to NaN/Inf"):
+        sampler(prior, u, **good())
+    with pytest.warns(RuntimeWarning, match=rf"{B} of {B} chains refused every Metropolis proposal"):
+        out = sampler(prior, u, **good(metropolis=True))
+    assert torch.equal(out, u)  # (the reason the state alone shows nothing)
+    with pytest.raises(hebm.DivergenceError, match="refused every Metropolis proposal"):
+        sampler(prior, u, **good(metropolis=True, check="raise"))
+
+
+@pytest.mark.parametrize("sampler", _MALA_SAMPLERS, ids=["ref", "fused-cpu", "sampler-cpu"])
+def test_mala_does_not_report_healthy_chains(prior, sampler):
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        sampler(prior, torch.zeros(B, D), **good(metropolis=True, n_steps=5))
+
+
+@pytest.mark.parametrize("sampler", _MALA_SAMPLERS, ids=["ref", "fused-cpu", "sampler-cpu"])
+def test_accept_rate_after_a_warm_up_of_every_step_is_undefined(prior, sampler):
+    """adapt_steps = n_steps leaves no step after the warm-up: the rate of no proposals is NaN,
+    not 0 (0 would read as "every proposal refused"); the counts are 0 and the step is adapted."""
+    _, info = sampler(prior, torch.zeros(B, D), return_info=True, **good(metropolis=True, n_steps=3, adapt_steps=3))
+    assert torch.isnan(info["accept_rate"]).all() and info["accept_rate"].shape == (B,)
+    assert torch.equal(info["accepted"], torch.zeros(B, dtype=torch.long))
+    assert info["step_size"].shape == (B,) and not torch.equal(info["step_size"], torch.full((B,), 0.1))
+    _, info = sampler(prior, torch.zeros(B, D), return_info=True, **good(metropolis=True, n_steps=4, adapt_steps=3))
+    assert not torch.isnan(info["accept_rate"]).any()
+
+
+def test_reverse_diffusion_names_itself_for_an_unknown_keyword(level_prior):
+    sched = hebm.DiffusionSchedule(3, 1e-3)
+    for fn, where in ((hebm.reverse_diffusion_ref, "reverse_diffusion_ref"), (hebm.reverse_diffusion,
+                                                                              "reverse_diffusion")):
+        with pytest.raises(TypeError, match=rf"^{where}\(\) got an unexpected keyword argument 'adapt_steps'") as e:
+            fn(level_prior, sched, n_steps=2, batch=B, seed=0, metropolis=True, adapt_steps=1)
+        assert "check_reverse_args" not in str(e.value)

@@ -1,5 +1,5 @@
 """The fused C++ CPU sampler (backend="cpu"): build, environment, the op schema (opcheck), one call
-per reverse diffusion, threads, the pack cache and bad input.  Its parity with the reference is
+per reverse diffusion, threads, weight updates and bad input.  Its parity with the reference is
 in tests/test_parity.py (the one matrix every backend runs).
 
 The extension must build here: a failed build FAILS these tests (CI has a compiler); only
@@ -19,7 +19,7 @@ from hebm.backends import _build
 from hebm.backends import cpu as cpu_backend
 from hebm.args import check_langevin_args
 from hebm.backends import ops
-from hebm.backends.pack import pack_prior
+from hebm.backends import pack
 from tests.parity import make_kwargs, make_prior, parity
 
 ACTS = ["gelu", "gelu_tanh", "silu", "leaky_relu:0.2", "tanh", "relu", "softplus"]
@@ -136,7 +136,7 @@ def test_auto_picks_cpu(ext):
     assert info["backend"] == "cpu"
 
 
-def test_pack_cache_follows_parameter_updates(ext):
+def test_a_weight_update_reaches_the_next_call(ext):
     prior = make_prior((7, 13), seed=9)
     u, kw = make_kwargs(prior, 5, n_steps=3)
     a = hebm.langevin_fused(prior, u, backend="cpu", **kw)
@@ -169,8 +169,7 @@ def test_long_chains_run_in_chunks(ext, monkeypatch):
     kw = dict(p.kwargs, n_steps=9)
     whole, info = hebm.langevin_fused(p.prior, p.u, backend="cpu", return_info=True, **kw)
     monkeypatch.setattr(ops, "CHUNK_SECONDS", 1e-9)
-    assert ops.steps_per_chunk(hebm.backends.pack.packed_prior(p.prior, torch.float32, "cpu"), 7,
-                               torch.device("cpu")) == 1
+    assert ops.steps_per_chunk(pack.of(p.prior), 7, torch.device("cpu")) == 1
     parts, info2 = hebm.langevin_fused(p.prior, p.u, backend="cpu", return_info=True, **kw)
     torch.testing.assert_close(parts, whole, rtol=0, atol=0)
     torch.testing.assert_close(info2["log_density"], info["log_density"], rtol=0, atol=0)
@@ -191,14 +190,9 @@ def test_zero_energy_stationary_variance(ext):
 
 # ---------------------------------------------------------------------------------------- op schema
 def _op_args(prior, u, kw, trace):
-    pk = pack_prior(prior)
-    B = u.shape[0]
-    ones = torch.ones(B)
-    t = kw.get("t")
-    return (u, pk.params, list(pk.dims), pk.layout.reshape(-1).tolist(), pk.mlps.reshape(-1).tolist(),
-            pk.act_params.tolist(), pk.has_energy, pk.n_levels, pk.sigma_min, pk.sigma_clamp, 0, 0.1 * ones, ones, ones,
-            None if t is None else t, kw["u_next"], 0.7 * ones, 0.8 * ones, None, 5, 0,
-            torch.arange(B), 3, 0, trace, False, None, "fp32")
+    """The op's arguments for a checked call, in its schema's order (hebm.backends.ops)."""
+    a = check_langevin_args(prior, u, **kw)
+    return (*ops._network_args(pack.of(prior)), *ops._field_values(a, ops.LANGEVIN_FIELDS), trace, "fp32")
 
 
 @pytest.mark.parametrize("trace", [False, True])
@@ -206,31 +200,38 @@ def test_opcheck_langevin(ext, trace):
     prior = make_prior((7, 13), n_levels=3, seed=1)
     u, kw = make_kwargs(prior, 6, n_steps=3)
     torch.library.opcheck(ops.op("langevin").default, _op_args(prior, u, kw, trace))
+    kw = dict(kw, noise=None, seed=2**64 - 5, metropolis=True, noise_scale=1.0)  # a seed above 2**63, MALA
+    torch.library.opcheck(ops.op("langevin").default, _op_args(prior, u, kw, trace))
 
 
 def test_opcheck_reverse_diffusion(ext):
     prior = make_prior((7, 13), n_levels=3, seed=1)
-    pk = pack_prior(prior)
+    sched = hebm.DiffusionSchedule(3, 1e-3)
     B = 5
     u = torch.randn(B, prior.D)
     for return_levels in (False, True):
-        args = (u, pk.params, list(pk.dims), pk.layout.reshape(-1).tolist(), pk.mlps.reshape(-1).tolist(),
-                pk.act_params.tolist(), pk.has_energy, pk.n_levels, pk.sigma_min, pk.sigma_clamp, 0, [2, 1, 0], [0.1, 0.2, 0.3],
-                [10.0, 5.0, 3.0], [0.0, 0.9, 0.95], [1.0, 0.4, 0.3], torch.ones(B), None, 1, 2, torch.arange(B), 4,
-                return_levels, "fp32")
+        r = hebm.args.check_reverse_args(prior, sched, u, n_steps=4, seed=1)
+        lv = [sched.level_params(t) for t in range(2, -1, -1)]
+        args = (*ops._network_args(pack.of(prior)), *ops._field_values(r, ops.REVERSE_FIELDS),
+                *[[p[key] for p in lv] for _, _, key in ops.LEVELS], return_levels, "fp32")
         torch.library.opcheck(ops.op("reverse_diffusion").default, args)
 
 
-def test_op_rejects_inconsistent_structure(ext):
+def test_op_guards_its_memory(ext):
+    """The op refuses a network whose tables and tensors disagree (what would read outside them)."""
     prior = make_prior((7, 13), seed=1)
     u, kw = make_kwargs(prior, 4, n_steps=3)
     args = list(_op_args(prior, u, kw, False))
-    args[3] = args[3][:-5]  # drop a layer row
+    args[2] = args[2][:-pack.LAY_NCOLS]  # drop a layer row
     with pytest.raises(RuntimeError, match="hebm"):
         ops.op("langevin")(*args)
     args = list(_op_args(prior, u, kw, False))
-    args[1] = args[1][:10]  # params too short
-    with pytest.raises(RuntimeError, match="outside params"):
+    args[0] = [w[:, :-1] if w.dim() == 2 else w for w in args[0]]  # every W one input short
+    with pytest.raises(RuntimeError, match="W must be"):
+        ops.op("langevin")(*args)
+    args = list(_op_args(prior, u, kw, False))
+    args[0] = [w.double() for w in args[0]]
+    with pytest.raises(RuntimeError, match=r"weights\[0\] must be Float"):
         ops.op("langevin")(*args)
 
 
@@ -265,15 +266,15 @@ def test_bad_dtype_and_nan(ext):
 def test_wrong_device_is_refused(ext):
     prior = make_prior((7, 13), seed=1)
     u, kw = make_kwargs(prior, 4, n_steps=2)
-    args = check_langevin_args(prior, u, **kw)
-    args.u = torch.empty(4, prior.D, device="meta")
-    why = cpu_backend.unsupported(prior, args)
+    net, _ = pack.read(prior)
+    why = cpu_backend.unsupported(net, device=torch.device("meta"), dtype=torch.float32)
     assert why is not None and "meta" in why
     # the op itself refuses non-CPU tensors on its CPU kernel and shapes them on meta
     meta = _op_args(prior, u, kw, True)
-    meta = tuple(a.to("meta") if isinstance(a, torch.Tensor) else a for a in meta)
+    meta = tuple(a.to("meta") if isinstance(a, torch.Tensor) else [w.to("meta") for w in a] if i == 0 else a
+                 for i, a in enumerate(meta))
     out, logd, _ = ops.op("langevin")(*meta)
-    assert out.device.type == "meta" and out.shape == u.shape and logd.shape == (3, 4)
+    assert out.device.type == "meta" and out.shape == u.shape and logd.shape == (kw["n_steps"], 4)
 
 
 class _ShiftedPrior(hebm.HierarchicalPrior):
@@ -328,25 +329,3 @@ def test_build_failure_and_skip_switch(ext, monkeypatch, tmp_path):
     mod, why = _build.load_extension("_C_broken_test", [str(bad)])
     assert mod is None and "failed" in why and "backend='ref'" in why
     assert _build.load_extension("_C_broken_test", [str(bad)]) == (None, why)  # cached, no second build
-
-
-def test_pack_value_check_in_place(ext):
-    """The pack cache's byte comparison (hebm_C.same_bytes) against its flatten + equal fallback:
-    equal, a changed value, a changed dtype, a non-contiguous tensor (-> fallback), and the
-    one-tensor snapshot, which must be a copy (a view would always compare equal).  ``proven``
-    (every tensor is of the snapshot's dtype on the CPU) only where the bytes were compared."""
-    from hebm.backends.pack import _flat_values, _same_values
-    ts = [torch.randn(3, 4), torch.randn(5)]
-    snap = _flat_values(ts)
-    assert ext.same_bytes(ts, snap) == 1 and _same_values(ts, snap) == (True, True)
-    ts[1][2] += 1e-6
-    assert ext.same_bytes(ts, snap) == 0 and _same_values(ts, snap) == (False, False)
-    assert ext.same_bytes([ts[0].double(), ts[1]], snap) == -1
-    assert _same_values([ts[0].double(), ts[1]], snap)[1] is False
-    nc = [torch.randn(4, 3).t(), torch.randn(5)]
-    snap_nc = _flat_values(nc)
-    assert ext.same_bytes(nc, snap_nc) == -1 and _same_values(nc, snap_nc) == (True, False)
-    one = [torch.randn(6)]
-    snap1 = _flat_values(one)
-    one[0].mul_(2)
-    assert _same_values(one, snap1) == (False, False)

@@ -157,7 +157,7 @@ def _emu(prior, u, kw):
     from hebm.backends import cuda as cb
 
     a = check_langevin_args(prior, u, **kw)
-    out, logd, _, _ = cb.run(prior, a, precision="fp32", trace=True, namespace="hebm_cuda_emu")
+    out, logd, _, _ = cb.run(hebm.backends.pack.of(prior), a, precision="fp32", trace=True, namespace="hebm_cuda_emu")
     return out, logd
 
 
@@ -179,10 +179,6 @@ def test_gpu_opcheck():
     prior = make_prior((7, 13), n_levels=3).cuda()
     u, kw = make_kwargs(prior, 9, n_steps=2, explicit_noise=False, device="cuda")
     a = check_langevin_args(prior, u, **kw)
-    pk = hebm.backends.pack.packed_prior(prior, a.u.dtype, a.u.device)
-    st = pk.op_structure()
-    args = (a.u, st["params"], st["dims"], st["layout"], st["mlps"], st["act_params"], st["has_energy"], st["n_levels"],
-            st["sigma_min"], st["sigma_clamp"], st["token"], a.step_size, a.noise_scale, a.energy_scale, a.t, a.u_next, a.alpha, a.sigma, a.noise,
-            *ops._keys(a.seed), a.chain_ids, a.n_steps, a.step_offset, True, False, None, "fp32")
+    args = (*ops._network_args(hebm.backends.pack.of(prior)), *ops._field_values(a, ops.LANGEVIN_FIELDS), True, "fp32")
     torch.library.opcheck(ops.op("langevin").default, args,
                           test_utils=("test_schema", "test_faketensor", "test_aot_dispatch_static"))

@@ -19,7 +19,6 @@ import torch
 
 import hebm
 from hebm import backends
-from hebm.backends import pack
 from tests.parity import make_kwargs, make_prior
 
 
@@ -32,9 +31,10 @@ def _cpu():
 FUSED = ["cpu", "ref"]
 
 
-# ------------------------------------------------------------------------------ stale caches
+# ------------------------------------------------------------------------------ weight updates
 def _mutations():
-    """Ways a training loop changes weights in place (each must reach the next fused call)."""
+    """Ways a training loop changes weights in place (each must reach the next langevin_fused
+    call, and a Sampler's next call after refresh())."""
 
     def data_mul(prior):  # EMA-style: .data writes bump no version counter
         for q in prior.parameters():
@@ -68,11 +68,18 @@ def _mutations():
         arr = prior.energies[0].layers[0].weight.detach().numpy()
         arr *= -1.0
 
-    return {f.__name__: f for f in (data_mul, no_grad_copy, load_state, optimiser, reassign, storage_write)}
+    def to_dtype_and_back(prior):  # .to(dtype) replaces every parameter's data, twice
+        prior.to(torch.float64)
+        with torch.no_grad():
+            prior.energies[1].layers[0].weight.add_(0.25)
+        prior.to(torch.float32)
+
+    return {f.__name__: f for f in (data_mul, no_grad_copy, load_state, optimiser, reassign, storage_write,
+                                    to_dtype_and_back)}
 
 
 @pytest.mark.parametrize("how", list(_mutations()))
-def test_pack_cache_sees_every_weight_update(how):
+def test_langevin_fused_follows_every_weight_update(how):
     _cpu()
     prior = make_prior((7, 13), n_levels=3, seed=9)
     u, kw = make_kwargs(prior, 6, n_steps=3)
@@ -84,7 +91,44 @@ def test_pack_cache_sees_every_weight_update(how):
     assert not torch.equal(before, after)
 
 
-def test_pack_cache_sees_spectral_norm_buffers_and_structure():
+@pytest.mark.parametrize("how", list(_mutations()))
+def test_a_sampler_samples_its_copy_until_refresh(how):
+    """A Sampler samples the prior as it was read: after a weight update, bit for bit the chains of
+    before (never a mixture of old and new numbers); after refresh(), bit for bit langevin_fused's."""
+    _cpu()
+    prior = make_prior((7, 13), n_levels=3, seed=9)
+    u, kw = make_kwargs(prior, 6, n_steps=3)
+    sampler = hebm.Sampler(prior, backend="cpu")
+    before = sampler.run(u, **kw)
+    assert torch.equal(before, hebm.langevin_fused(prior, u, backend="cpu", **kw))
+    _mutations()[how](prior)
+    assert torch.equal(sampler.run(u, **kw), before)
+    after = sampler.refresh().run(u, **kw)
+    assert torch.equal(after, hebm.langevin_fused(prior, u, backend="cpu", **kw))
+    assert not torch.equal(after, before)
+
+
+def test_to_dtype_is_followed():
+    """prior.to(float64): langevin_fused samples in float64 at once; a Sampler built before keeps
+    sampling its float32 copy, and samples float64 after refresh()."""
+    _cpu()
+    prior = make_prior((7, 13), n_levels=3, seed=9)
+    u, kw = make_kwargs(prior, 6, n_steps=3)
+    sampler = hebm.Sampler(prior, backend="cpu")
+    before = sampler.run(u, **kw)
+    prior.to(torch.float64)
+    kw64 = {k: v.double() if isinstance(v, torch.Tensor) and v.is_floating_point() else v for k, v in kw.items()}
+    got = hebm.langevin_fused(prior, u.double(), backend="cpu", **kw64)
+    assert got.dtype == torch.float64
+    torch.testing.assert_close(got, hebm.langevin_ref(prior, u.double(), **kw64), rtol=1e-10, atol=1e-10)
+    assert torch.equal(sampler.run(u, **kw), before)
+    with pytest.raises(TypeError, match=r"\bu\b is torch.float32 but the prior's parameters are torch.float64"):
+        hebm.langevin_fused(prior, u, backend="cpu", **kw)
+    assert sampler.refresh().dtype == torch.float64
+    assert torch.equal(sampler.run(u.double(), **kw64), got)
+
+
+def test_langevin_fused_sees_spectral_norm_buffers_and_structure():
     _cpu()
     prior = make_prior((7, 13), spectral_norm=True, seed=2)
     u, kw = make_kwargs(prior, 5, n_steps=2)
@@ -97,15 +141,24 @@ def test_pack_cache_sees_spectral_norm_buffers_and_structure():
     prior.energies[1].act = hebm.Activation("tanh")  # same tensors, other math
     torch.testing.assert_close(hebm.langevin_fused(prior, u, backend="cpu", **kw), hebm.langevin_ref(prior, u, **kw),
                                rtol=2e-5, atol=2e-5)
+    prior.energies[1].act.name = "silu"  # an attribute of the activation: plain Python, read at every call
+    torch.testing.assert_close(hebm.langevin_fused(prior, u, backend="cpu", **kw), hebm.langevin_ref(prior, u, **kw),
+                               rtol=2e-5, atol=2e-5)
 
 
-def test_pack_cache_reuses_an_unchanged_pack():
+def test_a_sampler_decides_once_and_keeps_a_private_copy():
+    """What a Sampler reads at build — the structure's verdict, the backend, a copy of the values
+    (its token lets the CPU kernel keep its panel weights) — stays until refresh()."""
     prior = make_prior((7, 13), seed=3)
-    a = pack.packed_prior(prior, torch.float32, "cpu")
-    assert pack.packed_prior(prior, torch.float32, "cpu") is a
-    prior.energies[0].layers[0].weight.data[0, 0] += 1.0
-    b = pack.packed_prior(prior, torch.float32, "cpu")
-    assert b is not a and not torch.equal(a.params, b.params)
+    sampler = hebm.Sampler(prior, backend="auto")
+    tok = sampler._pack.token
+    assert tok > 0 and sampler.backend in ("cpu", "ref")
+    w = prior.energies[0].layers[0].weight
+    assert all(v.data_ptr() != w.data_ptr() for v in sampler._pack.values)  # a copy, not the parameter
+    u, kw = make_kwargs(prior, 4, n_steps=2)
+    sampler.run(u, **kw)
+    assert sampler._pack.token == tok
+    assert sampler.refresh()._pack.token not in (0, tok)
 
 
 # ------------------------------------------------------------------------------ autograd contract

@@ -223,8 +223,10 @@ def test_bad_metropolis_arguments_are_named(make_prior, sampler, case):
 
 
 def test_a_backend_without_the_test_is_refused_by_name(make_prior, monkeypatch):
+    from hebm.backends import pack
     prior = make_prior((5, 3), dtype=torch.float32)
-    monkeypatch.setattr(backends._module("cpu"), "FEATURES", ("sigma_clamp", "proves_prior"))
+    monkeypatch.setattr(pack, "_NETWORKS", {})  # (the verdicts kept with a structure assumed the real FEATURES)
+    monkeypatch.setattr(backends._module("cpu"), "FEATURES", ("sigma_clamp",))
     with pytest.raises(hebm.BackendUnavailable, match=r"does not implement the Metropolis test"):
         hebm.langevin_fused(prior, U, n_steps=2, step_size=0.1, seed=0, metropolis=True, backend="cpu")
 
@@ -234,7 +236,7 @@ def test_graph_backend_body_makes_the_reference_decisions(make_prior, seeded, mo
     """The graph backend's captured body (replayed eagerly on CPU tensors, the same code a GPU
     captures), cut into chunks of 4 steps: the reference's chain and accept counts."""
     from hebm.args import check_langevin_args
-    from hebm.backends import graph
+    from hebm.backends import graph, pack
     monkeypatch.setattr(graph, "MAX_CAPTURE_STEPS", 4)
     prior = make_prior((5, 3), n_levels=3, dtype=torch.float64)
     g = torch.Generator().manual_seed(5)
@@ -248,7 +250,7 @@ def test_graph_backend_body_makes_the_reference_decisions(make_prior, seeded, mo
                   uniforms=torch.rand(K, B, generator=g, dtype=torch.float64).clamp(1e-9, 1 - 1e-9))
     want, wi = hebm.langevin_ref(prior, u, return_info=True, **kw)
     a = check_langevin_args(prior, u, **kw)
-    got, logs, _, stats = graph.run(prior, a, precision="fp32", trace=True)
+    got, logs, _, stats = graph.run(pack.of(prior), a, precision="fp32", trace=True)
     assert torch.equal(stats[0].round().long(), wi["accepted"])
     torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(logs, wi["log_density"], rtol=1e-12, atol=1e-12)
@@ -289,8 +291,10 @@ def test_triton_kernel_makes_the_reference_decisions(make_prior, case):
 
 @pytest.mark.skipif("triton" not in MALA_BACKENDS, reason="triton backend unavailable")
 def test_triton_refuses_the_test_for_a_network_that_needs_the_streamed_form(make_prior, monkeypatch):
+    from hebm.backends import pack
     from hebm.backends import triton_backend as tb
     monkeypatch.setitem(tb.TUNING, "reg_limit", 0)  # every network with an MLP streams
+    monkeypatch.setattr(pack, "_NETWORKS", {})  # (a structure keeps its verdicts: these are for this tuning)
     prior = make_prior((5, 3), dtype=torch.float32)
     u = torch.zeros(4, prior.D)
     with pytest.raises(hebm.BackendUnavailable, match=r"Metropolis kernel holds state.*streamed form"):
@@ -316,6 +320,7 @@ def test_cuda_block_code_makes_the_reference_decisions(make_prior, seeded, dtype
     assert why is None, why
     from hebm.args import check_langevin_args
     from hebm.backends import cuda as cb
+    from hebm.backends import pack
     prior = make_prior((5, 3, 2), n_levels=3, dtype=dtype)
     g = torch.Generator().manual_seed(4)
     B, K = 21, 7  # a partial row block
@@ -330,7 +335,7 @@ def test_cuda_block_code_makes_the_reference_decisions(make_prior, seeded, dtype
                   uniforms=torch.rand(K, B, generator=g, dtype=torch.float64).clamp(1e-9, 1 - 1e-9).to(dtype))
     want, wi = hebm.langevin_ref(prior, u, return_info=True, **kw)
     a = check_langevin_args(prior, u, **kw)
-    got, logd, _, stats = cb.run(prior, a, precision="fp32", trace=True, namespace="hebm_cuda_emu")
+    got, logd, _, stats = cb.run(pack.of(prior), a, precision="fp32", trace=True, namespace="hebm_cuda_emu")
     assert torch.equal(stats[0].round().long(), wi["accepted"]) and 0 < int(wi["accepted"].sum()) < B * K
     tol = 1e-10 if dtype == torch.float64 else 1e-4
     torch.testing.assert_close(got, want, rtol=tol, atol=tol)

@@ -29,6 +29,7 @@ import pytest  # noqa: E402
 
 import hebm  # noqa: E402
 from hebm.args import check_langevin_args, check_reverse_args, finish  # noqa: E402
+from hebm.backends import pack  # noqa: E402
 from tests.parity import attribute_prior, make_kwargs, make_prior, on, parity  # noqa: E402
 
 GPU = torch.cuda.is_available()
@@ -88,14 +89,14 @@ class CudaEmu(Runner):
         from hebm.backends import cuda as cb
 
         a = check_langevin_args(prior, u, **kw)
-        out, logd, ran, _ = cb.run(prior, a, precision=precision, trace=True, namespace="hebm_cuda_emu")
+        out, logd, ran, _ = cb.run(pack.of(prior), a, precision=precision, trace=True, namespace="hebm_cuda_emu")
         return finish(prior, a, out, {"backend": self.name, "precision": ran, "log_density": logd}, True)
 
     def reverse(self, prior, sched, u_T, kw, return_levels):
         from hebm.backends import cuda as cb
 
         r = check_reverse_args(prior, sched, u_T, **kw)
-        levels, _ = cb.run_reverse(prior, sched, r, precision="fp32", return_levels=return_levels,
+        levels, _ = cb.run_reverse(pack.of(prior), sched, r, precision="fp32", return_levels=return_levels,
                                    namespace="hebm_cuda_emu")
         return (levels[-1], levels) if return_levels else levels[-1]
 
@@ -137,7 +138,7 @@ class GraphBody(Runner):
         from hebm.backends import graph
 
         a = check_langevin_args(prior, u, **kw)
-        out, logd, ran, _ = graph.run(prior, a, precision=precision, trace=True)
+        out, logd, ran, _ = graph.run(pack.of(prior), a, precision=precision, trace=True)
         return finish(prior, a, out, {"backend": self.name, "precision": ran, "log_density": logd}, True)
 
     def reverse(self, prior, sched, u_T, kw, return_levels):
@@ -145,7 +146,8 @@ class GraphBody(Runner):
         from hebm.reference import reverse_loop
 
         r = check_reverse_args(prior, sched, u_T, **kw)
-        levels = reverse_loop(prior, sched, r, run=lambda p, a: graph.run(p, a, precision="fp32", trace=False)[:2] + (None,))
+        levels = reverse_loop(prior, sched, r,
+                              run=lambda p, a: graph.run(pack.of(p), a, precision="fp32", trace=False)[:2] + (None,))
         return (levels[-1], levels) if return_levels else levels[-1]
 
 

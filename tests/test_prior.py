@@ -8,7 +8,7 @@ import torch
 from torch.distributions import Normal
 
 import hebm
-from hebm.backends.pack import pack_prior
+from hebm.backends import pack
 
 DIMS = [(4,), (5, 3), (3, 1, 6), (7, 2, 5, 3)]
 
@@ -204,26 +204,36 @@ def test_spectral_norm():
 
 
 @pytest.mark.parametrize("n_levels", [None, 3])
-def test_pack_reproduces_networks(make_prior, n_levels):
-    """The packed flat weights, evaluated by hand, give every MLP's output (what kernels read)."""
-    prior = make_prior((5, 3, 2), n_levels=n_levels, spectral_norm=True, act="silu")
-    packed = pack_prior(prior)
-    assert packed.layout.shape[1] == 5 and packed.D == 10
+@pytest.mark.parametrize("bias", [True, False])
+def test_pack_reproduces_networks(make_prior, n_levels, bias):
+    """The slot tensors and the layout table (what the compiled kernels read), evaluated by hand,
+    give every MLP's output; so does the torch form (pack.unpack) the Triton buffer is built from."""
+    prior = make_prior((5, 3, 2), n_levels=n_levels, spectral_norm=True, act="silu", bias=bias)
+    pk = pack.of(prior)
+    net = pk.network
     mods = list(prior.conditionals) + list(prior.energies)
-    assert packed.mlps.shape[0] == len(mods)
+    assert len(net.mlps) == 3 * len(mods) and len(net.layout) % pack.LAY_NCOLS == 0 and net.D == 10
+    torch_form = pack.unpack(pk).all_mlps()
     g = torch.Generator().manual_seed(0)
     for m_idx, mod in enumerate(mods):
-        first, n_layers, code = (int(v) for v in packed.mlps[m_idx])
+        first, n_layers, code = net.mlps[3 * m_idx: 3 * m_idx + 3]
         assert code == mod.act.code
         x = torch.randn(4, mod.widths[0], generator=g, dtype=torch.float64)
-        for level in range(packed.n_levels):
-            h = x
+        for level in range(net.n_levels):
+            h, h2 = x, x
             for j in range(n_layers):
-                fan_in, fan_out, w_off, b_off, rows = (int(v) for v in packed.layout[first + j])
-                W = packed.params[w_off : w_off + fan_in * fan_out].reshape(fan_out, fan_in)
-                bt = packed.params[b_off : b_off + rows * fan_out].reshape(rows, fan_out)
-                h = h @ W.T + bt[min(level, rows - 1)]
+                row = net.layout[(first + j) * pack.LAY_NCOLS:(first + j + 1) * pack.LAY_NCOLS]
+                fan_in, fan_out, w_slot, b_slot, rows, lv_slot, lv_col = row
+                W = pk.values[w_slot].double()
+                assert W.shape == (fan_out, fan_in) and (b_slot >= 0) == bias
+                b = pk.values[b_slot].double() if b_slot >= 0 else 0.0
+                if lv_slot >= 0:
+                    b = b + pk.values[lv_slot].double()[level, lv_col:lv_col + fan_out]
+                h = h @ W.T + b
+                m = torch_form[m_idx]
+                h2 = h2 @ m.weights[j].double().T + m.biases[j].double()[min(level, rows - 1)]
                 if j < n_layers - 1:
-                    h = torch.nn.functional.silu(h)
+                    h, h2 = torch.nn.functional.silu(h), torch.nn.functional.silu(h2)
             want = mod(x, level) if mod.n_levels is not None else mod(x)
             torch.testing.assert_close(h, want, rtol=1e-12, atol=1e-12)
+            torch.testing.assert_close(h2, want, rtol=1e-12, atol=1e-12)

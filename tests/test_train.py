@@ -130,6 +130,34 @@ def test_fused_equals_ref(tmp_path, runs, prior):
         torch.testing.assert_close(v, b.model.state_dict()[k], rtol=1e-4, atol=1e-5, msg=k)
 
 
+@pytest.mark.parametrize("prior", ["ebm", "diffusion"])
+def test_the_training_chains_sample_the_current_weights(tmp_path, runs, prior):
+    """--fused: the training chains run on one hebm.Sampler per prior, refreshed after every
+    change of the weights (optimiser step, power iteration), so after a step they sample exactly
+    what langevin_fused (which reads the prior at every call) samples — and not the prior of
+    before the step."""
+    import hebm
+    # (the ebm run with spectral norm: its power iteration moves the weights too)
+    extra = dict(init=str(runs["ebm"] / "ckpt.pt")) if prior == "diffusion" else dict(spectral_norm=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tr = Trainer.from_settings(tiny(prior, tmp_path, steps=2, fused=True, **extra))
+        tr.train_step()
+    assert tr.samplers and all(isinstance(s, hebm.Sampler) for s in tr.samplers.values())
+    stale = {p: hebm.Sampler(p) for p in tr.samplers}
+    tr.train_step()
+    for p, s in tr.samplers.items():
+        g = torch.Generator().manual_seed(1)
+        u = torch.randn(5, p.D, generator=g)
+        kw = dict(n_steps=3, step_size=0.1, seed=2)
+        if p.n_levels is not None:
+            kw["t"] = 1
+        got = s.run(u, **kw)
+        assert torch.equal(got, hebm.langevin_fused(p, u, **kw))
+        if p.has_energy and any(q.requires_grad for q in p.energies.parameters()):
+            assert not torch.equal(got, stale[p].run(u, **kw))  # the step moved the energies
+
+
 @pytest.mark.parametrize("posterior", ["q", "langevin"])
 def test_ebm_joint_backward_equals_the_two_losses(tmp_path, posterior):
     """The variational EBM step takes one backward of loss_g + mean f(z⁻); its gradients must

@@ -137,13 +137,16 @@ def test_reverse_diffusion_one_launch(monkeypatch, seeded):
 def test_unsupported_reasons(monkeypatch):
     from hebm.args import check_langevin_args
 
+    from hebm.backends import pack
+
     prior = make_prior(dims=(3,), dtype=torch.float64)
-    a = check_langevin_args(prior, torch.zeros(2, 3, dtype=torch.float64), n_steps=1, step_size=0.1, seed=0)
-    assert "float32" in tb.unsupported(prior, a)
+    net, _ = pack.read(prior)
+    cpu = torch.device("cpu")
+    assert "float32" in tb.unsupported(net, device=cpu, dtype=torch.float64)
     prior32 = make_prior(dims=(3,))
-    a32 = check_langevin_args(prior32, torch.zeros(2, 3), n_steps=1, step_size=0.1, seed=0)
+    net32, _ = pack.read(prior32)
     monkeypatch.setenv("TRITON_INTERPRET", "0")
-    assert "CUDA" in tb.unsupported(prior32, a32)
+    assert "CUDA" in tb.unsupported(net32, device=cpu, dtype=torch.float32)
     if not torch.cuda.is_available():
         assert "TRITON_INTERPRET" in tb.unavailable()
         with pytest.raises(hebm.BackendUnavailable):
@@ -197,8 +200,8 @@ def test_one_launch_configuration(monkeypatch):
     """No autotuning: one configuration for every batch size (16 rows, 4 warps, no pipelining);
     the environment pins another one."""
     p = hebm.standard_problem("toy", 4)
-    packed, parts = tb._packed(p.prior, p.u.device)
-    spec = tb.kernel_spec(packed, parts, has_kernel=True, unext_from_state=False, seeded=True, trace=False,
+    pk, _ = tb.packed(p.prior)
+    spec = tb.kernel_spec(pk.network, has_kernel=True, unext_from_state=False, seeded=True, trace=False,
                           store_levels=False, precision="tf32", interpret=False)
     cuda = torch.device("cuda")
     for var in ("HEBM_TRITON_BLOCK_B", "HEBM_TRITON_WARPS", "HEBM_TRITON_STAGES"):
@@ -217,8 +220,8 @@ def test_kernel_form_of_standard_problems(name, precision, form):
     from hebm.kernels import kernel_form
 
     p = hebm.standard_problem(name, 4)
-    packed, parts = tb._packed(p.prior, p.u.device)
-    spec = tb.kernel_spec(packed, parts, has_kernel=True, unext_from_state=False, seeded=True, trace=False,
+    pk, _ = tb.packed(p.prior)
+    spec = tb.kernel_spec(pk.network, has_kernel=True, unext_from_state=False, seeded=True, trace=False,
                           store_levels=False, precision=precision, interpret=False)
     assert kernel_form(spec) == form
 

@@ -145,6 +145,19 @@ inline int64_t panel_index(int64_t k, int64_t n, int64_t K, int64_t Np) {
   return K * j0 * W + k * (wv * W) + (n - j0 * W);
 }
 
+// M[K × Np] in panels (above), element (k, n) = at(k, n): panel after panel, row after row — the
+// order of panel_index, so the writes are contiguous.
+template <typename T, typename F>
+void to_panels(T* dst, int64_t K, int64_t Np, const F& at) {
+  constexpr int64_t W = width<T>();
+  for (int64_t j0 = 0; j0 < Np / W; j0 += NV) {
+    const int64_t wv = std::min<int64_t>(NV, Np / W - j0), n0 = j0 * W, cols = wv * W;
+    T* p = dst + K * n0;
+    for (int64_t k = 0; k < K; ++k, p += cols)
+      for (int64_t c = 0; c < cols; ++c) p[c] = at(k, n0 + c);
+  }
+}
+
 // C[R × Np] (ldc) (+)= A[R × K] (lda) · M[K × Np] (M in panels, above);  R multiple of RB, Np
 // multiple of W.
 template <typename T>
@@ -375,11 +388,11 @@ HEBM_INLINE void vmul_inplace(T* __restrict a, const T* __restrict b, int64_t n)
 
 struct AlignedBuffer {
   void* p = nullptr;
-  explicit AlignedBuffer(size_t bytes) {
+  explicit AlignedBuffer(size_t bytes, bool zero = true) {
     if (bytes == 0) bytes = kAlign;
     p = std::aligned_alloc(kAlign, round_up(static_cast<int64_t>(bytes), kAlign));
     if (!p) throw std::bad_alloc();
-    std::memset(p, 0, round_up(static_cast<int64_t>(bytes), kAlign));
+    if (zero) std::memset(p, 0, round_up(static_cast<int64_t>(bytes), kAlign));
   }
   ~AlignedBuffer() { std::free(p); }
   AlignedBuffer(const AlignedBuffer&) = delete;
@@ -389,10 +402,10 @@ struct AlignedBuffer {
 }  // namespace
 
 // ---------------------------------------------------------------------------------- packed weights
-// Wᵀ (forward) and W (backward) of every Linear layer in micro-kernel column panels, biases
-// column-padded; a function of the params buffer and the tables only, so it is made once per
-// packed prior (hebm/backends/ops.py passes a token; ops.cpp keeps the last few) and shared by
-// every call and thread.
+// Wᵀ (forward) and W (backward) of every Linear layer in micro-kernel column panels, bias tables
+// (bias + level rows) column-padded; a function of the network's numbers only, so a copy that
+// never changes (a hebm.Sampler's: ops.cpp keeps the last few by its token) is laid out once and
+// shared by every call and thread.
 template <typename T>
 struct PackedWeights {
   struct Layer {
@@ -414,15 +427,13 @@ struct PackedWeights {
   int64_t maxWp = 0;
 
   explicit PackedWeights(const Problem<T>& p) {
-    const int64_t n_layers_total = p.n_mlps > 0 ? p.mlps[(p.n_mlps - 1) * MLP_NCOLS + MLP_FIRST] +
-                                                      p.mlps[(p.n_mlps - 1) * MLP_NCOLS + MLP_NLAYERS]
-                                                : 0;
+    const int64_t n_layers_total = p.n_layers;
     int64_t total = 0;
     std::vector<int64_t> wt_off(n_layers_total), wb_off(n_layers_total), b_off(n_layers_total);
     std::vector<int64_t> wr_off(n_layers_total, -1), wtr_off(n_layers_total, -1);
     for (int64_t l = 0; l < n_layers_total; ++l) {
-      const int64_t* row = p.layout + l * LAY_NCOLS;
-      const int64_t in = row[LAY_IN], out = row[LAY_OUT], brows = row[LAY_BROWS];
+      const LayerRef<T>& src = p.layers[l];
+      const int64_t in = src.in, out = src.out, brows = src.brows;
       wt_off[l] = total;
       total += in * padw<T>(out);
       wb_off[l] = total;
@@ -438,35 +449,36 @@ struct PackedWeights {
         total += in * padw<T>(out);
       }
     }
-    buffer.reset(new AlignedBuffer(sizeof(T) * std::max<int64_t>(total, 1)));
+    buffer.reset(new AlignedBuffer(sizeof(T) * std::max<int64_t>(total, 1), /*zero=*/false));  // all written below
     T* base = static_cast<T*>(buffer->p);
     for (int64_t l = 0; l < n_layers_total; ++l) {
-      const int64_t* row = p.layout + l * LAY_NCOLS;
+      const LayerRef<T>& src = p.layers[l];
       Layer ly;
-      ly.in = row[LAY_IN];
-      ly.out = row[LAY_OUT];
-      ly.brows = row[LAY_BROWS];
+      ly.in = src.in;
+      ly.out = src.out;
+      ly.brows = src.brows;
       ly.inp = padw<T>(ly.in);
       ly.outp = padw<T>(ly.out);
-      const T* Wsrc = p.params + row[LAY_W];
-      const T* bsrc = p.params + row[LAY_B];
+      const T* Wsrc = src.W;
       T* wt = base + wt_off[l];
       T* wb = base + wb_off[l];
       T* bb = base + b_off[l];
-      for (int64_t o = 0; o < ly.out; ++o)
-        for (int64_t i = 0; i < ly.in; ++i) {
-          wt[panel_index<T>(i, o, ly.in, ly.outp)] = Wsrc[o * ly.in + i];   // Wᵀ: K = in, N = out
-          wb[panel_index<T>(o, i, ly.out, ly.inp)] = Wsrc[o * ly.in + i];   // W:  K = out, N = in
-        }
+      // every element of every operand written once, in the order of the destination, the
+      // padding as zeros (a langevin_fused call lays the weights out afresh each time: this is
+      // part of its fixed cost, so no memset of the whole buffer first and no scattered writes)
+      const int64_t in = ly.in, out = ly.out;
+      to_panels<T>(wt, in, ly.outp, [&](int64_t k, int64_t n) { return n < out ? Wsrc[n * in + k] : T(0); });  // Wᵀ
+      to_panels<T>(wb, out, ly.inp, [&](int64_t k, int64_t n) { return n < in ? Wsrc[k * in + n] : T(0); });   // W
       for (int64_t r = 0; r < ly.brows; ++r)
-        for (int64_t o = 0; o < ly.out; ++o) bb[r * ly.outp + o] = bsrc[r * ly.out + o];
+        for (int64_t o = 0; o < ly.outp; ++o) bb[r * ly.outp + o] = o < out ? src.bias_at(r, o) : T(0);
       ly.Wrow = wr_off[l] >= 0 ? base + wr_off[l] : nullptr;
       ly.WTrow = wtr_off[l] >= 0 ? base + wtr_off[l] : nullptr;
-      for (int64_t o = 0; o < ly.out; ++o)
-        for (int64_t i = 0; i < ly.in; ++i) {
-          if (ly.Wrow) base[wr_off[l] + o * ly.inp + i] = Wsrc[o * ly.in + i];
-          if (ly.WTrow) base[wtr_off[l] + i * ly.outp + o] = Wsrc[o * ly.in + i];
-        }
+      if (ly.Wrow)
+        for (int64_t o = 0; o < out; ++o)
+          for (int64_t i = 0; i < ly.inp; ++i) base[wr_off[l] + o * ly.inp + i] = i < in ? Wsrc[o * in + i] : T(0);
+      if (ly.WTrow)
+        for (int64_t i = 0; i < in; ++i)
+          for (int64_t o = 0; o < ly.outp; ++o) base[wtr_off[l] + i * ly.outp + o] = o < out ? Wsrc[o * in + i] : T(0);
       ly.Wt = wt;
       ly.Wb = wb;
       ly.bias = bb;

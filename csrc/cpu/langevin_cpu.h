@@ -29,7 +29,7 @@ template <typename T>
 struct SamplerImpl;
 
 // The weights of p's networks in the micro-kernel layout (type-erased; made for p's dtype T).
-// A function of p.params and the tables only: reusable by every Sampler of the same networks.
+// A function of the network's numbers only (p.layers): reusable by every Sampler of the same copy.
 template <typename T>
 std::shared_ptr<const void> pack_weights(const Problem<T>& p);
 

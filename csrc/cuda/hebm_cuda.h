@@ -33,10 +33,24 @@ struct MlpDesc {
 
 HEBM_HD int round4(int x) { return (x + 3) & ~3; }
 
+// KArgs' members of the call record's fields: as hebm::Problem's, but the state is u_in → u_out
+#define HEBM_KMEMBER_U(name)
+#define HEBM_KMEMBER(name, slot, KIND) HEBM_KMEMBER_##KIND(name)
+#define HEBM_KMEMBER_STEPS HEBM_MEMBER_STEPS
+#define HEBM_KMEMBER_COUNT HEBM_MEMBER_COUNT
+#define HEBM_KMEMBER_CHAIN HEBM_MEMBER_CHAIN
+#define HEBM_KMEMBER_LEVEL HEBM_MEMBER_LEVEL
+#define HEBM_KMEMBER_NEXT HEBM_MEMBER_NEXT
+#define HEBM_KMEMBER_SEED HEBM_MEMBER_SEED
+#define HEBM_KMEMBER_IDS HEBM_MEMBER_IDS
+#define HEBM_KMEMBER_NOISE HEBM_MEMBER_NOISE
+#define HEBM_KMEMBER_FLAG HEBM_MEMBER_FLAG
+#define HEBM_KMEMBER_UNIF HEBM_MEMBER_UNIF
+
 // Everything one launch needs, passed by value as a __grid_constant__ kernel parameter.
 template <typename T>
 struct KArgs {
-  // ---- structure (from pack.py's flat tables)
+  // ---- structure (the flat parameter buffer the launcher laid out from csrc/network.h's slots)
   int32_t B, D, L, LD;  // LD = round4(D): row stride of the state buffers
   int32_t dims[kMaxL], offs[kMaxL];
   int32_t n_mlps, n_layers, has_energy, n_levels;
@@ -57,27 +71,15 @@ struct KArgs {
   T* gws;               // global workspace [gridDim.x, ws_block_elems] or nullptr (shared memory)
   int64_t ws_block_elems;
 
-  // ---- per-chain data (Langevin mode; [B] each, materialised)
+  // ---- the call (Langevin mode): one member per field of the call record (csrc/call_record.h;
+  //      the types of csrc/hebm_kernel.h HEBM_MEMBER_<KIND>), the state as u_in → u_out.  With
+  //      metropolis (docs/design.md §2) the step is a proposal (c = 1) kept when log U < log α; U
+  //      from `uniforms` [n_steps, B] or stream 2; accept [2, B] (zeroed by the launcher) gets the
+  //      accepted proposals and Σ min(1, α).  Langevin mode only.
   const T* u_in;
   T* u_out;
-  const T* step_size;
-  const T* noise_scale;
-  const T* energy_scale;
-  const int64_t* t;  // nullptr: level 0
-  const T* u_next;   // nullptr: no kernel term
-  const T* alpha;
-  const T* sigma;
-  const T* noise;    // [n_steps (· n_lv), B, D] or nullptr (Philox)
-  uint32_t key0, key1;
-  const int64_t* chain_ids;
-  int64_t step_offset;
-  int32_t n_steps;
+  HEBM_LANGEVIN_FIELDS(HEBM_KMEMBER)
   T* log_density;    // [n_steps, B] or nullptr
-  // Metropolis adjustment (docs/design.md §2): the step is a proposal (c = 1) kept when
-  // log U < log α; U from `uniforms` [n_steps, B] or stream 2; accept [2, B] (zeroed by the
-  // launcher) gets the accepted proposals and Σ min(1, α).  Langevin mode only.
-  int32_t metropolis = 0;
-  const T* uniforms = nullptr;
   T* accept = nullptr;
 
   // ---- reverse-diffusion mode (n_lv > 0): levels j = 0..n_lv-1, scalars per level

@@ -1,9 +1,11 @@
 // langevin_cuda.cpp — torch binding of the fused CUDA sampler, and its host block emulator.
 //
 // * TORCH_LIBRARY_IMPL(hebm, CUDA): the CUDA implementations of the ops hebm::langevin and
-//   hebm::reverse_diffusion (schema defined once in Python, hebm/backends/ops.py).  Arguments are
-//   checked and turned into one KArgs struct (hebm_cuda.h); the kernel (langevin_kernel.cu) runs
-//   the whole loop in one launch, after a small transpose launch (Wᵀ for the forward products).
+//   hebm::reverse_diffusion (schema defined once in Python, hebm/backends/ops.py, from the call
+//   record).  Boxed kernels: the arguments are read from their slots (csrc/call_record.h) through
+//   csrc/network.h, the network's slot tensors laid out in one flat buffer, and everything turned
+//   into one KArgs struct (hebm_cuda.h); the kernel (langevin_kernel.cu) runs the whole loop in one
+//   launch, after a small transpose launch (Wᵀ for the forward products).
 // * TORCH_LIBRARY_IMPL(hebm_cuda_emu, CPU): the same two ops (same schema), implemented on CPU
 //   tensors by running the kernel's block code (langevin_block.cuh) as 256 fibers (ucontext) with
 //   emulated barriers for __syncthreads and the warp reductions.  Tests only: it checks, without a GPU, that the code the GPU runs
@@ -34,6 +36,7 @@
 #endif
 
 #include "langevin_block.cuh"
+#include "../network.h"
 
 namespace hebm {
 namespace cuda {
@@ -61,10 +64,6 @@ Structure fill_structure(KArgs<T>& a, const at::Tensor& params, at::IntArrayRef 
                          double sigma_min, double sigma_clamp) {
   Structure s;
   s.L = (int)dims.size();
-  const std::string why = validate_structure(dims.data(), (int64_t)dims.size(), layout.data(), (int64_t)layout.size(),
-                                             mlps.data(), (int64_t)mlps.size(), (int64_t)act_params.size(), has_energy,
-                                             n_levels, params.numel());
-  TORCH_CHECK(why.empty(), "hebm cuda: ", why);
   // the CUDA kernel's own limits (fixed-size argument tables, hebm_cuda.h)
   TORCH_CHECK(s.L <= kMaxL, "hebm cuda: 1 to ", kMaxL, " latent layers supported, got ", s.L);
   s.n_layers = (int)(layout.size() / LAY_NCOLS);
@@ -116,6 +115,39 @@ Structure fill_structure(KArgs<T>& a, const at::Tensor& params, at::IntArrayRef 
     s.maxout = std::max(s.maxout, want_out);
   }
   return s;
+}
+
+// The network's slot tensors (csrc/network.h, checked) laid out in one flat buffer on their
+// device — per layer W [out, in], then its bias table [brows, out] = bias + level rows (ATen's
+// additions: the bits every backend reads) — and the layout table of that buffer (the columns of
+// hebm_kernel.h; LAY_W / LAY_B hold element offsets here).
+struct FlatNetwork {
+  at::Tensor params;
+  std::vector<int64_t> layout;
+};
+
+inline FlatNetwork flatten_network(const NetworkArgs& net) {
+  FlatNetwork f;
+  std::vector<at::Tensor> pieces;
+  int64_t off = 0;
+  const at::Tensor& any = net.slots.at(0);
+  for (int64_t l = 0; l < net.n_layers; ++l) {
+    const int64_t* row = net.layout.data() + l * LAY_NCOLS;
+    const int64_t out = row[LAY_OUT], brows = row[LAY_BROWS];
+    const at::Tensor& W = net.slots[row[LAY_W]];
+    at::Tensor bt = row[LAY_B] >= 0 ? net.slots[row[LAY_B]].reshape({1, out}) : at::zeros({1, out}, any.options());
+    if (row[LAY_LV] >= 0) bt = bt + net.slots[row[LAY_LV]].narrow(1, row[LAY_LVCOL], out);
+    std::vector<int64_t> r(row, row + LAY_NCOLS);
+    r[LAY_W] = off;
+    off += W.numel();
+    r[LAY_B] = off;
+    off += brows * out;
+    f.layout.insert(f.layout.end(), r.begin(), r.end());
+    pieces.push_back(W.reshape({-1}));
+    pieces.push_back(bt.reshape({-1}));
+  }
+  f.params = at::cat(pieces).contiguous();
+  return f;
 }
 
 struct Plan {
@@ -346,16 +378,6 @@ struct DeviceInfo {
   int n_sm;
 };
 
-void check_vec(const at::Tensor& x, const char* name, int64_t B, const at::Tensor& u, bool integer = false) {
-  TORCH_CHECK(x.dim() == 1 && x.size(0) == B, "hebm cuda: ", name, " must be [B] = [", B, "], got ", x.sizes());
-  TORCH_CHECK(x.device() == u.device(), "hebm cuda: ", name, " must be on ", u.device());
-  if (integer) {
-    TORCH_CHECK(x.scalar_type() == at::kLong, "hebm cuda: ", name, " must be int64");
-  } else {
-    TORCH_CHECK(x.scalar_type() == u.scalar_type(), "hebm cuda: ", name, " must be ", u.scalar_type());
-  }
-}
-
 void check_precision(c10::string_view precision, const at::Tensor& u) {
   const std::string p(precision.data(), precision.size());
   TORCH_CHECK(p == "fp32" || p == "tf32" || p == "bf16" || p == "fp64" || p == "auto",
@@ -405,84 +427,38 @@ void launch(KArgs<T>& a, const Plan& p, const at::Tensor& u, const at::Tensor& p
 }
 #endif
 
+// each call-record field of the op into its KArgs member, from the reader c (csrc/network.h)
+#define HEBM_READ(name, slot, KIND) HEBM_FILL_##KIND(a, c, name, slot)
+
 template <typename T>
-std::tuple<at::Tensor, at::Tensor, at::Tensor> langevin_impl(
-    bool emulated, const at::Tensor& u_, const at::Tensor& params_, at::IntArrayRef dims, at::IntArrayRef layout,
-    at::IntArrayRef mlps, at::ArrayRef<double> act_params, bool has_energy, int64_t n_levels, double sigma_min, double sigma_clamp, int64_t pack_token,
-    const at::Tensor& step_size, const at::Tensor& noise_scale, const at::Tensor& energy_scale,
-    const std::optional<at::Tensor>& t, const std::optional<at::Tensor>& u_next, const std::optional<at::Tensor>& alpha,
-    const std::optional<at::Tensor>& sigma, const std::optional<at::Tensor>& noise, int64_t key0, int64_t key1,
-    const at::Tensor& chain_ids, int64_t n_steps, int64_t step_offset, bool trace, bool metropolis,
-    const std::optional<at::Tensor>& uniforms) {
-  const at::Tensor u = u_.contiguous();
-  const at::Tensor params = params_.contiguous();
-  TORCH_CHECK(params.scalar_type() == u.scalar_type() && params.device() == u.device(),
-              "hebm cuda: params must match u's dtype and device");
+std::tuple<at::Tensor, at::Tensor, at::Tensor> langevin_impl(bool emulated, CallReader& c, const NetworkArgs& net,
+                                                             bool trace) {
+  const at::Tensor u = c.u.contiguous();
+  const FlatNetwork flat = flatten_network(net);
+  const at::Tensor& params = flat.params;
   KArgs<T> a;
-  Structure s = fill_structure(a, params, dims, layout, mlps, act_params, has_energy, n_levels, sigma_min, sigma_clamp);
-  TORCH_CHECK(u.dim() == 2 && u.size(1) == s.D && u.size(0) >= 1, "hebm cuda: u must be [B, ", s.D, "], got ", u.sizes());
+  Structure s = fill_structure(a, params, net.dims, flat.layout, net.mlps, net.act_params, net.has_energy, net.n_levels,
+                               net.sigma_min, net.sigma_clamp);
+  TORCH_CHECK(u.size(1) == s.D && u.size(0) >= 1, "hebm cuda: u must be [B, ", s.D, "], got ", u.sizes());
   const int64_t B = u.size(0);
   TORCH_CHECK(B < (int64_t(1) << 31) && B * s.D < (int64_t(1) << 40), "hebm cuda: batch too large");
-  TORCH_CHECK(n_steps >= 0 && n_steps < (int64_t(1) << 31) && step_offset >= 0, "hebm cuda: bad n_steps/step_offset");
   a.B = (int)B;
-  at::Tensor ss = step_size.contiguous(), cs = noise_scale.contiguous(), ls = energy_scale.contiguous();
-  check_vec(ss, "step_size", B, u);
-  check_vec(cs, "noise_scale", B, u);
-  check_vec(ls, "energy_scale", B, u);
-  at::Tensor tt, un, al, sg, nz, ids = chain_ids.contiguous();
-  check_vec(ids, "chain_ids", B, u, true);
-  if (t.has_value()) { tt = t->contiguous(); check_vec(tt, "t", B, u, true); }
-  const bool kern = u_next.has_value();
-  if (kern) {
-    TORCH_CHECK(alpha.has_value() && sigma.has_value(), "hebm cuda: u_next needs alpha and sigma");
-    un = u_next->contiguous();
-    TORCH_CHECK(un.sizes() == u.sizes() && un.scalar_type() == u.scalar_type() && un.device() == u.device(),
-                "hebm cuda: u_next must match u");
-    al = alpha->contiguous(); sg = sigma->contiguous();
-    check_vec(al, "alpha", B, u);
-    check_vec(sg, "sigma", B, u);
-  }
-  if (noise.has_value()) {
-    nz = noise->contiguous();
-    TORCH_CHECK(nz.dim() == 3 && nz.size(0) == n_steps && nz.size(1) == B && nz.size(2) == s.D &&
-                    nz.scalar_type() == u.scalar_type() && nz.device() == u.device(),
-                "hebm cuda: noise must be [K, B, D] = [", n_steps, ", ", B, ", ", s.D, "] of u's dtype, got ", nz.sizes());
-  }
-  at::Tensor uf;
-  if (uniforms.has_value()) {
-    TORCH_CHECK(metropolis && noise.has_value(), "hebm cuda: uniforms go with metropolis=True and explicit noise");
-    uf = uniforms->contiguous();
-    TORCH_CHECK(uf.dim() == 2 && uf.size(0) == n_steps && uf.size(1) == B && uf.scalar_type() == u.scalar_type() &&
-                    uf.device() == u.device(),
-                "hebm cuda: uniforms must be [K, B] = [", n_steps, ", ", B, "] of u's dtype, got ", uf.sizes());
-  }
-  TORCH_CHECK(!metropolis || noise.has_value() == uf.defined(), "hebm cuda: metropolis=True with explicit noise needs uniforms");
+  HEBM_LANGEVIN_FIELDS(HEBM_READ)
+  // guards of the kernel's memory (the rules are hebm/args.py's)
+  TORCH_CHECK(a.n_steps < (int64_t(1) << 31), "hebm cuda: bad n_steps");
+  TORCH_CHECK(a.u_next == nullptr || (a.alpha != nullptr && a.sigma != nullptr), "hebm cuda: u_next needs alpha and sigma");
+  const bool kern = a.u_next != nullptr;
   at::Tensor out = at::empty_like(u);
-  at::Tensor logd = trace ? at::empty({n_steps, B}, u.options()) : at::empty({0}, u.options());
-  at::Tensor acc = metropolis ? at::zeros({2, B}, u.options()) : at::empty({0}, u.options());
-  if (n_steps == 0) {
+  at::Tensor logd = trace ? at::empty({a.n_steps, B}, u.options()) : at::empty({0}, u.options());
+  at::Tensor acc = a.metropolis ? at::zeros({2, B}, u.options()) : at::empty({0}, u.options());
+  if (a.n_steps == 0) {
     out.copy_(u);
     return {out, logd, acc};
   }
   a.u_in = u.data_ptr<T>();
   a.u_out = out.data_ptr<T>();
-  a.step_size = ss.data_ptr<T>();
-  a.noise_scale = cs.data_ptr<T>();
-  a.energy_scale = ls.data_ptr<T>();
-  a.t = tt.defined() ? tt.data_ptr<int64_t>() : nullptr;
-  a.u_next = kern ? un.data_ptr<T>() : nullptr;
-  a.alpha = kern ? al.data_ptr<T>() : nullptr;
-  a.sigma = kern ? sg.data_ptr<T>() : nullptr;
-  a.noise = nz.defined() ? nz.data_ptr<T>() : nullptr;
-  a.key0 = (uint32_t)(key0 & 0xFFFFFFFF);
-  a.key1 = (uint32_t)(key1 & 0xFFFFFFFF);
-  a.chain_ids = ids.data_ptr<int64_t>();
-  a.step_offset = step_offset;
-  a.n_steps = (int)n_steps;
   a.log_density = trace ? logd.data_ptr<T>() : nullptr;
-  a.metropolis = metropolis ? 1 : 0;
-  a.uniforms = uf.defined() ? uf.data_ptr<T>() : nullptr;
-  a.accept = metropolis ? acc.data_ptr<T>() : nullptr;
+  a.accept = a.metropolis ? acc.data_ptr<T>() : nullptr;
   a.n_lv = 0;
   if (emulated) {
     TORCH_CHECK(u.device().is_cpu(), "hebm_cuda_emu takes CPU tensors");
@@ -508,47 +484,29 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> langevin_impl(
 }
 
 template <typename T>
-at::Tensor reverse_impl(bool emulated, const at::Tensor& uT_, const at::Tensor& params_, at::IntArrayRef dims,
-                        at::IntArrayRef layout, at::IntArrayRef mlps, at::ArrayRef<double> act_params, bool has_energy,
-                        int64_t n_levels, double sigma_min, double sigma_clamp, int64_t pack_token,
-                        at::IntArrayRef level_t,
-                        at::ArrayRef<double> level_step,
-                        at::ArrayRef<double> level_energy_scale, at::ArrayRef<double> level_alpha,
-                        at::ArrayRef<double> level_sigma, const at::Tensor& noise_scale,
-                        const std::optional<at::Tensor>& noise, int64_t key0, int64_t key1, const at::Tensor& chain_ids,
-                        int64_t n_steps, bool return_levels) {
-  const at::Tensor u = uT_.contiguous();
-  const at::Tensor params = params_.contiguous();
-  TORCH_CHECK(params.scalar_type() == u.scalar_type() && params.device() == u.device(),
-              "hebm cuda: params must match u_T's dtype and device");
+at::Tensor reverse_impl(bool emulated, CallReader& c, const NetworkArgs& net, const std::vector<int64_t>& level_t,
+                        const std::vector<double>& level_step, const std::vector<double>& level_lam,
+                        const std::vector<double>& level_alpha, const std::vector<double>& level_sigma,
+                        bool return_levels) {
+  const at::Tensor u = c.u.contiguous();
+  const FlatNetwork flat = flatten_network(net);
+  const at::Tensor& params = flat.params;
   KArgs<T> a;
-  Structure s = fill_structure(a, params, dims, layout, mlps, act_params, has_energy, n_levels, sigma_min, sigma_clamp);
-  TORCH_CHECK(u.dim() == 2 && u.size(1) == s.D && u.size(0) >= 1, "hebm cuda: u_T must be [B, ", s.D, "]");
+  Structure s = fill_structure(a, params, net.dims, flat.layout, net.mlps, net.act_params, net.has_energy, net.n_levels,
+                               net.sigma_min, net.sigma_clamp);
+  TORCH_CHECK(u.size(1) == s.D && u.size(0) >= 1, "hebm cuda: u_T must be [B, ", s.D, "]");
   const int64_t B = u.size(0);
   TORCH_CHECK(B < (int64_t(1) << 31), "hebm cuda: batch too large");
-  const int n_lv = (int)level_t.size();
-  TORCH_CHECK(n_lv >= 1 && n_lv <= kMaxLevels, "hebm cuda: 1 to ", kMaxLevels, " levels supported, got ", n_lv);
-  TORCH_CHECK((int)level_step.size() == n_lv && (int)level_energy_scale.size() == n_lv && (int)level_alpha.size() == n_lv &&
-                  (int)level_sigma.size() == n_lv,
-              "hebm cuda: the level lists must have one entry per level");
-  TORCH_CHECK(n_steps >= 0 && n_steps < (1 << 30), "hebm cuda: bad n_steps");
   a.B = (int)B;
-  at::Tensor cs = noise_scale.contiguous(), ids = chain_ids.contiguous(), nz;
-  check_vec(cs, "noise_scale", B, u);
-  check_vec(ids, "chain_ids", B, u, true);
-  if (noise.has_value()) {
-    nz = noise->contiguous();
-    TORCH_CHECK(nz.dim() == 3 && nz.size(0) == n_lv * n_steps && nz.size(1) == B && nz.size(2) == s.D &&
-                    nz.scalar_type() == u.scalar_type() && nz.device() == u.device(),
-                "hebm cuda: noise must be [n_levels·K, B, D] of u_T's dtype, got ", nz.sizes());
-  }
+  HEBM_REVERSE_FIELDS(HEBM_READ)
+  TORCH_CHECK(a.n_steps < (1 << 30), "hebm cuda: bad n_steps");
+  const int n_lv = (int)level_t.size();
   a.n_lv = n_lv;
   for (int j = 0; j < n_lv; ++j) {
-    TORCH_CHECK(level_t[j] >= 0 && level_t[j] < n_levels, "hebm cuda: level_t out of range");
-    TORCH_CHECK(level_sigma[j] > 0, "hebm cuda: level_sigma must be > 0");
+    TORCH_CHECK(level_t[j] >= 0 && level_t[j] < net.n_levels, "hebm cuda: level_t out of range");
     a.lv_t[j] = (int)level_t[j];
     a.lv_step[j] = (T)level_step[j];
-    a.lv_lam[j] = (T)level_energy_scale[j];
+    a.lv_lam[j] = (T)level_lam[j];
     a.lv_alpha[j] = (T)level_alpha[j];
     a.lv_sigma[j] = (T)level_sigma[j];
   }
@@ -558,12 +516,6 @@ at::Tensor reverse_impl(bool emulated, const at::Tensor& uT_, const at::Tensor& 
   a.u_in = u.data_ptr<T>();
   a.u_out = return_levels ? levels[n_lv].data_ptr<T>() : out.data_ptr<T>();
   a.levels_out = return_levels ? levels.data_ptr<T>() : nullptr;
-  a.noise_scale = cs.data_ptr<T>();
-  a.noise = nz.defined() ? nz.data_ptr<T>() : nullptr;
-  a.key0 = (uint32_t)(key0 & 0xFFFFFFFF);
-  a.key1 = (uint32_t)(key1 & 0xFFFFFFFF);
-  a.chain_ids = ids.data_ptr<int64_t>();
-  a.n_steps = (int)n_steps;
   if (emulated) {
     TORCH_CHECK(u.device().is_cpu(), "hebm_cuda_emu takes CPU tensors");
     Plan p = make_plan(a, s, true, B, 227 * 1024, 132);
@@ -589,42 +541,47 @@ at::Tensor reverse_impl(bool emulated, const at::Tensor& uT_, const at::Tensor& 
 
 // --------------------------------------------------------------------------------- op entry points
 template <bool EMU>
-std::tuple<at::Tensor, at::Tensor, at::Tensor> langevin_op(
-    const at::Tensor& u, const at::Tensor& params, at::IntArrayRef dims, at::IntArrayRef layout, at::IntArrayRef mlps,
-    at::ArrayRef<double> act_params, bool has_energy, int64_t n_levels, double sigma_min, double sigma_clamp, int64_t pack_token, const at::Tensor& step_size,
-    const at::Tensor& noise_scale, const at::Tensor& energy_scale, const std::optional<at::Tensor>& t,
-    const std::optional<at::Tensor>& u_next, const std::optional<at::Tensor>& alpha, const std::optional<at::Tensor>& sigma,
-    const std::optional<at::Tensor>& noise, int64_t key0, int64_t key1, const at::Tensor& chain_ids, int64_t n_steps,
-    int64_t step_offset, bool trace, bool metropolis, const std::optional<at::Tensor>& uniforms,
-    c10::string_view precision) {
-  // the argument rules live in Python (hebm/args.py)
-  check_precision(precision, u);
-  if (u.scalar_type() == at::kDouble)
-    return langevin_impl<double>(EMU, u, params, dims, layout, mlps, act_params, has_energy, n_levels, sigma_min, sigma_clamp, pack_token, step_size,
-                                 noise_scale, energy_scale, t, u_next, alpha, sigma, noise, key0, key1, chain_ids, n_steps,
-                                 step_offset, trace, metropolis, uniforms);
-  return langevin_impl<float>(EMU, u, params, dims, layout, mlps, act_params, has_energy, n_levels, sigma_min, sigma_clamp, pack_token, step_size,
-                              noise_scale, energy_scale, t, u_next, alpha, sigma, noise, key0, key1, chain_ids, n_steps,
-                              step_offset, trace, metropolis, uniforms);
+void langevin_op(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
+  static std::once_flag schema_checked;
+  std::call_once(schema_checked, [&] { check_schema(op, kLangevinArgNames, LANGEVIN_N_ARGS); });
+  const auto args = torch::jit::last(*stack, LANGEVIN_N_ARGS);
+  CallReader c(args, LANGEVIN_U, "u");
+  check_precision(args[LANGEVIN_PRECISION].toStringView(), c.u);
+  const NetworkArgs net = read_network(args, c.u);
+  c.n_levels = net.n_levels;
+  const bool trace = args[LANGEVIN_TRACE].toBool();
+  auto res = c.u.scalar_type() == at::kDouble ? langevin_impl<double>(EMU, c, net, trace)
+                                              : langevin_impl<float>(EMU, c, net, trace);
+  torch::jit::drop(*stack, LANGEVIN_N_ARGS);
+  torch::jit::push(*stack, std::move(std::get<0>(res)), std::move(std::get<1>(res)), std::move(std::get<2>(res)));
 }
 
 template <bool EMU>
-at::Tensor reverse_op(const at::Tensor& u_T, const at::Tensor& params, at::IntArrayRef dims, at::IntArrayRef layout,
-                      at::IntArrayRef mlps, at::ArrayRef<double> act_params, bool has_energy, int64_t n_levels,
-                      double sigma_min, double sigma_clamp, int64_t pack_token, at::IntArrayRef level_t,
-                      at::ArrayRef<double> level_step,
-                      at::ArrayRef<double> level_energy_scale, at::ArrayRef<double> level_alpha,
-                      at::ArrayRef<double> level_sigma, const at::Tensor& noise_scale, const std::optional<at::Tensor>& noise,
-                      int64_t key0, int64_t key1, const at::Tensor& chain_ids, int64_t n_steps, bool return_levels,
-                      c10::string_view precision) {
-  check_precision(precision, u_T);
-  if (u_T.scalar_type() == at::kDouble)
-    return reverse_impl<double>(EMU, u_T, params, dims, layout, mlps, act_params, has_energy, n_levels, sigma_min, sigma_clamp, pack_token, level_t,
-                                level_step, level_energy_scale, level_alpha, level_sigma, noise_scale, noise, key0, key1,
-                                chain_ids, n_steps, return_levels);
-  return reverse_impl<float>(EMU, u_T, params, dims, layout, mlps, act_params, has_energy, n_levels, sigma_min, sigma_clamp, pack_token, level_t,
-                             level_step, level_energy_scale, level_alpha, level_sigma, noise_scale, noise, key0, key1,
-                             chain_ids, n_steps, return_levels);
+void reverse_op(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
+  static std::once_flag schema_checked;
+  std::call_once(schema_checked, [&] { check_schema(op, kReverseArgNames, REVERSE_N_ARGS); });
+  const auto args = torch::jit::last(*stack, REVERSE_N_ARGS);
+  CallReader c(args, REVERSE_U_T, "u_T");
+  check_precision(args[REVERSE_PRECISION].toStringView(), c.u);
+  const NetworkArgs net = read_network(args, c.u);
+  c.n_levels = net.n_levels;
+  const std::vector<int64_t> level_t = args[REVERSE_LEVEL_T].toIntVector();
+  const std::vector<double> step = args[REVERSE_LEVEL_STEP].toDoubleVector();
+  const std::vector<double> lam = args[REVERSE_LEVEL_ENERGY_SCALE].toDoubleVector();
+  const std::vector<double> alpha = args[REVERSE_LEVEL_ALPHA].toDoubleVector();
+  const std::vector<double> sigma = args[REVERSE_LEVEL_SIGMA].toDoubleVector();
+  const int n_lv = (int)level_t.size();
+  TORCH_CHECK(n_lv >= 1 && n_lv <= kMaxLevels, "hebm cuda: 1 to ", kMaxLevels, " levels supported, got ", n_lv);
+  TORCH_CHECK((int)step.size() == n_lv && (int)lam.size() == n_lv && (int)alpha.size() == n_lv &&
+                  (int)sigma.size() == n_lv,
+              "hebm cuda: the level lists must have one entry per level");
+  c.steps_per_count = n_lv;
+  const bool return_levels = args[REVERSE_RETURN_LEVELS].toBool();
+  at::Tensor res = c.u.scalar_type() == at::kDouble
+                       ? reverse_impl<double>(EMU, c, net, level_t, step, lam, alpha, sigma, return_levels)
+                       : reverse_impl<float>(EMU, c, net, level_t, step, lam, alpha, sigma, return_levels);
+  torch::jit::drop(*stack, REVERSE_N_ARGS);
+  torch::jit::push(*stack, std::move(res));
 }
 
 }  // namespace
@@ -633,8 +590,8 @@ at::Tensor reverse_op(const at::Tensor& u_T, const at::Tensor& params, at::IntAr
 
 // The schema of both namespaces (hebm, hebm_cuda_emu) is defined once, in Python: hebm/backends/ops.py.
 TORCH_LIBRARY_IMPL(hebm_cuda_emu, CPU, m) {
-  m.impl("langevin", TORCH_FN(hebm::cuda::langevin_op<true>));
-  m.impl("reverse_diffusion", TORCH_FN(hebm::cuda::reverse_op<true>));
+  m.impl("langevin", torch::CppFunction::makeFromBoxedFunction<&hebm::cuda::langevin_op<true>>());
+  m.impl("reverse_diffusion", torch::CppFunction::makeFromBoxedFunction<&hebm::cuda::reverse_op<true>>());
 }
 
 // setup.py passes -DHEBM_SOURCE_HASH_TOKEN=h<hex>; hebm/backends/_build.py compares it with the
@@ -660,7 +617,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
 
 #ifdef HEBM_WITH_CUDA
 TORCH_LIBRARY_IMPL(hebm, CUDA, m) {
-  m.impl("langevin", TORCH_FN(hebm::cuda::langevin_op<false>));
-  m.impl("reverse_diffusion", TORCH_FN(hebm::cuda::reverse_op<false>));
+  m.impl("langevin", torch::CppFunction::makeFromBoxedFunction<&hebm::cuda::langevin_op<false>>());
+  m.impl("reverse_diffusion", torch::CppFunction::makeFromBoxedFunction<&hebm::cuda::reverse_op<false>>());
 }
 #endif

@@ -1,30 +1,29 @@
-"""Backend registry and choice for :func:`hebm.langevin_fused` / :func:`hebm.reverse_diffusion`.
+"""Backend registry and choice for :class:`hebm.Sampler` (and so :func:`hebm.langevin_fused` /
+:func:`hebm.reverse_diffusion`).
 
-Each fused backend is a module ``hebm.backends.<module>`` that defines
+Each backend is a module ``hebm.backends.<module>`` that defines
 
     NAME: str
-    FEATURES: tuple                                 # optional: "sigma_clamp", "metropolis" (that math), "proves_prior" (below)
-    def unavailable() -> Optional[str]            # None if usable on this machine, else why + the fix
-    def unsupported(prior, args, precision) -> Optional[str]  # None if it can run this network, these tensors
-                                                                # and this resolved precision
-    def run(prior, args, *, precision, trace) -> (u_out [B, D], log_density [K, B] or None, precision ran,
-                                                  accept stats [2, B] with args.metropolis, else None)
+    FEATURES: tuple          # optional: "sigma_clamp", "metropolis" (the math it implements),
+                             # "module" (it runs the prior module itself: ref, graph — no values packed)
+    def unavailable() -> Optional[str]       # None if usable on this machine, else why + the fix
+    def unsupported(network, *, device, dtype, precision, metropolis) -> Optional[str]
+                             # None if it runs this structure (hebm.backends.pack.Network) on these
+                             # tensors at this resolved precision: decided from the structure, never
+                             # from the values
+    def run(pack, args, *, precision, trace) -> (u_out [B, D], log_density [K, B] or None, precision ran,
+                                                 accept stats [2, B] with args.metropolis, else None)
     # optional, the whole reverse diffusion in one launch:
-    def run_reverse(prior, schedule, rargs, *, precision, return_levels) -> ([ũ_T, …, ũ_0] or [ũ_T, ũ_0], precision ran)
+    def run_reverse(pack, schedule, rargs, *, precision, return_levels) -> ([ũ_T, …, ũ_0] or [ũ_T, ũ_0],
+                                                                           precision ran) or None
 
-Every backend, the reference loop included (``"ref"``), is such a module, and this registry is
-the only place that names them: the dispatch (:mod:`hebm.dispatch`) asks it which one runs and
-calls :func:`run`.  The argument rules are applied once, before any backend runs
-(:mod:`hebm.args`); a backend with ``"proves_prior"`` in ``FEATURES`` is left the one check it
-proves anyway — the prior's dtype/device (:func:`hebm.args.check_prior`), which the CPU
-backend's pack cache proves by its byte comparison (``args.pending_prior``) — and raises that
-check's error, word for word.
-
-``args`` is a checked :class:`hebm.args.LangevinArgs` (``rargs`` a :class:`hebm.args.ReverseArgs`);
-kernels read the prior through the pack cache of :mod:`hebm.backends.pack`.  Whether a backend
-is available is found once per process by the backend itself (the extension build, the import);
-whether the kernels take a prior's networks, once per prior structure
-(:func:`hebm.backends.pack.network_support`).
+``pack`` is a :class:`hebm.backends.pack.Pack` (the structure, the slot tensors, their dtype and
+device, the prior module); ``args`` a checked :class:`hebm.args.LangevinArgs` (``rargs`` a
+:class:`hebm.args.ReverseArgs`).  Every backend, the reference loop included (``"ref"``), is such a
+module, and this registry is the only place that names them: a Sampler asks it once, when it is
+built, which one runs (:func:`choose`) and then calls that module's ``run``.  Whether a backend is
+available is found once per process by the backend itself (the extension build, the import);
+whether it takes a structure, once per structure (the Network keeps the verdict).
 """
 from __future__ import annotations
 
@@ -57,8 +56,6 @@ class BackendUnavailable(RuntimeError):
 
 
 _warned: set = set()
-
-
 _LOADED: dict = {}  # module path -> module, once imported (import_module costs µs a call)
 
 
@@ -76,6 +73,11 @@ def _module(name: str):
         raise
 
 
+def module(name: str):
+    """The module of backend ``name`` (which :func:`choose` returned)."""
+    return _module(name)
+
+
 def unavailable(name: str) -> Optional[str]:
     """None if backend ``name`` can run on this machine, else the reason (with the fix).  Cheap
     after the first call: each backend caches what it found (the extension build, the import)."""
@@ -90,40 +92,56 @@ def unavailable(name: str) -> Optional[str]:
     return mod.unavailable()
 
 
-def _why_not(name: str, prior, args, precision: str = "fp32") -> Optional[str]:
+def features(name: str) -> tuple:
+    return getattr(_module(name), "FEATURES", ())
+
+
+def why_not(name: str, network, device: torch.device, dtype: torch.dtype, precision: str,
+            metropolis: bool = False) -> Optional[str]:
+    """None if backend ``name`` runs this structure on these tensors here, else why not.  Whether
+    the backend is available is its own (cached) answer; whether it takes the structure is decided
+    once per (backend, structure, device, dtype, precision, metropolis) and kept in the Network."""
     why = unavailable(name)
     if why is not None:
         return why
-    mod = _module(name)
-    clamp = getattr(prior, "sigma_clamp", 0.0)
-    if clamp and "sigma_clamp" not in getattr(mod, "FEATURES", ()):
-        return (f"backend {name!r} does not implement the soft clamp of the conditionals' log σ "
-                f"(sigma_clamp={clamp:g}); use backend 'cpu', 'cuda', 'graph' or 'ref'")
-    if getattr(args, "metropolis", False) and "metropolis" not in getattr(mod, "FEATURES", ()):
-        return f"backend {name!r} does not implement the Metropolis test (metropolis=True) yet; use backend 'cpu' or 'ref'"
-    return mod.unsupported(prior, args, precision=precision)
+    key = ("takes", name, device, dtype, precision, metropolis)
+    try:
+        return network.derived[key]
+    except KeyError:
+        pass
+    feats = features(name)
+    if network.sigma_clamp and "sigma_clamp" not in feats:
+        why = (f"backend {name!r} does not implement the soft clamp of the conditionals' log σ "
+               f"(sigma_clamp={network.sigma_clamp:g}); use backend 'cpu', 'cuda', 'graph' or 'ref'")
+    elif metropolis and "metropolis" not in feats:
+        why = f"backend {name!r} does not implement the Metropolis test (metropolis=True) yet; use backend 'cpu' or 'ref'"
+    else:
+        why = _module(name).unsupported(network, device=device, dtype=dtype, precision=precision, metropolis=metropolis)
+    network.derived[key] = why
+    return why
 
 
 def _warn_once(msg: str) -> None:
     if msg not in _warned:
         _warned.add(msg)
-        warnings.warn(msg, RuntimeWarning, stacklevel=4)
+        warnings.warn(msg, RuntimeWarning, stacklevel=5)
 
 
-def choose(prior, args, backend: str, precision: str = "fp32") -> str:
-    """The backend that will run: ``backend`` itself (or :class:`BackendUnavailable` naming the
-    fix), or for ``"auto"`` the first usable one of :data:`AUTO_ORDER` for the device, else
-    ``"ref"`` with a one-line warning.  ``precision``: the resolved one (:func:`resolve_precision`)."""
+def choose(network, device: torch.device, dtype: torch.dtype, backend: str, precision: str,
+           metropolis: bool = False) -> str:
+    """The backend that runs: ``backend`` itself (or :class:`BackendUnavailable` naming the fix),
+    or for ``"auto"`` the first usable one of :data:`AUTO_ORDER` for the device, else ``"ref"``
+    with a one-line warning.  ``precision``: the resolved one (:func:`resolve_precision`)."""
     if backend == "ref":
         return "ref"
     if backend != "auto":
-        why = _why_not(backend, prior, args, precision)
+        why = why_not(backend, network, device, dtype, precision, metropolis)
         if why is not None:
             raise BackendUnavailable(why)
         return backend
     reasons = []
-    for name in AUTO_ORDER.get(args.u.device.type, ()):
-        why = _why_not(name, prior, args, precision)
+    for name in AUTO_ORDER.get(device.type, ()):
+        why = why_not(name, network, device, dtype, precision, metropolis)
         if why is None:
             return name
         reasons.append(f"{name}: {why}")
@@ -132,9 +150,15 @@ def choose(prior, args, backend: str, precision: str = "fp32") -> str:
     return "ref"
 
 
-def proves_prior(name: str) -> bool:
-    """Whether backend ``name`` proves the deferred prior check itself (see above)."""
-    return "proves_prior" in getattr(_module(name), "FEATURES", ())
+def value_summaries(device: torch.device):
+    """The C++ extension's ``value_ranges`` for CPU tensors when it is loaded (hebm.args'
+    ValueChecks reads each tensor's (min, max) through it in one call), else None."""
+    if device.type != "cpu":
+        return None
+    from . import _build
+
+    ext = _build.loaded_cpu_ops()
+    return None if ext is None else ext.value_ranges
 
 
 def set_kernel_threads(n) -> bool:
@@ -149,27 +173,14 @@ def set_kernel_threads(n) -> bool:
     return took
 
 
-def resolve_precision(precision: str, u: torch.Tensor) -> str:
+def resolve_precision(precision: str, dtype: torch.dtype) -> str:
     """``"auto"`` follows ``torch.get_float32_matmul_precision()``: "highest" → fp32, else tf32."""
-    if u.dtype == torch.float64:
+    if dtype == torch.float64:
         return "fp64"
     if precision == "auto":
         return "fp32" if torch.get_float32_matmul_precision() == "highest" else "tf32"
     return precision
 
 
-def run(name: str, prior, args, *, precision: str, trace: bool):
-    """``(u_out, log_density or None, precision that ran, accept stats or None)`` from backend ``name``."""
-    return _module(name).run(prior, args, precision=precision, trace=trace)
-
-
-def run_reverse(name: str, prior, schedule, rargs, *, precision: str, return_levels: bool):
-    """The whole reverse diffusion in one fused call where backend ``name`` offers it (and the
-    run is short enough for one call), else None."""
-    fn = getattr(_module(name), "run_reverse", None)
-    if fn is None:
-        return None
-    return fn(prior, schedule, rargs, precision=precision, return_levels=return_levels)
-
-
-__all__ = ["AUTO_ORDER", "BackendUnavailable", "choose", "proves_prior", "set_kernel_threads", "resolve_precision", "run", "run_reverse", "unavailable"]
+__all__ = ["AUTO_ORDER", "BackendUnavailable", "choose", "features", "module", "resolve_precision",
+           "set_kernel_threads", "unavailable", "value_summaries", "why_not"]

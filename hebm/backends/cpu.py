@@ -17,11 +17,9 @@ from typing import Optional
 import torch
 
 from . import BackendUnavailable, _build, ops
-from .pack import network_support, packed_prior
 
 NAME = "cpu"
-# "proves_prior": the pack cache proves the prior's dtype/device (hebm.backends.pack.packed_prior's `like`)
-FEATURES = ("sigma_clamp", "metropolis", "proves_prior")
+FEATURES = ("sigma_clamp", "metropolis")
 
 
 def _extension():
@@ -53,38 +51,33 @@ def unavailable() -> Optional[str]:
     return None if why is None else f"the C++ CPU extension is unavailable: {why}"
 
 
-def unsupported(prior, args, precision: str = "fp32") -> Optional[str]:
-    u = args.u
-    if u.device.type != "cpu":
-        return f"backend 'cpu' runs on CPU tensors, got u on {u.device}; use backend='auto' or move the tensors"
-    if u.dtype not in (torch.float32, torch.float64):
-        return f"backend 'cpu' takes float32 or float64, got {u.dtype}"
-    return network_support(prior)
+def unsupported(network, *, device, dtype, precision: str = "fp32", metropolis: bool = False) -> Optional[str]:
+    if device.type != "cpu":
+        return f"backend 'cpu' runs on CPU tensors, got u on {device}; use backend='auto' or move the tensors"
+    if dtype not in (torch.float32, torch.float64):
+        return f"backend 'cpu' takes float32 or float64, got {dtype}"
+    return network.reason
 
 
-def ran(precision: str, u: torch.Tensor) -> str:
-    return "fp64" if u.dtype == torch.float64 else "fp32"
+def ran(precision: str, dtype: torch.dtype) -> str:
+    return "fp64" if dtype == torch.float64 else "fp32"
 
 
-def run(prior, args, *, precision: str, trace: bool):
+def run(pack, args, *, precision: str, trace: bool):
     """K steps for the checked ``args``: ``(u_out, log π trace or None, precision that ran,
     accept stats [2, B] with metropolis else None)``."""
-    _extension()
-    pk = packed_prior(prior, args.u.dtype, args.u.device, like=args.u if args.pending_prior else None)
-    args.pending_prior = False
-    out, logd, stats = ops.langevin(pk, args, precision=ran(precision, args.u), trace=trace)
-    return out, logd, ran(precision, args.u), stats
+    p = ran(precision, args.u.dtype)
+    out, logd, stats = ops.langevin(pack, args, precision=p, trace=trace)
+    return out, logd, p, stats
 
 
-def run_reverse(prior, schedule, r, *, precision: str, return_levels: bool):
+def run_reverse(pack, schedule, r, *, precision: str, return_levels: bool):
     """The whole reverse diffusion (levels T−1 … 0, K steps each) in one C++ call, when it is
     short enough for one call (:func:`hebm.backends.ops.fits_one_reverse_call`), else None."""
-    _extension()
-    pk = packed_prior(prior, r.u.dtype, r.u.device)
-    if not ops.fits_one_reverse_call(pk, r):
+    if not ops.fits_one_reverse_call(pack, r):
         return None
-    levels = ops.reverse_diffusion(pk, schedule, r, precision=ran(precision, r.u), return_levels=return_levels)
-    return levels, ran(precision, r.u)
+    p = ran(precision, r.u.dtype)
+    return ops.reverse_diffusion(pack, schedule, r, precision=p, return_levels=return_levels), p
 
 
 __all__ = ["NAME", "get_num_threads", "run", "run_reverse", "set_num_threads", "unavailable", "unsupported"]

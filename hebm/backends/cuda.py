@@ -26,7 +26,6 @@ from typing import Optional
 import torch
 
 from . import _build, ops
-from .pack import network_support, packed_prior
 
 NAME = "cuda"
 FEATURES = ("sigma_clamp", "metropolis")
@@ -64,42 +63,38 @@ def unavailable() -> Optional[str]:
     return None if mod is not None else why
 
 
-def unsupported(prior, args, precision: str = "fp32") -> Optional[str]:
-    u = args.u
-    if u.device.type != "cuda":
-        return f"u is on {u.device}: the CUDA backend needs CUDA tensors"
-    if u.dtype not in (torch.float32, torch.float64):
-        return f"the CUDA backend runs float32/float64, got {u.dtype}"
-    why = network_support(prior)
-    if why is not None:
-        return why
-    if prior.L > MAX_LAYERS:
-        return f"the CUDA kernel takes at most {MAX_LAYERS} latent layers, got {prior.L}"
-    n_lin = sum(len(m.layers) for m in list(prior.conditionals) + list(prior.energies or []))
+def unsupported(network, *, device, dtype, precision: str = "fp32", metropolis: bool = False) -> Optional[str]:
+    if device.type != "cuda":
+        return f"u is on {device}: the CUDA backend needs CUDA tensors"
+    if dtype not in (torch.float32, torch.float64):
+        return f"the CUDA backend runs float32/float64, got {dtype}"
+    if network.reason is not None:
+        return network.reason
+    if network.L > MAX_LAYERS:
+        return f"the CUDA kernel takes at most {MAX_LAYERS} latent layers, got {network.L}"
+    n_lin = sum(m.n_layers for m in network.all_mlps())
     if n_lin > MAX_LINEAR:
         return f"the CUDA kernel takes at most {MAX_LINEAR} Linear layers in all, got {n_lin}"
     return None
 
 
-def ran(u: torch.Tensor) -> str:
+def ran(dtype: torch.dtype) -> str:
     """The CUDA kernel is exact in the tensors' dtype (no tensor-core path yet)."""
-    return "fp64" if u.dtype == torch.float64 else "fp32"
+    return "fp64" if dtype == torch.float64 else "fp32"
 
 
-def run(prior, args, *, precision, trace, namespace: str = "hebm"):
-    pk = packed_prior(prior, args.u.dtype, args.u.device)
-    out, logd, stats = ops.langevin(pk, args, precision=ran(args.u), trace=trace, namespace=namespace)
-    return out, logd, ran(args.u), stats
+def run(pack, args, *, precision, trace, namespace: str = "hebm"):
+    out, logd, stats = ops.langevin(pack, args, precision=ran(args.u.dtype), trace=trace, namespace=namespace)
+    return out, logd, ran(args.u.dtype), stats
 
 
-def run_reverse(prior, schedule, r, *, precision, return_levels, namespace: str = "hebm"):
+def run_reverse(pack, schedule, r, *, precision, return_levels, namespace: str = "hebm"):
     """The whole reverse diffusion (levels t = T−1 … 0, K steps each) in one launch; the same
     result as ``hebm.reverse_diffusion_ref`` (seeded step counter j·K + k)."""
     if schedule.T > MAX_LEVELS:
         return None  # the levels run one by one
-    pk = packed_prior(prior, r.u.dtype, r.u.device)
-    return ops.reverse_diffusion(pk, schedule, r, precision=ran(r.u), return_levels=return_levels,
-                                 namespace=namespace), ran(r.u)
+    return ops.reverse_diffusion(pack, schedule, r, precision=ran(r.u.dtype), return_levels=return_levels,
+                                 namespace=namespace), ran(r.u.dtype)
 
 
 __all__ = ["NAME", "arch_list", "cuda_cflags", "load_emulator", "run", "run_reverse", "sources", "unavailable",

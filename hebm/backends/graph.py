@@ -38,12 +38,13 @@ from typing import Optional
 
 import torch
 
+from ..args import LANGEVIN
 from ..nn import MLP
 from ..philox import accept_uniforms_from_key, normals_from_key, seed_to_key
 from ..reference import langevin_loop, mala_step, ref_step, step_coefficients, target, value_and_grad
 
 NAME = "graph"
-FEATURES = ("sigma_clamp", "metropolis")  # it runs the reference math itself
+FEATURES = ("sigma_clamp", "metropolis", "module")  # it runs the reference math on the prior module itself
 MAX_CAPTURE_STEPS = 128
 MAX_GRAPHS_PER_PRIOR = 8
 
@@ -59,10 +60,15 @@ def unavailable() -> Optional[str]:
     return None
 
 
-def unsupported(prior, args, precision: str = "fp32") -> Optional[str]:
-    if args.u.device.type != "cuda":
-        return f"backend 'graph' runs CUDA tensors; u is on {args.u.device}"
+def unsupported(network, *, device, dtype, precision: str = "fp32", metropolis: bool = False) -> Optional[str]:
+    if device.type != "cuda":
+        return f"backend 'graph' runs CUDA tensors; u is on {device}"
     return None
+
+
+#: the call's per-chain inputs (the call record's fields of these kinds): static buffers of a
+#: capture, refreshed before each replay; the per-step noise and uniforms have their own
+_STATIC = tuple(f.name for f in LANGEVIN[1:] if f.kind in ("chain", "level", "state", "ids"))
 
 
 # ------------------------------------------------------------------------------ capture
@@ -81,10 +87,8 @@ class _Captured:
         self.n, self.trace = n, trace
         B, D, dev = a.B, a.D, a.u.device
         clone = lambda x: None if x is None else x.detach().clone()  # noqa: E731
-        self.args = replace(a, u=clone(a.u), step_size=clone(a.step_size), noise_scale=clone(a.noise_scale),
-                            energy_scale=clone(a.energy_scale), t=clone(a.t), u_next=clone(a.u_next),
-                            alpha=clone(a.alpha), sigma=clone(a.sigma), chain_ids=clone(a.chain_ids),
-                            noise=None, uniforms=None, extras={})
+        self.args = replace(a, u=clone(a.u), noise=None, uniforms=None,
+                            **{name: clone(getattr(a, name)) for name in _STATIC})
         self.seeded = a.noise is None
         self.metropolis = a.metropolis
         self.noise = None if self.seeded else torch.zeros(n, B, D, dtype=a.u.dtype, device=dev)
@@ -154,7 +158,7 @@ class _Captured:
                uniforms: Optional[torch.Tensor] = None):
         sa = self.args
         sa.u.copy_(u)
-        for name in ("step_size", "noise_scale", "energy_scale", "t", "u_next", "alpha", "sigma", "chain_ids"):
+        for name in _STATIC:
             dst = getattr(sa, name)
             if dst is not None:
                 dst.copy_(getattr(a, name))
@@ -214,9 +218,10 @@ def clear_cache() -> None:
     _uncapturable.clear()
 
 
-def run(prior, args, *, precision: str, trace: bool):
+def run(pack, args, *, precision: str, trace: bool):
     """K steps by graph replay: ``(u_out, log π trace or None, precision ran, accept stats [2, B]
     with metropolis else None)``."""
+    prior = pack.prior
     ran = "fp64" if args.u.dtype == torch.float64 else precision
     if args.n_steps == 0 or prior in _uncapturable:
         out, logs, stats = langevin_loop(prior, args, trace=trace)

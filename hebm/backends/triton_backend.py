@@ -7,9 +7,11 @@ One launch runs all K steps (and, for :func:`run_reverse`, all T levels) of
 
 with each program holding ``BLOCK_B`` chains.  The kernel's glue is generated per network
 structure by :mod:`hebm.kernels.codegen` (a sequence of :mod:`hebm.kernels.device` calls with
-literal widths and offsets) and cached; this module builds the kernels' parameter buffer once per
-pack (:mod:`hebm.kernels.params`, from :mod:`hebm.backends.pack`), materialises the per-chain
-parameters and launches.  One configuration, no autotuning (:func:`launch_config`: 16 rows ×
+literal widths and offsets) and cached; the parameter layout is decided once per structure and
+the kernels' parameter buffer built once per copy of the values (:mod:`hebm.kernels.params`, from
+:mod:`hebm.backends.pack`); each call materialises the per-chain parameters and launches.  Which
+argument of the call record goes to which kernel parameter is :data:`PARAMS` (a test keeps it
+equal to the generated kernel's signature and the record's op fields).  One configuration, no autotuning (:func:`launch_config`: 16 rows ×
 4 warps, no software pipelining; ``HEBM_TRITON_BLOCK_B`` / ``HEBM_TRITON_WARPS`` /
 ``HEBM_TRITON_STAGES`` pin others), so a first call compiles exactly one kernel
 (``benchmarks/compile_report.py`` measures that compile offline).  Under ``TRITON_INTERPRET=1``
@@ -27,9 +29,7 @@ from typing import Optional
 
 import torch
 
-from ..args import check_langevin_args
-from ..problems import standard_problem
-from .pack import network_support, packed_prior
+from .pack import of, read, unpack
 
 NAME = "triton"
 FEATURES = ("sigma_clamp", "metropolis")
@@ -50,6 +50,18 @@ _DEFAULT_TILE = {"ieee": 16, "tf32": 32, "bf16": 32}
 _DEFAULT_REG_LIMIT = {"ieee": 32 * 32, "tf32": 64 * 64, "bf16": 64 * 64}
 
 _PRECISIONS = {"fp32": "ieee", "tf32": "tf32", "bf16": "bf16"}
+
+#: The generated kernel's parameters in order (kernels/codegen.py writes the signature), each with
+#: the field of the call record it carries (None: the launcher's own — outputs, the parameter
+#: buffer, scratch, sizes).  The record's ``metropolis`` is a compile-time flag of the kernel
+#: (:data:`SPEC_FIELDS`), not a parameter.  tests/test_call_record.py checks this table against
+#: the generated signature and against the record: every op field is carried here or a spec flag.
+PARAMS = (("u_ptr", "u"), ("out_ptr", None), ("lvl_ptr", None), ("noise_ptr", "noise"), ("key_ptr", "seed"),
+          ("ids_ptr", "chain_ids"), ("delta_ptr", "step_size"), ("c_ptr", "noise_scale"), ("lam_ptr", "energy_scale"),
+          ("t_ptr", "t"), ("alpha_ptr", "alpha"), ("sigma_ptr", "sigma"), ("unext_ptr", "u_next"), ("trace_ptr", None),
+          ("unif_ptr", "uniforms"), ("acc_ptr", None), ("params_ptr", None), ("scratch_ptr", None), ("B", None),
+          ("K", "n_steps"), ("NLEV", None), ("step_offset", "step_offset"), ("zero", None))
+SPEC_FIELDS = ("metropolis",)
 _INTERP_BLOCK_B = 16
 
 
@@ -86,21 +98,18 @@ def _interpreter_mode_problem() -> Optional[str]:
             "the first `import triton` (e.g. in the shell: TRITON_INTERPRET=1 python ...)")
 
 
-def unsupported(prior, args, precision: str = "fp32") -> Optional[str]:
-    why = network_support(prior)
-    if why is not None:
-        return why
-    u = args.u
-    if u.dtype != torch.float32:
-        return f"the Triton backend runs float32 only, got {u.dtype}; use backend='ref' or 'cpu' for float64"
-    if u.device.type == "cpu" and not _interpret():
+def unsupported(network, *, device, dtype, precision: str = "fp32", metropolis: bool = False) -> Optional[str]:
+    if network.reason is not None:
+        return network.reason
+    if dtype != torch.float32:
+        return f"the Triton backend runs float32 only, got {dtype}; use backend='ref' or 'cpu' for float64"
+    if device.type == "cpu" and not _interpret():
         return "u is on the CPU: the Triton backend needs CUDA tensors (or TRITON_INTERPRET=1 for slow CPU testing)"
-    if u.device.type not in ("cpu", "cuda"):
-        return f"the Triton backend runs on CUDA devices, got {u.device}"
-    if args.metropolis and precision in _PRECISIONS:
+    if device.type not in ("cpu", "cuda"):
+        return f"the Triton backend runs on CUDA devices, got {device}"
+    if metropolis and precision in _PRECISIONS:
         from ..kernels import kernel_form
-        packed, parts = _packed(prior, args.u.device)
-        spec = kernel_spec(packed, parts, has_kernel=False, unext_from_state=False, seeded=True, trace=False,
+        spec = kernel_spec(network, has_kernel=False, unext_from_state=False, seeded=True, trace=False,
                            store_levels=False, precision=precision)
         if kernel_form(spec) != "register":
             return (f"the Triton Metropolis kernel holds state, gradient and proposal in registers; this prior's "
@@ -110,34 +119,49 @@ def unsupported(prior, args, precision: str = "fp32") -> Optional[str]:
 
 
 # ---------------------------------------------------------------------------------- packing
-def _packed(prior, device):
-    """The cached fp32 pack (:func:`hebm.backends.pack.packed_prior`) and the kernels' parts of it:
-    ``(conditional MLPSpecs, energy MLPSpecs, the kernels' parameter buffer)`` (built once per
-    pack: :mod:`hebm.kernels.params`)."""
-    packed = packed_prior(prior, torch.float32, device)
-    parts = packed.derived.get("triton")
+def _structure(network):
+    """The kernels' parameter layout of a structure: ``(conditional MLPSpecs, energy MLPSpecs,
+    total floats, sources)`` (:func:`hebm.kernels.params.layout`; once per structure)."""
+    st = network.derived.get("triton")
+    if st is None:
+        from ..kernels import params as kparams
+
+        lay = network.layout
+        mlps = []
+        for k, m in enumerate(network.all_mlps()):
+            first = network.mlps[3 * k]
+            rows = tuple(tuple(lay[(first + j) * 7 + c] for c in (0, 1, 4)) for j in range(m.n_layers))
+            mlps.append((rows, m.act, m.act_param))
+        L = network.L
+        st = network.derived["triton"] = kparams.layout(network.dims, mlps[: L - 1], mlps[L - 1:])
+    return st
+
+
+def _parts(pack):
+    """``(conditional MLPSpecs, energy MLPSpecs, the kernels' parameter buffer)`` of a pack (the
+    buffer built once per pack: :mod:`hebm.kernels.params`)."""
+    parts = pack.derived.get("triton")
     if parts is None:
-        parts = packed.derived["triton"] = _structure(packed)
-    return packed, parts
+        from ..kernels import params as kparams
+
+        conds, energies, total, sources = _structure(pack.network)
+        pp = unpack(pack)
+        mlps = pp.all_mlps()
+        with torch.no_grad():
+            buf = kparams.build([w for m in mlps for w in m.weights], [b for m in mlps for b in m.biases],
+                                conds + energies, sources, total)
+        parts = pack.derived["triton"] = (conds, energies, buf)
+    return parts
 
 
-def _structure(packed):
-    from ..kernels import params as kparams
-
-    layout = packed.layout.tolist()
-    mlps = []
-    for (first, n, code), ap in zip(packed.mlps.tolist(), packed.act_params.tolist()):
-        rows = tuple(tuple(int(v) for v in layout[first + r]) for r in range(n))
-        mlps.append((rows, int(code), float(ap)))
-    L = packed.L
-    conds, energies, total, sources = kparams.layout(packed.dims, mlps[: L - 1], mlps[L - 1:])
-    with torch.no_grad():
-        buf = kparams.build(packed.params, conds + energies, sources, total)
-    return conds, energies, buf
+def packed(prior) -> tuple:
+    """``(Pack, parts)`` of ``prior`` read now (its values as they are; tests and the compile report)."""
+    pack = of(prior)
+    return pack, _parts(pack)
 
 
 # ---------------------------------------------------------------------------------- launch
-def kernel_spec(packed, parts, *, has_kernel: bool, unext_from_state: bool, seeded: bool, trace: bool,
+def kernel_spec(network, *, has_kernel: bool, unext_from_state: bool, seeded: bool, trace: bool,
                 store_levels: bool, precision: str, interpret: Optional[bool] = None, metropolis: bool = False):
     """The :class:`hebm.kernels.LangevinSpec` a launch builds (its source is generated from it);
     ``interpret``: whose defaults (the interpreter's or a GPU's; default: this process's mode)."""
@@ -145,7 +169,7 @@ def kernel_spec(packed, parts, *, has_kernel: bool, unext_from_state: bool, seed
 
     if precision not in _PRECISIONS:
         raise ValueError(f"the Triton backend supports precision fp32, tf32 or bf16, got {precision!r}")
-    conds, energies, _ = parts
+    conds, energies, _, _ = _structure(network)
     prec = _PRECISIONS[precision]
     interp = _interpret() if interpret is None else interpret
     # the interpreter's numpy ops cost per op, not per element: fewer, wider chunks
@@ -153,8 +177,8 @@ def kernel_spec(packed, parts, *, has_kernel: bool, unext_from_state: bool, seed
     reg_limit = (TUNING["reg_limit"] if TUNING["reg_limit"] is not None
                  else 64 * 64 if interp else _DEFAULT_REG_LIMIT[prec])
     return LangevinSpec(
-        dims=tuple(packed.dims), sigma_min=float(packed.sigma_min), sigma_clamp=float(packed.sigma_clamp), conds=conds,
-        energies=energies if packed.has_energy else (), has_kernel=has_kernel, unext_from_state=unext_from_state,
+        dims=tuple(network.dims), sigma_min=float(network.sigma_min), sigma_clamp=float(network.sigma_clamp),
+        conds=conds, energies=energies if network.has_energy else (), has_kernel=has_kernel, unext_from_state=unext_from_state,
         seeded=seeded, trace=trace, store_levels=store_levels, precision=prec, tile=int(tile), reg_limit=int(reg_limit),
         metropolis=metropolis,
     )
@@ -179,7 +203,7 @@ def launch_config(B: int, spec, device=None) -> dict:
             "num_stages": int(os.environ.get("HEBM_TRITON_STAGES") or 1)}
 
 
-def prepare(packed, parts, *, u, K, nlev, delta, c, lam, t, alpha, sigma, unext, unext_from_state, noise, seed,
+def prepare(pack, parts, *, u, K, nlev, delta, c, lam, t, alpha, sigma, unext, unext_from_state, noise, seed,
             chain_ids, step_offset, trace, store_levels, precision, config_for=None, metropolis=False, uniforms=None):
     """Everything a launch needs, without launching: ``(kernel, args, config, spec, outputs)``
     (``outputs`` = (out, trace or None, levels or None, accept stats [2, B] or None)).  ``config_for``: the device whose launch
@@ -188,7 +212,7 @@ def prepare(packed, parts, *, u, K, nlev, delta, c, lam, t, alpha, sigma, unext,
     from ..kernels import build_kernel
 
     gpu = config_for is not None and torch.device(config_for).type == "cuda"
-    spec = kernel_spec(packed, parts, has_kernel=alpha is not None, unext_from_state=unext_from_state,
+    spec = kernel_spec(pack.network, has_kernel=alpha is not None, unext_from_state=unext_from_state,
                        seeded=seed is not None, trace=trace, store_levels=store_levels, precision=precision,
                        interpret=False if gpu else None, metropolis=metropolis)
     kern, scr_w = build_kernel(spec)
@@ -207,16 +231,20 @@ def prepare(packed, parts, *, u, K, nlev, delta, c, lam, t, alpha, sigma, unext,
     else:
         key, ids, nz = u, u, noise
     acc = torch.zeros((2, B), dtype=u.dtype, device=dev) if metropolis else u
-    args = (u, out, lv, nz, key, ids, delta, c, lam, t if t is not None else delta,
-            alpha if alpha is not None else delta, sigma if sigma is not None else delta,
-            unext if unext is not None else u, tr, uniforms if uniforms is not None else u, acc, parts[2], scratch, B, K,
-            nlev, int(step_offset), 0)
+    # by parameter name (PARAMS gives the order); an absent optional input gets a dummy pointer
+    # the generated kernel never reads (its flags are compile-time)
+    given = dict(u_ptr=u, out_ptr=out, lvl_ptr=lv, noise_ptr=nz, key_ptr=key, ids_ptr=ids, delta_ptr=delta, c_ptr=c,
+                 lam_ptr=lam, t_ptr=t if t is not None else delta, alpha_ptr=alpha if alpha is not None else delta,
+                 sigma_ptr=sigma if sigma is not None else delta, unext_ptr=unext if unext is not None else u,
+                 trace_ptr=tr, unif_ptr=uniforms if uniforms is not None else u, acc_ptr=acc, params_ptr=parts[2],
+                 scratch_ptr=scratch, B=B, K=K, NLEV=nlev, step_offset=int(step_offset), zero=0)
+    args = tuple(given[name] for name, _ in PARAMS)
     return kern, args, cfg, spec, (out, tr if trace else None, lv if store_levels else None,
                                    acc if metropolis else None)
 
 
-def _launch(packed, parts, **kw):
-    kern, args, cfg, _spec, outs = prepare(packed, parts, **kw)
+def _launch(pack, parts, **kw):
+    kern, args, cfg, _spec, outs = prepare(pack, parts, **kw)
     u = kw["u"]
     grid = (triton_cdiv(u.shape[0], cfg["BLOCK_B"]),)
     if u.device.type == "cuda":
@@ -271,28 +299,26 @@ def reverse_kwargs(schedule, r, *, precision: str, return_levels: bool) -> dict:
     )
 
 
-def run(prior, args, *, precision: str, trace: bool):
+def run(pack, args, *, precision: str, trace: bool):
     """K Langevin steps in one launch: ``(u_out [B, D], log π trace [K, B] or None, precision ran,
     accept stats [2, B] with metropolis else None)``."""
     u = args.u
     if args.n_steps == 0:
         stats = u.new_zeros((2, args.B)) if args.metropolis else None
         return u.clone(), (u.new_zeros((0, args.B)) if trace else None), ran(precision), stats
-    packed, parts = _packed(prior, u.device)
-    out, tr, _, stats = _launch(packed, parts, **langevin_kwargs(args, precision=precision, trace=trace))
+    out, tr, _, stats = _launch(pack, _parts(pack), **langevin_kwargs(args, precision=precision, trace=trace))
     return out, tr, ran(precision), stats
 
 
-def run_reverse(prior, schedule, r, *, precision: str, return_levels: bool):
+def run_reverse(pack, schedule, r, *, precision: str, return_levels: bool):
     """The whole reverse diffusion (levels t = T−1 … 0, K steps each) in one launch (step counter
     j·K + k of the seeded stream, or ``noise[j·K + k]``).  Same result as
     :func:`hebm.reverse_diffusion_ref`."""
     u, T = r.u, schedule.T
     if r.n_steps == 0:
         return [u] * (T + 1) if return_levels else [u, u], ran(precision)
-    packed, parts = _packed(prior, u.device)
-    out, _, levels, _ = _launch(packed, parts, **reverse_kwargs(schedule, r, precision=precision,
-                                                                 return_levels=return_levels))
+    out, _, levels, _ = _launch(pack, _parts(pack), **reverse_kwargs(schedule, r, precision=precision,
+                                                                      return_levels=return_levels))
     return ([u] + list(levels.unbind(0)) if return_levels else [u, out]), ran(precision)
 
 
@@ -305,13 +331,15 @@ def standard_kernel_source(name: str = "small", precision: str = "fp32", batch: 
     """The source the launcher generates for a first GPU call on ``hebm.standard_problem(name)``
     (seeded, kernel term on, no trace), with the GPU defaults whatever this process's mode —
     committed as ``kernels/generated/small_seeded_kernel.py`` (refresh: :func:`write_standard_kernel`)."""
+    from ..args import check_langevin_args
     from ..kernels import generate_source  # optional dependency (Triton)
+    from ..problems import standard_problem
 
     p = standard_problem(name, batch)
     a = check_langevin_args(p.prior, p.u, **p.kwargs)
-    packed, parts = _packed(p.prior, p.u.device)
+    net, _ = read(p.prior, values=False)
     kw = langevin_kwargs(a, precision=precision, trace=False)
-    spec = kernel_spec(packed, parts, has_kernel=kw["alpha"] is not None, unext_from_state=False,
+    spec = kernel_spec(net, has_kernel=kw["alpha"] is not None, unext_from_state=False,
                        seeded=kw["seed"] is not None, trace=False, store_levels=False, precision=precision,
                        interpret=False)
     return generate_source(spec)[0]
@@ -325,5 +353,5 @@ def write_standard_kernel(path: Optional[str] = None) -> str:
     return path
 
 
-__all__ = ["NAME", "TUNING", "launch_config", "prepare", "run", "run_reverse", "standard_kernel_source",
+__all__ = ["NAME", "PARAMS", "TUNING", "launch_config", "packed", "prepare", "run", "run_reverse", "standard_kernel_source",
            "unavailable", "unsupported", "write_standard_kernel"]
