@@ -100,7 +100,7 @@ def _term_spread(t) -> dict:
 
 def anomaly_from_ckpt(path: str, holdout: int, *, n_post: int = 4, seed: int = 0, device="cpu", score=None) -> dict:
     """Held-out-digit anomaly detection on the run's test split (anomaly = the held-out digit):
-    ``auprc`` of the score chosen on validation (or ``score``), ``score`` and ``chosen_on``;
+    ``auprc`` (and ``auroc``) of the score chosen on validation (or ``score``), ``score`` and ``chosen_on``;
     beside it ``auprc_L0`` (the papers' −L^{>0}), ``auprc_base`` (the same generator without the
     tilt: what the prior adds), ``validation`` (each candidate's value where it was chosen),
     ``test_all`` (each candidate's held-out AUPRC — reported, never used to choose) and
@@ -118,8 +118,10 @@ def anomaly_from_ckpt(path: str, holdout: int, *, n_post: int = 4, seed: int = 0
     lab = data.test_labels
     test_all = evaluate_all(cands, test, lab)
     base = -(test.log_px + test.log_pb.sum(1)).numpy()
-    return dict(auprc=test_all[pick["score"]], **pick, auprc_L0=test_all["L>0"], auprc_base=auprc(lab, base),
-                test_all=test_all, spread=_term_spread(test), n_test=len(lab), anomaly_rate=float(np.mean(lab)))
+    auroc = ood_metrics(lab, cands[pick["score"]](test).numpy())["auroc"]
+    return dict(auprc=test_all[pick["score"]], auroc=auroc, **pick, auprc_L0=test_all["L>0"],
+                auprc_base=auprc(lab, base), test_all=test_all, spread=_term_spread(test), n_test=len(lab),
+                anomaly_rate=float(np.mean(lab)))
 
 
 def _protocol_run(settings: dict, run: str, log=print) -> dict:
