@@ -1,11 +1,13 @@
 """Run hebm.train configs one after another; print one JSON line of final metrics per config.
 
-    python results/defaults/sweep.py results/defaults/sweep5.json OUTDIR > sweep5.jsonl
+    python results/defaults/sweep.py results/defaults/clamped-runs-q1-q6.json OUTDIR > clamped-runs-q1-q6.jsonl
 
 Each line: name, status (rc=3: the NaN guard stopped the run), wall seconds, the evaluations
 (step, active units per layer, KL per layer in nats, f(z+) - f(z-)), the last reconstruction
-loss.  Sweeps 1-4 ran before the soft clamp of log sigma existed (sigma_clamp = 0 then); pass
---sigma-clamp 0 to repeat them as they ran.  RESULTS.md "How the defaults were chosen" reads them.
+loss.  Each ``NAME.json`` holds the flags of a group of runs (named by their run letters, which
+RESULTS.md's tables use) and ``NAME.jsonl`` their results: ``unclamped-runs-*`` ran before the
+soft clamp of log sigma existed (sigma_clamp = 0 then; pass --sigma-clamp 0 to repeat them as
+they ran), ``clamped-runs-q1-q6`` with it.  RESULTS.md "How the defaults were chosen" reads them.
 """
 import json
 import os
