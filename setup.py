@@ -5,7 +5,7 @@
   ``csrc/cuda`` when nvcc/CUDA_HOME is there *and* a GPU is visible (or ``HEBM_FORCE_BUILD=1`` /
   ``FORCE_CUDA=1``) — on a GPU-less CI box the slow CUDA compile is left to first use.
 * ``pip install .`` with build isolation, or no torch, or no compiler: a plain install; the
-  extensions are JIT-compiled on first use (``hebm/backends/_build.py``) and cached.
+  extensions are JIT-compiled on first use (``hebm/sampler/backends/_build.py``) and cached.
   A failed compile here never fails the install.
 * Switches: ``HEBM_SKIP_CPU_BUILD=1``, ``HEBM_SKIP_CUDA_BUILD=1``, ``HEBM_FORCE_BUILD=1``,
   ``HEBM_NATIVE=0`` (portable code instead of ``-march=native``: set it for wheels that travel).
@@ -28,8 +28,8 @@ def _flag(name):
 
 
 def _build_helpers():
-    # hebm/backends/_build.py imports nothing from hebm: load it by path, without the package
-    spec = importlib.util.spec_from_file_location("_hebm_build", ROOT / "hebm" / "backends" / "_build.py")
+    # hebm/sampler/backends/_build.py imports nothing from hebm: load it by path, without the package
+    spec = importlib.util.spec_from_file_location("_hebm_build", ROOT / "hebm" / "sampler" / "backends" / "_build.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod

@@ -6,26 +6,25 @@ CUDA kernel, on a machine without a GPU.
 
 Triton: for each problem (``hebm.standard_problem(name, batch)``: seeded, kernel term on, no
 trace) and dot precision, the kernel the launcher would build for a first GPU call — the same
-spec and the same launch configuration (``hebm.backends.triton_backend.prepare`` with
+spec and the same launch configuration (``hebm.sampler.backends.triton_backend.prepare`` with
 ``config_for="cuda"``), specialised on the same arguments by Triton's own JIT binder — compiled
 cold (a fresh Triton cache) with ``triton.compile(..., target=GPUTarget("cuda", 90, 32))``.
 Reported: form, BLOCK_B, warps, compile seconds (and per stage), registers, spill stores/loads and
 stack frame (ptxas -v of that compile), shared memory (``metadata.shared``).
 
-CUDA: ``csrc/cuda/langevin_kernel.cu`` compiled by nvcc with ``hebm.backends._build.cuda_cflags()``
+CUDA: ``csrc/cuda/langevin_kernel.cu`` compiled by nvcc with ``hebm.sampler.backends._build.cuda_cflags()``
 for arch 90 only, ``-Xptxas -v``; registers / spills / static shared memory per kernel
 instantiation (the launcher adds the dynamic shared memory of its workspace plan at launch).
 
 ``HEBM_COMPILE_REPORT_DUMP=DIR`` writes each Triton kernel's TTIR/TTGIR/LLIR/PTX/cubin and ptxas
 log under ``DIR/<problem>_<precision>/``.  Exit status 1 if a compile failed.  Results:
-benchmarks/NOTES.md, "Triton kernel, session 3".
+benchmarks/NOTES.md, "Compile time and registers".
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
 import io
-import json
 import os
 import platform
 import re
@@ -42,6 +41,8 @@ _CACHE = tempfile.mkdtemp(prefix="hebm_compile_report_")
 os.environ["TRITON_CACHE_DIR"] = _CACHE
 
 import torch  # noqa: E402
+
+from hebm import files  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 PRECISIONS = {"ieee": "fp32", "fp32": "fp32", "tf32": "tf32", "bf16": "bf16"}  # table name -> hebm precision
@@ -138,9 +139,9 @@ def triton_report(problem: str, precision: str, batch: int, metropolis: bool = F
     """Compile one problem's kernel for sm_90 as a first GPU call would; the record of the table.
     ``metropolis``: the Metropolis-adjusted kernel (``metropolis=True``) instead."""
     import hebm
-    from hebm.args import check_langevin_args
-    from hebm.backends import triton_backend as tb
     from hebm.kernels import kernel_form
+    from hebm.sampler.backends import triton_backend as tb
+    from hebm.sampler.checks import check_langevin_args
     from triton.backends.compiler import GPUTarget
     from triton.compiler import make_backend
 
@@ -195,7 +196,7 @@ def _demangle(names: list) -> dict:
 def cuda_report(nvcc: str) -> list:
     """ptxas -v of every kernel in csrc/cuda/langevin_kernel.cu, built with the extension's flags
     for arch 90."""
-    from hebm.backends import _build
+    from hebm.sampler.backends import _build
 
     old = os.environ.get("HEBM_CUDA_ARCH")
     os.environ["HEBM_CUDA_ARCH"] = "90"
@@ -326,7 +327,7 @@ def main(argv=None) -> int:
         info = machine()
         print_tables(recs, info)
         if a.json:
-            Path(a.json).write_text(json.dumps({"machine": info, "records": recs}, indent=1))
+            Path(a.json).write_text(files.json_text({"machine": info, "records": recs}, indent=1))
     finally:
         shutil.rmtree(_CACHE, ignore_errors=True)
     return 0 if all(r.get("ok") for r in recs) else 1

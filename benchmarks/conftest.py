@@ -41,7 +41,7 @@ import pytest
 import torch
 
 from benchmarks import providers as P
-from hebm.problems import PROBLEMS as KNOWN_PROBLEMS
+from hebm.sampler.problems import PROBLEMS as KNOWN_PROBLEMS
 
 PROBLEMS = ("toy", "small", "large")
 BATCHES = (64, 256, 1024, 4096)  # --bench-full; the default on a GPU

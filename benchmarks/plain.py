@@ -20,7 +20,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from hebm.backends.pack import pack_prior
+from hebm.sampler.backends.pack import pack_prior
 
 _ACTS = {
     0: lambda x, p: F.relu(x),

@@ -7,7 +7,7 @@ A provider is a name → a callable that runs one sampler entry point on a stand
 * ``torchebm`` — TorchEBM's ``LangevinDynamics`` on the same target (a peer library; skipped with
   the reason where it is not installed);
 * ``ref``     — :func:`hebm.langevin_ref`, hebm's eager reference (pure-PyTorch Philox noise);
-* ``compile`` — ``torch.compile`` of the reference step (:func:`hebm.reference.ref_step`), a
+* ``compile`` — ``torch.compile`` of the reference step (:func:`hebm.sampler.reference.ref_step`), a
   PyTorch baseline written here, not a hebm backend;
 * any hebm backend (``graph``, ``cpu``, ``triton``, ``cuda``) — :func:`hebm.langevin_fused`
   with ``backend=name``.  A backend that is unavailable here or does not take the problem is
@@ -31,10 +31,10 @@ from typing import Callable, Optional
 import torch
 
 import hebm
-from hebm import backends
-from hebm.args import check_langevin_args
-from hebm.philox import initial_noise
-from hebm.reference import ref_step, step_coefficients, step_noise, target
+from hebm.prior.philox import initial_noise
+from hebm.sampler import backends
+from hebm.sampler.checks import check_langevin_args
+from hebm.sampler.reference import ref_step, step_coefficients, step_noise, target
 
 from .plain import PlainNets, plain_langevin, plain_reverse_diffusion, torchebm_available, torchebm_sampler
 
@@ -252,7 +252,7 @@ def langevin_gold(problem, kw: dict, n: int):
 def plain_check(problem, kw: dict, n: int) -> torch.Tensor:
     """The plain loop on the first ``n`` chains with the seeded stream as explicit noise: the same
     trajectories as the reference (checked against float64 before ``plain`` is timed)."""
-    from hebm.philox import philox_noise
+    from hebm.prior.philox import philox_noise
 
     B = problem.batch
     sub = rows(kw, n, B)
@@ -266,8 +266,8 @@ def plain_check(problem, kw: dict, n: int) -> torch.Tensor:
 def one_level(kw: dict, level: int = 1) -> dict:
     """The standard problem with every chain at diffusion level ``level`` (scalar δ, λ, a, σ and
     one t): the same work per step, in the form a sampler with one scalar step size takes."""
-    from hebm.problems import BASE_STEP, T_LEVELS
-    from hebm.diffusion import DiffusionSchedule
+    from hebm.prior.diffusion import DiffusionSchedule
+    from hebm.sampler.problems import BASE_STEP, T_LEVELS
 
     out = dict(kw)
     lv = DiffusionSchedule(T_LEVELS, BASE_STEP).level_params(level)
@@ -294,7 +294,7 @@ def torchebm_check(problem, kw: dict, n: int):
 
 def plain_diffusion_check(problem, K: int, n: int, seed: int) -> torch.Tensor:
     """The plain reverse diffusion on ``n`` chains with the reference's ũ_T and noise as explicit tensors."""
-    from hebm.philox import initial_noise, philox_noise
+    from hebm.prior.philox import initial_noise, philox_noise
 
     T, D = problem.schedule.T, problem.prior.D
     ids = torch.arange(n)
@@ -400,7 +400,7 @@ def run_entry(benchmark, cfg, *, entry: str, provider: str, problem: str, batch:
     sync(cfg.device)
     first = time.perf_counter() - t0
     if provider == "graph":
-        from hebm.backends import graph
+        from hebm.sampler.backends import graph
 
         info["capture_s"] = graph.last_capture_seconds
     info.update(check(out))  # raises: a wrong provider is never timed

@@ -39,7 +39,7 @@ nvidia-smi >"$OUT/nvidia-smi.txt" 2>&1 || true
 # 1. build every extension (JIT, cached) and say which backends can run here
 step build "$OUT/build.log" "$PY" -c '
 import torch, hebm
-from hebm import backends
+from hebm.sampler import backends
 print("torch", torch.__version__, "cuda", torch.version.cuda, "device", torch.cuda.get_device_name() if torch.cuda.is_available() else None)
 bad = 0
 for name in ("cpu", "triton", "cuda", "graph"):

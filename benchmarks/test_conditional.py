@@ -1,4 +1,4 @@
-"""Attribute-conditioned chains (hebm.controllable) against unconditional ones, side by side.
+"""Attribute-conditioned chains (hebm.models.controllable) against unconditional ones, side by side.
 
 The prior is the mnist5k default model's (three layers 16-8-4, conditionals 128 wide, energies
 [64, 64], GELU) with attribute heads [64, 64] — digit on z₃, thickness and slant on z₁ — merged
@@ -23,8 +23,8 @@ import pytest
 import torch
 
 import hebm
-from hebm.controllable import AttributeHeads, combination_index, conditional_prior
-from hebm.prior import HierarchicalPrior
+from hebm.models.controllable import AttributeHeads, combination_index, conditional_prior
+from hebm.prior.hierarchical import HierarchicalPrior
 
 ROWS = ("uncond", "cond-one", "cond", "plain")
 

@@ -1,4 +1,4 @@
-"""One training iteration (``hebm.trainer.Trainer.train_step``) of each prior type on the default
+"""One training iteration (``hebm.training.trainer.Trainer.train_step``) of each prior type on the default
 digits config, with three samplers:
 
 * ``plain`` — the loop a user writes around the same modules: ``prior.log_density``, one
@@ -23,8 +23,8 @@ import pytest
 import torch
 
 from benchmarks import providers as P
-from hebm import models
-from hebm.trainer import Trainer
+from hebm.models import base as models
+from hebm.training.trainer import Trainer
 
 PRIORS = ("gaussian", "ebm", "diffusion")
 SAMPLERS = ("plain", "ref", "auto")
@@ -75,7 +75,7 @@ def _sampler(name):
 
 
 def _fused_backend(device) -> str:
-    from hebm import backends
+    from hebm.sampler import backends
 
     for name in backends.AUTO_ORDER.get(device, ()):
         if backends.unavailable(name) is None:

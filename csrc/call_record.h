@@ -1,5 +1,5 @@
-// call_record.h — GENERATED from the call record (hebm/args.py LANGEVIN, REVERSE) and the op schema
-// (hebm/backends/ops.py) by `python -m hebm.backends.ops --header`.  Do not edit:
+// call_record.h — GENERATED from the call record (hebm/sampler/record.py LANGEVIN, REVERSE) and the op schema
+// (hebm/sampler/backends/ops.py) by `python -m hebm.sampler.backends.ops --header`.  Do not edit:
 // tests/test_call_record.py regenerates it and compares.
 //
 // Slots: the position of each argument of hebm::langevin / hebm::reverse_diffusion.  Fields: the

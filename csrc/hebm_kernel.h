@@ -1,11 +1,11 @@
 // hebm_kernel.h — what the C++ CPU kernel and the CUDA kernel share.
 //
-// The math contract is hebm/reference.py (langevin_ref) and docs/design.md §2; this header only holds
+// The math contract is hebm/sampler/reference.py (langevin_ref) and docs/design.md §2; this header only holds
 // the pieces both compiled kernels need bit-for-bit alike:
 //   * the problem description (the network as csrc/network.h checked it, the call's fields as the
 //     call record lists them: csrc/call_record.h),
-//   * the Philox4x32-10 noise stream (hebm/philox.py) and its Box–Muller normals,
-//   * the activation family (hebm/nn.py ACTIVATION_CODES), forward and derivative.
+//   * the Philox4x32-10 noise stream (hebm/prior/philox.py) and its Box–Muller normals,
+//   * the activation family (hebm/prior/nn.py ACTIVATION_CODES), forward and derivative.
 // Everything here is __host__ __device__ so the CPU tests exercise the code the GPU runs.
 #pragma once
 
@@ -28,7 +28,7 @@ namespace hebm {
 // the network parameters live where the kernel runs (host for CPU, device for CUDA); the small
 // structural tables are always host memory — a CUDA launcher copies what it needs into kernel
 // arguments or constant memory.  The per-call fields are the call record's (csrc/call_record.h,
-// generated from hebm/args.py): one member per field, of the type its kind gives (below).
+// generated from hebm/sampler/record.py): one member per field, of the type its kind gives (below).
 // ------------------------------------------------------------------------------------------
 enum Activation : int {
   ACT_RELU = 0,
@@ -40,7 +40,7 @@ enum Activation : int {
   ACT_SOFTPLUS = 6,   // beta = 1, threshold = 20 (PyTorch's default)
 };
 
-// Columns of the op's layout table (hebm/backends/pack.py): one row per Linear layer — its widths,
+// Columns of the op's layout table (hebm/sampler/backends/pack.py): one row per Linear layer — its widths,
 // the slots of W and of the bias (-1: none), the bias-table rows (n_levels for the hidden layers of a
 // level-conditioned energy, else 1), and the slot and first column of its level rows (-1: none).
 enum LayoutCol : int { LAY_IN = 0, LAY_OUT, LAY_W, LAY_B, LAY_BROWS, LAY_LV, LAY_LVCOL, LAY_NCOLS };
@@ -55,7 +55,7 @@ struct LayerRef {
   const T* bias = nullptr;   // [out]; null: no bias
   const T* level = nullptr;  // level rows: row r (= level t) at level + r * level_ld; null: none
   int64_t level_ld = 0;
-  // Row r of the layer's bias table: bias + level[r] — the IEEE sums of hebm/backends/pack.py
+  // Row r of the layer's bias table: bias + level[r] — the IEEE sums of hebm/sampler/backends/pack.py
   // unpack() (0 + level where there is no bias), so every backend reads the same bits.
   HEBM_HD T bias_at(int64_t r, int64_t o) const {
     const T b = bias != nullptr ? bias[o] : T(0);
@@ -137,14 +137,14 @@ HEBM_HD Philox4 philox4x32_10(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3
 HEBM_HD float philox_uniform(uint32_t x) { return (static_cast<float>(x >> 9) + 0.5f) * 1.1920928955078125e-07f; }
 
 // The Metropolis test's uniform of chain `chain` at `step`: counter (0, chain, step, 2), first
-// output word (docs/design.md §2b; hebm/philox.py philox_accept_uniform).
+// output word (docs/design.md §2b; hebm/prior/philox.py philox_accept_uniform).
 HEBM_HD float philox_accept_uniform(uint32_t k0, uint32_t k1, uint64_t chain, uint64_t step) {
   const Philox4 r = philox4x32_10(0u, static_cast<uint32_t>(chain), static_cast<uint32_t>(step), 2u, k0, k1);
   return philox_uniform(r.x[0]);
 }
 
 // Four normals of element block j (elements 4j .. 4j+3) of chain `chain` at `step`, `stream`.
-// Box–Muller in float64, rounded once to float32 at the end, as hebm/philox.py computes it
+// Box–Muller in float64, rounded once to float32 at the end, as hebm/prior/philox.py computes it
 // (docs/design.md §2): the double log/sqrt/sin/cos of any libm (glibc, Sleef, libdevice) are
 // within ~1 ulp of double, so the rounded float32 normals are the same bits on every machine and
 // backend except when a double result falls within an ulp of a float32 rounding boundary

@@ -2,10 +2,10 @@
 // extension (csrc/ops.cpp) and the CUDA extension (csrc/cuda/langevin_cuda.cpp).
 //
 // The ops are registered as boxed kernels: they take their arguments from the dispatcher's stack
-// by slot (csrc/call_record.h, generated from the call record in hebm/args.py and the schema in
-// hebm/backends/ops.py), so no C++ signature restates the argument list.  What is checked here is
+// by slot (csrc/call_record.h, generated from the call record in hebm/sampler/record.py and the schema in
+// hebm/sampler/backends/ops.py), so no C++ signature restates the argument list.  What is checked here is
 // only what guards the kernels' memory — shapes, dtypes, devices, the layout's slots and widths,
-// and t (it indexes the bias tables); the argument rules are hebm/args.py's, applied before any
+// and t (it indexes the bias tables); the argument rules are hebm/sampler/checks.py's, applied before any
 // backend runs.
 #pragma once
 
@@ -34,7 +34,7 @@ inline void check_schema(const c10::OperatorHandle& op, const char* const* names
   for (size_t i = 0; same && i < n; ++i) same = args[i].name() == names[i];
   TORCH_CHECK(same, "hebm: the op schema of ", op.schema().name(),
               " differs from csrc/call_record.h; rebuild the extension from a tree whose header "
-              "`python -m hebm.backends.ops --header` wrote");
+              "`python -m hebm.sampler.backends.ops --header` wrote");
 }
 
 // The network: slot tensors (contiguous) and tables, checked against each other and against u.

@@ -1,10 +1,10 @@
 // ops.cpp — the CPU implementation of hebm's two ops and the module bindings.
 //
-//   hebm::langevin          K steps of ũ-space Langevin (hebm/reference.py langevin_ref)
+//   hebm::langevin          K steps of ũ-space Langevin (hebm/sampler/reference.py langevin_ref)
 //   hebm::reverse_diffusion all levels of the ũ-space reverse diffusion, K steps each
 //
-// The schema is defined once, in Python (hebm/backends/ops.py, from the call record of
-// hebm/args.py); this file registers boxed CPU kernels (TORCH_LIBRARY_IMPL) that read each argument
+// The schema is defined once, in Python (hebm/sampler/backends/ops.py, from the call record of
+// hebm/sampler/record.py); this file registers boxed CPU kernels (TORCH_LIBRARY_IMPL) that read each argument
 // from its slot (csrc/call_record.h) through csrc/network.h, as the CUDA extension (csrc/cuda/)
 // does for the CUDA ones, so neither extension restates the argument list nor needs the other.
 #include <ATen/ATen.h>
@@ -32,7 +32,7 @@
 #include "network.h"
 
 // setup.py passes -DHEBM_SOURCE_HASH_TOKEN=h<hex> (a bare token: survives ninja and the shell);
-// hebm/backends/_build.py compares it with the sources to skip a stale prebuilt module.
+// hebm/sampler/backends/_build.py compares it with the sources to skip a stale prebuilt module.
 #define HEBM_STR2(x) #x
 #define HEBM_STR(x) HEBM_STR2(x)
 // The marker "hebm-source-hash:h<hex>" is one string literal in the binary, so the loader can
@@ -50,7 +50,7 @@ using OptTensor = std::optional<Tensor>;
 
 // Kernel threads: 0 follows torch.get_num_threads().  A separate knob because a training loop
 // wants torch's intra-op pool at 1 thread (tiny eager ops oversubscribe) while this kernel's
-// one call per K steps still gains from every core (hebm.backends.cpu.set_num_threads).
+// one call per K steps still gains from every core (hebm.sampler.backends.cpu.set_num_threads).
 std::atomic<int64_t> g_kernel_threads{0};
 
 int64_t kernel_threads() {
@@ -62,7 +62,7 @@ int64_t kernel_threads() {
 // call of about a toy step or less runs on the calling thread alone unless a worker is still
 // spinning from the previous call: waking a sleeping worker costs ~30 µs on this VM, as much as
 // the second core saves (toy B = 64, K = 1: 94 µs on one thread, 101 µs on two, asleep), while a
-// spinning one joins at once (benchmarks/NOTES.md, "CPU backend, session 4").
+// spinning one joins at once (benchmarks/NOTES.md, "The value checks, the prior proof, the pool's spin").
 constexpr double kOneThreadFlops = 8e6;
 bool pool_is_hot();
 
@@ -293,7 +293,7 @@ void langevin_cpu(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
     hebm::Problem<T> P;
     fill_network(P, net, refs);
     HEBM_LANGEVIN_FIELDS(HEBM_READ)
-    // guards of the kernel's memory (the rules are hebm/args.py's)
+    // guards of the kernel's memory (the rules are hebm/sampler/checks.py's)
     TORCH_CHECK(P.u_next == nullptr || (P.alpha != nullptr && P.sigma != nullptr), "hebm: u_next needs alpha and sigma");
     TORCH_CHECK(P.t != nullptr || !needs_levels(net), "hebm: the energies are level-conditioned; pass t");
     P.B = B;
@@ -367,7 +367,7 @@ void reverse_diffusion_cpu(const c10::OperatorHandle& op, torch::jit::Stack* sta
   torch::jit::push(*stack, return_levels ? std::move(levels) : std::move(u));
 }
 
-// Test hook: the normals of hebm/philox.py from the shared header, [B, D] float32.
+// Test hook: the normals of hebm/prior/philox.py from the shared header, [B, D] float32.
 Tensor philox_normal_cpp(int64_t seed, const Tensor& chain_ids, int64_t step, int64_t D, int64_t stream) {
   const uint64_t s = static_cast<uint64_t>(seed);
   Tensor ids = chain_ids.to(at::kLong).contiguous();
@@ -392,10 +392,10 @@ TORCH_LIBRARY_IMPL(hebm, CPU, m) {
   m.impl("reverse_diffusion", torch::CppFunction::makeFromBoxedFunction<&reverse_diffusion_cpu>());
 }
 
-// The value summaries behind hebm.args.ValueChecks (the rules live there, in Python): for each
+// The value summaries behind hebm.sampler.values.ValueChecks (the rules live there, in Python): for each
 // tensor its (min, max) as doubles — NaN for both when it holds a NaN, ±inf where it holds ±inf,
 // (0, 0) when empty.  One call for all of a call's tensors, where torch's reductions cost a
-// dispatch and a host read each (benchmarks/NOTES.md, "one door").
+// dispatch and a host read each (benchmarks/NOTES.md, "One door into each kernel").
 std::vector<double> value_ranges(const std::vector<Tensor>& xs) {
   std::vector<double> out(2 * xs.size(), 0.0);
   for (size_t i = 0; i < xs.size(); ++i) {
@@ -435,7 +435,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("set_num_threads", [](int64_t n) { g_kernel_threads.store(std::max<int64_t>(0, n)); },
         "threads of the CPU kernel; 0 follows torch.get_num_threads()", pybind11::arg("n"));
   m.def("get_num_threads", []() { return kernel_threads(); }, "threads the CPU kernel uses now");
-  m.def("value_ranges", &value_ranges, "(min, max) of each CPU tensor, NaN where it holds a NaN (hebm.args)",
+  m.def("value_ranges", &value_ranges, "(min, max) of each CPU tensor, NaN where it holds a NaN (hebm.sampler.values)",
         pybind11::arg("tensors"));
   m.def("philox_normal", &philox_normal_cpp, "normals of the shared Philox stream (tests)", pybind11::arg("seed"),
         pybind11::arg("chain_ids"), pybind11::arg("step"), pybind11::arg("D"), pybind11::arg("stream") = 0);

@@ -37,6 +37,8 @@ import torch
 FORMAT = "hebm-checkpoint"
 VERSION = 2
 PREV_SUFFIX = ".prev.pt"
+#: the checkpoint file of a run directory (``hebm.train --out DIR`` writes ``DIR/ckpt.pt``)
+CKPT_NAME = "ckpt.pt"
 
 
 class CheckpointError(RuntimeError):
@@ -169,63 +171,76 @@ def _other_copy(path: str) -> str:
     return prev_path(path)
 
 
-def _advice(path: str, advise: bool) -> str:
+def _advice(path: str, advise: bool, flag: Optional[str] = None) -> str:
     """What to do about the unusable ``path``.  The other copy is advised only after checking that
-    it exists and verifies: advice naming a missing or corrupt file sends the user nowhere."""
+    it exists and verifies: advice naming a missing or corrupt file sends the user nowhere.  For
+    ``--init`` (a trained run a new one builds on) the advice is about that run, not a new one."""
     if not advise:
         return ""
     other = _other_copy(path)
     if os.path.isfile(other):
         if verify(other, advise=False) is None:
+            if flag == "--init":
+                return f"; the run's other copy {other!r} is intact: pass that as --init"
             return f"; use the intact copy {other!r} or start a new run"
         state = f"{other!r} is unusable too"
     else:
         state = f"{other!r} does not exist"
+    if flag == "--init":
+        return f"; there is no intact copy ({state}): retrain the run it came from, or pass another --init"
     return f"; there is no intact copy ({state}): start a new run (hebm.train --overwrite, or another --out)"
 
 
-def load_checkpoint(path: str, map_location="cpu", *, advise: bool = True) -> dict:
+def load_checkpoint(path: str, map_location="cpu", *, advise: bool = True, flag: Optional[str] = None) -> dict:
     """The verified payload of ``path``, or :class:`CheckpointError` saying what is wrong (and, if
-    ``advise``, whether the run's other copy is usable)."""
+    ``advise``, whether the run's other copy is usable).  ``flag``: the argument that named
+    ``path`` (``"--init"``), named in the error and the advice instead of "checkpoint"."""
+    name = f"{flag} {path!r}" if flag else f"checkpoint {path!r}"
+    if os.path.isdir(path):
+        inside = os.path.join(path, CKPT_NAME)
+        if os.path.isfile(inside):
+            raise CheckpointError(f"{name} is a directory, not a checkpoint file: pass {inside!r}")
+        raise CheckpointError(f"{name} is a directory, not a checkpoint file, and holds no {CKPT_NAME} (a run "
+                              f"directory keeps its checkpoint as {inside!r})")
     if not os.path.isfile(path):
-        raise CheckpointError(f"checkpoint {path!r} does not exist")
+        raise CheckpointError(f"{name} does not exist")
     if os.path.getsize(path) == 0:
-        raise CheckpointError(f"checkpoint {path!r} is empty (an interrupted copy?){_advice(path, advise)}")
+        raise CheckpointError(f"{name} is empty (an interrupted copy?){_advice(path, advise, flag)}")
     try:
         ck = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         text = str(e)
         blocked = [line.strip() for line in text.splitlines() if "GLOBAL" in line or "global" in line.lower()]
         if not blocked:  # the unpickler choked on the bytes themselves: not a (complete) torch file
-            raise CheckpointError(f"checkpoint {path!r} is corrupt or not a PyTorch file (unreadable pickle data)"
-                                  f"{_advice(path, advise)}") from None
+            raise CheckpointError(f"{name} is corrupt or not a PyTorch file (unreadable pickle data)"
+                                  f"{_advice(path, advise, flag)}") from None
         raise CheckpointError(
-            f"checkpoint {path!r} was refused by torch.load(weights_only=True): it holds objects other than tensors "
+            f"{name} was refused by torch.load(weights_only=True): it holds objects other than tensors "
             f"and plain data ({blocked[0][:160]}). hebm never writes such files — it may be from elsewhere or "
             f"malicious, so it is not loaded") from None
     except Exception as e:  # torch.load raises many types for bad bytes
         first = str(e).splitlines()[0][:160] if str(e) else ""
         raise CheckpointError(
-            f"checkpoint {path!r} is corrupt or not a PyTorch file ({type(e).__name__}: {first})"
-            f"{_advice(path, advise)}") from None
+            f"{name} is corrupt or not a PyTorch file ({type(e).__name__}: {first})"
+            f"{_advice(path, advise, flag)}") from None
     if not isinstance(ck, dict) or ck.get("format") != FORMAT:
-        raise CheckpointError(f"{path!r} is a PyTorch file but not a hebm checkpoint (written by hebm.train)")
+        raise CheckpointError(f"{name} is a PyTorch file but not a hebm checkpoint (written by hebm.train)")
     version = ck.get("version", 0)
     if not isinstance(version, int) or version > VERSION:
-        raise CheckpointError(f"{path!r} has checkpoint format version {version!r}; this hebm reads up to {VERSION}; "
+        raise CheckpointError(f"{name} has checkpoint format version {version!r}; this hebm reads up to {VERSION}; "
                               "upgrade hebm")
     if version < VERSION:
-        raise CheckpointError(f"{path!r} has checkpoint format version {version} (an older hebm); retrain, or load it "
+        raise CheckpointError(f"{name} has checkpoint format version {version} (an older hebm); retrain, or load it "
                               f"with that hebm and save it again")
     want = (ck.get("integrity") or {}).get("sha256")
     if not want:
-        raise CheckpointError(f"checkpoint {path!r} carries no integrity record; it was not written by hebm.train")
+        raise CheckpointError(f"{name} carries no integrity record; it was not written by hebm.train")
     if content_hash(ck) != want:
-        raise CheckpointError(f"checkpoint {path!r} fails its integrity check (its contents changed after it was "
-                              f"written: disk error or an edit){_advice(path, advise)}")
+        raise CheckpointError(f"{name} fails its integrity check (its contents changed after it was "
+                              f"written: disk error or an edit){_advice(path, advise, flag)}")
     for key in ("model_config", "train_config", "model", "step"):
         if key not in ck:
-            raise CheckpointError(f"checkpoint {path!r} lacks {key!r}; it is incomplete")
+            raise CheckpointError(f"{name} lacks {key!r}; it is incomplete")
     # Settings added after a checkpoint was written take the value that reproduces the run it
     # holds (not the new default): one entry per such setting.
     for part, added in CONFIG_KEYS_ADDED.items():
@@ -280,5 +295,5 @@ def load_state_checked(module: torch.nn.Module, state: dict, path: str, what: st
     module.load_state_dict(state)
 
 
-__all__ = ["CheckpointError", "content_hash", "latest_good", "load_checkpoint", "load_state_checked",
+__all__ = ["CKPT_NAME", "CheckpointError", "content_hash", "latest_good", "load_checkpoint", "load_state_checked",
            "prev_path", "rng_state", "save_checkpoint", "set_rng_state", "verify"]

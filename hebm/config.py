@@ -12,13 +12,12 @@ run may change (:func:`resume_changes`):
   warm-up, ...): applied on resume and printed;
 * ``run``   — bookkeeping (output directory, logging intervals, device, threads): applied.
 
-The CLI of ``python -m hebm.train`` is generated from these fields (:func:`add_arguments`), so a
-flag, its help, its range check and its config key exist in one place; checkpoints store both
+The CLI of ``python -m hebm.train`` is generated from these fields (:func:`hebm.cli.add_arguments`), so
+a flag, its help, its range check and its config key exist in one place; checkpoints store both
 configs as plain dicts (nanoGPT's ``model_args``).
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import math
 from dataclasses import dataclass, field
@@ -229,7 +228,7 @@ class AnomalyTask:
     runs_dir: Optional[str] = _f(None, "with --train (default runs/anomaly-<prior>-<time>)", "run")
     n_post: int = _f(4, "posterior samples per image", "run", lo=1, hi=1000)
     score: Optional[str] = _f(None, "the score to report, e.g. 'L>0' (default: the one chosen on each run's "
-                              "validation slice against proxy outliers; hebm.scores lists the family)", "run")
+                              "validation slice against proxy outliers; hebm.evaluation.scores lists the family)", "run")
 
 
 ANOMALY_SHARED = {"prior": ("ebm", " (with --train)"), "dataset": ("digits", " (with --train)"),
@@ -249,13 +248,21 @@ class OodTask:
                               "against proxy outliers)", "run")
 
 
+#: the width of the classifier features every Fréchet distance is measured in (hebm.evaluation.features)
+FEATURE_DIM = 32
+#: the fewest samples of a set an FD compares: a covariance of n samples has rank n − 1 at most, so
+#: with fewer than FEATURE_DIM + 1 it is singular and the distance means nothing
+#: (hebm.evaluation.metrics.frechet_distance refuses such a set)
+FD_MIN_SAMPLES = FEATURE_DIM + 1
+
+
 @dataclass
 class FdTask:
-    """``hebm.evaluate fd``: Fréchet distance to the training set; with training's fused and
-    langevin_steps (None: the checkpoint's)."""
+    """``hebm.evaluate fd``: Fréchet distance to half of the held-out split; with training's fused
+    and langevin_steps (None: the checkpoint's)."""
 
-    n: Optional[int] = _f(None, "generated images per seed (default: the held-out split's size, so every FD compares "
-                          "sets of one size)", "run", lo=10, hi=10**6)
+    n: Optional[int] = _f(None, "generated images per seed (default: half the held-out split's size, so every FD "
+                          "compares sets of one size)", "run", lo=FD_MIN_SAMPLES, hi=10**6)
     seeds: int = _f(3, "sampling seeds (mean ± sample std)", "run", lo=1, hi=100)
     inception_weights: Optional[str] = _f(None, "local torch-fidelity Inception weights for torchmetrics FID", "run")
 
@@ -269,7 +276,7 @@ class SummaryTask:
 
 @dataclass
 class HierarchyTask:
-    """``hebm.evaluate hierarchy``: what each latent layer carries (:mod:`hebm.hierarchy`)."""
+    """``hebm.evaluate hierarchy``: what each latent layer carries (:mod:`hebm.evaluation.hierarchy`)."""
 
     n: int = _f(2000, "prior draws for the class-change measure", "run", lo=10, hi=10**6)
 
@@ -278,7 +285,7 @@ class HierarchyTask:
 class ControllableTask:
     """``hebm.evaluate controllable``: conditional samples scored by independent classifiers."""
 
-    n: int = _f(1000, "conditional samples per seed", "run", lo=10, hi=10**6)
+    n: int = _f(1000, "conditional samples per seed", "run", lo=FD_MIN_SAMPLES, hi=10**6)
     seeds: int = _f(3, "sampling seeds (mean ± std)", "run", lo=1, hi=100)
     figure: Optional[str] = _f(None, "also write the hierarchical-control grid to this PNG", "run")
 
@@ -420,98 +427,5 @@ def resume_changes(saved: dict, asked: dict) -> tuple[dict, list]:
     return applied, refused
 
 
-# ---------------------------------------------------------------------------------- the CLI
-def _ranged(name: str, meta: dict, cast):
-    def parse(s: str):
-        try:
-            v = cast(s)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {'an integer' if cast is int else 'a number'}, got {s!r}") from None
-        why = value_problem(v, meta)
-        if why is not None:
-            raise argparse.ArgumentTypeError(why)
-        return v
-
-    return parse
-
-
-def _listed(name: str, meta: dict, cast):
-    one = _ranged(name, meta, cast)
-
-    def parse(s: str):
-        parts = [p for p in s.split(",") if p.strip()]
-        if not parts:
-            raise argparse.ArgumentTypeError(f"expected comma-separated values like 16,8,4, got {s!r}")
-        return [one(p.strip()) for p in parts]
-
-    return parse
-
-
-def _add_flag(parser, f, default, help_, *, suppress: bool) -> None:
-    """The flag of field ``f``: ``--field-name``, typed and range-checked.  ``suppress``: no
-    default on the parser (hebm.train: only the given flags appear), else ``default``."""
-    m = f.metadata
-    flag = "--" + f.name.replace("_", "-")
-    kw = dict(dest=f.name, help=help_.replace("%", "%%").replace("%%%%", "%%"))
-    if not suppress:
-        kw["default"] = default
-    if m.get("required"):
-        kw["required"] = True
-    if m.get("metavar"):
-        kw["metavar"] = m["metavar"]
-    if str(f.type) == "bool":
-        # --x / --no-x: a prior type's default may be on (spectral norm for the ebm)
-        parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
-    elif m.get("repeat"):
-        parser.add_argument(flag, action="append", **{**kw, "default": [] if not suppress else argparse.SUPPRESS})
-    elif m.get("list_of") is not None:
-        parser.add_argument(flag, type=_listed(f.name, m, m["list_of"]), **{"metavar": "A,B,…", **kw})
-    elif m.get("choices"):
-        parser.add_argument(flag, choices=m["choices"], **kw)
-    else:
-        cast = {"int": int, "float": float, "Optional[int]": int, "Optional[float]": float}.get(str(f.type), str)
-        if cast is str:
-            parser.add_argument(flag, **kw)
-        else:
-            parser.add_argument(flag, type=_ranged(f.name, m, cast), **kw)
-
-
-def _field_default(f):
-    return f.default if f.default is not dataclasses.MISSING else f.default_factory()
-
-
-def add_arguments(parser: argparse.ArgumentParser, classes=(ModelConfig, TrainConfig), shown: Optional[dict] = None,
-                  *, only=None, defaults: Optional[dict] = None):
-    """One flag per CLI field of ``classes``: ``--field-name``, typed and range-checked.
-
-    Without ``defaults`` the parser gets no defaults (it should use
-    ``argument_default=argparse.SUPPRESS``, so only the given flags appear: hebm.train, whose
-    defaults depend on the prior); ``shown`` overrides the defaults the help names.  With
-    ``defaults`` (a dict, possibly empty) every flag gets its field's default, or the dict's
-    value for it (hebm.sample, hebm.evaluate) — a value ``(default, note)`` adds the note to the
-    help.  ``only``: these field names only, in this order (the flags an entry point shares with
-    training: the same types and ranges)."""
-    shown = shown or {}
-    fields = [f for cls in classes for f in dataclasses.fields(cls) if f.metadata.get("cli", True)]
-    if only is not None:
-        by = {f.name: f for f in fields}
-        fields = [by[n] for n in only]
-    for f in fields:
-        note = ""
-        if defaults is None:
-            default = shown.get(f.name, _field_default(f))
-        else:
-            default = defaults.get(f.name, _field_default(f))
-            if isinstance(default, tuple):
-                default, note = default
-        per_prior = "".join(f"; {k}: {d[f.name]}" for k, d in PRIOR_DEFAULTS.items() if f.name in d) \
-            if defaults is None else ""
-        help_ = f.metadata["help"] + (f" (default {default}{per_prior})"
-                                      if default not in (None, False, []) or per_prior else "")
-        help_ += note
-        _add_flag(parser, f, default, help_, suppress=defaults is None)
-    return parser
-
-
-__all__ = ["LADDER_WARMUP", "SPLIT_SETTINGS", "EVALUATE_SHARED", "EVALUATE_TASKS", "EvaluateConfig", "ModelConfig", "SAMPLE_SHARED", "SampleConfig", "TrainConfig", "PRIOR_TYPES", "PRIOR_DEFAULTS", "add_arguments", "build", "check_value",
+__all__ = ["FD_MIN_SAMPLES", "FEATURE_DIM", "LADDER_WARMUP", "SPLIT_SETTINGS", "EVALUATE_SHARED", "EVALUATE_TASKS", "EvaluateConfig", "ModelConfig", "SAMPLE_SHARED", "SampleConfig", "TrainConfig", "PRIOR_TYPES", "PRIOR_DEFAULTS", "build", "check_value",
            "defaults", "defaults_key", "kind_of", "resume_changes", "split_settings"]

@@ -21,7 +21,6 @@ parallel ranks take disjoint shards of the same permutation (DistributedSampler-
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Optional, Sequence
 

@@ -17,11 +17,15 @@
   folder of PNGs, as the authors' evaluation does) and ``DIR/samples.npz`` (``images`` uint8
   ``[N, H, W, C]``, ``x`` the flat [-1, 1] values, ``z`` the latents).  ``--recon`` writes the
   model's **Recon** set instead: x → z̃ ~ q(z̃ | x) → g(z̃) for N random training images, the floor
-  any prior on this generator could reach.
+  any prior on this generator could reach.  ``DIR`` must hold no images yet and is locked
+  (``DIR/.lock``) while it is written: a second ``hebm.sample`` on it is refused.
+* Destinations are checked before any chain runs: ``--out`` and ``--save`` that are files, lie
+  under a file or cannot be written (a read-only file system) are one line naming the flag.
 * ``--attribute NAME=VALUE`` (repeatable; a checkpoint fine-tuned with ``--attributes``,
   docs/controllable.md): samples of ``p(z̃ | y)`` — conditional chains, every chain with its own
   values in one fused call; attributes not given are drawn with the training images'
-  frequencies given the ones that are.
+  frequencies given the ones that are.  ``--long-run`` and ``--hierarchical`` sample the
+  unconditional prior, so they refuse ``--attribute``.
 * ``--long-run K`` (paper 1's long-run figure, docs/papers.md B §5.6): ``--nchains`` prior chains
   run K Langevin steps (ebm; for diffusion K steps per level).  ``*_longrun_energy.png`` plots
   the mean target log π(u) and the mean energy F(z̃) per step; ``*_longrun_chain.png`` decodes
@@ -32,104 +36,29 @@
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 
 import torch
 
-from . import cli
-from .args import DivergenceError
-from .config import SAMPLE_SHARED, SampleConfig, TrainConfig, add_arguments
+from . import cli, files
+from .config import SAMPLE_SHARED, SampleConfig, TrainConfig
 from .data import run_data_for
-from .figures import plot_profile, save_grid, save_scatter, to_images
+from .errors import UserError
+from .evaluation.figures import plot_profile, save_grid, save_scatter, to_images
+from .evaluation.samples import IN_REGION, PosteriorRegion, hierarchical_grid, long_run, require_images, save_image_set
 from .models import load_model
-from .philox import initial_noise
-
-IN_REGION = 0.9  # the fraction of chains inside the posterior's 99 % region that counts as "staying"
-
-
-def hierarchical_grid(model, *, ncol: int, seed: int, n_steps: int, step_size: float, fused: bool = False):
-    """``[L·ncol, D_x]`` decodes: row i (top layer first) varies layer i only (ũ-space)."""
-    z, u = model.sample_latents(ncol, seed=seed, n_steps=n_steps, step_size=step_size, fused=fused, return_u=True,
-                                check="raise")
-    prior = model.prior
-    parts = prior.split(u)
-    rows = []
-    for i in reversed(range(prior.L)):
-        new = [p[:1].expand(ncol, -1).clone() if j != i else p for j, p in enumerate(parts)]
-        with torch.no_grad():
-            rows.append(model.decode(prior.T(torch.cat(new, 1))))
-    return torch.cat(rows)
-
-
-class PosteriorRegion:
-    """The aggregate posterior's Gaussian fit and its 99 % Mahalanobis radius."""
-
-    def __init__(self, z_post: torch.Tensor, quantile: float = 0.99):
-        z = z_post.double()
-        self.mu = z.mean(0)
-        cov = torch.cov(z.t()) + 1e-6 * torch.eye(z.shape[1], dtype=z.dtype)
-        self.prec = torch.linalg.inv(cov)
-        self.radius = float(torch.quantile(self._m2(z), quantile))
-
-    def _m2(self, z):
-        d = z.double() - self.mu
-        return ((d @ self.prec) * d).sum(1)
-
-    def inside(self, z: torch.Tensor) -> float:
-        """Fraction of rows of ``z`` inside the region."""
-        return float((self._m2(z) <= self.radius).double().mean())
-
-
-@torch.no_grad()
-def long_run(model, *, n_chains: int, K: int, seed: int, step_size: float, fused: bool = False, snapshots: int = 10,
-             region: PosteriorRegion = None, metropolis: bool = False, acceptance: list = None):
-    """``(log π per step [K_total], F per snapshot, inside-fraction per snapshot, snapshot steps,
-    decodes [snapshots, n_chains, D_x])`` of ``n_chains`` long prior chains.  ``metropolis``:
-    Metropolis-adjusted steps (MALA), each segment's mean acceptance appended to ``acceptance``."""
-    p0 = next(model.parameters())
-    ids = torch.arange(n_chains, device=p0.device)
-    u = initial_noise(seed, n_chains, model.D, chain_ids=ids, device=p0.device, dtype=p0.dtype)
-    snaps, energy, inside = [], [], []
-    prior = model.sampling_prior
-
-    def record(u, t=None):
-        z = model.prior.T(u)
-        snaps.append(model.decode(z))
-        energy.append(float(prior.energy(z, t).mean()) if prior.has_energy else 0.0)
-        inside.append(region.inside(z) if region is not None else float("nan"))
-
-    logs, marks, acc = model.long_run(u, K=K, seed=seed, chain_ids=ids, step_size=step_size, fused=fused,
-                                      snapshots=snapshots, metropolis=metropolis, record=record)
-    if acceptance is not None:
-        acceptance.extend(acc)
-    return logs.cpu(), energy, inside, marks, torch.stack(snaps)
-
-
-def save_image_set(x: torch.Tensor, z: torch.Tensor, shape, out_dir: str) -> int:
-    """``x`` (flat, [-1, 1]) as one PNG per image plus ``samples.npz`` in ``out_dir``; returns N."""
-    import numpy as np
-    from PIL import Image
-
-    if not shape:
-        raise cli.UserError("--save writes images; this model's data are not images")
-    os.makedirs(out_dir, exist_ok=True)
-    imgs = to_images(x, shape)  # [N, C, H, W] in [0, 1]
-    u8 = (imgs * 255.0).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()  # [N, H, W, C]
-    for i, im in enumerate(u8):
-        Image.fromarray(im[:, :, 0] if im.shape[2] == 1 else im).save(os.path.join(out_dir, f"{i:06d}.png"))
-    np.savez_compressed(os.path.join(out_dir, "samples.npz"), images=u8, x=x.detach().cpu().numpy(),
-                        z=z.detach().cpu().numpy())
-    return len(u8)
+from .models.attributes import labels as attribute_labels
+from .models.controllable import draw_values, parse_fixed
+from .sampler.results import DivergenceError
 
 
 def build_parser():
     """The flags of :class:`hebm.config.SampleConfig`, and those it shares with training
     (:data:`hebm.config.SAMPLE_SHARED`: training's types and ranges), generated."""
     p = cli.Parser(prog="python -m hebm.sample", description="Sample from a trained hebm checkpoint.")
-    add_arguments(p, (SampleConfig,), defaults={})
-    add_arguments(p, (TrainConfig,), only=list(SAMPLE_SHARED), defaults=SAMPLE_SHARED)
+    cli.add_arguments(p, (SampleConfig,), defaults={})
+    cli.add_arguments(p, (TrainConfig,), only=list(SAMPLE_SHARED), defaults=SAMPLE_SHARED)
     return p
 
 
@@ -142,40 +71,54 @@ def main(argv=None) -> int:
     def go() -> int:
         if a.device == "cpu":
             torch.set_num_threads(1)
+        # the flags together, the checkpoint, then the destinations: all before a chain runs
+        if a.recon and not a.save:
+            raise UserError("--recon writes the reconstruction set to --save DIR: pass --save DIR")
+        if a.metropolis and not a.long_run:
+            raise UserError("--metropolis adjusts the long-run chain: pass --long-run K too")
+        for flag, on in (("--long-run", a.long_run), ("--hierarchical", a.hierarchical)):
+            if a.attribute and on:
+                raise UserError(f"--attribute conditions the --n samples (and --save); {flag} draws from the "
+                                f"unconditional prior and would ignore it: run {flag} without --attribute")
         model, mcfg, tcfg, _ = load_model(a.ckpt, a.device)
         K = tcfg.langevin_steps if a.langevin_steps is None else a.langevin_steps
         delta = tcfg.langevin_step_size if a.langevin_step_size is None else a.langevin_step_size
-        prefix = a.out or os.path.join(os.path.dirname(os.path.abspath(a.ckpt)), "sample")
-        os.makedirs(os.path.dirname(os.path.abspath(prefix)), exist_ok=True)
         shape = mcfg.image_shape
+        draw = model_draw(model, tcfg, K, delta)
+        prefix = a.out or os.path.join(os.path.dirname(os.path.abspath(a.ckpt)), "sample")
+        if not (a.save and a.recon):  # (the Recon set alone writes nothing next to --out)
+            files.writable_directory("--out" if a.out else "--out (by default next to --ckpt)",
+                                     os.path.dirname(os.path.abspath(prefix)), given=prefix)
+        lock = None
+        if a.save:
+            require_images(shape)
+            lock = files.DirectoryLock(a.save)  # two hebm.sample on one --save: the second is refused
+            lock.acquire("--save", "hebm.sample")
+        try:
+            return work(model, mcfg, tcfg, K, delta, shape, draw, prefix)
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def model_draw(model, tcfg, K, delta):
+        """The latents of chains j0 … j1−1: the model's prior, or p(z | y) with --attribute."""
+        if not a.attribute:
+            return lambda j0, j1: model.sample_latents(j1 - j0, seed=a.seed, n_steps=K, step_size=delta, fused=a.fused,
+                                                       chain_offset=j0, check="raise")
+        names = list(getattr(model, "attributes", []) or [])
+        if not names:
+            raise UserError(f"--attribute: {a.ckpt} has no attribute heads (fine-tune it with hebm.train --init "
+                            f"{a.ckpt} --attributes digit,thickness,slant)")
+        fixed = parse_fixed(a.attribute, names)
+        values = draw_values(attribute_labels(run_data_for(tcfg).train, names), names, fixed, a.n, a.seed)
+        return lambda j0, j1: model.sample_latents_given(values[j0:j1], seed=a.seed, n_steps=K, step_size=delta,
+                                                         fused=a.fused, chain_offset=j0, check="raise")
+
+    def work(model, mcfg, tcfg, K, delta, shape, draw, prefix) -> int:
         written = []
-        draw = None  # the latents of --n chains: the model's prior, or p(z | y) with --attribute
-        if a.attribute:
-            from .attributes import labels as attribute_labels
-            from .controllable import draw_values, parse_fixed
-
-            names = list(getattr(model, "attributes", []) or [])
-            if not names:
-                raise cli.UserError(f"--attribute: {a.ckpt} has no attribute heads (fine-tune it with hebm.train --init "
-                                    f"{a.ckpt} --attributes digit,thickness,slant)")
-            fixed = parse_fixed(a.attribute, names)
-            data = run_data_for(tcfg)
-            values = draw_values(attribute_labels(data.train, names), names, fixed, a.n, a.seed)
-
-            def draw(j0, j1):
-                return model.sample_latents_given(values[j0:j1], seed=a.seed, n_steps=K, step_size=delta, fused=a.fused,
-                                                  chain_offset=j0, check="raise")
-        else:
-            def draw(j0, j1):
-                return model.sample_latents(j1 - j0, seed=a.seed, n_steps=K, step_size=delta, fused=a.fused,
-                                            chain_offset=j0, check="raise")
-        if a.recon and not a.save:
-            raise cli.UserError("--recon writes the reconstruction set to --save DIR: pass --save DIR")
-        if a.metropolis and not a.long_run:
-            raise cli.UserError("--metropolis adjusts the long-run chain: pass --long-run K too")
-        if a.save and os.path.isdir(a.save) and any(n.endswith(".png") or n == "samples.npz" for n in os.listdir(a.save)):
-            raise cli.UserError(f"--save {a.save!r} already holds images; pick an empty or new directory (a set "
-                                f"mixed from two runs would be scored as one)")
+        if a.save and any(n.endswith(".png") or n == "samples.npz" for n in os.listdir(a.save)):
+            raise UserError(f"--save {a.save!r} already holds images; pick an empty or new directory (a set "
+                            f"mixed from two runs would be scored as one)")
         try:
             if a.save:
                 if a.recon:
@@ -238,7 +181,7 @@ def main(argv=None) -> int:
                            stays_in_data_region=stays, metropolis=a.metropolis,
                            acceptance=acceptance if a.metropolis else None)
                 with open(prefix + "_longrun.json", "w") as f:
-                    json.dump(rep, f, indent=2)
+                    files.dump_json(rep, f, indent=2)
                 written.append(prefix + "_longrun.json")
                 print(f"[hebm.sample] long run of {a.long_run} steps: log π {float(logs[0]):.2f} -> {float(logs[-1]):.2f}, "
                       f"inside the posterior's 99% region {inside[0]:.2f} -> {inside[-1]:.2f}: chains "
@@ -246,7 +189,7 @@ def main(argv=None) -> int:
                       + (f"; MALA acceptance {min(acceptance):.2f}-{max(acceptance):.2f} per segment" if a.metropolis
                          else ""))
         except DivergenceError as e:
-            raise cli.UserError(f"{e.args[0].split(';')[0]}; lower --langevin-step-size (now {delta:g}) or --langevin-steps")
+            raise UserError(f"{e.args[0].split(';')[0]}; lower --langevin-step-size (now {delta:g}) or --langevin-steps")
         print("[hebm.sample] wrote " + ", ".join(written))
         return 0
 

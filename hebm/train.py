@@ -6,7 +6,7 @@
     python -m hebm.train --resume --out runs/ebm --steps 8000 --lr-ebm 1e-5   # continue, with new knobs
     torchrun --nproc_per_node 2 -m hebm.train --steps 100  # data parallel (gloo on CPU, NCCL on GPU)
 
-The loop itself is :mod:`hebm.trainer` (:class:`hebm.trainer.Trainer`, for programs).
+The loop itself is :mod:`hebm.training` (:class:`hebm.training.trainer.Trainer`, for programs).
 
 Outputs in ``--out`` (default ``runs/<prior>-<dataset>-<time>/``): ``config.json``, ``ckpt.pt`` (and
 the previous one, ``ckpt.prev.pt``; see :mod:`hebm.checkpoint`), ``metrics.jsonl`` (one row per
@@ -26,7 +26,7 @@ knob is changed on resume, which is printed).
 Threads: this entry point sets process-wide thread counts (torch's intra-op pool to ``--threads``,
 1 by default — these small networks run fastest so — and the fused C++ sampler's own pool to the
 process's share of the cores); a program embedding a Trainer gets the same through
-:func:`hebm.trainer.configure_threads`.
+:func:`hebm.training.trainer.configure_threads`.
 """
 
 from __future__ import annotations
@@ -36,9 +36,9 @@ import os
 import sys
 
 from . import cli
-from .checkpoint import latest_good, load_checkpoint, prev_path
-from .config import add_arguments
-from .trainer import CKPT_NAME, Trainer
+from .checkpoint import CKPT_NAME, latest_good, load_checkpoint, prev_path
+from .errors import UserError
+from .training.trainer import Trainer
 
 
 # ---------------------------------------------------------------------------------- CLI
@@ -46,7 +46,7 @@ def build_parser() -> cli.Parser:
     p = cli.Parser(prog="python -m hebm.train", argument_default=argparse.SUPPRESS,
                    description="Train a hierarchical latent-space prior model: gaussian (hierarchical VAE), ebm (joint "
                                "EBM prior, CVPR'23) or diffusion (u-space EBM diffusion on a trained model, ICML'24).")
-    add_arguments(p)
+    cli.add_arguments(p)
     p.add_argument("--resume", nargs="?", const="auto", metavar="CKPT",
                    help="continue the run in --out (its newest good checkpoint) or from CKPT; changed knobs (--lr, "
                         "--lr-ebm, --langevin-step-size, --steps, ...) are applied and printed")
@@ -58,12 +58,12 @@ def _resume_path(args: dict) -> str:
     if path != "auto":
         return path
     if not args.get("out"):
-        raise cli.UserError("--resume without a path needs --out DIR (the run directory holding ckpt.pt)")
+        raise UserError("--resume without a path needs --out DIR (the run directory holding ckpt.pt)")
     ckpt = os.path.join(args["out"], CKPT_NAME)
     good = latest_good(ckpt)
     if good is None:
         if not os.path.exists(ckpt) and not os.path.exists(prev_path(ckpt)):
-            raise cli.UserError(f"--resume: no checkpoint in {args['out']!r} (expected {ckpt})")
+            raise UserError(f"--resume: no checkpoint in {args['out']!r} (expected {ckpt})")
         # neither verifies: the reason of the newest one there is; its message checks the other
         # copy too, so it says there is no intact copy rather than pointing at a missing or bad file
         good = ckpt if os.path.exists(ckpt) else prev_path(ckpt)

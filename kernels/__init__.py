@@ -8,7 +8,7 @@ kernel → dispatch → API).
   aligned ``Wᵀ`` block), derived from hebm's flat pack.
 * :mod:`hebm.kernels.codegen` — the per-network glue: one persistent Langevin kernel per network
   structure, written as a sequence of device-function calls with literal widths and offsets,
-  cached on disk, built on first use; the launcher is ``hebm.backends.triton_backend``.
+  cached on disk, built on first use; the launcher is ``hebm.sampler.backends.triton_backend``.
 * ``kernels/generated/`` — a committed copy of one generated kernel (the ``small`` problem), so
   what the generator writes can be read and reviewed; a test regenerates it byte for byte.
 

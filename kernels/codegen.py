@@ -28,7 +28,7 @@ Two forms of the same sequence, chosen per network (:func:`kernel_form`):
   resident), and each layer is one ``dev.stream_*`` call — a runtime loop over ``tile``-wide output
   chunks with an inner loop over input chunks.  ``tl.debug_barrier()`` separates the phases.
 
-Register pressure (benchmarks/NOTES.md, "Triton kernel, session 3"): a ``tl.dot`` operand is held
+Register pressure (benchmarks/NOTES.md, "Compile time and registers"): a ``tl.dot`` operand is held
 whole in registers by every warp that uses it (a 64×64 fp32 weight tile is 128 registers per
 thread), hence chunk products; the compiler hoists loop-invariant loads (into shared memory for
 the whole kernel) *and* every loop-invariant address computation (into registers for the whole
@@ -142,7 +142,7 @@ def kernel_form(spec: LangevinSpec) -> str:
     ``spec.reg_limit`` elements, else ``"streamed"``.  A plain Gaussian prior (no MLP runs) is
     register form.  A Metropolis-adjusted kernel exists in the register form only (its state,
     gradient and proposal live in registers); :func:`generate_source` refuses it for a network
-    that needs the streamed form (the launcher checks first: hebm.backends.triton_backend)."""
+    that needs the streamed form (the launcher checks first: hebm.sampler.backends.triton_backend)."""
     if not spec.energies:
         return "register"
     for m in list(spec.conds) + list(spec.energies):
@@ -519,7 +519,7 @@ class _RegisterGlue(_Glue):
         o(f"{lp} += lam * fsum")
 
     def generate_metropolis(self) -> str:
-        """K Metropolis-adjusted steps (hebm/reference.py mala_step): each state evaluated once —
+        """K Metropolis-adjusted steps (hebm/sampler/reference.py mala_step): each state evaluated once —
         the proposal's log π and gradient serve the next step when it is accepted — so K steps
         cost K + 1 sweeps.  Per chain: the accepted proposals and Σ min(1, α) to ``acc_ptr``."""
         s, o, L = self.s, self.o, self.L

@@ -4,10 +4,10 @@ The generated kernels (:mod:`hebm.kernels.codegen`) are only per-network *glue*:
 calls below with literal widths, offsets and activations.  Everything that computes lives here:
 
 * activations with their derivatives (``activation``: relu 0, leaky_relu 1, tanh 2, silu 3,
-  gelu 4, gelu_tanh 5, softplus 6 — hebm's packed codes, ``hebm.nn.ACTIVATION_CODES``);
+  gelu 4, gelu_tanh 5, softplus 6 — hebm's packed codes, ``hebm.prior.nn.ACTIVATION_CODES``);
 * hebm's Philox4x32-10 normal stream (docs/design.md §2), one Philox call per block of four
   elements (``noise_tile``);
-* weight / bias tiles read from hebm's flat packed buffer (``hebm.backends.pack``: ``W [out, in]``
+* weight / bias tiles read from hebm's flat packed buffer (``hebm.sampler.backends.pack``: ``W [out, in]``
   row-major, then the bias table ``[rows, out]``), with masked loads so padding is exact zeros;
 * register-form layer pieces (``linear_fwd``, ``linear_bwd``: one chunk product on register
   tiles) and streamed-form layers (``stream_*``: a loop over output chunks with an inner loop over
@@ -117,7 +117,7 @@ def activation(x, ACT: tl.constexpr, SLOPE: tl.constexpr):
 # ---------------------------------------------------------------------------------- noise
 @triton.jit
 def philox_words(c0, c1, c2, c3, k0, k1):
-    """Philox4x32-10 on uint32 tensors (Random123 word order, as ``hebm.philox.philox4x32``;
+    """Philox4x32-10 on uint32 tensors (Random123 word order, as ``hebm.prior.philox.philox4x32``;
     Triton's ``philox_impl`` multiplies word 0 by 0xD2511F53 and word 2 by 0xCD9E8D57)."""
     return tl.philox_impl(c0, c1, c2, c3, k0, k1, 10)
 
@@ -155,7 +155,7 @@ def sincos_0_2pi(a):
 @triton.jit
 def box_muller(xa, xb):
     """The normal pair of two words: ``r·cos 2πu_b``, ``r·sin 2πu_b`` with ``r = √(−2 ln u_a)``,
-    computed in float64 and rounded once to float32 (hebm.philox says why: the same bits as the
+    computed in float64 and rounded once to float32 (hebm.prior.philox says why: the same bits as the
     reference and the C++/CUDA kernels on every machine)."""
     r = tl.sqrt(-2.0 * tl.log(uniform(xa).to(tl.float64)))  # fp64 sqrt is IEEE-rounded; sqrt_rn takes fp32 only
     cos, sin = sincos_0_2pi(6.283185307179586 * uniform(xb).to(tl.float64))
@@ -293,7 +293,7 @@ def full_grad(u, gu, un, alpha, inv2, KERNEL: tl.constexpr):
 @triton.jit
 def accept_uniform(cid, step, k0, k1):
     """The Metropolis test's U of chains ``cid`` (``[BLOCK_B]`` uint32) at ``step``: counter
-    ``(0, cid, step, 2)``, the first word (docs/design.md §2; hebm.philox.philox_accept_uniform)."""
+    ``(0, cid, step, 2)``, the first word (docs/design.md §2; hebm.prior.philox.philox_accept_uniform)."""
     x0, _x1, _x2, _x3 = philox_block(0, cid, step, 2, k0, k1)
     return uniform(x0)
 

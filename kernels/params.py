@@ -1,7 +1,7 @@
 """The Triton kernels' own parameter layout, derived from each layer's ``W [out, in]`` and bias table.
 
 hebm's networks give, per Linear layer, ``W [out, in]`` row-major and a bias table ``[rows, out]``
-(``hebm.backends.pack.unpack``).  Read tile by tile in a kernel, such tensors mean masked scalar
+(``hebm.sampler.backends.pack.unpack``).  Read tile by tile in a kernel, such tensors mean masked scalar
 gathers: odd offsets (no vector loads), a mask per element, and a shift for every latent input or
 output that does not start on a padded boundary.  The kernels instead read one buffer in which
 every layer is laid out for them:

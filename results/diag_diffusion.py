@@ -9,17 +9,17 @@ at fault, both inits would move the chains alike.
 
     python results/diag_diffusion.py OUT.json STAGE1_CKPT [STAGE1_CKPT ...]
 """
-import json
 import sys
 
 import torch
 
 from hebm.config import ModelConfig, build
-from hebm.evaluate import _data
-from hebm.metrics import frechet_distance
+from hebm.data import run_data_for
+from hebm.evaluation.metrics import frechet_distance
+from hebm.files import dump_json, json_text
 from hebm.models import build_model, load_model
-from hebm.philox import initial_noise
-from hebm.sampling import reverse_diffusion
+from hebm.prior.philox import initial_noise
+from hebm.sampler.dispatch import reverse_diffusion
 
 
 def untrained_diffusion(stage1, mcfg, neutral: bool, seed: int = 0):
@@ -39,7 +39,7 @@ def main(out_path, ckpts, n=2000, K=50):
     out = {}
     for path in ckpts:
         stage1, mcfg, tcfg, _ = load_model(path)
-        x = _data(tcfg).train.x
+        x = run_data_for(tcfg).train.x
         with torch.no_grad():
             z_post = stage1.posterior(x, torch.Generator().manual_seed(0)).z
             ids = torch.arange(n)
@@ -58,9 +58,9 @@ def main(out_path, ckpts, n=2000, K=50):
             res[name] = dict(displacement_per_level=disp, norm_entering_level=size,
                              prior_hole_z1=frechet_distance(z_post[:, :d1].numpy(), z[:, :d1].numpy()))
         out[path] = res
-        print(path, json.dumps(res, indent=1))
+        print(path, json_text(res, indent=1))
     with open(out_path, "w") as f:
-        json.dump(out, f, indent=2)
+        dump_json(out, f, indent=2)
 
 
 if __name__ == "__main__":

@@ -51,9 +51,9 @@ def make_prior(
 
 def attribute_prior(prior: HierarchicalPrior, names: Sequence[str], layers: Sequence[int], hidden: Sequence[int],
                     seed: int = 0) -> HierarchicalPrior:
-    """``prior`` coupled with random attribute heads (hebm.controllable): the merged, level-
+    """``prior`` coupled with random attribute heads (hebm.models.controllable): the merged, level-
     conditioned prior whose ``t`` is each chain's combination of attribute values."""
-    from hebm.controllable import AttributeHeads, conditional_prior
+    from hebm.models.controllable import AttributeHeads, conditional_prior
 
     act = prior.energies[0].act.spec() if prior.energies is not None else "gelu"
     heads = AttributeHeads(prior.dims, names, layers, hidden, act).to(next(prior.parameters()).dtype)

@@ -14,8 +14,8 @@ import pytest
 import torch
 
 import hebm
-import hebm.backends as backends
-from hebm.backends import ops
+import hebm.sampler.backends as backends
+from hebm.sampler.backends import ops
 
 pytestmark = pytest.mark.skipif(backends.unavailable("cpu") is not None,
                                 reason=f"cpu backend: {backends.unavailable('cpu')}")
@@ -191,27 +191,29 @@ def _imports(path: pathlib.Path) -> set:
 
 
 def test_the_dispatch_names_no_backend():
-    """hebm/dispatch.py reaches the backends only through the registry (hebm.backends)."""
+    """hebm/sampler/dispatch.py reaches the backends only through the registry (hebm.sampler.backends)."""
     root = pathlib.Path(hebm.__file__).parent
     mods = set(backends._MODULES.values())
-    for line in _imports(root / "dispatch.py"):
+    for line in _imports(root / "sampler" / "dispatch.py"):
         frm, _, names = line.partition(":")
         assert not any(frm == m or frm == "." + m.split(".", 1)[1] for m in mods), line
-        if frm in (".backends", "hebm.backends"):
+        if frm in (".backends", "hebm.sampler.backends"):
             assert not set(names.split(",")) & set(backends._MODULES), line
     # and decides nothing by a backend's name (a comparison with one, or a lookup by one)
-    for node in ast.walk(ast.parse((root / "dispatch.py").read_text())):
+    for node in ast.walk(ast.parse((root / "sampler" / "dispatch.py").read_text())):
         if isinstance(node, (ast.Compare, ast.Subscript)):
             named = {c.value for c in ast.walk(node) if isinstance(c, ast.Constant)} & set(backends._MODULES)
             assert not named, f"dispatch.py line {node.lineno} decides by the backend name {named}"
 
 
 def test_entry_points_do_not_branch_on_the_prior_name():
-    """train, trainer, sample, evaluate and metrics ask the model class (hebm.models.MODELS)
+    """train, sample, evaluate, training and evaluation ask the model class (hebm.models.MODELS)
     what a prior type does; a comparison with a prior type's name is the table's job."""
     from hebm.config import PRIOR_TYPES
     root = pathlib.Path(hebm.__file__).parent
-    for name in ("train.py", "trainer.py", "sample.py", "evaluate.py", "metrics.py"):
+    names = ["train.py", "sample.py", "evaluate.py"] + [str(p.relative_to(root)) for folder in ("training", "evaluation")
+                                                         for p in sorted((root / folder).glob("*.py"))]
+    for name in names:
         for node in ast.walk(ast.parse((root / name).read_text())):
             if isinstance(node, ast.Compare):
                 named = {c.value for c in ast.walk(node) if isinstance(c, ast.Constant)} & set(PRIOR_TYPES)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import hebm
-import hebm.backends as backends
+import hebm.sampler.backends as backends
 from hebm import BackendUnavailable
 
 B, DIMS = 4, (3, 2)
@@ -202,7 +202,7 @@ def test_a_prior_converted_after_a_call_is_seen(make_prior):
 def test_chunked_cpu_run_reports_divergence_instead_of_refusing(prior, monkeypatch):
     """A long run is cut into chunks; the value checks apply to the call's arguments only, so
     chains that diverge inside the run are reported by the result check, not refused as bad input."""
-    from hebm.backends import ops
+    from hebm.sampler.backends import ops
     monkeypatch.setattr(ops, "CHUNK_SECONDS", 1e-12)  # one step per chunk
     with pytest.warns(RuntimeWarning, match="diverged"):
         out = _fused_cpu(prior, U + 1.0, **good(n_steps=40, step_size=50.0))
@@ -285,7 +285,7 @@ def test_unknown_backend_and_precision(prior):
 @pytest.mark.parametrize("name", ["cpu", "triton", "cuda", "graph"])
 def test_unavailable_backend_is_reported(prior, name):
     """Whatever is built today: a backend that cannot run here raises BackendUnavailable with the
-    same reason ``hebm.backends.unavailable`` gives; one that can run reports its name."""
+    same reason ``hebm.sampler.backends.unavailable`` gives; one that can run reports its name."""
     why = backends.unavailable(name)
     if why is None:
         pytest.skip(f"backend {name!r} is available here (its own tests cover it)")
@@ -297,7 +297,7 @@ def test_unavailable_backend_is_reported(prior, name):
 
 @pytest.mark.parametrize("name", ["cpu", "triton", "cuda", "graph"])
 def test_backend_not_built(prior, monkeypatch, name):
-    monkeypatch.setitem(backends._MODULES, name, "hebm.backends._not_built_for_this_test")
+    monkeypatch.setitem(backends._MODULES, name, "hebm.sampler.backends._not_built_for_this_test")
     why = backends.unavailable(name)
     assert why is not None and "not built" in why and repr(name) in why and "backend='ref'" in why
     with pytest.raises(BackendUnavailable, match=rf"backend '{name}' is not built"):
@@ -308,7 +308,7 @@ def test_backend_not_built(prior, monkeypatch, name):
 def test_auto_falls_back_to_ref_with_one_warning(prior, monkeypatch):
     for name in list(backends._MODULES):
         if name != "ref":  # (the reference loop is part of hebm itself)
-            monkeypatch.setitem(backends._MODULES, name, f"hebm.backends._not_built_{name}")
+            monkeypatch.setitem(backends._MODULES, name, f"hebm.sampler.backends._not_built_{name}")
     monkeypatch.setattr(backends, "_warned", set())
     with pytest.warns(RuntimeWarning, match="using the reference"):
         out, info = hebm.langevin_fused(prior, U, return_info=True, **good())
@@ -383,7 +383,7 @@ _MALA_SAMPLERS = [hebm.langevin_ref, pytest.param(_fused_cpu, marks=_ON_CPU),
 def test_a_nan_weight_is_reported_by_mala_as_by_ula(prior, sampler, monkeypatch):
     """A NaN weight: ULA's chains end at NaN (diverged); MALA refuses every proposal and keeps a
     finite state, which the divergence check must see all the same (Σ min(1, α) = 0 per chain)."""
-    from hebm import args as hargs
+    from hebm.sampler import results as hargs
     monkeypatch.setattr(hargs, "_warned", set())
     with torch.no_grad():
         prior.energies[0].layers[0].weight[0, 0] = math.nan

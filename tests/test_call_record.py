@@ -1,4 +1,4 @@
-"""The call record (hebm.args.LANGEVIN / REVERSE) is the one list of a call's arguments: every
+"""The call record (hebm.sampler.record.LANGEVIN / REVERSE) is the one list of a call's arguments: every
 consumer derives from it or is checked against it here — the entry points' signatures, the checked
 call (LangevinArgs), the op schema and its slots in csrc/call_record.h (which the compiled ops read
 their arguments by), the graph backend's static buffers, the Triton launcher's kernel parameters."""
@@ -12,17 +12,17 @@ import pytest
 import torch
 
 import hebm
-from hebm.args import LANGEVIN, REVERSE, LangevinArgs, ReverseArgs
-from hebm.backends import _build, ops
+from hebm.sampler.backends import _build, ops
+from hebm.sampler.record import LANGEVIN, REVERSE, LangevinArgs, ReverseArgs
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
 def test_the_generated_header_is_current():
-    """csrc/call_record.h is what `python -m hebm.backends.ops --header` writes from the record now."""
+    """csrc/call_record.h is what `python -m hebm.sampler.backends.ops --header` writes from the record now."""
     committed = (_build.csrc_dir() / "call_record.h").read_text()
     assert committed == ops.header(), ("csrc/call_record.h differs from the call record: regenerate it with "
-                                       "`python -m hebm.backends.ops --header` (and rebuild the extensions)")
+                                       "`python -m hebm.sampler.backends.ops --header` (and rebuild the extensions)")
 
 
 def _keywords(fn) -> list:
@@ -84,7 +84,7 @@ def test_unknown_keywords_are_named_by_the_entry_point():
 
 
 def test_the_graph_backend_keeps_every_per_chain_field_in_static_buffers():
-    from hebm.backends import graph
+    from hebm.sampler.backends import graph
     want = {f.name for f in LANGEVIN[1:] if f.kind in ("chain", "level", "state", "ids")}
     assert set(graph._STATIC) == want and {"step_size", "t", "u_next", "chain_ids"} <= want
 
@@ -99,7 +99,7 @@ def test_the_triton_parameters_carry_the_record():
     """The generated kernel's signature is the launcher's PARAMS (plus BLOCK_B), and every op field
     of the record is carried by a parameter or is a compile-time flag of the kernel spec."""
     pytest.importorskip("triton")
-    from hebm.backends import triton_backend as tb
+    from hebm.sampler.backends import triton_backend as tb
     sig = _kernel_signature(ROOT / "kernels" / "generated" / "small_seeded_kernel.py")
     assert sig == [n for n, _ in tb.PARAMS] + ["BLOCK_B"]
     carried = {f for _, f in tb.PARAMS if f is not None} | set(tb.SPEC_FIELDS)

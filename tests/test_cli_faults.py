@@ -12,6 +12,7 @@ import sys
 import textwrap
 import time
 
+import numpy as np
 import pytest
 import torch
 
@@ -19,7 +20,7 @@ from hebm import evaluate, sample
 from hebm.checkpoint import CheckpointError, latest_good, load_checkpoint, prev_path, save_checkpoint
 from hebm.models import load_model
 from hebm.train import main
-from hebm.trainer import Trainer
+from hebm.training.trainer import Trainer
 
 FLAGS = {"--steps": "4", "--ckpt-every": "2", "--batch-size": "16", "--langevin-steps": "2", "--enc-hidden": "32",
          "--dec-hidden": "32", "--prior-hidden": "16", "--energy-hidden": "16,16", "--latent-dims": "6,4,2",
@@ -82,7 +83,7 @@ def test_a_malicious_pickle_never_runs(tmp_path, run_dir, capsys, monkeypatch):
     payload["extra"] = _Evil()
     torch.save(payload, evil)
     for call in (lambda: sample.main(["--ckpt", str(evil), "--n", "2", "--out", str(tmp_path / "s")]),
-                 lambda: evaluate.main(["--ckpt", str(evil), "fd", "--n", "10"]),
+                 lambda: evaluate.main(["--ckpt", str(evil), "fd", "--n", "40"]),
                  lambda: main(["--resume", str(evil), "--quiet"]),
                  lambda: main(["--prior", "diffusion", "--init", str(evil), "--out", str(tmp_path / "d")] + TINY)):
         assert call() == 2
@@ -582,3 +583,199 @@ def test_entry_points_share_trainings_flag_ranges(capsys):
                 assert outcome(evaluate.build_parser(), argv + ["latents"]) == want, (name, argv)
             if name in config.ANOMALY_SHARED:
                 assert outcome(evaluate.build_parser(), ["anomaly", "--holdout", "1"] + argv) == want, (name, argv)
+
+
+# ------------------------------------------------------------------------------ destinations, checked first
+def _no_sampling(monkeypatch):
+    """Any prior chain from here on fails the test: a destination must be refused before sampling."""
+    def refuse(*a, **k):
+        raise AssertionError("sampled before the destination was checked")
+    monkeypatch.setattr("hebm.models.base.run_langevin", refuse)
+
+
+def _read_only(monkeypatch, root):
+    """Writing anything under ``root`` fails with EROFS, as on a read-only file system (emulated:
+    root ignores permissions)."""
+    import errno as _errno
+    real = os.open
+
+    def os_open(path, flags, *a, **k):
+        if str(path).startswith(str(root)) and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+            raise OSError(_errno.EROFS, "Read-only file system", str(path))
+        return real(path, flags, *a, **k)
+    monkeypatch.setattr(os, "open", os_open)
+
+
+@pytest.mark.parametrize("where", ["file", "under-a-file", "read-only"])
+def test_sample_save_is_checked_before_sampling(run_dir, tmp_path, capsys, monkeypatch, where):
+    """``--save PATH``: a regular file, a path under a file, a read-only file system — one line
+    naming --save before any chain runs, not a traceback after all the sampling."""
+    (tmp_path / "f").write_text("not a directory")
+    path = {"file": tmp_path / "f", "under-a-file": tmp_path / "f" / "set", "read-only": tmp_path / "ro"}[where]
+    if where == "read-only":
+        path.mkdir()
+        _read_only(monkeypatch, path)
+    _no_sampling(monkeypatch)
+    assert sample.main(["--ckpt", str(run_dir / "ckpt.pt"), "--n", "4", "--save", str(path),
+                        "--out", str(tmp_path / "grid")]) == 2
+    line = one_line_error(capsys, f"--save {str(path)!r}")
+    want = {"file": "is a file, not a directory", "under-a-file": f"{str(tmp_path / 'f')!r} on its path is a file",
+            "read-only": "is not writable"}[where]
+    assert want in line, line
+    assert (tmp_path / "f").read_text() == "not a directory" and not (tmp_path / "grid.png").exists()
+
+
+def test_sample_out_on_a_read_only_file_system(run_dir, tmp_path, capsys, monkeypatch):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    _read_only(monkeypatch, ro)
+    _no_sampling(monkeypatch)
+    assert sample.main(["--ckpt", str(run_dir / "ckpt.pt"), "--n", "4", "--out", str(ro / "s")]) == 2
+    line = one_line_error(capsys, f"--out {str(ro / 's')!r} is not writable")
+    assert "Read-only file system" in line and "pick a writable --out" in line, line
+
+
+def test_evaluate_json_and_figure_are_checked_before_evaluating(run_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("hebm.evaluate.fd_eval", lambda *a, **k: pytest.fail("evaluated before --json was checked"))
+    assert evaluate.main(["--ckpt", str(run_dir / "ckpt.pt"), "--json", str(tmp_path), "fd"]) == 2
+    one_line_error(capsys, f"--json {str(tmp_path)!r} is a directory")
+    (tmp_path / "f").write_text("")
+    assert evaluate.main(["--ckpt", str(run_dir / "ckpt.pt"), "latents", "--figure", str(tmp_path / "f" / "l.png")]) == 2
+    one_line_error(capsys, "--figure")
+
+
+def test_two_samples_into_one_save_directory(run_dir, tmp_path, capsys):
+    """While one hebm.sample writes ``--save DIR`` (it holds ``DIR/.lock``), a second one is refused at
+    once, naming the first; the empty-directory check alone let both write and one set replace the
+    other.  (The lock is a ``flock`` on its own open file, so a holder in this process conflicts
+    with the sample run here exactly as another process would.)"""
+    from hebm.files import DirectoryLock
+
+    d = tmp_path / "set"
+    holder = DirectoryLock(str(d))
+    holder.acquire("--save", "hebm.sample")
+    try:
+        assert sample.main(["--ckpt", str(run_dir / "ckpt.pt"), "--n", "3", "--save", str(d),
+                            "--out", str(tmp_path / "grid")]) == 2
+        one_line_error(capsys, f"--save {str(d)!r} is in use by another hebm.sample (pid {os.getpid()})")
+        assert not [n for n in os.listdir(d) if n.endswith(".png")]
+    finally:
+        holder.release()
+    assert sample.main(["--ckpt", str(run_dir / "ckpt.pt"), "--n", "3", "--save", str(d),
+                        "--out", str(tmp_path / "grid")]) == 0
+    assert len([n for n in os.listdir(d) if n.endswith(".png")]) == 3
+    capsys.readouterr()
+    assert sample.main(["--ckpt", str(run_dir / "ckpt.pt"), "--n", "3", "--save", str(d)]) == 2  # a finished set stays
+    one_line_error(capsys, "already holds images")
+
+
+@pytest.mark.parametrize("flag", [["--long-run", "5"], ["--hierarchical"]])
+def test_sample_attribute_is_not_ignored(run_dir, tmp_path, capsys, monkeypatch, flag):
+    """``--attribute`` conditions the --n samples; --long-run and --hierarchical draw from the
+    unconditional prior, so together they are refused rather than dropping the attribute."""
+    _no_sampling(monkeypatch)
+    assert sample.main(["--ckpt", str(run_dir / "ckpt.pt"), "--attribute", "digit=3", *flag,
+                        "--out", str(tmp_path / "s")]) == 2
+    one_line_error(capsys, f"--attribute conditions the --n samples (and --save); {flag[0]} draws from the "
+                           f"unconditional prior")
+
+
+# ------------------------------------------------------------------------------ FD sizes, standard JSON
+def test_fd_needs_more_samples_than_feature_dimensions(run_dir, capsys):
+    from hebm.config import FD_MIN_SAMPLES, FEATURE_DIM
+    from hebm.evaluation.metrics import frechet_distance
+
+    assert FD_MIN_SAMPLES == FEATURE_DIM + 1
+    for n in ("2", str(FEATURE_DIM)):
+        assert evaluate.main(["--ckpt", str(run_dir / "ckpt.pt"), "fd", "--n", n]) == 2
+        one_line_error(capsys, f"--n: must be >= {FD_MIN_SAMPLES}")
+    rs = np.random.RandomState(0)
+    with pytest.raises(ValueError, match="more samples than dimensions"):
+        frechet_distance(rs.randn(2, FEATURE_DIM), rs.randn(500, FEATURE_DIM))
+    frechet_distance(rs.randn(FD_MIN_SAMPLES, FEATURE_DIM), rs.randn(500, FEATURE_DIM))
+
+
+def _strict(text: str):
+    """``json.loads`` that refuses NaN and Infinity, as every parser outside Python does."""
+    def refuse(token):
+        raise ValueError(f"non-standard JSON token {token}")
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_written_json_is_standard(run_dir, tmp_path, capsys):
+    """NaN and Infinity are written as null everywhere hebm writes JSON (one place: hebm.files):
+    an FD over one seed has no spread (NaN); the run's own files; a metrics row with NaN."""
+    from hebm.files import json_text
+    from hebm.training.run_directory import RunDirectory
+
+    j = tmp_path / "fd.json"
+    assert evaluate.main(["--ckpt", str(run_dir / "ckpt.pt"), "--json", str(j), "fd", "--n", "40", "--seeds", "1"]) == 0
+    r = _strict(j.read_text())
+    assert r["fd_std"] is None and isinstance(r["fd"], float)
+    for name in ("config.json", "summary.json"):
+        _strict((run_dir / name).read_text())
+    for line in open(run_dir / "metrics.jsonl"):
+        _strict(line)
+    rd = RunDirectory(str(tmp_path / "run"))
+    os.makedirs(rd.path)
+    rd.append_metrics({"step": 1, "f_gap_per_level": [0.5, float("nan")], "loss": float("inf"),
+                       "kl": torch.tensor([1.0, float("nan")]), "acc": np.float32(0.25)})
+    assert _strict(open(rd.metrics).read()) == {"step": 1, "f_gap_per_level": [0.5, None], "loss": None,
+                                                 "kl": [1.0, None], "acc": 0.25}
+    assert json_text({"x": np.float64("nan")}) == '{"x": null}'
+
+
+# ------------------------------------------------------------------------------ --init and the settings of a run
+def test_overwrite_never_deletes_the_run_it_builds_on(run_dir, tmp_path, capsys):
+    """``--init RUN/ckpt.pt --out RUN --overwrite`` would replace the stage-1 run it has just loaded
+    (clear() removes RUN/ckpt.pt): refused before anything is removed."""
+    import shutil
+
+    d = tmp_path / "run"
+    shutil.copytree(run_dir, d)
+    before = {n: (d / n).read_bytes() for n in ("ckpt.pt", "metrics.jsonl")}
+    for extra in ([], ["--overwrite"]):
+        assert main(["--prior", "ebm", "--init", str(d / "ckpt.pt"), "--out", str(d)] + extra + TINY) == 2
+        one_line_error(capsys, f"--out {str(d)!r} holds --init {str(d / 'ckpt.pt')!r}, the trained run this run builds "
+                               f"on; pick another --out")
+    assert {n: (d / n).read_bytes() for n in before} == before
+
+
+def test_init_messages_name_the_file_and_the_fix(run_dir, tmp_path, capsys):
+    """``--init DIR`` says it is a directory and names the checkpoint expected in it; a corrupt
+    ``--init`` gets advice about the run it came from, not about a run directory of its own."""
+    import shutil
+
+    d = tmp_path / "stage1"
+    shutil.copytree(run_dir, d)
+    out = ["--out", str(tmp_path / "new")]
+    assert main(["--prior", "ebm", "--init", str(d)] + out + TINY) == 2
+    one_line_error(capsys, f"--init {str(d)!r} is a directory, not a checkpoint file: pass {str(d / 'ckpt.pt')!r}")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["--prior", "ebm", "--init", str(empty)] + out + TINY) == 2
+    one_line_error(capsys, f"holds no ckpt.pt (a run directory keeps its checkpoint as {str(empty / 'ckpt.pt')!r})")
+    (d / "ckpt.prev.pt").unlink(missing_ok=True)
+    _corrupt(d / "ckpt.pt")
+    assert main(["--prior", "ebm", "--init", str(d / "ckpt.pt")] + out + TINY) == 2
+    line = one_line_error(capsys, f"--init {str(d / 'ckpt.pt')!r} is corrupt")
+    assert "hebm.train --overwrite" not in line and "retrain the run it came from, or pass another --init" in line, line
+    shutil.copy(run_dir / "ckpt.pt", d / "ckpt.prev.pt")
+    assert main(["--prior", "ebm", "--init", str(d / "ckpt.pt")] + out + TINY) == 2
+    one_line_error(capsys, f"the run's other copy {str(d / 'ckpt.prev.pt')!r} is intact: pass that as --init")
+    assert not (tmp_path / "new").exists()
+
+
+@pytest.mark.parametrize("args,pattern", [
+    (["--prior", "gaussian", "--metropolis"], "--metropolis: a gaussian prior has no Langevin chains in training"),
+    (["--prior", "gaussian", "--energy-l2", "0.1"], "--energy-l2: a gaussian prior has no energies to penalise"),
+    (["--attribute-layers", "digit:1"], "--attribute-layers shapes the attribute heads of --attributes"),
+    (["--attribute-hidden", "8"], "--attribute-hidden shapes the attribute heads of --attributes"),
+    (["--prior", "diffusion", "--init", "RUN", "--energy-l2", "0.1"], "--energy-l2: the diffusion's recovery-likelihood"),
+])
+def test_settings_a_run_does_not_use_are_refused(run_dir, tmp_path, capsys, args, pattern):
+    """A flag the run has no use for is refused by name instead of being accepted without a word."""
+    args = [str(run_dir / "ckpt.pt") if a == "RUN" else a for a in args]
+    assert main(args + ["--out", str(tmp_path / "r")] + TINY) == 2
+    one_line_error(capsys, pattern)
+    assert not (tmp_path / "r").exists()

@@ -1,7 +1,7 @@
 """benchmarks/compile_report.py on the toy problem: the Triton kernel compiles offline for sm_90 at
 both precisions exactly as a first GPU call builds it, with 0 spill bytes; and the CUDA kernel
 compiles with the extension's flags when nvcc exists.  (The report for every problem and the
-measured table: benchmarks/NOTES.md, "Triton kernel, session 3".)
+measured table: benchmarks/NOTES.md, "Compile time and registers".)
 
 Runs the report in a subprocess: offline compilation needs Triton in compiled mode, while the
 other Triton tests of a CPU-only run set ``TRITON_INTERPRET=1`` for the whole process.

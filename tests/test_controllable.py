@@ -1,4 +1,4 @@
-"""Controllable synthesis (hebm.attributes, hebm.controllable): the attribute definitions on
+"""Controllable synthesis (hebm.models.attributes, hebm.models.controllable): the attribute definitions on
 synthetic images with known answers, the merged energies against F + G, conditional chains
 (batch-independent; the parity matrix runs them on every backend), a tiny fine-tune end to end,
 and bad input."""
@@ -10,12 +10,12 @@ import torch
 
 import hebm
 from hebm import evaluate, sample
-from hebm.attributes import ATTRIBUTES, ink_mass, labels, second_moment_slant, thickness_labels
-from hebm.controllable import (AttributeHeads, combination_index, combinations, conditional_prior, draw_values,
-                               parse_fixed, parse_layers)
 from hebm.data import VectorData
-from hebm.prior import HierarchicalPrior
-from hebm.trainer import Trainer
+from hebm.models.attributes import ATTRIBUTES, ink_mass, labels, second_moment_slant, thickness_labels
+from hebm.models.controllable import (AttributeHeads, combination_index, combinations, conditional_prior, draw_values,
+                                      parse_fixed, parse_layers)
+from hebm.prior.hierarchical import HierarchicalPrior
+from hebm.training.trainer import Trainer
 
 H = W = 12
 

@@ -14,12 +14,12 @@ import pytest
 import torch
 
 import hebm
-from hebm import backends
-from hebm.backends import _build
-from hebm.backends import cpu as cpu_backend
-from hebm.args import check_langevin_args
-from hebm.backends import ops
-from hebm.backends import pack
+from hebm.sampler import backends
+from hebm.sampler.backends import _build
+from hebm.sampler.backends import cpu as cpu_backend
+from hebm.sampler.backends import ops
+from hebm.sampler.backends import pack
+from hebm.sampler.checks import check_langevin_args
 from tests.parity import make_kwargs, make_prior, parity
 
 ACTS = ["gelu", "gelu_tanh", "silu", "leaky_relu:0.2", "tanh", "relu", "softplus"]
@@ -71,7 +71,7 @@ def test_kernel_threads_setting(ext):
 
 _POOL_STRESS = r"""
 import torch, hebm
-from hebm.backends import cpu as cpu_backend
+from hebm.sampler.backends import cpu as cpu_backend
 from tests.parity import make_kwargs, make_prior
 cpu_backend.set_num_threads(3)
 prior = make_prior((5, 7), n_levels=3, seed=2)
@@ -190,7 +190,7 @@ def test_zero_energy_stationary_variance(ext):
 
 # ---------------------------------------------------------------------------------------- op schema
 def _op_args(prior, u, kw, trace):
-    """The op's arguments for a checked call, in its schema's order (hebm.backends.ops)."""
+    """The op's arguments for a checked call, in its schema's order (hebm.sampler.backends.ops)."""
     a = check_langevin_args(prior, u, **kw)
     return (*ops._network_args(pack.of(prior)), *ops._field_values(a, ops.LANGEVIN_FIELDS), trace, "fp32")
 
@@ -210,7 +210,7 @@ def test_opcheck_reverse_diffusion(ext):
     B = 5
     u = torch.randn(B, prior.D)
     for return_levels in (False, True):
-        r = hebm.args.check_reverse_args(prior, sched, u, n_steps=4, seed=1)
+        r = hebm.sampler.checks.check_reverse_args(prior, sched, u, n_steps=4, seed=1)
         lv = [sched.level_params(t) for t in range(2, -1, -1)]
         args = (*ops._network_args(pack.of(prior)), *ops._field_values(r, ops.REVERSE_FIELDS),
                 *[[p[key] for p in lv] for _, _, key in ops.LEVELS], return_levels, "fp32")

@@ -1,4 +1,4 @@
-"""The CUDA backend (csrc/cuda/, hebm/backends/cuda.py).
+"""The CUDA backend (csrc/cuda/, hebm/sampler/backends/cuda.py).
 
 Three layers, so that most of it runs on every machine:
 
@@ -31,9 +31,9 @@ import pytest
 import torch
 
 import hebm
-from hebm.backends import _build
-from hebm.args import check_langevin_args
-from hebm.backends import ops
+from hebm.sampler.backends import _build
+from hebm.sampler.backends import ops
+from hebm.sampler.checks import check_langevin_args
 from tests.parity import make_kwargs, make_prior, parity, to
 
 CUDA_DIR = Path(_build.csrc_dir()) / "cuda"
@@ -55,7 +55,7 @@ NVCC = _nvcc()
 @pytest.mark.skipif(NVCC is None, reason="nvcc not found (CUDA_HOME/bin/nvcc or PATH): cannot check the CUDA sources")
 def test_cuda_sources_compile(tmp_path):
     """Every .cu compiles for sm_90 with the backend's exact-math flags (no torch headers)."""
-    from hebm.backends import cuda as cb
+    from hebm.sampler.backends import cuda as cb
 
     assert "--use_fast_math" not in cb.cuda_cflags()
     cus = sorted(CUDA_DIR.glob("*.cu"))
@@ -75,7 +75,7 @@ def ext():
     os.environ.setdefault("CUDA_HOME", str(Path(NVCC).parent.parent))
     if not GPU:
         os.environ.setdefault("HEBM_CUDA_ARCH", "90")
-    from hebm.backends import cuda as cb
+    from hebm.sampler.backends import cuda as cb
 
     mod, why = cb.load_emulator()
     assert mod is not None, f"the CUDA extension does not build: {why}"
@@ -132,7 +132,7 @@ def test_stale_prebuilt_module_is_not_imported(monkeypatch, tmp_path):
 def test_backend_reports_unavailable_without_gpu():
     if GPU:
         pytest.skip("a GPU is visible")
-    from hebm.backends import cuda as cb
+    from hebm.sampler.backends import cuda as cb
 
     why = cb.unavailable()
     assert why is not None and "CUDA" in why
@@ -154,10 +154,10 @@ def test_gpu_tf32_request():
 
 
 def _emu(prior, u, kw):
-    from hebm.backends import cuda as cb
+    from hebm.sampler.backends import cuda as cb
 
     a = check_langevin_args(prior, u, **kw)
-    out, logd, _, _ = cb.run(hebm.backends.pack.of(prior), a, precision="fp32", trace=True, namespace="hebm_cuda_emu")
+    out, logd, _, _ = cb.run(hebm.sampler.backends.pack.of(prior), a, precision="fp32", trace=True, namespace="hebm_cuda_emu")
     return out, logd
 
 
@@ -174,11 +174,11 @@ def test_gpu_matches_emulator(ext):
 
 @gpu
 def test_gpu_opcheck():
-    from hebm.backends import cuda as cb
+    from hebm.sampler.backends import cuda as cb
 
     prior = make_prior((7, 13), n_levels=3).cuda()
     u, kw = make_kwargs(prior, 9, n_steps=2, explicit_noise=False, device="cuda")
     a = check_langevin_args(prior, u, **kw)
-    args = (*ops._network_args(hebm.backends.pack.of(prior)), *ops._field_values(a, ops.LANGEVIN_FIELDS), True, "fp32")
+    args = (*ops._network_args(hebm.sampler.backends.pack.of(prior)), *ops._field_values(a, ops.LANGEVIN_FIELDS), True, "fp32")
     torch.library.opcheck(ops.op("langevin").default, args,
                           test_utils=("test_schema", "test_faketensor", "test_aot_dispatch_static"))

@@ -29,7 +29,7 @@ def _ddp_worker(rank: int, world: int, port: int, out: str, cfg: dict):
                       LOCAL_RANK=str(rank))
     import torch.distributed as dist
 
-    from hebm.trainer import Trainer
+    from hebm.training.trainer import Trainer
 
     tr = Trainer.from_settings(dict(cfg, out=out))
     init = {k: v.clone() for k, v in tr.model.state_dict().items()}
@@ -52,7 +52,7 @@ def test_ddp_ranks_stay_in_sync_and_average_gradients(tmp_path):
     entered the update)."""
     import torch.multiprocessing as mp
 
-    from hebm.trainer import Trainer
+    from hebm.training.trainer import Trainer
 
     cfg = dict(prior="ebm", steps=3, batch_size=8, langevin_steps=2, latent_dims=[4, 2], energy_hidden=[8],
                prior_hidden=[8], enc_hidden=[16], dec_hidden=[16], quiet=True, ckpt_every=0, threads=1, eval_every=0)

@@ -9,8 +9,8 @@ import torch
 
 import hebm
 from hebm import DiffusionSchedule
-from hebm.philox import philox_noise
-from hebm.philox import initial_noise
+from hebm.prior.philox import philox_noise
+from hebm.prior.philox import initial_noise
 
 f64 = torch.float64
 

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 import hebm
-from hebm import backends
+from hebm.sampler import backends
 from tests.parity import make_kwargs, make_prior
 
 
@@ -206,7 +206,7 @@ def test_reverse_diffusion_counter_range():
 @pytest.mark.parametrize("backend", ["ref", "cpu"])
 def test_divergence_is_reported(backend, monkeypatch):
     _cpu()
-    from hebm import args as A
+    from hebm.sampler import results as A
 
     monkeypatch.setattr(A, "_warned", set())
     prior = make_prior((3, 2), seed=1)
@@ -228,7 +228,7 @@ def test_divergence_is_reported(backend, monkeypatch):
 
 
 def test_reverse_diffusion_divergence_is_reported(monkeypatch):
-    from hebm import args as A
+    from hebm.sampler import results as A
 
     monkeypatch.setattr(A, "_warned", set())
     prior = make_prior((3, 2), n_levels=2, seed=1, scale=30.0)
@@ -404,7 +404,7 @@ def _sigint_as_from_a_terminal():
 
 def test_ctrl_c_interrupts_a_long_cpu_chain(tmp_path):
     """SIGINT during a chain of 2³¹−1 steps on backend='cpu' ends it with KeyboardInterrupt in
-    about a chunk's time (hebm.backends.ops.CHUNK_SECONDS), not after the whole chain."""
+    about a chunk's time (hebm.sampler.backends.ops.CHUNK_SECONDS), not after the whole chain."""
     _cpu()
     script = tmp_path / "long_chain.py"
     script.write_text(textwrap.dedent("""
@@ -450,7 +450,7 @@ def test_cpu_normals_agree_with_the_reference_within_one_ulp():
     difference in 1.7·10⁸ normals, native and HEBM_MARCH=haswell builds, ATen's default, AVX2
     and AVX-512 code, 2026-12-05; in fp32 5–21 % differed, by up to 4 ulp.)"""
     _cpu()
-    from hebm.backends import _build
+    from hebm.sampler.backends import _build
 
     ext, _ = _build.load_cpu_ops()
     ids = torch.arange(4096, dtype=torch.int64)

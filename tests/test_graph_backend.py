@@ -13,10 +13,10 @@ import pytest
 import torch
 
 import hebm
-from hebm.backends import BackendUnavailable, graph, pack
-from hebm.args import check_langevin_args
-from hebm.philox import normals_from_key, philox_normal, seed_to_key
-from hebm.reference import langevin_loop
+from hebm.prior.philox import normals_from_key, philox_normal, seed_to_key
+from hebm.sampler.backends import BackendUnavailable, graph, pack
+from hebm.sampler.checks import check_langevin_args
+from hebm.sampler.reference import langevin_loop
 from tests.parity import make_kwargs, make_prior, parity
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="backend 'graph' needs a CUDA GPU")
@@ -25,7 +25,7 @@ cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="backend 'graph'
 # ------------------------------------------------------------------------------ CPU
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA message")
 def test_unavailable_without_cuda():
-    why = hebm.backends.unavailable("graph")
+    why = hebm.sampler.backends.unavailable("graph")
     assert why is not None and "CUDA" in why
     prior = make_prior()
     u, kw = make_kwargs(prior, 4)

@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from hebm.config import ModelConfig
-from hebm.hierarchy import is_hierarchical, linear_probe, resample_class_change
-from hebm.models import LadderConvDecoder, LadderMLPDecoder, build_model, ladder_entries
+from hebm.evaluation.hierarchy import is_hierarchical, linear_probe, resample_class_change
+from hebm.models import build_model
+from hebm.models.networks import LadderConvDecoder, LadderMLPDecoder, ladder_entries
 
 
 # ------------------------------------------------------------------------------ the ladder generator
@@ -114,7 +115,7 @@ def test_checkpoints_before_the_ladder_load_as_the_bottom_generator(tmp_path):
     loads as one (not as the new default)."""
     from hebm.checkpoint import load_checkpoint, save_checkpoint
     from hebm.models import load_model
-    from hebm.trainer import Trainer
+    from hebm.training.trainer import Trainer
 
     run = tmp_path / "r"
     tr = Trainer.from_settings(dict(prior="gaussian", steps=2, out=str(run), quiet=True, generator="bottom",
@@ -197,7 +198,7 @@ def test_is_hierarchical_bar():
 
 # ------------------------------------------------------------------------------ the controllable scores
 def test_attribute_agreement_and_chance_known_answers():
-    from hebm.evaluate import attribute_agreement, chance_agreement
+    from hebm.evaluation.controllable import attribute_agreement, chance_agreement
 
     y = torch.tensor([[0, 1], [1, 1], [2, 0], [3, 0]])
     pred = torch.tensor([[0, 1], [1, 0], [0, 0], [3, 0]])
@@ -209,7 +210,7 @@ def test_attribute_agreement_and_chance_known_answers():
 
 
 def test_thickness_formula_against_per_class_medians():
-    from hebm.attributes import class_ink_medians, thickness_given_medians, thickness_labels
+    from hebm.models.attributes import class_ink_medians, thickness_given_medians, thickness_labels
 
     g = torch.Generator().manual_seed(0)
     x = torch.rand(40, 16, generator=g) * 2 - 1
@@ -222,7 +223,7 @@ def test_thickness_formula_against_per_class_medians():
 
 
 def test_attribute_layers_defaults_follow_the_generator_and_a_name_twice_is_refused():
-    from hebm.controllable import default_layers, parse_layers
+    from hebm.models.controllable import default_layers, parse_layers
 
     names = ["digit", "thickness", "slant"]
     assert parse_layers(names, None, 3, default_layers("ladder", 3)) == [2, 0, 0]  # digit on top, style on z_1

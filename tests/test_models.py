@@ -12,9 +12,10 @@ import torch
 
 from hebm import data as hdata
 from hebm.config import ModelConfig
-from hebm.metrics import active_units_from_moments, frechet_distance, latent_report, posterior_moments, prior_hole
-from hebm.models import (ConvDecoder, ConvEncoder, GaussianModel, Posterior, TopDownInference, build_model,
-                         gaussian_kl, kl_penalty, prior_fit)
+from hebm.evaluation.metrics import (active_units_from_moments, frechet_distance, latent_report, posterior_moments, prior_hole)
+from hebm.models import GaussianModel, build_model
+from hebm.models.inference import Posterior, TopDownInference, gaussian_kl, kl_penalty, prior_fit
+from hebm.models.networks import ConvDecoder, ConvEncoder
 from tests.parity import make_prior
 
 
@@ -205,7 +206,7 @@ class _HoleModel(torch.nn.Module):
         return Posterior(z, None, z, None, None)
 
     def sample_latents(self, n, *, seed, **kw):
-        from hebm.philox import initial_noise
+        from hebm.prior.philox import initial_noise
 
         return self.prior.T(initial_noise(seed, n, 5))
 
@@ -233,7 +234,7 @@ def test_fid_with_a_locally_saved_inception_file(tmp_path, monkeypatch):
     weights, made here) goes through hebm's loading code into torchmetrics."""
     fe_mod = pytest.importorskip("torch_fidelity.feature_extractor_inceptionv3")
     pytest.importorskip("torchmetrics")
-    from hebm.evaluate import fid_torchmetrics
+    from hebm.evaluation.features import fid_torchmetrics
 
     with monkeypatch.context() as mp:
         mp.setattr(fe_mod, "load_state_dict_from_url", lambda *a, **k: {})
@@ -248,7 +249,7 @@ def test_fid_with_a_locally_saved_inception_file(tmp_path, monkeypatch):
     assert math.isfinite(v) and v >= 0
     bad = tmp_path / "evil.pt"
     torch.save({"x": _Evil()}, bad)
-    from hebm.cli import UserError
+    from hebm.errors import UserError
 
     with pytest.raises(UserError, match="weights_only"):
         fid_torchmetrics(real, fake, str(bad))

@@ -28,8 +28,9 @@ if not torch.cuda.is_available():
 import pytest  # noqa: E402
 
 import hebm  # noqa: E402
-from hebm.args import check_langevin_args, check_reverse_args, finish  # noqa: E402
-from hebm.backends import pack  # noqa: E402
+from hebm.sampler.backends import pack  # noqa: E402
+from hebm.sampler.checks import check_langevin_args, check_reverse_args
+from hebm.sampler.results import finish  # noqa: E402
 from tests.parity import attribute_prior, make_kwargs, make_prior, on, parity  # noqa: E402
 
 GPU = torch.cuda.is_available()
@@ -64,7 +65,7 @@ class Fused(Runner):
     def skip(self):
         if self.device == "cuda" and not GPU:
             return f"backend {self.backend!r} needs a CUDA GPU"
-        return hebm.backends.unavailable(self.backend)
+        return hebm.sampler.backends.unavailable(self.backend)
 
 
 class CudaEmu(Runner):
@@ -79,21 +80,21 @@ class CudaEmu(Runner):
         if NVCC is None:
             return "nvcc not found: the CUDA extension (and its emulator) cannot be built here"
         os.environ.setdefault("HEBM_CUDA_ARCH", "90" if not GPU else os.environ.get("HEBM_CUDA_ARCH", ""))
-        from hebm.backends import cuda as cb
+        from hebm.sampler.backends import cuda as cb
 
         mod, why = cb.load_emulator()
         assert mod is not None, f"the CUDA extension must build here: {why}"
         return None
 
     def langevin(self, prior, u, kw, precision):
-        from hebm.backends import cuda as cb
+        from hebm.sampler.backends import cuda as cb
 
         a = check_langevin_args(prior, u, **kw)
         out, logd, ran, _ = cb.run(pack.of(prior), a, precision=precision, trace=True, namespace="hebm_cuda_emu")
         return finish(prior, a, out, {"backend": self.name, "precision": ran, "log_density": logd}, True)
 
     def reverse(self, prior, sched, u_T, kw, return_levels):
-        from hebm.backends import cuda as cb
+        from hebm.sampler.backends import cuda as cb
 
         r = check_reverse_args(prior, sched, u_T, **kw)
         levels, _ = cb.run_reverse(pack.of(prior), sched, r, precision="fp32", return_levels=return_levels,
@@ -113,7 +114,7 @@ class TritonInterp(Fused):
         return super().skip()
 
     def _tuned(self, fn):
-        from hebm.backends import triton_backend as tb
+        from hebm.sampler.backends import triton_backend as tb
 
         old = dict(tb.TUNING)
         tb.TUNING.update(self.tuning)
@@ -135,15 +136,15 @@ class GraphBody(Runner):
     name = "graph-body"
 
     def langevin(self, prior, u, kw, precision):
-        from hebm.backends import graph
+        from hebm.sampler.backends import graph
 
         a = check_langevin_args(prior, u, **kw)
         out, logd, ran, _ = graph.run(pack.of(prior), a, precision=precision, trace=True)
         return finish(prior, a, out, {"backend": self.name, "precision": ran, "log_density": logd}, True)
 
     def reverse(self, prior, sched, u_T, kw, return_levels):
-        from hebm.backends import graph
-        from hebm.reference import reverse_loop
+        from hebm.sampler.backends import graph
+        from hebm.sampler.reference import reverse_loop
 
         r = check_reverse_args(prior, sched, u_T, **kw)
         levels = reverse_loop(prior, sched, r,
@@ -215,7 +216,7 @@ CASES = {
     "wide-odd": (dict(dims=(97, 13), prior_hidden=(130,), energy_hidden=(97, 66), seed=5, scale=0.5), dict(B=33, n_steps=2)),
     "tiled-33": (dict(dims=(7, 13, 3), prior_hidden=(33,), energy_hidden=(33, 20), n_levels=3), dict(B=18, n_steps=2)),
     "B1": (dict(dims=(7, 13, 3), seed=11), dict(B=1)),
-    # attribute-coupled energies (hebm.controllable): each chain its own attribute values (t)
+    # attribute-coupled energies (hebm.models.controllable): each chain its own attribute values (t)
     "attributes-per-row": (dict(dims=(7, 13, 3), seed=11, attributes=(("digit", "thickness", "slant"), (2, 0, 0),
                                                                        (19, 11))), dict(B=33, n_steps=3)),
     "attributes-gaussian-seeded": (dict(dims=(7, 13, 3), energy_hidden=None, seed=12,
@@ -249,9 +250,6 @@ CASES = {
 HEAVY = {c for c in CASES if c.endswith("-60") or c.endswith("-20") or c == "wide-300"}
 
 
-CLAMP_CASES = {c for c, (pk, _) in CASES.items() if pk.get("sigma_clamp")}
-
-
 def build_case(name, device, dtype=torch.float32):
     pk, rk = CASES[name]
     rk = dict(rk)
@@ -282,9 +280,6 @@ PAIRS = [(r, c) for r in RUNNERS for c in CASES if r.cases is None or c in r.cas
 @pytest.mark.parametrize("runner,case", PAIRS, ids=[f"{r.name}-{c}" for r, c in PAIRS])
 def test_langevin_parity(runner, case, monkeypatch):
     runner = _ready(runner, monkeypatch)
-    if case in CLAMP_CASES and isinstance(runner, Fused) and "sigma_clamp" not in getattr(
-            hebm.backends._module(runner.backend), "FEATURES", ()):
-        pytest.skip(f"{runner.name} does not implement sigma_clamp (hebm.backends falls back to the reference)")
     if case in HEAVY and _emulated(runner):
         pytest.skip(f"{case}: too slow for {runner.name}; the compiled backends run it")
     prior, u, kw = build_case(case, runner.device)

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from hebm import philox
-from hebm.philox import philox4x32, philox_noise, philox_normal, seed_to_key
-from hebm.philox import initial_noise
+from hebm.prior import philox
+from hebm.prior.philox import philox4x32, philox_noise, philox_normal, seed_to_key
+from hebm.prior.philox import initial_noise
 
 M32 = 0xFFFFFFFF
 

@@ -8,7 +8,7 @@ import torch
 from torch.distributions import Normal
 
 import hebm
-from hebm.backends import pack
+from hebm.sampler.backends import pack
 
 DIMS = [(4,), (5, 3), (3, 1, 6), (7, 2, 5, 3)]
 
@@ -169,7 +169,7 @@ def test_ancestral_sampling_moments(make_prior):
 
 @pytest.mark.parametrize("act", ["relu", "leaky_relu:0.1", "tanh", "silu", "gelu", "gelu_tanh", "softplus"])
 def test_activations(act):
-    from hebm.nn import Activation
+    from hebm.prior.nn import Activation
 
     x = torch.linspace(-30, 30, 1001, dtype=torch.float64)
     name, _, p = act.partition(":")

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import hebm
-from hebm.problems import PROBLEMS
+from hebm.sampler.problems import PROBLEMS
 
 SHAPES = {"toy": ((2, 2), 64, 64), "small": ((64, 32, 16), 256, 256), "large": ((128,) * 5, 512, 512)}
 

@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from hebm import evaluate, metrics, sample
-from hebm.trainer import Trainer
+from hebm import evaluate, sample
+from hebm.evaluation import metrics
+from hebm.training.trainer import Trainer
 
 TINY = dict(steps=3, batch_size=16, langevin_steps=3, quiet=True, enc_hidden=[32], dec_hidden=[32], prior_hidden=[16],
             energy_hidden=[16, 16], latent_dims=[6, 4, 2], n_samples=8, eval_every=0)
@@ -186,7 +187,7 @@ def test_latents_figure(tmp_path):
 @pytest.mark.parametrize("prior", ["ebm", "diffusion"])
 def test_training_chains_take_the_metropolis_test(prior, tmp_path, monkeypatch):
     """``--metropolis`` reaches the prior chains of training (every sampler call of a step)."""
-    import hebm.models as models
+    import hebm.models.base as models
     seen = []
     real = models.run_langevin
     monkeypatch.setattr(models, "run_langevin", lambda *a, **k: seen.append(k.get("metropolis")) or real(*a, **k))

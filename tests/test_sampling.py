@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import hebm
-from hebm.philox import philox_noise
+from hebm.prior.philox import philox_noise
 
 f64 = torch.float64
 
@@ -208,7 +208,7 @@ def test_fused_auto_reports_backend(make_prior):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # the one-line fallback warning, if any
         out, info = hebm.langevin_fused(prior, u.float(), n_steps=2, step_size=0.2, seed=4, return_info=True, **kw)
-    assert info["backend"] in hebm.args.BACKENDS and info["backend"] != "auto"
+    assert info["backend"] in hebm.sampler.checks.BACKENDS and info["backend"] != "auto"
     ref = hebm.langevin_ref(prior, u.float(), n_steps=2, step_size=0.2, seed=4, **kw)
     torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
 
@@ -238,7 +238,7 @@ N_CHAINS = 4000
 
 
 def _cpu_or_skip():
-    from hebm import backends
+    from hebm.sampler import backends
 
     why = backends.unavailable("cpu")
     if why is not None:  # tests/test_cpu_backend.py fails loudly on this; here it is not the subject

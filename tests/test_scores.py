@@ -1,4 +1,4 @@
-"""The outlier scores (hebm.scores): the terms against hand computations on a tiny model, the
+"""The outlier scores (hebm.evaluation.scores): the terms against hand computations on a tiny model, the
 family's formulas on known numbers, and the choice made on validation data alone."""
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from hebm import scores
 from hebm.config import ModelConfig, TrainConfig
+from hebm.evaluation import scores
 from hebm.models import build_model
 
 
@@ -86,8 +86,8 @@ def test_choose_reads_only_its_two_sets_and_picks_the_separating_score():
 def test_the_choice_never_reads_the_held_out_split(monkeypatch):
     """anomaly_from_ckpt chooses its score before touching the test split: the test images are
     replaced by a guard that raises if read before the choice is made, and the run passes."""
-    from hebm import evaluate
     from hebm.data import RunData, VectorData
+    from hebm.evaluation import detection
 
     m, tcfg = _tiny()
     tcfg = TrainConfig(holdout=1, langevin_steps=2, langevin_step_size=0.1)
@@ -116,15 +116,15 @@ def test_the_choice_never_reads_the_held_out_split(monkeypatch):
         return out
 
     data = RunData(mk(30), GuardedTest(mk(20)), np.r_[np.zeros(12), np.ones(8)].astype(np.int64), mk(16))
-    monkeypatch.setattr(evaluate, "load_model", lambda path, device: (m, None, tcfg, None))
-    monkeypatch.setattr(evaluate, "_data", lambda t: data)
-    monkeypatch.setattr(evaluate, "choose", choose_then_open)
-    d = evaluate.anomaly_from_ckpt("x", 1, n_post=1)
+    monkeypatch.setattr(detection, "load_model", lambda path, device: (m, None, tcfg, None))
+    monkeypatch.setattr(detection, "run_data_for", lambda t: data)
+    monkeypatch.setattr(detection, "choose", choose_then_open)
+    d = detection.anomaly_from_ckpt("x", 1, n_post=1)
     assert chosen["done"] and d["score"] in d["test_all"] and d["chosen_on"].startswith("validation slice")
     # the choice is a function of the validation slice alone: other test images, the same choice
     chosen["done"] = False
     data.test = GuardedTest(mk(20))
-    assert evaluate.anomaly_from_ckpt("x", 1, n_post=1)["score"] == d["score"]
+    assert detection.anomaly_from_ckpt("x", 1, n_post=1)["score"] == d["score"]
 
 
 def test_proxy_outliers_turn_and_flip():

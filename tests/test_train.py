@@ -11,7 +11,7 @@ import torch
 from hebm.checkpoint import load_checkpoint
 from hebm.models import load_model
 from hebm.train import main
-from hebm.trainer import Trainer, _grads
+from hebm.training.trainer import Trainer, _grads
 
 TINY = dict(steps=3, batch_size=16, langevin_steps=3, quiet=True, enc_hidden=[32], dec_hidden=[32], prior_hidden=[16],
             energy_hidden=[16, 16], latent_dims=[6, 4, 2], ckpt_every=1, log_every=1, n_samples=8, eval_every=2)
@@ -70,7 +70,7 @@ def test_prior_defaults_and_negatable_flags():
     boolean that defaults on can be turned off (--no-spectral-norm)."""
     from hebm.config import PRIOR_DEFAULTS
     from hebm.train import build_parser
-    from hebm.trainer import resolve_settings
+    from hebm.training.settings import resolve_settings
     parse = lambda argv: resolve_settings(vars(build_parser().parse_args(argv)))  # noqa: E731
     m, t = parse(["--prior", "ebm"])
     assert m.spectral_norm is True and t.lr_ebm == PRIOR_DEFAULTS["ebm"]["lr_ebm"]

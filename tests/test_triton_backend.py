@@ -1,4 +1,4 @@
-"""The Triton backend (``kernels/`` + ``hebm.backends.triton_backend``): its noise stream, one launch
+"""The Triton backend (``kernels/`` + ``hebm.sampler.backends.triton_backend``): its noise stream, one launch
 per reverse diffusion, availability, TF32.  Parity with the reference: tests/test_parity.py.
 
 Without a CUDA device the kernels run under the Triton interpreter (``TRITON_INTERPRET=1``, set
@@ -20,8 +20,8 @@ import pytest  # noqa: E402
 pytest.importorskip("triton")
 
 import hebm  # noqa: E402
-from hebm.backends import triton_backend as tb  # noqa: E402
-from hebm.philox import philox4x32, philox_normal  # noqa: E402
+from hebm.prior.philox import philox4x32, philox_normal  # noqa: E402
+from hebm.sampler.backends import triton_backend as tb  # noqa: E402
 from tests.parity import make_kwargs, make_prior, parity  # noqa: E402
 
 # exp overflow to inf inside σ(x) for very negative x is intended (σ → 0); numpy warns about it
@@ -135,9 +135,9 @@ def test_reverse_diffusion_one_launch(monkeypatch, seeded):
 
 # ------------------------------------------------------------------------------ availability
 def test_unsupported_reasons(monkeypatch):
-    from hebm.args import check_langevin_args
+    from hebm.sampler.checks import check_langevin_args
 
-    from hebm.backends import pack
+    from hebm.sampler.backends import pack
 
     prior = make_prior(dims=(3,), dtype=torch.float64)
     net, _ = pack.read(prior)
@@ -162,7 +162,7 @@ def test_interpret_mode_set_after_import_is_named():
     code = ("import os, torch, triton\n"
             "os.environ['TRITON_INTERPRET'] = '1'\n"
             "import hebm\n"
-            "from hebm.backends import triton_backend as tb\n"
+            "from hebm.sampler.backends import triton_backend as tb\n"
             "print(tb.unavailable())\n"
             "from tests.parity import make_prior\n"
             "try:\n"
@@ -192,7 +192,7 @@ def test_committed_kernel_is_what_the_generator_writes():
     assert fresh == committed, (
         f"{golden} differs from what kernels/codegen.py generates now. If the generator changed on purpose, "
         "review the new kernel and refresh the committed copy with\n"
-        "    python -c 'import hebm.backends.triton_backend as t; t.write_standard_kernel()'\n"
+        "    python -c 'import hebm.sampler.backends.triton_backend as t; t.write_standard_kernel()'\n"
         "and commit it with the generator change.")
 
 
@@ -216,7 +216,7 @@ def test_one_launch_configuration(monkeypatch):
 @pytest.mark.parametrize("name,precision,form", [("toy", "tf32", "register"), ("toy", "fp32", "streamed"),
                                                  ("small", "tf32", "streamed"), ("large", "fp32", "streamed")])
 def test_kernel_form_of_standard_problems(name, precision, form):
-    """Which form a first GPU call builds (benchmarks/NOTES.md, "Triton kernel, session 3")."""
+    """Which form a first GPU call builds (benchmarks/NOTES.md, "Compile time and registers")."""
     from hebm.kernels import kernel_form
 
     p = hebm.standard_problem(name, 4)

@@ -810,7 +810,7 @@ struct SamplerImpl {
     }
   }
 
-  // ---- K Metropolis-adjusted steps of the chunk (the rule of hebm/reference.py mala_step):
+  // ---- K Metropolis-adjusted steps of the chunk (the rule of hebm/sampler/reference.py mala_step):
   //      each state is evaluated once — the proposal's log π and gradient are the next step's
   //      when it is accepted — so K steps cost K + 1 evaluations where ULA costs K.
   void mala_chunk(T* base, int64_t row0, int64_t nvalid, bool kernel_on) const {

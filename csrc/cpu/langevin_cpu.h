@@ -5,7 +5,7 @@
 // split over row chunks — deliberately not at::parallel_for, which is an inline OpenMP region
 // that runs serially in this build) and calls into this.
 //
-// The math is hebm/reference.py (langevin_ref) and docs/design.md §2:
+// The math is hebm/sampler/reference.py (langevin_ref) and docs/design.md §2:
 //     u ← u + (δ²/2) ∇ log π(u) + c δ ε,
 //     log π(u) = λ Σ_i f_i(z_i; t) − ½‖u‖² − [kernel] ‖a u − u_next‖² / (2σ²),   z = T_β(u).
 #pragma once

@@ -1,7 +1,7 @@
 // hebm_cuda.h — the CUDA sampler's kernel arguments and launch entry points (plain C++, no torch).
 //
 // Shared by: langevin_kernel.cu (device code, nvcc), langevin_cuda.cpp (torch binding + the
-// host emulator of one thread block, host compiler).  The math contract is hebm/reference.py
+// host emulator of one thread block, host compiler).  The math contract is hebm/sampler/reference.py
 // (langevin_ref); the block algorithm lives in langevin_block.cuh.
 #pragma once
 

@@ -9,7 +9,7 @@
 //     suite runs against langevin_ref — so the indexing, the layout, the phase structure and the
 //     math the GPU runs are exercised on every machine, GPU or not.
 //
-// Math (docs/design.md §2, hebm/reference.py):  per chain b,
+// Math (docs/design.md §2, hebm/sampler/reference.py):  per chain b,
 //     log π(u) = λ_b · Σ_i f_i(z_i; t_b) − ½‖u‖² − [kernel] ‖a_b·u − u_next‖² / (2σ_b²),  z = T_β(u)
 //     u ← u + (δ_b²/2) ∇ log π(u) + c_b δ_b ε
 // Per step: T_β forward top-down (z_L = u_L, z_i = μ_i + (exp s(ℓ_i) + σ_min) ⊙ u_i, s the soft clamp
@@ -394,7 +394,7 @@ HEBM_DEV void block_run(const KArgs<T>& a, int rb, T* ws, const T* P, const T* P
       }
     };
     if (a.metropolis && !diffusion) {
-      // ---- Metropolis-adjusted steps (hebm/reference.py mala_step): each state evaluated once —
+      // ---- Metropolis-adjusted steps (hebm/sampler/reference.py mala_step): each state evaluated once —
       // the proposal's log π and gradient serve the next step when it is accepted.
       T* U0 = ws + ROWS * a.off_U0;  // the state before the proposal
       T* G0 = ws + ROWS * a.off_G0;  // its ∇log π

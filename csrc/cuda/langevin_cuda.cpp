@@ -1,7 +1,7 @@
 // langevin_cuda.cpp — torch binding of the fused CUDA sampler, and its host block emulator.
 //
 // * TORCH_LIBRARY_IMPL(hebm, CUDA): the CUDA implementations of the ops hebm::langevin and
-//   hebm::reverse_diffusion (schema defined once in Python, hebm/backends/ops.py, from the call
+//   hebm::reverse_diffusion (schema defined once in Python, hebm/sampler/backends/ops.py, from the call
 //   record).  Boxed kernels: the arguments are read from their slots (csrc/call_record.h) through
 //   csrc/network.h, the network's slot tensors laid out in one flat buffer, and everything turned
 //   into one KArgs struct (hebm_cuda.h); the kernel (langevin_kernel.cu) runs the whole loop in one
@@ -444,7 +444,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> langevin_impl(bool emulated, Call
   TORCH_CHECK(B < (int64_t(1) << 31) && B * s.D < (int64_t(1) << 40), "hebm cuda: batch too large");
   a.B = (int)B;
   HEBM_LANGEVIN_FIELDS(HEBM_READ)
-  // guards of the kernel's memory (the rules are hebm/args.py's)
+  // guards of the kernel's memory (the rules are hebm/sampler/checks.py's)
   TORCH_CHECK(a.n_steps < (int64_t(1) << 31), "hebm cuda: bad n_steps");
   TORCH_CHECK(a.u_next == nullptr || (a.alpha != nullptr && a.sigma != nullptr), "hebm cuda: u_next needs alpha and sigma");
   const bool kern = a.u_next != nullptr;
@@ -588,13 +588,13 @@ void reverse_op(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
 }  // namespace cuda
 }  // namespace hebm
 
-// The schema of both namespaces (hebm, hebm_cuda_emu) is defined once, in Python: hebm/backends/ops.py.
+// The schema of both namespaces (hebm, hebm_cuda_emu) is defined once, in Python: hebm/sampler/backends/ops.py.
 TORCH_LIBRARY_IMPL(hebm_cuda_emu, CPU, m) {
   m.impl("langevin", torch::CppFunction::makeFromBoxedFunction<&hebm::cuda::langevin_op<true>>());
   m.impl("reverse_diffusion", torch::CppFunction::makeFromBoxedFunction<&hebm::cuda::reverse_op<true>>());
 }
 
-// setup.py passes -DHEBM_SOURCE_HASH_TOKEN=h<hex>; hebm/backends/_build.py compares it with the
+// setup.py passes -DHEBM_SOURCE_HASH_TOKEN=h<hex>; hebm/sampler/backends/_build.py compares it with the
 // sources so a stale prebuilt module is rebuilt instead of used
 #define HEBM_CUDA_STR2(x) #x
 #define HEBM_CUDA_STR(x) HEBM_CUDA_STR2(x)

@@ -3,15 +3,15 @@ posterior means q(z̃ | x) of the training split, scored on the held-out split.
 
     python results/controllable/probe.py OUT.json CKPT [CKPT ...]
 """
-import json
 import sys
 
 import torch
 from sklearn.linear_model import LogisticRegression
 
-from hebm.attributes import labels
-from hebm.evaluate import _data
+from hebm.data import run_data_for
+from hebm.files import dump_json
 from hebm.models import load_model
+from hebm.models.attributes import labels
 
 NAMES = ["digit", "thickness", "slant"]
 
@@ -20,7 +20,7 @@ def main(out, ckpts):
     res = {}
     for path in ckpts:
         m, _, tcfg, _ = load_model(path)
-        d = _data(tcfg)
+        d = run_data_for(tcfg)
         with torch.no_grad():
             ztr, zte = m.posterior(d.train.x, mean=True).z.numpy(), m.posterior(d.test.x, mean=True).z.numpy()
         ytr, yte = labels(d.train, NAMES).numpy(), labels(d.test, NAMES).numpy()
@@ -33,7 +33,7 @@ def main(out, ckpts):
         res[path] = row
         print(path, row)
     with open(out, "w") as f:
-        json.dump(res, f, indent=1)
+        dump_json(res, f, indent=1)
 
 
 if __name__ == "__main__":

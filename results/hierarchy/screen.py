@@ -16,8 +16,9 @@ import time
 
 
 def main(argv):
-    from hebm.evaluate import hierarchy_eval
-    from hebm.trainer import Trainer
+    from hebm.evaluation.hierarchy import hierarchy_eval
+    from hebm.files import dump_json
+    from hebm.training.trainer import Trainer
 
     out, name, *rest = argv
     seeds = [0]
@@ -44,7 +45,7 @@ def main(argv):
         h = hierarchy_eval(ck, n=2000, seed=0)
         h.update(settings=settings, seed=s, train_wall_s=round(wall, 1))
         with open(os.path.join(run, "hierarchy.json"), "w") as f:
-            json.dump(h, f, indent=1)
+            dump_json(h, f, indent=1)
         print(f"{run}: change {[round(v, 3) for v in h['class_change']]} (indep {h['class_change_independent']:.3f}) "
               f"probe {[round(v, 3) for v in h['probe']]} KL {[round(v, 2) for v in h['kl_per_layer']]} "
               f"au {h['active_units']} hier {h['hierarchical']} ({wall:.0f} s)", flush=True)

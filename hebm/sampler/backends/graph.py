@@ -1,0 +1,253 @@
+"""Backend ``"graph"``: the reference K-step loop captured once in a CUDA graph, then replayed.
+
+The generic fused path for any PyTorch prior the kernels cannot take (and the "CUDA graph"
+baseline of docs/design.md §5).  Nothing here restates the update rule: the captured body is
+:func:`hebm.sampler.reference.ref_step` (with ``metropolis``: :func:`hebm.sampler.reference.mala_step`) called K
+times, exactly as :func:`hebm.sampler.reference.langevin_loop` does.
+
+One graph per (prior, parameter storage, B, D, K, dtype, device, which optional terms are on,
+noise kind, trace).  Everything that changes between calls lives in static buffers that are
+refreshed before each replay:
+
+* the state ``u`` and every per-chain parameter (step size, noise scale, λ, t, u_next, a, σ);
+* the noise: an explicit ``[K, B, D]`` tensor (and the Metropolis uniforms ``[K, B]``) is copied
+  into a static buffer; seeded noise is generated *inside* the graph by
+  :func:`hebm.prior.philox.normals_from_key` (:func:`hebm.prior.philox.accept_uniforms_from_key`) with the
+  key words, the chain ids and the step offset read from static tensors — never a Python int
+  baked into the capture (which would replay the same noise every call, docs/kernel_notes.md
+  "Triton");
+* the level-bias tables of level-conditioned MLPs: computed eagerly once per call into a static
+  buffer that the captured forward reads (their sinusoidal embedding makes a host→device copy,
+  which a capture forbids; the table does not depend on u, so the values are identical).
+
+The prior's parameters are read in place, so an optimiser step between calls is seen by the
+next replay; replacing a parameter tensor (``.to()``, re-assignment) triggers a new capture.
+Long chains are captured in chunks of at most :data:`MAX_CAPTURE_STEPS` steps.
+
+A prior whose ``log_density`` cannot be captured (host synchronisation, CPU tensors, data-
+dependent control flow) falls back to the eager reference with one warning.
+"""
+from __future__ import annotations
+
+import contextlib
+import warnings
+import weakref
+from collections import OrderedDict
+from dataclasses import replace
+from typing import Optional
+
+import torch
+
+from ...prior.nn import MLP
+from ...prior.philox import accept_uniforms_from_key, normals_from_key, seed_to_key
+from ..record import LANGEVIN
+from ..reference import langevin_loop, mala_step, ref_step, step_coefficients, target, value_and_grad
+
+NAME = "graph"
+RUNS_MODULE = True  # it runs the reference math on the prior module itself
+MAX_CAPTURE_STEPS = 128
+MAX_GRAPHS_PER_PRIOR = 8
+
+_cache: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # prior -> OrderedDict(key -> _Captured)
+_uncapturable: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # prior -> reason
+last_capture_seconds: float = 0.0  # wall time of the most recent capture (benchmarks report it)
+
+
+def unavailable() -> Optional[str]:
+    if not torch.cuda.is_available():
+        return ("backend 'graph' replays CUDA graphs and needs a CUDA GPU (torch.cuda.is_available() is False); "
+                "use backend='ref' or 'cpu' here")
+    return None
+
+
+def unsupported(network, *, device, dtype, precision: str = "fp32", metropolis: bool = False) -> Optional[str]:
+    if device.type != "cuda":
+        return f"backend 'graph' runs CUDA tensors; u is on {device}"
+    return None
+
+
+#: the call's per-chain inputs (the call record's fields of these kinds): static buffers of a
+#: capture, refreshed before each replay; the per-step noise and uniforms have their own
+_STATIC = tuple(f.name for f in LANGEVIN[1:] if f.kind in ("chain", "level", "state", "ids"))
+
+
+# ------------------------------------------------------------------------------ capture
+def _level_mlps(prior):
+    return [m for m in prior.modules() if isinstance(m, MLP) and m.n_levels is not None]
+
+
+def _storage_signature(prior) -> tuple:
+    return tuple((t.data_ptr(), tuple(t.shape), t.dtype) for t in list(prior.parameters()) + list(prior.buffers()))
+
+
+class _Captured:
+    """Static buffers and the graph of one chunk of ``n`` steps."""
+
+    def __init__(self, prior, a, n: int, trace: bool, capture: bool = True):
+        self.n, self.trace = n, trace
+        B, D, dev = a.B, a.D, a.u.device
+        clone = lambda x: None if x is None else x.detach().clone()  # noqa: E731
+        self.args = replace(a, u=clone(a.u), noise=None, uniforms=None,
+                            **{name: clone(getattr(a, name)) for name in _STATIC})
+        self.seeded = a.noise is None
+        self.metropolis = a.metropolis
+        self.noise = None if self.seeded else torch.zeros(n, B, D, dtype=a.u.dtype, device=dev)
+        self.unif = torch.zeros(n, B, dtype=a.u.dtype, device=dev) if a.metropolis and not self.seeded else None
+        self.stats = None
+        self.key = torch.zeros(2, dtype=torch.int64, device=dev)
+        self.step0 = torch.zeros((), dtype=torch.int64, device=dev)
+        self.mlps = _level_mlps(prior)
+        self.tables = [m.level_bias_table().detach().clone() for m in self.mlps]
+        self.logs = torch.zeros(n, B, dtype=a.u.dtype, device=dev) if trace else None
+        sa = self.args
+        pr = weakref.proxy(prior)  # the cache is keyed weakly by the prior: do not keep it alive
+
+        def body(n_steps: int):
+            half_d2, noise_amp = step_coefficients(sa)
+            log_pi = target(pr, sa)
+            u, stats = sa.u, None
+            if self.metropolis:
+                delta = sa.step_size[:, None]
+                inv_2d2 = torch.where(delta > 0, 0.5 / (delta * delta), torch.zeros_like(delta))
+                logp, grad = value_and_grad(log_pi, u)
+                stats = torch.zeros(2, B, dtype=u.dtype, device=dev)
+            for k in range(n_steps):
+                if self.seeded:
+                    eps = normals_from_key((self.key[0], self.key[1]), sa.chain_ids, self.step0 + k, D).to(u.dtype)
+                else:
+                    eps = self.noise[k]
+                if self.metropolis:
+                    if trace:
+                        self.logs[k].copy_(logp)
+                    U = (accept_uniforms_from_key((self.key[0], self.key[1]), sa.chain_ids, self.step0 + k).to(u.dtype)
+                         if self.seeded else self.unif[k])
+                    u, logp, grad, acc, prob = mala_step(log_pi, u, logp, grad, eps, U, half_d2, delta, inv_2d2)
+                    stats = stats + torch.stack([acc.to(u.dtype), prob])
+                else:
+                    u, logp = ref_step(log_pi, u, eps, half_d2, noise_amp)
+                    if trace:
+                        self.logs[k].copy_(logp)
+            return u, stats
+
+        self._body = body
+        self.graph = None
+        if not capture:  # eager replay of the same body: lets the CPU test everything but the capture
+            return
+        with self._static_tables():
+            side = torch.cuda.Stream(device=dev)
+            side.wait_stream(torch.cuda.current_stream(dev))
+            with torch.cuda.stream(side):
+                body(1)  # warm-up: cuBLAS handles, autograd engine, allocator
+            torch.cuda.current_stream(dev).wait_stream(side)
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):
+                self.out, self.stats = body(n)
+
+    @contextlib.contextmanager
+    def _static_tables(self):
+        """The forward reads the static level-bias tables (an instance attribute shadows the method)."""
+        for m, tab in zip(self.mlps, self.tables):
+            m.level_bias_table = (lambda tab=tab: tab)
+        try:
+            yield
+        finally:
+            for m in self.mlps:
+                m.__dict__.pop("level_bias_table", None)
+
+    def replay(self, a, u: torch.Tensor, noise: Optional[torch.Tensor], step0: int, key: Optional[torch.Tensor],
+               uniforms: Optional[torch.Tensor] = None):
+        sa = self.args
+        sa.u.copy_(u)
+        for name in _STATIC:
+            dst = getattr(sa, name)
+            if dst is not None:
+                dst.copy_(getattr(a, name))
+        for m, tab in zip(self.mlps, self.tables):
+            with torch.no_grad():
+                tab.copy_(m.level_bias_table())
+        if self.seeded:
+            self.key.copy_(key)
+            self.step0.fill_(step0)
+        else:
+            self.noise.copy_(noise)
+            if self.unif is not None:
+                self.unif.copy_(uniforms)
+        if self.graph is not None:
+            self.graph.replay()
+        else:
+            with self._static_tables():
+                self.out, self.stats = self._body(self.n)
+        return self.out, self.logs, self.stats
+
+
+def _key(prior, a, n: int, trace: bool, precision: str) -> tuple:
+    return (precision, n, a.B, a.D, a.u.dtype, a.u.device, a.t is not None, a.u_next is not None, a.noise is None, trace,
+            a.metropolis, _storage_signature(prior))
+
+
+def _get(prior, a, n: int, trace: bool, precision: str) -> _Captured:
+    global last_capture_seconds
+    import time
+
+    graphs = _cache.setdefault(prior, OrderedDict())
+    key = _key(prior, a, n, trace, precision)
+    if key in graphs:
+        graphs.move_to_end(key)
+        return graphs[key]
+    t0 = time.perf_counter()
+    # the captured matmuls keep the cuBLAS math mode of capture time: TF32 iff precision says so
+    old = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
+    try:
+        on_gpu = a.u.device.type == "cuda"  # CPU tensors (tests only): the same body, replayed eagerly
+        cap = _Captured(prior, a, n, trace, capture=on_gpu)
+        if on_gpu:
+            torch.cuda.synchronize(a.u.device)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = old
+    last_capture_seconds = time.perf_counter() - t0
+    graphs[key] = cap
+    while len(graphs) > MAX_GRAPHS_PER_PRIOR:
+        graphs.popitem(last=False)
+    return cap
+
+
+def clear_cache() -> None:
+    """Drop every captured graph (frees their memory pools)."""
+    _cache.clear()
+    _uncapturable.clear()
+
+
+def run(pack, args, *, precision: str, trace: bool):
+    """K steps by graph replay: ``(u_out, log π trace or None, precision ran, accept stats [2, B]
+    with metropolis else None)``."""
+    prior = pack.prior
+    ran = "fp64" if args.u.dtype == torch.float64 else precision
+    if args.n_steps == 0 or prior in _uncapturable:
+        out, logs, stats = langevin_loop(prior, args, trace=trace)
+        return out, logs, ran, stats
+    key = torch.tensor(seed_to_key(args.seed), dtype=torch.int64).to(args.u.device) if args.noise is None else None
+    u, logs, done, stats = args.u, [], 0, None
+    while done < args.n_steps:
+        n = min(MAX_CAPTURE_STEPS, args.n_steps - done)
+        try:
+            cap = _get(prior, args, n, trace, precision)
+        except Exception as e:  # the capture failed: this prior is not graph-safe
+            if done > 0:
+                raise
+            msg = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            _uncapturable[prior] = msg
+            warnings.warn(f"hebm backend 'graph': could not capture this prior's log_density in a CUDA graph "
+                          f"({msg}); running the eager reference instead", RuntimeWarning, stacklevel=3)
+            out, logs, stats = langevin_loop(prior, args, trace=trace)
+            return out, logs, ran, stats
+        noise = None if args.noise is None else args.noise[done : done + n]
+        unif = None if args.uniforms is None else args.uniforms[done : done + n]
+        out, lg, st = cap.replay(args, u, noise, args.step_offset + done, key, unif)
+        u = out.clone()  # the static output is overwritten by the next replay
+        if trace:
+            logs.append(lg.clone())
+        if st is not None:
+            stats = st.clone() if stats is None else stats + st
+        done += n
+    return u, (torch.cat(logs) if trace else None), ran, stats
