@@ -1,8 +1,10 @@
 """RESULTS.md §9's tables from the runs' JSON outputs (nothing here computes a metric).
 
-    python results/hierarchy/table.py hierarchy DIR [DIR ...]   # what each layer carries
-    python results/hierarchy/table.py priors DIR                # the priors on one generator, held-out FD
-    python results/hierarchy/table.py control DIR               # layer-wise controllable synthesis
+    python results/hierarchy/table.py DIR [DIR ...]
+
+prints, for each DIR, the tables its runs have data for: what each layer carries (``hierarchy``),
+the priors on one generator on the held-out FD protocol (``priors``), layer-wise controllable
+synthesis (``control``).
 
 A run directory holds ``summary_eval.json`` (``python -m hebm.evaluate summary``: the hierarchy
 measures, FD on the held-out protocol in two feature networks, prior hole, f⁺ − f⁻) or, for a
@@ -116,6 +118,16 @@ def control(root) -> str:
     return "\n".join(lines)
 
 
+def main(dirs):
+    for d in dirs:
+        print(f"### {d}\n")
+        for fn, marker in ((hierarchy, None), (priors, "summary_eval.json"), (control, "controllable.json")):
+            if marker is not None and not glob.glob(os.path.join(d, "*", marker)):
+                continue
+            text = fn([d]) if fn is hierarchy else fn(d)
+            if text.count("\n") >= 2:
+                print(text + "\n")
+
+
 if __name__ == "__main__":
-    what, *dirs = sys.argv[1:]
-    print({"hierarchy": lambda: hierarchy(dirs), "priors": lambda: priors(dirs[0]), "control": lambda: control(dirs[0])}[what]())
+    main(sys.argv[1:])
