@@ -38,7 +38,9 @@ class DiffusionModel(LatentModel):
         return 1.0, math.sqrt(float(self.schedule.step_variance(0)))
 
     def long_run(self, u, *, K: int, seed: int, chain_ids, step_size: float, fused: bool, snapshots: int,
-                 metropolis: bool, record):
+                 metropolis: bool, record, trace=None, trace_every: int = 0):
+        if trace_every:
+            raise ValueError("trace_every: the diffusion's long run is traced once per level (its K steps)")
         sch, logs, acceptance, marks = self.schedule, [], [], []
         n = u.shape[0]
         for j, t in enumerate(range(sch.T - 1, -1, -1)):
@@ -46,6 +48,8 @@ class DiffusionModel(LatentModel):
             u, info = base.run_langevin(self.dprior, u, fused=fused, n_steps=K, seed=seed, chain_ids=chain_ids,
                                    step_offset=j * K, return_info=True, check="raise", metropolis=metropolis, **kw)
             logs.append(info["log_density"].mean(1))
+            if trace is not None:
+                trace((j + 1) * K, u, info["log_density"])
             if metropolis:
                 acceptance.append(float(info["accept_rate"].mean()))
             marks.append((j + 1) * K)

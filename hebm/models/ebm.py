@@ -31,18 +31,30 @@ class EBMModel(LatentModel):
         return 1.0, step_size
 
     def long_run(self, u, *, K: int, seed: int, chain_ids, step_size: float, fused: bool, snapshots: int,
-                 metropolis: bool, record):
+                 metropolis: bool, record, trace=None, trace_every: int = 0):
         marks = sorted({int(round(K * (j + 1) / snapshots)) for j in range(snapshots)})
-        logs, acceptance, done = [], [], 0
-        for m in marks:
+        # trace_every splits the run at its multiples too: the seeded stream's step counter makes the
+        # split chain the same chain (the sampler is chunked exactly), so logs and snapshots do not move
+        stops = sorted(set(marks) | set(range(trace_every, K + 1, trace_every))) if trace_every > 0 else marks
+        logs, acceptance, done, accepted, start = [], [], 0, None, 0
+        for m in stops:
             u, info = base.run_langevin(self.prior, u, fused=fused, n_steps=m - done, step_size=step_size, seed=seed,
                                    chain_ids=chain_ids, step_offset=done, return_info=True, check="raise",
                                    metropolis=metropolis)
             logs.append(info["log_density"].mean(1))
-            if metropolis:
-                acceptance.append(float(info["accept_rate"].mean()))
+            if trace is not None:
+                trace(m, u, info["log_density"])
+            if metropolis:  # a snapshot segment's rate from its accepted counts, however it was split
+                accepted = info["accepted"] if accepted is None else accepted + info["accepted"]
             done = m
-            record(u, None)
+            if m in marks:
+                if metropolis:
+                    rate = (info["accept_rate"] if done - start == info["log_density"].shape[0] else
+                            accepted.to(info["accept_rate"].dtype) / (m - start))
+                    acceptance.append(float(rate.mean()))
+                    accepted = None
+                start = m
+                record(u, None)
         return torch.cat(logs), marks, acceptance
 
     def __init__(self, cfg: ModelConfig):
