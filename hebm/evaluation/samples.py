@@ -4,6 +4,7 @@ set written for FID tools."""
 from __future__ import annotations
 
 import os
+import time
 
 import torch
 
@@ -49,26 +50,63 @@ class PosteriorRegion:
 
 @torch.no_grad()
 def long_run(model, *, n_chains: int, K: int, seed: int, step_size: float, fused: bool = False, snapshots: int = 10,
-             region: PosteriorRegion = None, metropolis: bool = False, acceptance: list = None):
+             region: PosteriorRegion = None, metropolis: bool = False, acceptance: list = None, traces: dict = None,
+             every: int = 1, classify=None):
     """``(log π per step [K_total], F per snapshot, inside-fraction per snapshot, snapshot steps,
     decodes [snapshots, n_chains, D_x])`` of ``n_chains`` long prior chains.  ``metropolis``:
-    Metropolis-adjusted steps (MALA), each segment's mean acceptance appended to ``acceptance``."""
+    Metropolis-adjusted steps (MALA), each segment's mean acceptance appended to ``acceptance``.
+
+    ``traces`` (a dict, filled): per-chain traces, draw d the state after ``d·every`` steps —
+    ``"log_density"`` ``[draws, n_chains]`` (log π of the state), with ``classify`` (decodes →
+    labels) also ``"class_label"`` (the run is then split at every ``every``-th step, which leaves the
+    chain and every other output as they are); ``"every"``, ``"steps"`` (the draws' steps) and
+    ``"sampler_seconds"`` (the run's wall time less the time spent recording and classifying)."""
     p0 = next(model.parameters())
     ids = torch.arange(n_chains, device=p0.device)
     u = initial_noise(seed, n_chains, model.D, chain_ids=ids, device=p0.device, dtype=p0.dtype)
     snaps, energy, inside = [], [], []
     prior = model.sampling_prior
+    aside = [0.0]  # seconds spent outside the sampler (recording, classifying)
 
     def record(u, t=None):
+        t0 = time.perf_counter()
         z = model.prior.T(u)
         snaps.append(model.decode(z))
         energy.append(float(prior.energy(z, t).mean()) if prior.has_energy else 0.0)
         inside.append(region.inside(z) if region is not None else float("nan"))
+        aside[0] += time.perf_counter() - t0
 
+    def label(u):
+        return torch.as_tensor(classify(model.decode(model.prior.T(u)))).cpu()
+
+    dens, labels = [], []
+
+    def trace(step, u, log_density):  # log_density[i]: log π of the state after step − n + i steps
+        t0 = time.perf_counter()
+        first = step - log_density.shape[0]
+        keep = [i for i in range(log_density.shape[0]) if (first + i) % every == 0]
+        dens.append(log_density[keep].cpu())
+        if classify is not None and step % every == 0:
+            labels.append(label(u))
+        aside[0] += time.perf_counter() - t0
+
+    extra = {}
+    if traces is not None:
+        extra = dict(trace=trace, trace_every=every if classify is not None else 0)
+        if classify is not None:
+            labels.append(label(u))  # the state after 0 steps
+    t0 = time.perf_counter()
     logs, marks, acc = model.long_run(u, K=K, seed=seed, chain_ids=ids, step_size=step_size, fused=fused,
-                                      snapshots=snapshots, metropolis=metropolis, record=record)
+                                      snapshots=snapshots, metropolis=metropolis, record=record, **extra)
+    seconds = time.perf_counter() - t0 - aside[0]
     if acceptance is not None:
         acceptance.extend(acc)
+    if traces is not None:
+        ld = torch.cat(dens)
+        n = ld.shape[0] if classify is None else min(ld.shape[0], len(labels))
+        traces.update(log_density=ld[:n], every=every, steps=[d * every for d in range(n)], sampler_seconds=seconds)
+        if classify is not None:
+            traces["class_label"] = torch.stack(labels[:n])
     return logs.cpu(), energy, inside, marks, torch.stack(snaps)
 
 
