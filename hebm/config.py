@@ -182,6 +182,12 @@ class SampleConfig:
     nchains: int = _f(64, "chains of the long run", "run", lo=1, hi=100000)
     metropolis: bool = _f(False, "with --long-run: Metropolis-adjusted steps (MALA): the chain samples the trained "
                           "prior exactly, at any step; the report adds the acceptance per segment", "run")
+    diagnostics: bool = _f(False, "with --long-run: how well the chains mix, by arviz-stats (bulk/tail ESS and ESS/s, "
+                           "rank-normalised split R-hat, MCSE, autocorrelation time of the per-chain log π and, "
+                           "for labelled data, the class-switch rate and ESS of a classifier's labels of the "
+                           "decodes) over the second half of the run, printed and written to *_longrun.json", "run")
+    trace_netcdf: Optional[str] = _f(None, "with --long-run: write the per-chain traces as an ArviZ DataTree (netCDF; "
+                                     "groups posterior and warmup_posterior, dims chain, draw)", "run", metavar="PATH")
     save: Optional[str] = _f(None, "also write the --n samples as DIR/000000.png … and DIR/samples.npz (for FID "
                              "tools)", "run", metavar="DIR")
     recon: bool = _f(False, "with --save: the Recon set instead — decodes of z ~ q(z | x) of --n random training "

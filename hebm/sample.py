@@ -33,9 +33,15 @@
   the data region: at every snapshot, the fraction of chains whose latents lie inside the
   aggregate posterior's 99 % Mahalanobis region (a Gaussian fit of z̃ ~ q(z̃ | x) over the
   training data); "stays in the data region" when that fraction stays ≥ 0.9.
+* ``--diagnostics`` / ``--trace-netcdf PATH`` (with ``--long-run``, ebm; docs/design.md §2c): the
+  per-chain log π and, for labelled images, a classifier's label of each chain's decodes, every
+  ⌈K/1000⌉-th step; bulk/tail ESS and ESS/s, rank-normalised split R-hat, MCSE, autocorrelation
+  time and class switches by arviz-stats over the second half, printed and written to
+  ``*_longrun.json`` (``diagnostics``); the traces as an ArviZ DataTree in netCDF.
 """
 from __future__ import annotations
 
+import math
 import os
 import sys
 
@@ -45,6 +51,7 @@ from . import cli, files
 from .config import SAMPLE_SHARED, SampleConfig, TrainConfig
 from .data import run_data_for
 from .errors import UserError
+from .evaluation import mixing
 from .evaluation.figures import plot_profile, save_grid, save_scatter, to_images
 from .evaluation.samples import IN_REGION, PosteriorRegion, hierarchical_grid, long_run, require_images, save_image_set
 from .models import load_model
@@ -76,11 +83,18 @@ def main(argv=None) -> int:
             raise UserError("--recon writes the reconstruction set to --save DIR: pass --save DIR")
         if a.metropolis and not a.long_run:
             raise UserError("--metropolis adjusts the long-run chain: pass --long-run K too")
+        for flag, on in (("--diagnostics", a.diagnostics), ("--trace-netcdf", a.trace_netcdf)):
+            if on and not a.long_run:
+                raise UserError(f"{flag} measures the long-run chains: pass --long-run K too")
         for flag, on in (("--long-run", a.long_run), ("--hierarchical", a.hierarchical)):
             if a.attribute and on:
                 raise UserError(f"--attribute conditions the --n samples (and --save); {flag} draws from the "
                                 f"unconditional prior and would ignore it: run {flag} without --attribute")
         model, mcfg, tcfg, _ = load_model(a.ckpt, a.device)
+        if (a.diagnostics or a.trace_netcdf) and a.long_run and model.has_levels:
+            raise UserError(f"{'--diagnostics' if a.diagnostics else '--trace-netcdf'} judges chains that share one "
+                            f"target; the diffusion's long run changes target at every level and conditions each "
+                            f"chain on its own state: use it with an ebm checkpoint")
         K = tcfg.langevin_steps if a.langevin_steps is None else a.langevin_steps
         delta = tcfg.langevin_step_size if a.langevin_step_size is None else a.langevin_step_size
         shape = mcfg.image_shape
@@ -89,6 +103,8 @@ def main(argv=None) -> int:
         if not (a.save and a.recon):  # (the Recon set alone writes nothing next to --out)
             files.writable_directory("--out" if a.out else "--out (by default next to --ckpt)",
                                      os.path.dirname(os.path.abspath(prefix)), given=prefix)
+        if a.trace_netcdf and a.long_run:
+            files.writable_file("--trace-netcdf", a.trace_netcdf)
         lock = None
         if a.save:
             require_images(shape)
@@ -163,9 +179,15 @@ def main(argv=None) -> int:
                     zq = model.posterior(data.train.x.to(a.device), torch.Generator().manual_seed(a.seed)).z
                 region = PosteriorRegion(zq)
                 acceptance = []
+                traced = a.diagnostics or bool(a.trace_netcdf)
+                traces = {} if traced else None
+                labeller = mixing.label_classifier(tcfg, seed=a.seed) if traced and shape else None
+                every = max(1, math.ceil(a.long_run / TRACE_DRAWS))
                 logs, energy, inside, marks, snaps = long_run(model, n_chains=a.nchains, K=a.long_run, seed=a.seed,
                                                               step_size=delta, fused=a.fused, region=region,
-                                                              metropolis=a.metropolis, acceptance=acceptance)
+                                                              metropolis=a.metropolis, acceptance=acceptance,
+                                                              traces=traces, every=every,
+                                                              classify=labeller[0] if labeller else None)
                 plot_profile(logs, prefix + "_longrun_energy.png", f"{mcfg.prior} prior, {a.long_run}-step chain "
                              f"(train K = {K})")
                 written.append(prefix + "_longrun_energy.png")
@@ -180,6 +202,13 @@ def main(argv=None) -> int:
                            log_density_max=float(logs.max()), mean_energy=energy, inside_fraction=inside,
                            stays_in_data_region=stays, metropolis=a.metropolis,
                            acceptance=acceptance if a.metropolis else None)
+                if traced:
+                    diag = mixing_report(traces, labeller, a.long_run)
+                    if a.diagnostics:
+                        rep["diagnostics"] = diag
+                    if a.trace_netcdf:
+                        write_traces(a.trace_netcdf, traces, labeller, diag)
+                        written.append(a.trace_netcdf)
                 with open(prefix + "_longrun.json", "w") as f:
                     files.dump_json(rep, f, indent=2)
                 written.append(prefix + "_longrun.json")
@@ -188,12 +217,75 @@ def main(argv=None) -> int:
                       f"{'stay' if stays else 'do NOT stay'} in the data region"
                       + (f"; MALA acceptance {min(acceptance):.2f}-{max(acceptance):.2f} per segment" if a.metropolis
                          else ""))
+                if a.diagnostics:
+                    print(diagnostics_line(rep["diagnostics"], acceptance if a.metropolis else None))
         except DivergenceError as e:
             raise UserError(f"{e.args[0].split(';')[0]}; lower --langevin-step-size (now {delta:g}) or --langevin-steps")
         print("[hebm.sample] wrote " + ", ".join(written))
         return 0
 
     return cli.run("hebm.sample", go)
+
+
+#: the most draws per chain a traced long run keeps: every ⌈K / TRACE_DRAWS⌉-th step
+TRACE_DRAWS = 1000
+
+
+def mixing_report(traces: dict, labeller, K: int) -> dict:
+    """The ``diagnostics`` of ``*_longrun.json``: :func:`hebm.evaluation.mixing.diagnostics` of the
+    per-chain log π over the second half of the draws (the first half is warm-up), the ESS per
+    second of the sampler time those steps took; with labels, the class-switch count and the
+    indicators' ESS over the same draws."""
+    ld, every = traces["log_density"], traces["every"]
+    n = ld.shape[0]
+    warm = n // 2
+    seconds = traces["sampler_seconds"] * (n - warm) * every / K
+    out = dict(warmup_draws=warm, library=f"arviz-stats {_version('arviz-stats')}",
+               log_density=mixing.diagnostics(ld[warm:], seconds=seconds, every=every))
+    if labeller is not None:
+        y = traces["class_label"][warm:]
+        out["classes"] = dict(classifier_acc=labeller[2], **mixing.class_switches(y, every=every),
+                              indicator_ess=mixing.indicator_ess(y, labeller[1]))
+    return out
+
+
+def write_traces(path: str, traces: dict, labeller, diag: dict) -> None:
+    """The traces as an ArviZ DataTree in netCDF (``posterior`` / ``warmup_posterior``)."""
+    arrays = {"log_density": traces["log_density"].double().numpy()}
+    if labeller is not None:
+        arrays["class_label"] = traces["class_label"].numpy()
+        arrays["class_indicator"] = mixing.one_hot(traces["class_label"], labeller[1])
+    mixing.write_netcdf(path, arrays, warmup=diag["warmup_draws"],
+                        attrs=dict(steps_per_draw=int(traces["every"]), source="hebm.sample --long-run"))
+
+
+def diagnostics_line(d: dict, acceptance) -> str:
+    """One line: ESS/s (bulk, tail), R-hat, the autocorrelation time, MALA's acceptance, class switches."""
+    ld = d["log_density"]
+
+    def f(x, spec):
+        return "n/a" if x is None or x != x else format(x, spec)
+
+    s = (f"[hebm.sample] mixing of log π over the last {ld['draws']} draws x {ld['chains']} chains: ESS bulk "
+         f"{f(ld['ess_bulk'], '.0f')} ({f(ld['ess_bulk_per_s'], '.1f')}/s), tail {f(ld['ess_tail'], '.0f')} "
+         f"({f(ld['ess_tail_per_s'], '.1f')}/s), R-hat {f(ld['rhat'], '.3f')}, autocorrelation time "
+         f"{f(ld['iat_steps'], '.1f')} steps")
+    if acceptance:
+        s += f", MALA acceptance {sum(acceptance) / len(acceptance):.2f}"
+    c = d.get("classes")
+    if c:
+        s += (f"; class switches {f(c['switches_per_1000_steps'], '.2f')} per 1000 steps, classes visited per chain "
+              f"{min(c['classes_visited'])}-{max(c['classes_visited'])}, min class-indicator ESS "
+              f"{f(c['indicator_ess']['min'], '.0f')}")
+    return s + f" ({d['library']})"
+
+
+def _version(dist: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return "?"
 
 
 if __name__ == "__main__":
