@@ -33,7 +33,7 @@
   the data region: at every snapshot, the fraction of chains whose latents lie inside the
   aggregate posterior's 99 % Mahalanobis region (a Gaussian fit of z̃ ~ q(z̃ | x) over the
   training data); "stays in the data region" when that fraction stays ≥ 0.9.
-* ``--diagnostics`` / ``--trace-netcdf PATH`` (with ``--long-run``, ebm; docs/design.md §2c): the
+* ``--diagnostics`` / ``--trace-netcdf PATH`` (with ``--long-run``, ebm; docs/design.md §2d): the
   per-chain log π and, for labelled images, a classifier's label of each chain's decodes, every
   ⌈K/1000⌉-th step; bulk/tail ESS and ESS/s, rank-normalised split R-hat, MCSE, autocorrelation
   time and class switches by arviz-stats over the second half, printed and written to
