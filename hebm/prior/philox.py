@@ -8,7 +8,8 @@ batch it runs in nor on the backend:
 * counter ``(j, c, k, s)``: j = element block (elements 4j … 4j+3 of the chain's D), c = chain id,
   k = step (counted across levels in a fused reverse diffusion), s = stream
   (:data:`STREAM_LANGEVIN` = 0, :data:`STREAM_INIT` = 1, :data:`STREAM_ACCEPT` = 2: the
-  Metropolis uniforms, :func:`philox_accept_uniform`);
+  Metropolis uniforms, :func:`philox_accept_uniform`; :data:`STREAM_SWAP` = 3: the replica-exchange
+  swap uniforms, :func:`philox_swap_uniforms`);
 * the four outputs x₀…x₃ → uniforms ``((x >> 9) + 0.5) · 2⁻²³`` (exact in fp32, in (0, 1)) →
   Box–Muller in **float64**: ``r₁ = √(−2 ln u₀)``; elements 4j, 4j+1 = ``r₁ cos 2πu₁, r₁ sin 2πu₁``;
   ``r₂ = √(−2 ln u₂)``; elements 4j+2, 4j+3 = ``r₂ cos 2πu₃, r₂ sin 2πu₃`` (2π the double
@@ -35,6 +36,7 @@ import torch
 STREAM_LANGEVIN = 0
 STREAM_INIT = 1
 STREAM_ACCEPT = 2
+STREAM_SWAP = 3
 #: the step counter is one 32-bit word: steps 0 … 2³²−1 (step 2³² would repeat step 0)
 MAX_STEP = 2**32 - 1
 
@@ -137,6 +139,31 @@ def accept_uniforms_from_key(key: tuple, chain_ids: torch.Tensor, step) -> torch
     on the chains' device (a CUDA graph replays them with new values)."""
     step = step.reshape(1) if isinstance(step, torch.Tensor) else int(step)
     x0, _, _, _ = philox4x32((0, chain_ids, step, STREAM_ACCEPT), key)
+    return uniform_from_bits(x0)
+
+
+def philox_swap_uniforms(seed: int, chain_ids: torch.Tensor, step: int, R: int, *, device=None) -> torch.Tensor:
+    """The replica-exchange uniforms of the swap round after step ``step`` (``[B]`` fp32, in (0, 1)),
+    for chains ``chain_ids`` in ladder groups of ``R`` consecutive chains (chain b at slot
+    r = b mod R), docs/design.md §2:
+
+    * slot r < R−1 (the lower chain of the pair (r, r+1)): counter ``(r mod 2, c, step, 3)`` — the
+      pair's parity, its lower chain's id — the U of that pair's swap test;
+    * slot R−1 (the group's cold chain, never a lower chain): counter ``(2, c, step, 3)`` — the
+      group's parity coin of the ``"even_odd"`` schedule (even pairs when it is < ½);
+
+    each the first output word x₀ → ``((x₀ >> 9) + 0.5)·2⁻²³``.  The same layout as an explicit
+    ``swap_uniforms[n]`` row."""
+    chain_ids = torch.as_tensor(chain_ids, dtype=torch.int64, device=device)
+    return swap_uniforms_from_key(seed_to_key(seed), chain_ids, int(step), R)
+
+
+def swap_uniforms_from_key(key: tuple, chain_ids: torch.Tensor, step, R: int) -> torch.Tensor:
+    """:func:`philox_swap_uniforms` for a key ``(k0, k1)``."""
+    step = step.reshape(1) if isinstance(step, torch.Tensor) else int(step)
+    slot = torch.arange(chain_ids.shape[0], dtype=torch.int64, device=chain_ids.device) % int(R)
+    j = torch.where(slot == int(R) - 1, torch.full_like(slot, 2), slot % 2)
+    x0, _, _, _ = philox4x32((j, chain_ids, step, STREAM_SWAP), key)
     return uniform_from_bits(x0)
 
 
