@@ -272,9 +272,59 @@ def _k_batch(c: _Call, f: Field, x):
     return n
 
 
+def _k_ladder(c: _Call, f: Field, x):
+    """The replica-exchange ladder: β_1 ≤ … ≤ β_R = 1 in [0, 1], R dividing B → an [R] tensor of u's dtype."""
+    name, B = f.name, c.B
+    if isinstance(x, torch.Tensor):
+        if x.dtype == torch.bool or x.is_complex() or x.dim() != 1:
+            raise TypeError(f"{name} must be a 1-d ladder [R] of inverse temperatures, got {fmt(x)}")
+        vals = x.detach().double().cpu().tolist()
+    else:
+        try:
+            vals = [float(v) for v in x] if not isinstance(x, (str, bytes)) else None
+        except (TypeError, ValueError):
+            vals = None
+        if vals is None or any(isinstance(v, bool) for v in x):
+            raise TypeError(f"{name} must be a 1-d ladder (a list or [R] tensor) of inverse temperatures, got {x!r}")
+    R = len(vals)
+    if R < 1:
+        raise ValueError(f"{name} must hold at least one inverse temperature, got an empty ladder")
+    if not all(math.isfinite(v) and 0.0 <= v <= 1.0 for v in vals):
+        raise ValueError(f"{name} must lie in [0, 1] (inverse temperatures β), got {vals}")
+    if any(b < a_ for a_, b in zip(vals, vals[1:])):
+        raise ValueError(f"{name} must be increasing (β_1 ≤ … ≤ β_R, the hottest chain first), got {vals}")
+    if vals[-1] != 1.0:
+        raise ValueError(f"{name} must end at β_R = 1 (the cold chain samples the target), got {vals}")
+    if B % R:
+        raise ValueError(f"{name} has R = {R} inverse temperatures but u has B = {B} chains: B must be a multiple of "
+                         f"R (ladder groups of R consecutive chains)")
+    return torch.tensor(vals, dtype=c.u.dtype, device=c.device)
+
+
+def _k_interval(c: _Call, f: Field, x):
+    m = as_int(f.name, x, "an int >= 1")
+    if not 1 <= m <= MAX_STEPS:
+        raise ValueError(f"{f.name} must be an int >= 1 (steps between swap rounds), got {m}")
+    return m
+
+
+def _k_swap_uniforms(c: _Call, f: Field, x):
+    """A floating ``[n_rounds, B]`` tensor in (0, 1); its number of rounds is checked with the
+    ladder (:func:`_replica_relations`)."""
+    B, u = c.B, c.u
+    if not isinstance(x, torch.Tensor) or not x.dtype.is_floating_point:
+        raise TypeError(f"{f.name} must be a floating tensor [n_rounds, B], got {fmt(x)}")
+    if x.dim() != 2 or x.shape[1] != B or x.device != u.device:
+        raise ValueError(f"{f.name} must be a tensor [n_rounds, B] (B = {B}) on {u.device}, got {fmt(x)}")
+    x = x.detach().to(u.dtype).contiguous()
+    c.values.add(f.name, x, positive=True, allow_zero=False, below_one=True)
+    return x
+
+
 _KINDS = {"steps": _k_steps, "chain": _k_chain, "level": _k_level, "state": _k_state, "seed": _k_seed,
           "ids": _k_ids, "noise": _k_noise, "offset": _k_offset, "choice": _k_choice, "flag": _k_flag,
-          "uniforms": _k_uniforms, "count": _k_count, "prob": _k_prob, "batch": _k_batch}
+          "uniforms": _k_uniforms, "count": _k_count, "prob": _k_prob, "batch": _k_batch,
+          "ladder": _k_ladder, "interval": _k_interval, "swap_uniforms": _k_swap_uniforms}
 
 
 class _Plan:
@@ -344,6 +394,7 @@ def _relations(c: _Call, a: dict, given: dict, *, steps: str = "[K, B, D]") -> N
     if a["seed"] is not None and a.get("step_offset", 0) + c.K > MAX_STEP + 1:
         raise ValueError(f"step_offset + n_steps = {a.get('step_offset', 0) + c.K} exceeds 2**32: the seeded stream "
                          f"counts steps in a 32-bit word (step {MAX_STEP + 1} would repeat step 0's noise)")
+    _replica_relations(c, a, given)
     # MALA: the proposal is the Langevin step with c = 1; explicit noise needs its uniforms; the
     # step adaptation steers by the test's acceptance
     if not a["metropolis"]:
@@ -361,6 +412,58 @@ def _relations(c: _Call, a: dict, given: dict, *, steps: str = "[K, B, D]") -> N
     elif a["uniforms"] is None:
         raise ValueError(f"metropolis=True with explicit noise needs uniforms too: a [K, B] = [{c.K}, {c.B}] tensor "
                          f"in (0, 1)")
+
+
+def swap_rounds(n_steps: int, step_offset: int, swap_every: int) -> int:
+    """Swap rounds of a call: one after every step k whose counter step_offset + k + 1 is a multiple
+    of ``swap_every``."""
+    return (step_offset + n_steps) // swap_every - step_offset // swap_every
+
+
+#: the fields of the target that one ladder group shares (a swap exchanges states between copies
+#: of one target at different β; only the sampler's own step_size and noise_scale may differ)
+LADDER_SHARED = ("energy_scale", "t", "u_next", "alpha", "sigma")
+
+
+def _replica_relations(c: _Call, a: dict, given: dict) -> None:
+    """Replica exchange: the swap keywords need a ladder; explicit noise needs swap_uniforms of one
+    row per round; step adaptation does not run on a ladder yet."""
+    if a.get("temperatures") is None:
+        extra = [n for n in ("swap_every", "swap_schedule", "swap_uniforms") if given.get(n) is not None]
+        if extra:
+            raise ValueError(f"{extra[0]} belongs to replica exchange: pass temperatures (the ladder of inverse "
+                             f"temperatures) to switch it on")
+        return
+    if a.get("adapt_steps", 0):
+        raise ValueError("adapt_steps does not run with temperatures yet: pass a per-chain step_size (e.g. larger "
+                         "steps for the hot chains) instead")
+    n = swap_rounds(c.K, a.get("step_offset", 0), a["swap_every"])
+    if a["noise"] is None:
+        if a["swap_uniforms"] is not None:
+            raise ValueError("swap_uniforms go with an explicit noise tensor; with seed the swap rounds draw their "
+                             "own (stream 3)")
+    elif a["swap_uniforms"] is None:
+        raise ValueError(f"temperatures with explicit noise needs swap_uniforms too: a [n_rounds, B] = [{n}, {c.B}] "
+                         f"tensor in (0, 1)")
+    elif a["swap_uniforms"].shape[0] != n:
+        raise ValueError(f"swap_uniforms must have one row per swap round, [n_rounds, B] = [{n}, {c.B}] "
+                         f"(n_steps = {c.K}, swap_every = {a['swap_every']}), got {fmt(a['swap_uniforms'])}")
+
+
+def _ladder_groups_share_the_target(a) -> None:
+    """The chains of one ladder group have the same target but for β (:data:`LADDER_SHARED`)."""
+    if a.temperatures is None:
+        return
+    R = a.temperatures.shape[0]
+    for name in LADDER_SHARED:
+        v = getattr(a, name)
+        if v is None or R == 1:
+            continue
+        g = v.reshape(a.B // R, R, -1)
+        if not bool((g == g[:, :1]).all()):
+            raise ValueError(f"{name} differs between the chains of one ladder group (groups of R = {R} "
+                             f"consecutive chains): a swap exchanges states between copies of one target, so "
+                             f"{', '.join(LADDER_SHARED)} must be the same within each group")
 
 
 # ------------------------------------------------------------------------------ the checks
@@ -381,7 +484,9 @@ def check_langevin_args(prior: HierarchicalPrior, u: Latents, *, where: str = "l
     a = _fields(LANGEVIN, c, arguments, f"{where}()")
     _relations(c, a, arguments)
     c.values.run(summarize)
-    return LangevinArgs(u=u, as_list=as_list, **a)
+    out = LangevinArgs(u=u, as_list=as_list, **a)
+    _ladder_groups_share_the_target(out)
+    return out
 
 
 def check_reverse_args(prior: HierarchicalPrior, schedule, u_T=None, *, where: str = "reverse_diffusion_ref",
@@ -450,5 +555,5 @@ def level_args(r: ReverseArgs, schedule, j: int, u: torch.Tensor) -> LangevinArg
 
 
 
-__all__ = ["check_langevin_args", "check_options", "check_prior", "check_reverse_args", "flat_latents", "level_args",
+__all__ = ["LADDER_SHARED", "swap_rounds", "check_langevin_args", "check_options", "check_prior", "check_reverse_args", "flat_latents", "level_args",
            "prior_kind", "same_kind"]

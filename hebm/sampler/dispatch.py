@@ -32,7 +32,8 @@ from .backends import BackendUnavailable
 from .backends import pack as packing
 from .checks import check_langevin_args, check_options, check_reverse_args, prior_kind
 from .record import LANGEVIN, REVERSE, Latents, signature
-from .reference import finish_reverse, langevin_ref, langevin_z_ref, reverse_diffusion_ref, reverse_loop, run_chain
+from .reference import (finish_reverse, langevin_ref, langevin_z_ref, reverse_diffusion_ref, reverse_loop, run_chain,
+                        with_replica_exchange)
 from .results import check_result, finish
 
 
@@ -86,7 +87,7 @@ class Sampler:
         else:
             pack = packing.Pack(network, values, dtype, device, prior=prior)
         self.prior, self.backend, self.precision, self.dtype, self.device = prior, name, prec, dtype, device
-        self._asked, self._mod, self._pack, self._mala = (backend, precision), mod, pack, None
+        self._asked, self._mod, self._pack, self._special = (backend, precision), mod, pack, {}
         self._summarize = backends.value_summaries(device)
 
     def refresh(self) -> "Sampler":
@@ -99,41 +100,45 @@ class Sampler:
         return (f"hebm.Sampler({type(self.prior).__name__} dims={tuple(self.prior.dims)}, backend={self.backend!r}, "
                 f"precision={self.precision!r}, {self.dtype} on {self.device})")
 
-    def _metropolis_backend(self):
-        """``(name, module)`` that runs Metropolis-adjusted calls: this Sampler's backend when it
-        implements the test for these networks, else (``"auto"``) the next one of the device that
-        does; decided once."""
-        if self._mala is None:
+    def _backend_for(self, metropolis: bool, replica_exchange: bool = False):
+        """``(name, module)`` that runs a call: this Sampler's backend, or for a Metropolis-adjusted
+        call or one with a temperature ladder the backend that implements those for these networks —
+        this Sampler's when it does, else (``"auto"``) the next one of the device that does (a named
+        backend that does not raises :class:`hebm.BackendUnavailable` with its reason); decided once
+        per kind of call."""
+        if not (metropolis or replica_exchange):
+            return self.backend, self._mod
+        key = (metropolis, replica_exchange)
+        got = self._special.get(key)
+        if got is None:
             name = backends.choose(self._pack.network, self.device, self.dtype, self._asked[0], self.precision,
-                                   metropolis=True)
-            self._mala = (name, backends.module(name))
-        return self._mala
-
-    def _backend_for(self, metropolis: bool):
-        if metropolis:
-            return self._metropolis_backend()
-        return self.backend, self._mod
+                                   metropolis=metropolis, replica_exchange=replica_exchange)
+            got = self._special[key] = (name, backends.module(name))
+        return got
 
     def run(self, u: Latents, *, return_info: bool = False, _where: str = "Sampler.run", **arguments):
         """K steps of the update rule of :func:`hebm.langevin_ref` (its keywords, the same result
-        to float rounding).  ``return_info`` adds ``{"backend", "precision", "log_density"}`` — the
+        to float rounding; a call with ``temperatures`` runs where replica exchange is implemented:
+        the reference for now).  ``return_info`` adds ``{"backend", "precision", "log_density"}`` — the
         backend and precision that actually ran (the CPU, for one, computes exactly in the
         tensors' dtype whatever is asked) — and MALA's ``"accepted"``, ``"accept_rate"``,
         ``"step_size"`` as the reference does."""
         a = check_langevin_args(self.prior, u, where=_where, kind=(self.dtype, self.device),
                                 summarize=self._summarize, **arguments)
-        name, mod = self._backend_for(a.metropolis)
-        pack, prec, ran = self._pack, self.precision, [None]
+        name, mod = self._backend_for(a.metropolis, a.temperatures is not None)
+        pack, prec, ran, pt = self._pack, self.precision, [None], {}
 
         def run(args):
             out, logs, ran[0], stats = mod.run(pack, args, precision=prec, trace=return_info)
             return out, logs, stats
 
+        run = with_replica_exchange(run, self.prior, a, trace=return_info, info=pt)
         out, logs, extra, stats = run_chain(run, a, trace=return_info)
         check_result(a, out, _where, stats, self._summarize)
         if not return_info:
             return finish(self.prior, a, out, None, False)
-        return finish(self.prior, a, out, {"backend": name, "precision": ran[0], "log_density": logs, **extra}, True)
+        info = {"backend": name, "precision": ran[0], "log_density": logs, **extra, **pt}
+        return finish(self.prior, a, out, info, True)
 
     def reverse_diffusion(self, schedule, u_T: Optional[Latents] = None, *, return_levels: bool = False,
                           return_info: bool = False, _where: str = "Sampler.reverse_diffusion", **arguments):

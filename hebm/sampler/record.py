@@ -40,6 +40,8 @@ PRECISIONS = ("auto", "fp32", "tf32", "bf16")
 CHECK_MODES = ("warn", "raise", "off")
 #: the step-adaptation rules of ``adapt=`` (hebm.sampler.reference.adapt_step_size)
 ADAPT_RULES = ("robbins_monro", "dual_averaging")
+#: the replica-exchange swap schedules of ``swap_schedule=`` (hebm.sampler.reference.swap_round)
+SWAP_SCHEDULES = ("deo", "even_odd")
 #: largest ``n_steps`` a call takes (the kernels count steps in 32-bit words)
 MAX_STEPS = 2**31 - 1
 REQUIRED = inspect.Parameter.empty
@@ -93,6 +95,16 @@ LANGEVIN = (
           "metropolis only)"),
     Field("target_accept", "prob", 0.574, "the acceptance rate the adaptation steers to"),
     Field("adapt", "choice", "robbins_monro", "the adaptation rule", choices=ADAPT_RULES),
+    Field("temperatures", "ladder", None, "replica exchange: the ladder of inverse temperatures β_1 ≤ … ≤ β_R = 1 "
+          "in [0, 1] ([R]); chains g·R … g·R+R−1 form ladder group g, chain b runs at β_(b mod R) on "
+          "β·λ·F(T_β(u); t) − ½‖u‖² [− kernel term]; None: no ladder (reference backend only for now)"),
+    Field("swap_every", "interval", 1, "replica exchange: a swap round after every m-th step (m >= 1; counted on "
+          "the step counter step_offset + k)"),
+    Field("swap_schedule", "choice", "deo", "replica exchange: which neighbour pairs propose in a round — 'deo' "
+          "alternates even and odd pairs (non-reversible), 'even_odd' picks the parity at random per round and "
+          "group", choices=SWAP_SCHEDULES),
+    Field("swap_uniforms", "swap_uniforms", None, "replica exchange with explicit noise: the rounds' U "
+          "[n_rounds, B] in (0, 1) (a pair's U at its lower chain, the group's parity coin at its last chain)"),
 )
 #: the keywords of a whole reverse diffusion (``u_T`` is its third positional argument)
 REVERSE = (
@@ -198,5 +210,5 @@ class ReverseArgs:
 
 
 
-__all__ = ["ADAPT_RULES", "BACKENDS", "CHECK_MODES", "LANGEVIN", "MAX_STEPS", "PRECISIONS", "REQUIRED", "REVERSE",
+__all__ = ["ADAPT_RULES", "BACKENDS", "CHECK_MODES", "SWAP_SCHEDULES", "LANGEVIN", "MAX_STEPS", "PRECISIONS", "REQUIRED", "REVERSE",
            "BY_NAME", "Field", "LangevinArgs", "Latents", "ReverseArgs", "check_keywords", "describe", "signature"]

@@ -30,6 +30,35 @@ still advances; a NaN test refuses.  The chain then leaves π invariant exactly,
 ``target_accept`` (:func:`adapt_step_size`), frozen after them (so steps N … K−1 are a valid
 Markov chain for π); the adapted δ is returned in ``info["step_size"]``.
 
+Replica exchange (parallel tempering, docs/design.md §2c), with ``temperatures`` = the ladder
+0 ≤ β_1 ≤ … ≤ β_R = 1: the B chains form B/R ladder groups of R consecutive chains (group g is
+chains g·R … g·R+R−1; chain b sits in slot r = b mod R and always runs at β_r), and chain b runs
+the update rule above (ULA or MALA) on its tempered target::
+
+    log π_b(u) = β_r · λ · F(T_β(u); t) − ½‖u‖² − [u_next given] ‖a·u − u_next‖² / (2σ²)
+
+— β multiplies the energy term only (λ included: the chain's energy scale is β·λ), so β = 0 is
+exactly the Gaussian prior p_β (ũ ~ N(0, I), with the kernel term when there is one); the level t
+and the kernel term are not tempered.  A group shares its target but for β (λ, t, u_next, a, σ
+equal within it; step_size and noise_scale may differ, e.g. larger steps for hot chains).  After
+every step whose counter ``step_offset + k + 1`` is a multiple of m = ``swap_every`` comes swap
+round n = (step_offset + k + 1)/m − 1: in each group the neighbour pairs (r, r+1) of one parity p
+(r ≡ p mod 2) propose to exchange their states, accepted when::
+
+    log U_(r) < (β_(r+1) − β_r) · (E(u_r) − E(u_(r+1))),      E(u) = λ · F(T_β(u); t)
+
+(the Gaussian and kernel terms cancel; a NaN test refuses).  p = n mod 2 for ``swap_schedule``
+``"deo"`` (deterministic even/odd alternation, non-reversible); for ``"even_odd"`` p = 0 when
+the group's coin is < ½, else 1 (the reversible variant).  U_(r) and the coin are the explicit
+``swap_uniforms[n]`` (``[n_rounds, B]``: a pair's U at its lower chain g·R + r, the coin at the
+group's last chain g·R + R − 1) or stream 3 of the Philox generator at the step counter
+``step_offset + k`` of the step the round follows (:func:`hebm.prior.philox.philox_swap_uniforms`:
+counter ``(r mod 2, c, k, 3)`` for a pair's U with c the lower chain's id, ``(2, c, k, 3)`` for the
+coin with c the group's last chain's id).  Swaps move states (with MALA, log π and its gradient are
+those of the new state at the chain's own β: the reference evaluates them afresh after a round),
+never temperatures.  Each step and each swap leaves the product of the tempered targets invariant,
+so the cold chains (slot R − 1, β = 1) sample π.  :func:`replica_exchange` runs it.
+
 Three samplers, each one argument check and then its loop:
 
 * :func:`langevin_ref` — K steps on the target above (both papers' prior chains);
@@ -48,8 +77,8 @@ from typing import Callable, Optional
 import torch
 
 from ..prior.hierarchical import HierarchicalPrior
-from ..prior.philox import philox_accept_uniform, philox_normal
-from .checks import check_langevin_args, check_reverse_args, level_args
+from ..prior.philox import philox_accept_uniform, philox_normal, philox_swap_uniforms
+from .checks import check_langevin_args, check_reverse_args, level_args, swap_rounds
 from .record import LANGEVIN, REVERSE, Latents, LangevinArgs, ReverseArgs, describe, signature
 from .results import check_result, finish
 
@@ -219,6 +248,124 @@ def adapt_step_size(run, a: LangevinArgs, *, trace: bool = False):
     return u, (torch.cat(logs) if trace else None), stats, step
 
 
+# ------------------------------------------------------------------------------ replica exchange
+def swap_energy(prior: HierarchicalPrior, a: LangevinArgs, u: torch.Tensor) -> torch.Tensor:
+    """E(u) = λ·F(T_β(u); t) (``[B]``): the energy term the ladder tempers (0 without energies)."""
+    with torch.no_grad():
+        if prior.energies is None:
+            return u.new_zeros(u.shape[0])
+        return a.energy_scale * prior.energy(prior.T(u), a.t)
+
+
+def swap_uniforms(a: LangevinArgs, n: int, k: int) -> torch.Tensor:
+    """U of the swap round ``n`` of the call (after its step ``k``), ``[B]``: ``swap_uniforms[n]``,
+    or stream 3 at the step counter ``step_offset + k``."""
+    if a.swap_uniforms is not None:
+        return a.swap_uniforms[n]
+    R = a.temperatures.shape[0]
+    return philox_swap_uniforms(a.seed, a.chain_ids, a.step_offset + k, R, device=a.u.device).to(a.u.dtype)
+
+
+def swap_round(beta: torch.Tensor, E: torch.Tensor, U: torch.Tensor, round_index: int, schedule: str):
+    """One swap round of every ladder group (the rule in the module docstring), for the ladder
+    ``beta`` ``[R]``, energies ``E`` and uniforms ``U`` ``[B]``: ``(src, attempted, accepted)`` —
+    ``src`` ``[B]`` the chain whose state each chain takes (``u ← u[src]``), ``attempted`` and
+    ``accepted`` ``[G, R−1]`` per pair (r, r+1) of each group."""
+    R = beta.shape[0]
+    G = E.shape[0] // R
+    Eg, Ug = E.view(G, R), U.view(G, R)
+    if schedule == "deo":
+        parity = torch.full((G,), round_index % 2, dtype=torch.long, device=E.device)
+    else:
+        parity = (Ug[:, R - 1] >= 0.5).long()
+    r = torch.arange(R - 1, device=E.device)
+    attempted = (r % 2)[None, :] == parity[:, None]
+    log_alpha = (beta[1:] - beta[:-1])[None, :] * (Eg[:, :-1] - Eg[:, 1:])
+    accepted = attempted & (torch.log(Ug[:, :-1]) < log_alpha)  # NaN refuses
+    lower = torch.nn.functional.pad(accepted, (0, 1)).long()
+    upper = torch.nn.functional.pad(accepted, (1, 0)).long()
+    src = torch.arange(R, device=E.device)[None, :] + lower - upper + R * torch.arange(G, device=E.device)[:, None]
+    return src.reshape(-1), attempted, accepted
+
+
+def replica_exchange(run, prior: HierarchicalPrior, a: LangevinArgs, *, trace: bool = False, info: dict):
+    """The K steps of a ladder call (``a.temperatures`` set): the runs of steps between swap
+    rounds by ``run(args) -> (u, log π trace or None, accept stats or None)`` (the reference loop,
+    :func:`langevin_loop`) on the tempered targets (energy scale β·λ per chain), each followed by
+    a swap round (:func:`swap_round`).  Returns what ``run`` returns for the whole call and fills
+    ``info``:
+
+    * ``"swap_attempts"``, ``"swap_accepted"`` (``[G, R−1]`` int64, pair (r, r+1) of group g) and
+      ``"swap_rate"`` (their ratio, NaN where a pair never proposed);
+    * ``"replica"`` (``[B]`` int64): the final permutation — replica i is the state that started in
+      chain i, and ``replica[b]`` is the one chain b holds now;
+    * ``"round_trips"`` (``[B]`` int64, by replica): how often replica i went from the cold slot
+      (R − 1) to the hot slot (0) and back (counted on arriving back; a replica that starts
+      elsewhere first has to reach the cold slot); ``"round_trip_rate"`` (``[G]``): the group's
+      round trips per step;
+    * with ``trace``: ``"swap_energy"`` (``[n_rounds, B]``, E of each chain's state entering the
+      round) and ``"swapped"`` (``[n_rounds, B]`` bool, both chains of every accepted pair)."""
+    beta_ladder = a.temperatures
+    R, B, K, m, off = beta_ladder.shape[0], a.B, a.n_steps, a.swap_every, a.step_offset
+    G = B // R
+    base = dataclasses.replace(a, energy_scale=a.energy_scale * beta_ladder.repeat(G), temperatures=None,
+                               swap_uniforms=None)
+    dev, long = a.u.device, torch.long
+    replica = torch.arange(B, device=dev)
+    slot = replica % R
+    label = (slot == R - 1).long()  # per replica: 1 = came from the cold slot, 2 = then reached the hot one
+    trips = torch.zeros(B, dtype=long, device=dev)
+    attempts = torch.zeros(G, max(R - 1, 0), dtype=long, device=dev)
+    accepted = torch.zeros_like(attempts)
+    energies, swapped = [], []
+    u, logs, stats, k0, n = a.u, [], None, 0, 0
+    if K == 0:
+        u, logd, stats = run(base)
+        logs.append(logd)
+    while k0 < K:
+        k1 = min(K, ((off + k0) // m + 1) * m - off)  # the round after step k1 − 1, or the end of the call
+        part = base.steps(k0, k1)
+        part.u = u
+        u, logd, st = run(part)
+        logs.append(logd)
+        stats = st if stats is None else stats + st
+        if (off + k1) % m == 0:
+            E = swap_energy(prior, a, u)
+            src, att, acc = swap_round(beta_ladder, E, swap_uniforms(a, n, k1 - 1), (off + k1) // m - 1,
+                                       a.swap_schedule)
+            u, replica = u[src], replica[src]
+            attempts += att
+            accepted += acc
+            if R > 1:
+                rg = replica.view(G, R)
+                hot, cold = rg[:, 0], rg[:, R - 1]
+                label[hot] = torch.where(label[hot] == 1, 2, label[hot])
+                trips[cold] += (label[cold] == 2).long()
+                label[cold] = 1
+            if trace:
+                energies.append(E)
+                swapped.append(src != torch.arange(B, device=dev))
+            n += 1
+        k0 = k1
+    assert n == swap_rounds(K, off, m)
+    rate = accepted.to(a.u.dtype) / attempts.to(a.u.dtype)  # 0/0: NaN, a pair that never proposed
+    info.update(swap_attempts=attempts, swap_accepted=accepted, swap_rate=rate, replica=replica, round_trips=trips,
+                round_trip_rate=trips.view(G, R).sum(1).to(a.u.dtype) / K if K else
+                torch.full((G,), math.nan, dtype=a.u.dtype, device=dev))
+    if trace:
+        info["swap_energy"] = torch.stack(energies) if energies else a.u.new_zeros(0, B)
+        info["swapped"] = torch.stack(swapped) if swapped else torch.zeros(0, B, dtype=torch.bool, device=dev)
+    return u, (torch.cat(logs) if trace else None), stats
+
+
+def with_replica_exchange(run, prior: HierarchicalPrior, a: LangevinArgs, *, trace: bool, info: dict):
+    """``run`` itself without a ladder; with one, ``run`` driven by :func:`replica_exchange`
+    (filling ``info``)."""
+    if a.temperatures is None:
+        return run
+    return lambda p: replica_exchange(run, prior, p, trace=trace, info=info)
+
+
 def precision_of(x: torch.Tensor) -> str:
     return "fp64" if x.dtype == torch.float64 else "fp32"
 
@@ -234,14 +381,20 @@ def langevin_ref(prior: HierarchicalPrior, u: Latents, *, return_info: bool = Fa
     ``{"backend", "precision", "log_density" [K, B]}`` (the target at the state entering each
     step) and, with ``metropolis``, ``"accepted"`` (``[B]`` int64, accepted proposals after the
     warm-up), ``"accept_rate"`` (``[B]``; NaN when no step follows the warm-up) and, when
-    adapting, ``"step_size"`` (the adapted δ ``[B]``).
+    adapting, ``"step_size"`` (the adapted δ ``[B]``).  With ``temperatures`` (replica exchange,
+    the module docstring) each chain runs at its slot's β and ``info`` adds the swap and
+    round-trip statistics of :func:`replica_exchange`; ``log_density`` is then each chain's
+    tempered target.
 
     Keywords:
     """
     a = check_langevin_args(prior, u, where="langevin_ref", **arguments)
-    out, logs, extra, stats = run_chain(lambda p: langevin_loop(prior, p, trace=return_info), a, trace=return_info)
+    pt = {}
+    run = with_replica_exchange(lambda p: langevin_loop(prior, p, trace=return_info), prior, a, trace=return_info,
+                                info=pt)
+    out, logs, extra, stats = run_chain(run, a, trace=return_info)
     check_result(a, out, "langevin_ref", stats)
-    info = {"backend": "ref", "precision": precision_of(out), "log_density": logs, **extra}
+    info = {"backend": "ref", "precision": precision_of(out), "log_density": logs, **extra, **pt}
     return finish(prior, a, out, info, return_info)
 
 
@@ -371,5 +524,6 @@ def langevin_z_ref(
     return finish(prior, a, zc, info, return_info)
 
 
-__all__ = ["adapt_step_size", "langevin_loop", "langevin_ref", "mala_step", "run_chain", "step_coefficients",
+__all__ = ["adapt_step_size", "langevin_loop", "langevin_ref", "mala_step", "replica_exchange", "run_chain",
+           "step_coefficients", "swap_energy", "swap_round", "swap_uniforms", "with_replica_exchange",
            "step_noise", "step_uniform", "target", "langevin_z_ref", "ref_step", "reverse_diffusion_ref", "reverse_loop"]

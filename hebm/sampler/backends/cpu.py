@@ -16,7 +16,7 @@ from typing import Optional
 
 import torch
 
-from . import BackendUnavailable, _build, ops
+from . import REPLICA_EXCHANGE_REFUSED, BackendUnavailable, _build, ops
 
 NAME = "cpu"
 
@@ -50,7 +50,10 @@ def unavailable() -> Optional[str]:
     return None if why is None else f"the C++ CPU extension is unavailable: {why}"
 
 
-def unsupported(network, *, device, dtype, precision: str = "fp32", metropolis: bool = False) -> Optional[str]:
+def unsupported(network, *, device, dtype, precision: str = "fp32", metropolis: bool = False,
+                replica_exchange: bool = False) -> Optional[str]:
+    if replica_exchange:
+        return REPLICA_EXCHANGE_REFUSED
     if device.type != "cpu":
         return f"backend 'cpu' runs on CPU tensors, got u on {device}; use backend='auto' or move the tensors"
     if dtype not in (torch.float32, torch.float64):

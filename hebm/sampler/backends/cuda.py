@@ -25,7 +25,7 @@ from typing import Optional
 
 import torch
 
-from . import _build, ops
+from . import REPLICA_EXCHANGE_REFUSED, _build, ops
 
 NAME = "cuda"
 
@@ -62,7 +62,10 @@ def unavailable() -> Optional[str]:
     return None if mod is not None else why
 
 
-def unsupported(network, *, device, dtype, precision: str = "fp32", metropolis: bool = False) -> Optional[str]:
+def unsupported(network, *, device, dtype, precision: str = "fp32", metropolis: bool = False,
+                replica_exchange: bool = False) -> Optional[str]:
+    if replica_exchange:
+        return REPLICA_EXCHANGE_REFUSED
     if device.type != "cuda":
         return f"u is on {device}: the CUDA backend needs CUDA tensors"
     if dtype not in (torch.float32, torch.float64):

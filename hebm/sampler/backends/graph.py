@@ -41,6 +41,7 @@ import torch
 from ...prior.nn import MLP
 from ...prior.philox import accept_uniforms_from_key, normals_from_key, seed_to_key
 from ..record import LANGEVIN
+from . import REPLICA_EXCHANGE_REFUSED
 from ..reference import langevin_loop, mala_step, ref_step, step_coefficients, target, value_and_grad
 
 NAME = "graph"
@@ -60,7 +61,10 @@ def unavailable() -> Optional[str]:
     return None
 
 
-def unsupported(network, *, device, dtype, precision: str = "fp32", metropolis: bool = False) -> Optional[str]:
+def unsupported(network, *, device, dtype, precision: str = "fp32", metropolis: bool = False,
+                replica_exchange: bool = False) -> Optional[str]:
+    if replica_exchange:
+        return REPLICA_EXCHANGE_REFUSED
     if device.type != "cuda":
         return f"backend 'graph' runs CUDA tensors; u is on {device}"
     return None

@@ -14,7 +14,8 @@ def unavailable():
     return None
 
 
-def unsupported(network, *, device, dtype, precision: str = "fp32", metropolis: bool = False):
+def unsupported(network, *, device, dtype, precision: str = "fp32", metropolis: bool = False,
+                replica_exchange: bool = False):
     return None
 
 

@@ -29,6 +29,7 @@ from typing import Optional
 
 import torch
 
+from . import REPLICA_EXCHANGE_REFUSED
 from .pack import of, read, unpack
 
 NAME = "triton"
@@ -97,7 +98,10 @@ def _interpreter_mode_problem() -> Optional[str]:
             "the first `import triton` (e.g. in the shell: TRITON_INTERPRET=1 python ...)")
 
 
-def unsupported(network, *, device, dtype, precision: str = "fp32", metropolis: bool = False) -> Optional[str]:
+def unsupported(network, *, device, dtype, precision: str = "fp32", metropolis: bool = False,
+                replica_exchange: bool = False) -> Optional[str]:
+    if replica_exchange:
+        return REPLICA_EXCHANGE_REFUSED
     if network.reason is not None:
         return network.reason
     if dtype != torch.float32:
