@@ -199,3 +199,26 @@ def test_training_chains_take_the_metropolis_test(prior, tmp_path, monkeypatch):
     train(prior, tmp_path / "r", metropolis=True, **extra)
     steps = TINY["steps"]  # one prior chain per training step; the end-of-run sample grid follows
     assert len(seen) > steps and seen[:steps] == [True] * steps
+
+
+def test_hierarchy_task_end_to_end(ckpts, tmp_path):
+    """``evaluate hierarchy`` on a tiny ladder run (the default generator): one number per layer, in
+    range, the probe's chance level the held-out frequency of the training split's majority class
+    (computed here from the run's own split), and the bar applied to the rates it reports."""
+    from hebm.data import run_data_for
+    from hebm.evaluation.hierarchy import is_hierarchical
+    from hebm.models import load_model
+
+    c, _ = ckpts
+    _, mcfg, tcfg, _ = load_model(c["ebm"], "cpu")
+    assert mcfg.generator == "ladder"
+    j = tmp_path / "h.json"
+    assert evaluate.main(["--ckpt", c["ebm"], "--json", str(j), "hierarchy", "--n", "200"]) == 0
+    r = json.loads(j.read_text())
+    for key in ("class_change", "probe", "kl_per_layer", "active_units"):
+        assert len(r[key]) == 3, key
+    assert all(0.0 <= v <= 1.0 for v in r["class_change"] + r["probe"])
+    data = run_data_for(tcfg)
+    majority = np.bincount(data.train.y.numpy()).argmax()
+    assert r["probe_chance"] == pytest.approx(float(np.mean(data.test.y.numpy() == majority)))
+    assert r["hierarchical"] == is_hierarchical(r["class_change"])
