@@ -331,3 +331,19 @@ def test_cuda_block_code_makes_the_reference_decisions(make_prior, seeded, dtype
     tol = 1e-10 if dtype == torch.float64 else 1e-4
     torch.testing.assert_close(got, want, rtol=tol, atol=tol)
     torch.testing.assert_close(logd, wi["log_density"], rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("backend", [b for b in MALA_BACKENDS if b != "triton" or GPU])
+def test_info_comes_back_detached(make_prior, backend):
+    # the fused CPU kernel's op returned log_density, accept_rate and the adapted step_size with an
+    # autograd history on the prior's weights (the state itself was detached); every backend now
+    # returns info as the reference does, free of autograd
+    prior = make_prior((5, 3), dtype=SETUP[backend][0])
+    for p in prior.parameters():  # as a trained model's weights are
+        p.requires_grad_(True)
+    u = initial_noise(2, 8, prior.D, dtype=SETUP[backend][0])
+    out, info = _sample(prior, backend, u=u, n_steps=6, step_size=0.3, seed=1, metropolis=True, adapt_steps=3,
+                        return_info=True)
+    assert not out.requires_grad
+    for k in ("log_density", "accept_rate", "step_size"):
+        assert not info[k].requires_grad and info[k].grad_fn is None, k

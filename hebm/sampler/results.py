@@ -73,9 +73,13 @@ def check_result(a: LangevinArgs, out: torch.Tensor, what: str = "langevin", sta
 
 
 def finish(prior: HierarchicalPrior, a, out: torch.Tensor, info: dict, return_info: bool):
-    """The result in the caller's structure (a list of layers if ``u`` came as one), detached."""
+    """The result in the caller's structure (a list of layers if ``u`` came as one), detached, and
+    ``info`` with its tensors detached too (a kernel's op may hand back its trace, acceptance or
+    adapted δ with an autograd history on the prior's weights, as the reference's never has)."""
     if out.requires_grad:  # (a tensor without autograd history is returned as is)
         out = out.detach()
+    if info is not None:
+        info = {k: v.detach() if isinstance(v, torch.Tensor) and v.requires_grad else v for k, v in info.items()}
     res = prior.split(out) if a.as_list else out
     return (res, info) if return_info else res
 
