@@ -27,7 +27,9 @@ TABLES = {
     "controllable/table.py": ["controllable"],
     "priors/table.py": ["priors/mnist5k", "priors/digits"],
     "priors/sweep_table.py": ["priors/sweep"],
-    "hierarchy/table.py": ["hierarchy/screen/mnist5k", "hierarchy/screen/digits"],
+    "hierarchy/table.py": ["hierarchy/screen/mnist5k", "hierarchy/screen/digits", "hierarchy/runs/mnist5k",
+                           "hierarchy/runs/digits"],
+    "detection/ood_table.py": ["detection/ood"],
     "priors/anomaly_table.py": ["priors/anomaly/anom_mn_gauss.json", "priors/anomaly/anom_mn_ts.json",
                                 "priors/anomaly/anom_mn_df.json"],
 }

@@ -2,7 +2,8 @@
 
     python results/hierarchy/table.py DIR [DIR ...]
 
-prints, for each DIR, the tables its runs have data for: what each layer carries (``hierarchy``),
+prints, for each DIR, the tables its runs have data for: what each layer carries (``hierarchy``; one
+row per generator: a two-stage run's generator is its stage 1's, so it gets no row of its own),
 the priors on one generator on the held-out FD protocol (``priors``), layer-wise controllable
 synthesis (``control``).
 
@@ -46,6 +47,15 @@ def groups(roots, name):
     return out
 
 
+def _stage2(run: str) -> bool:
+    """Whether ``run`` was trained on a frozen stage-1 run (``--init``): its generator is that run's."""
+    p = os.path.join(run, "config.json")
+    if not os.path.isfile(p):
+        return False
+    with open(p) as f:
+        return bool(json.load(f).get("train", {}).get("init"))
+
+
 def hierarchy(roots) -> str:
     lines = ["| generator (run) | seeds | class change when only this layer's ũ is resampled, z₁, z₂, z₃ | "
              "independent draws | linear probe of the digit (held-out), z₁, z₂, z₃ | probe chance | KL (nats) z₁, z₂, z₃ |"
@@ -54,6 +64,8 @@ def hierarchy(roots) -> str:
     for name, rs in groups(roots, "hierarchy.json").items():
         found.setdefault(name, [(run, {"hierarchy": h}) for run, h in rs])
     for name, rs in found.items():
+        # a stage-2 run (--init) measures its stage-1 run's generator again: one row per generator
+        rs = [(run, s) for run, s in rs if not _stage2(run)]
         hs = [s["hierarchy"] for _, s in rs if "hierarchy" in s]
         if not hs:
             continue
