@@ -25,7 +25,9 @@ LAM, R, B, K = 16.0, 16, 64, 2000
 
 
 def main():
-    s = Study("/work/exp/runs/ts_s1/ckpt.pt")
+    if len(sys.argv) != 2:
+        sys.exit("usage: python results/mixing/dense_ladder.py R/ts_s1/ckpt.pt  (the two-stage EBM of RESULTS.md §9, seed 1)")
+    s = Study(sys.argv[1])
     G = B // R
     ladder = torch.cat([torch.zeros(1), torch.logspace(-3, 0, R - 1)])
     ids = torch.arange(B)

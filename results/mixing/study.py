@@ -1,11 +1,11 @@
 """Issue 32's "where it matters" measurement on one trained prior: class mixing of ULA, MALA and
-parallel tempering (PT) on the two-stage mnist5k EBM prior ``/work/exp/runs/ts_s1/ckpt.pt``
+parallel tempering (PT) on the two-stage mnist5k EBM prior ``R/ts_s1/ckpt.pt`` (RESULTS.md §9, seed 1)
 at energy_scale λ ∈ {1, 4, 16}.
 
 Run (single-threaded; ≈ 25 min on a loaded 2-vCPU EPYC)::
 
     cd <checkout> && PYTHONPATH=. OMP_NUM_THREADS=1 python results/mixing/study.py \
-        [--ckpt /work/exp/runs/ts_s1/ckpt.pt] [--out results/mixing/ts_s1_study.json] [--quick]
+        --ckpt R/ts_s1/ckpt.pt [--out results/mixing/ts_s1_study.json] [--quick]
 
 ``--quick`` is a smoke test (tiny step counts; its numbers mean nothing).
 
@@ -300,7 +300,7 @@ class Study:
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--ckpt", default="/work/exp/runs/ts_s1/ckpt.pt")
+    p.add_argument("--ckpt", required=True, help="R/ts_s1/ckpt.pt: the two-stage EBM of RESULTS.md §9, seed 1")
     p.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "ts_s1_study.json"))
     p.add_argument("--scales", type=float, nargs="+", default=[1.0, 4.0, 16.0])
     p.add_argument("--k-pt", type=int, default=3000, help="PT steps (and the equal-steps ULA/MALA runs)")
