@@ -30,7 +30,25 @@ from .nn import MLP
 Latents = Union[torch.Tensor, Sequence[torch.Tensor]]
 
 
-class HierarchicalPrior(nn.Module):
+class LayerStructure:
+    """``L``, ``D`` and ``has_energy`` of anything with ``dims`` (per-layer widths) and
+    ``energies`` (None or empty for a plain Gaussian prior): the prior and the kernels' packed
+    descriptions of it answer these the same way."""
+
+    @property
+    def L(self) -> int:
+        return len(self.dims)
+
+    @property
+    def D(self) -> int:
+        return sum(self.dims)
+
+    @property
+    def has_energy(self) -> bool:
+        return bool(self.energies)
+
+
+class HierarchicalPrior(LayerStructure, nn.Module):
     """Top-down Gaussian prior ``p_β`` with an optional joint EBM tilt ``F = Σ f_i``.
 
     Args:
@@ -115,18 +133,6 @@ class HierarchicalPrior(nn.Module):
         self.n_levels = None if n_levels is None else int(n_levels)  # None: unconditional
 
     # ----------------------------------------------------------------- structure helpers
-    @property
-    def L(self) -> int:
-        return len(self.dims)
-
-    @property
-    def D(self) -> int:
-        return sum(self.dims)
-
-    @property
-    def has_energy(self) -> bool:
-        return self.energies is not None
-
     def config(self) -> dict:
         return dict(self._config)
 

@@ -36,7 +36,7 @@ from typing import Optional
 
 import torch
 
-from ...prior.hierarchical import HierarchicalPrior
+from ...prior.hierarchical import HierarchicalPrior, LayerStructure
 from ...prior.nn import ACTIVATION_CODES, MLP, Activation, SNLinear
 
 LAY_NCOLS = 7  # columns of Network.layout (csrc/hebm_kernel.h LayoutCol)
@@ -61,7 +61,7 @@ class MLPShape:
 
 
 @dataclass(eq=False)
-class Network:
+class Network(LayerStructure):
     """The structure of a prior's networks (no values), and the op's tables made from it."""
 
     dims: tuple
@@ -77,18 +77,6 @@ class Network:
     n_slots: int = 0
     n_params: int = 0  # weights of every MLP (the FLOP model of docs/design.md §5: 4·B·params per step)
     derived: dict = field(repr=False, default_factory=dict)  # per backend: what it makes of the structure
-
-    @property
-    def L(self) -> int:
-        return len(self.dims)
-
-    @property
-    def D(self) -> int:
-        return sum(self.dims)
-
-    @property
-    def has_energy(self) -> bool:
-        return bool(self.energies)
 
     def all_mlps(self) -> tuple:
         return self.conditionals + self.energies
@@ -296,7 +284,7 @@ class PackedMLP:
 
 
 @dataclass
-class PackedPrior:
+class PackedPrior(LayerStructure):
     """Every MLP as plain weights and bias tables (torch tensors): what the kernels compute with,
     in the form the Triton launcher and the plain benchmark loop build on."""
 
@@ -306,18 +294,6 @@ class PackedPrior:
     n_levels: int
     conditionals: list  # PackedMLP, L−1 of them
     energies: list  # PackedMLP, L of them (empty for a plain Gaussian prior)
-
-    @property
-    def L(self) -> int:
-        return len(self.dims)
-
-    @property
-    def D(self) -> int:
-        return sum(self.dims)
-
-    @property
-    def has_energy(self) -> bool:
-        return bool(self.energies)
 
     def all_mlps(self) -> list:
         return list(self.conditionals) + list(self.energies)
