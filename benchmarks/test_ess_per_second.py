@@ -71,6 +71,10 @@ def _study(cfg, name: str, log) -> dict:
 def test_ess_per_second(benchmark, bench, request, ess_target, row):
     if bench.device != "cpu":
         pytest.skip("the ESS/s study runs on the CPU (the plain loop and the cpu kernel)")
+    try:
+        import arviz_stats  # noqa: F401
+    except ModuleNotFoundError:
+        pytest.skip("the ESS comes from arviz-stats, not installed here: pip install 'hebm[bench]'")
     target = _target(bench, ess_target)
     why = E.row_skip_reason(row, target)
     if why is not None:
