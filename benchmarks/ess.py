@@ -17,8 +17,10 @@ trained δ.
 
 * ``plain-ula`` — :func:`benchmarks.plain.plain_langevin` (autograd, ``torch.randn_like``), called
   for ``every`` steps at a time, the state cloned after each call;
-* ``torchebm-ula`` — TorchEBM's ``LangevinDynamics`` at η = δ²/2 (the same update), its own
-  ``thin=every, return_trajectory=True`` recording in one call (how its users record);
+* ``torchebm-ula`` — TorchEBM's ``LangevinDynamics`` at η = δ²/2 (the same update), called for
+  ``every`` steps at a time with its own generator seeded as the plain loop's global one — the
+  plain loop's chain exactly (its ``thin=…, return_trajectory=True`` in one call would save its
+  per-call cost but cannot run in lockstep with the other rows);
 * ``fused-ula`` — ``hebm.Sampler(prior, backend="cpu").run`` for ``every`` steps at a time,
   continued with ``step_offset`` (the seeded stream makes the segments one chain);
 * ``fused-ula-fn`` — the same chain through ``hebm.langevin_fused`` (which reads the prior at
@@ -38,7 +40,9 @@ per step to ``plain-ula`` as the sanity check.
 **Timing.**  Only the kept draws' steps are timed (``time.perf_counter`` around each segment
 call, the state copy included); the burn-in (the first ``burn`` steps, the same number as kept,
 docs/design.md §2d's "first half is warm-up") is run and discarded, untimed, and so are the
-Samplers' construction and the MALA pilot.  Segmented calls put each call's fixed cost into the
+Samplers' construction and the MALA pilot.  The kept segments of all rows run in lockstep (one
+segment of each row in turn, :func:`run_rows`), so on a shared machine every row sees the same
+load and the ratios compare the same seconds.  Segmented calls put each call's fixed cost into the
 measurement — for the fused rows ~1.5 toy steps per call through the Sampler and ~4 through
 ``langevin_fused`` on the AVX2 EPYC (benchmarks/RESULTS.md, issue 31): at ``every = 10`` that is
 part of what a user pays today for traces (in-kernel traces would remove it).
@@ -191,23 +195,6 @@ class Chain:
     burn_seconds: float
 
 
-def _segments(step: Callable[[torch.Tensor, int], torch.Tensor], u: torch.Tensor, burn: int, keep: int,
-              every: int, cold: slice = slice(None)) -> Chain:
-    """Run ``burn`` then ``keep`` steps in calls of ``every`` (``step(u, step_offset)``), timing each
-    kept call and its state copy; ``cold``: the chains traced."""
-    t0 = time.perf_counter()
-    for j in range(burn // every):
-        u = step(u, j * every)
-    burn_s = time.perf_counter() - t0
-    out, seconds = [], 0.0
-    for j in range(burn // every, (burn + keep) // every):
-        t0 = time.perf_counter()
-        u = step(u, j * every)
-        out.append(u[cold].clone())
-        seconds += time.perf_counter() - t0
-    return Chain(torch.stack(out), seconds, burn_s)
-
-
 def make_step(row: str, target: Target, seed: int, *, every: int, mala_step_size: Optional[float] = None
               ) -> Callable[[torch.Tensor, int], torch.Tensor]:
     """``step(u, step_offset) → u`` after ``every`` steps of ``row`` (one segment call)."""
@@ -217,6 +204,10 @@ def make_step(row: str, target: Target, seed: int, *, every: int, mala_step_size
         return lambda u, off: plain_langevin(target.nets, u, n_steps=every, step_size=d, **kw)
     if row == "plain-mala":
         return lambda u, off: plain_mala(target.nets, u, n_steps=every, step_size=mala_step_size, **kw)
+    if row == "torchebm-ula":
+        sampler, _ = torchebm_sampler(target.nets, target.start(seed), step_size=d, **kw)
+        g = torch.Generator().manual_seed(seed)  # the plain loop's stream: the same chain
+        return lambda u, off: sampler.sample(x=u, n_steps=every, generator=g)
     if row in ("fused-ula", "fused-mala"):
         S = hebm.Sampler(target.prior, backend="cpu")
         mkw = dict(metropolis=True, step_size=mala_step_size) if row == "fused-mala" else dict(step_size=d)
@@ -231,24 +222,67 @@ def make_step(row: str, target: Target, seed: int, *, every: int, mala_step_size
     raise ValueError(f"unknown row {row!r}")
 
 
+class Runner:
+    """One row's chain for one seed, advanced one segment (``every`` steps) at a time; the kept
+    segments' call and state copy are timed.  The plain rows draw ``torch.randn_like`` from the
+    global generator: each holds its own state of it (seeded with ``seed``; swapped in and out
+    outside the timed region), so rows run in lockstep do not share a stream and ``plain-ula`` is
+    TorchEBM's chain (same generator, same seed, same update)."""
+
+    def __init__(self, row: str, target: Target, seed: int, *, every: int, mala_step_size: Optional[float] = None):
+        self.row, self.every = row, every
+        self.step = make_step(row, target, seed, every=every, mala_step_size=mala_step_size)
+        self.u, self.offset = target.start(seed), 0
+        self.cold = slice(len(LADDER) - 1, None, len(LADDER)) if row.startswith("pt-") else slice(None)
+        self.rng = None
+        if row.startswith("plain-"):
+            saved = torch.get_rng_state()
+            torch.manual_seed(seed)
+            self.rng = torch.get_rng_state()
+            torch.set_rng_state(saved)
+        self.states, self.seconds, self.burn_seconds = [], 0.0, 0.0
+
+    def segment(self, keep: bool) -> None:
+        if self.rng is not None:
+            saved = torch.get_rng_state()
+            torch.set_rng_state(self.rng)
+        t0 = time.perf_counter()
+        u = self.step(self.u, self.offset)
+        if keep:
+            self.states.append(u[self.cold].clone())
+        dt = time.perf_counter() - t0
+        if self.rng is not None:
+            self.rng = torch.get_rng_state()
+            torch.set_rng_state(saved)
+        self.u, self.offset = u, self.offset + self.every
+        if keep:
+            self.seconds += dt
+        else:
+            self.burn_seconds += dt
+
+    def chain(self) -> Chain:
+        return Chain(torch.stack(self.states), self.seconds, self.burn_seconds)
+
+
+def run_rows(rows, target: Target, seed: int, *, burn: int, keep: int, every: int,
+             mala_step_size: Optional[float] = None) -> dict:
+    """One seed of every row: each row's burn-in on its own (untimed), then the kept segments in
+    **lockstep** — one segment of each row in turn — so the load of a shared machine falls on every
+    row alike and a ratio compares the same seconds."""
+    runners = {r: Runner(r, target, seed, every=every, mala_step_size=mala_step_size) for r in rows}
+    for r in runners.values():
+        for _ in range(burn // every):
+            r.segment(False)
+    for _ in range(keep // every):
+        for r in runners.values():
+            r.segment(True)
+    return {name: r.chain() for name, r in runners.items()}
+
+
 def run_row(row: str, target: Target, seed: int, *, burn: int, keep: int, every: int,
             mala_step_size: Optional[float] = None) -> Chain:
-    """One seed of one row (module docstring)."""
-    u = target.start(seed)
-    if row == "torchebm-ula":
-        g = torch.Generator().manual_seed(seed)
-        sampler, _ = torchebm_sampler(target.nets, u, step_size=target.step_size, **target.kwargs())
-        t0 = time.perf_counter()
-        x = sampler.sample(x=u.clone(), n_steps=burn, generator=g)
-        burn_s = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        traj = sampler.sample(x=x, n_steps=keep, thin=every, return_trajectory=True, generator=g)
-        seconds = time.perf_counter() - t0
-        return Chain(traj.detach().transpose(0, 1).contiguous(), seconds, burn_s)
-    torch.manual_seed(seed)  # the plain rows' torch.randn_like
-    step = make_step(row, target, seed, every=every, mala_step_size=mala_step_size)
-    cold = slice(len(LADDER) - 1, None, len(LADDER)) if row.startswith("pt-") else slice(None)
-    return _segments(step, u, burn, keep, every, cold)
+    """One seed of one row on its own."""
+    return run_rows([row], target, seed, burn=burn, keep=keep, every=every, mala_step_size=mala_step_size)[row]
 
 
 # ------------------------------------------------------------------------------ numbers
@@ -305,8 +339,8 @@ def summarize(per_seed: dict, seeds) -> dict:
 
 def study(target: Target, rows, seeds, *, burn: int, keep: int, every: int, pt_backends=(), pilot_steps=None,
           log=None) -> dict:
-    """Every row for every seed, seed by seed (the row order rotated each seed, so no row always
-    runs first), then :func:`summarize`.  ``log(str)``: progress lines; ``pilot_steps``: the MALA
+    """Every row for every seed, seed by seed, the rows in lockstep (:func:`run_rows`; their order
+    rotated each seed), then :func:`summarize`.  ``log(str)``: progress lines; ``pilot_steps``: the MALA
     pilot's (default :data:`PILOT_STEPS`); PT's swap-rate pilot runs only at the default."""
     info = dict(target.describe(), burn=burn, keep=keep, every=every)
     if any(r in MALA_ROWS for r in rows):
@@ -320,10 +354,10 @@ def study(target: Target, rows, seeds, *, burn: int, keep: int, every: int, pt_b
     per_seed = {r: [] for r in rows}
     for i, seed in enumerate(seeds):
         order = list(rows[i % len(rows):]) + list(rows[:i % len(rows)])
+        chains = run_rows(order, target, seed, burn=burn, keep=keep, every=every,
+                          mala_step_size=info.get("mala_step_size"))
         for row in order:
-            ch = run_row(row, target, seed, burn=burn, keep=keep, every=every,
-                         mala_step_size=info.get("mala_step_size"))
-            nums = chain_numbers(ch, target, every=every)
+            nums = chain_numbers(chains[row], target, every=every)
             per_seed[row].append(nums)
             if log:
                 log(f"ess {target.name} B={target.batch} seed {seed} {row}: {nums['seconds']:.2f} s, "

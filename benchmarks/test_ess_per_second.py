@@ -6,8 +6,8 @@ and TorchEBM, side by side in one run (issue 32; rows, target and timing: benchm
     pytest benchmarks/test_ess_per_second.py --ess-ckpt=PATH --ess-ckpt-lambda=1      # + a trained prior
 
 For each target the whole study runs once (the first row's test): every row for every seed, seed
-by seed, the rows' order rotated each seed — so a ratio to the plain loop compares the same
-minutes of a shared machine.  Each row's test then stores its numbers in ``extra_info``: ESS/s
+by seed, the rows' kept segments in lockstep (one segment of each row in turn) — so a ratio to the
+plain loop compares the same seconds of a shared machine.  Each row's test then stores its numbers in ``extra_info``: ESS/s
 (the minimum bulk ESS over log π, u₀ and ‖u‖, over the kept draws' sampler seconds) mean and
 sample std (ddof 1) over seeds, the ratio to ``plain-ula`` per seed and its mean/std, R-hat, ESS
 per 1,000 steps of the batch and its ratio to the plain loop (the sanity check: the ULA rows run the same
@@ -99,12 +99,8 @@ def test_ess_per_second(benchmark, bench, request, ess_target, row):
 
     # pytest-benchmark's timing: one segment call of the row (``every`` steps), warm
     u = target.start(0)
-    if row == "torchebm-ula":
-        sampler, _ = E.torchebm_sampler(target.nets, u, step_size=target.step_size, **target.kwargs())
-        fn = lambda: sampler.sample(x=u, n_steps=bench.ess_every)  # noqa: E731
-    else:
-        step = E.make_step(row, target, 0, every=bench.ess_every, mala_step_size=res["info"].get("mala_step_size"))
-        fn = lambda: step(u, 0)  # noqa: E731
+    step = E.make_step(row, target, 0, every=bench.ess_every, mala_step_size=res["info"].get("mala_step_size"))
+    fn = lambda: step(u, 0)  # noqa: E731
     fn()
     benchmark.pedantic(fn, rounds=3 if bench.quick else 20, iterations=1, warmup_rounds=1)
     info["median_s"] = benchmark.stats.stats.median
