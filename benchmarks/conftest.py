@@ -41,6 +41,7 @@ ESS per second (benchmarks/test_ess_per_second.py, benchmarks/ess.py; CPU only):
   --ess-steps=2000             kept steps per chain; the burn-in is as long (default 2000; quick 100; full 4000)
   --ess-every=10               steps between recorded states (one segment call of the fused rows)
   --ess-pt-backends=ref,cpu    backends that run parallel tempering (a row each; skipped where refused)
+  --ess-rows=plain-ula,...     rows to run (default all; plain-ula, the denominator, is always run)
   --ess-ckpt=PATH              also a trained ebm prior's long-run target (checkpoint), at --ess-ckpt-lambda (1)
 """
 from __future__ import annotations
@@ -89,6 +90,7 @@ def pytest_addoption(parser):
     g.addoption("--ess-every", type=int, default=10, help="ESS/s: steps between recorded states (default 10)")
     g.addoption("--ess-pt-backends", default="ref,cpu",
                 help="ESS/s: backends that run parallel tempering, one row each (default ref,cpu)")
+    g.addoption("--ess-rows", default=None, help="ESS/s: comma list of rows (default all; benchmarks/ess.py)")
     g.addoption("--ess-ckpt", default=None, help="ESS/s: a trained ebm checkpoint whose prior is a target too")
     g.addoption("--ess-ckpt-lambda", type=float, default=1.0, help="ESS/s: energy_scale of the checkpoint's target")
 
@@ -139,6 +141,7 @@ class BenchConfig:
         if self.ess_every < 1 or self.ess_steps % self.ess_every:
             raise pytest.UsageError(f"--ess-steps ({self.ess_steps}) must be a multiple of --ess-every ({self.ess_every})")
         self.ess_pt_backends = _csv(opt("--ess-pt-backends"), ())
+        self.ess_rows = _csv(opt("--ess-rows"), ())
         self.ess_ckpt = opt("--ess-ckpt")
         self.ess_ckpt_lambda = opt("--ess-ckpt-lambda")
 

@@ -19,6 +19,7 @@ Options (benchmarks/conftest.py): ``--ess-targets`` (default toy; ``--bench-full
 ``--ess-seeds`` (default 1,2,3; quick 1; full 1-5), ``--ess-steps`` kept steps per chain (the
 burn-in is as long; default 2000, quick 100, full 4000), ``--ess-every`` (10),
 ``--ess-pt-backends`` (ref,cpu: the backend that runs parallel tempering is this one parameter),
+``--ess-rows`` (a subset of the rows; plain-ula always runs),
 ``--ess-ckpt PATH`` / ``--ess-ckpt-lambda``.
 """
 from __future__ import annotations
@@ -35,7 +36,10 @@ _STUDIES: dict = {}
 
 
 def _rows(cfg) -> tuple:
-    return tuple(E.BASE_ROWS) + tuple(f"pt-{b}" for b in cfg.ess_pt_backends)
+    rows = tuple(E.BASE_ROWS) + tuple(f"pt-{b}" for b in cfg.ess_pt_backends)
+    if cfg.ess_rows:  # the plain loop is the denominator of every ratio: always run
+        rows = tuple(r for r in rows if r in cfg.ess_rows or r == E.BASELINE)
+    return rows
 
 
 def pytest_generate_tests(metafunc):
