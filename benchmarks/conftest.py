@@ -34,6 +34,15 @@ Options (all optional; an explicit option narrows or widens whatever the default
   --bench-device=cuda          cpu | cuda (default: cuda when available, else cpu)
   --bench-precision=fp32       fp32 | tf32 for the fused backends (default fp32, docs/design.md §5)
   --bench-max-time=2           seconds of timed rounds per benchmark (default 2; quick 0.2)
+
+ESS per second (benchmarks/test_ess_per_second.py, benchmarks/ess.py; CPU only):
+  --ess-targets=toy            standard problems whose top level is the target (default toy; full toy,small)
+  --ess-seeds=1,2,3            seeds, each a full run of every row (default 1,2,3; quick 1; full 1,2,3,4,5)
+  --ess-steps=2000             kept steps per chain; the burn-in is as long (default 2000; quick 100; full 4000)
+  --ess-every=10               steps between recorded states (one segment call of the fused rows)
+  --ess-pt-backends=ref,cpu    backends that run parallel tempering (a row each; skipped where refused)
+  --ess-rows=plain-ula,...     rows to run (default all; plain-ula, the denominator, is always run)
+  --ess-ckpt=PATH              also a trained ebm prior's long-run target (checkpoint), at --ess-ckpt-lambda (1)
 """
 from __future__ import annotations
 
@@ -74,6 +83,16 @@ def pytest_addoption(parser):
     g.addoption("--bench-device", default=None, choices=("cpu", "cuda"), help="device (default: cuda if available)")
     g.addoption("--bench-precision", default="fp32", choices=("fp32", "tf32"), help="fused backends' precision")
     g.addoption("--bench-max-time", type=float, default=None, help="seconds of timed rounds per benchmark")
+    g.addoption("--ess-targets", default=None, help="ESS/s: standard problems (default toy; --bench-full toy,small)")
+    g.addoption("--ess-seeds", default=None, help="ESS/s: comma list of seeds (default 1,2,3; quick 1; full 1-5)")
+    g.addoption("--ess-steps", type=int, default=None,
+                help="ESS/s: kept steps per chain, burn-in as long (default 2000; quick 100; full 4000)")
+    g.addoption("--ess-every", type=int, default=10, help="ESS/s: steps between recorded states (default 10)")
+    g.addoption("--ess-pt-backends", default="ref,cpu",
+                help="ESS/s: backends that run parallel tempering, one row each (default ref,cpu)")
+    g.addoption("--ess-rows", default=None, help="ESS/s: comma list of rows (default all; benchmarks/ess.py)")
+    g.addoption("--ess-ckpt", default=None, help="ESS/s: a trained ebm checkpoint whose prior is a target too")
+    g.addoption("--ess-ckpt-lambda", type=float, default=1.0, help="ESS/s: energy_scale of the checkpoint's target")
 
 
 def _csv(value, default, cast=str):
@@ -111,6 +130,20 @@ class BenchConfig:
         self.max_time = opt("--bench-max-time") or (0.2 if self.quick else 2.0)
         self.min_rounds = 1 if self.quick else 3
         self.max_rounds = 5 if self.quick else 200
+        # ESS per second (benchmarks/test_ess_per_second.py)
+        self.ess_targets = _csv(opt("--ess-targets"), ("toy", "small") if self.full else ("toy",))
+        bad = set(self.ess_targets) - set(KNOWN_PROBLEMS)
+        if bad:
+            raise pytest.UsageError(f"unknown --ess-targets {sorted(bad)}; expected some of {', '.join(KNOWN_PROBLEMS)}")
+        self.ess_seeds = _csv(opt("--ess-seeds"), (1,) if self.quick else (1, 2, 3, 4, 5) if self.full else (1, 2, 3), int)
+        self.ess_steps = opt("--ess-steps") or (100 if self.quick else 4000 if self.full else 2000)
+        self.ess_every = opt("--ess-every")
+        if self.ess_every < 1 or self.ess_steps % self.ess_every:
+            raise pytest.UsageError(f"--ess-steps ({self.ess_steps}) must be a multiple of --ess-every ({self.ess_every})")
+        self.ess_pt_backends = _csv(opt("--ess-pt-backends"), ())
+        self.ess_rows = _csv(opt("--ess-rows"), ())
+        self.ess_ckpt = opt("--ess-ckpt")
+        self.ess_ckpt_lambda = opt("--ess-ckpt-lambda")
 
     def describe(self) -> str:
         """What this run covers, and what it leaves to an explicit option (the report header)."""

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 from collections import defaultdict
 from typing import Optional
@@ -200,6 +201,67 @@ def train_table(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _pm(mean, sd, fmt="{:.3g}") -> str:
+    if mean is None:
+        return "—"
+    return fmt.format(mean) + ("" if sd is None else " ± " + fmt.format(sd))
+
+
+#: issue 32's target: fused ULA ≥ 10× the plain loop in ESS/s at toy B = 64 on the CPU
+ESS_TARGET = 10.0
+
+
+def ess_table(rows: list[dict]) -> str:
+    """ESS per second (benchmarks/test_ess_per_second.py): per target, every row's means ± sample
+    std (ddof 1) over seeds, the ratio to the plain loop per seed (mean ± std)."""
+    rs = [r for r in rows if r["entry"] == "ess_per_second"]
+    if not rs:
+        return ""
+    out = []
+    for prob in sorted({r["problem"] for r in rs}, key=_problem_key):
+        g = [r for r in rs if r["problem"] == prob]
+        i = g[0]
+        seeds = i.get("seeds", [])
+        head = (f"### ESS per second: {prob} top level (t = {i.get('level')}, λ = {i.get('energy_scale', 0):.4g}, "
+                f"δ = {i.get('step_size', 0):.3g}), B = {i.get('B')}, D = {i.get('D')}; {i.get('burn')} burn-in + "
+                f"{i.get('keep')} kept steps, a draw every {i.get('every')}; seeds {','.join(map(str, seeds))} "
+                f"(mean ± std, ddof 1)")
+        notes = []
+        if "mala_step_size" in i:
+            notes.append(f"MALA δ_M = {i['mala_step_size']:.3g} (pilot seed {i.get('mala_pilot_seed')}, acceptance "
+                         f"{i.get('mala_pilot_accept', float('nan')):.2f})")
+        if "pt_pilot_swap_rate" in i:
+            notes.append(f"PT ladder {', '.join(f'{b:.3g}' for b in i['pt_ladder'])}, swaps every "
+                         f"{i['pt_swap_every']}, pilot swap rates {', '.join(f'{x:.2f}' for x in i['pt_pilot_swap_rate'])}")
+        lines = [head, ""] + ([("; ".join(notes)) + "", ""] if notes else []) + [
+            "| row | kept s | ESS (min of log π, u₀, ‖u‖) | ESS/s | **ESS/s ÷ plain ULA** | ÷ plain MALA | "
+            "time/step ÷ plain ULA | ESS/step ÷ plain ULA | R̂ max |", "|---|---|---|---|---|---|---|---|---|"]
+        pm = next((r for r in g if r["row"] == "plain-mala"), None)
+        for r in g:
+            rh = max(n["rhat_max"] for n in r["per_seed"]) if r.get("per_seed") else None
+            vs_mala = (None, None)
+            if pm is not None and r["row"].endswith("-mala") and r.get("per_seed"):
+                q = [a["ess_per_s"] / b["ess_per_s"] for a, b in zip(r["per_seed"], pm["per_seed"])]
+                vs_mala = (statistics.fmean(q), statistics.stdev(q) if len(q) > 1 else None)
+            lines.append(f"| {r['row']} | {_pm(r.get('seconds_mean'), r.get('seconds_sd'))} | "
+                         f"{_pm(r.get('ess_bulk_min_mean'), r.get('ess_bulk_min_sd'), '{:.0f}')} | "
+                         f"{_pm(r.get('ess_per_s_mean'), r.get('ess_per_s_sd'), '{:.0f}')} | "
+                         f"**{_pm(r.get('ratio_ess_per_s_vs_plain_mean'), r.get('ratio_ess_per_s_vs_plain_sd'), '{:.2f}')}** | "
+                         f"{_pm(*vs_mala, '{:.2f}')} | "
+                         f"{_pm(r.get('ratio_time_per_step_vs_plain_mean'), None, '{:.2f}')} | "
+                         f"{_pm(r.get('ratio_ess_per_step_vs_plain_mean'), r.get('ratio_ess_per_step_vs_plain_sd'), '{:.2f}')} | "
+                         f"{'—' if rh is None else f'{rh:.3f}'} |")
+        f = next((r for r in g if r["row"] == "fused-ula"), None)
+        if f is not None and prob == "toy" and i.get("B") == 64 and f.get("ratio_ess_per_s_vs_plain_mean"):
+            lo = min(f["ratio_ess_per_s_vs_plain_per_seed"])
+            ok = f["ratio_ess_per_s_vs_plain_mean"] >= ESS_TARGET
+            lines += ["", f"Target (issue 32): fused ULA ≥ {ESS_TARGET:g}× the plain loop in ESS/s at toy B = 64 — "
+                          f"**{'met' if ok else 'MISSED'}** (mean {f['ratio_ess_per_s_vs_plain_mean']:.1f}×, "
+                          f"lowest seed {lo:.1f}×)"]
+        out.append("\n".join(lines) + "\n")
+    return "\n".join(out)
+
+
 def roofline(rows: list[dict], peak: Optional[float], source: str) -> str:
     rs = [r for r in rows if r["entry"] in ("langevin", "reverse_diffusion") and r.get("flops")]
     if not rs:
@@ -301,6 +363,7 @@ def render(data: dict) -> str:
         parts.append(sampler_table(rows, entry, peak))
     parts.append(fixed_cost_table(rows))
     parts.append(train_table(rows))
+    parts.append(ess_table(rows))
     parts.append(roofline(rows, peak, source))
     parts.append(setup_table(rows))
     return "\n".join(p for p in parts if p)

@@ -80,6 +80,37 @@ def test_indicator_ess_of_independent_labels():
     assert all(0.85 * DRAWS * CHAINS < v < 1.15 * DRAWS * CHAINS for v in e["per_class"])
 
 
+def test_ess_of_ula_on_a_gaussian_is_the_ar1s():
+    """What benchmarks/test_ess_per_second.py measures, against an analytic fact: with the energy
+    switched off (λ = 0) the target is N(0, I) and ULA's update u' = (1 − δ²/2)·u + δ·ε is an AR(1)
+    per coordinate, ρ = 1 − δ²/2, stationary variance 1/(1 − δ²/4).  Recorded every m steps by
+    segmented ``Sampler.run`` calls continued with ``step_offset`` (one chain), the bulk ESS of a
+    coordinate is N(1 − ρ^m)/(1 + ρ^m) and that of ‖u‖² (correlation ρ^(2k) for a Gaussian
+    process) N(1 − ρ^(2m))/(1 + ρ^(2m)).  Tolerances: the ESS estimate's sampling error (seeds 1-5:
+    0.92-1.12 of the formula), not the CPU's rounding."""
+    import math
+
+    import hebm
+
+    p = hebm.standard_problem("toy", 64)
+    d, m, keep, seed = 0.5, 2, 1000, 1
+    rho, var = 1 - d * d / 2, 1 / (1 - d * d / 4)
+    sampler = hebm.Sampler(p.prior, backend="auto")
+    u = torch.randn(64, 4, generator=torch.Generator().manual_seed(seed), dtype=torch.float32) * math.sqrt(var)
+    states = []
+    for j in range(keep // m):  # started at stationarity: no burn-in
+        u = sampler.run(u, n_steps=m, step_size=d, energy_scale=0.0, t=2, seed=seed, step_offset=j * m)
+        states.append(u.clone())
+    U = torch.stack(states).double()  # [draws, chains, D]
+    n = U.shape[0] * U.shape[1]
+    want = n * (1 - rho ** m) / (1 + rho ** m)
+    for k in range(U.shape[-1]):
+        assert 0.75 * want < mixing.diagnostics(U[..., k], every=m)["ess_bulk"] < 1.25 * want
+    want_sq = n * (1 - rho ** (2 * m)) / (1 + rho ** (2 * m))
+    assert 0.7 * want_sq < mixing.diagnostics((U * U).sum(-1), every=m)["ess_bulk"] < 1.3 * want_sq
+    assert abs(float(U.var()) / var - 1) < 0.04  # ULA's own variance (N(0, 1) would be 6 % lower)
+
+
 # ------------------------------------------------------------------------------ the traces of a long run
 TINY = dict(steps=3, batch_size=16, langevin_steps=3, quiet=True, enc_hidden=[32], dec_hidden=[32], prior_hidden=[16],
             energy_hidden=[16, 16], latent_dims=[6, 4, 2], n_samples=8, eval_every=0)
