@@ -36,11 +36,12 @@ enum LangevinSlot : int {
   LANGEVIN_STEP_OFFSET = 22,
   LANGEVIN_METROPOLIS = 23,
   LANGEVIN_UNIFORMS = 24,
-  LANGEVIN_TRACE = 25,
-  LANGEVIN_PRECISION = 26,
-  LANGEVIN_N_ARGS = 27
+  LANGEVIN_TRACE_EVERY = 25,
+  LANGEVIN_TRACE = 26,
+  LANGEVIN_PRECISION = 27,
+  LANGEVIN_N_ARGS = 28
 };
-constexpr const char* kLangevinArgNames[] = {"weights", "dims", "layout", "mlps", "act_params", "has_energy", "n_levels", "sigma_min", "sigma_clamp", "pack_token", "u", "n_steps", "step_size", "noise_scale", "energy_scale", "t", "u_next", "alpha", "sigma", "seed", "chain_ids", "noise", "step_offset", "metropolis", "uniforms", "trace", "precision"};
+constexpr const char* kLangevinArgNames[] = {"weights", "dims", "layout", "mlps", "act_params", "has_energy", "n_levels", "sigma_min", "sigma_clamp", "pack_token", "u", "n_steps", "step_size", "noise_scale", "energy_scale", "t", "u_next", "alpha", "sigma", "seed", "chain_ids", "noise", "step_offset", "metropolis", "uniforms", "trace_every", "trace", "precision"};
 
 // argument slots of hebm::reverse_diffusion
 enum ReverseSlot : int {
@@ -88,7 +89,8 @@ constexpr const char* kReverseArgNames[] = {"weights", "dims", "layout", "mlps",
   X(noise, hebm::LANGEVIN_NOISE, NOISE) \
   X(step_offset, hebm::LANGEVIN_STEP_OFFSET, COUNT) \
   X(metropolis, hebm::LANGEVIN_METROPOLIS, FLAG) \
-  X(uniforms, hebm::LANGEVIN_UNIFORMS, UNIF)
+  X(uniforms, hebm::LANGEVIN_UNIFORMS, UNIF) \
+  X(trace_every, hebm::LANGEVIN_TRACE_EVERY, COUNT)
 
 #define HEBM_REVERSE_FIELDS(X) \
   X(u_T, hebm::REVERSE_U_T, U) \

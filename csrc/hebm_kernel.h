@@ -104,6 +104,10 @@ struct Problem {
   //      metropolis, `accept` [2, B] (zeroed by the caller) gets the accepted proposals and Σ min(1, α)
   T* log_density = nullptr;
   T* accept = nullptr;
+  // with trace_every = m: the draws [n, B, D] (the state after every step whose counter
+  // step_offset + k + 1 m divides) and their log π [n, B] (nullptr: skip)
+  T* draws = nullptr;
+  T* draws_log_density = nullptr;
 };
 
 // ------------------------------------------------------------------------------------------

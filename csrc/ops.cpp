@@ -286,7 +286,7 @@ void langevin_cpu(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
   const bool trace = args[hebm::LANGEVIN_TRACE].toBool();
   const int64_t B = c.B, D = c.D;
   Tensor u = c.u.clone(at::MemoryFormat::Contiguous);
-  Tensor logd, acc;
+  Tensor logd, acc, draws, draws_logd;
   AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "hebm_langevin_cpu", [&] {
     using T = scalar_t;
     const std::vector<hebm::LayerRef<T>> refs = net.layer_refs<T>();
@@ -303,6 +303,13 @@ void langevin_cpu(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
     acc = P.metropolis ? at::zeros({2, B}, u.options()) : at::empty({0}, u.options());
     P.log_density = trace ? logd.data_ptr<T>() : nullptr;
     P.accept = P.metropolis ? acc.data_ptr<T>() : nullptr;
+    // the draws of trace_every (hebm/sampler/checks.py draw_count)
+    const int64_t n_draws =
+        P.trace_every > 0 ? (P.step_offset + P.n_steps) / P.trace_every - P.step_offset / P.trace_every : 0;
+    draws = at::empty({n_draws, B, D}, u.options());
+    draws_logd = at::empty({n_draws, B}, u.options());
+    P.draws = n_draws ? draws.data_ptr<T>() : nullptr;
+    P.draws_log_density = n_draws ? draws_logd.data_ptr<T>() : nullptr;
     if (B == 0 || P.n_steps == 0) return;
     const int64_t threads = call_threads(4.0 * B * static_cast<double>(n_weights(refs)) * P.n_steps);
     hebm::cpu::Sampler<T> sampler(P, choose_chunk_rows(B, threads), cached_weights<T>(net.token, P));
@@ -310,7 +317,7 @@ void langevin_cpu(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
                     [&](int64_t c0, int64_t c1, void* ws) { sampler.run(c0, c1, ws); });
   });
   torch::jit::drop(*stack, hebm::LANGEVIN_N_ARGS);
-  torch::jit::push(*stack, std::move(u), std::move(logd), std::move(acc));
+  torch::jit::push(*stack, std::move(u), std::move(logd), std::move(acc), std::move(draws), std::move(draws_logd));
 }
 
 void reverse_diffusion_cpu(const c10::OperatorHandle& op, torch::jit::Stack* stack) {

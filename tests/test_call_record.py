@@ -45,7 +45,7 @@ def test_entry_points_take_the_record_keywords():
 
 def test_the_checked_call_has_one_attribute_per_field():
     names = [f.name for f in dataclasses_fields(LangevinArgs)]
-    assert sorted(names) == sorted([f.name for f in LANGEVIN] + ["as_list"])
+    assert sorted(names) == sorted([f.name for f in LANGEVIN] + ["as_list", "draws"])  # (draws: trace_every's sink)
     rnames = {f.name for f in dataclasses_fields(ReverseArgs)}
     assert {f.name for f in REVERSE if f.name not in ("u_T", "batch")} <= rnames
 
@@ -97,12 +97,13 @@ def _kernel_signature(path: pathlib.Path) -> list:
 
 def test_the_triton_parameters_carry_the_record():
     """The generated kernel's signature is the launcher's PARAMS (plus BLOCK_B), and every op field
-    of the record is carried by a parameter or is a compile-time flag of the kernel spec."""
+    of the record is carried by a parameter, is a compile-time flag of the kernel spec, or is refused by
+    name (REFUSED_FIELDS: the backend's unsupported says so)."""
     pytest.importorskip("triton")
     from hebm.sampler.backends import triton_backend as tb
     sig = _kernel_signature(ROOT / "kernels" / "generated" / "small_seeded_kernel.py")
     assert sig == [n for n, _ in tb.PARAMS] + ["BLOCK_B"]
-    carried = {f for _, f in tb.PARAMS if f is not None} | set(tb.SPEC_FIELDS)
+    carried = {f for _, f in tb.PARAMS if f is not None} | set(tb.SPEC_FIELDS) | set(tb.REFUSED_FIELDS)
     assert {f.name for f in LANGEVIN if f.op is not None} == carried
     # the same holds for kernels generated now with the optional inputs on: the Metropolis one
     # (register form) and a streamed reverse diffusion

@@ -59,6 +59,22 @@ def test_rhat_of_agreeing_and_of_shifted_chains():
     assert mixing.diagnostics(x)["rhat"] > 1.1
 
 
+def test_diagnostics_of_the_draws_a_call_recorded():
+    """mixing.draws_traces: a traced sampler call's info as the [draws, chains] traces of diagnostics."""
+    import hebm
+
+    p = hebm.standard_problem("toy", 8)
+    out, info = hebm.langevin_ref(p.prior, p.prior.split(p.u), return_info=True, trace_every=5,
+                                  **dict(p.kwargs, n_steps=40))
+    traces, every = mixing.draws_traces(info, coordinates=[0, 3])
+    assert every == 5 and sorted(traces) == ["log_density", "u[0]", "u[3]"]
+    assert traces["u[3]"].shape == (8, 8) and torch.equal(traces["u[3]"][-1], torch.cat(out, 1)[:, 3])
+    d = mixing.draws_diagnostics(info, seconds=1.0)
+    assert d["log_density"]["draws"] == 8 and d["log_density"]["chains"] == 8 and d["log_density"]["every"] == 5
+    with pytest.raises(ValueError, match="trace_every"):
+        mixing.draws_traces({"log_density": info["log_density"]})
+
+
 def test_class_switches_counted_by_hand():
     y = np.array([[0, 1, 2],
                   [0, 1, 2],
@@ -139,6 +155,34 @@ def test_traced_long_run_is_the_same_chain(ebm_ckpt, metropolis):
     assert ld.shape == (7, 5) and traces["steps"] == [0, 3, 6, 9, 12, 15, 18]  # states 0, 3, …, 18
     torch.testing.assert_close(ld.mean(1), logs0[::3][:7])
     assert traces["class_label"].shape == (7, 5) and traces["sampler_seconds"] > 0
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_traced_long_run_labels_the_states_after_every_mth_step(ebm_ckpt, fused):
+    """The labels of a traced long run (its states recorded inside the sampler calls, trace_every)
+    are those of the chain run separately to each multiple of every, bit for bit."""
+    import hebm
+
+    model = load_model(ebm_ckpt, "cpu")[0]
+    seen = []
+
+    def classify(x):
+        seen.append(x.clone())
+        return (x[:, 0] > 0).long()
+
+    traces = {}
+    long_run(model, n_chains=5, K=20, seed=4, step_size=0.05, traces=traces, every=3, classify=classify, fused=fused,
+             snapshots=4)
+    assert traces["steps"] == [0, 3, 6, 9, 12, 15, 18] and len(seen) == 7
+    from hebm.evaluation.samples import initial_noise
+    ids = torch.arange(5)
+    p0 = next(model.parameters())
+    u0 = initial_noise(4, 5, model.D, chain_ids=ids, device=p0.device, dtype=p0.dtype)
+    for s, x in zip(traces["steps"][1:], seen[1:]):
+        run = hebm.langevin_fused if fused else hebm.langevin_ref
+        u = run(model.sampling_prior, u0, n_steps=s, step_size=0.05, seed=4, chain_ids=ids,
+                **({"backend": "auto"} if fused else {}))
+        assert torch.equal(model.decode(model.prior.T(u)), x)
 
 
 def test_sample_diagnostics_cli(ebm_ckpt, tmp_path, capsys):

@@ -378,3 +378,40 @@ def test_reverse_diffusion_float64(runner):
     got = runner.reverse(prior.to(runner.device), sched, u_T.to(runner.device), dict(n_steps=K, seed=5), False)
     torch.testing.assert_close(got.cpu(), want, rtol=1e-6, atol=1e-6)
 
+
+
+# ------------------------------------------------------------------------------ draws inside the call
+def test_draws_parity(runner):
+    """``trace_every``: the draws and their log π against the float64 reference (fp32: the 2× rule's
+    tolerance; fp64: 1e-10), and the traced call's final state equal to the untraced one's."""
+    from hebm.sampler.backends import DRAWS_REFUSED
+
+    if not isinstance(runner, Fused) or isinstance(runner, TritonInterp) or runner.backend != "cpu":
+        if isinstance(runner, Fused):
+            with pytest.raises(hebm.BackendUnavailable, match="trace_every"):
+                prior = make_prior((7, 13), seed=8).to(runner.device)
+                u, kw = make_kwargs(prior, 5, n_steps=4, device=runner.device)
+                runner.langevin(prior, u, dict(kw, trace_every=2), "fp32")
+            return
+        pytest.skip(f"{runner.name} does not record draws ({DRAWS_REFUSED})")
+    for metropolis in (False, True):
+        prior = make_prior((7, 13, 3), n_levels=3, seed=6, dtype=torch.float64)
+        u, kw = make_kwargs(prior, 11, n_steps=12, explicit_noise=False, seed=5, dtype=torch.float64)
+        kw = dict(kw, trace_every=4, step_offset=2)  # draws after the counters 4, 8, 12 (steps 1, 5, 9 of 12)
+        if metropolis:
+            kw = dict(kw, metropolis=True, noise_scale=1.0)
+        want, iref = hebm.langevin_ref(prior, u, return_info=True, **kw)
+        got, info = runner.langevin(prior, u, kw, "fp32")
+        assert info["draw_steps"].tolist() == [4, 8, 12] and info["draws"].shape == (3, 11, prior.D)
+        torch.testing.assert_close(info["draws"], iref["draws"], rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(info["draws_log_density"], iref["draws_log_density"], rtol=1e-10, atol=1e-10)
+        plain = runner.langevin(prior, u, {k: v for k, v in kw.items() if k != "trace_every"}, "fp32")[0]
+        assert torch.equal(got, plain)
+        # fp32 against the float64 reference
+        p32, u32, kw32 = copy.deepcopy(prior).float(), u.float(), on(kw, torch.float32, "cpu")
+        got32, i32 = runner.langevin(p32, u32, kw32, "fp32")
+        ref32 = hebm.langevin_ref(p32, u32, return_info=True, **kw32)[1]
+        err = float((i32["draws"].double() - iref["draws"]).abs().max())
+        err_ref = float((ref32["draws"].double() - iref["draws"]).abs().max())
+        assert err <= 2 * err_ref + 1e-5 * max(1.0, float(iref["draws"].abs().max())), (err, err_ref)
+        torch.testing.assert_close(i32["draws_log_density"].double(), iref["draws_log_density"], rtol=1e-3, atol=1e-3)

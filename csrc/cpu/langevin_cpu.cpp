@@ -753,8 +753,10 @@ struct SamplerImpl {
   }
 
   // ---- one Langevin step of the chunk (state in ws.uc), gradient and update
+  //      trace_k / draw_k ([B] rows, nullable): get log π at the state entering the step (the
+  //      per-step trace; the log π of a draw taken after the previous step)
   void step(T* base, int64_t row0, int64_t nvalid, uint64_t philox_step, const T* noise_k, T* trace_k,
-            bool kernel_on) const {
+            bool kernel_on, T* draw_k = nullptr) const {
     T* uc = base + ws.uc;
     const T* eps = base + ws.eps;
     const Rows rw = rows(base);
@@ -780,11 +782,12 @@ struct SamplerImpl {
         if (noisy) nx += amp * ep[c];
         u[c] = nx;
       }
-      if (trace_k) {
+      if (trace_k || draw_k) {
         T lp = -T(0.5) * uu;
         if (p.has_energy) lp += lam[r] * Fs[r];
         if (kernel_on) lp -= kk / (T(2) * sg[r] * sg[r]);
-        trace_k[row0 + r] = lp;
+        if (trace_k) trace_k[row0 + r] = lp;
+        if (draw_k) draw_k[row0 + r] = lp;
       }
     }
   }
@@ -808,6 +811,20 @@ struct SamplerImpl {
       if (kernel_on) l -= kk / (T(2) * sg[r] * sg[r]);
       lp[r] = l;
     }
+  }
+
+  // ---- draws (trace_every = m, hebm/sampler/reference.py langevin_loop): the state after step k
+  //      is draw n = (step_offset + k + 1)/m − ⌊step_offset/m⌋ − 1 when m divides its counter
+  //      step_offset + k + 1; −1: not a draw.  A chunk writes its own rows of draw n (no sync).
+  int64_t draw_index(int64_t k) const {
+    if (p.trace_every <= 0 || p.draws == nullptr) return -1;
+    const int64_t c = p.step_offset + k + 1;
+    return c % p.trace_every ? -1 : c / p.trace_every - p.step_offset / p.trace_every - 1;
+  }
+  // the chunk's state (ws.uc) as its rows of draw n; returns the [B] row of the draw's log π
+  T* write_draw(const T* base, int64_t row0, int64_t nvalid, int64_t n) const {
+    std::memcpy(p.draws + (n * p.B + row0) * D, base + ws.uc, sizeof(T) * nvalid * D);
+    return p.draws_log_density + n * p.B;
   }
 
   // ---- K Metropolis-adjusted steps of the chunk (the rule of hebm/sampler/reference.py mala_step):
@@ -873,6 +890,8 @@ struct SamplerImpl {
         const T prob = log_alpha >= T(0) ? T(1) : std::exp(log_alpha);
         if (prob == prob) p.accept[p.B + row0 + r] += prob;
       }
+      const int64_t n = draw_index(k);
+      if (n >= 0) std::memcpy(write_draw(base, row0, nvalid, n) + row0, lp0, sizeof(T) * nvalid);
     }
   }
 
@@ -918,11 +937,16 @@ struct SamplerImpl {
       if (p.metropolis) {
         mala_chunk(base, row0, nvalid, p.u_next != nullptr);
       } else {
+        T* pending = nullptr;  // the log π row of the draw taken after the previous step
         for (int64_t k = 0; k < p.n_steps; ++k) {
           const T* nk = p.noise ? p.noise + k * p.B * D : nullptr;
           T* tk = p.log_density ? p.log_density + k * p.B : nullptr;
-          step(base, row0, nvalid, static_cast<uint64_t>(p.step_offset + k), nk, tk, p.u_next != nullptr);
+          step(base, row0, nvalid, static_cast<uint64_t>(p.step_offset + k), nk, tk, p.u_next != nullptr, pending);
+          const int64_t n = draw_index(k);
+          pending = n >= 0 ? write_draw(base, row0, nvalid, n) : nullptr;
         }
+        // a draw after the last step: one more evaluation for its log π (ws.eps free as gradient scratch)
+        if (pending) full_grad(base, nvalid, p.u_next != nullptr, base + ws.eps, pending + row0);
       }
       std::memcpy(p.u + row0 * D, base + ws.uc, sizeof(T) * nvalid * D);
     }

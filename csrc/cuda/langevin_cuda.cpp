@@ -447,6 +447,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> langevin_impl(bool emulated, Call
   // guards of the kernel's memory (the rules are hebm/sampler/checks.py's)
   TORCH_CHECK(a.n_steps < (int64_t(1) << 31), "hebm cuda: bad n_steps");
   TORCH_CHECK(a.u_next == nullptr || (a.alpha != nullptr && a.sigma != nullptr), "hebm cuda: u_next needs alpha and sigma");
+  TORCH_CHECK(a.trace_every == 0, "hebm cuda: trace_every (draws inside the call) is not implemented by the CUDA kernel; "
+              "use backend='cpu' or 'ref'");
   const bool kern = a.u_next != nullptr;
   at::Tensor out = at::empty_like(u);
   at::Tensor logd = trace ? at::empty({a.n_steps, B}, u.options()) : at::empty({0}, u.options());
@@ -553,7 +555,9 @@ void langevin_op(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
   auto res = c.u.scalar_type() == at::kDouble ? langevin_impl<double>(EMU, c, net, trace)
                                               : langevin_impl<float>(EMU, c, net, trace);
   torch::jit::drop(*stack, LANGEVIN_N_ARGS);
-  torch::jit::push(*stack, std::move(std::get<0>(res)), std::move(std::get<1>(res)), std::move(std::get<2>(res)));
+  // (the draws of trace_every: none, the kernel refuses it)
+  torch::jit::push(*stack, std::move(std::get<0>(res)), std::move(std::get<1>(res)), std::move(std::get<2>(res)),
+                   at::empty({0, c.B, c.D}, c.u.options()), at::empty({0, c.B}, c.u.options()));
 }
 
 template <bool EMU>

@@ -6,7 +6,8 @@ class-switch count of per-chain class labels; and the traces as an ArviZ DataTre
 user's own tools (``arviz-base``, ``xarray``, ``h5netcdf`` and its ``h5py``).  ``pip install 'hebm[diagnostics]'``.
 
 Traces are ``[draws, chains]`` (NumPy or torch), draw d of a chain being its state after
-``d·every`` sampler steps.  What each number is:
+``d·every`` sampler steps; :func:`draws_traces` makes them from the draws one sampler call recorded
+inside itself (``trace_every``).  What each number is:
 
 * ``ess_bulk``: ESS of the rank-normalised split chains (how many independent draws the chains are
   worth for the centre of the distribution); ``ess_tail``: the smaller ESS of the 5 % and 95 %
@@ -71,6 +72,33 @@ def diagnostics(trace, *, seconds: float = None, every: int = 1) -> dict:
                 iat_steps=every * n / ess_bulk if ess_bulk > 0 else float("nan"),
                 ess_bulk_per_s=ess_bulk / seconds if per_s else None,
                 ess_tail_per_s=ess_tail / seconds if per_s else None)
+
+
+def draws_traces(info: dict, *, coordinates=None) -> tuple[dict, int]:
+    """The draws a sampler call recorded inside itself (``trace_every``: ``info["draws"]``,
+    ``info["draws_log_density"]``, ``info["draw_steps"]``) as the ``[draws, chains]`` traces of
+    :func:`diagnostics` / :func:`datatree`: ``({"log_density": …, "u[c]": … for c in coordinates},
+    every)`` — ``coordinates``: columns of the flat state ``[B, D]`` to trace too (None: none;
+    ``"all"``: every one), ``every``: the sampler steps between draws."""
+    if "draws" not in info:
+        raise ValueError("info has no draws: pass trace_every=m (and return_info=True) to the sampler call")
+    states = info["draws"]
+    if isinstance(states, (list, tuple)):  # the per-layer form: back to the flat [n, B, D]
+        states = torch.cat(list(states), dim=2)
+    steps = info["draw_steps"]
+    every = int(steps[1] - steps[0]) if steps.numel() > 1 else int(steps[0]) if steps.numel() else 1
+    traces = {"log_density": info["draws_log_density"]}
+    cols = range(states.shape[2]) if coordinates == "all" else (coordinates or ())
+    for c in cols:
+        traces[f"u[{int(c)}]"] = states[:, :, int(c)]
+    return traces, every
+
+
+def draws_diagnostics(info: dict, *, seconds: float = None, coordinates=None) -> dict:
+    """:func:`diagnostics` of every trace of :func:`draws_traces` (name → numbers); ``seconds``: the
+    sampler time of the call (for the per-second rates)."""
+    traces, every = draws_traces(info, coordinates=coordinates)
+    return {k: diagnostics(v, seconds=seconds, every=every) for k, v in traces.items()}
 
 
 def class_switches(labels, *, every: int = 1) -> dict:
@@ -156,5 +184,5 @@ def write_netcdf(path: str, traces: dict, *, warmup: int = 0, attrs: dict = None
     datatree(traces, warmup=warmup, attrs=attrs).to_netcdf(path, engine="h5netcdf")
 
 
-__all__ = ["TAIL_PROB", "as_chains", "class_switches", "datatree", "diagnostics", "indicator_ess", "label_classifier", "one_hot",
+__all__ = ["TAIL_PROB", "as_chains", "class_switches", "datatree", "diagnostics", "draws_diagnostics", "draws_traces", "indicator_ess", "label_classifier", "one_hot",
            "write_netcdf"]

@@ -58,8 +58,8 @@ def long_run(model, *, n_chains: int, K: int, seed: int, step_size: float, fused
 
     ``traces`` (a dict, filled): per-chain traces, draw d the state after ``d·every`` steps —
     ``"log_density"`` ``[draws, n_chains]`` (log π of the state), with ``classify`` (decodes →
-    labels) also ``"class_label"`` (the run is then split at every ``every``-th step, which leaves the
-    chain and every other output as they are); ``"every"``, ``"steps"`` (the draws' steps) and
+    labels) also ``"class_label"`` (the states at every ``every``-th step recorded inside the sampler
+    calls, ``trace_every``, which leaves the chain and every other output as they are); ``"every"``, ``"steps"`` (the draws' steps) and
     ``"sampler_seconds"`` (the run's wall time less the time spent recording and classifying)."""
     p0 = next(model.parameters())
     ids = torch.arange(n_chains, device=p0.device)
@@ -81,13 +81,16 @@ def long_run(model, *, n_chains: int, K: int, seed: int, step_size: float, fused
 
     dens, labels = [], []
 
-    def trace(step, u, log_density):  # log_density[i]: log π of the state after step − n + i steps
+    def trace(step, u, log_density, draws=None):  # log_density[i]: log π of the state after step − n + i steps
         t0 = time.perf_counter()
         first = step - log_density.shape[0]
         keep = [i for i in range(log_density.shape[0]) if (first + i) % every == 0]
         dens.append(log_density[keep].cpu())
-        if classify is not None and step % every == 0:
-            labels.append(label(u))
+        if classify is not None:
+            if draws is not None:  # the states the sampler recorded inside the call: (step, state)
+                labels.extend(label(x) for _, x in draws)
+            elif step % every == 0:
+                labels.append(label(u))
         aside[0] += time.perf_counter() - t0
 
     extra = {}

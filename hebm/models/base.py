@@ -81,10 +81,12 @@ class LatentModel(nn.Module):
     def long_run(self, u, *, K: int, seed: int, chain_ids, step_size: float, fused: bool, snapshots: int,
                  metropolis: bool, record, trace=None, trace_every: int = 0):
         """Paper 1's long-run chain from ``u``: ``(log π per step, snapshot steps, acceptance per
-        segment)``, ``record(u, t)`` called at each snapshot.  ``trace(step, u, log π [n, B])``, when
-        given, is called after every sampler call with the state after ``step`` steps and the
-        per-chain log π of the call's n steps; ``trace_every`` > 0 also ends a call at each of its
-        multiples (the ebm; the chain, its log π and the snapshots are the same bit for bit)."""
+        segment)``, ``record(u, t)`` called at each snapshot.  ``trace(step, u, log π [n, B], draws)``,
+        when given, is called after every sampler call with the state after ``step`` steps, the
+        per-chain log π of the call's n steps and ``draws``: with ``trace_every`` > 0 (the ebm) the
+        ``(step, state)`` after each of its multiples within the call, recorded inside the sampler
+        (``trace_every`` of the call record: the chain, its log π and the snapshots are the same bit
+        for bit), else None."""
         raise ValueError("--long-run needs an ebm or diffusion checkpoint (the gaussian prior is sampled exactly)")
 
     def __init__(self, cfg: ModelConfig, *, energy_hidden=None, energy_act=None, spectral_norm=False):

@@ -6,6 +6,7 @@ import torch
 
 from ..config import ModelConfig
 from ..prior.philox import initial_noise
+from ..sampler.checks import draw_count
 from ..sampler.reference import langevin_z_ref
 from . import base  # base.run_langevin, called through the module: the one seam that replaces the sampler
 from .base import LatentModel, energy_penalty, kl_weight
@@ -33,28 +34,23 @@ class EBMModel(LatentModel):
     def long_run(self, u, *, K: int, seed: int, chain_ids, step_size: float, fused: bool, snapshots: int,
                  metropolis: bool, record, trace=None, trace_every: int = 0):
         marks = sorted({int(round(K * (j + 1) / snapshots)) for j in range(snapshots)})
-        # trace_every splits the run at its multiples too: the seeded stream's step counter makes the
-        # split chain the same chain (the sampler is chunked exactly), so logs and snapshots do not move
-        stops = sorted(set(marks) | set(range(trace_every, K + 1, trace_every))) if trace_every > 0 else marks
-        logs, acceptance, done, accepted, start = [], [], 0, None, 0
-        for m in stops:
+        # trace_every: the sampler records the states at its multiples inside each call (draws); the
+        # chain, its log π and the snapshots are those of the untraced run (a draw only copies the state)
+        logs, acceptance, done = [], [], 0
+        for m in marks:
+            draws = dict(trace_every=trace_every) if trace_every > 0 and draw_count(m - done, done, trace_every) else {}
             u, info = base.run_langevin(self.prior, u, fused=fused, n_steps=m - done, step_size=step_size, seed=seed,
                                    chain_ids=chain_ids, step_offset=done, return_info=True, check="raise",
-                                   metropolis=metropolis)
+                                   metropolis=metropolis, **draws)
             logs.append(info["log_density"].mean(1))
             if trace is not None:
-                trace(m, u, info["log_density"])
-            if metropolis:  # a snapshot segment's rate from its accepted counts, however it was split
-                accepted = info["accepted"] if accepted is None else accepted + info["accepted"]
+                trace(m, u, info["log_density"],
+                      list(zip(info["draw_steps"].tolist(), info["draws"].unbind(0))) if draws else
+                      [] if trace_every > 0 else None)
+            if metropolis:  # one call per snapshot segment: its rate
+                acceptance.append(float(info["accept_rate"].mean()))
             done = m
-            if m in marks:
-                if metropolis:
-                    rate = (info["accept_rate"] if done - start == info["log_density"].shape[0] else
-                            accepted.to(info["accept_rate"].dtype) / (m - start))
-                    acceptance.append(float(rate.mean()))
-                    accepted = None
-                start = m
-                record(u, None)
+            record(u, None)
         return torch.cat(logs), marks, acceptance
 
     def __init__(self, cfg: ModelConfig):

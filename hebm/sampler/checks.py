@@ -308,6 +308,18 @@ def _k_interval(c: _Call, f: Field, x):
     return m
 
 
+def _k_every(c: _Call, f: Field, x):
+    """0 (off: None or 0) or an int m >= 1; whether the call records a draw is a relation
+    (:func:`_trace_relations`)."""
+    if x is None:
+        return 0
+    m = as_int(f.name, x, "an int >= 1 (or 0/None: off)")
+    if not 0 <= m <= MAX_STEPS:
+        raise ValueError(f"{f.name} must be an int >= 1 (record the state after every m-th step) or 0/None (off), "
+                         f"got {m}")
+    return m
+
+
 def _k_swap_uniforms(c: _Call, f: Field, x):
     """A floating ``[n_rounds, B]`` tensor in (0, 1); its number of rounds is checked with the
     ladder (:func:`_replica_relations`)."""
@@ -324,7 +336,8 @@ def _k_swap_uniforms(c: _Call, f: Field, x):
 _KINDS = {"steps": _k_steps, "chain": _k_chain, "level": _k_level, "state": _k_state, "seed": _k_seed,
           "ids": _k_ids, "noise": _k_noise, "offset": _k_offset, "choice": _k_choice, "flag": _k_flag,
           "uniforms": _k_uniforms, "count": _k_count, "prob": _k_prob, "batch": _k_batch,
-          "ladder": _k_ladder, "interval": _k_interval, "swap_uniforms": _k_swap_uniforms}
+          "ladder": _k_ladder, "interval": _k_interval, "swap_uniforms": _k_swap_uniforms,
+          "every": _k_every}
 
 
 class _Plan:
@@ -395,6 +408,7 @@ def _relations(c: _Call, a: dict, given: dict, *, steps: str = "[K, B, D]") -> N
         raise ValueError(f"step_offset + n_steps = {a.get('step_offset', 0) + c.K} exceeds 2**32: the seeded stream "
                          f"counts steps in a 32-bit word (step {MAX_STEP + 1} would repeat step 0's noise)")
     _replica_relations(c, a, given)
+    _trace_relations(c, a)
     # MALA: the proposal is the Langevin step with c = 1; explicit noise needs its uniforms; the
     # step adaptation steers by the test's acceptance
     if not a["metropolis"]:
@@ -418,6 +432,34 @@ def swap_rounds(n_steps: int, step_offset: int, swap_every: int) -> int:
     """Swap rounds of a call: one after every step k whose counter step_offset + k + 1 is a multiple
     of ``swap_every``."""
     return (step_offset + n_steps) // swap_every - step_offset // swap_every
+
+
+#: the largest trace a call records (``trace_every``): past it the call is refused, naming the size
+TRACE_MAX_BYTES = 2**32
+
+
+def draw_count(n_steps: int, step_offset: int, trace_every: int) -> int:
+    """Draws a call records with ``trace_every`` = m: one after every step k whose counter
+    step_offset + k + 1 is a multiple of m (the counting of :func:`swap_rounds`)."""
+    return swap_rounds(n_steps, step_offset, trace_every) if trace_every else 0
+
+
+def _trace_relations(c: _Call, a: dict) -> None:
+    """``trace_every``: the call records at least one draw, and the trace fits in memory."""
+    m = a.get("trace_every", 0)
+    if not m:
+        return
+    off = a.get("step_offset", 0)
+    n = draw_count(c.K, off, m)
+    if n == 0:
+        raise ValueError(f"trace_every = {m} records no state in this call: no step counter in "
+                         f"{off + 1} … {off + c.K} is a multiple of {m} (n_steps = {c.K}, step_offset = {off}); "
+                         f"take trace_every <= n_steps")
+    size = n * c.B * c.u.shape[1] * c.u.element_size()
+    if size > TRACE_MAX_BYTES:
+        raise ValueError(f"trace_every = {m} would record {n} states of [B, D] = [{c.B}, {c.u.shape[1]}]: "
+                         f"{size / 2**30:.1f} GiB, more than hebm.sampler.checks.TRACE_MAX_BYTES "
+                         f"({TRACE_MAX_BYTES / 2**30:.0f} GiB); take a larger trace_every or fewer steps per call")
 
 
 #: the fields of the target that one ladder group shares (a swap exchanges states between copies
@@ -555,5 +597,5 @@ def level_args(r: ReverseArgs, schedule, j: int, u: torch.Tensor) -> LangevinArg
 
 
 
-__all__ = ["LADDER_SHARED", "swap_rounds", "check_langevin_args", "check_options", "check_prior", "check_reverse_args", "flat_latents", "level_args",
+__all__ = ["LADDER_SHARED", "TRACE_MAX_BYTES", "draw_count", "swap_rounds", "check_langevin_args", "check_options", "check_prior", "check_reverse_args", "flat_latents", "level_args",
            "prior_kind", "same_kind"]

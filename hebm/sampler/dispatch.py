@@ -32,8 +32,8 @@ from .backends import BackendUnavailable
 from .backends import pack as packing
 from .checks import check_langevin_args, check_options, check_reverse_args, prior_kind
 from .record import LANGEVIN, REVERSE, Latents, signature
-from .reference import (finish_reverse, langevin_ref, langevin_z_ref, reverse_diffusion_ref, reverse_loop, run_chain,
-                        with_replica_exchange)
+from .reference import (draws_info, finish_reverse, langevin_ref, langevin_z_ref, reverse_diffusion_ref, reverse_loop,
+                        run_chain, start_draws, with_replica_exchange)
 from .results import check_result, finish
 
 
@@ -100,19 +100,19 @@ class Sampler:
         return (f"hebm.Sampler({type(self.prior).__name__} dims={tuple(self.prior.dims)}, backend={self.backend!r}, "
                 f"precision={self.precision!r}, {self.dtype} on {self.device})")
 
-    def _backend_for(self, metropolis: bool, replica_exchange: bool = False):
+    def _backend_for(self, metropolis: bool, replica_exchange: bool = False, draws: bool = False):
         """``(name, module)`` that runs a call: this Sampler's backend, or for a Metropolis-adjusted
         call or one with a temperature ladder the backend that implements those for these networks —
         this Sampler's when it does, else (``"auto"``) the next one of the device that does (a named
         backend that does not raises :class:`hebm.BackendUnavailable` with its reason); decided once
-        per kind of call."""
-        if not (metropolis or replica_exchange):
+        per kind of call (``draws``: a call with ``trace_every``)."""
+        if not (metropolis or replica_exchange or draws):
             return self.backend, self._mod
-        key = (metropolis, replica_exchange)
+        key = (metropolis, replica_exchange, draws)
         got = self._special.get(key)
         if got is None:
             name = backends.choose(self._pack.network, self.device, self.dtype, self._asked[0], self.precision,
-                                   metropolis=metropolis, replica_exchange=replica_exchange)
+                                   metropolis=metropolis, replica_exchange=replica_exchange, draws=draws)
             got = self._special[key] = (name, backends.module(name))
         return got
 
@@ -125,7 +125,8 @@ class Sampler:
         ``"step_size"`` as the reference does."""
         a = check_langevin_args(self.prior, u, where=_where, kind=(self.dtype, self.device),
                                 summarize=self._summarize, **arguments)
-        name, mod = self._backend_for(a.metropolis, a.temperatures is not None)
+        start_draws(a, return_info, _where)
+        name, mod = self._backend_for(a.metropolis, a.temperatures is not None, bool(a.trace_every))
         pack, prec, ran, pt = self._pack, self.precision, [None], {}
 
         def run(args):
@@ -137,7 +138,7 @@ class Sampler:
         check_result(a, out, _where, stats, self._summarize)
         if not return_info:
             return finish(self.prior, a, out, None, False)
-        info = {"backend": name, "precision": ran[0], "log_density": logs, **extra, **pt}
+        info = {"backend": name, "precision": ran[0], "log_density": logs, **extra, **pt, **draws_info(self.prior, a)}
         return finish(self.prior, a, out, info, True)
 
     def reverse_diffusion(self, schedule, u_T: Optional[Latents] = None, *, return_levels: bool = False,

@@ -105,6 +105,10 @@ LANGEVIN = (
           "group", choices=SWAP_SCHEDULES),
     Field("swap_uniforms", "swap_uniforms", None, "replica exchange with explicit noise: the rounds' U "
           "[n_rounds, B] in (0, 1) (a pair's U at its lower chain, the group's parity coin at its last chain)"),
+    Field("trace_every", "every", 0, "draws recorded inside the call: the state and its log π after every step whose "
+          "counter step_offset + k + 1 is a multiple of m (from step_offset = 0: steps m, 2m, …), returned in "
+          "info['draws'] [K//m, B, D] (u's structure), info['draws_log_density'] [K//m, B] and info['draw_steps']; "
+          "needs return_info; 0 or None: off", op="int"),
 )
 #: the keywords of a whole reverse diffusion (``u_T`` is its third positional argument)
 REVERSE = (
@@ -160,6 +164,9 @@ def _langevin_args_class():
     fields = [(f.name, Any) for f in given]
     fields += [(f.name, Any, dataclasses.field(default=f.default)) for f in LANGEVIN if f not in given]
     fields.append(("as_list", bool, dataclasses.field(default=False)))
+    # with trace_every: the list every run of the call (its parts included: ``steps`` shares it)
+    # appends its draws to, ``(states [n, B, D], log π [n, B])`` in step order (hebm.sampler.reference.draws_info)
+    fields.append(("draws", Any, dataclasses.field(default=None)))
 
     def steps(self, k0: int, k1: int) -> "LangevinArgs":
         """The same chains for steps ``k0 … k1−1`` only (exact: the noise is counter-based)."""
@@ -172,7 +179,8 @@ def _langevin_args_class():
         ``[B, D]``, contiguous and detached; every per-chain parameter a ``[B]`` tensor of ``u``'s
         dtype on ``u``'s device (``t`` and ``chain_ids`` int64); ``u_next``/``alpha``/``sigma``
         None when the kernel term is off; exactly one of ``noise``/``seed`` set; ``as_list``: the
-        caller passed a list of layers.  One attribute per field of :data:`LANGEVIN`.""",
+        caller passed a list of layers; ``draws``: the list the runs append their recorded draws
+        to (``trace_every``).  One attribute per field of :data:`LANGEVIN`.""",
         B=property(lambda self: self.u.shape[0]), D=property(lambda self: self.u.shape[1]), steps=steps)
     return dataclasses.make_dataclass("LangevinArgs", fields, namespace=ns)
 

@@ -165,16 +165,25 @@ def _outside_inference_mode(a):
     return dataclasses.replace(a, **repl) if repl else a
 
 
+def is_draw(a: LangevinArgs, k: int) -> bool:
+    """Whether the state after step k of the call ``a`` is a draw (``trace_every`` = m: the step
+    counter step_offset + k + 1 is a multiple of m)."""
+    return bool(a.trace_every) and (a.step_offset + k + 1) % a.trace_every == 0
+
+
 def langevin_loop(prior: HierarchicalPrior, a: LangevinArgs, *, trace: bool = False):
     """The K-step loop of :func:`langevin_ref` on checked arguments (no step adaptation:
     :func:`adapt_step_size` drives this loop for that): ``(u_K, log π trace [K, B] or None,
     accept stats)``, the stats ``[2, B]`` (accepted proposals, Σ min(1, α)) with ``metropolis``,
-    else None."""
+    else None.  With ``trace_every`` it appends its draws (:func:`is_draw`: the state after the
+    step and its log π — with ULA the next step's, or one more evaluation after the last step)
+    to ``a.draws``."""
     with torch.inference_mode(False):
         a = _outside_inference_mode(a)
         log_pi = target(prior, a)
         half_d2, noise_amp = step_coefficients(a)
         u, logs, stats = a.u.clone(), [], None
+        states, state_logs = [], []
         if a.metropolis:
             delta = a.step_size[:, None]
             inv_2d2 = torch.where(delta > 0, 0.5 / (delta * delta), torch.zeros_like(delta))
@@ -188,14 +197,54 @@ def langevin_loop(prior: HierarchicalPrior, a: LangevinArgs, *, trace: bool = Fa
                                                      half_d2, delta, inv_2d2)
                 stats[0] += acc
                 stats[1] += prob
+                if is_draw(a, k):
+                    states.append(u)
+                    state_logs.append(logp)
         else:
             for k in range(a.n_steps):
                 u, logp = ref_step(log_pi, u, step_noise(a, k), half_d2, noise_amp)
                 if trace:
                     logs.append(logp)
+                if len(state_logs) < len(states):  # the last draw's log π: its state entered this step
+                    state_logs.append(logp)
+                if is_draw(a, k):
+                    states.append(u)
+            if len(state_logs) < len(states):
+                state_logs.append(value_and_grad(log_pi, u)[0])
         # K = 0 gives an empty [0, B] trace (torch.stack refuses an empty list)
         log_density = (torch.stack(logs) if logs else a.u.new_zeros(0, a.B)) if trace else None
+        if states:
+            a.draws.append((torch.stack(states).detach(), torch.stack(state_logs)))
     return u.detach(), log_density, stats
+
+
+def draws_info(prior: HierarchicalPrior, a: LangevinArgs) -> dict:
+    """The ``info`` entries of a call with ``trace_every`` (from the draws its runs appended to
+    ``a.draws``): ``"draws"`` ``[n, B, D]`` (a list of ``[n, B, d_i]`` when ``u`` came as layers),
+    ``"draws_log_density"`` ``[n, B]`` (log π of each draw — the tempered one with a ladder —
+    the number ``info["log_density"]`` reports for the state entering the next step), and
+    ``"draw_steps"`` ``[n]`` int64 (the step counters after which they were taken:
+    m, 2m, … from step_offset = 0).  Empty without ``trace_every``."""
+    if not a.trace_every:
+        return {}
+    m, off = a.trace_every, a.step_offset
+    parts = a.draws or []
+    states = torch.cat([s for s, _ in parts]) if parts else a.u.new_zeros(0, a.B, a.D)
+    logs = torch.cat([l for _, l in parts]) if parts else a.u.new_zeros(0, a.B)
+    steps = torch.arange(off // m + 1, (off + a.n_steps) // m + 1, dtype=torch.long) * m
+    assert states.shape[0] == steps.shape[0] == logs.shape[0], (states.shape, steps.shape, logs.shape)
+    if a.as_list:
+        states = list(torch.split(states, list(prior.dims), dim=2))
+    return {"draws": states, "draws_log_density": logs, "draw_steps": steps}
+
+
+def start_draws(a: LangevinArgs, return_info: bool, where: str) -> None:
+    """A call with ``trace_every``: its draws are returned in ``info`` (so ``return_info`` is
+    needed), collected in a fresh ``a.draws``."""
+    if a.trace_every:
+        if not return_info:
+            raise ValueError(f"{where}: trace_every records draws into info['draws']; pass return_info=True")
+        a.draws = []
 
 
 def adapt_step_size(run, a: LangevinArgs, *, trace: bool = False):
@@ -384,17 +433,21 @@ def langevin_ref(prior: HierarchicalPrior, u: Latents, *, return_info: bool = Fa
     adapting, ``"step_size"`` (the adapted δ ``[B]``).  With ``temperatures`` (replica exchange,
     the module docstring) each chain runs at its slot's β and ``info`` adds the swap and
     round-trip statistics of :func:`replica_exchange`; ``log_density`` is then each chain's
-    tempered target.
+    tempered target.  ``trace_every`` = m (needs ``return_info``) adds the draws of
+    :func:`draws_info` — with a ladder, per chain slot: the state chain b holds after the step,
+    before the swap round that may follow it, and its log π at the slot's β.
 
     Keywords:
     """
     a = check_langevin_args(prior, u, where="langevin_ref", **arguments)
+    start_draws(a, return_info, "langevin_ref")
     pt = {}
     run = with_replica_exchange(lambda p: langevin_loop(prior, p, trace=return_info), prior, a, trace=return_info,
                                 info=pt)
     out, logs, extra, stats = run_chain(run, a, trace=return_info)
     check_result(a, out, "langevin_ref", stats)
-    info = {"backend": "ref", "precision": precision_of(out), "log_density": logs, **extra, **pt}
+    info = {"backend": "ref", "precision": precision_of(out), "log_density": logs, **extra, **pt,
+            **draws_info(prior, a)}
     return finish(prior, a, out, info, return_info)
 
 
@@ -524,6 +577,6 @@ def langevin_z_ref(
     return finish(prior, a, zc, info, return_info)
 
 
-__all__ = ["adapt_step_size", "langevin_loop", "langevin_ref", "mala_step", "replica_exchange", "run_chain",
+__all__ = ["draws_info", "is_draw", "start_draws", "adapt_step_size", "langevin_loop", "langevin_ref", "mala_step", "replica_exchange", "run_chain",
            "step_coefficients", "swap_energy", "swap_round", "swap_uniforms", "with_replica_exchange",
            "step_noise", "step_uniform", "target", "langevin_z_ref", "ref_step", "reverse_diffusion_ref", "reverse_loop"]

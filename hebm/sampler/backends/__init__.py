@@ -7,13 +7,14 @@ Each backend is a module ``hebm.sampler.backends.<module>`` that defines
     RUNS_MODULE: bool        # optional, default False: it runs the prior module itself (ref, graph),
                              # so no values are packed for it
     def unavailable() -> Optional[str]       # None if usable on this machine, else why + the fix
-    def unsupported(network, *, device, dtype, precision, metropolis, replica_exchange) -> Optional[str]
+    def unsupported(network, *, device, dtype, precision, metropolis, replica_exchange, draws) -> Optional[str]
                              # None if it runs this structure (hebm.sampler.backends.pack.Network) on these
                              # tensors at this resolved precision: decided from the structure, never
                              # from the values; a keyword or form the backend does not implement is
                              # refused here, by name (metropolis: the Metropolis test; replica_exchange:
                              # a call with temperatures, whose swap rounds hebm.sampler.reference.
-                             # replica_exchange drives between runs of this backend)
+                             # replica_exchange drives between runs of this backend; draws: a call with
+                             # trace_every, whose run appends its draws to args.draws)
     def run(pack, args, *, precision, trace) -> (u_out [B, D], log_density [K, B] or None, precision ran,
                                                  accept stats [2, B] with args.metropolis, else None)
     # optional, the whole reverse diffusion in one launch:
@@ -53,6 +54,10 @@ AUTO_ORDER = {
     "cuda": ("cuda", "triton", "graph"),
 }
 
+
+#: why a backend that does not record draws refuses a call with trace_every
+DRAWS_REFUSED = ("trace_every (draws recorded inside the call) runs in the reference and cpu backends only for now; "
+                 "use backend='ref', 'cpu' or 'auto'")
 
 #: why every fused backend refuses a call with temperatures (hebm.sampler.reference.replica_exchange)
 REPLICA_EXCHANGE_REFUSED = ("temperatures (replica exchange) runs in the reference backend only for now; use "
@@ -101,21 +106,21 @@ def unavailable(name: str) -> Optional[str]:
 
 
 def why_not(name: str, network, device: torch.device, dtype: torch.dtype, precision: str,
-            metropolis: bool = False, replica_exchange: bool = False) -> Optional[str]:
+            metropolis: bool = False, replica_exchange: bool = False, draws: bool = False) -> Optional[str]:
     """None if backend ``name`` runs this structure on these tensors here, else why not.  Whether
     the backend is available is its own (cached) answer; whether it takes the structure is decided
-    once per (backend, structure, device, dtype, precision, metropolis, replica_exchange) and kept
+    once per (backend, structure, device, dtype, precision, metropolis, replica_exchange, draws) and kept
     in the Network."""
     why = unavailable(name)
     if why is not None:
         return why
-    key = ("takes", name, device, dtype, precision, metropolis, replica_exchange)
+    key = ("takes", name, device, dtype, precision, metropolis, replica_exchange, draws)
     try:
         return network.derived[key]
     except KeyError:
         pass
     why = _module(name).unsupported(network, device=device, dtype=dtype, precision=precision, metropolis=metropolis,
-                                    replica_exchange=replica_exchange)
+                                    replica_exchange=replica_exchange, draws=draws)
     network.derived[key] = why
     return why
 
@@ -127,20 +132,20 @@ def _warn_once(msg: str) -> None:
 
 
 def choose(network, device: torch.device, dtype: torch.dtype, backend: str, precision: str,
-           metropolis: bool = False, replica_exchange: bool = False) -> str:
+           metropolis: bool = False, replica_exchange: bool = False, draws: bool = False) -> str:
     """The backend that runs: ``backend`` itself (or :class:`BackendUnavailable` naming the fix),
     or for ``"auto"`` the first usable one of :data:`AUTO_ORDER` for the device, else ``"ref"``
     with a one-line warning.  ``precision``: the resolved one (:func:`resolve_precision`)."""
     if backend == "ref":
         return "ref"
     if backend != "auto":
-        why = why_not(backend, network, device, dtype, precision, metropolis, replica_exchange)
+        why = why_not(backend, network, device, dtype, precision, metropolis, replica_exchange, draws)
         if why is not None:
             raise BackendUnavailable(why)
         return backend
     reasons = []
     for name in AUTO_ORDER.get(device.type, ()):
-        why = why_not(name, network, device, dtype, precision, metropolis, replica_exchange)
+        why = why_not(name, network, device, dtype, precision, metropolis, replica_exchange, draws)
         if why is None:
             return name
         reasons.append(f"{name}: {why}")
@@ -181,5 +186,5 @@ def resolve_precision(precision: str, dtype: torch.dtype) -> str:
     return precision
 
 
-__all__ = ["AUTO_ORDER", "REPLICA_EXCHANGE_REFUSED", "BackendUnavailable", "choose", "module", "resolve_precision",
+__all__ = ["AUTO_ORDER", "DRAWS_REFUSED", "REPLICA_EXCHANGE_REFUSED", "BackendUnavailable", "choose", "module", "resolve_precision",
            "set_kernel_threads", "unavailable", "value_summaries", "why_not"]

@@ -51,7 +51,7 @@ def unavailable() -> Optional[str]:
 
 
 def unsupported(network, *, device, dtype, precision: str = "fp32", metropolis: bool = False,
-                replica_exchange: bool = False) -> Optional[str]:
+                replica_exchange: bool = False, draws: bool = False) -> Optional[str]:
     if replica_exchange:
         return REPLICA_EXCHANGE_REFUSED
     if device.type != "cpu":

@@ -25,7 +25,7 @@ from typing import Optional
 
 import torch
 
-from . import REPLICA_EXCHANGE_REFUSED, _build, ops
+from . import DRAWS_REFUSED, REPLICA_EXCHANGE_REFUSED, _build, ops
 
 NAME = "cuda"
 
@@ -63,7 +63,9 @@ def unavailable() -> Optional[str]:
 
 
 def unsupported(network, *, device, dtype, precision: str = "fp32", metropolis: bool = False,
-                replica_exchange: bool = False) -> Optional[str]:
+                replica_exchange: bool = False, draws: bool = False) -> Optional[str]:
+    if draws:
+        return DRAWS_REFUSED
     if replica_exchange:
         return REPLICA_EXCHANGE_REFUSED
     if device.type != "cuda":

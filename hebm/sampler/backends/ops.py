@@ -11,7 +11,9 @@ restates the argument list and either loads on its own:
   :class:`hebm.sampler.record.LangevinArgs`: the network (:data:`NETWORK`), then every field of the record
   that has an op type, in the record's order, then ``trace`` and ``precision``.  Outputs: the
   state, the trace ``[K, B]`` (empty without ``trace``), the accept stats ``[2, B]`` (accepted
-  proposals, Σ min(1, α); empty without ``metropolis``).
+  proposals, Σ min(1, α); empty without ``metropolis``), and with ``trace_every`` = m the draws
+  ``[n, B, D]`` and their log π ``[n, B]`` (n = :func:`hebm.sampler.checks.draw_count`: the states
+  after the steps whose counter step_offset + k + 1 is a multiple of m; empty without it).
 * ``hebm::reverse_diffusion`` — every level of a reverse diffusion (levels ``t = T−1 … 0``, K
   steps each): the network, the op fields of :data:`hebm.sampler.record.REVERSE`, the per-level scalars of
   :meth:`hebm.DiffusionSchedule.level_params` (:data:`LEVELS`), ``return_levels``, ``precision``.
@@ -32,6 +34,7 @@ import sys
 
 import torch
 
+from ..checks import draw_count
 from ..record import LANGEVIN, REVERSE, LangevinArgs, ReverseArgs
 from .pack import Pack
 
@@ -47,7 +50,7 @@ LEVELS = (("level_t", "int[]", "t"), ("level_step", "float[]", "step_size"),
 #: the op fields of each record: (name, op type, C++ kind) — the kind says how a kernel reads it
 #: (csrc/network.h: HEBM_FILL_<KIND>)
 _CPP_KIND = {"chain": "CHAIN", "level": "LEVEL", "ids": "IDS", "noise": "NOISE", "uniforms": "UNIF", "seed": "SEED",
-             "steps": "STEPS", "offset": "COUNT", "flag": "FLAG"}
+             "steps": "STEPS", "offset": "COUNT", "flag": "FLAG", "every": "COUNT"}
 
 
 def _op_fields(record) -> tuple:
@@ -60,7 +63,8 @@ REVERSE_FIELDS = _op_fields(REVERSE)
 LANGEVIN_ARGS = NETWORK + tuple(f[:2] for f in LANGEVIN_FIELDS) + (("trace", "bool"), ("precision", "str"))
 REVERSE_ARGS = (NETWORK + tuple(f[:2] for f in REVERSE_FIELDS) + tuple(x[:2] for x in LEVELS)
                 + (("return_levels", "bool"), ("precision", "str")))
-LANGEVIN_SCHEMA = f"langevin({', '.join(f'{t} {n}' for n, t in LANGEVIN_ARGS)}) -> (Tensor, Tensor, Tensor)"
+LANGEVIN_SCHEMA = (f"langevin({', '.join(f'{t} {n}' for n, t in LANGEVIN_ARGS)}) "
+                   f"-> (Tensor, Tensor, Tensor, Tensor, Tensor)")
 REVERSE_SCHEMA = f"reverse_diffusion({', '.join(f'{t} {n}' for n, t in REVERSE_ARGS)}) -> Tensor"
 
 #: namespaces that carry the schema: the real ops, and the CUDA block-code emulator (tests)
@@ -74,8 +78,10 @@ _RI = {n: i for i, (n, _) in enumerate(REVERSE_ARGS)}
 def _langevin_fake(*args):
     u, K = args[_LI["u"]], args[_LI["n_steps"]]
     torch._check(u.dim() == 2, lambda: "hebm: u must be [B, D]")
+    n = draw_count(K, args[_LI["step_offset"]], args[_LI["trace_every"]])
     return (u.new_empty(u.shape), (u.new_empty((K, u.shape[0])) if args[_LI["trace"]] else u.new_empty((0,))),
-            (u.new_empty((2, u.shape[0])) if args[_LI["metropolis"]] else u.new_empty((0,))))
+            (u.new_empty((2, u.shape[0])) if args[_LI["metropolis"]] else u.new_empty((0,))),
+            u.new_empty((n, *u.shape)), u.new_empty((n, u.shape[0])))
 
 
 def _reverse_fake(*args):
@@ -205,12 +211,17 @@ def _callable(name: str, namespace: str):
 
 
 def _langevin_call(pack: Pack, a: LangevinArgs, precision: str, trace: bool, namespace: str):
-    return _callable("langevin", namespace)(*_network_args(pack), *_LANGEVIN_VALUES(a), trace, precision)
+    """One op call: ``(u, log π trace, accept stats)``; its draws (``trace_every``) appended to ``a.draws``."""
+    out, logd, stats, draws, draws_logd = _callable("langevin", namespace)(*_network_args(pack), *_LANGEVIN_VALUES(a),
+                                                                          trace, precision)
+    if a.trace_every and draws.shape[0]:
+        a.draws.append((draws, draws_logd))
+    return out, logd, stats
 
 
 def langevin(pack: Pack, a: LangevinArgs, *, precision: str, trace: bool, namespace: str = "hebm"):
     """``hebm::langevin`` on checked arguments: ``(u_K [B, D], log π trace [K, B] or None,
-    accept stats [2, B] or None)``.  Runs in chunks of :func:`steps_per_chunk` steps (results
+    accept stats [2, B] or None)``, the draws of ``trace_every`` appended to ``a.draws``.  Runs in chunks of :func:`steps_per_chunk` steps (results
     identical to one call; a Metropolis chunk evaluates its first state afresh)."""
     u = a.u
     if a.n_steps <= steps_per_chunk(pack, u.shape[0], u.device):

@@ -15,7 +15,7 @@ def unavailable():
 
 
 def unsupported(network, *, device, dtype, precision: str = "fp32", metropolis: bool = False,
-                replica_exchange: bool = False):
+                replica_exchange: bool = False, draws: bool = False):
     return None
 
 

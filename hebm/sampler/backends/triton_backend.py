@@ -29,7 +29,7 @@ from typing import Optional
 
 import torch
 
-from . import REPLICA_EXCHANGE_REFUSED
+from . import DRAWS_REFUSED, REPLICA_EXCHANGE_REFUSED
 from .pack import of, read, unpack
 
 NAME = "triton"
@@ -62,6 +62,9 @@ PARAMS = (("u_ptr", "u"), ("out_ptr", None), ("lvl_ptr", None), ("noise_ptr", "n
           ("unif_ptr", "uniforms"), ("acc_ptr", None), ("params_ptr", None), ("scratch_ptr", None), ("B", None),
           ("K", "n_steps"), ("NLEV", None), ("step_offset", "step_offset"), ("zero", None))
 SPEC_FIELDS = ("metropolis",)
+#: op fields of the record this kernel does not implement: ``unsupported`` refuses a call that uses
+#: them, by name (trace_every: draws inside the call, DRAWS_REFUSED)
+REFUSED_FIELDS = ("trace_every",)
 _INTERP_BLOCK_B = 16
 
 
@@ -99,7 +102,9 @@ def _interpreter_mode_problem() -> Optional[str]:
 
 
 def unsupported(network, *, device, dtype, precision: str = "fp32", metropolis: bool = False,
-                replica_exchange: bool = False) -> Optional[str]:
+                replica_exchange: bool = False, draws: bool = False) -> Optional[str]:
+    if draws:
+        return DRAWS_REFUSED
     if replica_exchange:
         return REPLICA_EXCHANGE_REFUSED
     if network.reason is not None:
