@@ -102,7 +102,7 @@ def test_the_triton_parameters_carry_the_record():
     from hebm.sampler.backends import triton_backend as tb
     sig = _kernel_signature(ROOT / "kernels" / "generated" / "small_seeded_kernel.py")
     assert sig == [n for n, _ in tb.PARAMS] + ["BLOCK_B"]
-    carried = {f for _, f in tb.PARAMS if f is not None} | set(tb.SPEC_FIELDS)
+    carried = {f for _, f in tb.PARAMS if f is not None} | set(tb.SPEC_FIELDS) | set(tb.REFUSED_FIELDS)
     assert {f.name for f in LANGEVIN if f.op is not None} == carried
     # the same holds for kernels generated now with the optional inputs on: the Metropolis one
     # (register form) and a streamed reverse diffusion
