@@ -510,6 +510,7 @@ struct SamplerImpl {
   struct WsLayout {
     int64_t uc, zc, gz, unx, eps, row, tl, gout, ta, tb, eout, total;
     int64_t u0 = 0, g0 = 0, gp = 0;  // MALA only
+    int64_t ge0 = 0, gep = 0;        // MALA on a ladder: λ∇F of the state and of the proposal
     std::vector<int64_t> cact, cder, cout;  // per conditional: hidden layer buffers (flattened), output
     std::vector<int64_t> cact_start;        // index into cact of each conditional's first hidden layer
     std::vector<int64_t> eact, eder;        // energy scratch per hidden layer index
@@ -547,6 +548,10 @@ struct SamplerImpl {
       ws.u0 = take(R * D);
       ws.g0 = take(R * D);
       ws.gp = take(R * D);
+      if (p.temperatures) {
+        ws.ge0 = take(R * D);
+        ws.gep = take(R * D);
+      }
     }
     ws.row = take(R * ROW_N);
     ws.tl = take(R * static_cast<int64_t>(sizeof(int64_t) / sizeof(T)));  // level per row (int64)
@@ -1002,14 +1007,56 @@ struct SamplerImpl {
     }
   }
 
-  // ---- K Metropolis-adjusted steps with the swap rounds (mala_chunk's step, ROW_LAM = β·λ): the
-  //      chain's F rides in ROW_F0; after a round in which a pair of the chunk swapped, log π and
-  //      its gradient are evaluated afresh at the chunk's states (as the reference does).
+  // ---- ∇log π and log π of the tempered targets at ws.uc (full_grad's, ROW_LAM = λ untempered):
+  //      g = β·λ∇F − u − kernel term, lp = β·λ·F − ½‖u‖² − …, and ge = λ∇F itself (what a swap
+  //      re-weights by)
+  void full_grad_pt(T* base, int64_t nvalid, bool kernel_on, T* g, T* lp, T* ge) const {
+    energy_grad(base);
+    const T* uc = base + ws.uc;
+    const Rows rw = rows(base);
+    const T *gz = rw.gz, *unx = rw.unx, *al = rw.al, *sg = rw.sg, *Fs = rw.Fs;
+    const T* rowv = base + ws.row;
+    const T *bt = rowv + ROW_BETA * R, *elam = rowv + ROW_ELAM * R;
+    for (int64_t r = 0; r < nvalid; ++r) {
+      const T* u = uc + r * D;
+      const T* gu = gz + r * D;
+      const T* un = unx + r * D;
+      T* gr = g + r * D;
+      T* er = ge + r * D;
+      const T b = bt[r];
+      T uu = T(0), kk = T(0);
+      const T a = al[r], inv_s2 = T(1) / (sg[r] * sg[r]);
+      for (int64_t c = 0; c < D; ++c) {
+        const T x = u[c];
+        const T e = p.has_energy ? gu[c] : T(0);
+        er[c] = e;
+        T grad = b * e - x;
+        uu += x * x;
+        if (kernel_on) {
+          const T dlt = a * x - un[c];
+          kk += dlt * dlt;
+          grad -= a * dlt * inv_s2;
+        }
+        gr[c] = grad;
+      }
+      T l = -T(0.5) * uu;
+      if (p.has_energy) l += (elam[r] * b) * Fs[r];
+      if (kernel_on) l -= kk / (T(2) * sg[r] * sg[r]);
+      lp[r] = l;
+    }
+  }
+
+  // ---- K Metropolis-adjusted steps with the swap rounds (mala_chunk's step on the tempered
+  //      targets).  Each chain keeps, beside its cached log π and gradient, F and λ∇F of its state
+  //      (ROW_F0, ws.ge0); a swap moves all four with the state and re-weights log π by
+  //      (β_own − β_other)·λF and the gradient by (β_own − β_other)·λ∇F — no evaluation.
   void mala_pt_chunk(T* base, int64_t row0, int64_t nvalid, bool kernel_on) const {
     T* uc = base + ws.uc;
     T* u0 = base + ws.u0;
     T* g0 = base + ws.g0;
     T* gp = base + ws.gp;
+    T* ge0 = base + ws.ge0;
+    T* gep = base + ws.gep;
     const T* eps = base + ws.eps;
     T* rowv = base + ws.row;
     const T* delta = rowv + ROW_DELTA * R;
@@ -1017,17 +1064,27 @@ struct SamplerImpl {
     T* lpp = rowv + ROW_LOGP_PROP * R;
     const T* Fs = rowv + ROW_F * R;
     T* F0 = rowv + ROW_F0 * R;
+    const T *bt = rowv + ROW_BETA * R, *elam = rowv + ROW_ELAM * R;
     const int64_t m = p.swap_every, off = p.step_offset;
     int64_t n = 0;
-    auto evaluate = [&] {
-      full_grad(base, nvalid, kernel_on, g0, lp0);
-      for (int64_t r = 0; r < R; ++r) F0[r] = Fs[r];
-    };
     auto swap_rows = [&](int64_t i, int64_t j) {
       swap_state_rows(uc, i, j);
+      swap_state_rows(g0, i, j);
+      swap_state_rows(ge0, i, j);
       std::swap(F0[i], F0[j]);
+      std::swap(lp0[i], lp0[j]);
+      for (const int64_t r : {i, j}) {  // row r now holds the other's state: re-weight to its own β
+        const T db = bt[r] - bt[r == i ? j : i];
+        if (p.has_energy) lp0[r] += db * (elam[r] * F0[r]);
+        T* g = g0 + r * D;
+        const T* e = ge0 + r * D;
+        for (int64_t c = 0; c < D; ++c) g[c] += db * e[c];
+      }
     };
-    if (p.n_steps > 0) evaluate();
+    if (p.n_steps > 0) {
+      full_grad_pt(base, nvalid, kernel_on, g0, lp0, ge0);
+      for (int64_t r = 0; r < R; ++r) F0[r] = Fs[r];
+    }
     for (int64_t k = 0; k < p.n_steps; ++k) {
       const uint64_t step_k = static_cast<uint64_t>(off + k);
       const T* noise_k = p.noise ? p.noise + k * p.B * D : nullptr;
@@ -1045,7 +1102,7 @@ struct SamplerImpl {
           u[c] = s[c] + h * g[c] + delta[r] * ep[c];
         }
       }
-      full_grad(base, nvalid, kernel_on, gp, lpp);
+      full_grad_pt(base, nvalid, kernel_on, gp, lpp, gep);
       for (int64_t r = 0; r < nvalid; ++r) {
         const T h = T(0.5) * delta[r] * delta[r];
         const T inv = delta[r] > T(0) ? T(0.5) / (delta[r] * delta[r]) : T(0);
@@ -1067,6 +1124,7 @@ struct SamplerImpl {
         const bool acc = std::log(U) < log_alpha;  // NaN refuses
         if (acc) {
           std::memcpy(g, gq, sizeof(T) * D);
+          std::memcpy(ge0 + r * D, gep + r * D, sizeof(T) * D);
           lp0[r] = lpp[r];
           F0[r] = Fs[r];
           p.accept[row0 + r] += T(1);
@@ -1077,10 +1135,8 @@ struct SamplerImpl {
         if (prob == prob) p.accept[p.B + row0 + r] += prob;
       }
       if ((off + k + 1) % m == 0) {
-        const bool any =
-            swap_round(base, row0, nvalid, n, (off + k + 1) / m - 1, step_k, F0, swap_rows);
+        swap_round(base, row0, nvalid, n, (off + k + 1) / m - 1, step_k, F0, swap_rows);
         ++n;
-        if (any && k + 1 < p.n_steps) evaluate();
       }
     }
   }
@@ -1113,14 +1169,14 @@ struct SamplerImpl {
     return nvalid;
   }
 
-  // ---- replica exchange: each row's β (its slot's) and the untempered λ; the energy backward's
-  //      seed ROW_LAM is β·λ for MALA (full_grad's log π is the tempered one), λ for ULA (ula_pt_chunk)
+  // ---- replica exchange: each row's β (its slot's) and the untempered λ, which is also the energy
+  //      backward's seed ROW_LAM (λ∇F and F travel with a state; the slot's β is applied after)
   void load_ladder(T* rowv, int64_t row0, int64_t nvalid) const {
     for (int64_t r = 0; r < nvalid; ++r) {
       const T b = p.temperatures[(row0 + r) % p.temperatures_n], lam = p.energy_scale[row0 + r];
       rowv[ROW_BETA * R + r] = b;
       rowv[ROW_ELAM * R + r] = lam;
-      rowv[ROW_LAM * R + r] = p.metropolis ? lam * b : lam;
+      rowv[ROW_LAM * R + r] = lam;
     }
   }
 

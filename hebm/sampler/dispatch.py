@@ -135,7 +135,8 @@ class Sampler:
         if a.temperatures is not None and hasattr(mod, "run_replica"):  # swap rounds inside the kernel
             def run(args):
                 out, logs, ran[0], stats, record = mod.run_replica(pack, args, precision=prec, trace=return_info)
-                pt.update(swap_record_info(args, record, trace=return_info))
+                if return_info:  # the swap statistics only where they are returned
+                    pt.update(swap_record_info(args, record, trace=True))
                 return out, logs, stats
         else:
             run = with_replica_exchange(run, self.prior, a, trace=return_info, info=pt)
