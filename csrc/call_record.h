@@ -36,12 +36,16 @@ enum LangevinSlot : int {
   LANGEVIN_STEP_OFFSET = 22,
   LANGEVIN_METROPOLIS = 23,
   LANGEVIN_UNIFORMS = 24,
-  LANGEVIN_TRACE_EVERY = 25,
-  LANGEVIN_TRACE = 26,
-  LANGEVIN_PRECISION = 27,
-  LANGEVIN_N_ARGS = 28
+  LANGEVIN_TEMPERATURES = 25,
+  LANGEVIN_SWAP_EVERY = 26,
+  LANGEVIN_SWAP_SCHEDULE = 27,
+  LANGEVIN_SWAP_UNIFORMS = 28,
+  LANGEVIN_TRACE_EVERY = 29,
+  LANGEVIN_TRACE = 30,
+  LANGEVIN_PRECISION = 31,
+  LANGEVIN_N_ARGS = 32
 };
-constexpr const char* kLangevinArgNames[] = {"weights", "dims", "layout", "mlps", "act_params", "has_energy", "n_levels", "sigma_min", "sigma_clamp", "pack_token", "u", "n_steps", "step_size", "noise_scale", "energy_scale", "t", "u_next", "alpha", "sigma", "seed", "chain_ids", "noise", "step_offset", "metropolis", "uniforms", "trace_every", "trace", "precision"};
+constexpr const char* kLangevinArgNames[] = {"weights", "dims", "layout", "mlps", "act_params", "has_energy", "n_levels", "sigma_min", "sigma_clamp", "pack_token", "u", "n_steps", "step_size", "noise_scale", "energy_scale", "t", "u_next", "alpha", "sigma", "seed", "chain_ids", "noise", "step_offset", "metropolis", "uniforms", "temperatures", "swap_every", "swap_schedule", "swap_uniforms", "trace_every", "trace", "precision"};
 
 // argument slots of hebm::reverse_diffusion
 enum ReverseSlot : int {
@@ -72,6 +76,10 @@ enum ReverseSlot : int {
 };
 constexpr const char* kReverseArgNames[] = {"weights", "dims", "layout", "mlps", "act_params", "has_energy", "n_levels", "sigma_min", "sigma_clamp", "pack_token", "u_T", "n_steps", "seed", "chain_ids", "noise", "noise_scale", "level_t", "level_step", "level_energy_scale", "level_alpha", "level_sigma", "return_levels", "precision"};
 
+// the names a CHOICE field takes (its member holds the index)
+constexpr const char* kChoices_swap_schedule[] = {"deo", "even_odd"};
+constexpr int kNChoices_swap_schedule = 2;
+
 }  // namespace hebm
 
 #define HEBM_LANGEVIN_FIELDS(X) \
@@ -90,6 +98,10 @@ constexpr const char* kReverseArgNames[] = {"weights", "dims", "layout", "mlps",
   X(step_offset, hebm::LANGEVIN_STEP_OFFSET, COUNT) \
   X(metropolis, hebm::LANGEVIN_METROPOLIS, FLAG) \
   X(uniforms, hebm::LANGEVIN_UNIFORMS, UNIF) \
+  X(temperatures, hebm::LANGEVIN_TEMPERATURES, LADDER) \
+  X(swap_every, hebm::LANGEVIN_SWAP_EVERY, COUNT) \
+  X(swap_schedule, hebm::LANGEVIN_SWAP_SCHEDULE, CHOICE) \
+  X(swap_uniforms, hebm::LANGEVIN_SWAP_UNIFORMS, ROUNDS) \
   X(trace_every, hebm::LANGEVIN_TRACE_EVERY, COUNT)
 
 #define HEBM_REVERSE_FIELDS(X) \

@@ -75,6 +75,9 @@ struct LayerRef {
 #define HEBM_MEMBER_NOISE(name) const T* name = nullptr;             // [K, B, D]; null: the seeded stream
 #define HEBM_MEMBER_FLAG(name) bool name = false;
 #define HEBM_MEMBER_UNIF(name) const T* name = nullptr;              // [K, B]; null: the seeded stream
+#define HEBM_MEMBER_LADDER(name) const T* name = nullptr; int64_t name##_n = 0;  // [R] β ladder; null: none
+#define HEBM_MEMBER_CHOICE(name) int name = 0;                       // index into kChoices_<name> (call_record.h)
+#define HEBM_MEMBER_ROUNDS(name) const T* name = nullptr;            // [n_rounds, B]; null: the seeded stream
 #define HEBM_MEMBER(name, slot, KIND) HEBM_MEMBER_##KIND(name)
 
 template <typename T>
@@ -108,6 +111,9 @@ struct Problem {
   // step_offset + k + 1 m divides) and their log π [n, B] (nullptr: skip)
   T* draws = nullptr;
   T* draws_log_density = nullptr;
+  // ---- with temperatures: the swap record [n_rounds, 2, B] (round n: E = λF of each chain's
+  //      state entering it, then at each pair's lower chain 1 = proposed, 2 = swapped, else 0)
+  T* swaps = nullptr;
 };
 
 // ------------------------------------------------------------------------------------------
@@ -142,6 +148,16 @@ HEBM_HD float philox_uniform(uint32_t x) { return (static_cast<float>(x >> 9) + 
 
 // The Metropolis test's uniform of chain `chain` at `step`: counter (0, chain, step, 2), first
 // output word (docs/design.md §2b; hebm/prior/philox.py philox_accept_uniform).
+// The replica-exchange uniform of chain `chain` (ladder slot `slot` of R) for the swap round after
+// `step`: counter (slot < R−1 ? slot mod 2 : 2, chain, step, 3), first output word (docs/design.md
+// §2; hebm/prior/philox.py philox_swap_uniforms): a pair's U at its lower chain, the group's
+// parity coin at its last chain.
+HEBM_HD float philox_swap_uniform(uint32_t k0, uint32_t k1, uint64_t chain, int64_t slot, int64_t R, uint64_t step) {
+  const uint32_t j = slot == R - 1 ? 2u : static_cast<uint32_t>(slot % 2);
+  const Philox4 r = philox4x32_10(j, static_cast<uint32_t>(chain), static_cast<uint32_t>(step), 3u, k0, k1);
+  return philox_uniform(r.x[0]);
+}
+
 HEBM_HD float philox_accept_uniform(uint32_t k0, uint32_t k1, uint64_t chain, uint64_t step) {
   const Philox4 r = philox4x32_10(0u, static_cast<uint32_t>(chain), static_cast<uint32_t>(step), 2u, k0, k1);
   return philox_uniform(r.x[0]);

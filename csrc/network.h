@@ -230,6 +230,33 @@ struct CallReader {
     }
     return x.data_ptr<int64_t>();
   }
+  template <typename T>
+  const T* ladder(int slot, const char* name, int64_t& R) {  // [R] with R dividing B, or None
+    const auto t = opt(slot);
+    R = 0;
+    if (!t.has_value()) return nullptr;
+    TORCH_CHECK(t->dim() == 1 && t->size(0) >= 1 && B % t->size(0) == 0, "hebm: ", name,
+                " must be [R] with R dividing B = ", B, ", got ", t->sizes());
+    R = t->size(0);
+    return hold(*t, u.scalar_type(), name).template data_ptr<T>();
+  }
+  template <typename T>
+  const T* rounds(int slot, const char* name, int64_t step_offset, int64_t every) {  // [n_rounds, B], or None
+    const auto t = opt(slot);
+    if (!t.has_value()) return nullptr;
+    TORCH_CHECK(every >= 1, "hebm: swap_every must be >= 1, got ", every);
+    const int64_t n = (step_offset + K) / every - step_offset / every;
+    TORCH_CHECK(t->dim() == 2 && t->size(0) == n && t->size(1) == B, "hebm: ", name, " must be [n_rounds, B] = [", n,
+                ", ", B, "], got ", t->sizes());
+    return hold(*t, u.scalar_type(), name).template data_ptr<T>();
+  }
+  int choice(int slot, const char* name, const char* const* names, int n) const {
+    const std::string s(a[slot].toStringView());
+    for (int i = 0; i < n; ++i)
+      if (s == names[i]) return i;
+    TORCH_CHECK_VALUE(false, "hebm: ", name, " = '", s, "' is not one of the names it takes");
+    return 0;
+  }
   int64_t steps(int slot, const char* name) {  // K per record step (a reverse diffusion: per level)
     const int64_t v = count(slot, name);
     K = v * steps_per_count;
@@ -262,5 +289,8 @@ struct CallReader {
 #define HEBM_FILL_NOISE(P, c, name, slot) P.name = c.template per_step<T>(slot, #name, true);
 #define HEBM_FILL_FLAG(P, c, name, slot) P.name = c.a[slot].toBool();
 #define HEBM_FILL_UNIF(P, c, name, slot) P.name = c.template per_step<T>(slot, #name, false);
+#define HEBM_FILL_LADDER(P, c, name, slot) P.name = c.template ladder<T>(slot, #name, P.name##_n);
+#define HEBM_FILL_CHOICE(P, c, name, slot) P.name = c.choice(slot, #name, hebm::kChoices_##name, hebm::kNChoices_##name);
+#define HEBM_FILL_ROUNDS(P, c, name, slot) P.name = c.template rounds<T>(slot, #name, P.step_offset, P.swap_every);
 
 }  // namespace hebm

@@ -17,6 +17,7 @@
 #include <condition_variable>
 #include <functional>
 #include <list>
+#include <numeric>
 #include <memory>
 #include <cstring>
 #include <mutex>
@@ -77,6 +78,13 @@ int64_t choose_chunk_rows(int64_t B, int64_t threads) {
   int64_t per = (B + threads - 1) / threads;
   per = (per + 3) / 4 * 4;
   return std::max<int64_t>(4, std::min<int64_t>(per, 64));
+}
+
+// With a ladder of R temperatures a chunk holds whole ladder groups (a swap round stays inside
+// one chunk): its rows rounded up to a multiple of lcm(4, R) (4: the kernel's row tile).
+int64_t ladder_chunk_rows(int64_t rows, int64_t R) {
+  const int64_t m = std::lcm<int64_t>(4, std::max<int64_t>(R, 1));
+  return (rows + m - 1) / m * m;
 }
 
 void check_precision(c10::string_view precision) {
@@ -286,7 +294,7 @@ void langevin_cpu(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
   const bool trace = args[hebm::LANGEVIN_TRACE].toBool();
   const int64_t B = c.B, D = c.D;
   Tensor u = c.u.clone(at::MemoryFormat::Contiguous);
-  Tensor logd, acc, draws, draws_logd;
+  Tensor logd, acc, draws, draws_logd, swaps;
   AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "hebm_langevin_cpu", [&] {
     using T = scalar_t;
     const std::vector<hebm::LayerRef<T>> refs = net.layer_refs<T>();
@@ -310,14 +318,23 @@ void langevin_cpu(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
     draws_logd = at::empty({n_draws, B}, u.options());
     P.draws = n_draws ? draws.data_ptr<T>() : nullptr;
     P.draws_log_density = n_draws ? draws_logd.data_ptr<T>() : nullptr;
+    // replica exchange: the swap record [n_rounds, 2, B]; a chunk holds whole ladder groups
+    const int64_t n_rounds = P.temperatures ? (P.step_offset + P.n_steps) / P.swap_every - P.step_offset / P.swap_every : 0;
+    swaps = P.temperatures ? at::zeros({n_rounds, 2, B}, u.options()) : at::empty({0}, u.options());
+    P.swaps = P.temperatures ? swaps.data_ptr<T>() : nullptr;
+    // (the cpu backend refuses the two together: its swap rounds do not record draws)
+    TORCH_CHECK(!(P.temperatures && P.trace_every > 0), "hebm: trace_every with temperatures is not implemented here");
     if (B == 0 || P.n_steps == 0) return;
     const int64_t threads = call_threads(4.0 * B * static_cast<double>(n_weights(refs)) * P.n_steps);
-    hebm::cpu::Sampler<T> sampler(P, choose_chunk_rows(B, threads), cached_weights<T>(net.token, P));
+    int64_t rows = choose_chunk_rows(B, threads);
+    if (P.temperatures) rows = ladder_chunk_rows(rows, P.temperatures_n);
+    hebm::cpu::Sampler<T> sampler(P, rows, cached_weights<T>(net.token, P));
     parallel_chunks(threads, sampler.n_chunks(), sampler.workspace_bytes(),
                     [&](int64_t c0, int64_t c1, void* ws) { sampler.run(c0, c1, ws); });
   });
   torch::jit::drop(*stack, hebm::LANGEVIN_N_ARGS);
-  torch::jit::push(*stack, std::move(u), std::move(logd), std::move(acc), std::move(draws), std::move(draws_logd));
+  torch::jit::push(*stack, std::move(u), std::move(logd), std::move(acc), std::move(draws), std::move(draws_logd),
+                   std::move(swaps));
 }
 
 void reverse_diffusion_cpu(const c10::OperatorHandle& op, torch::jit::Stack* stack) {

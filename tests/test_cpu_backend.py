@@ -273,7 +273,7 @@ def test_wrong_device_is_refused(ext):
     meta = _op_args(prior, u, kw, True)
     meta = tuple(a.to("meta") if isinstance(a, torch.Tensor) else [w.to("meta") for w in a] if i == 0 else a
                  for i, a in enumerate(meta))
-    out, logd, _, draws, _ = ops.op("langevin")(*meta)
+    out, logd, _, draws, _, _ = ops.op("langevin")(*meta)
     assert out.device.type == "meta" and out.shape == u.shape and logd.shape == (kw["n_steps"], 4)
     assert draws.shape == (0, 4, u.shape[1])  # no trace_every: no draws
 

@@ -26,6 +26,7 @@
 #include <new>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -509,12 +510,15 @@ struct SamplerImpl {
   struct WsLayout {
     int64_t uc, zc, gz, unx, eps, row, tl, gout, ta, tb, eout, total;
     int64_t u0 = 0, g0 = 0, gp = 0;  // MALA only
+    int64_t ge0 = 0, gep = 0;        // MALA on a ladder: λ∇F of the state and of the proposal
     std::vector<int64_t> cact, cder, cout;  // per conditional: hidden layer buffers (flattened), output
     std::vector<int64_t> cact_start;        // index into cact of each conditional's first hidden layer
     std::vector<int64_t> eact, eder;        // energy scratch per hidden layer index
   } ws;
   // per-row scalars inside the `row` block
-  enum { ROW_LAM = 0, ROW_DELTA, ROW_C, ROW_ALPHA, ROW_SIG, ROW_F, ROW_LOGP, ROW_LOGP_PROP, ROW_N };
+  //  (replica exchange: ROW_BETA the slot's β, ROW_ELAM the untempered λ, ROW_F0 F at the MALA chain's state)
+  enum { ROW_LAM = 0, ROW_DELTA, ROW_C, ROW_ALPHA, ROW_SIG, ROW_F, ROW_LOGP, ROW_LOGP_PROP, ROW_BETA, ROW_ELAM, ROW_F0,
+         ROW_N };
 
   SamplerImpl(const Problem<T>& prob, int64_t chunk_rows, std::shared_ptr<const PackedWeights<T>> w)
       : p(prob),
@@ -544,6 +548,10 @@ struct SamplerImpl {
       ws.u0 = take(R * D);
       ws.g0 = take(R * D);
       ws.gp = take(R * D);
+      if (p.temperatures) {
+        ws.ge0 = take(R * D);
+        ws.gep = take(R * D);
+      }
     }
     ws.row = take(R * ROW_N);
     ws.tl = take(R * static_cast<int64_t>(sizeof(int64_t) / sizeof(T)));  // level per row (int64)
@@ -895,6 +903,263 @@ struct SamplerImpl {
     }
   }
 
+  // ======================================================================= replica exchange
+  // (the rule of hebm/sampler/reference.py swap_round; docs/design.md §2.)  A chunk holds whole
+  // ladder groups of Rl = p.temperatures_n consecutive chains (ops.cpp rounds the chunk), so a
+  // round is chunk-local.  The energies E = λ·F come from the step's own forward pass.
+
+  // ---- one swap round of the chunk's groups: round `n` of this call (row n of swap_uniforms
+  //      and of the swap record), global round index q (its parity for "deo"), after the step
+  //      whose counter is `step` (stream 3).  F: F per row at the states entering the round.
+  //      swap_rows(i, j) exchanges what rows i and j carry.  Returns whether any pair swapped.
+  template <typename SwapRows>
+  bool swap_round(T* base, int64_t row0, int64_t nvalid, int64_t n, int64_t q, uint64_t step, const T* F,
+                  const SwapRows& swap_rows) const {
+    const int64_t Rl = p.temperatures_n;
+    const T* elam = base + ws.row + ROW_ELAM * R;
+    const T* beta = p.temperatures;
+    T* recE = p.swaps + (2 * n) * p.B;
+    T* recC = p.swaps + (2 * n + 1) * p.B;
+    bool any = false;
+    constexpr int64_t kStack = 64;
+    T Es[kStack], Us[kStack];
+    std::vector<T> Eh, Uh;
+    T* E = Es;
+    T* U = Us;
+    if (Rl > kStack) {
+      Eh.resize(Rl);
+      Uh.resize(Rl);
+      E = Eh.data();
+      U = Uh.data();
+    }
+    for (int64_t g0 = 0; g0 + Rl <= nvalid; g0 += Rl) {
+      for (int64_t i = 0; i < Rl; ++i) {
+        const int64_t r = g0 + i;
+        E[i] = p.has_energy ? elam[r] * F[r] : T(0);
+        recE[row0 + r] = E[i];
+        U[i] = p.swap_uniforms ? p.swap_uniforms[n * p.B + row0 + r]
+                               : static_cast<T>(philox_swap_uniform(
+                                     p.key0, p.key1, static_cast<uint64_t>(p.chain_ids[row0 + r]), i, Rl, step));
+      }
+      const int64_t parity = p.swap_schedule == 0 ? (q % 2) : (U[Rl - 1] >= T(0.5) ? 1 : 0);
+      for (int64_t i = parity; i + 1 < Rl; i += 2) {
+        const T log_alpha = (beta[i + 1] - beta[i]) * (E[i] - E[i + 1]);
+        const bool acc = std::log(U[i]) < log_alpha;  // NaN refuses
+        recC[row0 + g0 + i] = acc ? T(2) : T(1);
+        if (acc) {
+          swap_rows(g0 + i, g0 + i + 1);
+          any = true;
+        }
+      }
+    }
+    return any;
+  }
+
+  void swap_state_rows(T* buf, int64_t i, int64_t j) const {
+    std::swap_ranges(buf + i * D, buf + (i + 1) * D, buf + j * D);
+  }
+
+  // ---- K ULA steps of the chunk on the tempered targets with the swap rounds between them.  The
+  //      energy backward is seeded with the untempered λ (ROW_LAM holds it here), so ws.gz = λ∇F
+  //      and ROW_F = F of the state whatever its slot: a round swaps them with the state, and
+  //      the update applies the slot's β — no evaluation beyond one forward/backward per step
+  //      (plus one after the last step when a round follows it).
+  void ula_pt_chunk(T* base, int64_t row0, int64_t nvalid, bool kernel_on) const {
+    T* uc = base + ws.uc;
+    T* gz = base + ws.gz;
+    const T* eps = base + ws.eps;
+    T* rowv = base + ws.row;
+    const T *unx = base + ws.unx, *delta = rowv + ROW_DELTA * R, *cc = rowv + ROW_C * R, *al = rowv + ROW_ALPHA * R,
+            *sg = rowv + ROW_SIG * R, *elam = rowv + ROW_ELAM * R, *bt = rowv + ROW_BETA * R;
+    T* Fs = rowv + ROW_F * R;
+    const int64_t m = p.swap_every, off = p.step_offset;
+    int64_t n = 0;
+    auto swap_rows = [&](int64_t i, int64_t j) {
+      swap_state_rows(uc, i, j);
+      swap_state_rows(gz, i, j);
+      std::swap(Fs[i], Fs[j]);
+    };
+    for (int64_t k = 0; k <= p.n_steps; ++k) {
+      const bool due = k > 0 && (off + k) % m == 0;  // the round after step k − 1
+      if (k == p.n_steps && !due) break;
+      energy_grad(base);
+      if (due) {
+        swap_round(base, row0, nvalid, n, (off + k) / m - 1, static_cast<uint64_t>(off + k - 1), Fs, swap_rows);
+        ++n;
+      }
+      if (k == p.n_steps) break;
+      const uint64_t step_k = static_cast<uint64_t>(off + k);
+      const T* noise_k = p.noise ? p.noise + k * p.B * D : nullptr;
+      T* trace_k = p.log_density ? p.log_density + k * p.B : nullptr;
+      if (!noise_k) draw_noise(base, row0, nvalid, step_k);
+      for (int64_t r = 0; r < nvalid; ++r) {
+        T* u = uc + r * D;
+        const T* gu = gz + r * D;
+        const T* un = unx + r * D;
+        const T* ep = noise_k ? noise_k + (row0 + r) * D : eps + r * D;
+        const T h = T(0.5) * delta[r] * delta[r];
+        const T amp = cc[r] * delta[r];
+        const bool noisy = cc[r] != T(0);
+        const T b = bt[r];
+        T uu = T(0), kk = T(0);
+        const T a = al[r], inv_s2 = T(1) / (sg[r] * sg[r]);
+        for (int64_t c = 0; c < D; ++c) {
+          const T x = u[c];
+          T grad = (p.has_energy ? b * gu[c] : T(0)) - x;
+          uu += x * x;
+          if (kernel_on) {
+            const T dlt = a * x - un[c];
+            kk += dlt * dlt;
+            grad -= a * dlt * inv_s2;
+          }
+          T nx = x + h * grad;
+          if (noisy) nx += amp * ep[c];
+          u[c] = nx;
+        }
+        if (trace_k) {
+          T lp = -T(0.5) * uu;
+          if (p.has_energy) lp += (elam[r] * b) * Fs[r];
+          if (kernel_on) lp -= kk / (T(2) * sg[r] * sg[r]);
+          trace_k[row0 + r] = lp;
+        }
+      }
+    }
+  }
+
+  // ---- ∇log π and log π of the tempered targets at ws.uc (full_grad's, ROW_LAM = λ untempered):
+  //      g = β·λ∇F − u − kernel term, lp = β·λ·F − ½‖u‖² − …, and ge = λ∇F itself (what a swap
+  //      re-weights by)
+  void full_grad_pt(T* base, int64_t nvalid, bool kernel_on, T* g, T* lp, T* ge) const {
+    energy_grad(base);
+    const T* uc = base + ws.uc;
+    const Rows rw = rows(base);
+    const T *gz = rw.gz, *unx = rw.unx, *al = rw.al, *sg = rw.sg, *Fs = rw.Fs;
+    const T* rowv = base + ws.row;
+    const T *bt = rowv + ROW_BETA * R, *elam = rowv + ROW_ELAM * R;
+    for (int64_t r = 0; r < nvalid; ++r) {
+      const T* u = uc + r * D;
+      const T* gu = gz + r * D;
+      const T* un = unx + r * D;
+      T* gr = g + r * D;
+      T* er = ge + r * D;
+      const T b = bt[r];
+      T uu = T(0), kk = T(0);
+      const T a = al[r], inv_s2 = T(1) / (sg[r] * sg[r]);
+      for (int64_t c = 0; c < D; ++c) {
+        const T x = u[c];
+        const T e = p.has_energy ? gu[c] : T(0);
+        er[c] = e;
+        T grad = b * e - x;
+        uu += x * x;
+        if (kernel_on) {
+          const T dlt = a * x - un[c];
+          kk += dlt * dlt;
+          grad -= a * dlt * inv_s2;
+        }
+        gr[c] = grad;
+      }
+      T l = -T(0.5) * uu;
+      if (p.has_energy) l += (elam[r] * b) * Fs[r];
+      if (kernel_on) l -= kk / (T(2) * sg[r] * sg[r]);
+      lp[r] = l;
+    }
+  }
+
+  // ---- K Metropolis-adjusted steps with the swap rounds (mala_chunk's step on the tempered
+  //      targets).  Each chain keeps, beside its cached log π and gradient, F and λ∇F of its state
+  //      (ROW_F0, ws.ge0); a swap moves all four with the state and re-weights log π by
+  //      (β_own − β_other)·λF and the gradient by (β_own − β_other)·λ∇F — no evaluation.
+  void mala_pt_chunk(T* base, int64_t row0, int64_t nvalid, bool kernel_on) const {
+    T* uc = base + ws.uc;
+    T* u0 = base + ws.u0;
+    T* g0 = base + ws.g0;
+    T* gp = base + ws.gp;
+    T* ge0 = base + ws.ge0;
+    T* gep = base + ws.gep;
+    const T* eps = base + ws.eps;
+    T* rowv = base + ws.row;
+    const T* delta = rowv + ROW_DELTA * R;
+    T* lp0 = rowv + ROW_LOGP * R;
+    T* lpp = rowv + ROW_LOGP_PROP * R;
+    const T* Fs = rowv + ROW_F * R;
+    T* F0 = rowv + ROW_F0 * R;
+    const T *bt = rowv + ROW_BETA * R, *elam = rowv + ROW_ELAM * R;
+    const int64_t m = p.swap_every, off = p.step_offset;
+    int64_t n = 0;
+    auto swap_rows = [&](int64_t i, int64_t j) {
+      swap_state_rows(uc, i, j);
+      swap_state_rows(g0, i, j);
+      swap_state_rows(ge0, i, j);
+      std::swap(F0[i], F0[j]);
+      std::swap(lp0[i], lp0[j]);
+      for (const int64_t r : {i, j}) {  // row r now holds the other's state: re-weight to its own β
+        const T db = bt[r] - bt[r == i ? j : i];
+        if (p.has_energy) lp0[r] += db * (elam[r] * F0[r]);
+        T* g = g0 + r * D;
+        const T* e = ge0 + r * D;
+        for (int64_t c = 0; c < D; ++c) g[c] += db * e[c];
+      }
+    };
+    if (p.n_steps > 0) {
+      full_grad_pt(base, nvalid, kernel_on, g0, lp0, ge0);
+      for (int64_t r = 0; r < R; ++r) F0[r] = Fs[r];
+    }
+    for (int64_t k = 0; k < p.n_steps; ++k) {
+      const uint64_t step_k = static_cast<uint64_t>(off + k);
+      const T* noise_k = p.noise ? p.noise + k * p.B * D : nullptr;
+      if (p.log_density)
+        for (int64_t r = 0; r < nvalid; ++r) p.log_density[k * p.B + row0 + r] = lp0[r];
+      if (!noise_k) draw_noise(base, row0, nvalid, step_k);
+      for (int64_t r = 0; r < nvalid; ++r) {
+        const T h = T(0.5) * delta[r] * delta[r];
+        const T* ep = noise_k ? noise_k + (row0 + r) * D : eps + r * D;
+        T* u = uc + r * D;
+        T* s = u0 + r * D;
+        const T* g = g0 + r * D;
+        for (int64_t c = 0; c < D; ++c) {
+          s[c] = u[c];
+          u[c] = s[c] + h * g[c] + delta[r] * ep[c];
+        }
+      }
+      full_grad_pt(base, nvalid, kernel_on, gp, lpp, gep);
+      for (int64_t r = 0; r < nvalid; ++r) {
+        const T h = T(0.5) * delta[r] * delta[r];
+        const T inv = delta[r] > T(0) ? T(0.5) / (delta[r] * delta[r]) : T(0);
+        T* u = uc + r * D;
+        T* s = u0 + r * D;
+        T* g = g0 + r * D;
+        const T* gq = gp + r * D;
+        T rev = T(0), fwd = T(0);
+        for (int64_t c = 0; c < D; ++c) {
+          const T a = s[c] - u[c] - h * gq[c];
+          const T b = u[c] - s[c] - h * g[c];
+          rev += a * a;
+          fwd += b * b;
+        }
+        const T log_alpha = lpp[r] - lp0[r] + (-rev * inv) - (-fwd * inv);
+        const T U = p.uniforms ? p.uniforms[k * p.B + row0 + r]
+                               : static_cast<T>(philox_accept_uniform(
+                                     p.key0, p.key1, static_cast<uint64_t>(p.chain_ids[row0 + r]), step_k));
+        const bool acc = std::log(U) < log_alpha;  // NaN refuses
+        if (acc) {
+          std::memcpy(g, gq, sizeof(T) * D);
+          std::memcpy(ge0 + r * D, gep + r * D, sizeof(T) * D);
+          lp0[r] = lpp[r];
+          F0[r] = Fs[r];
+          p.accept[row0 + r] += T(1);
+        } else {
+          std::memcpy(u, s, sizeof(T) * D);
+        }
+        const T prob = log_alpha >= T(0) ? T(1) : std::exp(log_alpha);
+        if (prob == prob) p.accept[p.B + row0 + r] += prob;
+      }
+      if ((off + k + 1) % m == 0) {
+        swap_round(base, row0, nvalid, n, (off + k + 1) / m - 1, step_k, F0, swap_rows);
+        ++n;
+      }
+    }
+  }
+
   // ---- load a chunk's rows into the workspace (padded rows: zeros, σ = 1)
   int64_t load_chunk(T* base, int64_t ci) const {
     const int64_t row0 = ci * R;
@@ -916,10 +1181,22 @@ struct SamplerImpl {
         rowv[ROW_SIG * R + r] = p.sigma[row0 + r];
       }
     }
+    if (p.temperatures) load_ladder(rowv, row0, nvalid);
     T* unx = base + ws.unx;
     std::memset(unx, 0, sizeof(T) * R * D);
     if (p.u_next) std::memcpy(unx, p.u_next + row0 * D, sizeof(T) * nvalid * D);
     return nvalid;
+  }
+
+  // ---- replica exchange: each row's β (its slot's) and the untempered λ, which is also the energy
+  //      backward's seed ROW_LAM (λ∇F and F travel with a state; the slot's β is applied after)
+  void load_ladder(T* rowv, int64_t row0, int64_t nvalid) const {
+    for (int64_t r = 0; r < nvalid; ++r) {
+      const T b = p.temperatures[(row0 + r) % p.temperatures_n], lam = p.energy_scale[row0 + r];
+      rowv[ROW_BETA * R + r] = b;
+      rowv[ROW_ELAM * R + r] = lam;
+      rowv[ROW_LAM * R + r] = lam;
+    }
   }
 
   T* ws_base(void* w) const {
@@ -934,7 +1211,10 @@ struct SamplerImpl {
     for (int64_t ci = c0; ci < c1; ++ci) {
       const int64_t row0 = ci * R;
       const int64_t nvalid = load_chunk(base, ci);
-      if (p.metropolis) {
+      if (p.temperatures) {
+        if (p.metropolis) mala_pt_chunk(base, row0, nvalid, p.u_next != nullptr);
+        else ula_pt_chunk(base, row0, nvalid, p.u_next != nullptr);
+      } else if (p.metropolis) {
         mala_chunk(base, row0, nvalid, p.u_next != nullptr);
       } else {
         T* pending = nullptr;  // the log π row of the draw taken after the previous step

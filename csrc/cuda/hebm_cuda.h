@@ -46,6 +46,9 @@ HEBM_HD int round4(int x) { return (x + 3) & ~3; }
 #define HEBM_KMEMBER_NOISE HEBM_MEMBER_NOISE
 #define HEBM_KMEMBER_FLAG HEBM_MEMBER_FLAG
 #define HEBM_KMEMBER_UNIF HEBM_MEMBER_UNIF
+#define HEBM_KMEMBER_LADDER HEBM_MEMBER_LADDER
+#define HEBM_KMEMBER_CHOICE HEBM_MEMBER_CHOICE
+#define HEBM_KMEMBER_ROUNDS HEBM_MEMBER_ROUNDS
 
 // Everything one launch needs, passed by value as a __grid_constant__ kernel parameter.
 template <typename T>

@@ -431,7 +431,7 @@ void launch(KArgs<T>& a, const Plan& p, const at::Tensor& u, const at::Tensor& p
 #define HEBM_READ(name, slot, KIND) HEBM_FILL_##KIND(a, c, name, slot)
 
 template <typename T>
-std::tuple<at::Tensor, at::Tensor, at::Tensor> langevin_impl(bool emulated, CallReader& c, const NetworkArgs& net,
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> langevin_impl(bool emulated, CallReader& c, const NetworkArgs& net,
                                                              bool trace) {
   const at::Tensor u = c.u.contiguous();
   const FlatNetwork flat = flatten_network(net);
@@ -446,6 +446,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> langevin_impl(bool emulated, Call
   HEBM_LANGEVIN_FIELDS(HEBM_READ)
   // guards of the kernel's memory (the rules are hebm/sampler/checks.py's)
   TORCH_CHECK(a.n_steps < (int64_t(1) << 31), "hebm cuda: bad n_steps");
+  // replica exchange is not in this kernel yet (hebm/sampler/backends/cuda.py refuses it by name)
+  TORCH_CHECK(a.temperatures == nullptr, "hebm cuda: temperatures (replica exchange) is not implemented in this kernel");
+  const at::Tensor swaps = at::empty({0}, u.options());
   TORCH_CHECK(a.u_next == nullptr || (a.alpha != nullptr && a.sigma != nullptr), "hebm cuda: u_next needs alpha and sigma");
   TORCH_CHECK(a.trace_every == 0, "hebm cuda: trace_every (draws inside the call) is not implemented by the CUDA kernel; "
               "use backend='cpu' or 'ref'");
@@ -455,7 +458,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> langevin_impl(bool emulated, Call
   at::Tensor acc = a.metropolis ? at::zeros({2, B}, u.options()) : at::empty({0}, u.options());
   if (a.n_steps == 0) {
     out.copy_(u);
-    return {out, logd, acc};
+    return {out, logd, acc, swaps};
   }
   a.u_in = u.data_ptr<T>();
   a.u_out = out.data_ptr<T>();
@@ -482,7 +485,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> langevin_impl(bool emulated, Call
     TORCH_CHECK(false, "hebm cuda: built without CUDA");
 #endif
   }
-  return {out, logd, acc};
+  return {out, logd, acc, swaps};
 }
 
 template <typename T>
@@ -555,9 +558,10 @@ void langevin_op(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
   auto res = c.u.scalar_type() == at::kDouble ? langevin_impl<double>(EMU, c, net, trace)
                                               : langevin_impl<float>(EMU, c, net, trace);
   torch::jit::drop(*stack, LANGEVIN_N_ARGS);
-  // (the draws of trace_every: none, the kernel refuses it)
+  // (the draws of trace_every: none, the kernel refuses it; the swap record: empty, it refuses a ladder)
   torch::jit::push(*stack, std::move(std::get<0>(res)), std::move(std::get<1>(res)), std::move(std::get<2>(res)),
-                   at::empty({0, c.B, c.D}, c.u.options()), at::empty({0, c.B}, c.u.options()));
+                   at::empty({0, c.B, c.D}, c.u.options()), at::empty({0, c.B}, c.u.options()),
+                   std::move(std::get<3>(res)));
 }
 
 template <bool EMU>

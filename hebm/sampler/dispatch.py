@@ -33,7 +33,7 @@ from .backends import pack as packing
 from .checks import check_langevin_args, check_options, check_reverse_args, prior_kind
 from .record import LANGEVIN, REVERSE, Latents, signature
 from .reference import (draws_info, finish_reverse, langevin_ref, langevin_z_ref, reverse_diffusion_ref, reverse_loop,
-                        run_chain, start_draws, with_replica_exchange)
+                        run_chain, start_draws, swap_record_info, with_replica_exchange)
 from .results import check_result, finish
 
 
@@ -119,7 +119,7 @@ class Sampler:
     def run(self, u: Latents, *, return_info: bool = False, _where: str = "Sampler.run", **arguments):
         """K steps of the update rule of :func:`hebm.langevin_ref` (its keywords, the same result
         to float rounding; a call with ``temperatures`` runs where replica exchange is implemented:
-        the reference for now).  ``return_info`` adds ``{"backend", "precision", "log_density"}`` — the
+        the reference, and the cpu backend's kernel).  ``return_info`` adds ``{"backend", "precision", "log_density"}`` — the
         backend and precision that actually ran (the CPU, for one, computes exactly in the
         tensors' dtype whatever is asked) — and MALA's ``"accepted"``, ``"accept_rate"``,
         ``"step_size"`` as the reference does."""
@@ -133,7 +133,14 @@ class Sampler:
             out, logs, ran[0], stats = mod.run(pack, args, precision=prec, trace=return_info)
             return out, logs, stats
 
-        run = with_replica_exchange(run, self.prior, a, trace=return_info, info=pt)
+        if a.temperatures is not None and hasattr(mod, "run_replica"):  # swap rounds inside the kernel
+            def run(args):
+                out, logs, ran[0], stats, record = mod.run_replica(pack, args, precision=prec, trace=return_info)
+                if return_info:  # the swap statistics only where they are returned
+                    pt.update(swap_record_info(args, record, trace=True))
+                return out, logs, stats
+        else:
+            run = with_replica_exchange(run, self.prior, a, trace=return_info, info=pt)
         out, logs, extra, stats = run_chain(run, a, trace=return_info)
         check_result(a, out, _where, stats, self._summarize)
         if not return_info:

@@ -97,14 +97,16 @@ LANGEVIN = (
     Field("adapt", "choice", "robbins_monro", "the adaptation rule", choices=ADAPT_RULES),
     Field("temperatures", "ladder", None, "replica exchange: the ladder of inverse temperatures β_1 ≤ … ≤ β_R = 1 "
           "in [0, 1] ([R]); chains g·R … g·R+R−1 form ladder group g, chain b runs at β_(b mod R) on "
-          "β·λ·F(T_β(u); t) − ½‖u‖² [− kernel term]; None: no ladder (reference backend only for now)"),
+          "β·λ·F(T_β(u); t) − ½‖u‖² [− kernel term]; None: no ladder (the reference and the cpu backend run it)",
+          op="Tensor?"),
     Field("swap_every", "interval", 1, "replica exchange: a swap round after every m-th step (m >= 1; counted on "
-          "the step counter step_offset + k)"),
+          "the step counter step_offset + k)", op="int"),
     Field("swap_schedule", "choice", "deo", "replica exchange: which neighbour pairs propose in a round — 'deo' "
           "alternates even and odd pairs (non-reversible), 'even_odd' picks the parity at random per round and "
-          "group", choices=SWAP_SCHEDULES),
+          "group", choices=SWAP_SCHEDULES, op="str"),
     Field("swap_uniforms", "swap_uniforms", None, "replica exchange with explicit noise: the rounds' U "
-          "[n_rounds, B] in (0, 1) (a pair's U at its lower chain, the group's parity coin at its last chain)"),
+          "[n_rounds, B] in (0, 1) (a pair's U at its lower chain, the group's parity coin at its last chain)",
+          op="Tensor?"),
     Field("trace_every", "every", 0, "draws recorded inside the call: the state and its log π after every step whose "
           "counter step_offset + k + 1 is a multiple of m (from step_offset = 0: steps m, 2m, …), returned in "
           "info['draws'] [K//m, B, D] (u's structure), info['draws_log_density'] [K//m, B] and info['draw_steps']; "
@@ -172,6 +174,9 @@ def _langevin_args_class():
         """The same chains for steps ``k0 … k1−1`` only (exact: the noise is counter-based)."""
         per_step = {f.name: getattr(self, f.name)[k0:k1] for f in LANGEVIN
                     if f.kind in _PER_STEP and getattr(self, f.name) is not None}
+        if self.swap_uniforms is not None:  # one row per swap round: the rounds after steps k0 … k1−1
+            m, off = self.swap_every, self.step_offset
+            per_step["swap_uniforms"] = self.swap_uniforms[(off + k0) // m - off // m:(off + k1) // m - off // m]
         return replace(self, n_steps=k1 - k0, step_offset=self.step_offset + k0, **per_step)
 
     ns = dict(

@@ -74,6 +74,7 @@ import dataclasses
 import math
 from typing import Callable, Optional
 
+import numpy as np
 import torch
 
 from ..prior.hierarchical import HierarchicalPrior
@@ -331,10 +332,61 @@ def swap_round(beta: torch.Tensor, E: torch.Tensor, U: torch.Tensor, round_index
     attempted = (r % 2)[None, :] == parity[:, None]
     log_alpha = (beta[1:] - beta[:-1])[None, :] * (Eg[:, :-1] - Eg[:, 1:])
     accepted = attempted & (torch.log(Ug[:, :-1]) < log_alpha)  # NaN refuses
+    return swap_sources(accepted), attempted, accepted
+
+
+def swap_sources(accepted: torch.Tensor) -> torch.Tensor:
+    """The chain whose state each chain takes after a round (``u ← u[src]``), from the accepted
+    pairs ``[..., G, R−1]`` (bool): ``[..., G·R]``, indices into the batch."""
+    *lead, G, R1 = accepted.shape
+    R, dev = R1 + 1, accepted.device
     lower = torch.nn.functional.pad(accepted, (0, 1)).long()
     upper = torch.nn.functional.pad(accepted, (1, 0)).long()
-    src = torch.arange(R, device=E.device)[None, :] + lower - upper + R * torch.arange(G, device=E.device)[:, None]
-    return src.reshape(-1), attempted, accepted
+    src = torch.arange(R, device=dev) + lower - upper + R * torch.arange(G, device=dev)[:, None]
+    return src.reshape(*lead, G * R)
+
+
+def swap_statistics(attempted: torch.Tensor, accepted: torch.Tensor, n_steps: int, dtype, *, energies=None,
+                    trace: bool = False) -> dict:
+    """The ``info`` entries of :func:`replica_exchange` from a call's rounds: ``attempted``,
+    ``accepted`` ``[n_rounds, G, R−1]`` bool (pair (r, r+1) of group g in round n), ``energies``
+    ``[n_rounds, B]`` (E entering each round; with ``trace``).  One statement of the bookkeeping
+    for the reference's rounds and a kernel's swap record (:func:`swap_record_info`)."""
+    n, G, R1 = attempted.shape
+    R, dev = R1 + 1, attempted.device
+    B = G * R
+    src = swap_sources(accepted)
+    # the replicas' walk (sequential over rounds: host integers, a few µs a round)
+    replica = np.arange(B)
+    label = (replica % R == R - 1).astype(np.int64)  # per replica: 1 = came from the cold slot, 2 = then reached the hot
+    trips = np.zeros(B, dtype=np.int64)
+    if R > 1:
+        for s in src.cpu().numpy():
+            replica = replica[s]
+            rg = replica.reshape(G, R)
+            hot, cold = rg[:, 0], rg[:, R - 1]
+            label[hot] = np.where(label[hot] == 1, 2, label[hot])
+            trips[cold] += label[cold] == 2
+            label[cold] = 1
+    attempts, acc = attempted.long().sum(0), accepted.long().sum(0)
+    trips_t = torch.from_numpy(trips).to(dev)
+    info = dict(swap_attempts=attempts, swap_accepted=acc, swap_rate=acc.to(dtype) / attempts.to(dtype),
+                replica=torch.from_numpy(replica).to(dev), round_trips=trips_t,
+                round_trip_rate=trips_t.view(G, R).sum(1).to(dtype) / n_steps if n_steps else
+                torch.full((G,), math.nan, dtype=dtype, device=dev))
+    if trace:
+        info["swap_energy"] = energies if energies is not None else torch.zeros(0, B, dtype=dtype, device=dev)
+        info["swapped"] = src != torch.arange(B, device=dev)
+    return info
+
+
+def swap_record_info(a: LangevinArgs, record: torch.Tensor, *, trace: bool) -> dict:
+    """:func:`swap_statistics` of a kernel's swap record ``[n_rounds, 2, B]`` (E = λF entering each
+    round; a code at each pair's lower chain: 1 proposed, 2 swapped)."""
+    R = a.temperatures.shape[0]
+    n, G = record.shape[0], a.B // R
+    code = record[:, 1].reshape(n, G, R)[:, :, :R - 1]
+    return swap_statistics(code >= 1, code == 2, a.n_steps, a.u.dtype, energies=record[:, 0], trace=trace)
 
 
 def replica_exchange(run, prior: HierarchicalPrior, a: LangevinArgs, *, trace: bool = False, info: dict):
@@ -359,14 +411,8 @@ def replica_exchange(run, prior: HierarchicalPrior, a: LangevinArgs, *, trace: b
     G = B // R
     base = dataclasses.replace(a, energy_scale=a.energy_scale * beta_ladder.repeat(G), temperatures=None,
                                swap_uniforms=None)
-    dev, long = a.u.device, torch.long
-    replica = torch.arange(B, device=dev)
-    slot = replica % R
-    label = (slot == R - 1).long()  # per replica: 1 = came from the cold slot, 2 = then reached the hot one
-    trips = torch.zeros(B, dtype=long, device=dev)
-    attempts = torch.zeros(G, max(R - 1, 0), dtype=long, device=dev)
-    accepted = torch.zeros_like(attempts)
-    energies, swapped = [], []
+    dev = a.u.device
+    attempted, accepted, energies = [], [], []
     u, logs, stats, k0, n = a.u, [], None, 0, 0
     if K == 0:
         u, logd, stats = run(base)
@@ -382,28 +428,18 @@ def replica_exchange(run, prior: HierarchicalPrior, a: LangevinArgs, *, trace: b
             E = swap_energy(prior, a, u)
             src, att, acc = swap_round(beta_ladder, E, swap_uniforms(a, n, k1 - 1), (off + k1) // m - 1,
                                        a.swap_schedule)
-            u, replica = u[src], replica[src]
-            attempts += att
-            accepted += acc
-            if R > 1:
-                rg = replica.view(G, R)
-                hot, cold = rg[:, 0], rg[:, R - 1]
-                label[hot] = torch.where(label[hot] == 1, 2, label[hot])
-                trips[cold] += (label[cold] == 2).long()
-                label[cold] = 1
-            if trace:
-                energies.append(E)
-                swapped.append(src != torch.arange(B, device=dev))
+            u = u[src]
+            attempted.append(att)
+            accepted.append(acc)
+            energies.append(E)
             n += 1
         k0 = k1
     assert n == swap_rounds(K, off, m)
-    rate = accepted.to(a.u.dtype) / attempts.to(a.u.dtype)  # 0/0: NaN, a pair that never proposed
-    info.update(swap_attempts=attempts, swap_accepted=accepted, swap_rate=rate, replica=replica, round_trips=trips,
-                round_trip_rate=trips.view(G, R).sum(1).to(a.u.dtype) / K if K else
-                torch.full((G,), math.nan, dtype=a.u.dtype, device=dev))
-    if trace:
-        info["swap_energy"] = torch.stack(energies) if energies else a.u.new_zeros(0, B)
-        info["swapped"] = torch.stack(swapped) if swapped else torch.zeros(0, B, dtype=torch.bool, device=dev)
+    if n:
+        att, acc = torch.stack(attempted), torch.stack(accepted)
+    else:
+        att = acc = torch.zeros(0, G, max(R - 1, 0), dtype=torch.bool, device=dev)
+    info.update(swap_statistics(att, acc, K, a.u.dtype, energies=torch.stack(energies) if n else None, trace=trace))
     return u, (torch.cat(logs) if trace else None), stats
 
 
@@ -579,4 +615,4 @@ def langevin_z_ref(
 
 __all__ = ["draws_info", "is_draw", "start_draws", "adapt_step_size", "langevin_loop", "langevin_ref", "mala_step", "replica_exchange", "run_chain",
            "step_coefficients", "swap_energy", "swap_round", "swap_uniforms", "with_replica_exchange",
-           "step_noise", "step_uniform", "target", "langevin_z_ref", "ref_step", "reverse_diffusion_ref", "reverse_loop"]
+           "step_noise", "step_uniform", "swap_record_info", "swap_sources", "swap_statistics", "target", "langevin_z_ref", "ref_step", "reverse_diffusion_ref", "reverse_loop"]

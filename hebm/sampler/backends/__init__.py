@@ -12,9 +12,10 @@ Each backend is a module ``hebm.sampler.backends.<module>`` that defines
                              # tensors at this resolved precision: decided from the structure, never
                              # from the values; a keyword or form the backend does not implement is
                              # refused here, by name (metropolis: the Metropolis test; replica_exchange:
-                             # a call with temperatures, whose swap rounds hebm.sampler.reference.
-                             # replica_exchange drives between runs of this backend; draws: a call with
-                             # trace_every, whose run appends its draws to args.draws)
+                             # a call with temperatures: a backend with run_replica (cpu) runs the
+                             # swap rounds in its kernel, the reference's hebm.sampler.reference.
+                             # replica_exchange drives them between runs of the reference loop;
+                             # draws: a call with trace_every, whose run appends its draws to args.draws)
     def run(pack, args, *, precision, trace) -> (u_out [B, D], log_density [K, B] or None, precision ran,
                                                  accept stats [2, B] with args.metropolis, else None)
     # optional, the whole reverse diffusion in one launch:
@@ -60,8 +61,8 @@ DRAWS_REFUSED = ("trace_every (draws recorded inside the call) runs in the refer
                  "use backend='ref', 'cpu' or 'auto'")
 
 #: why every fused backend refuses a call with temperatures (hebm.sampler.reference.replica_exchange)
-REPLICA_EXCHANGE_REFUSED = ("temperatures (replica exchange) runs in the reference backend only for now; use "
-                            "backend='ref' or 'auto'")
+REPLICA_EXCHANGE_REFUSED = ("temperatures (replica exchange) runs in the reference and cpu backends only for now; "
+                            "use backend='ref', 'cpu' (CPU tensors) or 'auto'")
 
 
 class BackendUnavailable(RuntimeError):

@@ -8,7 +8,8 @@ this build, benchmarks/NOTES.md).  A whole reverse diffusion (all levels) is one
 extension is built by ``setup.py`` or compiled on first use (:mod:`hebm.sampler.backends._build`); when
 that fails, ``unavailable()`` says why and how to fix it, and ``backend="auto"`` falls back to
 the reference.  The CPU computes exactly in the tensors' dtype whatever ``precision`` asks
-(``info["precision"]`` says so).
+(``info["precision"]`` says so).  Replica exchange (``temperatures``) runs inside the kernel
+(:func:`run_replica`).
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from typing import Optional
 
 import torch
 
-from . import REPLICA_EXCHANGE_REFUSED, BackendUnavailable, _build, ops
+from . import BackendUnavailable, _build, ops
 
 NAME = "cpu"
 
@@ -52,12 +53,13 @@ def unavailable() -> Optional[str]:
 
 def unsupported(network, *, device, dtype, precision: str = "fp32", metropolis: bool = False,
                 replica_exchange: bool = False, draws: bool = False) -> Optional[str]:
-    if replica_exchange:
-        return REPLICA_EXCHANGE_REFUSED
     if device.type != "cpu":
         return f"backend 'cpu' runs on CPU tensors, got u on {device}; use backend='auto' or move the tensors"
     if dtype not in (torch.float32, torch.float64):
         return f"backend 'cpu' takes float32 or float64, got {dtype}"
+    if replica_exchange and draws:
+        return ("trace_every with temperatures: the cpu kernel's swap rounds do not record draws yet; use "
+                "backend='ref' or 'auto'")
     return network.reason
 
 
@@ -69,8 +71,17 @@ def run(pack, args, *, precision: str, trace: bool):
     """K steps for the checked ``args``: ``(u_out, log π trace or None, precision that ran,
     accept stats [2, B] with metropolis else None)``."""
     p = ran(precision, args.u.dtype)
-    out, logd, stats = ops.langevin(pack, args, precision=p, trace=trace)
+    out, logd, stats, _ = ops.langevin(pack, args, precision=p, trace=trace)
     return out, logd, p, stats
+
+
+def run_replica(pack, args, *, precision: str, trace: bool):
+    """A call with ``temperatures``: the swap rounds run inside the kernel's step loop (a chunk of
+    rows holds whole ladder groups).  :func:`run`'s tuple plus the swap record ``[n_rounds, 2, B]``
+    (:func:`hebm.sampler.reference.swap_record_info` turns it into the reference's ``info``)."""
+    p = ran(precision, args.u.dtype)
+    out, logd, stats, record = ops.langevin(pack, args, precision=p, trace=trace)
+    return out, logd, p, stats, record
 
 
 def run_reverse(pack, schedule, r, *, precision: str, return_levels: bool):
@@ -82,4 +93,4 @@ def run_reverse(pack, schedule, r, *, precision: str, return_levels: bool):
     return ops.reverse_diffusion(pack, schedule, r, precision=p, return_levels=return_levels), p
 
 
-__all__ = ["NAME", "get_num_threads", "run", "run_reverse", "set_num_threads", "unavailable", "unsupported"]
+__all__ = ["NAME", "get_num_threads", "run", "run_replica", "run_reverse", "set_num_threads", "unavailable", "unsupported"]

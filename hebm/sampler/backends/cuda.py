@@ -88,7 +88,7 @@ def ran(dtype: torch.dtype) -> str:
 
 
 def run(pack, args, *, precision, trace, namespace: str = "hebm"):
-    out, logd, stats = ops.langevin(pack, args, precision=ran(args.u.dtype), trace=trace, namespace=namespace)
+    out, logd, stats, _ = ops.langevin(pack, args, precision=ran(args.u.dtype), trace=trace, namespace=namespace)
     return out, logd, ran(args.u.dtype), stats
 
 

@@ -34,7 +34,7 @@ import sys
 
 import torch
 
-from ..checks import draw_count
+from ..checks import draw_count, swap_rounds
 from ..record import LANGEVIN, REVERSE, LangevinArgs, ReverseArgs
 from .pack import Pack
 
@@ -50,7 +50,8 @@ LEVELS = (("level_t", "int[]", "t"), ("level_step", "float[]", "step_size"),
 #: the op fields of each record: (name, op type, C++ kind) — the kind says how a kernel reads it
 #: (csrc/network.h: HEBM_FILL_<KIND>)
 _CPP_KIND = {"chain": "CHAIN", "level": "LEVEL", "ids": "IDS", "noise": "NOISE", "uniforms": "UNIF", "seed": "SEED",
-             "steps": "STEPS", "offset": "COUNT", "flag": "FLAG", "every": "COUNT"}
+             "steps": "STEPS", "offset": "COUNT", "flag": "FLAG", "every": "COUNT", "ladder": "LADDER",
+             "interval": "COUNT", "choice": "CHOICE", "swap_uniforms": "ROUNDS"}
 
 
 def _op_fields(record) -> tuple:
@@ -63,8 +64,9 @@ REVERSE_FIELDS = _op_fields(REVERSE)
 LANGEVIN_ARGS = NETWORK + tuple(f[:2] for f in LANGEVIN_FIELDS) + (("trace", "bool"), ("precision", "str"))
 REVERSE_ARGS = (NETWORK + tuple(f[:2] for f in REVERSE_FIELDS) + tuple(x[:2] for x in LEVELS)
                 + (("return_levels", "bool"), ("precision", "str")))
+#: outputs: u_K, log π trace, accept stats, draws, their log π, swap record
 LANGEVIN_SCHEMA = (f"langevin({', '.join(f'{t} {n}' for n, t in LANGEVIN_ARGS)}) "
-                   f"-> (Tensor, Tensor, Tensor, Tensor, Tensor)")
+                   f"-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)")
 REVERSE_SCHEMA = f"reverse_diffusion({', '.join(f'{t} {n}' for n, t in REVERSE_ARGS)}) -> Tensor"
 
 #: namespaces that carry the schema: the real ops, and the CUDA block-code emulator (tests)
@@ -79,9 +81,11 @@ def _langevin_fake(*args):
     u, K = args[_LI["u"]], args[_LI["n_steps"]]
     torch._check(u.dim() == 2, lambda: "hebm: u must be [B, D]")
     n = draw_count(K, args[_LI["step_offset"]], args[_LI["trace_every"]])
+    r = swap_rounds(K, args[_LI["step_offset"]], args[_LI["swap_every"]])
     return (u.new_empty(u.shape), (u.new_empty((K, u.shape[0])) if args[_LI["trace"]] else u.new_empty((0,))),
             (u.new_empty((2, u.shape[0])) if args[_LI["metropolis"]] else u.new_empty((0,))),
-            u.new_empty((n, *u.shape)), u.new_empty((n, u.shape[0])))
+            u.new_empty((n, *u.shape)), u.new_empty((n, u.shape[0])),
+            (u.new_empty((r, 2, u.shape[0])) if args[_LI["temperatures"]] is not None else u.new_empty((0,))))
 
 
 def _reverse_fake(*args):
@@ -135,6 +139,13 @@ def header() -> str:
         names = ", ".join(f'"{n}"' for n, _ in args)
         lines.append(f"constexpr const char* k{prefix.title()}ArgNames[] = {{{names}}};")
         lines.append("")
+    lines.append("// the names a CHOICE field takes (its member holds the index)")
+    for f in LANGEVIN:
+        if f.op is not None and f.kind == "choice":
+            names = ", ".join(f'"{c}"' for c in f.choices)
+            lines.append(f"constexpr const char* kChoices_{f.name}[] = {{{names}}};")
+            lines.append(f"constexpr int kNChoices_{f.name} = {len(f.choices)};")
+    lines.append("")
     lines.append("}  // namespace hebm")
     lines.append("")
     for prefix, fields in (("LANGEVIN", LANGEVIN_FIELDS), ("REVERSE", REVERSE_FIELDS)):
@@ -211,33 +222,41 @@ def _callable(name: str, namespace: str):
 
 
 def _langevin_call(pack: Pack, a: LangevinArgs, precision: str, trace: bool, namespace: str):
-    """One op call: ``(u, log π trace, accept stats)``; its draws (``trace_every``) appended to ``a.draws``."""
-    out, logd, stats, draws, draws_logd = _callable("langevin", namespace)(*_network_args(pack), *_LANGEVIN_VALUES(a),
-                                                                          trace, precision)
+    """One op call: ``(u, log π trace, accept stats, swap record)``; its draws (``trace_every``)
+    appended to ``a.draws``."""
+    out, logd, stats, draws, draws_logd, swaps = _callable("langevin", namespace)(
+        *_network_args(pack), *_LANGEVIN_VALUES(a), trace, precision)
     if a.trace_every and draws.shape[0]:
         a.draws.append((draws, draws_logd))
-    return out, logd, stats
+    return out, logd, stats, swaps
 
 
 def langevin(pack: Pack, a: LangevinArgs, *, precision: str, trace: bool, namespace: str = "hebm"):
     """``hebm::langevin`` on checked arguments: ``(u_K [B, D], log π trace [K, B] or None,
-    accept stats [2, B] or None)``, the draws of ``trace_every`` appended to ``a.draws``.  Runs in chunks of :func:`steps_per_chunk` steps (results
-    identical to one call; a Metropolis chunk evaluates its first state afresh)."""
+    accept stats [2, B] or None, swap record [n_rounds, 2, B] or None)``, the draws of
+    ``trace_every`` appended to ``a.draws``.  Runs in chunks of :func:`steps_per_chunk` steps
+    (results identical to one call; a Metropolis chunk evaluates its first state afresh; a chunk's
+    swap rounds are those after its steps, with their rows of ``swap_uniforms``).  The swap record
+    (with ``temperatures``): per round, E = λF of each chain's state entering it, and a code at
+    each pair's lower chain (1: proposed, 2: swapped, 0: neither)."""
     u = a.u
+    pt = a.temperatures is not None
     if a.n_steps <= steps_per_chunk(pack, u.shape[0], u.device):
-        out, logd, stats = _langevin_call(pack, a, precision, trace, namespace)
-        return out, (logd if trace else None), (stats if a.metropolis else None)
+        out, logd, stats, swaps = _langevin_call(pack, a, precision, trace, namespace)
+        return out, (logd if trace else None), (stats if a.metropolis else None), (swaps if pt else None)
     chunk = steps_per_chunk(pack, u.shape[0], u.device)
-    logs, total = [], None
+    logs, total, records = [], None, []
     for k0 in range(0, a.n_steps, chunk):
         part = a.steps(k0, min(a.n_steps, k0 + chunk))
         part.u = u
-        u, logd, stats = _langevin_call(pack, part, precision, trace, namespace)
+        u, logd, stats, swaps = _langevin_call(pack, part, precision, trace, namespace)
         if trace:
             logs.append(logd)
         if a.metropolis:
             total = stats if total is None else total + stats
-    return u, (torch.cat(logs) if trace else None), total
+        if pt:
+            records.append(swaps)
+    return u, (torch.cat(logs) if trace else None), total, (torch.cat(records) if pt else None)
 
 
 def fits_one_reverse_call(pack: Pack, r: ReverseArgs) -> bool:
@@ -257,7 +276,7 @@ def reverse_diffusion(pack: Pack, schedule, r: ReverseArgs, *, precision: str, r
 
 
 __all__ = ["CHUNK_SECONDS", "LANGEVIN_ARGS", "LANGEVIN_SCHEMA", "LEVELS", "NAMESPACES", "NETWORK", "REVERSE_ARGS",
-           "REVERSE_SCHEMA", "fits_one_reverse_call", "header", "langevin", "op", "reverse_diffusion",
+           "REVERSE_SCHEMA", "fits_one_reverse_call", "swap_rounds", "header", "langevin", "op", "reverse_diffusion",
            "steps_per_chunk"]
 
 if __name__ == "__main__":  # python -m hebm.sampler.backends.ops --header [PATH]

@@ -62,9 +62,10 @@ PARAMS = (("u_ptr", "u"), ("out_ptr", None), ("lvl_ptr", None), ("noise_ptr", "n
           ("unif_ptr", "uniforms"), ("acc_ptr", None), ("params_ptr", None), ("scratch_ptr", None), ("B", None),
           ("K", "n_steps"), ("NLEV", None), ("step_offset", "step_offset"), ("zero", None))
 SPEC_FIELDS = ("metropolis",)
-#: op fields of the record this kernel does not implement: ``unsupported`` refuses a call that uses
-#: them, by name (trace_every: draws inside the call, DRAWS_REFUSED)
-REFUSED_FIELDS = ("trace_every",)
+#: op fields of the record this kernel does not implement: :func:`unsupported` refuses a call that
+#: sets them, by name (replica exchange: hebm.sampler.backends.REPLICA_EXCHANGE_REFUSED; trace_every:
+#: draws inside the call, DRAWS_REFUSED)
+REFUSED_FIELDS = ("temperatures", "swap_every", "swap_schedule", "swap_uniforms", "trace_every")
 _INTERP_BLOCK_B = 16
 
 
