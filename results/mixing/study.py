@@ -28,7 +28,8 @@ What it does, for each λ (the sampler's ``energy_scale``: target log π = λ·F
    calls continued with ``step_offset`` and the returned state (one chain, as
    ``EBMModel.long_run`` chunks it), a draw every ``every`` steps:
 
-   * **PT**: ``hebm.langevin_ref`` (the only backend with ``temperatures``), 16 groups × R = 4,
+   * **PT**: ``hebm.langevin_ref`` (``--pt-backend ref``, the 2026-12-06 study) or the C++ kernel's
+     swap rounds (``--pt-backend cpu``), 16 groups × R = 4,
      MALA inner steps at the pilot's per-β δ, ``swap_every`` = 4, DEO schedule, K_PT steps,
      seeds 1, 2, 3.  Measured on the 16 cold chains (slot R − 1).  Round trips are counted over the
      whole run from the traced ``swapped`` rounds (the sampler's own counter restarts with every
@@ -88,8 +89,9 @@ TARGET_ACCEPT = 0.574
 
 
 class Study:
-    def __init__(self, ckpt: str):
+    def __init__(self, ckpt: str, pt_backend: str = "ref"):
         torch.set_num_threads(1)
+        self.pt_backend = pt_backend
         self.model, self.mcfg, self.tcfg, _ = load_model(ckpt, "cpu")
         self.model.eval()
         self.prior = self.model.sampling_prior
@@ -186,9 +188,19 @@ class Study:
 
     # ------------------------------------------------------------------ PT (reference)
     def pt_call(self, u, lam, seed, n, off, ladder, deltas):
-        return hebm.langevin_ref(self.prior, u, n_steps=n, step_size=deltas.repeat(G), energy_scale=lam, seed=seed,
-                                 step_offset=off, temperatures=ladder, swap_every=SWAP_EVERY, metropolis=True,
-                                 return_info=True, check="warn")
+        kw = dict(n_steps=n, step_size=deltas.repeat(G), energy_scale=lam, seed=seed, step_offset=off,
+                  temperatures=ladder, swap_every=SWAP_EVERY, metropolis=True, return_info=True, check="warn")
+        if self.pt_backend == "ref":
+            return hebm.langevin_ref(self.prior, u, **kw)
+        return hebm.langevin_fused(self.prior, u, backend=self.pt_backend, **kw)
+
+    def pt_grads(self, off, n):
+        """Gradient evaluations of a PT-MALA call of ``n`` steps, all chains: one per step, plus the
+        first state's; the reference re-evaluates after each segment between swap rounds, the cpu
+        kernel re-weights (and evaluates once more after the last step when a round follows it)."""
+        if self.pt_backend == "ref":
+            return B * (n + self.segments(off, n))
+        return B * (n + 1 + (1 if (off + n) % SWAP_EVERY == 0 else 0))
 
     @staticmethod
     def segments(off, n):
@@ -243,7 +255,7 @@ class Study:
             acc_sw += info["swap_accepted"]
             acc_mh.append(info["accepted"])
             trips.update(info["swapped"], off, every)
-            grads += B * (every + self.segments(off, every))
+            grads += self.pt_grads(off, every)
             off += every
             labels.append(self.label(u[cold]))
             logpi.append(self.log_pi(u[cold], lam))
@@ -307,13 +319,16 @@ def main():
     p.add_argument("--every", type=int, default=10, help="steps between draws at K_PT")
     p.add_argument("--k-ref", type=int, default=100000, help="steps of each reference MALA run")
     p.add_argument("--quick", action="store_true", help="smoke test: tiny step counts")
+    p.add_argument("--pt-backend", default="ref", choices=("ref", "cpu"),
+                   help="where PT runs: the reference (the 2026-12-06 study) or the C++ kernel's swap rounds")
     a = p.parse_args()
     if a.quick:
         a.k_pt, a.every, a.k_ref = 80, 8, 400
     t_start = time.perf_counter()
-    s = Study(a.ckpt)
+    s = Study(a.ckpt, a.pt_backend)
     out = dict(ckpt=a.ckpt, command="PYTHONPATH=. OMP_NUM_THREADS=1 python results/mixing/study.py"
-               + (" --quick" if a.quick else ""), torch=torch.__version__, platform=platform.platform(),
+               + (" --quick" if a.quick else "") + f" --pt-backend {a.pt_backend} --scales {' '.join(f'{x:g}' for x in a.scales)}"
+               + f" --k-pt {a.k_pt} --every {a.every} --k-ref {a.k_ref}", pt_backend=a.pt_backend, torch=torch.__version__, platform=platform.platform(),
                threads=torch.get_num_threads(), date=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
                classifier_heldout_acc=s.clf_acc, trained_step_size=s.delta, B=B, R=R, K_pt=a.k_pt, every=a.every,
                K_ref=a.k_ref, scales={})
