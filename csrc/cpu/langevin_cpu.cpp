@@ -835,6 +835,51 @@ struct SamplerImpl {
     return p.draws_log_density + n * p.B;
   }
 
+  // ---- MALA's proposal u' = u + (δ²/2)∇log π(u) + δε for the chunk's rows, the state kept in u0
+  void mala_propose(T* base, int64_t row0, int64_t nvalid, const T* noise_k) const {
+    T* uc = base + ws.uc;
+    T* u0 = base + ws.u0;
+    const T* g0 = base + ws.g0;
+    const T* eps = base + ws.eps;
+    const T* delta = base + ws.row + ROW_DELTA * R;
+    for (int64_t r = 0; r < nvalid; ++r) {
+      const T h = T(0.5) * delta[r] * delta[r];
+      const T* ep = noise_k ? noise_k + (row0 + r) * D : eps + r * D;
+      T* u = uc + r * D;
+      T* s = u0 + r * D;
+      const T* g = g0 + r * D;
+      for (int64_t c = 0; c < D; ++c) {
+        s[c] = u[c];
+        u[c] = s[c] + h * g[c] + delta[r] * ep[c];
+      }
+    }
+  }
+
+  // ---- the Metropolis test of row r at step k (the proposal's log π and gradient evaluated):
+  //      log U < log π(u') − log π(u) + log q(u | u') − log q(u' | u); NaN refuses
+  bool mala_test(T* base, int64_t row0, int64_t r, int64_t k, uint64_t step_k, T& log_alpha) const {
+    const T* rowv = base + ws.row;
+    const T delta = rowv[ROW_DELTA * R + r];
+    const T h = T(0.5) * delta * delta;
+    const T inv = delta > T(0) ? T(0.5) / (delta * delta) : T(0);
+    const T* u = base + ws.uc + r * D;
+    const T* s = base + ws.u0 + r * D;
+    const T* g = base + ws.g0 + r * D;
+    const T* gq = base + ws.gp + r * D;
+    T rev = T(0), fwd = T(0);
+    for (int64_t c = 0; c < D; ++c) {
+      const T a = s[c] - u[c] - h * gq[c];
+      const T b = u[c] - s[c] - h * g[c];
+      rev += a * a;
+      fwd += b * b;
+    }
+    log_alpha = rowv[ROW_LOGP_PROP * R + r] - rowv[ROW_LOGP * R + r] + (-rev * inv) - (-fwd * inv);
+    const T U = p.uniforms ? p.uniforms[k * p.B + row0 + r]
+                           : static_cast<T>(philox_accept_uniform(
+                                 p.key0, p.key1, static_cast<uint64_t>(p.chain_ids[row0 + r]), step_k));
+    return std::log(U) < log_alpha;
+  }
+
   // ---- K Metropolis-adjusted steps of the chunk (the rule of hebm/sampler/reference.py mala_step):
   //      each state is evaluated once — the proposal's log π and gradient are the next step's
   //      when it is accepted — so K steps cost K + 1 evaluations where ULA costs K.
@@ -843,9 +888,7 @@ struct SamplerImpl {
     T* u0 = base + ws.u0;
     T* g0 = base + ws.g0;
     T* gp = base + ws.gp;
-    const T* eps = base + ws.eps;
     T* rowv = base + ws.row;
-    const T* delta = rowv + ROW_DELTA * R;
     T* lp0 = rowv + ROW_LOGP * R;
     T* lpp = rowv + ROW_LOGP_PROP * R;
     if (p.n_steps > 0) full_grad(base, nvalid, kernel_on, g0, lp0);
@@ -855,39 +898,16 @@ struct SamplerImpl {
       if (p.log_density)
         for (int64_t r = 0; r < nvalid; ++r) p.log_density[k * p.B + row0 + r] = lp0[r];
       if (!noise_k) draw_noise(base, row0, nvalid, step_k);
-      // the proposal u' = u + (δ²/2)∇log π(u) + δε, the state kept in u0
-      for (int64_t r = 0; r < nvalid; ++r) {
-        const T h = T(0.5) * delta[r] * delta[r];
-        const T* ep = noise_k ? noise_k + (row0 + r) * D : eps + r * D;
-        T* u = uc + r * D;
-        T* s = u0 + r * D;
-        const T* g = g0 + r * D;
-        for (int64_t c = 0; c < D; ++c) {
-          s[c] = u[c];
-          u[c] = s[c] + h * g[c] + delta[r] * ep[c];
-        }
-      }
+      mala_propose(base, row0, nvalid, noise_k);
       full_grad(base, nvalid, kernel_on, gp, lpp);
       // the test: log U < log π(u') − log π(u) + log q(u | u') − log q(u' | u)
       for (int64_t r = 0; r < nvalid; ++r) {
-        const T h = T(0.5) * delta[r] * delta[r];
-        const T inv = delta[r] > T(0) ? T(0.5) / (delta[r] * delta[r]) : T(0);
         T* u = uc + r * D;
         T* s = u0 + r * D;
         T* g = g0 + r * D;
         const T* gq = gp + r * D;
-        T rev = T(0), fwd = T(0);
-        for (int64_t c = 0; c < D; ++c) {
-          const T a = s[c] - u[c] - h * gq[c];
-          const T b = u[c] - s[c] - h * g[c];
-          rev += a * a;
-          fwd += b * b;
-        }
-        const T log_alpha = lpp[r] - lp0[r] + (-rev * inv) - (-fwd * inv);
-        const T U = p.uniforms ? p.uniforms[k * p.B + row0 + r]
-                               : static_cast<T>(philox_accept_uniform(
-                                     p.key0, p.key1, static_cast<uint64_t>(p.chain_ids[row0 + r]), step_k));
-        const bool acc = std::log(U) < log_alpha;  // NaN refuses
+        T log_alpha;
+        const bool acc = mala_test(base, row0, r, k, step_k, log_alpha);
         if (acc) {
           std::memcpy(g, gq, sizeof(T) * D);
           lp0[r] = lpp[r];
@@ -1076,9 +1096,7 @@ struct SamplerImpl {
     T* gp = base + ws.gp;
     T* ge0 = base + ws.ge0;
     T* gep = base + ws.gep;
-    const T* eps = base + ws.eps;
     T* rowv = base + ws.row;
-    const T* delta = rowv + ROW_DELTA * R;
     T* lp0 = rowv + ROW_LOGP * R;
     T* lpp = rowv + ROW_LOGP_PROP * R;
     const T* Fs = rowv + ROW_F * R;
@@ -1110,37 +1128,15 @@ struct SamplerImpl {
       if (p.log_density)
         for (int64_t r = 0; r < nvalid; ++r) p.log_density[k * p.B + row0 + r] = lp0[r];
       if (!noise_k) draw_noise(base, row0, nvalid, step_k);
-      for (int64_t r = 0; r < nvalid; ++r) {
-        const T h = T(0.5) * delta[r] * delta[r];
-        const T* ep = noise_k ? noise_k + (row0 + r) * D : eps + r * D;
-        T* u = uc + r * D;
-        T* s = u0 + r * D;
-        const T* g = g0 + r * D;
-        for (int64_t c = 0; c < D; ++c) {
-          s[c] = u[c];
-          u[c] = s[c] + h * g[c] + delta[r] * ep[c];
-        }
-      }
+      mala_propose(base, row0, nvalid, noise_k);
       full_grad_pt(base, nvalid, kernel_on, gp, lpp, gep);
       for (int64_t r = 0; r < nvalid; ++r) {
-        const T h = T(0.5) * delta[r] * delta[r];
-        const T inv = delta[r] > T(0) ? T(0.5) / (delta[r] * delta[r]) : T(0);
         T* u = uc + r * D;
         T* s = u0 + r * D;
         T* g = g0 + r * D;
         const T* gq = gp + r * D;
-        T rev = T(0), fwd = T(0);
-        for (int64_t c = 0; c < D; ++c) {
-          const T a = s[c] - u[c] - h * gq[c];
-          const T b = u[c] - s[c] - h * g[c];
-          rev += a * a;
-          fwd += b * b;
-        }
-        const T log_alpha = lpp[r] - lp0[r] + (-rev * inv) - (-fwd * inv);
-        const T U = p.uniforms ? p.uniforms[k * p.B + row0 + r]
-                               : static_cast<T>(philox_accept_uniform(
-                                     p.key0, p.key1, static_cast<uint64_t>(p.chain_ids[row0 + r]), step_k));
-        const bool acc = std::log(U) < log_alpha;  // NaN refuses
+        T log_alpha;
+        const bool acc = mala_test(base, row0, r, k, step_k, log_alpha);
         if (acc) {
           std::memcpy(g, gq, sizeof(T) * D);
           std::memcpy(ge0 + r * D, gep + r * D, sizeof(T) * D);
