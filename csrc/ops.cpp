@@ -60,16 +60,19 @@ int64_t kernel_threads() {
 }
 
 // Threads for a call of `flops` work (the 4·B·params-per-step model of docs/design.md §5).  A
-// call of about a toy step or less runs on the calling thread alone unless a worker is still
-// spinning from the previous call: waking a sleeping worker costs ~30 µs on this VM, as much as
-// the second core saves (toy B = 64, K = 1: 94 µs on one thread, 101 µs on two, asleep), while a
-// spinning one joins at once (benchmarks/NOTES.md, "The value checks, the prior proof, the pool's spin").
-constexpr double kOneThreadFlops = 8e6;
-bool pool_is_hot();
+// worker asleep since the last call takes ~30 µs to wake on this VM, so the op wakes it at its
+// entry (call_threads, before it reads the network and allocates its outputs): the wake-up runs
+// beside that set-up instead of after it.  Only a call below about a third of a toy step stays on
+// the calling thread, where even an early wake-up would cost more than the second core saves
+// (benchmarks/NOTES.md, "The fixed cost: waking the pool early").
+constexpr double kOneThreadFlops = 1e6;
+void wake_pool(int64_t n_workers);
 
 int64_t call_threads(double flops) {
-  if (flops < kOneThreadFlops && !pool_is_hot()) return 1;
-  return kernel_threads();
+  if (flops < kOneThreadFlops) return 1;
+  const int64_t n = kernel_threads();
+  if (n > 1) wake_pool(n - 1);
+  return n;
 }
 
 // Row chunk per task: all chains of a thread when B is small (one chunk per thread), at most
@@ -143,8 +146,18 @@ class Pool {
  public:
   using Task = std::function<void(int64_t)>;  // runs chunk c on the calling thread
 
-  // Whether a worker is spinning now, i.e. would join a call without a wake-up.
-  bool hot() const { return spinning_.load(std::memory_order_relaxed) > 0; }
+  // Starts n_workers workers spinning (a call about to come), unless one spins already.
+  void wake(int64_t n_workers) {
+    if (spinning_.load(std::memory_order_relaxed) > 0) return;
+    std::unique_lock<std::mutex> busy(run_mu_, std::try_to_lock);
+    if (!busy.owns_lock()) return;  // another caller's call: it has the workers
+    ensure(n_workers);
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      ++wakes_;
+    }
+    cv_.notify_all();
+  }
 
   // Runs task(0 … n_chunks−1) with up to n_threads threads (this one included); false when the
   // pool is busy with another caller (then the caller runs the chunks itself).
@@ -198,7 +211,7 @@ class Pool {
   }
 
   void loop() {
-    uint64_t seen = 0;
+    uint64_t seen = 0, woken = 0;
     for (;;) {
       // spin for the next call before sleeping
       spinning_.fetch_add(1, std::memory_order_relaxed);
@@ -209,7 +222,9 @@ class Pool {
       Job* job;
       {
         std::unique_lock<std::mutex> lk(mu_);
-        cv_.wait(lk, [&] { return epoch_.load(std::memory_order_relaxed) != seen; });
+        cv_.wait(lk, [&] { return epoch_.load(std::memory_order_relaxed) != seen || wakes_ != woken; });
+        woken = wakes_;
+        if (epoch_.load(std::memory_order_relaxed) == seen) continue;  // woken early: spin for the call
         seen = epoch_.load(std::memory_order_relaxed);
         job = job_;
         if (job == nullptr || job->seats == 0) continue;  // that call has closed already
@@ -228,6 +243,7 @@ class Pool {
   std::vector<std::thread> workers_;
   Job* job_ = nullptr;
   std::atomic<uint64_t> epoch_{0};
+  uint64_t wakes_ = 0;  // (under mu_) early wake-ups: a worker asleep goes back to spinning
 };
 
 Pool& pool() {
@@ -235,7 +251,7 @@ Pool& pool() {
   return *p;
 }
 
-bool pool_is_hot() { return pool().hot(); }
+void wake_pool(int64_t n_workers) { pool().wake(n_workers); }
 
 template <typename F>
 void parallel_chunks(int64_t threads, int64_t n_chunks, size_t ws_bytes, const F& f) {
@@ -246,10 +262,11 @@ void parallel_chunks(int64_t threads, int64_t n_chunks, size_t ws_bytes, const F
 }
 
 // ---------------------------------------------------------------------------------- packed weights
-template <typename T>
-int64_t n_weights(const std::vector<hebm::LayerRef<T>>& refs) {
+// The weights of every Linear layer (the FLOP model's params), from the layout table.
+int64_t n_weights(const hebm::NetworkArgs& net) {
   int64_t n = 0;
-  for (const auto& r : refs) n += r.in * r.out;
+  for (int64_t l = 0; l < net.n_layers; ++l)
+    n += net.layout[l * hebm::LAY_NCOLS + hebm::LAY_IN] * net.layout[l * hebm::LAY_NCOLS + hebm::LAY_OUT];
   return n;
 }
 
@@ -290,6 +307,9 @@ void langevin_cpu(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
   check_precision(args[hebm::LANGEVIN_PRECISION].toStringView());
   const hebm::NetworkArgs net = hebm::read_network(args, c.u);
   TORCH_CHECK(c.D == net.D, "hebm: u has ", c.D, " columns but sum(dims) = ", net.D);
+  // the threads first: a worker woken now wakes while the outputs are made
+  const int64_t n_steps_asked = args[hebm::LANGEVIN_N_STEPS].toInt();
+  const int64_t threads = call_threads(4.0 * c.B * static_cast<double>(n_weights(net)) * n_steps_asked);
   c.n_levels = net.n_levels;
   const bool trace = args[hebm::LANGEVIN_TRACE].toBool();
   const int64_t B = c.B, D = c.D;
@@ -322,10 +342,7 @@ void langevin_cpu(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
     const int64_t n_rounds = P.temperatures ? (P.step_offset + P.n_steps) / P.swap_every - P.step_offset / P.swap_every : 0;
     swaps = P.temperatures ? at::zeros({n_rounds, 2, B}, u.options()) : at::empty({0}, u.options());
     P.swaps = P.temperatures ? swaps.data_ptr<T>() : nullptr;
-    // (the cpu backend refuses the two together: its swap rounds do not record draws)
-    TORCH_CHECK(!(P.temperatures && P.trace_every > 0), "hebm: trace_every with temperatures is not implemented here");
     if (B == 0 || P.n_steps == 0) return;
-    const int64_t threads = call_threads(4.0 * B * static_cast<double>(n_weights(refs)) * P.n_steps);
     int64_t rows = choose_chunk_rows(B, threads);
     if (P.temperatures) rows = ladder_chunk_rows(rows, P.temperatures_n);
     hebm::cpu::Sampler<T> sampler(P, rows, cached_weights<T>(net.token, P));
@@ -379,7 +396,7 @@ void reverse_diffusion_cpu(const c10::OperatorHandle& op, torch::jit::Stack* sta
     P.step_size = zeros.data();
     P.energy_scale = zeros.data();
     if (B == 0) return;
-    const int64_t threads = call_threads(4.0 * B * static_cast<double>(n_weights(refs)) * P.n_steps * nlv);
+    const int64_t threads = call_threads(4.0 * B * static_cast<double>(n_weights(net)) * P.n_steps * nlv);
     hebm::cpu::Sampler<T> sampler(P, choose_chunk_rows(B, threads), cached_weights<T>(net.token, P));
     T* lvl = return_levels ? levels.data_ptr<T>() : nullptr;
     parallel_chunks(threads, sampler.n_chunks(), sampler.workspace_bytes(), [&](int64_t c0, int64_t c1, void* ws) {

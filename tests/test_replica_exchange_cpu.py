@@ -78,6 +78,29 @@ def test_fp64_the_kernel_makes_the_references_swaps(make_prior, mala, schedule, 
     torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("cut", [False, True], ids=["one-call", "cut"])
+@pytest.mark.parametrize("every", [1, 3])
+@pytest.mark.parametrize("mala", [False, True], ids=["ula", "mala"])
+def test_fp64_draws_on_a_ladder_are_the_references(make_prior, monkeypatch, mala, every, cut):
+    """trace_every with temperatures: per chain slot, the state after the step and before the swap
+    round that may follow it, with its log π at the slot's β — the reference's draws, recorded in
+    the kernel (draws that fall on a swap round and between rounds; the op cut into chunks too)."""
+    prior = make_prior((5, 3), n_levels=3)
+    u, kw = _ladder_kwargs(prior, 4, 3, K=12, mala=mala, every=every, offset=1)
+    kw["trace_every"] = 2
+    want, wi = hebm.langevin_ref(prior, u, return_info=True, **kw)
+    if cut:
+        monkeypatch.setattr(ops, "steps_per_chunk", lambda *a: 5)
+    got, gi = hebm.langevin_fused(prior, u, backend="cpu", return_info=True, **kw)
+    assert gi["backend"] == "cpu"
+    _same_info(gi, wi)
+    assert int(wi["swapped"].sum()) > 0  # swaps happened between draws
+    assert torch.equal(gi["draw_steps"], wi["draw_steps"]) and gi["draws"].shape == wi["draws"].shape == (6, 12, 8)
+    torch.testing.assert_close(gi["draws"], wi["draws"], rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(gi["draws_log_density"], wi["draws_log_density"], rtol=1e-11, atol=1e-11)
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+
+
 @pytest.mark.parametrize("R", [1, 2, 3, 5])
 def test_fp64_ladders_of_any_width_and_no_energy(make_prior, R):
     """R = 1 (no pairs), odd R (a chunk of lcm(4, R) rows), and a prior without energies (E = 0:

@@ -979,6 +979,28 @@ struct SamplerImpl {
     std::swap_ranges(buf + i * D, buf + (i + 1) * D, buf + j * D);
   }
 
+  // ---- log π of row r at its slot's β, β·λ·F − ½‖u‖² − ‖a·u − u_next‖²/(2σ²), from F of its
+  //      state (ROW_F, the last energy_grad) — the arithmetic of the step's own trace
+  T tempered_log_pi(const T* base, int64_t r, bool kernel_on) const {
+    const T* u = base + ws.uc + r * D;
+    const T* un = base + ws.unx + r * D;
+    const T* rowv = base + ws.row;
+    const T a = rowv[ROW_ALPHA * R + r], sg = rowv[ROW_SIG * R + r];
+    T uu = T(0), kk = T(0);
+    for (int64_t c = 0; c < D; ++c) {
+      const T x = u[c];
+      uu += x * x;
+      if (kernel_on) {
+        const T dlt = a * x - un[c];
+        kk += dlt * dlt;
+      }
+    }
+    T lp = -T(0.5) * uu;
+    if (p.has_energy) lp += (rowv[ROW_ELAM * R + r] * rowv[ROW_BETA * R + r]) * rowv[ROW_F * R + r];
+    if (kernel_on) lp -= kk / (T(2) * sg * sg);
+    return lp;
+  }
+
   // ---- K ULA steps of the chunk on the tempered targets with the swap rounds between them.  The
   //      energy backward is seeded with the untempered λ (ROW_LAM holds it here), so ws.gz = λ∇F
   //      and ROW_F = F of the state whatever its slot: a round swaps them with the state, and
@@ -1001,8 +1023,13 @@ struct SamplerImpl {
     };
     for (int64_t k = 0; k <= p.n_steps; ++k) {
       const bool due = k > 0 && (off + k) % m == 0;  // the round after step k − 1
-      if (k == p.n_steps && !due) break;
+      const int64_t dn = k > 0 ? draw_index(k - 1) : -1;  // a draw after step k − 1, taken before the round
+      if (k == p.n_steps && !due && dn < 0) break;
       energy_grad(base);
+      if (dn >= 0) {
+        T* lrow = write_draw(base, row0, nvalid, dn) + row0;
+        for (int64_t r = 0; r < nvalid; ++r) lrow[r] = tempered_log_pi(base, r, kernel_on);
+      }
       if (due) {
         swap_round(base, row0, nvalid, n, (off + k) / m - 1, static_cast<uint64_t>(off + k - 1), Fs, swap_rows);
         ++n;
@@ -1149,6 +1176,8 @@ struct SamplerImpl {
         const T prob = log_alpha >= T(0) ? T(1) : std::exp(log_alpha);
         if (prob == prob) p.accept[p.B + row0 + r] += prob;
       }
+      const int64_t dn = draw_index(k);  // the state after the step, before the round
+      if (dn >= 0) std::memcpy(write_draw(base, row0, nvalid, dn) + row0, lp0, sizeof(T) * nvalid);
       if ((off + k + 1) % m == 0) {
         swap_round(base, row0, nvalid, n, (off + k + 1) / m - 1, step_k, F0, swap_rows);
         ++n;

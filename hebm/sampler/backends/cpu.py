@@ -57,9 +57,6 @@ def unsupported(network, *, device, dtype, precision: str = "fp32", metropolis: 
         return f"backend 'cpu' runs on CPU tensors, got u on {device}; use backend='auto' or move the tensors"
     if dtype not in (torch.float32, torch.float64):
         return f"backend 'cpu' takes float32 or float64, got {dtype}"
-    if replica_exchange and draws:
-        return ("trace_every with temperatures: the cpu kernel's swap rounds do not record draws yet; use "
-                "backend='ref' or 'auto'")
     return network.reason
 
 
