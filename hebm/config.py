@@ -138,6 +138,13 @@ class TrainConfig:
     langevin_step_size: float = _f(0.4, "ebm: δ of the u-space prior Langevin", "knob", lo=0, lo_open=True, hi=10.0)
     metropolis: bool = _f(False, "the prior chains of training Metropolis-adjusted (MALA, docs/design.md §2): exact "
                           "samples of the current prior at any step, one extra evaluation per chain", "knob")
+    temperatures: Optional[list] = _f(None, "ebm: replica exchange for the prior chains of training — a ladder of "
+                                      "inverse temperatures beta_1 <= … <= beta_R = 1 in [0, 1] (e.g. 0.25,0.5,1) that "
+                                      "tempers the energy term alone; each negative sample is the cold chain of a group "
+                                      "of R chains (R times the sampling cost; docs/design.md §2)", "knob",
+                                      list_of=float, lo=0, hi=1)
+    swap_every: Optional[int] = _f(None, "with --temperatures: a swap round between neighbouring temperatures after "
+                                   "every m-th prior Langevin step (default 1)", "knob", lo=1, hi=10**6, metavar="M")
     posterior_steps: int = _f(40, "posterior Langevin steps (--posterior langevin)", "knob", lo=1, hi=10**6)
     posterior_step_size: float = _f(0.1, "posterior Langevin δ", "knob", lo=0, lo_open=True, hi=10.0)
     fused: bool = _f(False, "Langevin through hebm.langevin_fused(backend='auto') (same chains as the reference)", "run")
@@ -182,6 +189,13 @@ class SampleConfig:
     nchains: int = _f(64, "chains of the long run", "run", lo=1, hi=100000)
     metropolis: bool = _f(False, "with --long-run: Metropolis-adjusted steps (MALA): the chain samples the trained "
                           "prior exactly, at any step; the report adds the acceptance per segment", "run")
+    temperatures: Optional[list] = _f(None, "with --long-run (ebm): replica exchange — a ladder of inverse "
+                                      "temperatures beta_1 <= … <= beta_R = 1 in [0, 1] (e.g. 0.1,0.3,0.6,1) that "
+                                      "tempers the energy term alone; --nchains cold chains, each the last of a group "
+                                      "of R; everything reported is theirs, plus the swap and round-trip rates", "run",
+                                      list_of=float, lo=0, hi=1)
+    swap_every: Optional[int] = _f(None, "with --temperatures: a swap round after every m-th step (default 1)", "run",
+                                   lo=1, hi=10**6, metavar="M")
     diagnostics: bool = _f(False, "with --long-run: how well the chains mix, by arviz-stats (bulk/tail ESS and ESS/s, "
                            "rank-normalised split R-hat, MCSE, autocorrelation time of the per-chain log π and, "
                            "for labelled data, the class-switch rate and ESS of a classifier's labels of the "

@@ -58,6 +58,7 @@ from .models import load_model
 from .models.attributes import labels as attribute_labels
 from .models.controllable import draw_values, parse_fixed
 from .sampler.results import DivergenceError
+from .training.settings import check_ladder
 
 
 def build_parser():
@@ -83,6 +84,10 @@ def main(argv=None) -> int:
             raise UserError("--recon writes the reconstruction set to --save DIR: pass --save DIR")
         if a.metropolis and not a.long_run:
             raise UserError("--metropolis adjusts the long-run chain: pass --long-run K too")
+        if (a.temperatures is not None or a.swap_every is not None) and not a.long_run:
+            flag = "--temperatures" if a.temperatures is not None else "--swap-every"
+            raise UserError(f"{flag} runs the long-run chains as replica-exchange ladders: pass --long-run K too")
+        check_ladder(a.temperatures, a.swap_every, "the long-run chains")
         for flag, on in (("--diagnostics", a.diagnostics), ("--trace-netcdf", a.trace_netcdf)):
             if on and not a.long_run:
                 raise UserError(f"{flag} measures the long-run chains: pass --long-run K too")
@@ -91,6 +96,9 @@ def main(argv=None) -> int:
                 raise UserError(f"--attribute conditions the --n samples (and --save); {flag} draws from the "
                                 f"unconditional prior and would ignore it: run {flag} without --attribute")
         model, mcfg, tcfg, _ = load_model(a.ckpt, a.device)
+        if a.temperatures is not None and a.long_run and model.has_levels:
+            raise UserError("--temperatures: the diffusion's long run changes target at every level; replica exchange "
+                            "runs an ebm checkpoint's long run")
         if (a.diagnostics or a.trace_netcdf) and a.long_run and model.has_levels:
             raise UserError(f"{'--diagnostics' if a.diagnostics else '--trace-netcdf'} judges chains that share one "
                             f"target; the diffusion's long run changes target at every level and conditions each "
@@ -183,11 +191,14 @@ def main(argv=None) -> int:
                 traces = {} if traced else None
                 labeller = mixing.label_classifier(tcfg, seed=a.seed) if traced and shape else None
                 every = max(1, math.ceil(a.long_run / TRACE_DRAWS))
+                swaps = {}
                 logs, energy, inside, marks, snaps = long_run(model, n_chains=a.nchains, K=a.long_run, seed=a.seed,
                                                               step_size=delta, fused=a.fused, region=region,
                                                               metropolis=a.metropolis, acceptance=acceptance,
                                                               traces=traces, every=every,
-                                                              classify=labeller[0] if labeller else None)
+                                                              classify=labeller[0] if labeller else None,
+                                                              temperatures=a.temperatures, swap_every=a.swap_every or 1,
+                                                              swaps=swaps)
                 plot_profile(logs, prefix + "_longrun_energy.png", f"{mcfg.prior} prior, {a.long_run}-step chain "
                              f"(train K = {K})")
                 written.append(prefix + "_longrun_energy.png")
@@ -202,6 +213,9 @@ def main(argv=None) -> int:
                            log_density_max=float(logs.max()), mean_energy=energy, inside_fraction=inside,
                            stays_in_data_region=stays, metropolis=a.metropolis,
                            acceptance=acceptance if a.metropolis else None)
+                if a.temperatures is not None:
+                    rep["replica_exchange"] = ladder_report(swaps, a.temperatures, a.swap_every or 1, a.long_run,
+                                                            len(marks))
                 if traced:
                     diag = mixing_report(traces, labeller, a.long_run)
                     if a.diagnostics:
@@ -219,6 +233,12 @@ def main(argv=None) -> int:
                          else ""))
                 if a.diagnostics:
                     print(diagnostics_line(rep["diagnostics"], acceptance if a.metropolis else None))
+                if a.temperatures is not None:
+                    pt = rep["replica_exchange"]
+                    rates = ", ".join("nan" if r is None else f"{r:.2f}" for r in pt["swap_rate_per_pair"])
+                    print(f"[hebm.sample] replica exchange, ladder {pt['temperatures']}: swap rate per pair {rates}; "
+                          f"{pt['round_trips_per_1000_steps']:.2f} round trips per 1,000 steps per ladder "
+                          f"(counted within each of the {pt['segments']} calls)")
         except DivergenceError as e:
             raise UserError(f"{e.args[0].split(';')[0]}; lower --langevin-step-size (now {delta:g}) or --langevin-steps")
         print("[hebm.sample] wrote " + ", ".join(written))
@@ -229,6 +249,23 @@ def main(argv=None) -> int:
 
 #: the most draws per chain a traced long run keeps: every ⌈K / TRACE_DRAWS⌉-th step
 TRACE_DRAWS = 1000
+
+
+def ladder_report(swaps: dict, temperatures: list, swap_every: int, K: int, segments: int) -> dict:
+    """``replica_exchange`` of ``*_longrun.json``: the ladder, each neighbour pair's swap rate over
+    all ladders (None where a pair never proposed), and the round trips (cold → hottest → cold,
+    counted within each sampler call: a trip across a call's end is not seen) per 1,000 steps per
+    ladder."""
+    R = len(temperatures)
+    out = dict(temperatures=list(temperatures), swap_every=swap_every, segments=segments)
+    if R < 2 or not swaps:
+        return dict(out, swap_rate_per_pair=[], round_trips=0, round_trips_per_1000_steps=0.0)
+    att, acc = swaps["swap_attempts"].sum(0), swaps["swap_accepted"].sum(0)
+    trips = int(swaps["round_trips"].sum())
+    G = swaps["swap_attempts"].shape[0]
+    return dict(out, swap_rate_per_pair=[float(s) / float(n) if int(n) else None for s, n in zip(acc, att)],
+                swap_attempts_per_pair=att.tolist(), round_trips=trips,
+                round_trips_per_1000_steps=1000.0 * trips / (G * K) if K else 0.0)
 
 
 def mixing_report(traces: dict, labeller, K: int) -> dict:

@@ -772,6 +772,12 @@ def test_init_messages_name_the_file_and_the_fix(run_dir, tmp_path, capsys):
     (["--attribute-layers", "digit:1"], "--attribute-layers shapes the attribute heads of --attributes"),
     (["--attribute-hidden", "8"], "--attribute-hidden shapes the attribute heads of --attributes"),
     (["--prior", "diffusion", "--init", "RUN", "--energy-l2", "0.1"], "--energy-l2: the diffusion's recovery-likelihood"),
+    (["--prior", "gaussian", "--temperatures", "0.5,1"], "--temperatures: a gaussian prior has no Langevin chains"),
+    (["--prior", "diffusion", "--init", "RUN", "--temperatures", "0.5,1"], "--temperatures: the diffusion's per-level"),
+    (["--temperatures", "0.5,0.3,1"], "--temperatures must be increasing"),
+    (["--temperatures", "0.5,0.8"], "--temperatures must end at β_R = 1"),
+    (["--temperatures", "0.5,1.5"], "--temperatures"),
+    (["--swap-every", "2"], "--swap-every belongs to --temperatures"),
 ])
 def test_settings_a_run_does_not_use_are_refused(run_dir, tmp_path, capsys, args, pattern):
     """A flag the run has no use for is refused by name instead of being accepted without a word."""

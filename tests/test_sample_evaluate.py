@@ -222,3 +222,33 @@ def test_hierarchy_task_end_to_end(ckpts, tmp_path):
     majority = np.bincount(data.train.y.numpy()).argmax()
     assert r["probe_chance"] == pytest.approx(float(np.mean(data.test.y.numpy() == majority)))
     assert r["hierarchical"] == is_hierarchical(r["class_change"])
+
+
+def test_sample_long_run_with_replica_exchange(ckpts, tmp_path, capsys):
+    """--temperatures: the long run's chains are the cold chains of ladders — a one-rung ladder [1]
+    is the plain run number for number; a two-rung ladder reports its swap rate and round trips,
+    with --diagnostics (draws recorded on the ladder) and --fused alike (the same numbers)."""
+    c, _ = ckpts
+    base = ["--ckpt", c["ebm"], "--n", "4", "--long-run", "12", "--nchains", "3"]
+    reps = {}
+    for name, extra in (("plain", []), ("one", ["--temperatures", "1"]),
+                        ("ref", ["--temperatures", "0.3,1", "--swap-every", "2", "--diagnostics"]),
+                        ("fused", ["--temperatures", "0.3,1", "--swap-every", "2", "--diagnostics", "--fused"])):
+        assert sample.main(base + extra + ["--out", str(tmp_path / name)]) == 0, capsys.readouterr().err
+        reps[name] = json.loads((tmp_path / f"{name}_longrun.json").read_text())
+    for k in ("log_density_first", "log_density_last", "mean_energy"):
+        assert reps["one"][k] == reps["plain"][k], k
+    pt = reps["ref"]["replica_exchange"]
+    assert pt["temperatures"] == [0.3, 1.0] and pt["swap_every"] == 2 and len(pt["swap_rate_per_pair"]) == 1
+    assert 0.0 <= pt["swap_rate_per_pair"][0] <= 1.0 and pt["swap_attempts_per_pair"] == [3 * 3]  # (deo, R = 2: the pair proposes in the even rounds of 6)
+    assert "diagnostics" in reps["ref"] and "replica exchange, ladder [0.3, 1.0]" in capsys.readouterr().out
+    assert reps["fused"]["replica_exchange"]["swap_rate_per_pair"] == pytest.approx(pt["swap_rate_per_pair"])
+    assert reps["fused"]["log_density_last"] == pytest.approx(reps["ref"]["log_density_last"], rel=1e-4)
+    for bad, msg in ((["--temperatures", "0.3,1"], "pass --long-run K too"),
+                     (["--long-run", "6", "--temperatures", "1,0.3"], "--temperatures must be increasing"),
+                     (["--long-run", "6", "--swap-every", "2"], "--swap-every belongs to --temperatures")):
+        assert sample.main(["--ckpt", c["ebm"], "--n", "4", *bad, "--out", str(tmp_path / "bad")]) == 2
+        assert msg in capsys.readouterr().err
+    assert sample.main(["--ckpt", c["diffusion"], "--n", "4", "--long-run", "6", "--temperatures", "0.5,1",
+                        "--out", str(tmp_path / "bad")]) == 2
+    assert "the diffusion's long run changes target" in capsys.readouterr().err

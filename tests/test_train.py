@@ -195,3 +195,35 @@ def test_checkpoint_holds_only_plain_data(runs):
     ck = torch.load(runs["ebm"] / "ckpt.pt", weights_only=True)
     assert ck["format"] == "hebm-checkpoint" and isinstance(ck["model_config"], dict)
     assert load_checkpoint(str(runs["ebm"] / "ckpt.pt"))["step"] == 3
+
+
+def test_replica_exchange_in_training(tmp_path):
+    """--temperatures: each negative sample is the cold chain of a ladder group (a one-rung ladder
+    [1] is the plain chain exactly: the same ids, the same noise); a two-rung ladder trains on the
+    reference and fused alike, logs its swap rate, and resumes with it."""
+    from hebm.models.ebm import EBMModel
+
+    tr = Trainer.from_settings(tiny("ebm", tmp_path / "plain", steps=1))
+    model, cfg = tr.model, tr.cfg
+    x = torch.zeros(5, model.cfg.x_dim)
+    ids = torch.arange(10, 15)
+    kw = dict(generator=None, seed=3, chain_ids=ids, fused=False)
+    plain = EBMModel.chains(model, x, settings=cfg, **kw)["z_neg"]
+    import dataclasses
+    one = EBMModel.chains(model, x, settings=dataclasses.replace(cfg, temperatures=[1.0]), **kw)["z_neg"]
+    assert torch.equal(one, plain)
+    two = EBMModel.chains(model, x, settings=dataclasses.replace(cfg, temperatures=[0.5, 1.0], swap_every=1), **kw)
+    assert two["z_neg"].shape == plain.shape and not torch.equal(two["z_neg"], plain)
+    assert 0.0 <= float(two["swap_rate"]) <= 1.0
+    runs = {}
+    for fused in (False, True):
+        d = tmp_path / f"ladder-{fused}"
+        assert run(tiny("ebm", d, steps=2, temperatures=[0.3, 1.0], swap_every=2, fused=fused))["status"] == "ok"
+        rows = [json.loads(line) for line in open(d / "metrics.jsonl")]
+        rates = [r["swap_rate"] for r in rows if "swap_rate" in r]
+        assert rates and all(0.0 <= r <= 1.0 for r in rates)
+        runs[fused] = load_checkpoint(str(d / "ckpt.pt"))
+    for k, v in runs[False]["model"].items():
+        torch.testing.assert_close(runs[True]["model"][k], v, rtol=1e-4, atol=1e-5)
+    res = Trainer.from_checkpoint(str(tmp_path / "ladder-False" / "ckpt.pt"), {"steps": 3}).train()
+    assert res["status"] == "ok"

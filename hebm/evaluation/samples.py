@@ -10,6 +10,7 @@ import torch
 
 from ..errors import UserError
 from ..prior.philox import initial_noise
+from ..sampler.reference import cold_chains
 from .figures import to_images
 
 IN_REGION = 0.9  # the fraction of chains inside the posterior's 99 % region that counts as "staying"
@@ -51,7 +52,7 @@ class PosteriorRegion:
 @torch.no_grad()
 def long_run(model, *, n_chains: int, K: int, seed: int, step_size: float, fused: bool = False, snapshots: int = 10,
              region: PosteriorRegion = None, metropolis: bool = False, acceptance: list = None, traces: dict = None,
-             every: int = 1, classify=None):
+             every: int = 1, classify=None, temperatures=None, swap_every: int = 1, swaps: dict = None):
     """``(log π per step [K_total], F per snapshot, inside-fraction per snapshot, snapshot steps,
     decodes [snapshots, n_chains, D_x])`` of ``n_chains`` long prior chains.  ``metropolis``:
     Metropolis-adjusted steps (MALA), each segment's mean acceptance appended to ``acceptance``.
@@ -60,10 +61,15 @@ def long_run(model, *, n_chains: int, K: int, seed: int, step_size: float, fused
     ``"log_density"`` ``[draws, n_chains]`` (log π of the state), with ``classify`` (decodes →
     labels) also ``"class_label"`` (the states at every ``every``-th step recorded inside the sampler
     calls, ``trace_every``, which leaves the chain and every other output as they are); ``"every"``, ``"steps"`` (the draws' steps) and
-    ``"sampler_seconds"`` (the run's wall time less the time spent recording and classifying)."""
+    ``"sampler_seconds"`` (the run's wall time less the time spent recording and classifying).
+
+    ``temperatures`` (replica exchange, ``swap_every``): ``n_chains`` ladder groups of R chains
+    run, and everything above is their cold chains'; ``swaps`` (a dict, filled) gets the swap and
+    round-trip counts (:meth:`hebm.models.ebm.EBMModel.long_run`)."""
     p0 = next(model.parameters())
-    ids = torch.arange(n_chains, device=p0.device)
-    u = initial_noise(seed, n_chains, model.D, chain_ids=ids, device=p0.device, dtype=p0.dtype)
+    R = len(temperatures) if temperatures else 1
+    ids = torch.arange(n_chains * R, device=p0.device)
+    u = initial_noise(seed, n_chains * R, model.D, chain_ids=ids, device=p0.device, dtype=p0.dtype)
     snaps, energy, inside = [], [], []
     prior = model.sampling_prior
     aside = [0.0]  # seconds spent outside the sampler (recording, classifying)
@@ -97,10 +103,12 @@ def long_run(model, *, n_chains: int, K: int, seed: int, step_size: float, fused
     if traces is not None:
         extra = dict(trace=trace, trace_every=every if classify is not None else 0)
         if classify is not None:
-            labels.append(label(u))  # the state after 0 steps
+            labels.append(label(cold_chains(u, R)))  # the cold chains' states after 0 steps
     t0 = time.perf_counter()
     logs, marks, acc = model.long_run(u, K=K, seed=seed, chain_ids=ids, step_size=step_size, fused=fused,
-                                      snapshots=snapshots, metropolis=metropolis, record=record, **extra)
+                                      snapshots=snapshots, metropolis=metropolis, record=record, **extra,
+                                      **(dict(temperatures=temperatures, swap_every=swap_every, swaps=swaps)
+                                         if temperatures else {}))
     seconds = time.perf_counter() - t0 - aside[0]
     if acceptance is not None:
         acceptance.extend(acc)

@@ -79,7 +79,8 @@ class LatentModel(nn.Module):
         return None
 
     def long_run(self, u, *, K: int, seed: int, chain_ids, step_size: float, fused: bool, snapshots: int,
-                 metropolis: bool, record, trace=None, trace_every: int = 0):
+                 metropolis: bool, record, trace=None, trace_every: int = 0, temperatures=None, swap_every: int = 1,
+                 swaps: dict = None):
         """Paper 1's long-run chain from ``u``: ``(log π per step, snapshot steps, acceptance per
         segment)``, ``record(u, t)`` called at each snapshot.  ``trace(step, u, log π [n, B], draws)``,
         when given, is called after every sampler call with the state after ``step`` steps, the
@@ -240,7 +241,9 @@ class GaussianModel(LatentModel):
     kind = "gaussian"
     ignored_settings = {"metropolis": "a gaussian prior has no Langevin chains in training to adjust (it is sampled "
                                       "exactly)",
-                        "energy_l2": "a gaussian prior has no energies to penalise"}
+                        "energy_l2": "a gaussian prior has no energies to penalise",
+                        "temperatures": "a gaussian prior has no Langevin chains in training to temper (it is sampled exactly)",
+                        "swap_every": "a gaussian prior has no Langevin chains in training to temper"}
 
 
 __all__ = ["GaussianModel", "LatentModel", "NonFiniteError", "energy_penalty", "kl_weight", "run_langevin"]

@@ -199,7 +199,9 @@ class ControllableMixin:
     learned is frozen bit for bit; only ``heads`` learn (module docstring).  Composed with the
     model's class by :func:`hebm.models.build.build_model` when ``cfg.attributes`` is set."""
 
-    ignored_settings: dict = {}  # the heads' chains take --metropolis, their loss --energy-l2
+    #: the heads' chains take --metropolis, their loss --energy-l2; a ladder is not run for them
+    ignored_settings: dict = {"temperatures": "the attribute heads' chains p(z | y) take no temperature ladder",
+                              "swap_every": "the attribute heads' chains p(z | y) take no temperature ladder"}
 
     def __init__(self, cfg):
         super().__init__(cfg)

@@ -25,7 +25,10 @@ class DiffusionModel(LatentModel):
     tilted = True
     learns_energies = True
     two_stage_only = True
-    ignored_settings = {"energy_l2": "the diffusion's recovery-likelihood loss takes no energy penalty"}
+    ignored_settings = {"energy_l2": "the diffusion's recovery-likelihood loss takes no energy penalty",
+                        "temperatures": "the diffusion's per-level chains take no temperature ladder (replica exchange "
+                                        "runs the ebm prior's chains)",
+                        "swap_every": "the diffusion's per-level chains take no temperature ladder"}
 
     @classmethod
     def stage1_settings(cls, base: dict) -> dict:
@@ -38,7 +41,11 @@ class DiffusionModel(LatentModel):
         return 1.0, math.sqrt(float(self.schedule.step_variance(0)))
 
     def long_run(self, u, *, K: int, seed: int, chain_ids, step_size: float, fused: bool, snapshots: int,
-                 metropolis: bool, record, trace=None, trace_every: int = 0):
+                 metropolis: bool, record, trace=None, trace_every: int = 0, temperatures=None, swap_every: int = 1,
+                 swaps: dict = None):
+        if temperatures:
+            raise ValueError("temperatures: the diffusion's long run changes target at every level; replica exchange "
+                             "runs the ebm prior's long run")
         if trace_every:
             raise ValueError("trace_every: the diffusion's long run is traced once per level (its K steps)")
         sch, logs, acceptance, marks = self.schedule, [], [], []

@@ -7,7 +7,7 @@ import torch
 from ..config import ModelConfig
 from ..prior.philox import initial_noise
 from ..sampler.checks import draw_count
-from ..sampler.reference import langevin_z_ref
+from ..sampler.reference import cold_chains, ladder_chain_ids, langevin_z_ref
 from . import base  # base.run_langevin, called through the module: the one seam that replaces the sampler
 from .base import LatentModel, energy_penalty, kl_weight
 from .inference import kl_penalty
@@ -32,8 +32,19 @@ class EBMModel(LatentModel):
         return 1.0, step_size
 
     def long_run(self, u, *, K: int, seed: int, chain_ids, step_size: float, fused: bool, snapshots: int,
-                 metropolis: bool, record, trace=None, trace_every: int = 0):
+                 metropolis: bool, record, trace=None, trace_every: int = 0, temperatures=None, swap_every: int = 1,
+                 swaps: dict = None):
+        """With ``temperatures`` (replica exchange): ``u`` holds ladder groups of R consecutive
+        chains, and everything handed on — log π, ``record``, ``trace``, the acceptance — is the
+        cold chains' (slot R − 1); ``swaps`` (a dict) sums each segment's ``swap_attempts``,
+        ``swap_accepted`` ``[G, R−1]`` and ``round_trips`` (counted within a segment)."""
         marks = sorted({int(round(K * (j + 1) / snapshots)) for j in range(snapshots)})
+        R = len(temperatures) if temperatures else 1
+        ladder = dict(temperatures=temperatures, swap_every=swap_every) if temperatures else {}
+
+        def cold(x, dim=0):
+            return cold_chains(x, R, dim) if temperatures else x
+
         # trace_every: the sampler records the states at its multiples inside each call (draws); the
         # chain, its log π and the snapshots are those of the untraced run (a draw only copies the state)
         logs, acceptance, done = [], [], 0
@@ -41,16 +52,20 @@ class EBMModel(LatentModel):
             draws = dict(trace_every=trace_every) if trace_every > 0 and draw_count(m - done, done, trace_every) else {}
             u, info = base.run_langevin(self.prior, u, fused=fused, n_steps=m - done, step_size=step_size, seed=seed,
                                    chain_ids=chain_ids, step_offset=done, return_info=True, check="raise",
-                                   metropolis=metropolis, **draws)
-            logs.append(info["log_density"].mean(1))
+                                   metropolis=metropolis, **draws, **ladder)
+            log_density = cold(info["log_density"], 1)
+            logs.append(log_density.mean(1))
             if trace is not None:
-                trace(m, u, info["log_density"],
-                      list(zip(info["draw_steps"].tolist(), info["draws"].unbind(0))) if draws else
+                trace(m, cold(u), log_density,
+                      list(zip(info["draw_steps"].tolist(), cold(info["draws"], 1).unbind(0))) if draws else
                       [] if trace_every > 0 else None)
             if metropolis:  # one call per snapshot segment: its rate
-                acceptance.append(float(info["accept_rate"].mean()))
+                acceptance.append(float(cold(info["accept_rate"]).mean()))
+            if temperatures and swaps is not None:
+                for key in ("swap_attempts", "swap_accepted", "round_trips"):
+                    swaps[key] = info[key] + swaps[key] if key in swaps else info[key]
             done = m
-            record(u, None)
+            record(cold(u), None)
         return torch.cat(logs), marks, acceptance
 
     def __init__(self, cfg: ModelConfig):
@@ -100,12 +115,28 @@ class EBMModel(LatentModel):
                               sigma_x=self.sigma_x, seed=seed).detach()
 
     def chains(self, x, *, generator, seed: int, chain_ids, settings, fused: bool, labels=None) -> dict:
+        """The negative samples ``z_neg`` (K prior steps from N(0, I)); with ``settings.temperatures``
+        (replica exchange) each is the cold chain of a ladder group of R chains, and ``swap_rate``
+        (the mean over the ladder's pairs) is logged beside the losses."""
+        ladder = settings.temperatures
         with torch.no_grad():
-            u0 = initial_noise(seed, x.shape[0], self.D, chain_ids=chain_ids, device=x.device, dtype=x.dtype)
-            u = base.run_langevin(self.prior, u0, fused=fused, n_steps=settings.langevin_steps,
-                             step_size=settings.langevin_step_size, seed=seed, chain_ids=chain_ids,
-                             metropolis=settings.metropolis)
-            out = dict(z_neg=self.prior.T(u))
+            if ladder:
+                R = len(ladder)
+                ids = ladder_chain_ids(chain_ids, R)
+                u0 = initial_noise(seed, ids.shape[0], self.D, chain_ids=ids, device=x.device, dtype=x.dtype)
+                u, info = base.run_langevin(self.prior, u0, fused=fused, n_steps=settings.langevin_steps,
+                                            step_size=settings.langevin_step_size, seed=seed, chain_ids=ids,
+                                            metropolis=settings.metropolis, temperatures=ladder,
+                                            swap_every=settings.swap_every or 1, return_info=True)
+                out = dict(z_neg=self.prior.T(cold_chains(u, R)))
+                if R > 1 and bool((info["swap_attempts"] > 0).any()):
+                    out["swap_rate"] = info["swap_accepted"].sum() / info["swap_attempts"].sum()
+            else:
+                u0 = initial_noise(seed, x.shape[0], self.D, chain_ids=chain_ids, device=x.device, dtype=x.dtype)
+                u = base.run_langevin(self.prior, u0, fused=fused, n_steps=settings.langevin_steps,
+                                      step_size=settings.langevin_step_size, seed=seed, chain_ids=chain_ids,
+                                      metropolis=settings.metropolis)
+                out = dict(z_neg=self.prior.T(u))
         if settings.posterior == "langevin":
             out["z_pos"] = self.posterior_langevin(x, seed=seed ^ 0x5EED, n_steps=settings.posterior_steps,
                                                    step_size=settings.posterior_step_size)
@@ -152,6 +183,8 @@ class EBMModel(LatentModel):
                        recon=-rec.mean().detach(), kl=kl.sum(1).mean().detach(), kl_per_layer=kl.mean(0).detach(),
                        elbo=(rec - kl.sum(1)).mean().detach(), kl_weight=w)
         out.update(f_pos=fp.mean().detach(), f_neg=fn.mean().detach(), f_gap=(fp.mean() - fn.mean()).detach())
+        if "swap_rate" in chains:  # (replica exchange: logged beside the losses)
+            out["swap_rate"] = chains["swap_rate"]
         return out
 
 

@@ -272,9 +272,9 @@ def _k_batch(c: _Call, f: Field, x):
     return n
 
 
-def _k_ladder(c: _Call, f: Field, x):
-    """The replica-exchange ladder: β_1 ≤ … ≤ β_R = 1 in [0, 1], R dividing B → an [R] tensor of u's dtype."""
-    name, B = f.name, c.B
+def ladder_values(x, name: str = "temperatures") -> list:
+    """The rule of a replica-exchange ladder, β_1 ≤ … ≤ β_R = 1 in [0, 1] (a list or a 1-d tensor),
+    → its values as floats; errors name ``name`` (the command lines pass their flag)."""
     if isinstance(x, torch.Tensor):
         if x.dtype == torch.bool or x.is_complex() or x.dim() != 1:
             raise TypeError(f"{name} must be a 1-d ladder [R] of inverse temperatures, got {fmt(x)}")
@@ -295,6 +295,14 @@ def _k_ladder(c: _Call, f: Field, x):
         raise ValueError(f"{name} must be increasing (β_1 ≤ … ≤ β_R, the hottest chain first), got {vals}")
     if vals[-1] != 1.0:
         raise ValueError(f"{name} must end at β_R = 1 (the cold chain samples the target), got {vals}")
+    return vals
+
+
+def _k_ladder(c: _Call, f: Field, x):
+    """The replica-exchange ladder (:func:`ladder_values`), R dividing B → an [R] tensor of u's dtype."""
+    name, B = f.name, c.B
+    vals = ladder_values(x, name)
+    R = len(vals)
     if B % R:
         raise ValueError(f"{name} has R = {R} inverse temperatures but u has B = {B} chains: B must be a multiple of "
                          f"R (ladder groups of R consecutive chains)")
@@ -597,5 +605,5 @@ def level_args(r: ReverseArgs, schedule, j: int, u: torch.Tensor) -> LangevinArg
 
 
 
-__all__ = ["LADDER_SHARED", "TRACE_MAX_BYTES", "draw_count", "swap_rounds", "check_langevin_args", "check_options", "check_prior", "check_reverse_args", "flat_latents", "level_args",
+__all__ = ["LADDER_SHARED", "TRACE_MAX_BYTES", "draw_count", "ladder_values", "swap_rounds", "check_langevin_args", "check_options", "check_prior", "check_reverse_args", "flat_latents", "level_args",
            "prior_kind", "same_kind"]

@@ -443,6 +443,19 @@ def replica_exchange(run, prior: HierarchicalPrior, a: LangevinArgs, *, trace: b
     return u, (torch.cat(logs) if trace else None), stats
 
 
+def ladder_chain_ids(chain_ids: torch.Tensor, R: int) -> torch.Tensor:
+    """The chain ids of ladder groups built around ``chain_ids`` ``[G]``: group g is chains
+    g·R … g·R+R−1 with ids ``chain_ids[g]·R + r`` (distinct ids stay distinct, so no two chains
+    share a noise stream)."""
+    return (chain_ids.reshape(-1, 1) * R + torch.arange(R, device=chain_ids.device)).reshape(-1)
+
+
+def cold_chains(x: torch.Tensor, R: int, dim: int = 0) -> torch.Tensor:
+    """The cold chain (β_R = 1, the last slot) of every ladder group of R consecutive chains along
+    ``dim`` of ``x`` (``[B, …]`` → ``[B/R, …]``)."""
+    return x.unflatten(dim, (-1, R)).select(dim + 1, R - 1)
+
+
 def with_replica_exchange(run, prior: HierarchicalPrior, a: LangevinArgs, *, trace: bool, info: dict):
     """``run`` itself without a ladder; with one, ``run`` driven by :func:`replica_exchange`
     (filling ``info``)."""
@@ -613,6 +626,6 @@ def langevin_z_ref(
     return finish(prior, a, zc, info, return_info)
 
 
-__all__ = ["draws_info", "is_draw", "start_draws", "adapt_step_size", "langevin_loop", "langevin_ref", "mala_step", "replica_exchange", "run_chain",
+__all__ = ["cold_chains", "draws_info", "is_draw", "ladder_chain_ids", "start_draws", "adapt_step_size", "langevin_loop", "langevin_ref", "mala_step", "replica_exchange", "run_chain",
            "step_coefficients", "swap_energy", "swap_round", "swap_uniforms", "with_replica_exchange",
            "step_noise", "step_uniform", "swap_record_info", "swap_sources", "swap_statistics", "target", "langevin_z_ref", "ref_step", "reverse_diffusion_ref", "reverse_loop"]

@@ -14,6 +14,7 @@ from ..errors import UserError
 from ..models import MODELS, LatentModel, model_class
 from ..models.attributes import check_names
 from ..models.controllable import default_layers, parse_layers
+from ..sampler.checks import ladder_values
 
 
 def resolve_settings(settings: dict) -> tuple[ModelConfig, TrainConfig]:
@@ -67,7 +68,22 @@ def resolve_settings(settings: dict) -> tuple[ModelConfig, TrainConfig]:
         warm = LADDER_WARMUP[mcfg.arch] if mcfg.generator == "ladder" and not two_stage else 0
         tcfg = dataclasses.replace(tcfg, ladder_warmup=warm)
     refuse_unused(model_class(mcfg), tset)
+    check_ladder(tcfg.temperatures, tcfg.swap_every)
     return mcfg, tcfg
+
+
+def check_ladder(temperatures, swap_every, what: str = "the prior chains of training") -> None:
+    """``--temperatures`` by the sampler's rule of a ladder (:func:`hebm.sampler.checks.ladder_values`),
+    ``--swap-every`` only with it: :class:`UserError` naming the flag."""
+    if temperatures is None:
+        if swap_every is not None:
+            raise UserError(f"--swap-every belongs to --temperatures (replica exchange of {what}): pass "
+                            f"--temperatures too, or drop --swap-every")
+        return
+    try:
+        ladder_values(temperatures, "--temperatures")
+    except (TypeError, ValueError) as e:
+        raise UserError(str(e)) from None
 
 
 def refuse_unused(cls, given: dict) -> None:
@@ -129,6 +145,7 @@ def resolve_attribute_stage(settings: dict) -> tuple[ModelConfig, TrainConfig]:
     tcfg = build(TrainConfig, {**tdef, **tset})
     mcfg = build(ModelConfig, {**base, **{k: v for k, v in mset.items() if k in heads}, "attributes": names})
     refuse_unused(model_class(mcfg), tset)
+    check_ladder(tcfg.temperatures, tcfg.swap_every)
     return mcfg, tcfg
 
 
@@ -155,5 +172,5 @@ def init_from_stage1(model: LatentModel, path: str) -> None:
     model.load_state_dict({**model.state_dict(), **{k: state[k] for k in own}})
 
 
-__all__ = ["HEAD_SETTINGS", "STAGE1_KEYS", "init_from_stage1", "load_stage1", "refuse_unused", "resolve_attribute_stage",
+__all__ = ["HEAD_SETTINGS", "STAGE1_KEYS", "check_ladder", "init_from_stage1", "load_stage1", "refuse_unused", "resolve_attribute_stage",
            "resolve_settings"]

@@ -49,7 +49,7 @@ from ..sampler import backends
 from ..sampler.dispatch import Sampler
 from .distributed import Distributed
 from .run_directory import RunDirectory, RunFileError
-from .settings import init_from_stage1, refuse_unused, resolve_settings
+from .settings import check_ladder, init_from_stage1, refuse_unused, resolve_settings
 
 
 def step_seed(seed: int, step: int, salt: int = 0) -> int:
@@ -191,6 +191,7 @@ class Trainer:
         mcfg = build(ModelConfig, ck["model_config"])
         refuse_unused(model_class(mcfg), applied)
         tcfg = build(TrainConfig, tset)
+        check_ladder(tcfg.temperatures, tcfg.swap_every)
         tr = cls(mcfg, tcfg, checkpoint=ck, checkpoint_path=path)
         if applied and tr.dist.is_main and announce is not None:
             announce("[hebm.train] resuming with changed settings: " +
