@@ -6,7 +6,8 @@ import pytest
 import torch
 
 import hebm
-from hebm.sampler.backends import DRAWS_REFUSED, pack
+from hebm.sampler.backends import pack
+from hebm.sampler.record import DRAWS_BACKENDS, LANGEVIN, refusal, switched_on
 from hebm.sampler.backends import ops
 from tests.parity import make_kwargs, make_prior
 
@@ -91,12 +92,17 @@ def test_needs_return_info_and_memory_bound(monkeypatch):
 
 
 def test_backends_that_do_not_record_refuse_by_name():
-    from hebm.sampler.backends import cuda, graph, triton_backend
-
-    net, _ = pack.read(make_prior((7, 13)))
-    for mod, dev in ((cuda, "cuda"), (graph, "cuda"), (triton_backend, "cuda")):
-        why = mod.unsupported(net, device=torch.device(dev), dtype=torch.float32, draws=True)
-        assert why == DRAWS_REFUSED and "trace_every" in why
+    """The record says where trace_every runs (runs_on); the registry refuses it elsewhere, by name."""
+    prior, u, kw = _setup(n_steps=4, trace_every=2)
+    a = hebm.sampler.checks.check_langevin_args(prior, u, **kw)
+    assert switched_on(LANGEVIN, a) == ("trace_every",)
+    assert switched_on(LANGEVIN, hebm.sampler.checks.check_langevin_args(prior, u, **dict(kw, trace_every=0))) == ()
+    for name in ("ref", "cpu", "cuda", "graph", "triton"):
+        why = refusal(name, ("trace_every",))
+        if name in DRAWS_BACKENDS:
+            assert why is None
+        else:
+            assert why.startswith("trace_every runs in the reference and cpu backends only"), why
 
 
 # ------------------------------------------------------------------------------ the CPU kernel

@@ -384,7 +384,7 @@ def test_reverse_diffusion_float64(runner):
 def test_draws_parity(runner):
     """``trace_every``: the draws and their log π against the float64 reference (fp32: the 2× rule's
     tolerance; fp64: 1e-10), and the traced call's final state equal to the untraced one's."""
-    from hebm.sampler.backends import DRAWS_REFUSED
+    from hebm.sampler.record import refusal
 
     if not isinstance(runner, Fused) or isinstance(runner, TritonInterp) or runner.backend != "cpu":
         if isinstance(runner, Fused):
@@ -393,7 +393,7 @@ def test_draws_parity(runner):
                 u, kw = make_kwargs(prior, 5, n_steps=4, device=runner.device)
                 runner.langevin(prior, u, dict(kw, trace_every=2), "fp32")
             return
-        pytest.skip(f"{runner.name} does not record draws ({DRAWS_REFUSED})")
+        pytest.skip(f"{runner.name} does not record draws ({refusal('cuda', ('trace_every',))})")
     for metropolis in (False, True):
         prior = make_prior((7, 13, 3), n_levels=3, seed=6, dtype=torch.float64)
         u, kw = make_kwargs(prior, 11, n_steps=12, explicit_noise=False, seed=5, dtype=torch.float64)

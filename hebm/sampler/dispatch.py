@@ -31,7 +31,7 @@ from . import backends
 from .backends import BackendUnavailable
 from .backends import pack as packing
 from .checks import check_langevin_args, check_options, check_reverse_args, prior_kind
-from .record import LANGEVIN, REVERSE, Latents, signature
+from .record import LANGEVIN, REVERSE, Latents, signature, switched_on
 from .reference import (draws_info, finish_reverse, langevin_ref, langevin_z_ref, reverse_diffusion_ref, reverse_loop,
                         run_chain, start_draws, swap_record_info, with_replica_exchange)
 from .results import check_result, finish
@@ -100,19 +100,20 @@ class Sampler:
         return (f"hebm.Sampler({type(self.prior).__name__} dims={tuple(self.prior.dims)}, backend={self.backend!r}, "
                 f"precision={self.precision!r}, {self.dtype} on {self.device})")
 
-    def _backend_for(self, metropolis: bool, replica_exchange: bool = False, draws: bool = False):
+    def _backend_for(self, metropolis: bool, needs: tuple = ()):
         """``(name, module)`` that runs a call: this Sampler's backend, or for a Metropolis-adjusted
-        call or one with a temperature ladder the backend that implements those for these networks —
-        this Sampler's when it does, else (``"auto"``) the next one of the device that does (a named
-        backend that does not raises :class:`hebm.BackendUnavailable` with its reason); decided once
-        per kind of call (``draws``: a call with ``trace_every``)."""
-        if not (metropolis or replica_exchange or draws):
+        call or one that switches on keywords only some backends run (``needs``: a temperature
+        ladder, draws inside the call; :func:`hebm.sampler.record.switched_on`) the backend that
+        implements those for these networks — this Sampler's when it does, else (``"auto"``) the
+        next one of the device that does (a named backend that does not raises
+        :class:`hebm.BackendUnavailable` with its reason); decided once per kind of call."""
+        if not (metropolis or needs):
             return self.backend, self._mod
-        key = (metropolis, replica_exchange, draws)
+        key = (metropolis, needs)
         got = self._special.get(key)
         if got is None:
             name = backends.choose(self._pack.network, self.device, self.dtype, self._asked[0], self.precision,
-                                   metropolis=metropolis, replica_exchange=replica_exchange, draws=draws)
+                                   metropolis=metropolis, needs=needs)
             got = self._special[key] = (name, backends.module(name))
         return got
 
@@ -126,7 +127,7 @@ class Sampler:
         a = check_langevin_args(self.prior, u, where=_where, kind=(self.dtype, self.device),
                                 summarize=self._summarize, **arguments)
         start_draws(a, return_info, _where)
-        name, mod = self._backend_for(a.metropolis, a.temperatures is not None, bool(a.trace_every))
+        name, mod = self._backend_for(a.metropolis, switched_on(LANGEVIN, a))
         pack, prec, ran, pt = self._pack, self.precision, [None], {}
 
         def run(args):

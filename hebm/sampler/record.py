@@ -18,8 +18,11 @@ Adding a keyword: a :class:`Field` here (and its relation in :mod:`hebm.sampler.
 has one), its use in the reference (:mod:`hebm.sampler.reference`) and in each kernel — the
 compiled ops read it by its kind once ``csrc/call_record.h`` is regenerated; the Triton launcher
 carries it to a kernel parameter (``PARAMS``).  A backend that does not implement a keyword must
-refuse it by name in its ``unsupported`` (as the Triton backend refuses the Metropolis test for a
-network that needs its streamed form).
+refuse it by name: a keyword that only some backends run says which in its field (``runs_on``), and
+the registry refuses a call that switches it on anywhere else, naming it (:func:`refusal`) — the
+other backends' files are not touched; a refusal that depends on the prior's networks is the
+backend's own ``unsupported`` (as the Triton backend refuses the Metropolis test for a network
+that needs its streamed form).
 """
 from __future__ import annotations
 
@@ -42,6 +45,10 @@ CHECK_MODES = ("warn", "raise", "off")
 ADAPT_RULES = ("robbins_monro", "dual_averaging")
 #: the replica-exchange swap schedules of ``swap_schedule=`` (hebm.sampler.reference.swap_round)
 SWAP_SCHEDULES = ("deo", "even_odd")
+#: the backends that run replica exchange (``temperatures`` and its swap keywords) and draws inside
+#: the call (``trace_every``); the others refuse a call that switches them on, by name (:func:`refusal`)
+LADDER_BACKENDS = ("ref", "cpu")
+DRAWS_BACKENDS = ("ref", "cpu")
 #: largest ``n_steps`` a call takes (the kernels count steps in 32-bit words)
 MAX_STEPS = 2**31 - 1
 REQUIRED = inspect.Parameter.empty
@@ -55,7 +62,8 @@ class Field:
     ``kind`` names its normaliser (:data:`_KINDS`: what forms it takes and what it becomes);
     ``positive``/``allow_zero`` are the value rule of a per-chain number; ``choices`` the names a
     ``"choice"`` takes; ``op`` its type in the op schema (None: it stays in Python — the dispatch
-    acts on it, no kernel sees it)."""
+    acts on it, no kernel sees it); ``runs_on``: the backends that run it when it is on (any value
+    but its default), () for every backend."""
 
     name: str
     kind: str
@@ -65,6 +73,7 @@ class Field:
     positive: bool = False
     allow_zero: bool = True
     choices: tuple = ()
+    runs_on: tuple = ()
 
 
 #: the keywords of a Langevin call, in the reference's order (``u`` is its second positional argument)
@@ -97,20 +106,19 @@ LANGEVIN = (
     Field("adapt", "choice", "robbins_monro", "the adaptation rule", choices=ADAPT_RULES),
     Field("temperatures", "ladder", None, "replica exchange: the ladder of inverse temperatures β_1 ≤ … ≤ β_R = 1 "
           "in [0, 1] ([R]); chains g·R … g·R+R−1 form ladder group g, chain b runs at β_(b mod R) on "
-          "β·λ·F(T_β(u); t) − ½‖u‖² [− kernel term]; None: no ladder (the reference and the cpu backend run it)",
-          op="Tensor?"),
+          "β·λ·F(T_β(u); t) − ½‖u‖² [− kernel term]; None: no ladder", op="Tensor?", runs_on=LADDER_BACKENDS),
     Field("swap_every", "interval", 1, "replica exchange: a swap round after every m-th step (m >= 1; counted on "
-          "the step counter step_offset + k)", op="int"),
+          "the step counter step_offset + k)", op="int", runs_on=LADDER_BACKENDS),
     Field("swap_schedule", "choice", "deo", "replica exchange: which neighbour pairs propose in a round — 'deo' "
           "alternates even and odd pairs (non-reversible), 'even_odd' picks the parity at random per round and "
-          "group", choices=SWAP_SCHEDULES, op="str"),
+          "group", choices=SWAP_SCHEDULES, op="str", runs_on=LADDER_BACKENDS),
     Field("swap_uniforms", "swap_uniforms", None, "replica exchange with explicit noise: the rounds' U "
           "[n_rounds, B] in (0, 1) (a pair's U at its lower chain, the group's parity coin at its last chain)",
-          op="Tensor?"),
+          op="Tensor?", runs_on=LADDER_BACKENDS),
     Field("trace_every", "every", 0, "draws recorded inside the call: the state and its log π after every step whose "
           "counter step_offset + k + 1 is a multiple of m (from step_offset = 0: steps m, 2m, …), returned in "
           "info['draws'] [K//m, B, D] (u's structure), info['draws_log_density'] [K//m, B] and info['draw_steps']; "
-          "needs return_info; 0 or None: off", op="int"),
+          "needs return_info; 0 or None: off", op="int", runs_on=DRAWS_BACKENDS),
 )
 #: the keywords of a whole reverse diffusion (``u_T`` is its third positional argument)
 REVERSE = (
@@ -127,6 +135,32 @@ REVERSE = (
     Field("uniforms", "uniforms", None, "the Metropolis test's U [T·K, B] with explicit noise"),
 )
 BY_NAME = {id(rec): {f.name: f for f in rec} for rec in (LANGEVIN, REVERSE)}
+
+
+def switched_on(record, a) -> tuple:
+    """The names of the fields of ``record`` with ``runs_on`` that the checked call ``a`` sets to
+    anything but their default (what a backend must run to take the call)."""
+    on = []
+    for f in record:
+        if f.runs_on:
+            v = getattr(a, f.name, f.default)
+            if v is not f.default and not (type(v) in (int, float, bool, str) and v == f.default):
+                on.append(f.name)
+    return tuple(on)
+
+
+def refusal(backend: str, names: Sequence[str], record=None) -> Optional[str]:
+    """Why ``backend`` cannot take a call that switches on the fields ``names`` (None: it can):
+    the first of them whose ``runs_on`` leaves it out, named, with the backends that run it."""
+    by_name = BY_NAME[id(LANGEVIN if record is None else record)]
+    for n in names:
+        f = by_name[n]
+        if f.runs_on and backend not in f.runs_on:
+            names = ["reference" if b == "ref" else b for b in f.runs_on]
+            where = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+            use = ", ".join(repr(b) for b in f.runs_on)
+            return f"{n} runs in the {where} backends only for now; use backend={use} or 'auto'"
+    return None
 
 
 def signature(record, head: Sequence[str], tail: Sequence[tuple] = ()) -> inspect.Signature:
@@ -223,5 +257,5 @@ class ReverseArgs:
 
 
 
-__all__ = ["ADAPT_RULES", "BACKENDS", "CHECK_MODES", "SWAP_SCHEDULES", "LANGEVIN", "MAX_STEPS", "PRECISIONS", "REQUIRED", "REVERSE",
+__all__ = ["ADAPT_RULES", "BACKENDS", "CHECK_MODES", "DRAWS_BACKENDS", "LADDER_BACKENDS", "refusal", "switched_on", "SWAP_SCHEDULES", "LANGEVIN", "MAX_STEPS", "PRECISIONS", "REQUIRED", "REVERSE",
            "BY_NAME", "Field", "LangevinArgs", "Latents", "ReverseArgs", "check_keywords", "describe", "signature"]

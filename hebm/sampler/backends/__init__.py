@@ -7,15 +7,18 @@ Each backend is a module ``hebm.sampler.backends.<module>`` that defines
     RUNS_MODULE: bool        # optional, default False: it runs the prior module itself (ref, graph),
                              # so no values are packed for it
     def unavailable() -> Optional[str]       # None if usable on this machine, else why + the fix
-    def unsupported(network, *, device, dtype, precision, metropolis, replica_exchange, draws) -> Optional[str]
+    def unsupported(network, *, device, dtype, precision, metropolis) -> Optional[str]
                              # None if it runs this structure (hebm.sampler.backends.pack.Network) on these
                              # tensors at this resolved precision: decided from the structure, never
-                             # from the values; a keyword or form the backend does not implement is
-                             # refused here, by name (metropolis: the Metropolis test; replica_exchange:
-                             # a call with temperatures: a backend with run_replica (cpu) runs the
-                             # swap rounds in its kernel, the reference's hebm.sampler.reference.
-                             # replica_exchange drives them between runs of the reference loop;
-                             # draws: a call with trace_every, whose run appends its draws to args.draws)
+                             # from the values; a form the backend does not implement for this
+                             # structure is refused here, by name (metropolis: the Metropolis test).
+                             # A keyword that only some backends run says which in its record field
+                             # (runs_on) and is refused for the others here, in the registry
+                             # (hebm.sampler.record.refusal): replica exchange (temperatures: a backend
+                             # with run_replica (cpu) runs the swap rounds in its kernel, the
+                             # reference's hebm.sampler.reference.replica_exchange drives them between
+                             # runs of the reference loop), draws (trace_every: the run appends them to
+                             # args.draws)
     def run(pack, args, *, precision, trace) -> (u_out [B, D], log_density [K, B] or None, precision ran,
                                                  accept stats [2, B] with args.metropolis, else None)
     # optional, the whole reverse diffusion in one launch:
@@ -38,6 +41,8 @@ from typing import Optional
 
 import torch
 
+from ..record import refusal
+
 # name -> module holding it
 _MODULES = {
     "ref": "hebm.sampler.backends.ref",
@@ -54,15 +59,6 @@ AUTO_ORDER = {
     "cpu": ("cpu",),
     "cuda": ("cuda", "triton", "graph"),
 }
-
-
-#: why a backend that does not record draws refuses a call with trace_every
-DRAWS_REFUSED = ("trace_every (draws recorded inside the call) runs in the reference and cpu backends only for now; "
-                 "use backend='ref', 'cpu' or 'auto'")
-
-#: why every fused backend refuses a call with temperatures (hebm.sampler.reference.replica_exchange)
-REPLICA_EXCHANGE_REFUSED = ("temperatures (replica exchange) runs in the reference and cpu backends only for now; "
-                            "use backend='ref', 'cpu' (CPU tensors) or 'auto'")
 
 
 class BackendUnavailable(RuntimeError):
@@ -107,21 +103,25 @@ def unavailable(name: str) -> Optional[str]:
 
 
 def why_not(name: str, network, device: torch.device, dtype: torch.dtype, precision: str,
-            metropolis: bool = False, replica_exchange: bool = False, draws: bool = False) -> Optional[str]:
-    """None if backend ``name`` runs this structure on these tensors here, else why not.  Whether
-    the backend is available is its own (cached) answer; whether it takes the structure is decided
-    once per (backend, structure, device, dtype, precision, metropolis, replica_exchange, draws) and kept
-    in the Network."""
+            metropolis: bool = False, needs: tuple = ()) -> Optional[str]:
+    """None if backend ``name`` runs this structure on these tensors here, else why not.  ``needs``:
+    the record's fields with ``runs_on`` that the call switches on
+    (:func:`hebm.sampler.record.switched_on`), refused by name where the record says the backend
+    does not run them.  Whether the backend is available is its own (cached) answer; whether it
+    takes the structure is decided once per (backend, structure, device, dtype, precision,
+    metropolis) and kept in the Network."""
     why = unavailable(name)
     if why is not None:
         return why
-    key = ("takes", name, device, dtype, precision, metropolis, replica_exchange, draws)
+    why = refusal(name, needs)
+    if why is not None:
+        return why
+    key = ("takes", name, device, dtype, precision, metropolis)
     try:
         return network.derived[key]
     except KeyError:
         pass
-    why = _module(name).unsupported(network, device=device, dtype=dtype, precision=precision, metropolis=metropolis,
-                                    replica_exchange=replica_exchange, draws=draws)
+    why = _module(name).unsupported(network, device=device, dtype=dtype, precision=precision, metropolis=metropolis)
     network.derived[key] = why
     return why
 
@@ -133,20 +133,20 @@ def _warn_once(msg: str) -> None:
 
 
 def choose(network, device: torch.device, dtype: torch.dtype, backend: str, precision: str,
-           metropolis: bool = False, replica_exchange: bool = False, draws: bool = False) -> str:
+           metropolis: bool = False, needs: tuple = ()) -> str:
     """The backend that runs: ``backend`` itself (or :class:`BackendUnavailable` naming the fix),
     or for ``"auto"`` the first usable one of :data:`AUTO_ORDER` for the device, else ``"ref"``
     with a one-line warning.  ``precision``: the resolved one (:func:`resolve_precision`)."""
     if backend == "ref":
         return "ref"
     if backend != "auto":
-        why = why_not(backend, network, device, dtype, precision, metropolis, replica_exchange, draws)
+        why = why_not(backend, network, device, dtype, precision, metropolis, needs)
         if why is not None:
             raise BackendUnavailable(why)
         return backend
     reasons = []
     for name in AUTO_ORDER.get(device.type, ()):
-        why = why_not(name, network, device, dtype, precision, metropolis, replica_exchange, draws)
+        why = why_not(name, network, device, dtype, precision, metropolis, needs)
         if why is None:
             return name
         reasons.append(f"{name}: {why}")
@@ -187,5 +187,5 @@ def resolve_precision(precision: str, dtype: torch.dtype) -> str:
     return precision
 
 
-__all__ = ["AUTO_ORDER", "DRAWS_REFUSED", "REPLICA_EXCHANGE_REFUSED", "BackendUnavailable", "choose", "module", "resolve_precision",
+__all__ = ["AUTO_ORDER", "BackendUnavailable", "choose", "module", "resolve_precision",
            "set_kernel_threads", "unavailable", "value_summaries", "why_not"]

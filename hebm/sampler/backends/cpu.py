@@ -51,8 +51,7 @@ def unavailable() -> Optional[str]:
     return None if why is None else f"the C++ CPU extension is unavailable: {why}"
 
 
-def unsupported(network, *, device, dtype, precision: str = "fp32", metropolis: bool = False,
-                replica_exchange: bool = False, draws: bool = False) -> Optional[str]:
+def unsupported(network, *, device, dtype, precision: str = "fp32", metropolis: bool = False) -> Optional[str]:
     if device.type != "cpu":
         return f"backend 'cpu' runs on CPU tensors, got u on {device}; use backend='auto' or move the tensors"
     if dtype not in (torch.float32, torch.float64):

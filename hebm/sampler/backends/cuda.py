@@ -25,7 +25,7 @@ from typing import Optional
 
 import torch
 
-from . import DRAWS_REFUSED, REPLICA_EXCHANGE_REFUSED, _build, ops
+from . import _build, ops
 
 NAME = "cuda"
 
@@ -62,12 +62,7 @@ def unavailable() -> Optional[str]:
     return None if mod is not None else why
 
 
-def unsupported(network, *, device, dtype, precision: str = "fp32", metropolis: bool = False,
-                replica_exchange: bool = False, draws: bool = False) -> Optional[str]:
-    if draws:
-        return DRAWS_REFUSED
-    if replica_exchange:
-        return REPLICA_EXCHANGE_REFUSED
+def unsupported(network, *, device, dtype, precision: str = "fp32", metropolis: bool = False) -> Optional[str]:
     if device.type != "cuda":
         return f"u is on {device}: the CUDA backend needs CUDA tensors"
     if dtype not in (torch.float32, torch.float64):

@@ -41,7 +41,6 @@ import torch
 from ...prior.nn import MLP
 from ...prior.philox import accept_uniforms_from_key, normals_from_key, seed_to_key
 from ..record import LANGEVIN
-from . import DRAWS_REFUSED, REPLICA_EXCHANGE_REFUSED
 from ..reference import langevin_loop, mala_step, ref_step, step_coefficients, target, value_and_grad
 
 NAME = "graph"
@@ -61,12 +60,7 @@ def unavailable() -> Optional[str]:
     return None
 
 
-def unsupported(network, *, device, dtype, precision: str = "fp32", metropolis: bool = False,
-                replica_exchange: bool = False, draws: bool = False) -> Optional[str]:
-    if draws:
-        return DRAWS_REFUSED
-    if replica_exchange:
-        return REPLICA_EXCHANGE_REFUSED
+def unsupported(network, *, device, dtype, precision: str = "fp32", metropolis: bool = False) -> Optional[str]:
     if device.type != "cuda":
         return f"backend 'graph' runs CUDA tensors; u is on {device}"
     return None

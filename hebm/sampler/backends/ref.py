@@ -14,8 +14,7 @@ def unavailable():
     return None
 
 
-def unsupported(network, *, device, dtype, precision: str = "fp32", metropolis: bool = False,
-                replica_exchange: bool = False, draws: bool = False):
+def unsupported(network, *, device, dtype, precision: str = "fp32", metropolis: bool = False):
     return None
 
 

@@ -29,7 +29,7 @@ from typing import Optional
 
 import torch
 
-from . import DRAWS_REFUSED, REPLICA_EXCHANGE_REFUSED
+from ..record import LANGEVIN
 from .pack import of, read, unpack
 
 NAME = "triton"
@@ -62,10 +62,9 @@ PARAMS = (("u_ptr", "u"), ("out_ptr", None), ("lvl_ptr", None), ("noise_ptr", "n
           ("unif_ptr", "uniforms"), ("acc_ptr", None), ("params_ptr", None), ("scratch_ptr", None), ("B", None),
           ("K", "n_steps"), ("NLEV", None), ("step_offset", "step_offset"), ("zero", None))
 SPEC_FIELDS = ("metropolis",)
-#: op fields of the record this kernel does not implement: :func:`unsupported` refuses a call that
-#: sets them, by name (replica exchange: hebm.sampler.backends.REPLICA_EXCHANGE_REFUSED; trace_every:
-#: draws inside the call, DRAWS_REFUSED)
-REFUSED_FIELDS = ("temperatures", "swap_every", "swap_schedule", "swap_uniforms", "trace_every")
+#: op fields of the record this kernel does not carry: those whose ``runs_on`` leaves it out (the
+#: registry refuses a call that switches one on, by name: hebm.sampler.record.refusal)
+REFUSED_FIELDS = tuple(f.name for f in LANGEVIN if f.runs_on and NAME not in f.runs_on)
 _INTERP_BLOCK_B = 16
 
 
@@ -102,12 +101,7 @@ def _interpreter_mode_problem() -> Optional[str]:
             "the first `import triton` (e.g. in the shell: TRITON_INTERPRET=1 python ...)")
 
 
-def unsupported(network, *, device, dtype, precision: str = "fp32", metropolis: bool = False,
-                replica_exchange: bool = False, draws: bool = False) -> Optional[str]:
-    if draws:
-        return DRAWS_REFUSED
-    if replica_exchange:
-        return REPLICA_EXCHANGE_REFUSED
+def unsupported(network, *, device, dtype, precision: str = "fp32", metropolis: bool = False) -> Optional[str]:
     if network.reason is not None:
         return network.reason
     if dtype != torch.float32:
