@@ -18,6 +18,10 @@ off).  Architectures: ``HEBM_CUDA_ARCH`` (e.g. ``"90"`` or ``"80;90"``; PTX of t
 always added), default the visible GPU's own, or ``80;90`` without a GPU.  Tuning switches read
 by the launcher: ``HEBM_CUDA_ROWS=8|16``, ``HEBM_CUDA_WS=global``, ``HEBM_CUDA_STAGE=0``,
 ``HEBM_CUDA_STORE=0|1`` (see ``csrc/cuda/langevin_cuda.cpp``).
+
+``trace_every`` (draws inside the call) is recorded by the kernel: a block stores its rows of the
+state after every m-th step (and, MALA, the chain's own log π; ULA, the log π the next step's
+sweep computes — one more evaluation when the last step is a draw), as the cpu kernel does.
 """
 from __future__ import annotations
 
@@ -25,7 +29,7 @@ from typing import Optional
 
 import torch
 
-from . import DRAWS_REFUSED, REPLICA_EXCHANGE_REFUSED, _build, ops
+from . import REPLICA_EXCHANGE_REFUSED, _build, ops
 
 NAME = "cuda"
 
@@ -64,9 +68,7 @@ def unavailable() -> Optional[str]:
 
 def unsupported(network, *, device, dtype, precision: str = "fp32", metropolis: bool = False,
                 replica_exchange: bool = False, draws: bool = False) -> Optional[str]:
-    if draws:
-        return DRAWS_REFUSED
-    if replica_exchange:
+    if replica_exchange:  # (with or without draws: the kernel has no swap rounds)
         return REPLICA_EXCHANGE_REFUSED
     if device.type != "cuda":
         return f"u is on {device}: the CUDA backend needs CUDA tensors"
