@@ -56,10 +56,6 @@ AUTO_ORDER = {
 }
 
 
-#: why a backend that does not record draws refuses a call with trace_every
-DRAWS_REFUSED = ("trace_every (draws recorded inside the call) runs in the reference and cpu backends only for now; "
-                 "use backend='ref', 'cpu' or 'auto'")
-
 #: why every fused backend refuses a call with temperatures (hebm.sampler.reference.replica_exchange)
 REPLICA_EXCHANGE_REFUSED = ("temperatures (replica exchange) runs in the reference and cpu backends only for now; "
                             "use backend='ref', 'cpu' (CPU tensors) or 'auto'")
@@ -187,5 +183,5 @@ def resolve_precision(precision: str, dtype: torch.dtype) -> str:
     return precision
 
 
-__all__ = ["AUTO_ORDER", "DRAWS_REFUSED", "REPLICA_EXCHANGE_REFUSED", "BackendUnavailable", "choose", "module", "resolve_precision",
+__all__ = ["AUTO_ORDER", "REPLICA_EXCHANGE_REFUSED", "BackendUnavailable", "choose", "module", "resolve_precision",
            "set_kernel_threads", "unavailable", "value_summaries", "why_not"]
