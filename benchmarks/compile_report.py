@@ -2,7 +2,7 @@
 CUDA kernel, on a machine without a GPU.
 
     python -m benchmarks.compile_report [--problems toy,small,large] [--precisions ieee,tf32]
-                                        [--batch 1024] [--json OUT] [--no-cuda] [--metropolis]
+                                        [--batch 1024] [--json OUT] [--no-cuda] [--metropolis] [--draws M]
 
 Triton: for each problem (``hebm.standard_problem(name, batch)``: seeded, kernel term on, no
 trace) and dot precision, the kernel the launcher would build for a first GPU call — the same
@@ -132,12 +132,17 @@ def _ptxas_v(ptx: str, target) -> str:
     return r.stdout + r.stderr
 
 
-SCRATCH_ARG = 17  # position of scratch_ptr among the kernel's arguments (hebm.kernels.codegen's head)
+def _scratch_arg() -> int:
+    """Position of scratch_ptr among the kernel's arguments (the launcher's PARAMS)."""
+    from hebm.sampler.backends import triton_backend as tb
+
+    return [n for n, _ in tb.PARAMS].index("scratch_ptr")
 
 
-def triton_report(problem: str, precision: str, batch: int, metropolis: bool = False) -> dict:
+def triton_report(problem: str, precision: str, batch: int, metropolis: bool = False, draws: int = 0) -> dict:
     """Compile one problem's kernel for sm_90 as a first GPU call would; the record of the table.
-    ``metropolis``: the Metropolis-adjusted kernel (``metropolis=True``) instead."""
+    ``metropolis``: the Metropolis-adjusted kernel (``metropolis=True``) instead; ``draws`` = m > 0:
+    the kernel that records draws (``trace_every=m``)."""
     import hebm
     from hebm.kernels import kernel_form
     from hebm.sampler.backends import triton_backend as tb
@@ -145,11 +150,11 @@ def triton_report(problem: str, precision: str, batch: int, metropolis: bool = F
     from triton.backends.compiler import GPUTarget
     from triton.compiler import make_backend
 
-    rec = {"kind": "triton", "problem": problem + (" MALA" if metropolis else ""), "precision": precision,
-           "batch": batch}
+    rec = {"kind": "triton", "problem": problem + (" MALA" if metropolis else "") + (f" draws/{draws}" if draws else ""),
+           "precision": precision, "batch": batch}
     try:
         p = hebm.standard_problem(problem, batch)
-        a = check_langevin_args(p.prior, p.u, metropolis=metropolis,
+        a = check_langevin_args(p.prior, p.u, metropolis=metropolis, trace_every=draws or None,
                                 **{k: v for k, v in p.kwargs.items() if not (metropolis and k == "noise_scale")})
         pk, parts = tb.packed(p.prior)
         kw = tb.langevin_kwargs(a, precision=PRECISIONS[precision], trace=False)
@@ -168,7 +173,7 @@ def triton_report(problem: str, precision: str, batch: int, metropolis: bool = F
             (d / "ptxas.log").write_text(log)
         rec.update(ok=True, compile_s=round(dt, 2), stages_s={k: round(v, 2) for k, v in stages_t.items()},
                    shared_bytes=int(kernel.metadata.shared), **_ptxas_numbers(log))
-        scratch = args[SCRATCH_ARG]
+        scratch = args[_scratch_arg()]
         rec["scratch_floats_per_row"] = int(scratch.numel() // (-(-batch // cfg["BLOCK_B"]) * cfg["BLOCK_B"])) \
             if scratch is not args[0] else 0
     except Exception as e:  # a failed compile is a result of the report
@@ -303,6 +308,8 @@ def main(argv=None) -> int:
     ap.add_argument("--no-cuda", action="store_true", help="skip the CUDA kernel")
     ap.add_argument("--no-triton", action="store_true", help="skip the Triton kernels")
     ap.add_argument("--metropolis", action="store_true", help="also the Metropolis-adjusted Triton kernels (MALA)")
+    ap.add_argument("--draws", type=int, default=0, metavar="M",
+                    help="also the Triton kernels that record draws inside the call (trace_every=M)")
     a = ap.parse_args(argv)
     recs = []
     try:
@@ -311,8 +318,10 @@ def main(argv=None) -> int:
                 for prec in [x for x in a.precisions.split(",") if x]:
                     if prec not in PRECISIONS:
                         ap.error(f"unknown precision {prec!r}")
-                    for mala in (False, True) if a.metropolis else (False,):
-                        recs.append(triton_report(prob, prec, a.batch, metropolis=mala))
+                    kinds = [(mala, m) for mala in ((False, True) if a.metropolis else (False,))
+                             for m in ((0, a.draws) if a.draws else (0,))]
+                    for mala, m in kinds:
+                        recs.append(triton_report(prob, prec, a.batch, metropolis=mala, draws=m))
                         r = recs[-1]
                         print(f"[triton] {r['problem']} {prec}: " + (
                             f"{r['compile_s']} s, {r.get('registers')} registers, "

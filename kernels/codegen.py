@@ -100,6 +100,7 @@ class LangevinSpec:
     tile: int = 32  # chunk width of every product
     reg_limit: int = 64 * 64  # padded weight elements above which the kernel is streamed
     metropolis: bool = False  # Metropolis-adjusted steps (MALA; register form only)
+    draws: bool = False  # trace_every: the state (and its log π) after every m-th step into draws_ptr / dlogp_ptr
 
 
 def pad(n: int) -> int:
@@ -249,8 +250,10 @@ class _Glue:
         self.has_en = bool(spec.energies)
         self.level_rows = any(lay.rows > 1 for m in spec.conds + spec.energies for lay in m.layers)
         self.scr_w = 0
-        # F is summed where log π is needed: the trace, and the Metropolis test
-        self.need_logp = spec.trace or spec.metropolis
+        # F is summed where log π is needed: the trace, the Metropolis test, the draws' log π
+        self.need_logp = spec.trace or spec.metropolis or spec.draws
+        # the Langevin step sums log π of the state entering it (lp, fsum) for the trace and the draws
+        self.logp = spec.trace or spec.draws
 
     def t(self, n: int) -> int:
         """Chunk width of an extent."""
@@ -262,7 +265,7 @@ class _Glue:
         ens = [tuple(lay.out for lay in m.layers) for m in s.energies]
         doc = (f"dims={s.dims} conds={conds} energies={ens} kernel={s.has_kernel} seeded={s.seeded} "
                f"trace={s.trace} levels={s.store_levels} unext_from_state={s.unext_from_state} "
-               + ("metropolis=True " if s.metropolis else "") +
+               + ("metropolis=True " if s.metropolis else "") + ("draws=True " if s.draws else "") +
                f"precision={s.precision} form={self.form} tile={s.tile} scratch/row={self.scr_w}")
         doc = textwrap.fill(doc, width=_WIDTH - 8, subsequent_indent="    ")
         return [
@@ -277,10 +280,11 @@ class _Glue:
             f"PREC = tl.constexpr({s.precision!r})  # tl.dot operands",
             "",
             "",
-            '@triton.jit(do_not_specialize=["B", "K", "NLEV", "step_offset"])',
+            '@triton.jit(do_not_specialize=["B", "K", "NLEV", "step_offset", "trace_every"])',
             "def langevin_kernel(u_ptr, out_ptr, lvl_ptr, noise_ptr, key_ptr, ids_ptr,",
             "                    delta_ptr, c_ptr, lam_ptr, t_ptr, alpha_ptr, sigma_ptr, unext_ptr,",
-            "                    trace_ptr, unif_ptr, acc_ptr, params_ptr, scratch_ptr, B, K, NLEV, step_offset, zero,",
+            "                    trace_ptr, unif_ptr, acc_ptr, draws_ptr, dlogp_ptr, params_ptr, scratch_ptr,",
+            "                    B, K, NLEV, step_offset, trace_every, zero,",
             "                    BLOCK_B: tl.constexpr):",
             f'    """{doc}\n    """',
         ]
@@ -299,6 +303,11 @@ class _Glue:
             o("nptr = noise_ptr")
         if s.trace:
             o("tptr = trace_ptr")
+        if s.draws:
+            o("# draws (trace_every = m): after every step whose counter step_offset + k + 1 m divides; a draw")
+            o("# after the last step gets its log π from one more sweep (k = K: no update, nothing traced)")
+            o("dfirst = step_offset // trace_every + 1  # the counter of draw n is (dfirst + n)·m")
+            o("kend = K + tl.where((step_offset + K) % trace_every == 0, 1, 0)")
 
     def per_level(self) -> None:
         """Per-row parameters of level j (row block j of the ``[NLEV, B]`` tables), loaded in every
@@ -327,20 +336,40 @@ class _Glue:
         o("zk = k * zero  # 0, but not to the compiler: parameter addresses are computed in the step")
         o("step = step_offset + j * K + k")
         self.per_level()
+        if s.draws:
+            o("live = k < K  # False in the draw's extra sweep")
+            o("half = tl.where(live, half, 0.0)")
+            o("amp = tl.where(live, amp, 0.0)")
         if not s.seeded and self.form == "streamed":
             o(f"nrow = nptr + rows64[:, None] * {self.D}  # noise[j·K + k]")
-        if s.trace:
+        if self.logp:
             o("lp = tl.zeros([BLOCK_B], dtype=tl.float32)")
             o("fsum = tl.zeros([BLOCK_B], dtype=tl.float32)")
 
     def step_tail(self) -> None:
+        o = self.o
         if not self.s.seeded:
-            self.o(f"nptr += B * {self.D}")
+            if self.s.draws:  # (the extra sweep reads row K − 1 again, its noise multiplied by 0)
+                o(f"nptr += tl.where(k + 1 < K, B * {self.D}, 0)")
+            else:
+                o(f"nptr += B * {self.D}")
         self.trace_store()
+        if self.s.draws:
+            o("# the log π of the draw taken after the previous step: this step's state entering it")
+            o("dn = (step_offset + k) // trace_every - dfirst")
+            o("pend = (k > 0) & ((step_offset + k) % trace_every == 0)")
+            o("tl.store(dlogp_ptr + dn.to(tl.int64) * B + rows64, lam * fsum + lp, mask=rmask & pend)")
+
+    def draw_mask(self) -> None:
+        """``isd``: the state after step k is a draw, ``dst``: draw n's row pointers (``dn``)."""
+        o = self.o
+        o("isd = ((step_offset + k + 1) % trace_every == 0)" + (" & live" if not self.s.metropolis else ""))
+        o("dn = (step_offset + k + 1) // trace_every - dfirst")
+        o(f"dptr = draws_ptr + dn.to(tl.int64) * B * {self.D}")
 
     def trace_store(self) -> None:
         if self.s.trace:
-            self.o("tl.store(tptr + rows, lam * fsum + lp, mask=rmask)")
+            self.o("tl.store(tptr + rows, lam * fsum + lp, mask=rmask" + (" & live)" if self.s.draws else ")"))
             self.o("tptr += B")
 
 
@@ -571,6 +600,12 @@ class _RegisterGlue(_Glue):
                     o(f"u{i} = tl.where(acc[:, None], p{i}, u{i})")
                     o(f"g{i} = tl.where(acc[:, None], q{i}, g{i})")
                 o("lp = tl.where(acc, lpp, lp)")
+                if s.draws:
+                    o("# a draw: the state after the step and its own log π")
+                    self.draw_mask()
+                    for i in range(L):
+                        o(self.state("store_state", "dptr", i, "zk", x=f"u{i}", rmask="rmask & isd"))
+                    o("tl.store(dlogp_ptr + dn.to(tl.int64) * B + rows64, lp, mask=rmask & isd)")
                 o("nacc += acc.to(tl.float32)")
                 o("psum += tl.where(log_alpha >= 0.0, 1.0, tl.where(log_alpha == log_alpha, "
                   "tl.exp(tl.minimum(log_alpha, 0.0)), 0.0))")
@@ -595,7 +630,7 @@ class _RegisterGlue(_Glue):
             o("lptr = lvl_ptr")
         with o.indent("for j in range(NLEV):"):
             self.level_entry()
-            with o.indent("for k in range(K):"):
+            with o.indent("for k in range(kend):" if s.draws else "for k in range(K):"):
                 self.step_head()
                 if self.has_en:
                     o("# ---- top-down: T_beta forward, each energy forward + backward")
@@ -610,19 +645,26 @@ class _RegisterGlue(_Glue):
                                               CLAMP=float(s.sigma_clamp)))
                     else:
                         o("gu = G" if self.has_en else "gu = 0.0")
-                    if s.trace:
+                    if self.logp:
                         o("lp += " + _call("gauss_terms", f"u{i}", f"un{i}", "alpha", "inv2", KERNEL=s.has_kernel))
                     if s.seeded:
                         o("eps = " + _call("noise_chunk", "cid", "step", "key0", "key1", ly.base // 4, NB=ly.P // 4, c0=0,
                                            LO=ly.sh, HI=ly.hi))
                     else:
                         o("eps = " + self.state("load_state", "nptr", i, "zk"))
-                    o(f"u{i} = " + _call("langevin_update", f"u{i}", "gu", f"un{i}", "eps", "half", "amp", "alpha",
-                                         "inv2", KERNEL=s.has_kernel))
+                    upd = _call("langevin_update", f"u{i}", "gu", f"un{i}", "eps", "half", "amp", "alpha", "inv2",
+                                KERNEL=s.has_kernel)
+                    # (the draw's extra sweep keeps the state as it is, whatever its gradient)
+                    o(f"u{i} = " + (f"tl.where(live, {upd}, u{i})" if s.draws else upd))
                     if self.has_en and i < L - 1:
                         self.cond_bwd(i, "G", "gl", f"gz{i}")
                         o(f"G = E{i + 1} + gz{i}")
                 self.step_tail()
+                if s.draws:
+                    o("# a draw: the state after the step")
+                    self.draw_mask()
+                    for i in range(L):
+                        o(self.state("store_state", "dptr", i, "zk", x=f"u{i}", rmask="rmask & isd"))
             if s.store_levels:
                 for i in range(L):
                     o(self.state("store_state", "lptr", i, "zj", x=f"u{i}"))
@@ -631,11 +673,11 @@ class _RegisterGlue(_Glue):
             o(self.state("store_state", "out_ptr", i, "zero", x=f"u{i}"))
         return "\n".join(self.head() + self.o.lines) + "\n"
 
-    def state(self, fn: str, ptr: str, i: int, z: str, x=None) -> str:
+    def state(self, fn: str, ptr: str, i: int, z: str, x=None, rmask: str = "rmask") -> str:
         ly = self.lay[i]
         args = (ptr,) if x is None else (ptr, x)
         kw = dict(D=self.D, BASE=ly.base) if x is not None else dict(D=self.D, BASE=ly.base, P=ly.P)
-        return _call(fn, *args, "rows64", "rmask", z, **kw, LO=ly.sh, HI=ly.hi)
+        return _call(fn, *args, "rows64", rmask, z, **kw, LO=ly.sh, HI=ly.hi)
 
 
 # ------------------------------------------------------------------------------------- streamed form
@@ -702,9 +744,9 @@ class _StreamedGlue(_Glue):
             common = dict(KP=KP, TK=self.t(KP), LO=LO, HI=HI, params_ptr="params_ptr", z="zk", W_OFF=lay.w_off,
                           NP=lay.np, B_OFF=lay.b_off, ROWS=lay.rows, tlev="tlev")
             if top_seed and j == m.n_hidden - 1:
-                o(("fsum += " if s.trace else "") + _call(
+                o(("fsum += " if self.logp else "") + _call(
                     "stream_energy_top", ptr, "rm", **common, WL_OFF=m.layers[-1].w_off, lam="lam",
-                    dst_ga=self.r("GA0"), TN=self.t(lay.np), ACT=m.act, SLOPE=float(m.act_param), TRACE=s.trace,
+                    dst_ga=self.r("GA0"), TN=self.t(lay.np), ACT=m.act, SLOPE=float(m.act_param), TRACE=self.logp,
                     PREC="PREC", BLOCK_B="BLOCK_B"))
                 self.barrier()
                 return None, lay.np
@@ -739,12 +781,12 @@ class _StreamedGlue(_Glue):
         o(f"# energy f_{i + 1}(z_{i + 1}; t): forward and backward")
         ptr, LO, HI = self.src_of(i)
         last = m.layers[-1]
-        if s.trace:
+        if self.logp:
             o(f"fsum += tl.load(params_ptr + {last.b_off})")
         if m.n_hidden == 0:
-            o(("fsum += " if s.trace else "") + _call(
+            o(("fsum += " if self.logp else "") + _call(
                 "stream_energy_linear", ptr, "rm", KP=ly.P, TK=self.t(ly.P), LO=LO, HI=HI, params_ptr="params_ptr",
-                z="zk", W_OFF=last.w_off, lam="lam", dst_e=self.r(f"E{i}"), TRACE=s.trace, BLOCK_B="BLOCK_B"))
+                z="zk", W_OFF=last.w_off, lam="lam", dst_e=self.r(f"E{i}"), TRACE=self.logp, BLOCK_B="BLOCK_B"))
             self.barrier()
             return
         self.hidden(m, (ptr, LO, HI), ly.P, "DE" if m.n_hidden > 1 else None, top_seed=True)
@@ -808,8 +850,8 @@ class _StreamedGlue(_Glue):
         kw.update(KERNEL=s.has_kernel, un_row=un, half="half", amp="amp", alpha="alpha", inv2="inv2")
         kw.update(SEEDED=s.seeded, cid="cid" if s.seeded else 0, step="step", k0="key0" if s.seeded else 0,
                   k1="key1" if s.seeded else 0, BLK0=ly.base // 4, noise_row="uz" if s.seeded else f"nrow + {ly.base}")
-        kw.update(TRACE=s.trace, rmask="rm", PREC="PREC", BLOCK_B="BLOCK_B")
-        o(("lp += " if s.trace else "") + _call("stream_update", f"uz + {ly.base}", **kw))
+        kw.update(TRACE=self.logp, rmask="rm", PREC="PREC", BLOCK_B="BLOCK_B")
+        o(("lp += " if self.logp else "") + _call("stream_update", f"uz + {ly.base}", **kw))
         self.barrier()
 
     def generate(self) -> str:
@@ -828,7 +870,7 @@ class _StreamedGlue(_Glue):
             if s.has_kernel and s.unext_from_state:
                 o(_call("copy_cols", "ust", f"scr + {self.regions['UN']}", N=D, TN=TD, rmask="rm"))
                 self.barrier()
-            with o.indent("for k in range(K):"):
+            with o.indent("for k in range(kend):" if s.draws else "for k in range(K):"):
                 self.step_head()
                 o("sz = scr + zk  # step-variant row pointers (see _StreamedGlue.r)")
                 o("uz = ust + zk")
@@ -844,6 +886,17 @@ class _StreamedGlue(_Glue):
                     if self.has_en and i < L - 1:
                         self.cond_bwd(i)
                 self.step_tail()
+                if s.draws:
+                    o("# a draw: the state after the step")
+                    self.draw_mask()
+                    o(_call("copy_cols", "ust", f"dptr + rows64[:, None] * {D}", N=D, TN=TD, rmask="rm & isd"))
+            if s.draws:
+                o("# after the draw's extra sweep: the state as it was drawn (the sweep's update was by 0)")
+                self.barrier()
+                o("dlast = (step_offset + K) % trace_every == 0")
+                o(f"dlp = draws_ptr + ((step_offset + K) // trace_every - dfirst).to(tl.int64) * B * {D}")
+                o(_call("copy_cols", f"dlp + rows64[:, None] * {D}", "ust", N=D, TN=TD, rmask="rm & dlast"))
+                self.barrier()
             if s.store_levels:
                 o(_call("copy_cols", "ust", f"lvl_ptr + (j * B + rows64)[:, None] * {D}", N=D, TN=TD, rmask="rm"))
         return "\n".join(self.head() + self.o.lines) + "\n"

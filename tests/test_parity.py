@@ -30,6 +30,7 @@ import pytest  # noqa: E402
 import hebm  # noqa: E402
 from hebm.sampler.backends import pack  # noqa: E402
 from hebm.sampler.checks import check_langevin_args, check_reverse_args
+from hebm.sampler.reference import draws_info, start_draws  # noqa: E402
 from hebm.sampler.results import finish  # noqa: E402
 from tests.parity import attribute_prior, make_kwargs, make_prior, on, parity  # noqa: E402
 
@@ -90,8 +91,10 @@ class CudaEmu(Runner):
         from hebm.sampler.backends import cuda as cb
 
         a = check_langevin_args(prior, u, **kw)
+        start_draws(a, True, self.name)
         out, logd, ran, _ = cb.run(pack.of(prior), a, precision=precision, trace=True, namespace="hebm_cuda_emu")
-        return finish(prior, a, out, {"backend": self.name, "precision": ran, "log_density": logd}, True)
+        info = {"backend": self.name, "precision": ran, "log_density": logd, **draws_info(prior, a)}
+        return finish(prior, a, out, info, True)
 
     def reverse(self, prior, sched, u_T, kw, return_levels):
         from hebm.sampler.backends import cuda as cb
@@ -139,8 +142,10 @@ class GraphBody(Runner):
         from hebm.sampler.backends import graph
 
         a = check_langevin_args(prior, u, **kw)
+        start_draws(a, True, self.name)
         out, logd, ran, _ = graph.run(pack.of(prior), a, precision=precision, trace=True)
-        return finish(prior, a, out, {"backend": self.name, "precision": ran, "log_density": logd}, True)
+        info = {"backend": self.name, "precision": ran, "log_density": logd, **draws_info(prior, a)}
+        return finish(prior, a, out, info, True)
 
     def reverse(self, prior, sched, u_T, kw, return_levels):
         from hebm.sampler.backends import graph
@@ -383,17 +388,10 @@ def test_reverse_diffusion_float64(runner):
 # ------------------------------------------------------------------------------ draws inside the call
 def test_draws_parity(runner):
     """``trace_every``: the draws and their log π against the float64 reference (fp32: the 2× rule's
-    tolerance; fp64: 1e-10), and the traced call's final state equal to the untraced one's."""
-    from hebm.sampler.record import refusal
-
-    if not isinstance(runner, Fused) or isinstance(runner, TritonInterp) or runner.backend != "cpu":
-        if isinstance(runner, Fused):
-            with pytest.raises(hebm.BackendUnavailable, match="trace_every"):
-                prior = make_prior((7, 13), seed=8).to(runner.device)
-                u, kw = make_kwargs(prior, 5, n_steps=4, device=runner.device)
-                runner.langevin(prior, u, dict(kw, trace_every=2), "fp32")
-            return
-        pytest.skip(f"{runner.name} does not record draws ({refusal('cuda', ('trace_every',))})")
+    tolerance; fp64: 1e-10), and the traced call's final state equal to the untraced one's.  Every
+    backend records them (a ladder with draws stays refused where the backend has no swap rounds:
+    tests/test_draws.py)."""
+    dev = runner.device
     for metropolis in (False, True):
         prior = make_prior((7, 13, 3), n_levels=3, seed=6, dtype=torch.float64)
         u, kw = make_kwargs(prior, 11, n_steps=12, explicit_noise=False, seed=5, dtype=torch.float64)
@@ -401,15 +399,24 @@ def test_draws_parity(runner):
         if metropolis:
             kw = dict(kw, metropolis=True, noise_scale=1.0)
         want, iref = hebm.langevin_ref(prior, u, return_info=True, **kw)
-        got, info = runner.langevin(prior, u, kw, "fp32")
-        assert info["draw_steps"].tolist() == [4, 8, 12] and info["draws"].shape == (3, 11, prior.D)
-        torch.testing.assert_close(info["draws"], iref["draws"], rtol=1e-10, atol=1e-10)
-        torch.testing.assert_close(info["draws_log_density"], iref["draws_log_density"], rtol=1e-10, atol=1e-10)
-        plain = runner.langevin(prior, u, {k: v for k, v in kw.items() if k != "trace_every"}, "fp32")[0]
-        assert torch.equal(got, plain)
+        if runner.fp64:
+            got, info = runner.langevin(prior.to(dev), u.to(dev), on(kw, torch.float64, dev), "fp32")
+            assert info["draw_steps"].tolist() == [4, 8, 12] and info["draws"].shape == (3, 11, prior.D)
+            torch.testing.assert_close(info["draws"].cpu(), iref["draws"], rtol=1e-10, atol=1e-10)
+            torch.testing.assert_close(info["draws_log_density"].cpu(), iref["draws_log_density"], rtol=1e-10,
+                                       atol=1e-10)
+            plain = runner.langevin(prior.to(dev), u.to(dev),
+                                    on({k: v for k, v in kw.items() if k != "trace_every"}, torch.float64, dev), "fp32")[0]
+            assert torch.equal(got, plain)
+            prior = prior.cpu()
         # fp32 against the float64 reference
         p32, u32, kw32 = copy.deepcopy(prior).float(), u.float(), on(kw, torch.float32, "cpu")
-        got32, i32 = runner.langevin(p32, u32, kw32, "fp32")
+        got32, i32 = runner.langevin(copy.deepcopy(p32).to(dev), u32.to(dev), on(kw, torch.float32, dev), "fp32")
+        i32 = {k: (v.cpu() if isinstance(v, torch.Tensor) else v) for k, v in i32.items()}
+        assert i32["draw_steps"].tolist() == [4, 8, 12] and i32["draws"].shape == (3, 11, prior.D)
+        plain32 = runner.langevin(copy.deepcopy(p32).to(dev), u32.to(dev),
+                                  on({k: v for k, v in kw.items() if k != "trace_every"}, torch.float32, dev), "fp32")
+        assert torch.equal(got32, plain32[0]), f"{runner.name}: the draws changed the chain"
         ref32 = hebm.langevin_ref(p32, u32, return_info=True, **kw32)[1]
         err = float((i32["draws"].double() - iref["draws"]).abs().max())
         err_ref = float((ref32["draws"].double() - iref["draws"]).abs().max())

@@ -84,6 +84,10 @@ struct KArgs {
   HEBM_LANGEVIN_FIELDS(HEBM_KMEMBER)
   T* log_density;    // [n_steps, B] or nullptr
   T* accept = nullptr;
+  // with trace_every = m (Langevin mode): the state after every step whose counter
+  // step_offset + k + 1 m divides, [n, B, D], and its log π [n, B] (nullptr: none)
+  T* draws = nullptr;
+  T* draws_log_density = nullptr;
 
   // ---- reverse-diffusion mode (n_lv > 0): levels j = 0..n_lv-1, scalars per level
   int32_t n_lv;

@@ -181,6 +181,29 @@ HEBM_DEV void noise4(const KArgs<T>& a, long nk, long b, int j, long step, T eps
   }
 }
 
+// Draws (trace_every = m, hebm/sampler/reference.py langevin_loop): the state after step k of the
+// call is draw n = (step_offset + k + 1)/m − ⌊step_offset/m⌋ − 1 when m divides its counter
+// step_offset + k + 1; −1: not a draw (or no draws asked).  As the cpu kernel's draw_index.
+template <typename T>
+HEBM_DEV long draw_index(const KArgs<T>& a, long k) {
+  if (a.draws == nullptr || a.trace_every <= 0 || k < 0) return -1;
+  const long c = (long)a.step_offset + k + 1;
+  return c % a.trace_every ? -1 : c / a.trace_every - (long)a.step_offset / a.trace_every - 1;
+}
+
+// The block's valid rows of U as draw n ([n, B, D]), and (r_lp: a [ROWS] row, or nullptr) their log π.
+template <typename T, int ROWS, class Ctx>
+HEBM_DEV void store_draw(const KArgs<T>& a, long n, const T* U, const T* r_lp, long r_begin, int nvalid, Ctx& cx) {
+  const int D = a.D, LD = a.LD;
+  T* dst = a.draws + n * (long)a.B * D;
+  for (int idx = cx.tid(); idx < nvalid * D; idx += kThreads) {
+    const int r = idx / D, d = idx % D;
+    dst[(r_begin + r) * D + d] = U[r * LD + d];
+  }
+  if (r_lp != nullptr)
+    for (int r = cx.tid(); r < nvalid; r += kThreads) a.draws_log_density[n * (long)a.B + r_begin + r] = r_lp[r];
+}
+
 // Hidden buffer j (pre-activations of hidden layer j) of an MLP inside its stack; ld returned.
 template <typename T, int ROWS>
 HEBM_DEV T* hidden_buf(const KArgs<T>& a, const MlpDesc& md, T* stack, int j, int& ld) {
@@ -499,34 +522,47 @@ HEBM_DEV void block_run(const KArgs<T>& a, int rb, T* ws, const T* P, const T* P
         for (int r = tid; r < ROWS; r += kThreads)
           if (r_acc[r] == T(0)) r_lp[r] = r_lp0[r];
         cx.sync();
+        // a draw: the chain's state after the step and its own log π (no extra evaluation); synced
+        // before the next proposal rewrites U
+        const long n = draw_index(a, k);
+        if (n >= 0) {
+          store_draw<T, ROWS>(a, n, U, r_lp, r_begin, nvalid, cx);
+          cx.sync();
+        }
       }
       continue;  // (Langevin mode has one level)
     }
-    for (int k = 0; k < K; ++k) {
-      energy_grad();
-      // ---- phase 5 (trace): log π at the state entering this step
-      if (a.log_density != nullptr && !diffusion) {
-        for (int r = warp; r < ROWS; r += kWarps) {
-          T su = T(0), sk = T(0);
-          for (int d = lane; d < D; d += 32) {
-            const T u = U[r * LD + d];
-            su += u * u;
-            if (kernel_on) {
-              const T df = r_alpha[r] * u - UN[r * LD + d];
-              sk += df * df;
-            }
-          }
-          su = cx.warp_sum(su);
-          sk = cx.warp_sum(sk);
-          if (lane == 0 && r < nvalid) {
-            T lp = T(-0.5) * su;
-            if (a.has_energy) lp += r_lam[r] * r_F[r];
-            if (kernel_on) lp -= sk / (T(2) * r_sig[r] * r_sig[r]);
-            a.log_density[(long)k * B + r_begin + r] = lp;
+    // ---- log π at the state U (after energy_grad) into the trace row k (when k >= 0 and traced)
+    //      and the log π of draw n (when n >= 0): a warp per row
+    auto log_density_rows = [&](long k, long n) {
+      for (int r = warp; r < ROWS; r += kWarps) {
+        T su = T(0), sk = T(0);
+        for (int d = lane; d < D; d += 32) {
+          const T u = U[r * LD + d];
+          su += u * u;
+          if (kernel_on) {
+            const T df = r_alpha[r] * u - UN[r * LD + d];
+            sk += df * df;
           }
         }
-        cx.sync();
+        su = cx.warp_sum(su);
+        sk = cx.warp_sum(sk);
+        if (lane == 0 && r < nvalid) {
+          T lp = T(-0.5) * su;
+          if (a.has_energy) lp += r_lam[r] * r_F[r];
+          if (kernel_on) lp -= sk / (T(2) * r_sig[r] * r_sig[r]);
+          if (k >= 0 && a.log_density != nullptr) a.log_density[k * B + r_begin + r] = lp;
+          if (n >= 0) a.draws_log_density[n * B + r_begin + r] = lp;
+        }
       }
+      cx.sync();
+    };
+    for (int k = 0; k < K; ++k) {
+      energy_grad();
+      // ---- phase 5 (trace): log π at the state entering this step — the per-step trace, and the
+      //      log π of the draw taken after the previous step (the cpu kernel's `pending`)
+      const long pend = diffusion ? -1 : draw_index(a, (long)k - 1);
+      if ((a.log_density != nullptr || pend >= 0) && !diffusion) log_density_rows(k, pend);
       // ---- phase 6: the update u ← u + (δ²/2)∇log π + cδε, four elements (one Philox block) a thread
       const long step = step_base + k;
       for (int idx = tid; idx < ROWS * NB4; idx += kThreads) {
@@ -548,6 +584,22 @@ HEBM_DEV void block_run(const KArgs<T>& a, int rb, T* ws, const T* P, const T* P
         }
       }
       cx.sync();
+      // a draw: the state after the step (its log π comes with the next step's, or below)
+      if (!diffusion) {
+        const long n = draw_index(a, k);
+        if (n >= 0) {
+          store_draw<T, ROWS>(a, n, U, (const T*)nullptr, r_begin, nvalid, cx);
+          cx.sync();  // (the next phase only reads U; synced all the same, a draw step is rare)
+        }
+      }
+    }
+    // a draw after the last step: one more evaluation for its log π
+    if (!diffusion && K > 0) {
+      const long n = draw_index(a, (long)K - 1);
+      if (n >= 0) {
+        energy_grad();
+        log_density_rows(-1, n);
+      }
     }
     if (diffusion && a.levels_out != nullptr) {
       T* dst = a.levels_out + (long)(lv + 1) * B * D;

@@ -431,8 +431,8 @@ void launch(KArgs<T>& a, const Plan& p, const at::Tensor& u, const at::Tensor& p
 #define HEBM_READ(name, slot, KIND) HEBM_FILL_##KIND(a, c, name, slot)
 
 template <typename T>
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> langevin_impl(bool emulated, CallReader& c, const NetworkArgs& net,
-                                                             bool trace) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> langevin_impl(
+    bool emulated, CallReader& c, const NetworkArgs& net, bool trace) {
   const at::Tensor u = c.u.contiguous();
   const FlatNetwork flat = flatten_network(net);
   const at::Tensor& params = flat.params;
@@ -450,20 +450,27 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> langevin_impl(bool em
   TORCH_CHECK(a.temperatures == nullptr, "hebm cuda: temperatures (replica exchange) is not implemented in this kernel");
   const at::Tensor swaps = at::empty({0}, u.options());
   TORCH_CHECK(a.u_next == nullptr || (a.alpha != nullptr && a.sigma != nullptr), "hebm cuda: u_next needs alpha and sigma");
-  TORCH_CHECK(a.trace_every == 0, "hebm cuda: trace_every (draws inside the call) is not implemented by the CUDA kernel; "
-              "use backend='cpu' or 'ref'");
   const bool kern = a.u_next != nullptr;
   at::Tensor out = at::empty_like(u);
   at::Tensor logd = trace ? at::empty({a.n_steps, B}, u.options()) : at::empty({0}, u.options());
   at::Tensor acc = a.metropolis ? at::zeros({2, B}, u.options()) : at::empty({0}, u.options());
+  // the draws of trace_every (hebm/sampler/checks.py draw_count): the state after every step whose
+  // counter step_offset + k + 1 m divides, and its log π
+  TORCH_CHECK(a.trace_every >= 0, "hebm cuda: bad trace_every");
+  const int64_t n_draws =
+      a.trace_every > 0 ? (a.step_offset + a.n_steps) / a.trace_every - a.step_offset / a.trace_every : 0;
+  at::Tensor draws = at::empty({n_draws, B, (int64_t)s.D}, u.options());
+  at::Tensor draws_logd = at::empty({n_draws, B}, u.options());
   if (a.n_steps == 0) {
     out.copy_(u);
-    return {out, logd, acc, swaps};
+    return {out, logd, acc, draws, draws_logd, swaps};
   }
   a.u_in = u.data_ptr<T>();
   a.u_out = out.data_ptr<T>();
   a.log_density = trace ? logd.data_ptr<T>() : nullptr;
   a.accept = a.metropolis ? acc.data_ptr<T>() : nullptr;
+  a.draws = n_draws ? draws.data_ptr<T>() : nullptr;
+  a.draws_log_density = n_draws ? draws_logd.data_ptr<T>() : nullptr;
   a.n_lv = 0;
   if (emulated) {
     TORCH_CHECK(u.device().is_cpu(), "hebm_cuda_emu takes CPU tensors");
@@ -485,7 +492,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> langevin_impl(bool em
     TORCH_CHECK(false, "hebm cuda: built without CUDA");
 #endif
   }
-  return {out, logd, acc, swaps};
+  return {out, logd, acc, draws, draws_logd, swaps};
 }
 
 template <typename T>
@@ -558,10 +565,9 @@ void langevin_op(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
   auto res = c.u.scalar_type() == at::kDouble ? langevin_impl<double>(EMU, c, net, trace)
                                               : langevin_impl<float>(EMU, c, net, trace);
   torch::jit::drop(*stack, LANGEVIN_N_ARGS);
-  // (the draws of trace_every: none, the kernel refuses it; the swap record: empty, it refuses a ladder)
+  // (the swap record: empty, the kernel refuses a ladder)
   torch::jit::push(*stack, std::move(std::get<0>(res)), std::move(std::get<1>(res)), std::move(std::get<2>(res)),
-                   at::empty({0, c.B, c.D}, c.u.options()), at::empty({0, c.B}, c.u.options()),
-                   std::move(std::get<3>(res)));
+                   std::move(std::get<3>(res)), std::move(std::get<4>(res)), std::move(std::get<5>(res)));
 }
 
 template <bool EMU>

@@ -45,10 +45,9 @@ CHECK_MODES = ("warn", "raise", "off")
 ADAPT_RULES = ("robbins_monro", "dual_averaging")
 #: the replica-exchange swap schedules of ``swap_schedule=`` (hebm.sampler.reference.swap_round)
 SWAP_SCHEDULES = ("deo", "even_odd")
-#: the backends that run replica exchange (``temperatures`` and its swap keywords) and draws inside
-#: the call (``trace_every``); the others refuse a call that switches them on, by name (:func:`refusal`)
+#: the backends that run replica exchange (``temperatures`` and its swap keywords); the others refuse
+#: a call that switches it on, by name (:func:`refusal`)
 LADDER_BACKENDS = ("ref", "cpu")
-DRAWS_BACKENDS = ("ref", "cpu")
 #: largest ``n_steps`` a call takes (the kernels count steps in 32-bit words)
 MAX_STEPS = 2**31 - 1
 REQUIRED = inspect.Parameter.empty
@@ -118,7 +117,7 @@ LANGEVIN = (
     Field("trace_every", "every", 0, "draws recorded inside the call: the state and its log π after every step whose "
           "counter step_offset + k + 1 is a multiple of m (from step_offset = 0: steps m, 2m, …), returned in "
           "info['draws'] [K//m, B, D] (u's structure), info['draws_log_density'] [K//m, B] and info['draw_steps']; "
-          "needs return_info; 0 or None: off", op="int", runs_on=DRAWS_BACKENDS),
+          "needs return_info; 0 or None: off", op="int"),
 )
 #: the keywords of a whole reverse diffusion (``u_T`` is its third positional argument)
 REVERSE = (
@@ -257,5 +256,5 @@ class ReverseArgs:
 
 
 
-__all__ = ["ADAPT_RULES", "BACKENDS", "CHECK_MODES", "DRAWS_BACKENDS", "LADDER_BACKENDS", "refusal", "switched_on", "SWAP_SCHEDULES", "LANGEVIN", "MAX_STEPS", "PRECISIONS", "REQUIRED", "REVERSE",
+__all__ = ["ADAPT_RULES", "BACKENDS", "CHECK_MODES", "LADDER_BACKENDS", "refusal", "switched_on", "SWAP_SCHEDULES", "LANGEVIN", "MAX_STEPS", "PRECISIONS", "REQUIRED", "REVERSE",
            "BY_NAME", "Field", "LangevinArgs", "Latents", "ReverseArgs", "check_keywords", "describe", "signature"]

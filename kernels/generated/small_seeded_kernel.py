@@ -9,10 +9,11 @@ dev = jit_device()  # hebm.kernels.device, jitted for this process's TRITON_INTE
 PREC = tl.constexpr('ieee')  # tl.dot operands
 
 
-@triton.jit(do_not_specialize=["B", "K", "NLEV", "step_offset"])
+@triton.jit(do_not_specialize=["B", "K", "NLEV", "step_offset", "trace_every"])
 def langevin_kernel(u_ptr, out_ptr, lvl_ptr, noise_ptr, key_ptr, ids_ptr,
                     delta_ptr, c_ptr, lam_ptr, t_ptr, alpha_ptr, sigma_ptr, unext_ptr,
-                    trace_ptr, unif_ptr, acc_ptr, params_ptr, scratch_ptr, B, K, NLEV, step_offset, zero,
+                    trace_ptr, unif_ptr, acc_ptr, draws_ptr, dlogp_ptr, params_ptr, scratch_ptr,
+                    B, K, NLEV, step_offset, trace_every, zero,
                     BLOCK_B: tl.constexpr):
     """dims=(64, 32, 16) conds=[(256, 128), (256, 64)] energies=[(256, 256, 1), (256, 256, 1), (256, 256, 1)]
     kernel=True seeded=True trace=False levels=False unext_from_state=False precision=ieee form=streamed tile=16

@@ -18,6 +18,10 @@ off).  Architectures: ``HEBM_CUDA_ARCH`` (e.g. ``"90"`` or ``"80;90"``; PTX of t
 always added), default the visible GPU's own, or ``80;90`` without a GPU.  Tuning switches read
 by the launcher: ``HEBM_CUDA_ROWS=8|16``, ``HEBM_CUDA_WS=global``, ``HEBM_CUDA_STAGE=0``,
 ``HEBM_CUDA_STORE=0|1`` (see ``csrc/cuda/langevin_cuda.cpp``).
+
+``trace_every`` (draws inside the call) is recorded by the kernel: a block stores its rows of the
+state after every m-th step (and, MALA, the chain's own log π; ULA, the log π the next step's
+sweep computes — one more evaluation when the last step is a draw), as the cpu kernel does.
 """
 from __future__ import annotations
 

@@ -24,6 +24,12 @@ The prior's parameters are read in place, so an optimiser step between calls is 
 next replay; replacing a parameter tensor (``.to()``, re-assignment) triggers a new capture.
 Long chains are captured in chunks of at most :data:`MAX_CAPTURE_STEPS` steps.
 
+``trace_every`` = m (draws inside the call): which steps of a chunk are draws is fixed at capture
+(part of the graph's key, :func:`_chunks`), and a chunk is cut at the last draw it reaches, so the
+chunks of a long call share one or two captures.  A draw copies the state into a static buffer;
+its log π is the one the next step's evaluation gives (MALA: the chain's own), and a draw that ends
+a chunk costs one more evaluation (ULA: at most one per chunk, as the reference's last step).
+
 A prior whose ``log_density`` cannot be captured (host synchronisation, CPU tensors, data-
 dependent control flow) falls back to the eager reference with one warning.
 """
@@ -83,9 +89,14 @@ def _storage_signature(prior) -> tuple:
 class _Captured:
     """Static buffers and the graph of one chunk of ``n`` steps."""
 
-    def __init__(self, prior, a, n: int, trace: bool, capture: bool = True):
+    def __init__(self, prior, a, n: int, trace: bool, capture: bool = True, draw_ks: tuple = ()):
         self.n, self.trace = n, trace
         B, D, dev = a.B, a.D, a.u.device
+        # the steps of the chunk after which the state is a draw (fixed at capture), their buffers
+        self.draw_ks = draw_ks
+        slot = {k: i for i, k in enumerate(draw_ks)}
+        self.draws = torch.zeros(len(draw_ks), B, D, dtype=a.u.dtype, device=dev) if draw_ks else None
+        self.draws_logp = torch.zeros(len(draw_ks), B, dtype=a.u.dtype, device=dev) if draw_ks else None
         clone = lambda x: None if x is None else x.detach().clone()  # noqa: E731
         self.args = replace(a, u=clone(a.u), noise=None, uniforms=None,
                             **{name: clone(getattr(a, name)) for name in _STATIC})
@@ -111,6 +122,7 @@ class _Captured:
                 inv_2d2 = torch.where(delta > 0, 0.5 / (delta * delta), torch.zeros_like(delta))
                 logp, grad = value_and_grad(log_pi, u)
                 stats = torch.zeros(2, B, dtype=u.dtype, device=dev)
+            pending = None  # ULA: the draw slot whose log π the next step's evaluation gives
             for k in range(n_steps):
                 if self.seeded:
                     eps = normals_from_key((self.key[0], self.key[1]), sa.chain_ids, self.step0 + k, D).to(u.dtype)
@@ -127,6 +139,17 @@ class _Captured:
                     u, logp = ref_step(log_pi, u, eps, half_d2, noise_amp)
                     if trace:
                         self.logs[k].copy_(logp)
+                    if pending is not None:
+                        self.draws_logp[pending].copy_(logp)
+                        pending = None
+                if k in slot:
+                    self.draws[slot[k]].copy_(u)
+                    if self.metropolis:
+                        self.draws_logp[slot[k]].copy_(logp)
+                    else:
+                        pending = slot[k]
+            if pending is not None:  # a draw after the chunk's last step: one more evaluation
+                self.draws_logp[pending].copy_(value_and_grad(log_pi, u)[0])
             return u, stats
 
         self._body = body
@@ -180,17 +203,37 @@ class _Captured:
         return self.out, self.logs, self.stats
 
 
-def _key(prior, a, n: int, trace: bool, precision: str) -> tuple:
+def _key(prior, a, n: int, trace: bool, precision: str, draw_ks: tuple = ()) -> tuple:
     return (precision, n, a.B, a.D, a.u.dtype, a.u.device, a.t is not None, a.u_next is not None, a.noise is None, trace,
-            a.metropolis, _storage_signature(prior))
+            a.metropolis, draw_ks, _storage_signature(prior))
 
 
-def _get(prior, a, n: int, trace: bool, precision: str) -> _Captured:
+def _chunks(n_steps: int, step_offset: int, m: int):
+    """The captured chunks of a call: ``(first step k0, length n, the steps of the chunk after
+    which the state is a draw)``.  At most :data:`MAX_CAPTURE_STEPS` steps; with draws (m > 0) a
+    chunk that would end past a draw but not at one is cut at its last draw, so that full chunks
+    repeat the same draw steps (one capture) whatever m is."""
+    k0 = 0
+    while k0 < n_steps:
+        n = min(MAX_CAPTURE_STEPS, n_steps - k0)
+        c = step_offset + k0  # the counter before the chunk
+        if m:
+            last = (c + n) // m * m  # the last draw counter the chunk reaches
+            if last > c and last < c + n:
+                n = last - c
+            draw_ks = tuple(range(m - 1 - c % m, n, m))
+        else:
+            draw_ks = ()
+        yield k0, n, draw_ks
+        k0 += n
+
+
+def _get(prior, a, n: int, trace: bool, precision: str, draw_ks: tuple = ()) -> _Captured:
     global last_capture_seconds
     import time
 
     graphs = _cache.setdefault(prior, OrderedDict())
-    key = _key(prior, a, n, trace, precision)
+    key = _key(prior, a, n, trace, precision, draw_ks)
     if key in graphs:
         graphs.move_to_end(key)
         return graphs[key]
@@ -200,7 +243,7 @@ def _get(prior, a, n: int, trace: bool, precision: str) -> _Captured:
     torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
     try:
         on_gpu = a.u.device.type == "cuda"  # CPU tensors (tests only): the same body, replayed eagerly
-        cap = _Captured(prior, a, n, trace, capture=on_gpu)
+        cap = _Captured(prior, a, n, trace, capture=on_gpu, draw_ks=draw_ks)
         if on_gpu:
             torch.cuda.synchronize(a.u.device)
     finally:
@@ -220,18 +263,17 @@ def clear_cache() -> None:
 
 def run(pack, args, *, precision: str, trace: bool):
     """K steps by graph replay: ``(u_out, log π trace or None, precision ran, accept stats [2, B]
-    with metropolis else None)``."""
+    with metropolis else None)``; with ``trace_every`` the draws appended to ``args.draws``."""
     prior = pack.prior
     ran = "fp64" if args.u.dtype == torch.float64 else precision
     if args.n_steps == 0 or prior in _uncapturable:
         out, logs, stats = langevin_loop(prior, args, trace=trace)
         return out, logs, ran, stats
     key = torch.tensor(seed_to_key(args.seed), dtype=torch.int64).to(args.u.device) if args.noise is None else None
-    u, logs, done, stats = args.u, [], 0, None
-    while done < args.n_steps:
-        n = min(MAX_CAPTURE_STEPS, args.n_steps - done)
+    u, logs, stats = args.u, [], None
+    for done, n, draw_ks in _chunks(args.n_steps, args.step_offset, args.trace_every or 0):
         try:
-            cap = _get(prior, args, n, trace, precision)
+            cap = _get(prior, args, n, trace, precision, draw_ks)
         except Exception as e:  # the capture failed: this prior is not graph-safe
             if done > 0:
                 raise
@@ -249,5 +291,6 @@ def run(pack, args, *, precision: str, trace: bool):
             logs.append(lg.clone())
         if st is not None:
             stats = st.clone() if stats is None else stats + st
-        done += n
+        if draw_ks:
+            args.draws.append((cap.draws.clone(), cap.draws_logp.clone()))
     return u, (torch.cat(logs) if trace else None), ran, stats

@@ -59,8 +59,9 @@ _PRECISIONS = {"fp32": "ieee", "tf32": "tf32", "bf16": "bf16"}
 PARAMS = (("u_ptr", "u"), ("out_ptr", None), ("lvl_ptr", None), ("noise_ptr", "noise"), ("key_ptr", "seed"),
           ("ids_ptr", "chain_ids"), ("delta_ptr", "step_size"), ("c_ptr", "noise_scale"), ("lam_ptr", "energy_scale"),
           ("t_ptr", "t"), ("alpha_ptr", "alpha"), ("sigma_ptr", "sigma"), ("unext_ptr", "u_next"), ("trace_ptr", None),
-          ("unif_ptr", "uniforms"), ("acc_ptr", None), ("params_ptr", None), ("scratch_ptr", None), ("B", None),
-          ("K", "n_steps"), ("NLEV", None), ("step_offset", "step_offset"), ("zero", None))
+          ("unif_ptr", "uniforms"), ("acc_ptr", None), ("draws_ptr", None), ("dlogp_ptr", None), ("params_ptr", None),
+          ("scratch_ptr", None), ("B", None), ("K", "n_steps"), ("NLEV", None), ("step_offset", "step_offset"),
+          ("trace_every", "trace_every"), ("zero", None))
 SPEC_FIELDS = ("metropolis",)
 #: op fields of the record this kernel does not carry: those whose ``runs_on`` leaves it out (the
 #: registry refuses a call that switches one on, by name: hebm.sampler.record.refusal)
@@ -165,7 +166,8 @@ def packed(prior) -> tuple:
 
 # ---------------------------------------------------------------------------------- launch
 def kernel_spec(network, *, has_kernel: bool, unext_from_state: bool, seeded: bool, trace: bool,
-                store_levels: bool, precision: str, interpret: Optional[bool] = None, metropolis: bool = False):
+                store_levels: bool, precision: str, interpret: Optional[bool] = None, metropolis: bool = False,
+                draws: bool = False):
     """The :class:`hebm.kernels.LangevinSpec` a launch builds (its source is generated from it);
     ``interpret``: whose defaults (the interpreter's or a GPU's; default: this process's mode)."""
     from ...kernels import LangevinSpec
@@ -183,7 +185,7 @@ def kernel_spec(network, *, has_kernel: bool, unext_from_state: bool, seeded: bo
         dims=tuple(network.dims), sigma_min=float(network.sigma_min), sigma_clamp=float(network.sigma_clamp),
         conds=conds, energies=energies if network.has_energy else (), has_kernel=has_kernel, unext_from_state=unext_from_state,
         seeded=seeded, trace=trace, store_levels=store_levels, precision=prec, tile=int(tile), reg_limit=int(reg_limit),
-        metropolis=metropolis,
+        metropolis=metropolis, draws=draws,
     )
 
 
@@ -207,9 +209,12 @@ def launch_config(B: int, spec, device=None) -> dict:
 
 
 def prepare(pack, parts, *, u, K, nlev, delta, c, lam, t, alpha, sigma, unext, unext_from_state, noise, seed,
-            chain_ids, step_offset, trace, store_levels, precision, config_for=None, metropolis=False, uniforms=None):
+            chain_ids, step_offset, trace, store_levels, precision, config_for=None, metropolis=False, uniforms=None,
+            trace_every=0):
     """Everything a launch needs, without launching: ``(kernel, args, config, spec, outputs)``
-    (``outputs`` = (out, trace or None, levels or None, accept stats [2, B] or None)).  ``config_for``: the device whose launch
+    (``outputs`` = (out, trace or None, levels or None, accept stats [2, B] or None, (draws [n, B, D],
+    their log π [n, B]) or None — ``trace_every`` = m > 0: the state after every step whose counter
+    step_offset + k + 1 m divides, hebm.sampler.checks.draw_count)).  ``config_for``: the device whose launch
     configuration to use (default: u's) — ``benchmarks/compile_report.py`` passes ``cuda`` with CPU
     tensors and compiles ``kernel`` offline for exactly these arguments and this config."""
     from ...kernels import build_kernel
@@ -217,7 +222,7 @@ def prepare(pack, parts, *, u, K, nlev, delta, c, lam, t, alpha, sigma, unext, u
     gpu = config_for is not None and torch.device(config_for).type == "cuda"
     spec = kernel_spec(pack.network, has_kernel=alpha is not None, unext_from_state=unext_from_state,
                        seeded=seed is not None, trace=trace, store_levels=store_levels, precision=precision,
-                       interpret=False if gpu else None, metropolis=metropolis)
+                       interpret=False if gpu else None, metropolis=metropolis, draws=bool(trace_every))
     kern, scr_w = build_kernel(spec)
     B, D = u.shape
     dev = u.device
@@ -234,16 +239,24 @@ def prepare(pack, parts, *, u, K, nlev, delta, c, lam, t, alpha, sigma, unext, u
     else:
         key, ids, nz = u, u, noise
     acc = torch.zeros((2, B), dtype=u.dtype, device=dev) if metropolis else u
+    if trace_every:
+        from ..checks import draw_count
+
+        n = draw_count(K, step_offset, trace_every)
+        draws, dlogp = torch.empty((n, B, D), dtype=u.dtype, device=dev), torch.empty((n, B), dtype=u.dtype, device=dev)
+    else:
+        draws = dlogp = u
     # by parameter name (PARAMS gives the order); an absent optional input gets a dummy pointer
     # the generated kernel never reads (its flags are compile-time)
     given = dict(u_ptr=u, out_ptr=out, lvl_ptr=lv, noise_ptr=nz, key_ptr=key, ids_ptr=ids, delta_ptr=delta, c_ptr=c,
                  lam_ptr=lam, t_ptr=t if t is not None else delta, alpha_ptr=alpha if alpha is not None else delta,
                  sigma_ptr=sigma if sigma is not None else delta, unext_ptr=unext if unext is not None else u,
-                 trace_ptr=tr, unif_ptr=uniforms if uniforms is not None else u, acc_ptr=acc, params_ptr=parts[2],
-                 scratch_ptr=scratch, B=B, K=K, NLEV=nlev, step_offset=int(step_offset), zero=0)
+                 trace_ptr=tr, unif_ptr=uniforms if uniforms is not None else u, acc_ptr=acc, draws_ptr=draws,
+                 dlogp_ptr=dlogp, params_ptr=parts[2], scratch_ptr=scratch, B=B, K=K, NLEV=nlev,
+                 step_offset=int(step_offset), trace_every=int(trace_every or 0), zero=0)
     args = tuple(given[name] for name, _ in PARAMS)
     return kern, args, cfg, spec, (out, tr if trace else None, lv if store_levels else None,
-                                   acc if metropolis else None)
+                                   acc if metropolis else None, (draws, dlogp) if trace_every else None)
 
 
 def _launch(pack, parts, **kw):
@@ -279,7 +292,7 @@ def langevin_kwargs(args, *, precision: str, trace: bool) -> dict:
         alpha=None if args.alpha is None else _rows(args.alpha), sigma=None if args.sigma is None else _rows(args.sigma),
         unext=args.u_next, unext_from_state=False, noise=args.noise, seed=args.seed, chain_ids=args.chain_ids,
         step_offset=args.step_offset, trace=trace, store_levels=False, precision=precision,
-        metropolis=args.metropolis, uniforms=args.uniforms,
+        metropolis=args.metropolis, uniforms=args.uniforms, trace_every=args.trace_every or 0,
     )
 
 
@@ -304,12 +317,15 @@ def reverse_kwargs(schedule, r, *, precision: str, return_levels: bool) -> dict:
 
 def run(pack, args, *, precision: str, trace: bool):
     """K Langevin steps in one launch: ``(u_out [B, D], log π trace [K, B] or None, precision ran,
-    accept stats [2, B] with metropolis else None)``."""
+    accept stats [2, B] with metropolis else None)``; with ``trace_every`` the draws appended to
+    ``args.draws``."""
     u = args.u
     if args.n_steps == 0:
         stats = u.new_zeros((2, args.B)) if args.metropolis else None
         return u.clone(), (u.new_zeros((0, args.B)) if trace else None), ran(precision), stats
-    out, tr, _, stats = _launch(pack, _parts(pack), **langevin_kwargs(args, precision=precision, trace=trace))
+    out, tr, _, stats, draws = _launch(pack, _parts(pack), **langevin_kwargs(args, precision=precision, trace=trace))
+    if draws is not None and draws[0].shape[0]:
+        args.draws.append(draws)
     return out, tr, ran(precision), stats
 
 
@@ -320,7 +336,7 @@ def run_reverse(pack, schedule, r, *, precision: str, return_levels: bool):
     u, T = r.u, schedule.T
     if r.n_steps == 0:
         return [u] * (T + 1) if return_levels else [u, u], ran(precision)
-    out, _, levels, _ = _launch(pack, _parts(pack), **reverse_kwargs(schedule, r, precision=precision,
+    out, _, levels, _, _ = _launch(pack, _parts(pack), **reverse_kwargs(schedule, r, precision=precision,
                                                                       return_levels=return_levels))
     return ([u] + list(levels.unbind(0)) if return_levels else [u, out]), ran(precision)
 
