@@ -179,7 +179,7 @@ def row_skip_reason(row: str, target: Target) -> Optional[str]:
     if row.startswith("pt-"):
         backend = row[3:]
         try:
-            hebm.Sampler(target.prior, backend=backend)._backend_for(False, True)
+            hebm.Sampler(target.prior, backend=backend)._backend_for(False, ("temperatures",))
         except hebm.BackendUnavailable as e:
             return f"parallel tempering on backend {backend!r}: {e}"
         except ValueError as e:
