@@ -121,3 +121,46 @@ def test_auto_uses_graph_for_unsupported_networks():
     u = torch.randn(8, 9, device="cuda")
     _, info = hebm.langevin_fused(prior, u, n_steps=3, step_size=0.1, seed=0, return_info=True)
     assert info["backend"] == "graph"
+
+
+# ------------------------------------------------------------------------------ replica exchange
+@pytest.mark.parametrize("mala", [False, True], ids=["ula", "mala"])
+@pytest.mark.parametrize("n_steps,offset,every,draws", [(23, 2, 3, 2), (20, 0, 4, 0), (9, 5, 2, 3), (13, 1, 7, 5)])
+def test_ladder_chunks_replay_the_references_rounds(monkeypatch, mala, n_steps, offset, every, draws):
+    """Replica exchange in the captured chunks (MAX_CAPTURE_STEPS = 4 here): the chunks cover the
+    call and end at their last swap round, so full chunks repeat one capture; replayed (eagerly on
+    the CPU) the chain, its swap rounds and its draws are the reference's bit for bit, on the first
+    call and on the second, which replays the cached chunks."""
+    from hebm.sampler.reference import swap_record_info
+
+    monkeypatch.setattr(graph, "MAX_CAPTURE_STEPS", 4)
+    chunks = list(graph._chunks(n_steps, offset, draws, every))
+    assert sum(n for _, n, _, _ in chunks) == n_steps
+    assert [k0 + k for k0, _, _, ks in chunks for k in ks] == [k for k in range(n_steps) if (offset + k + 1) % every == 0]
+    if every <= 4:  # a chunk that reaches a round ends at its last one
+        assert all(ks[-1] == n - 1 for _, n, _, ks in chunks if ks)
+    prior = make_prior((7, 13), n_levels=3, seed=2, dtype=torch.float64)
+    G, R = 2, 3
+    g = torch.Generator().manual_seed(5)
+    u = torch.randn(G * R, prior.D, generator=g, dtype=torch.float64)
+    kw = dict(n_steps=n_steps, step_offset=offset, temperatures=[0.0, 0.5, 1.0], swap_every=every, energy_scale=25.0,
+              step_size=0.25 if mala else 0.08, metropolis=mala, seed=3, trace_every=draws or None,
+              t=torch.tensor([1, 1, 1, 2, 2, 2]))
+    want, wi = hebm.langevin_ref(prior, u, return_info=True, **kw)
+    graph.clear_cache()
+    for _ in range(2):
+        a = check_langevin_args(prior, u, **kw)
+        a.draws = []
+        out, logd, _, stats, record = graph.run_replica(pack.of(prior), a, precision="fp32", trace=True)
+        info = swap_record_info(a, record, trace=True)
+        assert torch.equal(out, want) and torch.equal(logd, wi["log_density"])
+        for k in ("swap_attempts", "swap_accepted", "replica", "round_trips", "swapped", "swap_energy"):
+            assert torch.equal(info[k], wi[k]), k
+        if mala:
+            assert torch.equal(stats[0].round().long(), wi["accepted"])
+        if draws:
+            assert torch.equal(torch.cat([s for s, _ in a.draws]), wi["draws"])
+            assert torch.equal(torch.cat([lp for _, lp in a.draws]), wi["draws_log_density"])
+    assert int(wi["swap_accepted"].sum()) > 0
+    assert len(graph._cache[prior]) <= 4  # (the first chunk, the full ones, the last)
+    graph.clear_cache()

@@ -30,7 +30,8 @@ import pytest  # noqa: E402
 import hebm  # noqa: E402
 from hebm.sampler.backends import pack  # noqa: E402
 from hebm.sampler.checks import check_langevin_args, check_reverse_args
-from hebm.sampler.reference import draws_info, start_draws  # noqa: E402
+from hebm.sampler.record import LADDER_BACKENDS  # noqa: E402
+from hebm.sampler.reference import draws_info, run_chain, start_draws, swap_record_info  # noqa: E402
 from hebm.sampler.results import finish  # noqa: E402
 from tests.parity import attribute_prior, make_kwargs, make_prior, on, parity  # noqa: E402
 
@@ -143,8 +144,19 @@ class GraphBody(Runner):
 
         a = check_langevin_args(prior, u, **kw)
         start_draws(a, True, self.name)
-        out, logd, ran, _ = graph.run(pack.of(prior), a, precision=precision, trace=True)
-        info = {"backend": self.name, "precision": ran, "log_density": logd, **draws_info(prior, a)}
+        ran, pt = [None], {}
+
+        def run(args):  # (as hebm.Sampler.run drives a backend: the swap rounds in the chunks)
+            if args.temperatures is None:
+                out, logd, ran[0], stats = graph.run(pack.of(prior), args, precision=precision, trace=True)
+            else:
+                out, logd, ran[0], stats, record = graph.run_replica(pack.of(prior), args, precision=precision,
+                                                                     trace=True)
+                pt.update(swap_record_info(args, record, trace=True))
+            return out, logd, stats
+
+        out, logd, extra, _ = run_chain(run, a, trace=True)
+        info = {"backend": self.name, "precision": ran[0], "log_density": logd, **extra, **pt, **draws_info(prior, a)}
         return finish(prior, a, out, info, True)
 
     def reverse(self, prior, sched, u_T, kw, return_levels):
@@ -422,3 +434,61 @@ def test_draws_parity(runner):
         err_ref = float((ref32["draws"].double() - iref["draws"]).abs().max())
         assert err <= 2 * err_ref + 1e-5 * max(1.0, float(iref["draws"].abs().max())), (err, err_ref)
         torch.testing.assert_close(i32["draws_log_density"].double(), iref["draws_log_density"], rtol=1e-3, atol=1e-3)
+
+
+# ------------------------------------------------------------------------------ replica exchange
+LADDER_INT_KEYS = ("swap_attempts", "swap_accepted", "replica", "round_trips")
+
+
+def test_replica_exchange_parity(runner):
+    """``temperatures`` where the record says a backend runs them (``LADDER_BACKENDS``; the others
+    refuse by name, tests/test_draws.py): in fp64 every swap decision, the swap and round-trip
+    statistics and the draws equal the reference's, the states to 1e-10 — ULA and MALA, both
+    schedules, seeded and explicit noise, rounds that fall inside and at the ends of the chunks; in
+    fp32 the final state meets the parity rule where the decisions agree."""
+    if runner.name.split("[")[0].replace("-body", "") not in LADDER_BACKENDS:
+        pytest.skip(f"{runner.name}: its backend refuses a ladder by name (tests/test_draws.py)")
+    from hebm.sampler.backends import ops
+
+    dev = runner.device
+    prior = make_prior((5, 3), n_levels=3, seed=7, dtype=torch.float64)
+    G, R, K, every, off = 3, 4, 13, 3, 2
+    B = G * R
+    g = torch.Generator().manual_seed(3)
+    for mala, schedule, explicit in ((False, "deo", False), (True, "even_odd", False), (False, "even_odd", True),
+                                     (True, "deo", True)):
+        u = torch.randn(B, prior.D, generator=g, dtype=torch.float64)
+        kw = dict(n_steps=K, temperatures=[0.0, 0.3, 0.6, 1.0], swap_every=every, swap_schedule=schedule,
+                  step_offset=off, energy_scale=30.0, metropolis=mala, trace_every=4,
+                  step_size=(0.3 if mala else 0.08) * (1.0 + torch.rand(B, generator=g, dtype=torch.float64)),
+                  t=torch.randint(0, 3, (G,), generator=g).repeat_interleave(R))
+        if explicit:
+            kw["noise"] = torch.randn(K, B, prior.D, generator=g, dtype=torch.float64)
+            kw["swap_uniforms"] = torch.rand(ops.swap_rounds(K, off, every), B, generator=g,
+                                             dtype=torch.float64).clamp(1e-6, 1 - 1e-6)
+            if mala:
+                kw["uniforms"] = torch.rand(K, B, generator=g, dtype=torch.float64).clamp(1e-6, 1 - 1e-6)
+        else:
+            kw.update(seed=11, chain_ids=torch.randperm(500, generator=g)[:B])
+        want, wi = hebm.langevin_ref(prior, u, return_info=True, **kw)
+        assert int(wi["swap_accepted"].sum()) > 0 and int((wi["swap_attempts"] - wi["swap_accepted"]).sum()) > 0
+        if runner.fp64:
+            got, gi = runner.langevin(prior.to(dev), u.to(dev), on(kw, torch.float64, dev), "fp32")
+            gi = {k: (v.cpu() if isinstance(v, torch.Tensor) else v) for k, v in gi.items()}
+            for k in LADDER_INT_KEYS + ("swapped",):
+                assert torch.equal(gi[k], wi[k]), (runner.name, k)
+            if mala:
+                assert torch.equal(gi["accepted"], wi["accepted"])
+            for k in ("swap_energy", "log_density", "draws", "draws_log_density"):
+                torch.testing.assert_close(gi[k], wi[k], rtol=1e-10, atol=1e-10)
+            torch.testing.assert_close(got.cpu(), want, rtol=1e-10, atol=1e-10)
+            prior = prior.cpu()
+        # fp32: where the fp32 reference makes the float64 reference's swaps, the parity rule
+        p32, kw32 = copy.deepcopy(prior).float(), on(kw, torch.float32, "cpu")
+        ref32, ri32 = hebm.langevin_ref(p32, u.float(), return_info=True, **kw32)
+        got32, gi32 = runner.langevin(copy.deepcopy(p32).to(dev), u.float().to(dev), on(kw, torch.float32, dev), "fp32")
+        assert torch.equal(ri32["swapped"], wi["swapped"])  # (this seed's decisions are not near a tie)
+        assert torch.equal(gi32["swapped"].cpu(), wi["swapped"]), runner.name
+        err = float((got32.cpu().double() - want).abs().max())
+        err_ref = float((ref32.double() - want).abs().max())
+        assert err <= 2 * err_ref + 1e-5 * max(1.0, float(want.abs().max())), (runner.name, err, err_ref)

@@ -172,13 +172,6 @@ def test_the_sampler_and_auto_run_the_ladder_in_the_kernel(make_prior, recwarn):
     torch.testing.assert_close(a, hebm.langevin_ref(prior, u, **plain), rtol=1e-10, atol=1e-10)
 
 
-def test_the_other_fused_backends_still_refuse_the_ladder_by_name():
-    from hebm.sampler.record import refusal
-    assert refusal("cpu", ("temperatures", "swap_every")) is None
-    for name in ("cuda", "triton", "graph"):
-        assert refusal(name, ("temperatures",)).startswith("temperatures runs in the reference and cpu backends")
-
-
 # ------------------------------------------------------------------------------ two modes, by MLP
 A_LEFT, A_RIGHT = 5.0, 5.17  # F(z) = A_R·relu(z) + A_L·relu(−z): log π = F − z²/2, modes at −5 and +5.17
 

@@ -318,14 +318,18 @@ def swap_uniforms(a: LangevinArgs, n: int, k: int) -> torch.Tensor:
 
 def swap_round(beta: torch.Tensor, E: torch.Tensor, U: torch.Tensor, round_index: int, schedule: str):
     """One swap round of every ladder group (the rule in the module docstring), for the ladder
-    ``beta`` ``[R]``, energies ``E`` and uniforms ``U`` ``[B]``: ``(src, attempted, accepted)`` —
+    ``beta`` ``[R]``, energies ``E`` and uniforms ``U`` ``[B]`` (``round_index``: an int, or an
+    int64 tensor of one element): ``(src, attempted, accepted)`` —
     ``src`` ``[B]`` the chain whose state each chain takes (``u ← u[src]``), ``attempted`` and
     ``accepted`` ``[G, R−1]`` per pair (r, r+1) of each group."""
     R = beta.shape[0]
     G = E.shape[0] // R
     Eg, Ug = E.view(G, R), U.view(G, R)
     if schedule == "deo":
-        parity = torch.full((G,), round_index % 2, dtype=torch.long, device=E.device)
+        if isinstance(round_index, torch.Tensor):  # a CUDA graph's step counter lives on the device
+            parity = (round_index.reshape(1) % 2).expand(G)
+        else:
+            parity = torch.full((G,), round_index % 2, dtype=torch.long, device=E.device)
     else:
         parity = (Ug[:, R - 1] >= 0.5).long()
     r = torch.arange(R - 1, device=E.device)
@@ -380,6 +384,13 @@ def swap_statistics(attempted: torch.Tensor, accepted: torch.Tensor, n_steps: in
     return info
 
 
+def swap_codes(attempted: torch.Tensor, accepted: torch.Tensor) -> torch.Tensor:
+    """One round of a kernel's swap record from its pairs' ``attempted``, ``accepted`` ``[G, R−1]``:
+    ``[B]``, a code at each pair's lower chain (1: proposed, 2: swapped, 0: neither; the cold slot 0)."""
+    code = attempted.to(torch.float64) + accepted.to(torch.float64)
+    return torch.nn.functional.pad(code, (0, 1)).reshape(-1)
+
+
 def swap_record_info(a: LangevinArgs, record: torch.Tensor, *, trace: bool) -> dict:
     """:func:`swap_statistics` of a kernel's swap record ``[n_rounds, 2, B]`` (E = λF entering each
     round; a code at each pair's lower chain: 1 proposed, 2 swapped)."""
@@ -387,6 +398,14 @@ def swap_record_info(a: LangevinArgs, record: torch.Tensor, *, trace: bool) -> d
     n, G = record.shape[0], a.B // R
     code = record[:, 1].reshape(n, G, R)[:, :, :R - 1]
     return swap_statistics(code >= 1, code == 2, a.n_steps, a.u.dtype, energies=record[:, 0], trace=trace)
+
+
+def tempered(a: LangevinArgs) -> LangevinArgs:
+    """The steps of a ladder call without the ladder: chain b on its own target, energy scale
+    β_(b mod R)·λ_b (the swap rounds are not part of it)."""
+    G = a.B // a.temperatures.shape[0]
+    return dataclasses.replace(a, energy_scale=a.energy_scale * a.temperatures.repeat(G), temperatures=None,
+                               swap_uniforms=None)
 
 
 def replica_exchange(run, prior: HierarchicalPrior, a: LangevinArgs, *, trace: bool = False, info: dict):
@@ -409,8 +428,7 @@ def replica_exchange(run, prior: HierarchicalPrior, a: LangevinArgs, *, trace: b
     beta_ladder = a.temperatures
     R, B, K, m, off = beta_ladder.shape[0], a.B, a.n_steps, a.swap_every, a.step_offset
     G = B // R
-    base = dataclasses.replace(a, energy_scale=a.energy_scale * beta_ladder.repeat(G), temperatures=None,
-                               swap_uniforms=None)
+    base = tempered(a)
     dev = a.u.device
     attempted, accepted, energies = [], [], []
     u, logs, stats, k0, n = a.u, [], None, 0, 0
@@ -627,5 +645,5 @@ def langevin_z_ref(
 
 
 __all__ = ["cold_chains", "draws_info", "is_draw", "ladder_chain_ids", "start_draws", "adapt_step_size", "langevin_loop", "langevin_ref", "mala_step", "replica_exchange", "run_chain",
-           "step_coefficients", "swap_energy", "swap_round", "swap_uniforms", "with_replica_exchange",
+           "step_coefficients", "swap_codes", "tempered", "swap_energy", "swap_round", "swap_uniforms", "with_replica_exchange",
            "step_noise", "step_uniform", "swap_record_info", "swap_sources", "swap_statistics", "target", "langevin_z_ref", "ref_step", "reverse_diffusion_ref", "reverse_loop"]

@@ -30,6 +30,12 @@ chunks of a long call share one or two captures.  A draw copies the state into a
 its log π is the one the next step's evaluation gives (MALA: the chain's own), and a draw that ends
 a chunk costs one more evaluation (ULA: at most one per chunk, as the reference's last step).
 
+``temperatures`` (replica exchange, :func:`run_replica`): the swap rounds are captured with the
+steps — which steps of a chunk end in a round is part of the key, chunks end at their last round —
+and run the reference's :func:`~hebm.sampler.reference.swap_energy` and
+:func:`~hebm.sampler.reference.swap_round` on static buffers (the ladder, the untempered λ, the
+explicit swap uniforms), stream 3 made in the graph from the key and the step counter.
+
 A prior whose ``log_density`` cannot be captured (host synchronisation, CPU tensors, data-
 dependent control flow) falls back to the eager reference with one warning.
 """
@@ -40,14 +46,15 @@ import warnings
 import weakref
 from collections import OrderedDict
 from dataclasses import replace
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import torch
 
 from ...prior.nn import MLP
-from ...prior.philox import accept_uniforms_from_key, normals_from_key, seed_to_key
+from ...prior.philox import accept_uniforms_from_key, normals_from_key, seed_to_key, swap_uniforms_from_key
 from ..record import LANGEVIN
-from ..reference import langevin_loop, mala_step, ref_step, step_coefficients, target, value_and_grad
+from ..reference import (langevin_loop, mala_step, ref_step, step_coefficients, swap_codes, swap_energy, swap_round,
+                         target, tempered, value_and_grad)
 
 NAME = "graph"
 RUNS_MODULE = True  # it runs the reference math on the prior module itself
@@ -77,6 +84,16 @@ def unsupported(network, *, device, dtype, precision: str = "fp32", metropolis: 
 _STATIC = tuple(f.name for f in LANGEVIN[1:] if f.kind in ("chain", "level", "state", "ids"))
 
 
+class _Ladder(NamedTuple):
+    """The replica exchange of a captured chunk: R temperatures, a round after every ``every``-th
+    step counter with ``schedule``, after the chunk's steps ``round_ks`` (fixed at capture)."""
+
+    R: int
+    every: int
+    schedule: str
+    round_ks: tuple
+
+
 # ------------------------------------------------------------------------------ capture
 def _level_mlps(prior):
     return [m for m in prior.modules() if isinstance(m, MLP) and m.n_levels is not None]
@@ -89,7 +106,8 @@ def _storage_signature(prior) -> tuple:
 class _Captured:
     """Static buffers and the graph of one chunk of ``n`` steps."""
 
-    def __init__(self, prior, a, n: int, trace: bool, capture: bool = True, draw_ks: tuple = ()):
+    def __init__(self, prior, a, n: int, trace: bool, capture: bool = True, draw_ks: tuple = (),
+                 ladder: Optional[_Ladder] = None):
         self.n, self.trace = n, trace
         B, D, dev = a.B, a.D, a.u.device
         # the steps of the chunk after which the state is a draw (fixed at capture), their buffers
@@ -112,6 +130,16 @@ class _Captured:
         self.logs = torch.zeros(n, B, dtype=a.u.dtype, device=dev) if trace else None
         sa = self.args
         pr = weakref.proxy(prior)  # the cache is keyed weakly by the prior: do not keep it alive
+        # replica exchange: the swap rounds after the steps ladder.round_ks of the chunk, with the
+        # ladder, the untempered λ (E = λ·F), the explicit swap uniforms and the record as static buffers
+        self.ladder = ladder
+        rounds = {k: i for i, k in enumerate(ladder.round_ks)} if ladder is not None else {}
+        if ladder is not None:
+            self.beta = torch.zeros(ladder.R, dtype=a.u.dtype, device=dev)
+            self.lam = torch.zeros(B, dtype=a.u.dtype, device=dev)
+            self.swap_unif = None if self.seeded else torch.zeros(len(rounds), B, dtype=a.u.dtype, device=dev)
+            self.record = torch.zeros(len(rounds), 2, B, dtype=a.u.dtype, device=dev)
+            energy_args = replace(sa, energy_scale=self.lam)
 
         def body(n_steps: int):
             half_d2, noise_amp = step_coefficients(sa)
@@ -148,6 +176,21 @@ class _Captured:
                         self.draws_logp[slot[k]].copy_(logp)
                     else:
                         pending = slot[k]
+                if k in rounds:  # a swap round, as hebm.sampler.reference.replica_exchange runs it
+                    if pending is not None:  # (the draw's log π is its own state's, before the swap)
+                        self.draws_logp[pending].copy_(value_and_grad(log_pi, u)[0])
+                        pending = None
+                    i = rounds[k]
+                    E = swap_energy(pr, energy_args, u)
+                    U = (swap_uniforms_from_key((self.key[0], self.key[1]), sa.chain_ids, self.step0 + k,
+                                                ladder.R).to(u.dtype) if self.seeded else self.swap_unif[i])
+                    src, att, acc = swap_round(self.beta, E, U, (self.step0 + k + 1) // ladder.every - 1,
+                                               ladder.schedule)
+                    u = u[src]
+                    self.record[i, 0].copy_(E)
+                    self.record[i, 1].copy_(swap_codes(att, acc))
+                    if self.metropolis and k < n_steps - 1:  # the next run of steps starts afresh
+                        logp, grad = value_and_grad(log_pi, u)
             if pending is not None:  # a draw after the chunk's last step: one more evaluation
                 self.draws_logp[pending].copy_(value_and_grad(log_pi, u)[0])
             return u, stats
@@ -178,9 +221,17 @@ class _Captured:
                 m.__dict__.pop("level_bias_table", None)
 
     def replay(self, a, u: torch.Tensor, noise: Optional[torch.Tensor], step0: int, key: Optional[torch.Tensor],
-               uniforms: Optional[torch.Tensor] = None):
+               uniforms: Optional[torch.Tensor] = None, ladder_values: Optional[tuple] = None):
+        """``ladder_values`` (a chunk with swap rounds): ``(temperatures [R], untempered λ [B],
+        the chunk's rows of swap_uniforms or None)``."""
         sa = self.args
         sa.u.copy_(u)
+        if ladder_values is not None:
+            beta, lam, swap_unif = ladder_values
+            self.beta.copy_(beta)
+            self.lam.copy_(lam)
+            if self.swap_unif is not None:
+                self.swap_unif.copy_(swap_unif)
         for name in _STATIC:
             dst = getattr(sa, name)
             if dst is not None:
@@ -188,9 +239,9 @@ class _Captured:
         for m, tab in zip(self.mlps, self.tables):
             with torch.no_grad():
                 tab.copy_(m.level_bias_table())
+        self.step0.fill_(step0)  # (the noise's counter, and the swap rounds' index)
         if self.seeded:
             self.key.copy_(key)
-            self.step0.fill_(step0)
         else:
             self.noise.copy_(noise)
             if self.unif is not None:
@@ -203,37 +254,44 @@ class _Captured:
         return self.out, self.logs, self.stats
 
 
-def _key(prior, a, n: int, trace: bool, precision: str, draw_ks: tuple = ()) -> tuple:
+def _key(prior, a, n: int, trace: bool, precision: str, draw_ks: tuple = (), ladder: Optional[_Ladder] = None) -> tuple:
     return (precision, n, a.B, a.D, a.u.dtype, a.u.device, a.t is not None, a.u_next is not None, a.noise is None, trace,
-            a.metropolis, draw_ks, _storage_signature(prior))
+            a.metropolis, draw_ks, ladder, _storage_signature(prior))
 
 
-def _chunks(n_steps: int, step_offset: int, m: int):
+def _chunks(n_steps: int, step_offset: int, m: int, swap_every: int = 0):
     """The captured chunks of a call: ``(first step k0, length n, the steps of the chunk after
-    which the state is a draw)``.  At most :data:`MAX_CAPTURE_STEPS` steps; with draws (m > 0) a
-    chunk that would end past a draw but not at one is cut at its last draw, so that full chunks
-    repeat the same draw steps (one capture) whatever m is."""
+    which the state is a draw, the steps after which a swap round runs)``.  At most
+    :data:`MAX_CAPTURE_STEPS` steps; a chunk that would end past a swap round (``swap_every`` > 0)
+    but not at one is cut at its last round, else past a draw (m > 0) at its last draw, so that
+    full chunks repeat the same steps (one capture) whatever m is."""
     k0 = 0
     while k0 < n_steps:
         n = min(MAX_CAPTURE_STEPS, n_steps - k0)
         c = step_offset + k0  # the counter before the chunk
-        if m:
-            last = (c + n) // m * m  # the last draw counter the chunk reaches
-            if last > c and last < c + n:
-                n = last - c
-            draw_ks = tuple(range(m - 1 - c % m, n, m))
-        else:
-            draw_ks = ()
-        yield k0, n, draw_ks
+        for every in (swap_every, m):
+            if every:
+                last = (c + n) // every * every  # the last counter of a round (a draw) the chunk reaches
+                if c < last < c + n:
+                    n = last - c
+                    break
+        draw_ks = tuple(range(m - 1 - c % m, n, m)) if m else ()
+        round_ks = tuple(range(swap_every - 1 - c % swap_every, n, swap_every)) if swap_every else ()
+        yield k0, n, draw_ks, round_ks
         k0 += n
 
 
-def _get(prior, a, n: int, trace: bool, precision: str, draw_ks: tuple = ()) -> _Captured:
+def _get(prior, a, n: int, trace: bool, precision: str, draw_ks: tuple = (), ladder: Optional[_Ladder] = None,
+         eager: bool = False) -> _Captured:
+    """The chunk's capture (made on first use, kept per prior); ``eager``: an uncached eager body
+    (a prior that could not be captured)."""
     global last_capture_seconds
     import time
 
+    if eager:
+        return _Captured(prior, a, n, trace, capture=False, draw_ks=draw_ks, ladder=ladder)
     graphs = _cache.setdefault(prior, OrderedDict())
-    key = _key(prior, a, n, trace, precision, draw_ks)
+    key = _key(prior, a, n, trace, precision, draw_ks, ladder)
     if key in graphs:
         graphs.move_to_end(key)
         return graphs[key]
@@ -243,7 +301,7 @@ def _get(prior, a, n: int, trace: bool, precision: str, draw_ks: tuple = ()) -> 
     torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
     try:
         on_gpu = a.u.device.type == "cuda"  # CPU tensors (tests only): the same body, replayed eagerly
-        cap = _Captured(prior, a, n, trace, capture=on_gpu, draw_ks=draw_ks)
+        cap = _Captured(prior, a, n, trace, capture=on_gpu, draw_ks=draw_ks, ladder=ladder)
         if on_gpu:
             torch.cuda.synchronize(a.u.device)
     finally:
@@ -271,7 +329,7 @@ def run(pack, args, *, precision: str, trace: bool):
         return out, logs, ran, stats
     key = torch.tensor(seed_to_key(args.seed), dtype=torch.int64).to(args.u.device) if args.noise is None else None
     u, logs, stats = args.u, [], None
-    for done, n, draw_ks in _chunks(args.n_steps, args.step_offset, args.trace_every or 0):
+    for done, n, draw_ks, _ in _chunks(args.n_steps, args.step_offset, args.trace_every or 0):
         try:
             cap = _get(prior, args, n, trace, precision, draw_ks)
         except Exception as e:  # the capture failed: this prior is not graph-safe
@@ -294,3 +352,55 @@ def run(pack, args, *, precision: str, trace: bool):
         if draw_ks:
             args.draws.append((cap.draws.clone(), cap.draws_logp.clone()))
     return u, (torch.cat(logs) if trace else None), ran, stats
+
+
+def run_replica(pack, args, *, precision: str, trace: bool):
+    """A call with ``temperatures``: the swap rounds run inside the captured chunks, after the
+    steps whose counter is a multiple of ``swap_every`` (:func:`hebm.sampler.reference.swap_round`
+    on E = λ·F of :func:`hebm.sampler.reference.swap_energy`, the uniforms of stream 3 made in the
+    graph from the key).  :func:`run`'s tuple plus the swap record ``[n_rounds, 2, B]``
+    (:func:`hebm.sampler.reference.swap_record_info` reads it).  A prior that cannot be captured
+    runs the same chunks eagerly (one warning)."""
+    prior = pack.prior
+    ran = "fp64" if args.u.dtype == torch.float64 else precision
+    beta, m = args.temperatures, args.swap_every
+    base = tempered(args)  # the chains' own targets: energy scale β·λ
+    record_parts, swap_row = [], 0
+    key = torch.tensor(seed_to_key(args.seed), dtype=torch.int64).to(args.u.device) if args.noise is None else None
+    u, logs, stats = args.u, [], None
+    eager = prior in _uncapturable
+    for done, n, draw_ks, round_ks in _chunks(args.n_steps, args.step_offset, args.trace_every or 0, m):
+        ladder = _Ladder(beta.shape[0], m, args.swap_schedule, round_ks)
+        try:
+            cap = _get(prior, base, n, trace, precision, draw_ks, ladder, eager=eager)
+        except Exception as e:  # the capture failed: this prior is not graph-safe
+            if done > 0:
+                raise
+            msg = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            _uncapturable[prior] = msg
+            warnings.warn(f"hebm backend 'graph': could not capture this prior's log_density in a CUDA graph "
+                          f"({msg}); running the same steps eagerly instead", RuntimeWarning, stacklevel=3)
+            eager = True
+            cap = _get(prior, base, n, trace, precision, draw_ks, ladder, eager=True)
+        noise = None if args.noise is None else args.noise[done : done + n]
+        unif = None if args.uniforms is None else args.uniforms[done : done + n]
+        rows = None
+        if args.swap_uniforms is not None:
+            rows = args.swap_uniforms[swap_row : swap_row + len(round_ks)]
+        swap_row += len(round_ks)
+        out, lg, st = cap.replay(base, u, noise, args.step_offset + done, key, unif,
+                                 ladder_values=(beta, args.energy_scale, rows))
+        u = out.clone()  # the static outputs are overwritten by the next replay
+        if trace:
+            logs.append(lg.clone())
+        if st is not None:
+            stats = st.clone() if stats is None else stats + st
+        if draw_ks:
+            args.draws.append((cap.draws.clone(), cap.draws_logp.clone()))
+        record_parts.append(cap.record.clone())
+    if args.n_steps == 0:
+        u = args.u.clone()
+        stats = args.u.new_zeros(2, args.B) if args.metropolis else None
+    record = torch.cat(record_parts) if record_parts else args.u.new_zeros(0, 2, args.B)
+    log_density = (torch.cat(logs) if logs else args.u.new_zeros(0, args.B)) if trace else None
+    return u, log_density, ran, stats, record
