@@ -182,3 +182,45 @@ def test_gpu_opcheck():
     args = (*ops._network_args(hebm.sampler.backends.pack.of(prior)), *ops._field_values(a, ops.LANGEVIN_FIELDS), True, "fp32")
     torch.library.opcheck(ops.op("langevin").default, args,
                           test_utils=("test_schema", "test_faketensor", "test_aot_dispatch_static"))
+
+
+# ---------------------------------------------------------------------------------- replica exchange
+@pytest.mark.parametrize("plan", [{}, {"HEBM_CUDA_ROWS": "8"}, {"HEBM_CUDA_WS": "global", "HEBM_CUDA_STAGE": "0"}],
+                         ids=["default", "rows=8", "global"])
+@pytest.mark.parametrize("R,G", [(3, 7), (5, 2), (16, 2)])
+def test_emulator_ladder_groups_fill_blocks(ext, monkeypatch, plan, R, G):
+    """A block holds the whole ladder groups that fit (R = 3: 15 of 16 rows, or 6 of 8; R = 16
+    takes 16-row blocks even when 8 are asked), the last block a part; every plan makes the
+    reference's swaps in fp64 (the rule: tests/test_parity.py test_replica_exchange_parity)."""
+    from hebm.sampler.backends import cuda as cb
+    from hebm.sampler.reference import swap_record_info
+
+    for k, v in plan.items():
+        monkeypatch.setenv(k, v)
+    prior = make_prior((5, 3), n_levels=3, seed=4, dtype=torch.float64)
+    B = G * R
+    g = torch.Generator().manual_seed(R)
+    u = torch.randn(B, prior.D, generator=g, dtype=torch.float64)
+    ladder = [i / (R - 1) for i in range(R)]
+    kw = dict(n_steps=9, temperatures=ladder, swap_every=2, step_offset=1, energy_scale=20.0, seed=5,
+              step_size=0.1 * (1.0 + torch.rand(B, generator=g, dtype=torch.float64)), t=1)
+    want, wi = hebm.langevin_ref(prior, u, return_info=True, **kw)
+    a = check_langevin_args(prior, u, **kw)
+    out, _, _, _, record = cb.run_replica(hebm.sampler.backends.pack.of(prior), a, precision="fp32", trace=True,
+                                          namespace="hebm_cuda_emu")
+    info = swap_record_info(a, record, trace=True)
+    assert int(wi["swap_accepted"].sum()) > 0
+    for k in ("swap_attempts", "swap_accepted", "replica", "round_trips", "swapped"):
+        assert torch.equal(info[k], wi[k]), k
+    torch.testing.assert_close(info["swap_energy"], wi["swap_energy"], rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(out, want, rtol=1e-10, atol=1e-10)
+
+
+def test_ladder_longer_than_a_block_is_refused_by_name():
+    from hebm.sampler.backends import cuda as cb
+
+    prior = make_prior((5, 3), n_levels=3)
+    u = torch.zeros(17, prior.D)
+    a = check_langevin_args(prior, u, n_steps=2, step_size=0.1, seed=0, t=0, temperatures=[i / 16 for i in range(17)])
+    with pytest.raises(ValueError, match=r"temperatures has R = 17 .* at most 16 .* backend='graph'"):
+        cb.run_replica(hebm.sampler.backends.pack.of(prior), a, precision="fp32", trace=False)

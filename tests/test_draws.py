@@ -104,18 +104,18 @@ def test_needs_return_info_and_memory_bound(monkeypatch):
 
 def test_every_backend_takes_draws_and_the_gpu_backends_refuse_them_on_a_ladder():
     """The record says where trace_every and the ladder run (runs_on): trace_every everywhere; with
-    temperatures, cuda and triton refuse the call by name (neither has the swap rounds), draws or
-    not — the registry's refusal, not the backends'."""
+    temperatures, triton refuses the call by name (it has no swap rounds), draws or not — the
+    registry's refusal, not the backend's."""
     prior, u, kw = _setup(n_steps=4, trace_every=2)
     a = check_langevin_args(prior, u, **kw)
     assert switched_on(LANGEVIN, a) == ()  # (a keyword every backend runs needs no refusal)
     for name in ("ref", "cpu", "cuda", "graph", "triton"):
         assert refusal(name, ("trace_every",)) is None
         why = refusal(name, ("temperatures",))
-        if name in ("ref", "cpu", "graph"):
+        if name != "triton":
             assert why is None
         else:
-            assert why.startswith("temperatures runs in the reference, cpu and graph backends only"), why
+            assert why.startswith("temperatures runs in the reference, cpu, cuda and graph backends only"), why
     ladder = check_langevin_args(prior, u, **dict(kw, temperatures=[0.5, 1.0], energy_scale=1.0, t=1, u_next=None,
                                                   alpha=None, sigma=None))
     assert switched_on(LANGEVIN, ladder) == ("temperatures",)

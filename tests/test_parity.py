@@ -93,8 +93,20 @@ class CudaEmu(Runner):
 
         a = check_langevin_args(prior, u, **kw)
         start_draws(a, True, self.name)
-        out, logd, ran, _ = cb.run(pack.of(prior), a, precision=precision, trace=True, namespace="hebm_cuda_emu")
-        info = {"backend": self.name, "precision": ran, "log_density": logd, **draws_info(prior, a)}
+        ran, pt = [None], {}
+
+        def run(args):  # (as hebm.Sampler.run drives a backend: the swap rounds inside the launch)
+            if args.temperatures is None:
+                out, logd, ran[0], stats = cb.run(pack.of(prior), args, precision=precision, trace=True,
+                                                  namespace="hebm_cuda_emu")
+            else:
+                out, logd, ran[0], stats, record = cb.run_replica(pack.of(prior), args, precision=precision,
+                                                                  trace=True, namespace="hebm_cuda_emu")
+                pt.update(swap_record_info(args, record, trace=True))
+            return out, logd, stats
+
+        out, logd, extra, _ = run_chain(run, a, trace=True)
+        info = {"backend": self.name, "precision": ran[0], "log_density": logd, **extra, **pt, **draws_info(prior, a)}
         return finish(prior, a, out, info, True)
 
     def reverse(self, prior, sched, u_T, kw, return_levels):
@@ -446,7 +458,7 @@ def test_replica_exchange_parity(runner):
     statistics and the draws equal the reference's, the states to 1e-10 — ULA and MALA, both
     schedules, seeded and explicit noise, rounds that fall inside and at the ends of the chunks; in
     fp32 the final state meets the parity rule where the decisions agree."""
-    if runner.name.split("[")[0].replace("-body", "") not in LADDER_BACKENDS:
+    if runner.name.split("[")[0].replace("-body", "").replace("-emu", "").replace("-interp", "") not in LADDER_BACKENDS:
         pytest.skip(f"{runner.name}: its backend refuses a ladder by name (tests/test_draws.py)")
     from hebm.sampler.backends import ops
 

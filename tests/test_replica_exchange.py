@@ -181,13 +181,12 @@ def test_deo_makes_more_round_trips_than_the_reversible_schedule():
 
 # ------------------------------------------------------------------------------ backends
 def test_the_fused_backends_refuse_the_ladder_by_name(make_prior):
-    """The GPU kernels refuse a ladder by name (the cpu backend runs it in its kernel:
-    tests/test_replica_exchange_cpu.py; graph in its captured chunks: tests/test_graph_backend.py),
-    so "auto" on a GPU passes them over for graph; on the CPU "auto" runs it in the cpu kernel."""
+    """The Triton kernel refuses a ladder by name (the cpu and cuda kernels run it in their step
+    loops, graph in its captured chunks: tests/test_parity.py test_replica_exchange_parity); on the
+    CPU "auto" runs it in the cpu kernel."""
     from hebm.sampler.record import refusal
-    for name in ("cuda", "triton"):
-        assert "temperatures runs in the reference, cpu and graph backends only" in refusal(name, ("temperatures",))
-    assert refusal("graph", ("temperatures",)) is None
+    assert "temperatures runs in the reference, cpu, cuda and graph backends only" in refusal("triton", ("temperatures",))
+    assert all(refusal(name, ("temperatures",)) is None for name in ("cpu", "cuda", "graph"))
     prior = make_prior((5, 3), dtype=torch.float64)
     u = initial_noise(1, 8, prior.D, dtype=torch.float64)
     kw = dict(n_steps=6, step_size=0.5, seed=1, temperatures=[0.5, 1.0], energy_scale=3.0, return_info=True)

@@ -66,7 +66,8 @@ struct KArgs {
   int64_t n_params;
 
   // ---- workspace plan (per-row element offsets; every region a multiple of 4 elements)
-  int32_t rows;         // rows (chains) per block = the template ROWS of the kernel
+  int32_t rows;         // rows per block = the template ROWS of the kernel
+  int32_t block_chains; // chains per block: rows, or with a ladder of R the whole groups that fit (rows / R · R)
   int32_t ld_w, ld_out, stack_len, store_all, has_un, stage_params;
   int32_t off_U, off_Z, off_G, off_EX, off_UN, off_XT, off_GA, off_GB, off_OUT, off_STACK, off_RS;
   int32_t off_U0 = 0, off_G0 = 0;  // Metropolis: the state before the proposal and its gradient
@@ -88,6 +89,9 @@ struct KArgs {
   // step_offset + k + 1 m divides, [n, B, D], and its log π [n, B] (nullptr: none)
   T* draws = nullptr;
   T* draws_log_density = nullptr;
+  // with temperatures: the swap record [n_rounds, 2, B] (round n: E = λF of each chain's state
+  // entering it, then at each pair's lower chain 1 = proposed, 2 = swapped, else 0), as the cpu kernel's
+  T* swaps = nullptr;
 
   // ---- reverse-diffusion mode (n_lv > 0): levels j = 0..n_lv-1, scalars per level
   int32_t n_lv;

@@ -292,8 +292,9 @@ HEBM_DEV void block_run(const KArgs<T>& a, int rb, T* ws, const T* P, const T* P
   const int warp = tid / 32, lane = tid % 32;
   const int D = a.D, LD = a.LD, L = a.L;
   const long B = a.B;
-  const long r_begin = (long)rb * ROWS;
-  const int nvalid = (int)((B - r_begin) < ROWS ? (B - r_begin) : ROWS);
+  // a block holds a.block_chains chains: ROWS, or with a ladder of R the whole groups that fit
+  const long r_begin = (long)rb * a.block_chains;
+  const int nvalid = (int)((B - r_begin) < a.block_chains ? (B - r_begin) : a.block_chains);
   T* U = ws + ROWS * a.off_U;
   T* Z = ws + ROWS * a.off_Z;
   T* G = ws + ROWS * a.off_G;
@@ -309,6 +310,8 @@ HEBM_DEV void block_run(const KArgs<T>& a, int rb, T* ws, const T* P, const T* P
   T* r_sig = RS + 4 * ROWS;      // σ (kernel)
   T* r_F = RS + 5 * ROWS;        // Σ_i f_i of the current step
   T* r_t = RS + 6 * ROWS;        // level (as T; exact for small ints)
+  T* r_lam0 = RS + 10 * ROWS;    // λ before the ladder's β (replica exchange: E = λ·F)
+  T* r_E = RS + 11 * ROWS;       // E of the state entering a swap round
   const T smin = a.sigma_min;
   const T clamp = a.sigma_clamp;
   const bool diffusion = a.n_lv > 0;
@@ -333,6 +336,8 @@ HEBM_DEV void block_run(const KArgs<T>& a, int rb, T* ws, const T* P, const T* P
         } else {
           dl = a.step_size[b]; lam = a.energy_scale[b];
           tt = a.t != nullptr ? T(a.t[b]) : T(0);
+          r_lam0[r] = lam;
+          if (a.temperatures != nullptr) lam = lam * a.temperatures[b % a.temperatures_n];  // chain b at β_(b mod R)
           if (kernel_on) { al = a.alpha[b]; sg = a.sigma[b]; }
         }
         c = a.noise_scale[b];
@@ -415,6 +420,58 @@ HEBM_DEV void block_run(const KArgs<T>& a, int rb, T* ws, const T* P, const T* P
         cx.sync();
         mlp_backward<T, ROWS>(a, i, G + a.offs[i + 1], LD, ws, P, cx);
       }
+    };
+    // ---- replica exchange (docs/design.md §2; hebm/sampler/reference.py swap_round): whether a swap
+    //      round follows step k (its counter step_offset + k + 1 is a multiple of swap_every), and
+    //      the round itself, on r_F of the state U (energy_grad just ran): E = λ·F per chain, one
+    //      thread per ladder group decides its pairs and writes the swap record, then the accepted
+    //      pairs exchange their rows of U (disjoint pairs: no row is touched twice)
+    auto round_after = [&](long k) -> bool {
+      return a.temperatures != nullptr && !diffusion && k >= 0 && ((long)a.step_offset + k + 1) % a.swap_every == 0;
+    };
+    auto swap_round = [&](long k) {
+      T* r_sw = RS + 9 * ROWS;  // 1 at the lower chain of an accepted pair (MALA's r_acc: free here)
+      const long c = (long)a.step_offset + k + 1;
+      const long n_round = c / a.swap_every - 1;                               // the chain's round
+      const long nr = n_round - (long)a.step_offset / a.swap_every;           // the call's round
+      const long step = (long)a.step_offset + k;
+      const int R = (int)a.temperatures_n;
+      for (int r = tid; r < ROWS; r += kThreads) {
+        r_E[r] = r_lam0[r] * r_F[r];
+        r_sw[r] = T(0);
+      }
+      cx.sync();
+      for (int g = tid; g < nvalid / R; g += kThreads) {
+        const int r0 = g * R;
+        const long b0 = r_begin + r0;
+        T* rec = a.swaps + nr * 2 * B;
+        for (int r = 0; r < R; ++r) {
+          rec[b0 + r] = r_E[r0 + r];
+          rec[B + b0 + r] = T(0);
+        }
+        auto unif = [&](int r) -> T {
+          return a.swap_uniforms != nullptr
+                     ? a.swap_uniforms[nr * B + b0 + r]
+                     : T(philox_swap_uniform(a.key0, a.key1, (uint64_t)a.chain_ids[b0 + r], r, R, (uint64_t)step));
+        };
+        const int parity = a.swap_schedule == 0 ? (int)(n_round % 2) : (unif(R - 1) >= T(0.5) ? 1 : 0);
+        for (int r = parity; r < R - 1; r += 2) {
+          const T log_alpha = (a.temperatures[r + 1] - a.temperatures[r]) * (r_E[r0 + r] - r_E[r0 + r + 1]);
+          const bool acc = log(unif(r)) < log_alpha;  // NaN refuses
+          rec[B + b0 + r] = acc ? T(2) : T(1);
+          r_sw[r0 + r] = acc ? T(1) : T(0);
+        }
+      }
+      cx.sync();
+      for (int idx = tid; idx < ROWS * D; idx += kThreads) {
+        const int r = idx / D, d = idx % D;
+        if (r < nvalid && r_sw[r] != T(0)) {
+          const T x = U[r * LD + d];
+          U[r * LD + d] = U[(r + 1) * LD + d];
+          U[(r + 1) * LD + d] = x;
+        }
+      }
+      cx.sync();
     };
     if (a.metropolis && !diffusion) {
       // ---- Metropolis-adjusted steps (hebm/sampler/reference.py mala_step): each state evaluated once —
@@ -529,6 +586,16 @@ HEBM_DEV void block_run(const KArgs<T>& a, int rb, T* ws, const T* P, const T* P
           store_draw<T, ROWS>(a, n, U, r_lp, r_begin, nvalid, cx);
           cx.sync();
         }
+        // a swap round; then log π and its gradient afresh at the chains' own β (as the reference's
+        // next run of steps starts)
+        if (round_after(k)) {
+          energy_grad();
+          swap_round(k);
+          if (k < K - 1) {
+            energy_grad();
+            full_grad();
+          }
+        }
       }
       continue;  // (Langevin mode has one level)
     }
@@ -561,7 +628,8 @@ HEBM_DEV void block_run(const KArgs<T>& a, int rb, T* ws, const T* P, const T* P
       energy_grad();
       // ---- phase 5 (trace): log π at the state entering this step — the per-step trace, and the
       //      log π of the draw taken after the previous step (the cpu kernel's `pending`)
-      const long pend = diffusion ? -1 : draw_index(a, (long)k - 1);
+      // (a draw before a swap round had its log π written before the round)
+      const long pend = diffusion || round_after((long)k - 1) ? -1 : draw_index(a, (long)k - 1);
       if ((a.log_density != nullptr || pend >= 0) && !diffusion) log_density_rows(k, pend);
       // ---- phase 6: the update u ← u + (δ²/2)∇log π + cδε, four elements (one Philox block) a thread
       const long step = step_base + k;
@@ -592,11 +660,18 @@ HEBM_DEV void block_run(const KArgs<T>& a, int rb, T* ws, const T* P, const T* P
           cx.sync();  // (the next phase only reads U; synced all the same, a draw step is rare)
         }
       }
+      // a swap round: F at the state (and a draw's log π, before its state moves), then the round
+      if (round_after(k)) {
+        energy_grad();
+        const long n = draw_index(a, k);
+        if (n >= 0) log_density_rows(-1, n);
+        swap_round(k);
+      }
     }
     // a draw after the last step: one more evaluation for its log π
     if (!diffusion && K > 0) {
       const long n = draw_index(a, (long)K - 1);
-      if (n >= 0) {
+      if (n >= 0 && !round_after((long)K - 1)) {
         energy_grad();
         log_density_rows(-1, n);
       }

@@ -200,7 +200,7 @@ void layout_workspace(KArgs<T>& a, const Structure& s, bool store_all, bool has_
 // Choose rows / workspace placement / staging for a device with `smem_limit` bytes of opt-in
 // shared memory per block and `n_sm` multiprocessors.
 template <typename T>
-Plan make_plan(KArgs<T>& a, const Structure& s, bool has_un, int64_t B, int64_t smem_limit, int n_sm) {
+Plan make_plan(KArgs<T>& a, const Structure& s, bool has_un, int64_t B, int64_t smem_limit, int n_sm, int R = 1) {
   Plan p;
   const int64_t esz = sizeof(T);
   const int64_t params_bytes = 2 * (int64_t)round4((int)a.n_params) * esz;
@@ -214,6 +214,8 @@ Plan make_plan(KArgs<T>& a, const Structure& s, bool has_un, int64_t B, int64_t 
   };
   if (env_rows == 8 || env_rows == 16) p.rows = env_rows;
   else p.rows = ((B + 15) / 16 < n_sm || ws_bytes(16, false) > smem_limit) ? 8 : 16;
+  if (R > p.rows) p.rows = 16;  // a ladder group lives in one block
+  TORCH_CHECK(R <= p.rows, "hebm cuda: a ladder group of R = ", R, " chains does not fit a block of ", p.rows, " rows");
   bool store = false;
   if (env_store >= 0) store = env_store > 0;
   else store = ws_bytes(p.rows, true) <= smem_limit;
@@ -225,6 +227,7 @@ Plan make_plan(KArgs<T>& a, const Structure& s, bool has_un, int64_t B, int64_t 
   p.smem = base + (p.stage ? params_bytes : 0);
   p.row_elems = a.row_elems;
   a.rows = p.rows;
+  a.block_chains = p.rows / R * R;
   a.stage_params = p.stage ? 1 : 0;
   a.ws_block_elems = ((int64_t)p.rows * a.row_elems + 63) / 64 * 64;
   return p;
@@ -310,7 +313,7 @@ template <typename T, int ROWS>
 void fiber_main(unsigned lo, unsigned hi, int t) {
   auto* job = reinterpret_cast<EmuJob<T, ROWS>*>((static_cast<uintptr_t>(hi) << 32) | lo);
   EmuCtx cx{t, job->sh};
-  const int nblocks = (int)((job->a->B + ROWS - 1) / ROWS);
+  const int nblocks = (int)((job->a->B + job->a->block_chains - 1) / job->a->block_chains);
   for (int rb = 0; rb < nblocks; ++rb) block_run<T, ROWS>(*job->a, rb, job->ws, job->P, job->PT, cx);  // gridDim = 1
   job->sh->fib[t].wait = 3;
   swapcontext(&job->sh->fib[t].ctx, &job->sh->sched);
@@ -411,7 +414,7 @@ void launch(KArgs<T>& a, const Plan& p, const at::Tensor& u, const at::Tensor& p
   TORCH_CHECK(err == 0, "hebm cuda: transpose launch failed: ", cudaGetErrorString((cudaError_t)err));
   a.P = params.data_ptr<T>();
   a.PT = PT.data_ptr<T>();
-  const int nblocks = (int)((a.B + p.rows - 1) / p.rows);
+  const int nblocks = (int)((a.B + a.block_chains - 1) / a.block_chains);
   const int occ = sizeof(T) == 8 ? occupancy_f64(p.rows, p.smem) : occupancy_f32(p.rows, p.smem);
   TORCH_CHECK(occ > 0, "hebm cuda: the kernel cannot be resident with ", p.smem, " bytes of shared memory");
   const int grid = std::max(1, std::min(nblocks, occ * dev.n_sm));
@@ -446,9 +449,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   HEBM_LANGEVIN_FIELDS(HEBM_READ)
   // guards of the kernel's memory (the rules are hebm/sampler/checks.py's)
   TORCH_CHECK(a.n_steps < (int64_t(1) << 31), "hebm cuda: bad n_steps");
-  // replica exchange is not in this kernel yet (hebm/sampler/backends/cuda.py refuses it by name)
-  TORCH_CHECK(a.temperatures == nullptr, "hebm cuda: temperatures (replica exchange) is not implemented in this kernel");
-  const at::Tensor swaps = at::empty({0}, u.options());
+  // replica exchange: ladder groups of R consecutive chains, each inside one block (R <= 16:
+  // hebm/sampler/backends/cuda.py refuses a longer ladder by name); the swap record [n_rounds, 2, B]
+  const bool ladder = a.temperatures != nullptr;
+  const int R = ladder ? (int)a.temperatures_n : 1;
+  TORCH_CHECK(R >= 1 && R <= 16 && B % R == 0, "hebm cuda: bad ladder (R = ", R, ", B = ", B, ")");
+  const int64_t n_rounds = ladder ? (a.step_offset + a.n_steps) / a.swap_every - a.step_offset / a.swap_every : 0;
+  const at::Tensor swaps = ladder ? at::zeros({n_rounds, 2, B}, u.options()) : at::empty({0}, u.options());
+  a.swaps = ladder ? swaps.data_ptr<T>() : nullptr;
   TORCH_CHECK(a.u_next == nullptr || (a.alpha != nullptr && a.sigma != nullptr), "hebm cuda: u_next needs alpha and sigma");
   const bool kern = a.u_next != nullptr;
   at::Tensor out = at::empty_like(u);
@@ -474,7 +482,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   a.n_lv = 0;
   if (emulated) {
     TORCH_CHECK(u.device().is_cpu(), "hebm_cuda_emu takes CPU tensors");
-    Plan p = make_plan(a, s, kern, B, 227 * 1024, 132);
+    Plan p = make_plan(a, s, kern, B, 227 * 1024, 132, R);
     at::Tensor PT = at::empty_like(params);
     transpose_host(params.data_ptr<T>(), PT.data_ptr<T>(), a);
     a.P = params.data_ptr<T>();
@@ -485,7 +493,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     TORCH_CHECK(u.is_cuda(), "hebm cuda: tensors must be on a CUDA device");
     c10::cuda::CUDAGuard guard(u.device());
     const DeviceInfo dev = cuda_device_info(u);
-    Plan p = make_plan(a, s, kern, B, dev.smem_limit, dev.n_sm);
+    Plan p = make_plan(a, s, kern, B, dev.smem_limit, dev.n_sm, R);
     at::Tensor PT;
     launch(a, p, u, params, PT, dev);
 #else
@@ -565,7 +573,7 @@ void langevin_op(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
   auto res = c.u.scalar_type() == at::kDouble ? langevin_impl<double>(EMU, c, net, trace)
                                               : langevin_impl<float>(EMU, c, net, trace);
   torch::jit::drop(*stack, LANGEVIN_N_ARGS);
-  // (the swap record: empty, the kernel refuses a ladder)
+  // (the swap record: empty without a ladder)
   torch::jit::push(*stack, std::move(std::get<0>(res)), std::move(std::get<1>(res)), std::move(std::get<2>(res)),
                    std::move(std::get<3>(res)), std::move(std::get<4>(res)), std::move(std::get<5>(res)));
 }

@@ -48,7 +48,7 @@ __global__ void __launch_bounds__(kThreads) langevin_kernel(const __grid_constan
     P = sp;
     PT = sp + np4;
   }
-  const int nblocks = (int)((a.B + ROWS - 1) / ROWS);
+  const int nblocks = (int)((a.B + a.block_chains - 1) / a.block_chains);
   for (int rb = blockIdx.x; rb < nblocks; rb += gridDim.x) block_run<T, ROWS>(a, rb, ws, P, PT, cx);
 }
 

@@ -22,6 +22,13 @@ by the launcher: ``HEBM_CUDA_ROWS=8|16``, ``HEBM_CUDA_WS=global``, ``HEBM_CUDA_S
 ``trace_every`` (draws inside the call) is recorded by the kernel: a block stores its rows of the
 state after every m-th step (and, MALA, the chain's own log π; ULA, the log π the next step's
 sweep computes — one more evaluation when the last step is a draw), as the cpu kernel does.
+
+``temperatures`` (replica exchange, :func:`run_replica`): a block holds whole ladder groups (its
+rows rounded down to a multiple of R, so R ≤ :data:`MAX_LADDER` = 16); after a step whose counter
+``swap_every`` divides, the block evaluates F at its chains' states, one thread per group makes the
+group's swap decisions (E = λ·F, stream 3 or the explicit ``swap_uniforms``) and writes the swap
+record, and the accepted pairs exchange their rows (MALA then evaluates log π and its gradient
+afresh at the chains' own β, as the reference does).
 """
 from __future__ import annotations
 
@@ -36,6 +43,7 @@ NAME = "cuda"
 MAX_LAYERS = 16  # latent layers (csrc/cuda/hebm_cuda.h kMaxL)
 MAX_LINEAR = 64  # Linear layers over all MLPs (kMaxLayers)
 MAX_LEVELS = 16  # levels of a fused reverse diffusion (kMaxLevels)
+MAX_LADDER = 16  # temperatures of a ladder group: the group lives in one block of at most 16 rows
 
 
 def sources() -> list:
@@ -91,6 +99,17 @@ def run(pack, args, *, precision, trace, namespace: str = "hebm"):
     return out, logd, ran(args.u.dtype), stats
 
 
+def run_replica(pack, args, *, precision, trace, namespace: str = "hebm"):
+    """A call with ``temperatures``: the swap rounds inside the launch.  :func:`run`'s tuple plus
+    the swap record ``[n_rounds, 2, B]`` (:func:`hebm.sampler.reference.swap_record_info`)."""
+    R = args.temperatures.shape[0]
+    if R > MAX_LADDER:
+        raise ValueError(f"temperatures has R = {R} inverse temperatures; backend 'cuda' runs ladders of at most "
+                         f"{MAX_LADDER} (a ladder group lives in one thread block): use backend='graph' for this ladder")
+    out, logd, stats, record = ops.langevin(pack, args, precision=ran(args.u.dtype), trace=trace, namespace=namespace)
+    return out, logd, ran(args.u.dtype), stats, record
+
+
 def run_reverse(pack, schedule, r, *, precision, return_levels, namespace: str = "hebm"):
     """The whole reverse diffusion (levels t = T−1 … 0, K steps each) in one launch; the same
     result as ``hebm.reverse_diffusion_ref`` (seeded step counter j·K + k)."""
@@ -100,5 +119,5 @@ def run_reverse(pack, schedule, r, *, precision, return_levels, namespace: str =
                                  namespace=namespace), ran(r.u.dtype)
 
 
-__all__ = ["NAME", "arch_list", "cuda_cflags", "load_emulator", "run", "run_reverse", "sources", "unavailable",
+__all__ = ["MAX_LADDER", "NAME", "arch_list", "cuda_cflags", "load_emulator", "run", "run_replica", "run_reverse", "sources", "unavailable",
            "unsupported"]
