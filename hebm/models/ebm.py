@@ -119,24 +119,19 @@ class EBMModel(LatentModel):
         (replica exchange) each is the cold chain of a ladder group of R chains, and ``swap_rate``
         (the mean over the ladder's pairs) is logged beside the losses."""
         ladder = settings.temperatures
+        R = len(ladder) if ladder else 1
+        # a ladder: B groups of R chains, ids id·R + r (distinct ids stay distinct), the cold chains kept
+        ids = ladder_chain_ids(chain_ids, R) if ladder else chain_ids
+        pt = dict(temperatures=ladder, swap_every=settings.swap_every or 1, return_info=True) if ladder else {}
         with torch.no_grad():
-            if ladder:
-                R = len(ladder)
-                ids = ladder_chain_ids(chain_ids, R)
-                u0 = initial_noise(seed, ids.shape[0], self.D, chain_ids=ids, device=x.device, dtype=x.dtype)
-                u, info = base.run_langevin(self.prior, u0, fused=fused, n_steps=settings.langevin_steps,
-                                            step_size=settings.langevin_step_size, seed=seed, chain_ids=ids,
-                                            metropolis=settings.metropolis, temperatures=ladder,
-                                            swap_every=settings.swap_every or 1, return_info=True)
-                out = dict(z_neg=self.prior.T(cold_chains(u, R)))
-                if R > 1 and bool((info["swap_attempts"] > 0).any()):
-                    out["swap_rate"] = info["swap_accepted"].sum() / info["swap_attempts"].sum()
-            else:
-                u0 = initial_noise(seed, x.shape[0], self.D, chain_ids=chain_ids, device=x.device, dtype=x.dtype)
-                u = base.run_langevin(self.prior, u0, fused=fused, n_steps=settings.langevin_steps,
-                                      step_size=settings.langevin_step_size, seed=seed, chain_ids=chain_ids,
-                                      metropolis=settings.metropolis)
-                out = dict(z_neg=self.prior.T(u))
+            u0 = initial_noise(seed, ids.shape[0], self.D, chain_ids=ids, device=x.device, dtype=x.dtype)
+            res = base.run_langevin(self.prior, u0, fused=fused, n_steps=settings.langevin_steps,
+                                    step_size=settings.langevin_step_size, seed=seed, chain_ids=ids,
+                                    metropolis=settings.metropolis, **pt)
+            u, info = res if ladder else (res, None)
+            out = dict(z_neg=self.prior.T(cold_chains(u, R) if ladder else u))
+            if R > 1 and bool((info["swap_attempts"] > 0).any()):
+                out["swap_rate"] = info["swap_accepted"].sum() / info["swap_attempts"].sum()
         if settings.posterior == "langevin":
             out["z_pos"] = self.posterior_langevin(x, seed=seed ^ 0x5EED, n_steps=settings.posterior_steps,
                                                    step_size=settings.posterior_step_size)
