@@ -359,6 +359,10 @@ HEBM_DEV void block_run(const KArgs<T>& a, int rb, T* ws, const T* P, const T* P
     }
     cx.sync();
     const long step_base = diffusion ? (long)lv * K : a.step_offset;
+    // ULA on a ladder: the energy backward is seeded with the untempered λ, so G = ∂(λF)/∂u and r_F
+    // belong to the state and move with it in a swap round; the step applies its slot's β (below)
+    const bool ula_ladder = a.temperatures != nullptr && !a.metropolis && !diffusion;
+    const T* r_seed = ula_ladder ? r_lam0 : r_lam;
     // phases 1–4 at the state U: G = ∂(λF)/∂u (the energy part of ∇log π), r_F = Σ_i f_i
     auto energy_grad = [&]() {
       // ---- phase 1: z_L = u_L; G = 0; F = 0
@@ -394,7 +398,7 @@ HEBM_DEV void block_run(const KArgs<T>& a, int rb, T* ws, const T* P, const T* P
           mlp_forward<T, ROWS>(a, m, Z + a.offs[i], LD, ws, P, PT, r_t, cx);
           for (int r = tid; r < ROWS; r += kThreads) {
             r_F[r] += OUT[r * a.ld_out];
-            GA[r * a.ld_w] = r_lam[r];
+            GA[r * a.ld_w] = r_seed[r];
           }
           cx.sync();
           mlp_backward<T, ROWS>(a, m, G + a.offs[i], LD, ws, P, cx);
@@ -469,6 +473,16 @@ HEBM_DEV void block_run(const KArgs<T>& a, int rb, T* ws, const T* P, const T* P
           const T x = U[r * LD + d];
           U[r * LD + d] = U[(r + 1) * LD + d];
           U[(r + 1) * LD + d] = x;
+          const T y = G[r * LD + d];  // (ULA's untempered ∂(λF)/∂u and F go with the state)
+          G[r * LD + d] = G[(r + 1) * LD + d];
+          G[(r + 1) * LD + d] = y;
+        }
+      }
+      for (int r = tid; r < ROWS; r += kThreads) {
+        if (r < nvalid && r_sw[r] != T(0)) {
+          const T f = r_F[r];
+          r_F[r] = r_F[r + 1];
+          r_F[r + 1] = f;
         }
       }
       cx.sync();
@@ -625,7 +639,7 @@ HEBM_DEV void block_run(const KArgs<T>& a, int rb, T* ws, const T* P, const T* P
       cx.sync();
     };
     for (int k = 0; k < K; ++k) {
-      energy_grad();
+      if (!round_after((long)k - 1)) energy_grad();  // (after a round the state's G and F are at hand)
       // ---- phase 5 (trace): log π at the state entering this step — the per-step trace, and the
       //      log π of the draw taken after the previous step (the cpu kernel's `pending`)
       // (a draw before a swap round had its log π written before the round)
@@ -643,7 +657,7 @@ HEBM_DEV void block_run(const KArgs<T>& a, int rb, T* ws, const T* P, const T* P
           const int d = 4 * j + q;
           if (d >= D) break;
           const T u = U[r * LD + d];
-          T g = G[r * LD + d] - u;
+          T g = (ula_ladder ? a.temperatures[b % a.temperatures_n] * G[r * LD + d] : G[r * LD + d]) - u;
           if (kernel_on) {
             const T al = r_alpha[r], sg = r_sig[r];
             g -= al * (al * u - UN[r * LD + d]) / (sg * sg);

@@ -27,8 +27,10 @@ sweep computes — one more evaluation when the last step is a draw), as the cpu
 rows rounded down to a multiple of R, so R ≤ :data:`MAX_LADDER` = 16); after a step whose counter
 ``swap_every`` divides, the block evaluates F at its chains' states, one thread per group makes the
 group's swap decisions (E = λ·F, stream 3 or the explicit ``swap_uniforms``) and writes the swap
-record, and the accepted pairs exchange their rows (MALA then evaluates log π and its gradient
-afresh at the chains' own β, as the reference does).
+record, and the accepted pairs exchange their rows.  ULA seeds the energy backward with the
+untempered λ (its slot's β applied in the step), so a state's ∂(λF)/∂u and F move with it and the
+next step needs no evaluation of its own; MALA evaluates log π and its gradient afresh at the
+chains' own β, as the reference does.
 """
 from __future__ import annotations
 
