@@ -27,8 +27,10 @@
 
 #if defined(__CUDACC__)
 #define HEBM_DEV __device__ __forceinline__
+#define HEBM_NOINLINE __device__ __noinline__
 #else
 #define HEBM_DEV inline
+#define HEBM_NOINLINE inline
 #endif
 
 namespace hebm {
@@ -283,6 +285,80 @@ HEBM_DEV void mlp_backward(const KArgs<T>& a, int m, T* dst, int lddst, T* ws, c
 }
 
 // ------------------------------------------------------------------------------------------
+// The swap round after step k of the block's ladder groups (docs/design.md §2; hebm/sampler/reference.py
+// swap_round), on r_F of the state U (energy_grad just ran): E = λ·F per chain; one thread per group
+// decides its pairs and writes the swap record; then the accepted pairs exchange their rows of U and G
+// (ULA's untempered ∂(λF)/∂u) and their F (disjoint pairs: no row is touched twice).  Not inlined: its
+// two call sites (ULA, MALA) in each of the kernel's instantiations would each get a copy.
+// ------------------------------------------------------------------------------------------
+template <typename T, int ROWS, class Ctx>
+HEBM_NOINLINE void swap_round_rows(const KArgs<T>& a, long k, long r_begin, int nvalid, T* U, T* G, T* RS, Ctx& cx) {
+  const int tid = cx.tid();
+  const int D = a.D, LD = a.LD;
+  const long B = a.B;
+  T* r_F = RS + 5 * ROWS;
+  T* r_sw = RS + 9 * ROWS;  // 1 at the lower chain of an accepted pair (MALA's r_acc: free here)
+  T* r_lam0 = RS + 10 * ROWS;
+  T* r_E = RS + 11 * ROWS;
+  const long c = (long)a.step_offset + k + 1;
+  const long n_round = c / a.swap_every - 1;                      // the chain's round
+  const long nr = n_round - (long)a.step_offset / a.swap_every;  // the call's round
+  const long step = (long)a.step_offset + k;
+  const int R = (int)a.temperatures_n;
+  for (int r = tid; r < ROWS; r += kThreads) {
+    r_E[r] = r_lam0[r] * r_F[r];
+    r_sw[r] = T(0);
+  }
+  cx.sync();
+  for (int g = tid; g < nvalid / R; g += kThreads) {
+    const int r0 = g * R;
+    const long b0 = r_begin + r0;
+    T* rec = a.swaps + nr * 2 * B;
+    for (int r = 0; r < R; ++r) {
+      rec[b0 + r] = r_E[r0 + r];
+      rec[B + b0 + r] = T(0);
+    }
+    int parity = (int)(n_round % 2);  // "deo"; "even_odd": the group's coin at its last chain
+    if (a.swap_schedule != 0) {
+      const T coin = a.swap_uniforms != nullptr
+                         ? a.swap_uniforms[nr * B + b0 + R - 1]
+                         : T(philox_swap_uniform(a.key0, a.key1, (uint64_t)a.chain_ids[b0 + R - 1], R - 1, R,
+                                                 (uint64_t)step));
+      parity = coin >= T(0.5) ? 1 : 0;
+    }
+    for (int r = parity; r < R - 1; r += 2) {
+      const T Uu = a.swap_uniforms != nullptr
+                       ? a.swap_uniforms[nr * B + b0 + r]
+                       : T(philox_swap_uniform(a.key0, a.key1, (uint64_t)a.chain_ids[b0 + r], r, R, (uint64_t)step));
+      const T log_alpha = (a.temperatures[r + 1] - a.temperatures[r]) * (r_E[r0 + r] - r_E[r0 + r + 1]);
+      const bool acc = log(Uu) < log_alpha;  // NaN refuses
+      rec[B + b0 + r] = acc ? T(2) : T(1);
+      r_sw[r0 + r] = acc ? T(1) : T(0);
+    }
+  }
+  cx.sync();
+  for (int idx = tid; idx < ROWS * D; idx += kThreads) {
+    const int r = idx / D, d = idx % D;
+    if (r < nvalid && r_sw[r] != T(0)) {
+      const T x = U[r * LD + d];
+      U[r * LD + d] = U[(r + 1) * LD + d];
+      U[(r + 1) * LD + d] = x;
+      const T y = G[r * LD + d];
+      G[r * LD + d] = G[(r + 1) * LD + d];
+      G[(r + 1) * LD + d] = y;
+    }
+  }
+  for (int r = tid; r < ROWS; r += kThreads) {
+    if (r < nvalid && r_sw[r] != T(0)) {
+      const T f = r_F[r];
+      r_F[r] = r_F[r + 1];
+      r_F[r + 1] = f;
+    }
+  }
+  cx.sync();
+}
+
+// ------------------------------------------------------------------------------------------
 // One block of ROWS chains (row block rb), all levels and steps.  ws: this block's workspace
 // (shared or global memory, ROWS·row_elems elements); P/PT: params (global or staged copies).
 // ------------------------------------------------------------------------------------------
@@ -310,8 +386,7 @@ HEBM_DEV void block_run(const KArgs<T>& a, int rb, T* ws, const T* P, const T* P
   T* r_sig = RS + 4 * ROWS;      // σ (kernel)
   T* r_F = RS + 5 * ROWS;        // Σ_i f_i of the current step
   T* r_t = RS + 6 * ROWS;        // level (as T; exact for small ints)
-  T* r_lam0 = RS + 10 * ROWS;    // λ before the ladder's β (replica exchange: E = λ·F)
-  T* r_E = RS + 11 * ROWS;       // E of the state entering a swap round
+  T* r_lam0 = RS + 10 * ROWS;    // λ before the ladder's β (replica exchange: E = λ·F; slot 11: E, swap_round_rows)
   const T smin = a.sigma_min;
   const T clamp = a.sigma_clamp;
   const bool diffusion = a.n_lv > 0;
@@ -425,68 +500,12 @@ HEBM_DEV void block_run(const KArgs<T>& a, int rb, T* ws, const T* P, const T* P
         mlp_backward<T, ROWS>(a, i, G + a.offs[i + 1], LD, ws, P, cx);
       }
     };
-    // ---- replica exchange (docs/design.md §2; hebm/sampler/reference.py swap_round): whether a swap
-    //      round follows step k (its counter step_offset + k + 1 is a multiple of swap_every), and
-    //      the round itself, on r_F of the state U (energy_grad just ran): E = λ·F per chain, one
-    //      thread per ladder group decides its pairs and writes the swap record, then the accepted
-    //      pairs exchange their rows of U (disjoint pairs: no row is touched twice)
+    // ---- replica exchange: whether a swap round follows step k (its counter step_offset + k + 1 is
+    //      a multiple of swap_every), and the round (swap_round_rows)
     auto round_after = [&](long k) -> bool {
       return a.temperatures != nullptr && !diffusion && k >= 0 && ((long)a.step_offset + k + 1) % a.swap_every == 0;
     };
-    auto swap_round = [&](long k) {
-      T* r_sw = RS + 9 * ROWS;  // 1 at the lower chain of an accepted pair (MALA's r_acc: free here)
-      const long c = (long)a.step_offset + k + 1;
-      const long n_round = c / a.swap_every - 1;                               // the chain's round
-      const long nr = n_round - (long)a.step_offset / a.swap_every;           // the call's round
-      const long step = (long)a.step_offset + k;
-      const int R = (int)a.temperatures_n;
-      for (int r = tid; r < ROWS; r += kThreads) {
-        r_E[r] = r_lam0[r] * r_F[r];
-        r_sw[r] = T(0);
-      }
-      cx.sync();
-      for (int g = tid; g < nvalid / R; g += kThreads) {
-        const int r0 = g * R;
-        const long b0 = r_begin + r0;
-        T* rec = a.swaps + nr * 2 * B;
-        for (int r = 0; r < R; ++r) {
-          rec[b0 + r] = r_E[r0 + r];
-          rec[B + b0 + r] = T(0);
-        }
-        auto unif = [&](int r) -> T {
-          return a.swap_uniforms != nullptr
-                     ? a.swap_uniforms[nr * B + b0 + r]
-                     : T(philox_swap_uniform(a.key0, a.key1, (uint64_t)a.chain_ids[b0 + r], r, R, (uint64_t)step));
-        };
-        const int parity = a.swap_schedule == 0 ? (int)(n_round % 2) : (unif(R - 1) >= T(0.5) ? 1 : 0);
-        for (int r = parity; r < R - 1; r += 2) {
-          const T log_alpha = (a.temperatures[r + 1] - a.temperatures[r]) * (r_E[r0 + r] - r_E[r0 + r + 1]);
-          const bool acc = log(unif(r)) < log_alpha;  // NaN refuses
-          rec[B + b0 + r] = acc ? T(2) : T(1);
-          r_sw[r0 + r] = acc ? T(1) : T(0);
-        }
-      }
-      cx.sync();
-      for (int idx = tid; idx < ROWS * D; idx += kThreads) {
-        const int r = idx / D, d = idx % D;
-        if (r < nvalid && r_sw[r] != T(0)) {
-          const T x = U[r * LD + d];
-          U[r * LD + d] = U[(r + 1) * LD + d];
-          U[(r + 1) * LD + d] = x;
-          const T y = G[r * LD + d];  // (ULA's untempered ∂(λF)/∂u and F go with the state)
-          G[r * LD + d] = G[(r + 1) * LD + d];
-          G[(r + 1) * LD + d] = y;
-        }
-      }
-      for (int r = tid; r < ROWS; r += kThreads) {
-        if (r < nvalid && r_sw[r] != T(0)) {
-          const T f = r_F[r];
-          r_F[r] = r_F[r + 1];
-          r_F[r + 1] = f;
-        }
-      }
-      cx.sync();
-    };
+    auto swap_round = [&](long k) { swap_round_rows<T, ROWS>(a, k, r_begin, nvalid, U, G, RS, cx); };
     if (a.metropolis && !diffusion) {
       // ---- Metropolis-adjusted steps (hebm/sampler/reference.py mala_step): each state evaluated once —
       // the proposal's log π and gradient serve the next step when it is accepted.
@@ -521,16 +540,22 @@ HEBM_DEV void block_run(const KArgs<T>& a, int rb, T* ws, const T* P, const T* P
         }
         cx.sync();
       };
-      if (K > 0) {
-        energy_grad();
-        full_grad();
-      }
+      T* r_F0 = RS + 11 * ROWS;  // F of U0 (a ladder's round reads F of the state kept; slot 11 is free then)
+      // the state is evaluated at the start and after a swap round (one call site: each inlined
+      // evaluation is a copy of every network's forward and backward in the kernel)
+      bool fresh = K > 0;
       for (int k = 0; k < K; ++k) {
+        if (fresh) {
+          energy_grad();
+          full_grad();
+          fresh = false;
+        }
         const long step = step_base + k;
-        // the trace, and the state kept: U0, G0, r_lp0
+        // the trace, and the state kept: U0, G0, r_lp0, r_F0
         for (int r = tid; r < ROWS; r += kThreads) {
           if (a.log_density != nullptr && r < nvalid) a.log_density[(long)k * B + r_begin + r] = r_lp[r];
           r_lp0[r] = r_lp[r];
+          r_F0[r] = r_F[r];
         }
         // the proposal u' = u + (δ²/2)∇log π(u) + δε (c = 1: r_amp = δ), four elements a thread
         for (int idx = tid; idx < ROWS * NB4; idx += kThreads) {
@@ -591,7 +616,10 @@ HEBM_DEV void block_run(const KArgs<T>& a, int rb, T* ws, const T* P, const T* P
           }
         }
         for (int r = tid; r < ROWS; r += kThreads)
-          if (r_acc[r] == T(0)) r_lp[r] = r_lp0[r];
+          if (r_acc[r] == T(0)) {
+            r_lp[r] = r_lp0[r];
+            r_F[r] = r_F0[r];
+          }
         cx.sync();
         // a draw: the chain's state after the step and its own log π (no extra evaluation); synced
         // before the next proposal rewrites U
@@ -600,15 +628,11 @@ HEBM_DEV void block_run(const KArgs<T>& a, int rb, T* ws, const T* P, const T* P
           store_draw<T, ROWS>(a, n, U, r_lp, r_begin, nvalid, cx);
           cx.sync();
         }
-        // a swap round; then log π and its gradient afresh at the chains' own β (as the reference's
-        // next run of steps starts)
+        // a swap round on the kept state's F; then log π and its gradient afresh at the chains' own β
+        // (as the reference's next run of steps starts)
         if (round_after(k)) {
-          energy_grad();
           swap_round(k);
-          if (k < K - 1) {
-            energy_grad();
-            full_grad();
-          }
+          fresh = true;
         }
       }
       continue;  // (Langevin mode has one level)
@@ -638,11 +662,27 @@ HEBM_DEV void block_run(const KArgs<T>& a, int rb, T* ws, const T* P, const T* P
       }
       cx.sync();
     };
-    for (int k = 0; k < K; ++k) {
-      if (!round_after((long)k - 1)) energy_grad();  // (after a round the state's G and F are at hand)
+    // The K steps, and a trailing pass (k = K) when a swap round or a draw follows the last step: it
+    // evaluates the final state for them.  One evaluation site (each inlined evaluation is a copy of
+    // every network's forward and backward in the kernel): the state entering step k is evaluated at
+    // the top, and a swap round after step k − 1 runs there, on that F; ULA's untempered G and F then
+    // move with the swapped states.
+    const bool tail = !diffusion && K > 0 && (round_after((long)K - 1) || draw_index(a, (long)K - 1) >= 0);
+    for (int k = 0; k < K + (tail ? 1 : 0); ++k) {
+      energy_grad();
+      if (round_after((long)k - 1)) {  // a draw after step k − 1 gets its log π before its state moves
+        const long n = draw_index(a, (long)k - 1);
+        if (n >= 0) log_density_rows(-1, n);
+        swap_round(k - 1);
+      }
+      if (k == K) {  // the trailing pass: the last draw's log π, when no round took it
+        const long n = round_after((long)K - 1) ? -1 : draw_index(a, (long)K - 1);
+        if (n >= 0) log_density_rows(-1, n);
+        break;
+      }
       // ---- phase 5 (trace): log π at the state entering this step — the per-step trace, and the
-      //      log π of the draw taken after the previous step (the cpu kernel's `pending`)
-      // (a draw before a swap round had its log π written before the round)
+      //      log π of the draw taken after the previous step (the cpu kernel's `pending`; one before a
+      //      swap round had its log π written above)
       const long pend = diffusion || round_after((long)k - 1) ? -1 : draw_index(a, (long)k - 1);
       if ((a.log_density != nullptr || pend >= 0) && !diffusion) log_density_rows(k, pend);
       // ---- phase 6: the update u ← u + (δ²/2)∇log π + cδε, four elements (one Philox block) a thread
@@ -673,21 +713,6 @@ HEBM_DEV void block_run(const KArgs<T>& a, int rb, T* ws, const T* P, const T* P
           store_draw<T, ROWS>(a, n, U, (const T*)nullptr, r_begin, nvalid, cx);
           cx.sync();  // (the next phase only reads U; synced all the same, a draw step is rare)
         }
-      }
-      // a swap round: F at the state (and a draw's log π, before its state moves), then the round
-      if (round_after(k)) {
-        energy_grad();
-        const long n = draw_index(a, k);
-        if (n >= 0) log_density_rows(-1, n);
-        swap_round(k);
-      }
-    }
-    // a draw after the last step: one more evaluation for its log π
-    if (!diffusion && K > 0) {
-      const long n = draw_index(a, (long)K - 1);
-      if (n >= 0 && !round_after((long)K - 1)) {
-        energy_grad();
-        log_density_rows(-1, n);
       }
     }
     if (diffusion && a.levels_out != nullptr) {

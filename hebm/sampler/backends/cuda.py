@@ -29,8 +29,8 @@ rows rounded down to a multiple of R, so R ≤ :data:`MAX_LADDER` = 16); after a
 group's swap decisions (E = λ·F, stream 3 or the explicit ``swap_uniforms``) and writes the swap
 record, and the accepted pairs exchange their rows.  ULA seeds the energy backward with the
 untempered λ (its slot's β applied in the step), so a state's ∂(λF)/∂u and F move with it and the
-next step needs no evaluation of its own; MALA evaluates log π and its gradient afresh at the
-chains' own β, as the reference does.
+next step needs no evaluation of its own; MALA keeps the F of the state it holds, and after a
+round evaluates log π and its gradient afresh at the chains' own β, as the reference does.
 """
 from __future__ import annotations
 
