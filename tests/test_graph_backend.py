@@ -164,3 +164,44 @@ def test_ladder_chunks_replay_the_references_rounds(monkeypatch, mala, n_steps, 
     assert int(wi["swap_accepted"].sum()) > 0
     assert len(graph._cache[prior]) <= 4  # (the first chunk, the full ones, the last)
     graph.clear_cache()
+
+
+@pytest.mark.parametrize("ladder", [False, True], ids=["plain", "ladder"])
+def test_a_prior_that_cannot_be_captured_runs_eagerly_with_one_warning(monkeypatch, ladder):
+    """The first capture fails (here: made to): the prior is marked, one warning says what runs
+    instead (the eager reference; with a ladder the same chunks eagerly), and the result is still
+    the reference's, bit for bit; a second call warns no more."""
+    import warnings as w
+
+    from hebm.sampler.reference import swap_record_info
+
+    real_get = graph._get
+
+    def failing_get(*a, eager=False, **kw):
+        if not eager:
+            raise RuntimeError("operation not permitted when stream is capturing")
+        return real_get(*a, eager=eager, **kw)
+
+    monkeypatch.setattr(graph, "_get", failing_get)
+    graph.clear_cache()
+    prior = make_prior((7, 13), n_levels=3, seed=2, dtype=torch.float64)
+    u = torch.randn(6, prior.D, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    kw = dict(n_steps=7, step_size=0.08, seed=3, t=1, energy_scale=20.0)
+    if ladder:
+        kw.update(temperatures=[0.0, 0.5, 1.0], swap_every=2)
+    want, wi = hebm.langevin_ref(prior, u, return_info=True, **kw)
+    for call in range(2):
+        a = check_langevin_args(prior, u, **kw)
+        with w.catch_warnings(record=True) as caught:
+            w.simplefilter("always")
+            if ladder:
+                out, _, _, _, record = graph.run_replica(pack.of(prior), a, precision="fp32", trace=True)
+                assert torch.equal(swap_record_info(a, record, trace=True)["swapped"], wi["swapped"])
+            else:
+                out = graph.run(pack.of(prior), a, precision="fp32", trace=True)[0]
+        said = [str(x.message) for x in caught if "could not capture" in str(x.message)]
+        assert len(said) == (1 if call == 0 else 0)
+        if said:
+            assert ("the same steps eagerly" if ladder else "the eager reference") in said[0]
+        assert torch.equal(out, want)
+    graph.clear_cache()

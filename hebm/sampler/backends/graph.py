@@ -319,38 +319,64 @@ def clear_cache() -> None:
     _uncapturable.clear()
 
 
-def run(pack, args, *, precision: str, trace: bool):
-    """K steps by graph replay: ``(u_out, log π trace or None, precision ran, accept stats [2, B]
-    with metropolis else None)``; with ``trace_every`` the draws appended to ``args.draws``."""
-    prior = pack.prior
-    ran = "fp64" if args.u.dtype == torch.float64 else precision
-    if args.n_steps == 0 or prior in _uncapturable:
-        out, logs, stats = langevin_loop(prior, args, trace=trace)
-        return out, logs, ran, stats
+def _replay_chunks(prior, args, base, precision: str, trace: bool, *, ladder: bool, eager: bool):
+    """The call's chunks (:func:`_chunks`) replayed in turn on the steps' arguments ``base``:
+    ``(u, log π parts, accept stats, swap-record parts)``; with ``ladder`` the swap rounds of
+    ``args`` run in them.  When the first capture fails the prior is marked uncapturable (one
+    warning) and, with ``eager``, the same chunks run eagerly; without it the result is None (the
+    caller runs the eager reference)."""
+    m = args.swap_every if ladder else 0
     key = torch.tensor(seed_to_key(args.seed), dtype=torch.int64).to(args.u.device) if args.noise is None else None
-    u, logs, stats = args.u, [], None
-    for done, n, draw_ks, _ in _chunks(args.n_steps, args.step_offset, args.trace_every or 0):
+    u, logs, stats, records, swap_row = args.u, [], None, [], 0
+    eager_now = eager and prior in _uncapturable
+    for done, n, draw_ks, round_ks in _chunks(args.n_steps, args.step_offset, args.trace_every or 0, m):
+        lad = _Ladder(args.temperatures.shape[0], m, args.swap_schedule, round_ks) if ladder else None
         try:
-            cap = _get(prior, args, n, trace, precision, draw_ks)
+            cap = _get(prior, base, n, trace, precision, draw_ks, lad, eager=eager_now)
         except Exception as e:  # the capture failed: this prior is not graph-safe
             if done > 0:
                 raise
             msg = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
             _uncapturable[prior] = msg
+            instead = "running the same steps eagerly instead" if eager else "running the eager reference instead"
             warnings.warn(f"hebm backend 'graph': could not capture this prior's log_density in a CUDA graph "
-                          f"({msg}); running the eager reference instead", RuntimeWarning, stacklevel=3)
-            out, logs, stats = langevin_loop(prior, args, trace=trace)
-            return out, logs, ran, stats
+                          f"({msg}); {instead}", RuntimeWarning, stacklevel=4)
+            if not eager:
+                return None
+            eager_now = True
+            cap = _get(prior, base, n, trace, precision, draw_ks, lad, eager=True)
         noise = None if args.noise is None else args.noise[done : done + n]
         unif = None if args.uniforms is None else args.uniforms[done : done + n]
-        out, lg, st = cap.replay(args, u, noise, args.step_offset + done, key, unif)
-        u = out.clone()  # the static output is overwritten by the next replay
+        values = None
+        if ladder:
+            rows = None if args.swap_uniforms is None else args.swap_uniforms[swap_row : swap_row + len(round_ks)]
+            swap_row += len(round_ks)
+            values = (args.temperatures, args.energy_scale, rows)
+        out, lg, st = cap.replay(base, u, noise, args.step_offset + done, key, unif, ladder_values=values)
+        u = out.clone()  # the static outputs are overwritten by the next replay
         if trace:
             logs.append(lg.clone())
         if st is not None:
             stats = st.clone() if stats is None else stats + st
         if draw_ks:
             args.draws.append((cap.draws.clone(), cap.draws_logp.clone()))
+        if ladder:
+            records.append(cap.record.clone())
+    return u, logs, stats, records
+
+
+def run(pack, args, *, precision: str, trace: bool):
+    """K steps by graph replay: ``(u_out, log π trace or None, precision ran, accept stats [2, B]
+    with metropolis else None)``; with ``trace_every`` the draws appended to ``args.draws``."""
+    prior = pack.prior
+    ran = "fp64" if args.u.dtype == torch.float64 else precision
+    got = None
+    if args.n_steps > 0 and prior not in _uncapturable:
+        got = _replay_chunks(prior, args, args, precision, trace, ladder=False, eager=False)
+    if got is None:
+        out, logs, stats = langevin_loop(prior, args, trace=trace)
+        return out, logs, ran, stats
+    u, logs, stats, _ = got
     return u, (torch.cat(logs) if trace else None), ran, stats
 
 
@@ -361,46 +387,13 @@ def run_replica(pack, args, *, precision: str, trace: bool):
     graph from the key).  :func:`run`'s tuple plus the swap record ``[n_rounds, 2, B]``
     (:func:`hebm.sampler.reference.swap_record_info` reads it).  A prior that cannot be captured
     runs the same chunks eagerly (one warning)."""
-    prior = pack.prior
     ran = "fp64" if args.u.dtype == torch.float64 else precision
-    beta, m = args.temperatures, args.swap_every
-    base = tempered(args)  # the chains' own targets: energy scale β·λ
-    record_parts, swap_row = [], 0
-    key = torch.tensor(seed_to_key(args.seed), dtype=torch.int64).to(args.u.device) if args.noise is None else None
-    u, logs, stats = args.u, [], None
-    eager = prior in _uncapturable
-    for done, n, draw_ks, round_ks in _chunks(args.n_steps, args.step_offset, args.trace_every or 0, m):
-        ladder = _Ladder(beta.shape[0], m, args.swap_schedule, round_ks)
-        try:
-            cap = _get(prior, base, n, trace, precision, draw_ks, ladder, eager=eager)
-        except Exception as e:  # the capture failed: this prior is not graph-safe
-            if done > 0:
-                raise
-            msg = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-            _uncapturable[prior] = msg
-            warnings.warn(f"hebm backend 'graph': could not capture this prior's log_density in a CUDA graph "
-                          f"({msg}); running the same steps eagerly instead", RuntimeWarning, stacklevel=3)
-            eager = True
-            cap = _get(prior, base, n, trace, precision, draw_ks, ladder, eager=True)
-        noise = None if args.noise is None else args.noise[done : done + n]
-        unif = None if args.uniforms is None else args.uniforms[done : done + n]
-        rows = None
-        if args.swap_uniforms is not None:
-            rows = args.swap_uniforms[swap_row : swap_row + len(round_ks)]
-        swap_row += len(round_ks)
-        out, lg, st = cap.replay(base, u, noise, args.step_offset + done, key, unif,
-                                 ladder_values=(beta, args.energy_scale, rows))
-        u = out.clone()  # the static outputs are overwritten by the next replay
-        if trace:
-            logs.append(lg.clone())
-        if st is not None:
-            stats = st.clone() if stats is None else stats + st
-        if draw_ks:
-            args.draws.append((cap.draws.clone(), cap.draws_logp.clone()))
-        record_parts.append(cap.record.clone())
+    # the chains' own targets: energy scale β·λ
+    u, logs, stats, records = _replay_chunks(pack.prior, args, tempered(args), precision, trace, ladder=True,
+                                             eager=True)
     if args.n_steps == 0:
         u = args.u.clone()
         stats = args.u.new_zeros(2, args.B) if args.metropolis else None
-    record = torch.cat(record_parts) if record_parts else args.u.new_zeros(0, 2, args.B)
+    record = torch.cat(records) if records else args.u.new_zeros(0, 2, args.B)
     log_density = (torch.cat(logs) if logs else args.u.new_zeros(0, args.B)) if trace else None
     return u, log_density, ran, stats, record
