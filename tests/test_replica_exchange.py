@@ -242,3 +242,55 @@ def test_explicit_noise_needs_one_swap_uniform_row_per_round(make_prior):
         hebm.langevin_ref(prior, u, t=0, swap_uniforms=torch.full((3, 8), 1.0, dtype=torch.float64), **kw)
     with pytest.raises(ValueError, match="t differs between the chains of one ladder group"):
         hebm.langevin_ref(prior, u, t=torch.arange(8) % 2, swap_uniforms=torch.full((3, 8), 0.5), **kw)
+
+
+# ------------------------------------------------------------------------------ the replicas' walk
+def _walk_round_by_round(src, R):
+    """The rule of ``round_trips`` followed one round at a time (what replica_walk vectorises): a
+    replica is labelled 'cold' when it sits in slot R − 1 (at the start or after a round), becomes
+    'cold, then hot' on reaching slot 0 with that label, and completes a trip on reaching slot R − 1
+    again with it."""
+    n, B = src.shape
+    held = list(range(B))
+    label = {i: ("cold" if i % R == R - 1 else None) for i in range(B)}
+    trips = [0] * B
+    for s in src.tolist():
+        held = [held[j] for j in s]
+        for b, i in enumerate(held):
+            if b % R == 0 and label[i] == "cold":
+                label[i] = "hot"
+        for b, i in enumerate(held):
+            if b % R == R - 1:
+                trips[i] += label[i] == "hot"
+                label[i] = "cold"
+    return held, trips
+
+
+def test_replica_walk_counts_the_trips_of_a_worked_example():
+    from hebm.sampler.reference import replica_walk, swap_sources
+
+    # one group of R = 3: replica 2 starts cold; it moves 2 → 1 → 0 (hot) → 1 → 2 (back: one trip)
+    pairs = torch.tensor([[False, True], [True, False], [True, False], [False, True]])  # (0,1), (1,2) accepted
+    src = swap_sources(pairs[:, None, :]).numpy()
+    replica, trips = replica_walk(src, 3)
+    assert replica.tolist() == [0, 1, 2] and trips.tolist() == [0, 0, 1]
+    want_held, want_trips = _walk_round_by_round(src, 3)
+    assert want_held == [0, 1, 2] and want_trips == [0, 0, 1]
+
+
+@pytest.mark.parametrize("R,G,n", [(2, 3, 1), (3, 4, 17), (4, 5, 64), (7, 2, 300), (5, 8, 0)])
+def test_replica_walk_is_the_round_by_round_walk(R, G, n):
+    """The vectorised walk (prefix compositions, events) against the plain per-round one, on random
+    rounds of both parities with many accepted pairs (trips happen)."""
+    from hebm.sampler.reference import replica_walk, swap_sources
+
+    g = torch.Generator().manual_seed(R * 100 + n)
+    parity = torch.arange(n) % 2
+    proposed = (torch.arange(R - 1)[None, None, :] % 2) == parity[:, None, None]
+    accepted = proposed & (torch.rand(n, G, R - 1, generator=g) < 0.8)
+    src = swap_sources(accepted).numpy().reshape(n, G * R)
+    replica, trips = replica_walk(src, R)
+    want_held, want_trips = _walk_round_by_round(src, R)
+    assert replica.tolist() == want_held and trips.tolist() == want_trips
+    if n > 50:
+        assert sum(want_trips) > 0

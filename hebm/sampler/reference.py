@@ -350,6 +350,42 @@ def swap_sources(accepted: torch.Tensor) -> torch.Tensor:
     return src.reshape(*lead, G * R)
 
 
+def replica_walk(src: np.ndarray, R: int) -> tuple[np.ndarray, np.ndarray]:
+    """The replicas' walk through a call's rounds, from each round's sources ``src`` ``[n, B]``
+    (:func:`swap_sources`: ``u ← u[src[n]]``): ``(replica [B], round_trips [B])`` — the final
+    permutation (``replica[b]``: the replica chain b holds) and, per replica, how often it went from
+    the cold slot (R − 1) to the hot slot (0) and back, counted on arriving back (a replica that
+    starts elsewhere first has to reach the cold slot).
+
+    One numpy call a round, where following the labels round by round takes ~10 (a fifth of a toy
+    call with a round after every step; benchmarks/NOTES.md): the permutation after every round is
+    composed round by round; the visits to the two ends of each
+    ladder are then events, sorted by replica and time, and a round trip is an arrival at the cold
+    slot whose replica's previous event was a visit to the hot slot with a cold visit before it."""
+    n, B = src.shape
+    if n == 0 or R == 1:
+        return np.arange(B), np.zeros(B, dtype=np.int64)
+    held = np.empty((n, B), dtype=np.int64)  # held[k, b]: the replica chain b holds after round k
+    cur = np.arange(B)
+    for k in range(n):
+        cur = held[k] = cur[src[k]]
+    G = B // R
+    # events in time order, then grouped by replica (a stable sort keeps each one's time order):
+    # the cold replicas at the start, then after each round the replica in each group's cold slot
+    # (kind 1) and in its hot slot (kind 2)
+    ends = np.concatenate([held[:, R - 1::R], held[:, 0::R]], axis=1)  # [n, 2G]
+    rep = np.concatenate([np.arange(R - 1, B, R), ends.ravel()])
+    kind = np.concatenate([np.ones(G, dtype=np.int8), np.tile(np.repeat(np.array([1, 2], dtype=np.int8), G), n)])
+    order = np.argsort(rep, kind="stable")
+    rep, kind = rep[order], kind[order]
+    # colds of the same replica strictly before each event
+    colds = np.cumsum(kind == 1) - (kind == 1)
+    first = np.r_[True, rep[1:] != rep[:-1]]
+    colds = colds - colds[np.maximum.accumulate(np.where(first, np.arange(rep.size), 0))]
+    trip = (~first[1:]) & (kind[1:] == 1) & (kind[:-1] == 2) & (colds[:-1] > 0)
+    return cur.copy(), np.bincount(rep[1:][trip], minlength=B).astype(np.int64)
+
+
 def swap_statistics(attempted: torch.Tensor, accepted: torch.Tensor, n_steps: int, dtype, *, energies=None,
                     trace: bool = False) -> dict:
     """The ``info`` entries of :func:`replica_exchange` from a call's rounds: ``attempted``,
@@ -360,22 +396,11 @@ def swap_statistics(attempted: torch.Tensor, accepted: torch.Tensor, n_steps: in
     R, dev = R1 + 1, attempted.device
     B = G * R
     src = swap_sources(accepted)
-    # the replicas' walk (sequential over rounds: host integers, a few µs a round)
-    replica = np.arange(B)
-    label = (replica % R == R - 1).astype(np.int64)  # per replica: 1 = came from the cold slot, 2 = then reached the hot
-    trips = np.zeros(B, dtype=np.int64)
-    if R > 1:
-        for s in src.cpu().numpy():
-            replica = replica[s]
-            rg = replica.reshape(G, R)
-            hot, cold = rg[:, 0], rg[:, R - 1]
-            label[hot] = np.where(label[hot] == 1, 2, label[hot])
-            trips[cold] += label[cold] == 2
-            label[cold] = 1
+    replica, trips = replica_walk(src.cpu().numpy(), R)
+    replica, trips_t = torch.from_numpy(replica).to(dev), torch.from_numpy(trips).to(dev)
     attempts, acc = attempted.long().sum(0), accepted.long().sum(0)
-    trips_t = torch.from_numpy(trips).to(dev)
     info = dict(swap_attempts=attempts, swap_accepted=acc, swap_rate=acc.to(dtype) / attempts.to(dtype),
-                replica=torch.from_numpy(replica).to(dev), round_trips=trips_t,
+                replica=replica, round_trips=trips_t,
                 round_trip_rate=trips_t.view(G, R).sum(1).to(dtype) / n_steps if n_steps else
                 torch.full((G,), math.nan, dtype=dtype, device=dev))
     if trace:
