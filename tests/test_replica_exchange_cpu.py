@@ -172,6 +172,27 @@ def test_the_sampler_and_auto_run_the_ladder_in_the_kernel(make_prior, recwarn):
     torch.testing.assert_close(a, hebm.langevin_ref(prior, u, **plain), rtol=1e-10, atol=1e-10)
 
 
+def test_a_ladder_longer_than_a_backends_limit_goes_to_the_next_backend(make_prior, monkeypatch):
+    """A backend whose module sets ``MAX_LADDER`` (cuda: a ladder group lives in one thread block)
+    refuses a longer ladder by name when asked for, and ``auto`` moves past it to the next backend
+    of the device (on a GPU cuda → triton → graph; here the cpu kernel, the only one of the CPU,
+    given a limit for the test, so auto ends at the reference with one warning naming it)."""
+    from hebm.sampler.backends import cpu
+
+    monkeypatch.setattr(cpu, "MAX_LADDER", 4, raising=False)
+    prior = make_prior((5, 3))
+    u8, kw8 = _ladder_kwargs(prior, 2, 5, K=4, kernel=False)
+    with pytest.raises(hebm.BackendUnavailable, match=r"R = 5 .* at most 4 .*backend='graph'"):
+        hebm.Sampler(prior, backend="cpu").run(u8, **kw8)
+    with pytest.warns(RuntimeWarning, match=r"using the reference \(cpu: temperatures has R = 5"):
+        out, info = hebm.Sampler(prior, backend="auto").run(u8, return_info=True, **kw8)
+    assert info["backend"] == "ref"
+    torch.testing.assert_close(out, hebm.langevin_ref(prior, u8, **kw8), rtol=0, atol=0)
+    # within the limit the kernel runs it; without a ladder the limit means nothing
+    u4, kw4 = _ladder_kwargs(prior, 2, 4, K=4, kernel=False)
+    assert hebm.Sampler(prior, backend="auto").run(u4, return_info=True, **kw4)[1]["backend"] == "cpu"
+
+
 # ------------------------------------------------------------------------------ two modes, by MLP
 A_LEFT, A_RIGHT = 5.0, 5.17  # F(z) = A_R·relu(z) + A_L·relu(−z): log π = F − z²/2, modes at −5 and +5.17
 

@@ -100,20 +100,21 @@ class Sampler:
         return (f"hebm.Sampler({type(self.prior).__name__} dims={tuple(self.prior.dims)}, backend={self.backend!r}, "
                 f"precision={self.precision!r}, {self.dtype} on {self.device})")
 
-    def _backend_for(self, metropolis: bool, needs: tuple = ()):
+    def _backend_for(self, metropolis: bool, needs: tuple = (), ladder: int = 0):
         """``(name, module)`` that runs a call: this Sampler's backend, or for a Metropolis-adjusted
         call or one that switches on keywords only some backends run (``needs``: a temperature
         ladder, draws inside the call; :func:`hebm.sampler.record.switched_on`) the backend that
-        implements those for these networks — this Sampler's when it does, else (``"auto"``) the
-        next one of the device that does (a named backend that does not raises
-        :class:`hebm.BackendUnavailable` with its reason); decided once per kind of call."""
+        implements those for these networks (``ladder``: R of the call's ladder, within the
+        backend's ``MAX_LADDER``) — this Sampler's when it does, else (``"auto"``) the next one of the
+        device that does (a named backend that does not raises :class:`hebm.BackendUnavailable` with
+        its reason); decided once per kind of call."""
         if not (metropolis or needs):
             return self.backend, self._mod
-        key = (metropolis, needs)
+        key = (metropolis, needs, ladder)
         got = self._special.get(key)
         if got is None:
             name = backends.choose(self._pack.network, self.device, self.dtype, self._asked[0], self.precision,
-                                   metropolis=metropolis, needs=needs)
+                                   metropolis=metropolis, needs=needs, ladder=ladder)
             got = self._special[key] = (name, backends.module(name))
         return got
 
@@ -127,7 +128,8 @@ class Sampler:
         a = check_langevin_args(self.prior, u, where=_where, kind=(self.dtype, self.device),
                                 summarize=self._summarize, **arguments)
         start_draws(a, return_info, _where)
-        name, mod = self._backend_for(a.metropolis, switched_on(LANGEVIN, a))
+        name, mod = self._backend_for(a.metropolis, switched_on(LANGEVIN, a),
+                                      0 if a.temperatures is None else a.temperatures.shape[0])
         pack, prec, ran, pt = self._pack, self.precision, [None], {}
 
         def run(args):

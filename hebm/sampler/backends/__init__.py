@@ -103,11 +103,12 @@ def unavailable(name: str) -> Optional[str]:
 
 
 def why_not(name: str, network, device: torch.device, dtype: torch.dtype, precision: str,
-            metropolis: bool = False, needs: tuple = ()) -> Optional[str]:
+            metropolis: bool = False, needs: tuple = (), ladder: int = 0) -> Optional[str]:
     """None if backend ``name`` runs this structure on these tensors here, else why not.  ``needs``:
     the record's fields with ``runs_on`` that the call switches on
     (:func:`hebm.sampler.record.switched_on`), refused by name where the record says the backend
-    does not run them.  Whether the backend is available is its own (cached) answer; whether it
+    does not run them.  ``ladder``: R of a call's ladder (0: none), refused by a backend whose
+    module sets ``MAX_LADDER`` below it (a ladder group lives in one thread block or program).  Whether the backend is available is its own (cached) answer; whether it
     takes the structure is decided once per (backend, structure, device, dtype, precision,
     metropolis) and kept in the Network."""
     why = unavailable(name)
@@ -116,6 +117,11 @@ def why_not(name: str, network, device: torch.device, dtype: torch.dtype, precis
     why = refusal(name, needs)
     if why is not None:
         return why
+    limit = getattr(_module(name), "MAX_LADDER", None)
+    if ladder and limit is not None and ladder > limit:
+        return (f"temperatures has R = {ladder} inverse temperatures; backend {name!r} runs ladders of at most "
+                f"{limit} (a ladder group lives in one block of chains): use backend='graph' on a GPU, 'cpu' or "
+                f"'auto'")
     key = ("takes", name, device, dtype, precision, metropolis)
     try:
         return network.derived[key]
@@ -133,20 +139,20 @@ def _warn_once(msg: str) -> None:
 
 
 def choose(network, device: torch.device, dtype: torch.dtype, backend: str, precision: str,
-           metropolis: bool = False, needs: tuple = ()) -> str:
+           metropolis: bool = False, needs: tuple = (), ladder: int = 0) -> str:
     """The backend that runs: ``backend`` itself (or :class:`BackendUnavailable` naming the fix),
     or for ``"auto"`` the first usable one of :data:`AUTO_ORDER` for the device, else ``"ref"``
     with a one-line warning.  ``precision``: the resolved one (:func:`resolve_precision`)."""
     if backend == "ref":
         return "ref"
     if backend != "auto":
-        why = why_not(backend, network, device, dtype, precision, metropolis, needs)
+        why = why_not(backend, network, device, dtype, precision, metropolis, needs, ladder)
         if why is not None:
             raise BackendUnavailable(why)
         return backend
     reasons = []
     for name in AUTO_ORDER.get(device.type, ()):
-        why = why_not(name, network, device, dtype, precision, metropolis, needs)
+        why = why_not(name, network, device, dtype, precision, metropolis, needs, ladder)
         if why is None:
             return name
         reasons.append(f"{name}: {why}")
