@@ -11,7 +11,10 @@ for each way in:
 
 each with the problem's own argument forms (numbers where it passes numbers) and with every
 per-chain argument as a ``[B]`` tensor (``tensor_*``): every form takes the one path, so no form
-should pay more than another.  All four are measured in one process, their rounds interleaved."""
+should pay more than another.  For the backends behind the compiled op (cpu, cuda) a fifth way,
+``op`` — ``torch.ops.hebm.langevin`` called with its arguments made once, no Python of hebm's
+between calls — is the floor any Python front could reach: the op boundary and the kernel's own
+per-call work.  All are measured in one process, their rounds interleaved."""
 from __future__ import annotations
 
 import statistics
@@ -28,6 +31,16 @@ N_LONG = 21
 
 
 FUSED = ("cpu", "cuda", "triton", "graph")
+
+
+def _op_call(sampler, p, K):
+    """The compiled op with the checked arguments of a K-step call, made once."""
+    from hebm.sampler.backends import ops
+    from hebm.sampler.checks import check_langevin_args
+
+    a = check_langevin_args(p.prior, p.u, **dict(p.kwargs, n_steps=K))
+    fn, args = ops._callable("langevin", "hebm"), [*ops._network_args(sampler._pack), *ops._LANGEVIN_VALUES(a)]
+    return lambda: fn(*args, False, sampler.precision)
 
 
 def test_fixed_cost(benchmark, bench, provider):
@@ -52,6 +65,9 @@ def test_fixed_cost(benchmark, bench, provider):
 
     ways = [(door, form) for door in ("fused", "sampler") for form in ("number", "tensor")]
     fns = {w: (fn(w[0], 1, w[1]), fn(w[0], N_LONG, w[1])) for w in ways}
+    if sampler.backend in ("cpu", "cuda"):  # the floor: the op alone, its arguments made once
+        ways.append(("op", "number"))
+        fns[("op", "number")] = tuple(_op_call(sampler, p, K) for K in (1, N_LONG))
     for f1, fk in fns.values():  # warm: builds, captures
         for f in (f1, fk, f1, fk):
             f()
@@ -77,7 +93,7 @@ def test_fixed_cost(benchmark, bench, provider):
     for door, form in ways:
         t1, tk = (statistics.median(x) for x in samples[(door, form)])
         step = (tk - t1) / (N_LONG - 1)
-        prefix = ("" if door == "fused" else "sampler_") + ("" if form == "number" else "tensor_")
+        prefix = {"fused": "", "sampler": "sampler_", "op": "op_"}[door] + ("" if form == "number" else "tensor_")
         info.update({f"{prefix}t1_s": t1, f"{prefix}tK_s": tk, f"{prefix}step_s": step, f"{prefix}fixed_s": t1 - step,
                      f"{prefix}fixed_in_steps": (t1 - step) / step if step > 0 else None})
     benchmark.group = "fixed_cost toy B=64"
