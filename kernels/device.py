@@ -299,6 +299,17 @@ def accept_uniform(cid, step, k0, k1):
 
 
 @triton.jit
+def swap_uniform(slot, NR, cid, step, k0, k1):
+    """The replica-exchange U of chains ``cid`` (``[BLOCK_B]`` uint32) at ladder slot ``slot`` of
+    ``NR`` for the swap round after ``step``: counter ``(slot mod 2, cid, step, 3)`` (a pair's U at
+    its lower chain), ``(2, cid, step, 3)`` at the group's last slot (the "even_odd" coin); the
+    first word (hebm.prior.philox.philox_swap_uniforms)."""
+    j = tl.where(slot == NR - 1, 2, slot % 2).to(tl.uint32)
+    x0, _x1, _x2, _x3 = philox_block(j, cid, step, 3, k0, k1)
+    return uniform(x0)
+
+
+@triton.jit
 def gauss_terms(u, un, alpha, inv2, KERNEL: tl.constexpr):
     """Per row: ``−½‖u‖² − [KERNEL] ‖a·u − u_next‖²/(2σ²)`` of a chunk (the trace's non-energy
     part)."""
