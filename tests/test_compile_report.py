@@ -49,3 +49,23 @@ def test_compile_report_toy(tmp_path):
     if "nvcc not found" not in r.stderr:
         assert cuda and all(x["ok"] for x in cuda), cuda
         assert any(x["kernel"].startswith("langevin_kernel") and x.get("registers") for x in cuda), cuda
+
+
+@pytest.mark.skipif(not _has_ptxas(), reason="this Triton install has no NVIDIA backend/ptxas to compile with")
+def test_compile_report_toy_ladder(tmp_path):
+    """The replica-exchange kernel (a ladder of 4, register form: toy at tf32) compiles offline for
+    sm_90 as a first GPU call builds it; at ieee toy takes the streamed form, which refuses a ladder
+    by name (the report records the refusal)."""
+    out = tmp_path / "report.json"
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env.setdefault("CUDA_HOME", "/usr/local/cuda")
+    r = subprocess.run([sys.executable, "-m", "benchmarks.compile_report", "--problems", "toy",
+                        "--precisions", "tf32,ieee", "--ladder", "4", "--no-cuda", "--json", str(out)],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    recs = {(x["problem"], x["precision"]): x for x in json.loads(out.read_text())["records"]}
+    lad = recs[("toy ladder/4", "tf32")]
+    assert lad["ok"] and lad["form"] == "register" and lad.get("registers") is not None, lad
+    refused = recs[("toy ladder/4", "ieee")]
+    assert not refused["ok"] and "temperatures" in refused["error"] and "streamed form" in refused["error"], refused
+    assert recs[("toy", "tf32")]["ok"] and recs[("toy", "ieee")]["ok"]
+    assert r.returncode == 1  # (the report's exit status counts the refusal as a failed record)
