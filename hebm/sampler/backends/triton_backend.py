@@ -17,6 +17,19 @@ equal to the generated kernel's signature and the record's op fields).  One conf
 (``benchmarks/compile_report.py`` measures that compile offline).  Under ``TRITON_INTERPRET=1``
 (CPU tensors, tests) 16 rows, 1 warp, and wider chunks (fewer numpy operations).
 
+Replica exchange (``temperatures``, :func:`run_replica`): in the register form only.  A program
+holds whole ladder groups (``BLOCK_B`` rounded down to a multiple of R, the rest masked; R >
+``BLOCK_B`` is refused naming ``temperatures``); each step runs at the chain's β_slot·λ (the launcher
+passes the untempered λ, the kernel applies the slot's β); after a step whose counter
+``swap_every`` divides, the program evaluates E = λF of its states (ULA: one forward pass, an extra
+evaluation per round; MALA: the F it carries with its state), decides each pair (stream 3 or the
+explicit ``swap_uniforms``), writes the cpu kernel's swap record ``[n_rounds, 2, B]`` and exchanges
+the accepted pairs' rows through the output buffer (global memory and ``tl.debug_barrier()``:
+Triton has no cross-row shuffle); MALA then evaluates log π and its gradient afresh at the chains'
+β, as the reference does.  A network that needs the streamed form refuses a ladder with a
+``ValueError`` naming ``temperatures`` (``graph`` and ``cpu`` run it).  The ladder kernel takes
+:data:`LADDER_PARAMS` after :data:`PARAMS`; every other kernel's source is unchanged.
+
 Precision: ``"fp32"`` → ``tl.dot(..., input_precision="ieee")`` (exact fp32, FMA loops on the
 GPU), ``"tf32"`` → TF32 tensor-core dots, ``"bf16"`` → bf16 dot operands with fp32
 accumulation (never tested in the interpreter, whose bf16 dot is broken).  Float64 is not
