@@ -369,6 +369,12 @@ def test_ladder_record_is_the_reference_round_on_the_kernels_states(case, regist
     assert flips <= a.B  # (nearly every decision is compared)
 
 
+def test_register_form_takes_a_ladder_in_the_registry(register_form):
+    from hebm.sampler.backends import why_not
+    net = tb.packed(make_prior((5, 3), seed=7))[0].network
+    assert why_not("triton", net, torch.device(DEVICE), torch.float32, "fp32", needs=("temperatures",)) is None
+
+
 def test_ladder_longer_than_a_program_is_refused(register_form):
     """R > BLOCK_B: a group would not fit in one program's rows — refused naming temperatures and
     the backends that run it."""
@@ -390,6 +396,12 @@ def test_streamed_form_refuses_a_ladder(tiled, mala):
         hebm.langevin_fused(copy.deepcopy(prior).float().to(DEVICE), u.float().to(DEVICE), backend="triton",
                             precision="fp32", return_info=True, **_f32(kw))
     assert mala or str(e.value).startswith("temperatures: the Triton kernel runs replica exchange in its register form")
+    # the registry asks before a Sampler picks the backend, so "auto" on a GPU passes such a ladder on
+    from hebm.sampler.backends import why_not
+    net = tb.packed(prior.float())[0].network
+    why = why_not("triton", net, torch.device(DEVICE), torch.float32, "fp32", metropolis=mala, needs=("temperatures",))
+    assert why is not None and "streamed form" in why and (mala or why.startswith("temperatures:")), why
+    assert why_not("triton", net, torch.device(DEVICE), torch.float32, "fp32", needs=("trace_every",)) is None
 
 
 def test_ladder_kernel_source_only_for_ladders():

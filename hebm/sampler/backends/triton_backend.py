@@ -142,6 +142,24 @@ def unsupported(network, *, device, dtype, precision: str = "fp32", metropolis: 
     return None
 
 
+_STREAMED_LADDER = ("temperatures: the Triton kernel runs replica exchange in its register form only, and this "
+                    "prior's networks need the streamed form (weight blocks above reg_limit){}; use backend='graph' "
+                    "or 'cpu' for a ladder on this prior")
+
+
+def refuses(network, *, device, dtype, precision: str = "fp32", metropolis: bool = False, needs: tuple = ()):
+    """A ladder (``temperatures`` in ``needs``) on a network whose kernel takes the streamed form at
+    this precision on this device: refused by name, so that "auto" passes the call on (graph)."""
+    if "temperatures" not in needs or precision not in _PRECISIONS:
+        return None
+    from ...kernels import kernel_form
+    spec = kernel_spec(network, has_kernel=False, unext_from_state=False, seeded=True, trace=False,
+                       store_levels=False, precision=precision, interpret=device.type != "cuda")
+    if kernel_form(spec) != "register":
+        return _STREAMED_LADDER.format(f" at precision {precision!r}")
+    return None
+
+
 # ---------------------------------------------------------------------------------- packing
 def _structure(network):
     """The kernels' parameter layout of a structure: ``(conditional MLPSpecs, energy MLPSpecs,
@@ -313,10 +331,8 @@ def _check_ladder(spec, R: int, block_b: int) -> None:
         raise ValueError(f"temperatures has R = {R} inverse temperatures; backend 'triton' runs ladders of at most "
                          f"BLOCK_B = {block_b} (a ladder group lives in one program's rows): use backend='graph' or "
                          f"'cpu' for this ladder")
-    if kernel_form(spec) != "register":
-        raise ValueError("temperatures: the Triton kernel runs replica exchange in its register form only, and this "
-                         "prior's networks need the streamed form (weight blocks above reg_limit); use backend='graph' "
-                         "or 'cpu' for a ladder on this prior")
+    if kernel_form(spec) != "register":  # (refuses() says so before a Sampler picks this backend)
+        raise ValueError(_STREAMED_LADDER.format(""))
 
 
 def _launch(pack, parts, **kw):
@@ -454,6 +470,6 @@ def write_standard_kernel(path: Optional[str] = None) -> str:
     return path
 
 
-__all__ = ["LADDER_PARAMS", "NAME", "PARAMS", "TUNING", "ladder_rows", "launch_config", "packed", "prepare", "run",
+__all__ = ["LADDER_PARAMS", "NAME", "PARAMS", "TUNING", "ladder_rows", "launch_config", "packed", "prepare", "refuses", "run",
            "run_replica", "run_reverse", "standard_kernel_source",
            "unavailable", "unsupported", "write_standard_kernel"]
