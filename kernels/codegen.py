@@ -387,6 +387,41 @@ class _Glue:
                 o("pend = (k > 0) & ((step_offset + k) % trace_every == 0)")
             o("tl.store(dlogp_ptr + dn.to(tl.int64) * B + rows64, lam * fsum + lp, mask=rmask & pend)")
 
+    def swap_decide(self) -> None:
+        """One swap round's decisions for every ladder group in the program
+        (hebm/sampler/reference.py swap_round), given ``E`` = λ·F of each chain's state entering
+        it: the swap record (row ``rc`` of rec_ptr: E, then the code at each pair's lower chain),
+        ``sw`` (this row's pair, as its lower chain, swaps) and ``swd`` (the pair below swaps).
+        Neighbours' values go through global memory — the record's own rows — with
+        ``tl.debug_barrier()`` between writing and reading: Triton has no cross-row shuffle of a
+        register tile, and a round is rare (every ``swap_every`` steps)."""
+        o, s = self.o, self.s
+        o("rn = (step + 1) // swap_every - 1  # the round's index on the step counter (the 'deo' parity)")
+        o("rc = (rn - step_offset // swap_every).to(tl.int64)  # its row in this call's record")
+        o("rp = rec_ptr + rc * (2 * B)")
+        if s.seeded:
+            o("U = " + _call("swap_uniform", "slot", "NR", "cid", "step", "key0", "key1") + "  # stream 3")
+        else:
+            o("U = tl.load(sunif_ptr + rc * B + rows64, mask=rmask, other=0.5)  # swap_uniforms[n]")
+        o("tl.store(rp + rows64, E, mask=rmask)")
+        o("tl.store(rp + B + rows64, U, mask=rmask)  # (the codes overwrite it below)")
+        o("tl.debug_barrier()")
+        o("up = slot < NR - 1  # the lower chain of the pair (slot, slot + 1)")
+        o("En = tl.load(rp + rows64 + 1, mask=rmask & up, other=0.0)")
+        if s.ladder == "deo":
+            o("par = rn % 2  # deterministic even/odd alternation")
+        else:
+            o("coin = tl.load(rp + B + rows64 - slot + NR - 1, mask=rmask, other=0.0)  # the group's coin: its last chain's U")
+            o("par = tl.where(coin >= 0.5, 1, 0)")
+        o("bl = tl.load(temps_ptr + slot, mask=rmask, other=0.0)")
+        o("bu = tl.load(temps_ptr + slot + 1, mask=rmask & up, other=0.0)")
+        o("att = up & ((slot % 2) == par)")
+        o("sw = att & (tl.log(U) < (bu - bl) * (E - En))  # NaN refuses")
+        o("tl.debug_barrier()  # every row has read its group's coin before the codes overwrite the U")
+        o("tl.store(rp + B + rows64, att.to(tl.float32) + sw.to(tl.float32), mask=rmask)")
+        o("tl.debug_barrier()")
+        o("swd = tl.load(rp + B + rows64 - 1, mask=rmask & (slot > 0), other=0.0) == 2.0  # the pair below swapped")
+
     def draw_mask(self) -> None:
         """``isd``: the state after step k is a draw, ``dst``: draw n's row pointers (``dn``)."""
         o = self.o
@@ -555,39 +590,10 @@ class _RegisterGlue(_Glue):
             self.energy_fwd(i, f"rz{i}")
 
     def swap_round(self) -> None:
-        """One swap round of every ladder group in the program (hebm/sampler/reference.py
-        swap_round), given ``E`` = λ·F of each chain's state entering it: the decisions, the swap
-        record (row ``rc`` of rec_ptr: E, then the code at each pair's lower chain) and the
-        exchange of the accepted pairs' states.  Neighbours' values go through global memory —
-        the record's own rows and, for the states, the output buffer (each program's rows are
-        its own) — with ``tl.debug_barrier()`` between writing and reading: Triton has no
-        cross-row shuffle of a register tile, and a round is rare (every ``swap_every`` steps)."""
-        o, s, L = self.o, self.s, self.L
-        o("rn = (step + 1) // swap_every - 1  # the round's index on the step counter (the 'deo' parity)")
-        o("rc = (rn - step_offset // swap_every).to(tl.int64)  # its row in this call's record")
-        o("rp = rec_ptr + rc * (2 * B)")
-        if s.seeded:
-            o("U = " + _call("swap_uniform", "slot", "NR", "cid", "step", "key0", "key1") + "  # stream 3")
-        else:
-            o("U = tl.load(sunif_ptr + rc * B + rows64, mask=rmask, other=0.5)  # swap_uniforms[n]")
-        o("tl.store(rp + rows64, E, mask=rmask)")
-        o("tl.store(rp + B + rows64, U, mask=rmask)  # (the codes overwrite it below)")
-        o("tl.debug_barrier()")
-        o("up = slot < NR - 1  # the lower chain of the pair (slot, slot + 1)")
-        o("En = tl.load(rp + rows64 + 1, mask=rmask & up, other=0.0)")
-        if s.ladder == "deo":
-            o("par = rn % 2  # deterministic even/odd alternation")
-        else:
-            o("coin = tl.load(rp + B + rows64 - slot + NR - 1, mask=rmask, other=0.0)  # the group's coin: its last chain's U")
-            o("par = tl.where(coin >= 0.5, 1, 0)")
-        o("bl = tl.load(temps_ptr + slot, mask=rmask, other=0.0)")
-        o("bu = tl.load(temps_ptr + slot + 1, mask=rmask & up, other=0.0)")
-        o("att = up & ((slot % 2) == par)")
-        o("sw = att & (tl.log(U) < (bu - bl) * (E - En))  # NaN refuses")
-        o("tl.debug_barrier()  # every row has read its group's coin before the codes overwrite the U")
-        o("tl.store(rp + B + rows64, att.to(tl.float32) + sw.to(tl.float32), mask=rmask)")
-        o("tl.debug_barrier()")
-        o("swd = tl.load(rp + B + rows64 - 1, mask=rmask & (slot > 0), other=0.0) == 2.0  # the pair below swapped")
+        """The register form's round: the decisions (:meth:`_Glue.swap_decide`), then the accepted
+        pairs' states exchanged through the output buffer (each program's rows are its own)."""
+        o, L = self.o, self.L
+        self.swap_decide()
         o("src = rows64 + sw.to(tl.int64) - swd.to(tl.int64)  # the chain whose state this chain takes")
         for i in range(L):
             o(self.state("store_state", "out_ptr", i, "zk", x=f"u{i}"))
@@ -847,6 +853,8 @@ class _StreamedGlue(_Glue):
             self._region(f"DC{i}", sum(x.np for x in m.layers[:-1]))
         if spec.has_kernel and spec.unext_from_state:
             self._region("UN", pad(self.D + 4))
+        if spec.ladder:  # a swap round's copy of the program's states (the exchange reads it permuted)
+            self._region("SW", pad(self.D))
 
     def _region(self, name: str, width: int) -> None:
         if width > 0:
@@ -992,6 +1000,43 @@ class _StreamedGlue(_Glue):
         o(("lp += " if self.logp else "") + _call("stream_update", f"uz + {ly.base}", **kw))
         self.barrier()
 
+    def ula_round(self) -> None:
+        """The streamed form's swap round after a step (ULA): the top-down pass again for E = λ·F of
+        the post-step states (its gradient regions are unused: the next step writes them afresh),
+        a draw's log π at this step before the swap, the decisions, and the exchange of the accepted
+        pairs' states — the program's state rows copied to its scratch (region SW) and read back
+        permuted."""
+        o, s, L, D = self.o, self.s, self.L, self.D
+        TD = self.t(pad(D))
+        cond = "(step + 1) % swap_every == 0"
+        o("# ---- replica exchange: a swap round after every step whose counter swap_every divides")
+        with o.indent(f"if ({cond}) & live:" if s.draws else f"if {cond}:"):
+            o("fsum = tl.zeros([BLOCK_B], dtype=tl.float32)")
+            keep, self.logp = self.logp, True
+            try:
+                if self.has_en:
+                    self.energy(L - 1)
+                    for i in range(L - 2, -1, -1):
+                        self.cond_fwd(i)
+                        self.energy(i)
+            finally:
+                self.logp = keep
+            if s.draws:
+                un = "unx + zk" if s.has_kernel else "uz"
+                o("dlr = " + _call("stream_gauss", "uz", un, "rm", "alpha", "inv2", N=D, TN=TD, KERNEL=s.has_kernel))
+                o("isd = (step + 1) % trace_every == 0  # a draw at this step: its log π at the chain's β")
+                o("dn = (step + 1) // trace_every - dfirst")
+                o("tl.store(dlogp_ptr + dn.to(tl.int64) * B + rows64, lam * fsum + dlr, mask=rmask & isd)")
+            o("E = lam0 * fsum")
+            self.swap_decide()
+            sw = self.regions["SW"]
+            o(_call("copy_cols", "uz", f"sz + {sw}", N=D, TN=TD, rmask="rm"))
+            o("tl.debug_barrier()")
+            o("lsrc = lrow + sw.to(tl.int32) - swd.to(tl.int32)  # the row whose state this chain takes")
+            o(f"ssrc = scratch_ptr + (pid * BLOCK_B + lsrc).to(tl.int64)[:, None] * {self.scr_w} + {sw} + zk")
+            o(_call("copy_cols", "ssrc", "uz", N=D, TN=TD, rmask="rm"))
+            o("tl.debug_barrier()  # every row has its new state before the next step reads any")
+
     def generate(self) -> str:
         s, o, L, D = self.s, self.o, self.L, self.D
         self.ga_of_cond: dict = {}
@@ -1028,10 +1073,15 @@ class _StreamedGlue(_Glue):
                     o("# a draw: the state after the step")
                     self.draw_mask()
                     o(_call("copy_cols", "ust", f"dptr + rows64[:, None] * {D}", N=D, TN=TD, rmask="rm & isd"))
+                if s.ladder:
+                    self.ula_round()
             if s.draws:
                 o("# after the draw's extra sweep: the state as it was drawn (the sweep's update was by 0)")
                 self.barrier()
-                o("dlast = (step_offset + K) % trace_every == 0")
+                if s.ladder:  # (no extra sweep ran where a swap round followed the last step: keep its swap)
+                    o("dlast = ((step_offset + K) % trace_every == 0) & ((step_offset + K) % swap_every != 0)")
+                else:
+                    o("dlast = (step_offset + K) % trace_every == 0")
                 o(f"dlp = draws_ptr + ((step_offset + K) // trace_every - dfirst).to(tl.int64) * B * {D}")
                 o(_call("copy_cols", f"dlp + rows64[:, None] * {D}", "ust", N=D, TN=TD, rmask="rm & dlast"))
                 self.barrier()
@@ -1045,9 +1095,6 @@ def generate_source(spec: LangevinSpec) -> tuple:
     form = kernel_form(spec)
     if spec.metropolis and form != "register":
         raise ValueError("the Metropolis-adjusted kernel has no streamed form: this network exceeds reg_limit")
-    if spec.ladder and form != "register":
-        raise ValueError("the replica-exchange (temperatures) kernel has no streamed form: this network exceeds "
-                         "reg_limit")
     if spec.ladder not in ("", "deo", "even_odd"):
         raise ValueError(f"ladder must be '', 'deo' or 'even_odd', got {spec.ladder!r}")
     g = _RegisterGlue(spec) if form == "register" else _StreamedGlue(spec)

@@ -564,6 +564,20 @@ def stream_update(u_row, LO: tl.constexpr, HI: tl.constexpr, NP: tl.constexpr, T
 
 
 @triton.jit
+def stream_gauss(src, un, rmask, alpha, inv2, N: tl.constexpr, TN: tl.constexpr, KERNEL: tl.constexpr):
+    """Per row ``−½‖u‖² − [KERNEL] ‖a·u − u_next‖²/(2σ²)`` of the state rows ``src`` (``N`` columns;
+    ``un`` the u_next rows): log π's non-energy part, for a draw's log π in a swap round."""
+    t = tl.sum(tl.zeros([src.shape[0], TN], dtype=tl.float32), axis=1)
+    for c0 in range(0, N, TN):
+        u = load_cols(src, c0, TN, 0, N, rmask)
+        t -= 0.5 * tl.sum(u * u, axis=1)
+        if KERNEL:
+            kr = alpha * u - load_cols(un, c0, TN, 0, N, rmask)
+            t -= 0.5 * tl.sum(kr * kr * inv2, axis=1)
+    return t
+
+
+@triton.jit
 def copy_cols(src, dst, N: tl.constexpr, TN: tl.constexpr, rmask):
     """``dst[:, 0:N] = src[:, 0:N]`` (state rows into / out of the working copy)."""
     for c0 in range(0, N, TN):

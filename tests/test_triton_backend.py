@@ -298,6 +298,10 @@ def test_ladder_matches_the_reference(case, register_form):
 
     R, mala, explicit, schedule, every = LADDERS[case]
     prior, u, kw = _ladder_call(R, mala, explicit, schedule, every)
+    _check_ladder_against_the_reference(prior, u, kw, mala)
+
+
+def _check_ladder_against_the_reference(prior, u, kw, mala):
     want, wi = hebm.langevin_ref(prior, u, return_info=True, **kw)
     assert int(wi["swap_accepted"].sum()) > 0 and int((wi["swap_attempts"] - wi["swap_accepted"]).sum()) > 0
     p32 = copy.deepcopy(prior).float()
@@ -369,7 +373,8 @@ def test_ladder_record_is_the_reference_round_on_the_kernels_states(case, regist
     assert flips <= a.B  # (nearly every decision is compared)
 
 
-def test_register_form_takes_a_ladder_in_the_registry(register_form):
+def test_the_registry_lets_triton_take_a_ladder(register_form):
+    """A ladder is no reason for the registry to pass triton over (the record's LADDER_BACKENDS)."""
     from hebm.sampler.backends import why_not
     net = tb.packed(make_prior((5, 3), seed=7))[0].network
     assert why_not("triton", net, torch.device(DEVICE), torch.float32, "fp32", needs=("temperatures",)) is None
@@ -386,27 +391,34 @@ def test_ladder_longer_than_a_program_is_refused(register_form):
                             temperatures=torch.linspace(0.0, 1.0, R), energy_scale=1.0)
 
 
-@pytest.mark.parametrize("mala", [False, True])
-def test_streamed_form_refuses_a_ladder(tiled, mala):
-    """The streamed form has no swap rounds: a ladder is refused naming the form (ULA: temperatures'
-    own refusal; MALA: the Metropolis kernel's, which comes first), not run without them."""
-    prior, u, kw = _ladder_call(3, mala, False, "deo", 2)
-    err = (ValueError, hebm.BackendUnavailable)
-    with pytest.raises(err, match="streamed form") as e:
+@pytest.mark.parametrize("case", ["R3-ula-seeded-deo", "R5-ula-explicit-even_odd"])
+def test_streamed_form_runs_a_ladder(case, tiled):
+    """The streamed form (the fp32 GPU kernel of most priors) runs ULA on a ladder: its round
+    evaluates E by the top-down pass again and exchanges the states through the program's scratch;
+    the same checks as the register form's."""
+    from hebm.kernels import kernel_form
+
+    R, mala, explicit, schedule, every = LADDERS[case]
+    prior, u, kw = _ladder_call(R, mala, explicit, schedule, every)
+    net = tb.packed(copy.deepcopy(prior).float())[0].network
+    assert kernel_form(tb.kernel_spec(net, has_kernel=False, unext_from_state=False, seeded=True, trace=False,
+                                      store_levels=False, precision="fp32")) == "streamed"
+    _check_ladder_against_the_reference(prior, u, kw, mala)
+
+
+def test_streamed_form_refuses_a_metropolis_ladder(tiled):
+    """MALA has no streamed form, ladder or not: refused naming it, not run without the test (by the
+    registry, or — where it kept an earlier verdict for this structure under other tuning — the
+    generator)."""
+    prior, u, kw = _ladder_call(3, True, False, "deo", 2)
+    with pytest.raises((hebm.BackendUnavailable, ValueError), match="streamed form"):
         hebm.langevin_fused(copy.deepcopy(prior).float().to(DEVICE), u.float().to(DEVICE), backend="triton",
                             precision="fp32", return_info=True, **_f32(kw))
-    assert mala or str(e.value).startswith("temperatures: the Triton kernel runs replica exchange in its register form")
-    # the registry asks before a Sampler picks the backend, so "auto" on a GPU passes such a ladder on
-    from hebm.sampler.backends import why_not
-    net = tb.packed(prior.float())[0].network
-    why = why_not("triton", net, torch.device(DEVICE), torch.float32, "fp32", metropolis=mala, needs=("temperatures",))
-    assert why is not None and "streamed form" in why and (mala or why.startswith("temperatures:")), why
-    assert why_not("triton", net, torch.device(DEVICE), torch.float32, "fp32", needs=("trace_every",)) is None
 
 
 def test_ladder_kernel_source_only_for_ladders():
-    """Only a ladder kernel carries the swap rounds and their parameters; the rest of the source is
-    the plain kernel's (the committed kernel: test_committed_kernel_is_what_the_generator_writes)."""
+    """Only a ladder kernel carries the swap rounds and their parameters, in both forms (the plain
+    kernels' source is unchanged: test_committed_kernel_is_what_the_generator_writes, a streamed one)."""
     from hebm.kernels import generate_source
 
     p = make_prior((5, 3), n_levels=3, seed=7)
@@ -417,8 +429,14 @@ def test_ladder_kernel_source_only_for_ladders():
     lad = generate_source(tb.kernel_spec(net, ladder="deo", **kw))[0]
     assert "swap_every" not in plain and "rec_ptr" not in plain and "debug_barrier" not in plain
     assert lad.count("tl.debug_barrier()") == 5 and "dev.swap_uniform(" in lad
-    with pytest.raises(ValueError, match="replica-exchange .* no streamed form"):
-        generate_source(tb.kernel_spec(net, **dict(kw, precision="fp32"), ladder="deo"))
+    # the streamed form (fp32 on a GPU): the plain kernel's barriers, and the round's
+    kw["precision"] = "fp32"
+    plain, w0 = generate_source(tb.kernel_spec(net, **kw))
+    lad, w1 = generate_source(tb.kernel_spec(net, ladder="deo", **kw))
+    assert "form=streamed" in lad and "swap_every" not in plain and "dev.swap_uniform(" in lad
+    assert lad.count("tl.debug_barrier()") > plain.count("tl.debug_barrier()") and w1 > w0  # (the SW region)
+    with pytest.raises(ValueError, match="Metropolis-adjusted kernel has no streamed form"):
+        generate_source(tb.kernel_spec(net, ladder="deo", metropolis=True, **kw))
 
 
 # ------------------------------------------------------------------------------ GPU only

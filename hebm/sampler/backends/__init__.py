@@ -19,10 +19,6 @@ Each backend is a module ``hebm.sampler.backends.<module>`` that defines
                              # reference's hebm.sampler.reference.replica_exchange drives them between
                              # runs of the reference loop), draws (trace_every: the run appends them to
                              # args.draws)
-    # optional: a keyword the record lets it run (``needs``, the names switched on) that it still
-    # cannot run for this structure (triton: a ladder on a network that needs its streamed form),
-    # refused by name so that "auto" passes it over
-    def refuses(network, *, device, dtype, precision, metropolis, needs) -> Optional[str]
     def run(pack, args, *, precision, trace) -> (u_out [B, D], log_density [K, B] or None, precision ran,
                                                  accept stats [2, B] with args.metropolis, else None)
     # optional, the whole reverse diffusion in one launch:
@@ -122,20 +118,11 @@ def why_not(name: str, network, device: torch.device, dtype: torch.dtype, precis
         return why
     key = ("takes", name, device, dtype, precision, metropolis)
     try:
-        why = network.derived[key]
+        return network.derived[key]
     except KeyError:
         pass
-    else:
-        mod = _module(name)
-        if why is None and needs and hasattr(mod, "refuses"):
-            why = mod.refuses(network, device=device, dtype=dtype, precision=precision, metropolis=metropolis,
-                              needs=needs)
-        return why
-    mod = _module(name)
-    why = mod.unsupported(network, device=device, dtype=dtype, precision=precision, metropolis=metropolis)
+    why = _module(name).unsupported(network, device=device, dtype=dtype, precision=precision, metropolis=metropolis)
     network.derived[key] = why
-    if why is None and needs and hasattr(mod, "refuses"):  # (not kept: it may depend on tuning knobs)
-        why = mod.refuses(network, device=device, dtype=dtype, precision=precision, metropolis=metropolis, needs=needs)
     return why
 
 

@@ -17,17 +17,18 @@ equal to the generated kernel's signature and the record's op fields).  One conf
 (``benchmarks/compile_report.py`` measures that compile offline).  Under ``TRITON_INTERPRET=1``
 (CPU tensors, tests) 16 rows, 1 warp, and wider chunks (fewer numpy operations).
 
-Replica exchange (``temperatures``, :func:`run_replica`): in the register form only.  A program
+Replica exchange (``temperatures``, :func:`run_replica`): in both forms (MALA: the register form,
+as without a ladder).  A program
 holds whole ladder groups (``BLOCK_B`` rounded down to a multiple of R, the rest masked; R >
 ``BLOCK_B`` is refused naming ``temperatures``); each step runs at the chain's β_slot·λ (the launcher
 passes the untempered λ, the kernel applies the slot's β); after a step whose counter
 ``swap_every`` divides, the program evaluates E = λF of its states (ULA: one forward pass, an extra
-evaluation per round; MALA: the F it carries with its state), decides each pair (stream 3 or the
-explicit ``swap_uniforms``), writes the cpu kernel's swap record ``[n_rounds, 2, B]`` and exchanges
-the accepted pairs' rows through the output buffer (global memory and ``tl.debug_barrier()``:
-Triton has no cross-row shuffle); MALA then evaluates log π and its gradient afresh at the chains'
-β, as the reference does.  A network that needs the streamed form refuses a ladder with a
-``ValueError`` naming ``temperatures`` (``graph`` and ``cpu`` run it).  The ladder kernel takes
+evaluation per round — the streamed form reruns its top-down pass; MALA: the F it carries with its
+state), decides each pair (stream 3 or the explicit ``swap_uniforms``), writes the cpu kernel's swap
+record ``[n_rounds, 2, B]`` and exchanges the accepted pairs' rows through the output buffer (the
+streamed form: its scratch; global memory and ``tl.debug_barrier()``: Triton has no cross-row
+shuffle); MALA then evaluates log π and its gradient afresh at the chains' β, as the reference
+does.  The ladder kernel takes
 :data:`LADDER_PARAMS` after :data:`PARAMS`; every other kernel's source is unchanged.
 
 Precision: ``"fp32"`` → ``tl.dot(..., input_precision="ieee")`` (exact fp32, FMA loops on the
@@ -139,24 +140,6 @@ def unsupported(network, *, device, dtype, precision: str = "fp32", metropolis: 
             return (f"the Triton Metropolis kernel holds state, gradient and proposal in registers; this prior's "
                     f"networks need the streamed form at precision {precision!r} (a register-form compile ran "
                     f"> 15 min offline); use backend 'graph' or 'cpu', or precision='tf32' where the networks fit")
-    return None
-
-
-_STREAMED_LADDER = ("temperatures: the Triton kernel runs replica exchange in its register form only, and this "
-                    "prior's networks need the streamed form (weight blocks above reg_limit){}; use backend='graph' "
-                    "or 'cpu' for a ladder on this prior")
-
-
-def refuses(network, *, device, dtype, precision: str = "fp32", metropolis: bool = False, needs: tuple = ()):
-    """A ladder (``temperatures`` in ``needs``) on a network whose kernel takes the streamed form at
-    this precision on this device: refused by name, so that "auto" passes the call on (graph)."""
-    if "temperatures" not in needs or precision not in _PRECISIONS:
-        return None
-    from ...kernels import kernel_form
-    spec = kernel_spec(network, has_kernel=False, unext_from_state=False, seeded=True, trace=False,
-                       store_levels=False, precision=precision, interpret=device.type != "cuda")
-    if kernel_form(spec) != "register":
-        return _STREAMED_LADDER.format(f" at precision {precision!r}")
     return None
 
 
@@ -275,7 +258,8 @@ def prepare(pack, parts, *, u, K, nlev, delta, c, lam, t, alpha, sigma, unext, u
     out = torch.empty_like(u)
     tr = torch.empty((nlev * K, B), dtype=u.dtype, device=dev) if trace else u
     lv = torch.empty((nlev, B, D), dtype=u.dtype, device=dev) if store_levels else u
-    nprog = triton_cdiv(B, cfg["BLOCK_B"])
+    rows = cfg["BLOCK_B"] if temperatures is None else ladder_rows(cfg["BLOCK_B"], temperatures.shape[0])
+    nprog = triton_cdiv(B, rows)  # (a ladder program holds fewer rows: more programs, each its scratch)
     scratch = torch.empty((nprog * cfg["BLOCK_B"] * scr_w,), dtype=torch.float32, device=dev) if scr_w else u
     if seed is not None:
         key = torch.tensor([seed & 0xFFFFFFFF, (seed >> 32) & 0xFFFFFFFF], dtype=torch.int64, device=dev)
@@ -324,15 +308,11 @@ def ladder_rows(block_b: int, R: int) -> int:
 
 def _check_ladder(spec, R: int, block_b: int) -> None:
     """Refuse, naming ``temperatures``, a ladder this kernel cannot hold: a group longer than a
-    program's rows, or a network that needs the streamed form."""
-    from ...kernels import kernel_form
-
+    program's rows."""
     if R > block_b:
         raise ValueError(f"temperatures has R = {R} inverse temperatures; backend 'triton' runs ladders of at most "
                          f"BLOCK_B = {block_b} (a ladder group lives in one program's rows): use backend='graph' or "
                          f"'cpu' for this ladder")
-    if kernel_form(spec) != "register":  # (refuses() says so before a Sampler picks this backend)
-        raise ValueError(_STREAMED_LADDER.format(""))
 
 
 def _launch(pack, parts, **kw):
@@ -470,6 +450,6 @@ def write_standard_kernel(path: Optional[str] = None) -> str:
     return path
 
 
-__all__ = ["LADDER_PARAMS", "NAME", "PARAMS", "TUNING", "ladder_rows", "launch_config", "packed", "prepare", "refuses", "run",
+__all__ = ["LADDER_PARAMS", "NAME", "PARAMS", "TUNING", "ladder_rows", "launch_config", "packed", "prepare", "run",
            "run_replica", "run_reverse", "standard_kernel_source",
            "unavailable", "unsupported", "write_standard_kernel"]
