@@ -139,10 +139,14 @@ def _scratch_arg() -> int:
     return [n for n, _ in tb.PARAMS].index("scratch_ptr")
 
 
-def triton_report(problem: str, precision: str, batch: int, metropolis: bool = False, draws: int = 0) -> dict:
+def triton_report(problem: str, precision: str, batch: int, metropolis: bool = False, draws: int = 0,
+                  ladder: int = 0) -> dict:
     """Compile one problem's kernel for sm_90 as a first GPU call would; the record of the table.
     ``metropolis``: the Metropolis-adjusted kernel (``metropolis=True``) instead; ``draws`` = m > 0:
-    the kernel that records draws (``trace_every=m``)."""
+    the kernel that records draws (``trace_every=m``); ``ladder`` = R > 0: the replica-exchange
+    kernel (``temperatures`` of R rungs, a swap round every 2 steps, the problem's seeded noise)."""
+    import torch
+
     import hebm
     from hebm.kernels import kernel_form
     from hebm.sampler.backends import triton_backend as tb
@@ -150,12 +154,24 @@ def triton_report(problem: str, precision: str, batch: int, metropolis: bool = F
     from triton.backends.compiler import GPUTarget
     from triton.compiler import make_backend
 
-    rec = {"kind": "triton", "problem": problem + (" MALA" if metropolis else "") + (f" draws/{draws}" if draws else ""),
-           "precision": precision, "batch": batch}
+    rec = {"kind": "triton", "problem": problem + (" MALA" if metropolis else "") + (f" draws/{draws}" if draws else "")
+           + (f" ladder/{ladder}" if ladder else ""), "precision": precision, "batch": batch}
     try:
         p = hebm.standard_problem(problem, batch)
-        a = check_langevin_args(p.prior, p.u, metropolis=metropolis, trace_every=draws or None,
-                                **{k: v for k, v in p.kwargs.items() if not (metropolis and k == "noise_scale")})
+        kwargs = {k: v for k, v in p.kwargs.items() if not (metropolis and k == "noise_scale")}
+        if ladder:  # a ladder group shares λ, t, u_next, a, σ: scalars (and no kernel term)
+            n = batch // ladder * ladder
+            kwargs = {k: v for k, v in kwargs.items() if k not in ("u_next", "alpha", "sigma", "energy_scale", "t",
+                                                                    "chain_ids", "noise")}
+            kwargs.update(temperatures=[(r + 1) / ladder for r in range(ladder)], swap_every=2, energy_scale=1.0,
+                          seed=kwargs.get("seed", 0) or 0, t=int(p.kwargs["t"].reshape(-1)[0]))
+            for k in ("step_size", "noise_scale"):
+                if isinstance(kwargs.get(k), torch.Tensor):
+                    kwargs[k] = kwargs[k][:n]
+            p_u = p.u[:n]
+        else:
+            p_u = p.u
+        a = check_langevin_args(p.prior, p_u, metropolis=metropolis, trace_every=draws or None, **kwargs)
         pk, parts = tb.packed(p.prior)
         kw = tb.langevin_kwargs(a, precision=PRECISIONS[precision], trace=False)
         kern, args, cfg, spec, _ = tb.prepare(pk, parts, **kw, config_for="cuda")
@@ -310,6 +326,8 @@ def main(argv=None) -> int:
     ap.add_argument("--metropolis", action="store_true", help="also the Metropolis-adjusted Triton kernels (MALA)")
     ap.add_argument("--draws", type=int, default=0, metavar="M",
                     help="also the Triton kernels that record draws inside the call (trace_every=M)")
+    ap.add_argument("--ladder", type=int, default=0, metavar="R",
+                    help="also the replica-exchange Triton kernels (temperatures of R rungs)")
     a = ap.parse_args(argv)
     recs = []
     try:
@@ -318,10 +336,10 @@ def main(argv=None) -> int:
                 for prec in [x for x in a.precisions.split(",") if x]:
                     if prec not in PRECISIONS:
                         ap.error(f"unknown precision {prec!r}")
-                    kinds = [(mala, m) for mala in ((False, True) if a.metropolis else (False,))
-                             for m in ((0, a.draws) if a.draws else (0,))]
-                    for mala, m in kinds:
-                        recs.append(triton_report(prob, prec, a.batch, metropolis=mala, draws=m))
+                    kinds = [(mala, m, lad) for mala in ((False, True) if a.metropolis else (False,))
+                             for m in ((0, a.draws) if a.draws else (0,)) for lad in ((0, a.ladder) if a.ladder else (0,))]
+                    for mala, m, lad in kinds:
+                        recs.append(triton_report(prob, prec, a.batch, metropolis=mala, draws=m, ladder=lad))
                         r = recs[-1]
                         print(f"[triton] {r['problem']} {prec}: " + (
                             f"{r['compile_s']} s, {r.get('registers')} registers, "

@@ -299,6 +299,17 @@ def accept_uniform(cid, step, k0, k1):
 
 
 @triton.jit
+def swap_uniform(slot, NR, cid, step, k0, k1):
+    """The replica-exchange U of chains ``cid`` (``[BLOCK_B]`` uint32) at ladder slot ``slot`` of
+    ``NR`` for the swap round after ``step``: counter ``(slot mod 2, cid, step, 3)`` (a pair's U at
+    its lower chain), ``(2, cid, step, 3)`` at the group's last slot (the "even_odd" coin); the
+    first word (hebm.prior.philox.philox_swap_uniforms)."""
+    j = tl.where(slot == NR - 1, 2, slot % 2).to(tl.uint32)
+    x0, _x1, _x2, _x3 = philox_block(j, cid, step, 3, k0, k1)
+    return uniform(x0)
+
+
+@triton.jit
 def gauss_terms(u, un, alpha, inv2, KERNEL: tl.constexpr):
     """Per row: ``−½‖u‖² − [KERNEL] ‖a·u − u_next‖²/(2σ²)`` of a chunk (the trace's non-energy
     part)."""
@@ -550,6 +561,20 @@ def stream_update(u_row, LO: tl.constexpr, HI: tl.constexpr, NP: tl.constexpr, T
             eps = load_cols(noise_row, c0, TN, LO, HI, rmask)
         store_cols(u_row, c0, langevin_update(u, gu, un, eps, half, amp, alpha, inv2, KERNEL), LO, HI, rmask)
     return lp
+
+
+@triton.jit
+def stream_gauss(src, un, rmask, alpha, inv2, N: tl.constexpr, TN: tl.constexpr, KERNEL: tl.constexpr):
+    """Per row ``−½‖u‖² − [KERNEL] ‖a·u − u_next‖²/(2σ²)`` of the state rows ``src`` (``N`` columns;
+    ``un`` the u_next rows): log π's non-energy part, for a draw's log π in a swap round."""
+    t = tl.sum(tl.zeros([src.shape[0], TN], dtype=tl.float32), axis=1)
+    for c0 in range(0, N, TN):
+        u = load_cols(src, c0, TN, 0, N, rmask)
+        t -= 0.5 * tl.sum(u * u, axis=1)
+        if KERNEL:
+            kr = alpha * u - load_cols(un, c0, TN, 0, N, rmask)
+            t -= 0.5 * tl.sum(kr * kr * inv2, axis=1)
+    return t
 
 
 @triton.jit

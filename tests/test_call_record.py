@@ -103,7 +103,8 @@ def test_the_triton_parameters_carry_the_record():
     from hebm.sampler.backends import triton_backend as tb
     sig = _kernel_signature(ROOT / "kernels" / "generated" / "small_seeded_kernel.py")
     assert sig == [n for n, _ in tb.PARAMS] + ["BLOCK_B"]
-    carried = {f for _, f in tb.PARAMS if f is not None} | set(tb.SPEC_FIELDS) | set(tb.REFUSED_FIELDS)
+    carried = ({f for _, f in tb.PARAMS + tb.LADDER_PARAMS if f is not None} | set(tb.SPEC_FIELDS)
+               | set(tb.REFUSED_FIELDS))
     assert {f.name for f in LANGEVIN if f.op is not None} == carried
     # the same holds for kernels generated now with the optional inputs on: the Metropolis one
     # (register form) and a streamed reverse diffusion
@@ -116,6 +117,13 @@ def test_the_triton_parameters_carry_the_record():
         src = generate_source(tb.kernel_spec(pk.network, has_kernel=True, interpret=False, **kw))[0]
         fn = next(n for n in ast.parse(src).body if isinstance(n, ast.FunctionDef) and n.name == "langevin_kernel")
         assert [a.arg for a in fn.args.args] == [n for n, _ in tb.PARAMS] + ["BLOCK_B"]
+    # a ladder kernel (replica exchange, register form: tf32 on the GPU) takes LADDER_PARAMS after them
+    for mala in (False, True):
+        src = generate_source(tb.kernel_spec(pk.network, has_kernel=False, unext_from_state=False, seeded=True,
+                                             trace=True, store_levels=False, precision="tf32", interpret=False,
+                                             metropolis=mala, draws=True, ladder="even_odd"))[0]
+        fn = next(n for n in ast.parse(src).body if isinstance(n, ast.FunctionDef) and n.name == "langevin_kernel")
+        assert [a.arg for a in fn.args.args] == [n for n, _ in tb.PARAMS + tb.LADDER_PARAMS] + ["BLOCK_B"]
 
 
 def test_the_compiled_ops_read_their_slots_from_the_header():

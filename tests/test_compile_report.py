@@ -49,3 +49,20 @@ def test_compile_report_toy(tmp_path):
     if "nvcc not found" not in r.stderr:
         assert cuda and all(x["ok"] for x in cuda), cuda
         assert any(x["kernel"].startswith("langevin_kernel") and x.get("registers") for x in cuda), cuda
+
+
+@pytest.mark.skipif(not _has_ptxas(), reason="this Triton install has no NVIDIA backend/ptxas to compile with")
+def test_compile_report_toy_ladder(tmp_path):
+    """The replica-exchange kernel (a ladder of 4) compiles offline for sm_90 as a first GPU call
+    builds it, in both forms: toy at tf32 (register form) and at ieee (streamed form)."""
+    out = tmp_path / "report.json"
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env.setdefault("CUDA_HOME", "/usr/local/cuda")
+    r = subprocess.run([sys.executable, "-m", "benchmarks.compile_report", "--problems", "toy",
+                        "--precisions", "tf32,ieee", "--ladder", "4", "--no-cuda", "--json", str(out)],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, f"compile report failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+    recs = {(x["problem"], x["precision"]): x for x in json.loads(out.read_text())["records"]}
+    for prec, form in (("tf32", "register"), ("ieee", "streamed")):
+        lad = recs[("toy ladder/4", prec)]
+        assert lad["ok"] and lad["form"].startswith(form) and lad.get("registers") is not None, lad

@@ -243,6 +243,202 @@ def test_both_forms_tf32_request(form):
         tb.TUNING.update(old)
 
 
+# ------------------------------------------------------------------------------ replica exchange
+# (tests/test_parity.py test_replica_exchange_parity: R = 4, groups that fill a program's rows)
+LADDERS = {  # R, metropolis, explicit noise, schedule, trace_every (swap_every = 2, step_offset = 1)
+    "R3-ula-seeded-deo": (3, False, False, "deo", 2),
+    "R3-mala-explicit-even_odd": (3, True, True, "even_odd", 3),
+    "R5-ula-explicit-even_odd": (5, False, True, "even_odd", 3),
+    "R5-mala-seeded-deo": (5, True, False, "deo", 2),
+}
+
+
+@pytest.fixture
+def register_form(monkeypatch):
+    """The register form (the one that runs a ladder) for the small test priors on a GPU too."""
+    monkeypatch.setitem(tb.TUNING, "reg_limit", 1 << 16)
+
+
+def _ladder_call(R, mala, explicit, schedule, every, *, G=None, K=7, off=1, m=2):
+    """A ladder call on a small prior in float64 (cast by the caller): G groups of R chains —
+    B = G·R rows over two 16-row programs that each leave rows empty (15 = 5·3 = 3·5 rows)."""
+    from hebm.sampler.checks import swap_rounds
+
+    G = G or (7 if R == 3 else 4)
+    B = G * R
+    prior = make_prior((5, 3), n_levels=3, seed=7, dtype=torch.float64)
+    g = torch.Generator().manual_seed(10 * R + mala)
+    u = torch.randn(B, prior.D, generator=g, dtype=torch.float64)
+    kw = dict(n_steps=K, temperatures=torch.linspace(0.0, 1.0, R, dtype=torch.float64) ** 2, swap_every=m,
+              swap_schedule=schedule, step_offset=off, energy_scale=30.0, metropolis=mala, trace_every=every,
+              step_size=(0.3 if mala else 0.08) * (1.0 + torch.rand(B, generator=g, dtype=torch.float64)),
+              t=torch.randint(0, 3, (G,), generator=g).repeat_interleave(R))
+    if explicit:
+        kw["noise"] = torch.randn(K, B, prior.D, generator=g, dtype=torch.float64)
+        kw["swap_uniforms"] = torch.rand(swap_rounds(K, off, m), B, generator=g, dtype=torch.float64).clamp(1e-6, 1 - 1e-6)
+        if mala:
+            kw["uniforms"] = torch.rand(K, B, generator=g, dtype=torch.float64).clamp(1e-6, 1 - 1e-6)
+    else:
+        kw.update(seed=11, chain_ids=torch.randperm(1000, generator=g)[:B])
+    return prior, u, kw
+
+
+def _f32(kw, dev=DEVICE):
+    return {k: (v.float() if v.dtype.is_floating_point else v).to(dev) if isinstance(v, torch.Tensor) else v
+            for k, v in kw.items()}
+
+
+@pytest.mark.parametrize("case", list(LADDERS))
+def test_ladder_matches_the_reference(case, register_form):
+    """Ladder groups that leave rows of a program empty (R = 3, 5 in 16-row programs), seeded and
+    explicit, ULA and MALA, both schedules, draws (at the rounds and between them): every swap
+    decision, the swap and round-trip statistics equal the float64 reference's; the final state,
+    the trace and the draws meet the parity rule."""
+    from hebm.sampler.reference import ladder_chain_ids  # noqa: F401  (the layout the groups follow)
+
+    R, mala, explicit, schedule, every = LADDERS[case]
+    prior, u, kw = _ladder_call(R, mala, explicit, schedule, every)
+    _check_ladder_against_the_reference(prior, u, kw, mala)
+
+
+def _check_ladder_against_the_reference(prior, u, kw, mala):
+    want, wi = hebm.langevin_ref(prior, u, return_info=True, **kw)
+    assert int(wi["swap_accepted"].sum()) > 0 and int((wi["swap_attempts"] - wi["swap_accepted"]).sum()) > 0
+    p32 = copy.deepcopy(prior).float()
+    ref32, ri32 = hebm.langevin_ref(p32, u.float(), return_info=True, **_f32(kw, "cpu"))
+    assert torch.equal(ri32["swapped"], wi["swapped"])  # (this case's decisions are not near a tie)
+    got, gi = hebm.langevin_fused(copy.deepcopy(p32).to(DEVICE), u.float().to(DEVICE), backend="triton",
+                                  precision="fp32", return_info=True, **_f32(kw))
+    assert gi["backend"] == "triton"
+    gi = {k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in gi.items()}
+    for k in ("swapped", "swap_attempts", "swap_accepted", "replica", "round_trips"):
+        assert torch.equal(gi[k], wi[k]), k
+    if mala:
+        assert torch.equal(gi["accepted"], wi["accepted"])
+    err = float((got.cpu().double() - want).abs().max())
+    err_ref = float((ref32.double() - want).abs().max())
+    assert err <= 2 * err_ref + 1e-5 * max(1.0, float(want.abs().max())), (err, err_ref)
+    assert torch.equal(gi["draw_steps"], wi["draw_steps"])
+    for k in ("draws", "draws_log_density", "log_density", "swap_energy"):
+        scale = max(1.0, float(wi[k].abs().max()))
+        assert float((gi[k].double() - wi[k]).abs().max()) <= 1e-4 * scale, k
+
+
+@pytest.mark.parametrize("case", list(LADDERS))
+def test_ladder_record_is_the_reference_round_on_the_kernels_states(case, register_form):
+    """The swap record on the same inputs: with a draw before every round (trace_every = swap_every)
+    the draws are the states entering the rounds, and each round's E equals λ·F of those states
+    (float64), its codes the reference's swap_round of the record's E with the same uniforms (stream
+    3 or the explicit ones) wherever fp32 rounding cannot flip the decision."""
+    from hebm.prior.philox import philox_swap_uniforms
+    from hebm.sampler.backends import pack
+    from hebm.sampler.checks import check_langevin_args
+    from hebm.sampler.reference import start_draws, swap_codes, swap_energy, swap_round
+
+    R, mala, explicit, schedule, _ = LADDERS[case]
+    off, m, K = 1, 2, 9
+    prior, u, kw = _ladder_call(R, mala, explicit, schedule, m, K=K, off=off, m=m)
+    p32 = copy.deepcopy(prior).float().to(DEVICE)
+    a = check_langevin_args(p32, u.float().to(DEVICE), **_f32(kw))
+    start_draws(a, True, "test")
+    out, logd, ran, stats, record = tb.run_replica(pack.of(p32), a, precision="fp32", trace=True)
+    n = (off + K) // m - off // m
+    assert record.shape == (n, 2, a.B) and logd.shape == (K, a.B) and ran == "fp32"
+    record = record.cpu().double()
+    draws = a.draws[0][0].cpu().double()
+    assert draws.shape == (n, a.B, prior.D)
+    a64 = check_langevin_args(prior, u, **kw)
+    beta = a64.temperatures
+    flips = 0
+    for r in range(n):
+        k = (r + 1) * m - off - 1  # the step the round follows
+        E = swap_energy(prior, a64, draws[r])
+        torch.testing.assert_close(record[r, 0], E, rtol=1e-4, atol=1e-4 * max(1.0, float(E.abs().max())))
+        if explicit:
+            U = kw["swap_uniforms"][r]
+        else:
+            U = philox_swap_uniforms(kw["seed"], kw["chain_ids"], off + k, R).double()
+        Ek = record[r, 0]
+        _, att, acc = swap_round(beta, Ek, U, (off + k + 1) // m - 1, schedule)
+        code = swap_codes(att, acc)
+        # where fp32 rounding could flip a decision: |log U − log α| within rounding of log α
+        G = a.B // R
+        la = (beta[1:] - beta[:-1])[None, :] * (Ek.view(G, R)[:, :-1] - Ek.view(G, R)[:, 1:])
+        margin = (torch.log(U.view(G, R)[:, :-1]) - la).abs()
+        sure = torch.nn.functional.pad(margin > 1e-4 * (1.0 + la.abs()), (0, 1), value=True).reshape(-1)
+        assert torch.equal(record[r, 1][sure], code[sure]), (r, record[r, 1], code)
+        flips += int((~sure).sum())
+        assert set(record[r, 1].tolist()) <= {0.0, 1.0, 2.0}
+        assert (record[r, 1].view(G, R)[:, R - 1] == 0).all()  # the cold slot never is a lower chain
+    assert flips <= a.B  # (nearly every decision is compared)
+
+
+def test_the_registry_lets_triton_take_a_ladder(register_form):
+    """A ladder is no reason for the registry to pass triton over (the record's LADDER_BACKENDS)."""
+    from hebm.sampler.backends import why_not
+    net = tb.packed(make_prior((5, 3), seed=7))[0].network
+    assert why_not("triton", net, torch.device(DEVICE), torch.float32, "fp32", needs=("temperatures",)) is None
+
+
+def test_ladder_longer_than_a_program_is_refused(register_form):
+    """R > BLOCK_B: a group would not fit in one program's rows — refused naming temperatures and
+    the backends that run it."""
+    R = tb.launch_config(0, None, DEVICE)["BLOCK_B"] + 1
+    prior = make_prior((5, 3), seed=7)
+    u = torch.randn(R, prior.D)
+    with pytest.raises(ValueError, match=rf"temperatures has R = {R} .*backend='graph' or 'cpu'"):
+        hebm.langevin_fused(prior.to(DEVICE), u.to(DEVICE), backend="triton", n_steps=2, step_size=0.1, seed=1,
+                            temperatures=torch.linspace(0.0, 1.0, R), energy_scale=1.0)
+
+
+@pytest.mark.parametrize("case", ["R3-ula-seeded-deo", "R5-ula-explicit-even_odd"])
+def test_streamed_form_runs_a_ladder(case, tiled):
+    """The streamed form (the fp32 GPU kernel of most priors) runs ULA on a ladder: its round
+    evaluates E by the top-down pass again and exchanges the states through the program's scratch;
+    the same checks as the register form's."""
+    from hebm.kernels import kernel_form
+
+    R, mala, explicit, schedule, every = LADDERS[case]
+    prior, u, kw = _ladder_call(R, mala, explicit, schedule, every)
+    net = tb.packed(copy.deepcopy(prior).float())[0].network
+    assert kernel_form(tb.kernel_spec(net, has_kernel=False, unext_from_state=False, seeded=True, trace=False,
+                                      store_levels=False, precision="fp32")) == "streamed"
+    _check_ladder_against_the_reference(prior, u, kw, mala)
+
+
+def test_streamed_form_refuses_a_metropolis_ladder(tiled):
+    """MALA has no streamed form, ladder or not: refused naming it, not run without the test (by the
+    registry, or — where it kept an earlier verdict for this structure under other tuning — the
+    generator)."""
+    prior, u, kw = _ladder_call(3, True, False, "deo", 2)
+    with pytest.raises((hebm.BackendUnavailable, ValueError), match="streamed form"):
+        hebm.langevin_fused(copy.deepcopy(prior).float().to(DEVICE), u.float().to(DEVICE), backend="triton",
+                            precision="fp32", return_info=True, **_f32(kw))
+
+
+def test_ladder_kernel_source_only_for_ladders():
+    """Only a ladder kernel carries the swap rounds and their parameters, in both forms (the plain
+    kernels' source is unchanged: test_committed_kernel_is_what_the_generator_writes, a streamed one)."""
+    from hebm.kernels import generate_source
+
+    p = make_prior((5, 3), n_levels=3, seed=7)
+    net = tb.packed(p)[0].network
+    kw = dict(has_kernel=False, unext_from_state=False, seeded=True, trace=True, store_levels=False, precision="tf32",
+              interpret=False)
+    plain = generate_source(tb.kernel_spec(net, **kw))[0]
+    lad = generate_source(tb.kernel_spec(net, ladder="deo", **kw))[0]
+    assert "swap_every" not in plain and "rec_ptr" not in plain and "debug_barrier" not in plain
+    assert lad.count("tl.debug_barrier()") == 5 and "dev.swap_uniform(" in lad
+    # the streamed form (fp32 on a GPU): the plain kernel's barriers, and the round's
+    kw["precision"] = "fp32"
+    plain, w0 = generate_source(tb.kernel_spec(net, **kw))
+    lad, w1 = generate_source(tb.kernel_spec(net, ladder="deo", **kw))
+    assert "form=streamed" in lad and "swap_every" not in plain and "dev.swap_uniform(" in lad
+    assert lad.count("tl.debug_barrier()") > plain.count("tl.debug_barrier()") and w1 > w0  # (the SW region)
+    with pytest.raises(ValueError, match="Metropolis-adjusted kernel has no streamed form"):
+        generate_source(tb.kernel_spec(net, ladder="deo", metropolis=True, **kw))
+
+
 # ------------------------------------------------------------------------------ GPU only
 gpu = pytest.mark.skipif(INTERP, reason="needs a CUDA device (compiled Triton)")
 

@@ -121,7 +121,7 @@ class Sampler:
     def run(self, u: Latents, *, return_info: bool = False, _where: str = "Sampler.run", **arguments):
         """K steps of the update rule of :func:`hebm.langevin_ref` (its keywords, the same result
         to float rounding; a call with ``temperatures`` runs where replica exchange is implemented:
-        the reference, the cpu backend's kernel, the graph backend's captured chunks).  ``return_info`` adds ``{"backend", "precision", "log_density"}`` — the
+        the reference, the cpu, cuda and triton kernels, the graph backend's captured chunks).  ``return_info`` adds ``{"backend", "precision", "log_density"}`` — the
         backend and precision that actually ran (the CPU, for one, computes exactly in the
         tensors' dtype whatever is asked) — and MALA's ``"accepted"``, ``"accept_rate"``,
         ``"step_size"`` as the reference does."""

@@ -45,10 +45,10 @@ CHECK_MODES = ("warn", "raise", "off")
 ADAPT_RULES = ("robbins_monro", "dual_averaging")
 #: the replica-exchange swap schedules of ``swap_schedule=`` (hebm.sampler.reference.swap_round)
 SWAP_SCHEDULES = ("deo", "even_odd")
-#: the backends that run replica exchange (``temperatures`` and its swap keywords: the cpu and cuda
-#: kernels and the graph backend's captured chunks run the swap rounds inside the call); the others
-#: refuse a call that switches it on, by name (:func:`refusal`)
-LADDER_BACKENDS = ("ref", "cpu", "cuda", "graph")
+#: the backends that run replica exchange (``temperatures`` and its swap keywords: the cpu, cuda and
+#: triton kernels and the graph backend's captured chunks run the swap
+#: rounds inside the call); a backend not listed refuses a call that switches it on, by name (:func:`refusal`)
+LADDER_BACKENDS = ("ref", "cpu", "cuda", "graph", "triton")
 #: largest ``n_steps`` a call takes (the kernels count steps in 32-bit words)
 MAX_STEPS = 2**31 - 1
 REQUIRED = inspect.Parameter.empty

@@ -15,7 +15,7 @@ Each backend is a module ``hebm.sampler.backends.<module>`` that defines
                              # A keyword that only some backends run says which in its record field
                              # (runs_on) and is refused for the others here, in the registry
                              # (hebm.sampler.record.refusal): replica exchange (temperatures: a backend
-                             # with run_replica (cpu, graph) runs the swap rounds inside its call, the
+                             # with run_replica (cpu, cuda, triton, graph) runs the swap rounds inside its call, the
                              # reference's hebm.sampler.reference.replica_exchange drives them between
                              # runs of the reference loop), draws (trace_every: the run appends them to
                              # args.draws)

@@ -17,6 +17,20 @@ equal to the generated kernel's signature and the record's op fields).  One conf
 (``benchmarks/compile_report.py`` measures that compile offline).  Under ``TRITON_INTERPRET=1``
 (CPU tensors, tests) 16 rows, 1 warp, and wider chunks (fewer numpy operations).
 
+Replica exchange (``temperatures``, :func:`run_replica`): in both forms (MALA: the register form,
+as without a ladder).  A program
+holds whole ladder groups (``BLOCK_B`` rounded down to a multiple of R, the rest masked; R >
+``BLOCK_B`` is refused naming ``temperatures``); each step runs at the chain's β_slot·λ (the launcher
+passes the untempered λ, the kernel applies the slot's β); after a step whose counter
+``swap_every`` divides, the program evaluates E = λF of its states (ULA: one forward pass, an extra
+evaluation per round — the streamed form reruns its top-down pass; MALA: the F it carries with its
+state), decides each pair (stream 3 or the explicit ``swap_uniforms``), writes the cpu kernel's swap
+record ``[n_rounds, 2, B]`` and exchanges the accepted pairs' rows through the output buffer (the
+streamed form: its scratch; global memory and ``tl.debug_barrier()``: Triton has no cross-row
+shuffle); MALA then evaluates log π and its gradient afresh at the chains' β, as the reference
+does.  The ladder kernel takes
+:data:`LADDER_PARAMS` after :data:`PARAMS`; every other kernel's source is unchanged.
+
 Precision: ``"fp32"`` → ``tl.dot(..., input_precision="ieee")`` (exact fp32, FMA loops on the
 GPU), ``"tf32"`` → TF32 tensor-core dots, ``"bf16"`` → bf16 dot operands with fp32
 accumulation (never tested in the interpreter, whose bf16 dot is broken).  Float64 is not
@@ -62,7 +76,14 @@ PARAMS = (("u_ptr", "u"), ("out_ptr", None), ("lvl_ptr", None), ("noise_ptr", "n
           ("unif_ptr", "uniforms"), ("acc_ptr", None), ("draws_ptr", None), ("dlogp_ptr", None), ("params_ptr", None),
           ("scratch_ptr", None), ("B", None), ("K", "n_steps"), ("NLEV", None), ("step_offset", "step_offset"),
           ("trace_every", "trace_every"), ("zero", None))
-SPEC_FIELDS = ("metropolis",)
+#: A ladder kernel's (``temperatures``: replica exchange) further parameters, after ``zero``: the
+#: other kernels' signature (and source) stays as it was.  ``rec_ptr``: the swap record
+#: ``[n_rounds, 2, B]``; ``NR``: R, the ladder's length.
+LADDER_PARAMS = (("temps_ptr", "temperatures"), ("sunif_ptr", "swap_uniforms"), ("rec_ptr", None), ("NR", None),
+                 ("swap_every", "swap_every"))
+#: the record's fields that are compile-time flags of the kernel spec: ``metropolis``, and
+#: ``swap_schedule`` (the spec's ``ladder``: which pairs propose in a round)
+SPEC_FIELDS = ("metropolis", "swap_schedule")
 #: op fields of the record this kernel does not carry: those whose ``runs_on`` leaves it out (the
 #: registry refuses a call that switches one on, by name: hebm.sampler.record.refusal)
 REFUSED_FIELDS = tuple(f.name for f in LANGEVIN if f.runs_on and NAME not in f.runs_on)
@@ -167,7 +188,7 @@ def packed(prior) -> tuple:
 # ---------------------------------------------------------------------------------- launch
 def kernel_spec(network, *, has_kernel: bool, unext_from_state: bool, seeded: bool, trace: bool,
                 store_levels: bool, precision: str, interpret: Optional[bool] = None, metropolis: bool = False,
-                draws: bool = False):
+                draws: bool = False, ladder: str = ""):
     """The :class:`hebm.kernels.LangevinSpec` a launch builds (its source is generated from it);
     ``interpret``: whose defaults (the interpreter's or a GPU's; default: this process's mode)."""
     from ...kernels import LangevinSpec
@@ -185,7 +206,7 @@ def kernel_spec(network, *, has_kernel: bool, unext_from_state: bool, seeded: bo
         dims=tuple(network.dims), sigma_min=float(network.sigma_min), sigma_clamp=float(network.sigma_clamp),
         conds=conds, energies=energies if network.has_energy else (), has_kernel=has_kernel, unext_from_state=unext_from_state,
         seeded=seeded, trace=trace, store_levels=store_levels, precision=prec, tile=int(tile), reg_limit=int(reg_limit),
-        metropolis=metropolis, draws=draws,
+        metropolis=metropolis, draws=draws, ladder=ladder,
     )
 
 
@@ -210,27 +231,35 @@ def launch_config(B: int, spec, device=None) -> dict:
 
 def prepare(pack, parts, *, u, K, nlev, delta, c, lam, t, alpha, sigma, unext, unext_from_state, noise, seed,
             chain_ids, step_offset, trace, store_levels, precision, config_for=None, metropolis=False, uniforms=None,
-            trace_every=0):
+            trace_every=0, temperatures=None, swap_every=1, swap_schedule="deo", swap_uniforms=None):
     """Everything a launch needs, without launching: ``(kernel, args, config, spec, outputs)``
     (``outputs`` = (out, trace or None, levels or None, accept stats [2, B] or None, (draws [n, B, D],
     their log π [n, B]) or None — ``trace_every`` = m > 0: the state after every step whose counter
     step_offset + k + 1 m divides, hebm.sampler.checks.draw_count)).  ``config_for``: the device whose launch
     configuration to use (default: u's) — ``benchmarks/compile_report.py`` passes ``cuda`` with CPU
-    tensors and compiles ``kernel`` offline for exactly these arguments and this config."""
+    tensors and compiles ``kernel`` offline for exactly these arguments and this config.
+
+    ``temperatures`` (``[R]``, replica exchange): the ladder kernel (register form only), its
+    programs holding ``BLOCK_B`` rounded down to a multiple of R rows (:func:`ladder_rows`), and one
+    more output, the swap record ``[n_rounds, 2, B]`` (last in ``outputs``)."""
     from ...kernels import build_kernel
 
     gpu = config_for is not None and torch.device(config_for).type == "cuda"
     spec = kernel_spec(pack.network, has_kernel=alpha is not None, unext_from_state=unext_from_state,
                        seeded=seed is not None, trace=trace, store_levels=store_levels, precision=precision,
-                       interpret=False if gpu else None, metropolis=metropolis, draws=bool(trace_every))
-    kern, scr_w = build_kernel(spec)
+                       interpret=False if gpu else None, metropolis=metropolis, draws=bool(trace_every),
+                       ladder=swap_schedule if temperatures is not None else "")
     B, D = u.shape
     dev = u.device
     cfg = launch_config(B, spec, dev if config_for is None else torch.device(config_for))
+    if temperatures is not None:
+        _check_ladder(spec, temperatures.shape[0], cfg["BLOCK_B"])
+    kern, scr_w = build_kernel(spec)
     out = torch.empty_like(u)
     tr = torch.empty((nlev * K, B), dtype=u.dtype, device=dev) if trace else u
     lv = torch.empty((nlev, B, D), dtype=u.dtype, device=dev) if store_levels else u
-    nprog = triton_cdiv(B, cfg["BLOCK_B"])
+    rows = cfg["BLOCK_B"] if temperatures is None else ladder_rows(cfg["BLOCK_B"], temperatures.shape[0])
+    nprog = triton_cdiv(B, rows)  # (a ladder program holds fewer rows: more programs, each its scratch)
     scratch = torch.empty((nprog * cfg["BLOCK_B"] * scr_w,), dtype=torch.float32, device=dev) if scr_w else u
     if seed is not None:
         key = torch.tensor([seed & 0xFFFFFFFF, (seed >> 32) & 0xFFFFFFFF], dtype=torch.int64, device=dev)
@@ -254,15 +283,43 @@ def prepare(pack, parts, *, u, K, nlev, delta, c, lam, t, alpha, sigma, unext, u
                  trace_ptr=tr, unif_ptr=uniforms if uniforms is not None else u, acc_ptr=acc, draws_ptr=draws,
                  dlogp_ptr=dlogp, params_ptr=parts[2], scratch_ptr=scratch, B=B, K=K, NLEV=nlev,
                  step_offset=int(step_offset), trace_every=int(trace_every or 0), zero=0)
-    args = tuple(given[name] for name, _ in PARAMS)
-    return kern, args, cfg, spec, (out, tr if trace else None, lv if store_levels else None,
-                                   acc if metropolis else None, (draws, dlogp) if trace_every else None)
+    params = PARAMS
+    record = None
+    if temperatures is not None:
+        from ..checks import swap_rounds
+
+        R = temperatures.shape[0]
+        record = torch.zeros((swap_rounds(K, step_offset, swap_every), 2, B), dtype=u.dtype, device=dev)
+        given.update(temps_ptr=temperatures.to(device=dev, dtype=u.dtype).contiguous(),
+                     sunif_ptr=swap_uniforms if swap_uniforms is not None else u, rec_ptr=record, NR=int(R),
+                     swap_every=int(swap_every))
+        params = PARAMS + LADDER_PARAMS
+    args = tuple(given[name] for name, _ in params)
+    outs = (out, tr if trace else None, lv if store_levels else None, acc if metropolis else None,
+            (draws, dlogp) if trace_every else None)
+    return kern, args, cfg, spec, outs + ((record,) if temperatures is not None else ())
+
+
+def ladder_rows(block_b: int, R: int) -> int:
+    """Rows a program of a ladder kernel holds: ``BLOCK_B`` rounded down to a multiple of R (whole
+    ladder groups, so a swap round never crosses programs; the remaining rows are masked)."""
+    return (block_b // R) * R
+
+
+def _check_ladder(spec, R: int, block_b: int) -> None:
+    """Refuse, naming ``temperatures``, a ladder this kernel cannot hold: a group longer than a
+    program's rows."""
+    if R > block_b:
+        raise ValueError(f"temperatures has R = {R} inverse temperatures; backend 'triton' runs ladders of at most "
+                         f"BLOCK_B = {block_b} (a ladder group lives in one program's rows): use backend='graph' or "
+                         f"'cpu' for this ladder")
 
 
 def _launch(pack, parts, **kw):
     kern, args, cfg, _spec, outs = prepare(pack, parts, **kw)
     u = kw["u"]
-    grid = (triton_cdiv(u.shape[0], cfg["BLOCK_B"]),)
+    rows = cfg["BLOCK_B"] if kw.get("temperatures") is None else ladder_rows(cfg["BLOCK_B"], kw["temperatures"].shape[0])
+    grid = (triton_cdiv(u.shape[0], rows),)
     if u.device.type == "cuda":
         with torch.cuda.device(u.device):
             kern[grid](*args, **cfg)
@@ -285,8 +342,12 @@ def ran(precision: str) -> str:
 
 
 def langevin_kwargs(args, *, precision: str, trace: bool) -> dict:
-    """:func:`prepare` / :func:`_launch` keywords of a Langevin call (checked ``LangevinArgs``)."""
-    return dict(
+    """:func:`prepare` / :func:`_launch` keywords of a Langevin call (checked ``LangevinArgs``; with
+    ``temperatures``, the ladder's: λ stays untempered, the kernel applies β_slot)."""
+    ladder = {} if args.temperatures is None else dict(
+        temperatures=args.temperatures, swap_every=args.swap_every, swap_schedule=args.swap_schedule,
+        swap_uniforms=None if args.swap_uniforms is None else args.swap_uniforms.contiguous())
+    return dict(**ladder,
         u=args.u, K=args.n_steps, nlev=1, delta=_rows(args.step_size), c=_rows(args.noise_scale),
         lam=_rows(args.energy_scale), t=None if args.t is None else _rows(args.t),
         alpha=None if args.alpha is None else _rows(args.alpha), sigma=None if args.sigma is None else _rows(args.sigma),
@@ -327,6 +388,23 @@ def run(pack, args, *, precision: str, trace: bool):
     if draws is not None and draws[0].shape[0]:
         args.draws.append(draws)
     return out, tr, ran(precision), stats
+
+
+def run_replica(pack, args, *, precision: str, trace: bool):
+    """A call with ``temperatures`` (replica exchange): the swap rounds inside the launch.
+    :func:`run`'s tuple plus the swap record ``[n_rounds, 2, B]`` (E = λF of each chain's state
+    entering a round, the code at each pair's lower chain:
+    :func:`hebm.sampler.reference.swap_record_info`)."""
+    u = args.u
+    if args.n_steps == 0:
+        stats = u.new_zeros((2, args.B)) if args.metropolis else None
+        return (u.clone(), (u.new_zeros((0, args.B)) if trace else None), ran(precision), stats,
+                u.new_zeros((0, 2, args.B)))
+    out, tr, _, stats, draws, record = _launch(pack, _parts(pack),
+                                               **langevin_kwargs(args, precision=precision, trace=trace))
+    if draws is not None and draws[0].shape[0]:
+        args.draws.append(draws)
+    return out, tr, ran(precision), stats, record
 
 
 def run_reverse(pack, schedule, r, *, precision: str, return_levels: bool):
@@ -372,5 +450,6 @@ def write_standard_kernel(path: Optional[str] = None) -> str:
     return path
 
 
-__all__ = ["NAME", "PARAMS", "TUNING", "launch_config", "packed", "prepare", "run", "run_reverse", "standard_kernel_source",
+__all__ = ["LADDER_PARAMS", "NAME", "PARAMS", "TUNING", "ladder_rows", "launch_config", "packed", "prepare", "run",
+           "run_replica", "run_reverse", "standard_kernel_source",
            "unavailable", "unsupported", "write_standard_kernel"]
