@@ -173,13 +173,13 @@ def test_the_sampler_and_auto_run_the_ladder_in_the_kernel(make_prior, recwarn):
 
 
 def test_a_ladder_longer_than_a_backends_limit_goes_to_the_next_backend(make_prior, monkeypatch):
-    """A backend whose module sets ``MAX_LADDER`` (cuda: a ladder group lives in one thread block)
+    """A backend with a ``max_ladder(device)`` (cuda, triton: a ladder group lives in one thread block)
     refuses a longer ladder by name when asked for, and ``auto`` moves past it to the next backend
     of the device (on a GPU cuda → triton → graph; here the cpu kernel, the only one of the CPU,
     given a limit for the test, so auto ends at the reference with one warning naming it)."""
     from hebm.sampler.backends import cpu
 
-    monkeypatch.setattr(cpu, "MAX_LADDER", 4, raising=False)
+    monkeypatch.setattr(cpu, "max_ladder", lambda device: 4, raising=False)
     prior = make_prior((5, 3))
     u8, kw8 = _ladder_kwargs(prior, 2, 5, K=4, kernel=False)
     with pytest.raises(hebm.BackendUnavailable, match=r"R = 5 .* at most 4 .*backend='graph'"):

@@ -381,14 +381,18 @@ def test_the_registry_lets_triton_take_a_ladder(register_form):
 
 
 def test_ladder_longer_than_a_program_is_refused(register_form):
-    """R > BLOCK_B: a group would not fit in one program's rows — refused naming temperatures and
-    the backends that run it."""
-    R = tb.launch_config(0, None, DEVICE)["BLOCK_B"] + 1
+    """R > BLOCK_B: a group would not fit in one program's rows — refused by the registry
+    (``max_ladder``: so "auto" moves on to graph) naming temperatures, the limit and the backends
+    that run it, and by the launcher's own guard."""
+    R = tb.max_ladder(torch.device(DEVICE)) + 1
+    assert R - 1 == tb.launch_config(0, None, DEVICE)["BLOCK_B"]
     prior = make_prior((5, 3), seed=7)
     u = torch.randn(R, prior.D)
-    with pytest.raises(ValueError, match=rf"temperatures has R = {R} .*backend='graph' or 'cpu'"):
+    with pytest.raises(hebm.BackendUnavailable, match=rf"temperatures has R = {R} .*at most {R - 1} .*backend='graph'"):
         hebm.langevin_fused(prior.to(DEVICE), u.to(DEVICE), backend="triton", n_steps=2, step_size=0.1, seed=1,
                             temperatures=torch.linspace(0.0, 1.0, R), energy_scale=1.0)
+    with pytest.raises(ValueError, match=rf"temperatures has R = {R} .*backend='graph' or 'cpu'"):
+        tb._check_ladder(None, R, R - 1)
 
 
 @pytest.mark.parametrize("case", ["R3-ula-seeded-deo", "R5-ula-explicit-even_odd"])

@@ -105,7 +105,7 @@ class Sampler:
         call or one that switches on keywords only some backends run (``needs``: a temperature
         ladder, draws inside the call; :func:`hebm.sampler.record.switched_on`) the backend that
         implements those for these networks (``ladder``: R of the call's ladder, within the
-        backend's ``MAX_LADDER``) — this Sampler's when it does, else (``"auto"``) the next one of the
+        backend's ``max_ladder``) — this Sampler's when it does, else (``"auto"``) the next one of the
         device that does (a named backend that does not raises :class:`hebm.BackendUnavailable` with
         its reason); decided once per kind of call."""
         if not (metropolis or needs):

@@ -19,6 +19,10 @@ Each backend is a module ``hebm.sampler.backends.<module>`` that defines
                              # reference's hebm.sampler.reference.replica_exchange drives them between
                              # runs of the reference loop), draws (trace_every: the run appends them to
                              # args.draws)
+    # optional: the longest ladder (temperatures) it runs on this device, when a ladder group must
+    # fit one thread block or program (cuda, triton); a longer one is refused by name, so that
+    # "auto" passes the call on (graph)
+    def max_ladder(device) -> int
     def run(pack, args, *, precision, trace) -> (u_out [B, D], log_density [K, B] or None, precision ran,
                                                  accept stats [2, B] with args.metropolis, else None)
     # optional, the whole reverse diffusion in one launch:
@@ -108,7 +112,7 @@ def why_not(name: str, network, device: torch.device, dtype: torch.dtype, precis
     the record's fields with ``runs_on`` that the call switches on
     (:func:`hebm.sampler.record.switched_on`), refused by name where the record says the backend
     does not run them.  ``ladder``: R of a call's ladder (0: none), refused by a backend whose
-    module sets ``MAX_LADDER`` below it (a ladder group lives in one thread block or program).  Whether the backend is available is its own (cached) answer; whether it
+    ``max_ladder(device)`` is below it (a ladder group lives in one thread block or program).  Whether the backend is available is its own (cached) answer; whether it
     takes the structure is decided once per (backend, structure, device, dtype, precision,
     metropolis) and kept in the Network."""
     why = unavailable(name)
@@ -117,8 +121,9 @@ def why_not(name: str, network, device: torch.device, dtype: torch.dtype, precis
     why = refusal(name, needs)
     if why is not None:
         return why
-    limit = getattr(_module(name), "MAX_LADDER", None)
-    if ladder and limit is not None and ladder > limit:
+    limit = getattr(_module(name), "max_ladder", None) if ladder else None
+    limit = None if limit is None else limit(device)
+    if limit is not None and ladder > limit:
         return (f"temperatures has R = {ladder} inverse temperatures; backend {name!r} runs ladders of at most "
                 f"{limit} (a ladder group lives in one block of chains): use backend='graph' on a GPU, 'cpu' or "
                 f"'auto'")

@@ -101,6 +101,11 @@ def run(pack, args, *, precision, trace, namespace: str = "hebm"):
     return out, logd, ran(args.u.dtype), stats
 
 
+def max_ladder(device) -> int:
+    """The longest ladder a launch runs (the registry refuses a longer one by name: "auto" moves on)."""
+    return MAX_LADDER
+
+
 def run_replica(pack, args, *, precision, trace, namespace: str = "hebm"):
     """A call with ``temperatures``: the swap rounds inside the launch.  :func:`run`'s tuple plus
     the swap record ``[n_rounds, 2, B]`` (:func:`hebm.sampler.reference.swap_record_info`)."""
@@ -121,5 +126,5 @@ def run_reverse(pack, schedule, r, *, precision, return_levels, namespace: str =
                                  namespace=namespace), ran(r.u.dtype)
 
 
-__all__ = ["MAX_LADDER", "NAME", "arch_list", "cuda_cflags", "load_emulator", "run", "run_replica", "run_reverse", "sources", "unavailable",
+__all__ = ["MAX_LADDER", "NAME", "arch_list", "cuda_cflags", "load_emulator", "max_ladder", "run", "run_replica", "run_reverse", "sources", "unavailable",
            "unsupported"]

@@ -300,6 +300,12 @@ def prepare(pack, parts, *, u, K, nlev, delta, c, lam, t, alpha, sigma, unext, u
     return kern, args, cfg, spec, outs + ((record,) if temperatures is not None else ())
 
 
+def max_ladder(device) -> int:
+    """The longest ladder a launch on ``device`` runs: a program's rows (``BLOCK_B``; the registry
+    refuses a longer ladder by name, so "auto" moves on to graph)."""
+    return launch_config(0, None, device)["BLOCK_B"]
+
+
 def ladder_rows(block_b: int, R: int) -> int:
     """Rows a program of a ladder kernel holds: ``BLOCK_B`` rounded down to a multiple of R (whole
     ladder groups, so a swap round never crosses programs; the remaining rows are masked)."""
@@ -450,6 +456,6 @@ def write_standard_kernel(path: Optional[str] = None) -> str:
     return path
 
 
-__all__ = ["LADDER_PARAMS", "NAME", "PARAMS", "TUNING", "ladder_rows", "launch_config", "packed", "prepare", "run",
+__all__ = ["LADDER_PARAMS", "NAME", "PARAMS", "TUNING", "ladder_rows", "launch_config", "max_ladder", "packed", "prepare", "run",
            "run_replica", "run_reverse", "standard_kernel_source",
            "unavailable", "unsupported", "write_standard_kernel"]
