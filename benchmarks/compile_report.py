@@ -240,6 +240,16 @@ def cuda_report(nvcc: str) -> list:
         return [{"kind": "cuda", "kernel": cu.name, "ok": False, "compile_s": round(dt, 2),
                  "error": log.strip().splitlines()[-1][:300] if log.strip() else f"nvcc exit {r.returncode}",
                  "flags": " ".join(flags)}]
+    recs = cuda_records(log)
+    for x in recs:
+        x["compile_s"] = round(dt, 2)  # one nvcc run for all of them
+        x["flags"] = " ".join(flags + ["-Xptxas", "-v"])
+    return recs
+
+
+def cuda_records(log: str) -> list:
+    """One record per kernel of an ``nvcc -Xptxas -v`` log: its (demangled) name, arch, registers,
+    stack frame, spills and static shared memory."""
     recs, cur = [], None
     for line in log.splitlines():
         m = re.search(r"Compiling entry function '([^']+)' for '(\w+)'", line)
@@ -258,8 +268,6 @@ def cuda_report(nvcc: str) -> list:
     names = _demangle([x["kernel"] for x in recs])
     for x in recs:
         x["kernel"] = names[x["kernel"]]
-        x["compile_s"] = round(dt, 2)  # one nvcc run for all of them
-        x["flags"] = " ".join(flags + ["-Xptxas", "-v"])
     return recs
 
 

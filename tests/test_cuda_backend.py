@@ -24,7 +24,6 @@ from __future__ import annotations
 import copy
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -52,21 +51,15 @@ NVCC = _nvcc()
 
 
 # ---------------------------------------------------------------------------------- 1. compile
-@pytest.mark.skipif(NVCC is None, reason="nvcc not found (CUDA_HOME/bin/nvcc or PATH): cannot check the CUDA sources")
-def test_cuda_sources_compile(tmp_path):
-    """Every .cu compiles to sm_90 PTX with the backend's exact-math flags (no torch headers): the
-    front end, in seconds.  (ptxas, minutes for the kernel's four instantiations, runs in the
-    extension build: test_extension_builds and every emulator test need it.)"""
+def test_cuda_flags_keep_exact_math():
+    """The backend's nvcc flags never trade exactness for speed.  (That every .cu compiles for sm_90
+    with them, ptxas included, is the extension build: test_extension_builds and every emulator
+    test need it; a separate PTX-only compile of the same sources cost 85 s of CI and checked
+    nothing the build does not.)"""
     from hebm.sampler.backends import cuda as cb
 
     assert "--use_fast_math" not in cb.cuda_cflags()
-    cus = sorted(CUDA_DIR.glob("*.cu"))
-    assert cus, f"no .cu sources in {CUDA_DIR}"
-    for cu in cus:
-        cmd = [NVCC, "-std=c++17", "-O3", "-arch=compute_90", "--ptx", str(cu),
-               "-I", str(CUDA_DIR.parent), "-o", str(tmp_path / (cu.stem + ".ptx"))]
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-        assert r.returncode == 0, f"nvcc failed on {cu.name}:\n{r.stderr[-4000:]}"
+    assert sorted(CUDA_DIR.glob("*.cu")), f"no .cu sources in {CUDA_DIR}"
 
 
 @pytest.fixture(scope="module")
