@@ -62,7 +62,9 @@ class ModelConfig:
     prior_hidden: list = _f(None, "conditional MLP hidden widths", "model", list_of=int, lo=1, factory=lambda: [128])
     energy_hidden: list = _f(None, "energy MLP hidden widths", "model", list_of=int, lo=1, factory=lambda: [64, 64])
     act: str = _f("gelu", "activation of encoder/decoder/conditionals", "model")
-    energy_act: str = _f("gelu", "activation of the energies", "model")
+    energy_act: str = _f("gelu", "activation of the energies (tanh bounds each energy, |f_i| ≤ ‖w_out‖₁ + |b_out|: "
+                         "a prior sharpened with energy_scale > 1 then stays near the data; results/mixing/README.md)",
+                         "model")
     spectral_norm: bool = _f(False, "spectral norm on the energies (the authors' choice; never on the conditionals)",
                              "model")
     neutral_init: bool = _f(False, "start the energies neutral: their last layer zero, so F ≡ 0 and the untrained prior "

@@ -30,6 +30,7 @@ TABLES = {
     "hierarchy/table.py": ["hierarchy/screen/mnist5k", "hierarchy/screen/digits", "hierarchy/runs/mnist5k",
                            "hierarchy/runs/digits"],
     "detection/ood_table.py": ["detection/ood"],
+    "mixing/table.py": ["mixing"],
     "detection/anomaly_table.py": ["detection/anomaly"],
     "priors/anomaly_table.py": ["priors/anomaly/anom_mn_gauss.json", "priors/anomaly/anom_mn_ts.json",
                                 "priors/anomaly/anom_mn_df.json"],

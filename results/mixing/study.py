@@ -29,7 +29,10 @@ What it does, for each λ (the sampler's ``energy_scale``: target log π = λ·F
    ``EBMModel.long_run`` chunks it), a draw every ``every`` steps:
 
    * **PT**: ``hebm.langevin_ref`` (``--pt-backend ref``, the 2026-12-06 study) or the C++ kernel's
-     swap rounds (``--pt-backend cpu``), 16 groups × R = 4,
+     swap rounds (``--pt-backend cpu``), 16 groups × R = 4 (``--groups``, ``--rungs``: with more
+     rungs the first candidate ladder is β = 0 and R − 1 geometric values from 10⁻³ to 1, and
+     ``--pilot-warm`` adapts the re-spaced ladder's steps from the first pilot's final states, so
+     that the cold rungs' δ is adapted where the cold chains are, not on the way there),
      MALA inner steps at the pilot's per-β δ, ``swap_every`` = 4, DEO schedule, K_PT steps,
      seeds 1, 2, 3.  Measured on the 16 cold chains (slot R − 1).  Round trips are counted over the
      whole run from the traced ``swapped`` rounds (the sampler's own counter restarts with every
@@ -76,11 +79,19 @@ from hebm.files import dump_json
 from hebm.models import load_model
 from hebm.prior.philox import initial_noise
 
-R = 4
-B = 64
-G = B // R
+RUNGS = 4  # R, the rungs of a ladder group (--rungs)
+GROUPS = 16  # ladder groups (--groups): 16 cold chains
+B = 64  # the ULA and MALA chains
 SWAP_EVERY = 4
 LADDER0 = [0.0, 0.1, 0.35, 1.0]
+
+
+def first_ladder(R):
+    """The pilot's first candidate: LADDER0 for four rungs, else β = 0 and R − 1 geometric values
+    from 10⁻³ to 1 (dense_ladder.py's)."""
+    if R == len(LADDER0):
+        return list(LADDER0)
+    return [0.0] + [float(b) for b in np.geomspace(1e-3, 1.0, R - 1)]
 PILOT_SEED = 100
 PT_SEEDS = (1, 2, 3)
 REF_SEEDS = (11, 12, 13)
@@ -89,9 +100,11 @@ TARGET_ACCEPT = 0.574
 
 
 class Study:
-    def __init__(self, ckpt: str, pt_backend: str = "ref"):
+    def __init__(self, ckpt: str, pt_backend: str = "ref", rungs: int = RUNGS, groups: int = GROUPS):
         torch.set_num_threads(1)
         self.pt_backend = pt_backend
+        self.R, self.G, self.B_pt = rungs, groups, rungs * groups  # PT: G groups × R rungs
+        self.pilot_state = None  # the last pilot_pt's final states (a warm start for the next adaptation)
         self.model, self.mcfg, self.tcfg, _ = load_model(ckpt, "cpu")
         self.model.eval()
         self.prior = self.model.sampling_prior
@@ -188,7 +201,7 @@ class Study:
 
     # ------------------------------------------------------------------ PT (reference)
     def pt_call(self, u, lam, seed, n, off, ladder, deltas):
-        kw = dict(n_steps=n, step_size=deltas.repeat(G), energy_scale=lam, seed=seed, step_offset=off,
+        kw = dict(n_steps=n, step_size=deltas.repeat(self.G), energy_scale=lam, seed=seed, step_offset=off,
                   temperatures=ladder, swap_every=SWAP_EVERY, metropolis=True, return_info=True, check="warn")
         if self.pt_backend == "ref":
             return hebm.langevin_ref(self.prior, u, **kw)
@@ -199,8 +212,8 @@ class Study:
         first state's; the reference re-evaluates after each segment between swap rounds, the cpu
         kernel re-weights (and evaluates once more after the last step when a round follows it)."""
         if self.pt_backend == "ref":
-            return B * (n + self.segments(off, n))
-        return B * (n + 1 + (1 if (off + n) % SWAP_EVERY == 0 else 0))
+            return self.B_pt * (n + self.segments(off, n))
+        return self.B_pt * (n + 1 + (1 if (off + n) % SWAP_EVERY == 0 else 0))
 
     @staticmethod
     def segments(off, n):
@@ -218,34 +231,35 @@ class Study:
         ``swapped`` trace; DEO parity p = round index mod 2 (a swapped chain in slot r ≡ p pairs
         with r + 1, else with r − 1)."""
 
-        def __init__(self):
-            self.rep = torch.arange(B)
-            slot = self.rep % R
-            self.label = (slot == R - 1).long()
-            self.trips = torch.zeros(B, dtype=torch.long)
+        def __init__(self, R, G):
+            self.R, self.G, self.B_pt = R, G, R * G
+            self.rep = torch.arange(self.B_pt)
+            slot = self.rep % self.R
+            self.label = (slot == self.R - 1).long()
+            self.trips = torch.zeros(self.B_pt, dtype=torch.long)
 
         def update(self, swapped, off, n):
             rounds = [c for c in range(off + 1, off + n + 1) if c % SWAP_EVERY == 0]
             assert len(rounds) == swapped.shape[0]
-            slot = torch.arange(B) % R
+            slot = torch.arange(self.B_pt) % self.R
             for c, sw in zip(rounds, swapped):
                 p = (c // SWAP_EVERY - 1) % 2
-                src = torch.arange(B) + torch.where(sw, torch.where(slot % 2 == p, 1, -1), 0)
+                src = torch.arange(self.B_pt) + torch.where(sw, torch.where(slot % 2 == p, 1, -1), 0)
                 self.rep = self.rep[src]
-                rg = self.rep.view(G, R)
-                hot, cold = rg[:, 0], rg[:, R - 1]
+                rg = self.rep.view(self.G, self.R)
+                hot, cold = rg[:, 0], rg[:, self.R - 1]
                 self.label[hot] = torch.where(self.label[hot] == 1, 2, self.label[hot])
                 self.trips[cold] += (self.label[cold] == 2).long()
                 self.label[cold] = 1
 
     def run_pt(self, lam, seed, K, every, ladder, deltas):
-        ids = torch.arange(B)
-        u = initial_noise(seed, B, self.D, chain_ids=ids)
-        cold = torch.arange(R - 1, B, R)
+        ids = torch.arange(self.B_pt)
+        u = initial_noise(seed, self.B_pt, self.D, chain_ids=ids)
+        cold = torch.arange(self.R - 1, self.B_pt, self.R)
         labels, logpi, secs = [self.label(u[cold])], [self.log_pi(u[cold], lam)], []
-        att = torch.zeros(G, R - 1, dtype=torch.long)
+        att = torch.zeros(self.G, self.R - 1, dtype=torch.long)
         acc_sw, acc_mh, grads = torch.zeros_like(att), [], 0
-        trips = self.Trips()
+        trips = self.Trips(self.R, self.G)
         off = 0
         for c in range(K // every):
             t0 = time.perf_counter()
@@ -264,34 +278,38 @@ class Study:
         extra = dict(ladder=[float(b) for b in ladder], step_sizes=[float(d) for d in deltas], swap_every=SWAP_EVERY,
                      swap_rate_per_pair=(acc_sw.sum(0).double() / att.sum(0).double()).tolist(),
                      round_trips_total=int(trips.trips.sum()), round_trips_per_group_per_1000_steps=
-                     1000.0 * float(trips.trips.sum()) / G / K,
-                     accept_rate_by_slot=acc.view(G, R).mean(0).tolist(), final_state_cold=self.where(u[cold]))
+                     1000.0 * float(trips.trips.sum()) / self.G / K,
+                     accept_rate_by_slot=acc.view(self.G, self.R).mean(0).tolist(), final_state_cold=self.where(u[cold]))
         return self.summarise(torch.stack(labels), torch.stack(logpi), every=every, seconds=sum(secs), grads=grads,
-                              n_chains=G, steps=K, extra=extra)
+                              n_chains=self.G, steps=K, extra=extra)
 
     # ------------------------------------------------------------------ pilot
-    def adapt_ladder_steps(self, lam, ladder):
-        ids = torch.arange(B)
-        u = initial_noise(PILOT_SEED, B, self.D, chain_ids=ids)
-        beta = torch.tensor(ladder).repeat(G)
+    def adapt_ladder_steps(self, lam, ladder, u=None):
+        """Each rung's MALA δ (median over its G chains), adapted at energy scale β·λ from ``u``
+        (default: N(0, I) with the pilot seed)."""
+        ids = torch.arange(self.B_pt)
+        if u is None:
+            u = initial_noise(PILOT_SEED, self.B_pt, self.D, chain_ids=ids)
+        beta = torch.tensor(ladder).repeat(self.G)
         _, info = hebm.langevin_fused(self.prior, u, n_steps=300, step_size=self.delta, energy_scale=lam * beta,
                                       seed=PILOT_SEED, metropolis=True, adapt_steps=300, target_accept=TARGET_ACCEPT,
                                       backend="cpu", return_info=True, check="warn")
-        return info["step_size"].detach().view(G, R).median(0).values
+        return info["step_size"].detach().view(self.G, self.R).median(0).values
 
     def pilot_pt(self, lam, ladder, deltas, n=400):
-        ids = torch.arange(B)
-        u = initial_noise(PILOT_SEED, B, self.D, chain_ids=ids)
+        ids = torch.arange(self.B_pt)
+        u = initial_noise(PILOT_SEED, self.B_pt, self.D, chain_ids=ids)
         t0 = time.perf_counter()
         u, info = self.pt_call(u, lam, PILOT_SEED, n, 0, torch.tensor(ladder), deltas)
         sec = time.perf_counter() - t0
-        trips = self.Trips()
+        self.pilot_state = u
+        trips = self.Trips(self.R, self.G)
         trips.update(info["swapped"], 0, n)
         assert torch.equal(trips.trips, info["round_trips"]), "round-trip reconstruction disagrees with the sampler"
         rate = (info["swap_accepted"].sum(0).double() / info["swap_attempts"].sum(0).double()).tolist()
         return dict(ladder=list(ladder), step_sizes=deltas.tolist(), swap_rate_per_pair=rate, seconds=sec,
                     seconds_per_step=sec / n, round_trips=int(info["round_trips"].sum()),
-                    accept_rate_by_slot=info["accept_rate"].view(G, R).mean(0).tolist())
+                    accept_rate_by_slot=info["accept_rate"].view(self.G, self.R).mean(0).tolist())
 
     @staticmethod
     def respace(ladder, rates):
@@ -321,16 +339,22 @@ def main():
     p.add_argument("--quick", action="store_true", help="smoke test: tiny step counts")
     p.add_argument("--pt-backend", default="ref", choices=("ref", "cpu"),
                    help="where PT runs: the reference (the 2026-12-06 study) or the C++ kernel's swap rounds")
+    p.add_argument("--rungs", type=int, default=RUNGS, help="R, rungs per ladder group (default 4: [0, .1, .35, 1]; "
+                   "more: β = 0 and geometric from 1e-3 to 1)")
+    p.add_argument("--groups", type=int, default=GROUPS, help="ladder groups, i.e. measured cold chains (default 16)")
+    p.add_argument("--pilot-warm", action="store_true",
+                   help="adapt the re-spaced ladder's step sizes from the first pilot's final states, not from N(0, I)")
     a = p.parse_args()
     if a.quick:
         a.k_pt, a.every, a.k_ref = 80, 8, 400
     t_start = time.perf_counter()
-    s = Study(a.ckpt, a.pt_backend)
+    s = Study(a.ckpt, a.pt_backend, a.rungs, a.groups)
     out = dict(ckpt=a.ckpt, command="PYTHONPATH=. OMP_NUM_THREADS=1 python results/mixing/study.py"
                + (" --quick" if a.quick else "") + f" --pt-backend {a.pt_backend} --scales {' '.join(f'{x:g}' for x in a.scales)}"
-               + f" --k-pt {a.k_pt} --every {a.every} --k-ref {a.k_ref}", pt_backend=a.pt_backend, torch=torch.__version__, platform=platform.platform(),
+               + f" --k-pt {a.k_pt} --every {a.every} --k-ref {a.k_ref} --rungs {a.rungs} --groups {a.groups}"
+               + (" --pilot-warm" if a.pilot_warm else ""), pt_backend=a.pt_backend, torch=torch.__version__, platform=platform.platform(),
                threads=torch.get_num_threads(), date=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-               classifier_heldout_acc=s.clf_acc, trained_step_size=s.delta, B=B, R=R, K_pt=a.k_pt, every=a.every,
+               classifier_heldout_acc=s.clf_acc, trained_step_size=s.delta, B=B, R=s.R, groups=s.G, B_pt=s.B_pt, pilot_warm=a.pilot_warm, K_pt=a.k_pt, every=a.every,
                K_ref=a.k_ref, scales={})
     try:
         out["git_commit"] = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
@@ -340,10 +364,11 @@ def main():
         print(f"== energy_scale {lam:g}", flush=True)
         res = out["scales"][f"{lam:g}"] = {}
         # pilot: ladder and per-β steps (seed 100)
-        d0 = s.adapt_ladder_steps(lam, LADDER0)
-        p0 = s.pilot_pt(lam, LADDER0, d0, n=40 if a.quick else 400)
-        lad1 = s.respace(LADDER0, p0["swap_rate_per_pair"])
-        d1 = s.adapt_ladder_steps(lam, lad1)
+        lad0 = first_ladder(s.R)
+        d0 = s.adapt_ladder_steps(lam, lad0)
+        p0 = s.pilot_pt(lam, lad0, d0, n=40 if a.quick else 400)
+        lad1 = s.respace(lad0, p0["swap_rate_per_pair"])
+        d1 = s.adapt_ladder_steps(lam, lad1, u=s.pilot_state if a.pilot_warm else None)
         p1 = s.pilot_pt(lam, lad1, d1, n=40 if a.quick else 400)
         pick = p1 if min(p1["swap_rate_per_pair"]) > min(p0["swap_rate_per_pair"]) else p0
         res["pilot"] = dict(candidates=[p0, p1], chosen=pick["ladder"])

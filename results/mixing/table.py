@@ -1,0 +1,93 @@
+"""The tables of results/mixing/README.md from the JSON files in a folder:
+
+1. every ``*study*.json`` of study.py, one row per energy scale: the ladder, its worst swap rate,
+   PT's round trips, where PT's cold chains end, R̂ of log π, and PT's class ESS per second against
+   MALA's at equal wall time (the issue's target: ≥ 5 at λ = 16);
+2. every ``ais_*.json`` of ais_reference.py: the class weights annealed importance sampling finds,
+   and how far (total variation) each sampler's class frequencies on the same checkpoint lie from
+   them, beside the AIS seeds' own spread around their mean.
+
+    python results/mixing/table.py results/mixing
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+
+def tv(p, q) -> float:
+    return 0.5 * float(np.abs(np.asarray(p, dtype=float) - np.asarray(q, dtype=float)).sum())
+
+
+def fmt(x, spec=".2f") -> str:
+    return "—" if x is None else format(x, spec)
+
+
+def span(values) -> str:
+    v = [x for x in values if x is not None]
+    return f"{min(v):.2f}–{max(v):.2f}" if v else "—"
+
+
+def load(folder: Path):
+    studies = {p.name: json.loads(p.read_text()) for p in sorted(folder.glob("*study*.json"))}
+    ais = {p.name: json.loads(p.read_text()) for p in sorted(folder.glob("ais_*.json"))}
+    return studies, ais
+
+
+def study_rows(studies: dict) -> None:
+    print("| study | λ | R × groups | worst swap rate | round trips (PT seeds) | cold ‖u‖ | cold in region "
+          "| R̂ log π: PT | MALA reference | class ESS: PT (seeds) | MALA (equal wall) | PT ÷ MALA class ESS/s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for name, d in studies.items():
+        R, G = d.get("R", 4), d.get("groups", 16)
+        for lam, r in d["scales"].items():
+            pts = list(r["pt"].values())
+            worst = min(min(x["swap_rate_per_pair"]) for x in pts)
+            trips = "/".join(str(x["round_trips_total"]) for x in pts)
+            unorm = np.median([x["final_state_cold"]["u_norm_median"] for x in pts])
+            inside = np.mean([x["final_state_cold"]["inside_posterior_region"] for x in pts])
+            rh = span(x["logpi_rhat"] for x in pts)
+            ref = span(x["logpi_rhat"] for x in r["reference_mala"].values())
+            ess = "/".join(fmt(x["class_ess_min"], ".0f") for x in pts)
+            print(f"| {name} | {lam} | {R} × {G} | {worst:.3f} | {trips} | {unorm:.1f} | {inside:.2f} | {rh} | {ref} "
+                  f"| {ess} | {fmt(r['mala_equal_wall']['class_ess_min'], '.0f')} "
+                  f"| {fmt(r['compare']['pt_over_mala_ess_per_s'])} |")
+
+
+def ais_rows(studies: dict, ais: dict) -> None:
+    print("| AIS run | λ | particles × temperatures | weight ESS (seeds) | AIS class weights (mean; > 1 %) "
+          "| AIS seeds: TV to their mean | sampler (study) | its TV to the AIS mean |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, a in ais.items():
+        for lam, r in a["scales"].items():
+            mean = np.asarray(r["class_weight_mean"])
+            big = ", ".join(f"{c}: {w:.2f}" for c, w in enumerate(mean) if w > 0.01)
+            ess = "/".join(f"{x['weight_ess']:.0f}" for x in r["runs"])
+            spread = max(tv(x["class_weight"], mean) for x in r["runs"])
+            head = (f"| {name} | {lam} | {a['particles']} × {a['temperatures']} | {ess} | {big} | ≤ {spread:.3f} ")
+            for sname, d in studies.items():
+                if d["ckpt"] != a["ckpt"] or lam not in d["scales"]:
+                    continue
+                s = d["scales"][lam]
+                pt = np.mean([x["class_freq"] for x in s["pt"].values()], axis=0)
+                ref = np.mean([x["class_freq"] for x in s["reference_mala"].values()], axis=0)
+                mala = s["mala_equal_wall"]["class_freq"]
+                for label, f in ((f"PT, R = {d.get('R', 4)} (3 seeds)", pt), ("MALA, equal wall time", mala),
+                                 (f"MALA reference ({d['K_ref']} steps, 3 seeds)", ref)):
+                    print(f"{head}| {label} ({sname}) | {tv(f, mean):.3f} |")
+
+
+def main():
+    if len(sys.argv) != 2:
+        sys.exit("usage: python results/mixing/table.py results/mixing")
+    studies, ais = load(Path(sys.argv[1]))
+    study_rows(studies)
+    print()
+    ais_rows(studies, ais)
+
+
+if __name__ == "__main__":
+    main()
