@@ -229,3 +229,13 @@ def test_diagnostics_refuse_the_diffusion_prior(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--diagnostics" in err[0] and "diffusion" in err[0]
     assert not (tmp_path / "s_longrun.json").exists()
+
+
+def test_total_variation_is_half_the_l1_distance():
+    """Analytic facts: 0 for equal distributions, 1 for disjoint supports, symmetric, and ½·Σ|p − q|
+    on a worked case (0.5·(0.2 + 0.1 + 0.1) = 0.2)."""
+    p, q = [0.5, 0.3, 0.2], [0.3, 0.4, 0.3]
+    assert mixing.total_variation(p, p) == 0.0
+    assert mixing.total_variation([1.0, 0.0], [0.0, 1.0]) == 1.0
+    assert mixing.total_variation(p, q) == pytest.approx(0.2)
+    assert mixing.total_variation(q, p) == mixing.total_variation(p, q)

@@ -115,6 +115,11 @@ def class_switches(labels, *, every: int = 1) -> dict:
                 classes_visited=[int(len(np.unique(y[:, c]))) for c in range(y.shape[1])])
 
 
+def total_variation(p, q) -> float:
+    """Total variation distance ½·Σ|p − q| between two distributions over the same classes."""
+    return 0.5 * float(np.abs(np.asarray(p, dtype=float) - np.asarray(q, dtype=float)).sum())
+
+
 def indicator_ess(labels, n_classes: int) -> dict:
     """ESS of each class indicator ``1[label = c]`` (``[draws, chains]`` labels): ArviZ's ESS of
     the mean (method "mean", split chains) — what the chains are worth for estimating the class's
@@ -184,5 +189,5 @@ def write_netcdf(path: str, traces: dict, *, warmup: int = 0, attrs: dict = None
     datatree(traces, warmup=warmup, attrs=attrs).to_netcdf(path, engine="h5netcdf")
 
 
-__all__ = ["TAIL_PROB", "as_chains", "class_switches", "datatree", "diagnostics", "draws_diagnostics", "draws_traces", "indicator_ess", "label_classifier", "one_hot",
+__all__ = ["TAIL_PROB", "as_chains", "class_switches", "datatree", "diagnostics", "draws_diagnostics", "draws_traces", "indicator_ess", "label_classifier", "one_hot", "total_variation",
            "write_netcdf"]

@@ -23,7 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import hebm  # noqa: E402
 from hebm.files import dump_json  # noqa: E402
 from hebm.prior.philox import initial_noise  # noqa: E402
-from study import PILOT_SEED, SWAP_EVERY, TARGET_ACCEPT, Study  # noqa: E402
+from study import PILOT_SEED, SWAP_EVERY, TARGET_ACCEPT, Study, first_ladder  # noqa: E402
 
 R, B, K = 16, 64, 2000
 
@@ -38,7 +38,7 @@ def main():
     LAM = a.scale
     s = Study(a.ckpt)
     G = B // R
-    ladder = torch.cat([torch.zeros(1), torch.logspace(-3, 0, R - 1)])
+    ladder = torch.tensor(first_ladder(R))
     ids = torch.arange(B)
     u0 = initial_noise(PILOT_SEED, B, s.D, chain_ids=ids)
     _, info = hebm.langevin_fused(s.prior, u0, n_steps=300, step_size=s.delta, energy_scale=LAM * ladder.repeat(G),

@@ -401,7 +401,7 @@ def main():
         # the target's comparisons
         ref = np.array([res["reference_mala"][str(sd)]["class_freq"] for sd in REF_SEEDS])
         ptf = np.array([res["pt"][str(sd)]["class_freq"] for sd in PT_SEEDS])
-        tv = lambda x, y: 0.5 * float(np.abs(x - y).sum())  # noqa: E731
+        tv = mixing.total_variation
         inside = bool(np.all((ptf.mean(0) >= ref.min(0) - 1e-12) & (ptf.mean(0) <= ref.max(0) + 1e-12)))
         pt1, mala = res["pt"][str(PT_SEEDS[0])], res["mala_equal_wall"]
 

@@ -17,9 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-
-def tv(p, q) -> float:
-    return 0.5 * float(np.abs(np.asarray(p, dtype=float) - np.asarray(q, dtype=float)).sum())
+from hebm.evaluation.mixing import total_variation as tv
 
 
 def fmt(x, spec=".2f") -> str:
