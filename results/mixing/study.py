@@ -33,7 +33,7 @@ What it does, for each λ (the sampler's ``energy_scale``: target log π = λ·F
      rungs the first candidate ladder is β = 0 and R − 1 geometric values from 10⁻³ to 1, and
      ``--pilot-warm`` adapts the re-spaced ladder's steps from the first pilot's final states, so
      that the cold rungs' δ is adapted where the cold chains are, not on the way there),
-     MALA inner steps at the pilot's per-β δ, ``swap_every`` = 4, DEO schedule, K_PT steps,
+     MALA inner steps at the pilot's per-β δ, ``swap_every`` = 4 (``--swap-every``), DEO schedule, K_PT steps,
      seeds 1, 2, 3.  Measured on the 16 cold chains (slot R − 1).  Round trips are counted over the
      whole run from the traced ``swapped`` rounds (the sampler's own counter restarts with every
      call; the reconstruction is checked against it on the pilot's single call).
@@ -100,9 +100,11 @@ TARGET_ACCEPT = 0.574
 
 
 class Study:
-    def __init__(self, ckpt: str, pt_backend: str = "ref", rungs: int = RUNGS, groups: int = GROUPS):
+    def __init__(self, ckpt: str, pt_backend: str = "ref", rungs: int = RUNGS, groups: int = GROUPS,
+                 swap_every: int = SWAP_EVERY):
         torch.set_num_threads(1)
         self.pt_backend = pt_backend
+        self.m = swap_every  # steps between swap rounds
         self.R, self.G, self.B_pt = rungs, groups, rungs * groups  # PT: G groups × R rungs
         self.pilot_state = None  # the last pilot_pt's final states (a warm start for the next adaptation)
         self.model, self.mcfg, self.tcfg, _ = load_model(ckpt, "cpu")
@@ -202,7 +204,7 @@ class Study:
     # ------------------------------------------------------------------ PT (reference)
     def pt_call(self, u, lam, seed, n, off, ladder, deltas):
         kw = dict(n_steps=n, step_size=deltas.repeat(self.G), energy_scale=lam, seed=seed, step_offset=off,
-                  temperatures=ladder, swap_every=SWAP_EVERY, metropolis=True, return_info=True, check="warn")
+                  temperatures=ladder, swap_every=self.m, metropolis=True, return_info=True, check="warn")
         if self.pt_backend == "ref":
             return hebm.langevin_ref(self.prior, u, **kw)
         return hebm.langevin_fused(self.prior, u, backend=self.pt_backend, **kw)
@@ -212,15 +214,15 @@ class Study:
         first state's; the reference re-evaluates after each segment between swap rounds, the cpu
         kernel re-weights (and evaluates once more after the last step when a round follows it)."""
         if self.pt_backend == "ref":
-            return self.B_pt * (n + self.segments(off, n))
-        return self.B_pt * (n + 1 + (1 if (off + n) % SWAP_EVERY == 0 else 0))
+            return self.B_pt * (n + self.segments(off, n, self.m))
+        return self.B_pt * (n + 1 + (1 if (off + n) % self.m == 0 else 0))
 
     @staticmethod
-    def segments(off, n):
-        """Runs of steps between swap rounds in a call of ``n`` steps from counter ``off``."""
+    def segments(off, n, m):
+        """Runs of steps between swap rounds (every ``m`` steps) in a call of ``n`` steps from counter ``off``."""
         k0, parts = 0, 0
         while k0 < n:
-            k1 = min(n, ((off + k0) // SWAP_EVERY + 1) * SWAP_EVERY - off)
+            k1 = min(n, ((off + k0) // m + 1) * m - off)
             parts += 1
             k0 = k1
         return parts
@@ -231,19 +233,19 @@ class Study:
         ``swapped`` trace; DEO parity p = round index mod 2 (a swapped chain in slot r ≡ p pairs
         with r + 1, else with r − 1)."""
 
-        def __init__(self, R, G):
-            self.R, self.G, self.B_pt = R, G, R * G
+        def __init__(self, R, G, m):
+            self.R, self.G, self.B_pt, self.m = R, G, R * G, m
             self.rep = torch.arange(self.B_pt)
             slot = self.rep % self.R
             self.label = (slot == self.R - 1).long()
             self.trips = torch.zeros(self.B_pt, dtype=torch.long)
 
         def update(self, swapped, off, n):
-            rounds = [c for c in range(off + 1, off + n + 1) if c % SWAP_EVERY == 0]
+            rounds = [c for c in range(off + 1, off + n + 1) if c % self.m == 0]
             assert len(rounds) == swapped.shape[0]
             slot = torch.arange(self.B_pt) % self.R
             for c, sw in zip(rounds, swapped):
-                p = (c // SWAP_EVERY - 1) % 2
+                p = (c // self.m - 1) % 2
                 src = torch.arange(self.B_pt) + torch.where(sw, torch.where(slot % 2 == p, 1, -1), 0)
                 self.rep = self.rep[src]
                 rg = self.rep.view(self.G, self.R)
@@ -259,7 +261,7 @@ class Study:
         labels, logpi, secs = [self.label(u[cold])], [self.log_pi(u[cold], lam)], []
         att = torch.zeros(self.G, self.R - 1, dtype=torch.long)
         acc_sw, acc_mh, grads = torch.zeros_like(att), [], 0
-        trips = self.Trips(self.R, self.G)
+        trips = self.Trips(self.R, self.G, self.m)
         off = 0
         for c in range(K // every):
             t0 = time.perf_counter()
@@ -275,7 +277,7 @@ class Study:
             logpi.append(self.log_pi(u[cold], lam))
         calls = K // every
         acc = torch.stack(acc_mh)[calls // 2:].sum(0).double() / (every * (calls - calls // 2))
-        extra = dict(ladder=[float(b) for b in ladder], step_sizes=[float(d) for d in deltas], swap_every=SWAP_EVERY,
+        extra = dict(ladder=[float(b) for b in ladder], step_sizes=[float(d) for d in deltas], swap_every=self.m,
                      swap_rate_per_pair=(acc_sw.sum(0).double() / att.sum(0).double()).tolist(),
                      round_trips_total=int(trips.trips.sum()), round_trips_per_group_per_1000_steps=
                      1000.0 * float(trips.trips.sum()) / self.G / K,
@@ -303,7 +305,7 @@ class Study:
         u, info = self.pt_call(u, lam, PILOT_SEED, n, 0, torch.tensor(ladder), deltas)
         sec = time.perf_counter() - t0
         self.pilot_state = u
-        trips = self.Trips(self.R, self.G)
+        trips = self.Trips(self.R, self.G, self.m)
         trips.update(info["swapped"], 0, n)
         assert torch.equal(trips.trips, info["round_trips"]), "round-trip reconstruction disagrees with the sampler"
         rate = (info["swap_accepted"].sum(0).double() / info["swap_attempts"].sum(0).double()).tolist()
@@ -344,17 +346,19 @@ def main():
     p.add_argument("--groups", type=int, default=GROUPS, help="ladder groups, i.e. measured cold chains (default 16)")
     p.add_argument("--pilot-warm", action="store_true",
                    help="adapt the re-spaced ladder's step sizes from the first pilot's final states, not from N(0, I)")
+    p.add_argument("--swap-every", type=int, default=SWAP_EVERY,
+                   help=f"PT's steps between swap rounds (default {SWAP_EVERY}; 1: a round after every step)")
     a = p.parse_args()
     if a.quick:
         a.k_pt, a.every, a.k_ref = 80, 8, 400
     t_start = time.perf_counter()
-    s = Study(a.ckpt, a.pt_backend, a.rungs, a.groups)
+    s = Study(a.ckpt, a.pt_backend, a.rungs, a.groups, a.swap_every)
     out = dict(ckpt=a.ckpt, command="PYTHONPATH=. OMP_NUM_THREADS=1 python results/mixing/study.py"
                + (" --quick" if a.quick else "") + f" --pt-backend {a.pt_backend} --scales {' '.join(f'{x:g}' for x in a.scales)}"
                + f" --k-pt {a.k_pt} --every {a.every} --k-ref {a.k_ref} --rungs {a.rungs} --groups {a.groups}"
-               + (" --pilot-warm" if a.pilot_warm else ""), pt_backend=a.pt_backend, torch=torch.__version__, platform=platform.platform(),
+               + (" --pilot-warm" if a.pilot_warm else "") + f" --swap-every {a.swap_every}", pt_backend=a.pt_backend, torch=torch.__version__, platform=platform.platform(),
                threads=torch.get_num_threads(), date=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-               classifier_heldout_acc=s.clf_acc, trained_step_size=s.delta, B=B, R=s.R, groups=s.G, B_pt=s.B_pt, pilot_warm=a.pilot_warm, K_pt=a.k_pt, every=a.every,
+               classifier_heldout_acc=s.clf_acc, trained_step_size=s.delta, B=B, R=s.R, groups=s.G, B_pt=s.B_pt, swap_every=a.swap_every, pilot_warm=a.pilot_warm, K_pt=a.k_pt, every=a.every,
                K_ref=a.k_ref, scales={})
     try:
         out["git_commit"] = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
