@@ -6,7 +6,9 @@
    range over its three PT seeds;
 2. every ``ais_*.json`` of ais_reference.py: the class weights annealed importance sampling finds,
    and how far (total variation) each sampler's class frequencies on the same checkpoint lie from
-   them, beside the AIS seeds' own spread around their mean.
+   them, beside the AIS seeds' own spread around their mean;
+3. every ``swap_by_class_*.json`` of swap_by_class.py: per neighbour pair of a ladder, how often
+   swaps between states of one class and of different classes were accepted.
 
     python results/mixing/table.py results/mixing
 """
@@ -33,7 +35,8 @@ def span(values) -> str:
 def load(folder: Path):
     studies = {p.name: json.loads(p.read_text()) for p in sorted(folder.glob("*study*.json"))}
     ais = {p.name: json.loads(p.read_text()) for p in sorted(folder.glob("ais_*.json"))}
-    return studies, ais
+    by_class = {p.name: json.loads(p.read_text()) for p in sorted(folder.glob("swap_by_class_*.json"))}
+    return studies, ais, by_class
 
 
 def study_rows(studies: dict) -> None:
@@ -82,13 +85,26 @@ def ais_rows(studies: dict, ais: dict) -> None:
                     print(f"{head}| {label} ({sname}) | {tv(f, mean):.3f} |")
 
 
+def swap_class_rows(by_class: dict) -> None:
+    print("| run | λ | pair | β | same class: accepted (proposals) | different classes: accepted (proposals) |")
+    print("|---|---|---|---|---|---|")
+    for name, d in by_class.items():
+        for x in d["per_pair"]:
+            same, diff = x["same_class"], x["different_class"]
+            print(f"| {name} | {d['scale']:g} | {x['pair'][0]}–{x['pair'][1]} | {x['beta'][0]:.3f}–{x['beta'][1]:.3f} "
+                  f"| {fmt(same['rate'], '.3f')} ({same['proposals']}) | {fmt(diff['rate'], '.3f')} ({diff['proposals']}) |")
+
+
 def main():
     if len(sys.argv) != 2:
         sys.exit("usage: python results/mixing/table.py results/mixing")
-    studies, ais = load(Path(sys.argv[1]))
+    studies, ais, by_class = load(Path(sys.argv[1]))
     study_rows(studies)
     print()
     ais_rows(studies, ais)
+    if by_class:
+        print()
+        swap_class_rows(by_class)
 
 
 if __name__ == "__main__":
