@@ -82,6 +82,11 @@ def main():
     draws = info["draws"]  # [n, B, D]: one per swap round
     labels = torch.cat([s.label(d) for d in draws]).view(draws.shape[0], s.B_pt)
     rows = pair_outcomes(labels, info["swapped"], s.R, a.warm + s.m, s.m).numpy()
+    # the pairs and parities read from the trace agree with the sampler's own swap counts
+    for r in range(s.R - 1):
+        x = rows[rows[:, 0] == r]
+        assert len(x) == int(info["swap_attempts"][:, r].sum()) and int(x[:, 2].sum()) == int(info["swap_accepted"][:, r].sum()), \
+            f"pair {r}: the reconstruction of proposals and acceptances disagrees with the sampler's counts"
     per_pair = []
     for r in range(s.R - 1):
         x = rows[rows[:, 0] == r]
