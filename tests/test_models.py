@@ -104,7 +104,7 @@ def test_top_down_merge_and_kl_closed_form():
     zz = mq[0] + var[0].sqrt() * torch.randn(n, 3, dtype=torch.float64)
     mc = (torch.distributions.Normal(mq[0], var[0].sqrt()).log_prob(zz) -
           torch.distributions.Normal(mp[0], sp[0]).log_prob(zz)).sum(1).mean()
-    assert abs(float(mc - post.kl[0, 0].detach())) < 0.02
+    assert abs(float((mc - post.kl[0, 0]).detach())) < 0.02
 
 
 def test_gaussian_kl_helper():
