@@ -34,7 +34,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import hebm  # noqa: E402
 from hebm.files import dump_json  # noqa: E402
 from hebm.prior.philox import initial_noise  # noqa: E402
-from study import Study  # noqa: E402
+from study import Study, chosen_pilot  # noqa: E402
 
 SEEDS = (21, 22, 23)  # neither study.py's PT (1–3), reference (11–13) nor pilot (100) seeds
 
@@ -82,8 +82,7 @@ def main():
                mala_steps=a.mala_steps, path="beta_k = (k/K)^2", date=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
                classifier_heldout_acc=s.clf_acc, scales={})
     for lam in a.scales:
-        pilot = study["scales"][f"{lam:g}"]["pilot"]
-        chosen = next(c for c in pilot["candidates"] if c["ladder"] == pilot["chosen"])
+        chosen = chosen_pilot(study, lam)
         runs = [ais(s, lam, seed, a.particles, a.temperatures, a.mala_steps, chosen["ladder"], chosen["step_sizes"])
                 for seed in SEEDS]
         cw = np.array([r["class_weight"] for r in runs])

@@ -92,6 +92,20 @@ def first_ladder(R):
     if R == len(LADDER0):
         return list(LADDER0)
     return [0.0] + [float(b) for b in np.geomspace(1e-3, 1.0, R - 1)]
+
+
+def deo_parity(counter: int, m: int) -> int:
+    """The DEO schedule's parity of the swap round at step counter ``counter`` (a multiple of the
+    interval ``m``): pairs (r, r+1) with r ≡ parity (mod 2) propose."""
+    return (counter // m - 1) % 2
+
+
+def chosen_pilot(study: dict, lam: float) -> dict:
+    """The pilot candidate a study JSON chose at energy scale ``lam``: its ladder and step sizes."""
+    pilot = study["scales"][f"{lam:g}"]["pilot"]
+    return next(c for c in pilot["candidates"] if c["ladder"] == pilot["chosen"])
+
+
 PILOT_SEED = 100
 PT_SEEDS = (1, 2, 3)
 REF_SEEDS = (11, 12, 13)
@@ -245,7 +259,7 @@ class Study:
             assert len(rounds) == swapped.shape[0]
             slot = torch.arange(self.B_pt) % self.R
             for c, sw in zip(rounds, swapped):
-                p = (c // self.m - 1) % 2
+                p = deo_parity(c, self.m)
                 src = torch.arange(self.B_pt) + torch.where(sw, torch.where(slot % 2 == p, 1, -1), 0)
                 self.rep = self.rep[src]
                 rg = self.rep.view(self.G, self.R)

@@ -34,7 +34,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import hebm  # noqa: E402
 from hebm.files import dump_json  # noqa: E402
 from hebm.prior.philox import initial_noise  # noqa: E402
-from study import Study  # noqa: E402
+from study import Study, chosen_pilot, deo_parity  # noqa: E402
 
 SEED = 1  # study.py's first PT seed
 
@@ -44,13 +44,12 @@ def pair_outcomes(labels: torch.Tensor, swapped: torch.Tensor, R: int, first_rou
 
     ``labels`` [n, B]: the class of the state each chain slot holds before round k;
     ``swapped`` [n, B]: the round's exchanges (both chains of an accepted pair marked);
-    round k has counter ``first_round + k·m``, DEO parity p = (counter / m − 1) mod 2, and the
-    pairs (r, r+1) with r ≡ p (mod 2) propose."""
+    round k has counter ``first_round + k·m``; the pairs that propose follow study.deo_parity."""
     n, B = labels.shape
     slot = torch.arange(B) % R
     rows = []
     for k in range(n):
-        p = ((first_round + k * m) // m - 1) % 2
+        p = deo_parity(first_round + k * m, m)
         low = torch.nonzero((slot % 2 == p) & (slot + 1 < R)).flatten()
         same = labels[k, low] == labels[k, low + 1]
         acc = swapped[k, low]
@@ -68,8 +67,7 @@ def main():
     p.add_argument("--out", required=True)
     a = p.parse_args()
     st = json.load(open(a.study))
-    pilot = st["scales"][f"{a.scale:g}"]["pilot"]
-    chosen = next(c for c in pilot["candidates"] if c["ladder"] == pilot["chosen"])
+    chosen = chosen_pilot(st, a.scale)
     s = Study(a.ckpt, "cpu", st["R"], st["groups"], st.get("swap_every", 4))
     ladder, deltas = torch.tensor(chosen["ladder"]), torch.tensor(chosen["step_sizes"])
     u = initial_noise(SEED, s.B_pt, s.D, chain_ids=torch.arange(s.B_pt))
@@ -82,25 +80,20 @@ def main():
     draws = info["draws"]  # [n, B, D]: one per swap round
     labels = torch.cat([s.label(d) for d in draws]).view(draws.shape[0], s.B_pt)
     rows = pair_outcomes(labels, info["swapped"], s.R, a.warm + s.m, s.m).numpy()
-    # the pairs and parities read from the trace agree with the sampler's own swap counts
-    for r in range(s.R - 1):
-        x = rows[rows[:, 0] == r]
-        assert len(x) == int(info["swap_attempts"][:, r].sum()) and int(x[:, 2].sum()) == int(info["swap_accepted"][:, r].sum()), \
-            f"pair {r}: the reconstruction of proposals and acceptances disagrees with the sampler's counts"
     per_pair = []
     for r in range(s.R - 1):
         x = rows[rows[:, 0] == r]
+        # the pairs and parities read from the trace agree with the sampler's own swap counts
+        assert len(x) == int(info["swap_attempts"][:, r].sum()) and int(x[:, 2].sum()) == int(info["swap_accepted"][:, r].sum()), \
+            f"pair {r}: the reconstruction of proposals and acceptances disagrees with the sampler's counts"
         cell = {}
         for name, same in (("same_class", 1), ("different_class", 0)):
             y = x[x[:, 1] == same]
             cell[name] = dict(proposals=int(len(y)), accepted=int(y[:, 2].sum()),
                               rate=None if len(y) == 0 else float(y[:, 2].mean()))
         per_pair.append(dict(pair=[r, r + 1], beta=[float(ladder[r]), float(ladder[r + 1])], **cell))
-        print(f"pair {r:2d}-{r + 1:2d}  β {float(ladder[r]):.3f}-{float(ladder[r + 1]):.3f}  same "
-              f"{cell['same_class']['rate'] if cell['same_class']['rate'] is not None else float('nan'):.3f} "
-              f"(n {cell['same_class']['proposals']})  different "
-              f"{cell['different_class']['rate'] if cell['different_class']['rate'] is not None else float('nan'):.3f} "
-              f"(n {cell['different_class']['proposals']})", flush=True)
+        print(f"pair {r:2d}-{r + 1:2d}  β {float(ladder[r]):.3f}-{float(ladder[r + 1]):.3f}  "
+              + "  ".join(f"{k} {c['rate']} (n {c['proposals']})" for k, c in cell.items()), flush=True)
     cls = labels.view(-1, s.G, s.R)  # [n, G, R]
     by_slot = [np.bincount(cls[:, :, r].flatten().numpy(), minlength=s.n_classes).tolist() for r in range(s.R)]
     out = dict(ckpt=a.ckpt, study=a.study, scale=a.scale, seed=SEED, warm=a.warm, steps=a.steps, swap_every=s.m,
