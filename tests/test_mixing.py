@@ -5,6 +5,7 @@ leave the chain exactly as it was."""
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -94,6 +95,27 @@ def test_indicator_ess_of_independent_labels():
     y = np.random.default_rng(3).integers(0, 3, (DRAWS, CHAINS))
     e = mixing.indicator_ess(y, 3)
     assert all(0.85 * DRAWS * CHAINS < v < 1.15 * DRAWS * CHAINS for v in e["per_class"])
+
+
+def test_indicator_rhat_flags_chains_that_keep_their_class():
+    """R-hat of the class indicators against what it must say: chains that never leave their class
+    (half of them in class 0, half in class 1) have not mixed (R-hat infinite: no chain varies),
+    while their indicator ESS still counts about one draw per chain — the number a stuck sampler
+    reports as its ESS; chains that leave their class rarely are flagged too (R-hat > 1.01), and
+    independent labels are not."""
+    stuck = np.zeros((DRAWS, CHAINS), dtype=np.int64)
+    stuck[:, CHAINS // 2:] = 1
+    e = mixing.indicator_ess(stuck, 3)
+    assert e["rhat_per_class"][:2] == [math.inf, math.inf] and e["rhat_per_class"][2] is None
+    assert e["rhat_max"] == math.inf and e["rhat_ok"] is False
+    assert e["min"] < 2 * CHAINS  # what the ESS of a stuck sampler reads: the chains, not the draws
+    rare = stuck.copy()
+    rare[::50, :] = 1 - rare[::50, :]  # every chain visits the other class for one draw in 50
+    r = mixing.indicator_ess(rare, 2)
+    assert math.isfinite(r["rhat_max"]) and r["rhat_max"] > 1.5 and r["rhat_ok"] is False
+    y = np.random.default_rng(3).integers(0, 3, (DRAWS, CHAINS))
+    i = mixing.indicator_ess(y, 3)
+    assert i["rhat_ok"] is True and all(abs(v - 1.0) < 0.01 for v in i["rhat_per_class"])
 
 
 def test_ess_of_ula_on_a_gaussian_is_the_ar1s():

@@ -32,6 +32,8 @@ from ..errors import UserError
 from .features import train_classifier
 
 TAIL_PROB = 0.05  # tail ESS: min of the ESS of the 5 % and 95 % quantile indicators (ArviZ's default)
+#: the R-hat below which chains count as mixed (Vehtari et al. 2021's recommendation; ArviZ's too)
+RHAT_OK = 1.01
 
 
 def _stats():
@@ -121,19 +123,36 @@ def total_variation(p, q) -> float:
 
 
 def indicator_ess(labels, n_classes: int) -> dict:
-    """ESS of each class indicator ``1[label = c]`` (``[draws, chains]`` labels): ArviZ's ESS of
-    the mean (method "mean", split chains) — what the chains are worth for estimating the class's
-    frequency.  ``per_class``: None for a class whose indicator never changes (never visited, or
-    every draw of every chain), where an ESS says nothing; ``min``: the smallest of the others
-    (None if there are none)."""
+    """ESS and R-hat of each class indicator ``1[label = c]`` (``[draws, chains]`` labels).
+    ``per_class``: ArviZ's ESS of the mean (method "mean", split chains) — what the chains are worth
+    for estimating the class's frequency; ``rhat_per_class``: its rank-normalised split R-hat (inf
+    where every chain holds one value but the chains differ: chains that never leave their class);
+    both None for a class whose indicator never changes (never visited, or every draw of every
+    chain), where they say nothing.  ``min``: the smallest ESS of the others, ``rhat_max`` the
+    largest R-hat (None if there are none), ``rhat_ok``: ``rhat_max`` ≤ :data:`RHAT_OK` — below it
+    an ESS is an estimate; above it the chains disagree, and an indicator's ESS counts little more
+    than the chains (each stuck chain is worth about one draw)."""
     s = _stats()
     y = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels)
-    out = []
+    ess, rhat = [], []
     for c in range(n_classes):
         ind = (y == c).astype(np.float64)
-        out.append(None if ind.min() == ind.max() else _num(s.ess(as_chains(ind), method="mean")))
-    seen = [e for e in out if e is not None]
-    return dict(per_class=out, min=min(seen) if seen else None)
+        if ind.min() == ind.max():
+            ess.append(None)
+            rhat.append(None)
+            continue
+        a = as_chains(ind)
+        ess.append(_num(s.ess(a, method="mean")))
+        if np.all(a.min(axis=1) == a.max(axis=1)):  # no chain moves: no within-chain variance
+            rhat.append(math.inf)
+        else:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                r = float(s.rhat(a, method="rank"))
+            rhat.append(r if math.isfinite(r) else math.inf)
+    seen = [e for e in ess if e is not None]
+    rh = [r for r in rhat if r is not None]
+    return dict(per_class=ess, min=min(seen) if seen else None, rhat_per_class=rhat,
+                rhat_max=max(rh) if rh else None, rhat_ok=(max(rh) <= RHAT_OK) if rh else None)
 
 
 def label_classifier(tcfg, *, seed: int = 0):
@@ -189,5 +208,5 @@ def write_netcdf(path: str, traces: dict, *, warmup: int = 0, attrs: dict = None
     datatree(traces, warmup=warmup, attrs=attrs).to_netcdf(path, engine="h5netcdf")
 
 
-__all__ = ["TAIL_PROB", "as_chains", "class_switches", "datatree", "diagnostics", "draws_diagnostics", "draws_traces", "indicator_ess", "label_classifier", "one_hot", "total_variation",
+__all__ = ["RHAT_OK", "TAIL_PROB", "as_chains", "class_switches", "datatree", "diagnostics", "draws_diagnostics", "draws_traces", "indicator_ess", "label_classifier", "one_hot", "total_variation",
            "write_netcdf"]

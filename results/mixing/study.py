@@ -171,6 +171,7 @@ class Study:
                    classes_visited_mean=float(np.mean(cs["classes_visited"])),
                    classes_visited=cs["classes_visited"],
                    class_ess_min=ess, class_ess_per_class=ie["per_class"],
+                   class_rhat_max=ie["rhat_max"], class_rhat_ok=ie["rhat_ok"],
                    class_ess_min_per_chain=None if ess is None else ess / n_chains,
                    class_ess_per_s=None if ess is None else ess / sec,
                    class_ess_per_1000_grads=None if ess is None else 1000.0 * ess / gr,

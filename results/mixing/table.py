@@ -8,7 +8,9 @@
    and how far (total variation) each sampler's class frequencies on the same checkpoint lie from
    them, beside the AIS seeds' own spread around their mean;
 3. every ``swap_by_class_*.json`` of swap_by_class.py: per neighbour pair of a ladder, how often
-   swaps between states of one class and of different classes were accepted.
+   swaps between states of one class and of different classes were accepted;
+4. for the studies that record it (from 2026-12-08): the largest R̂ of the class indicators of each
+   sampler's draws — an ESS from chains above 1.01 counts the chains rather than the draws.
 
     python results/mixing/table.py results/mixing
 """
@@ -95,6 +97,26 @@ def swap_class_rows(by_class: dict) -> None:
                   f"| {fmt(same['rate'], '.3f')} ({same['proposals']}) | {fmt(diff['rate'], '.3f')} ({diff['proposals']}) |")
 
 
+def rhat_rows(studies: dict) -> None:
+    """R̂ of the class indicators (largest over the classes), per sampler and energy scale."""
+    print("| study | λ | class-indicator R̂ (largest): PT (seeds) | ULA, equal wall | MALA, equal wall "
+          "| MALA reference (seeds) | PT ÷ MALA class ESS/s (PT seeds) |")
+    print("|---|---|---|---|---|---|---|")
+    for name, d in studies.items():
+        for lam, r in d["scales"].items():
+            if "class_rhat_max" not in r["mala_equal_wall"]:
+                continue
+            pts = list(r["pt"].values())
+            mala = r["mala_equal_wall"]["class_ess_per_s"]
+            each = span(None if x["class_ess_per_s"] is None or not mala else x["class_ess_per_s"] / mala for x in pts)
+
+            def rh(xs):
+                return "/".join(fmt(x.get("class_rhat_max"), ".3f") for x in xs)
+
+            print(f"| {name} | {lam} | {rh(pts)} | {rh([r['ula_equal_wall']])} | {rh([r['mala_equal_wall']])} "
+                  f"| {rh(r['reference_mala'].values())} | {each} |")
+
+
 def main():
     if len(sys.argv) != 2:
         sys.exit("usage: python results/mixing/table.py results/mixing")
@@ -105,6 +127,9 @@ def main():
     if by_class:
         print()
         swap_class_rows(by_class)
+    if any("class_rhat_max" in r["mala_equal_wall"] for d in studies.values() for r in d["scales"].values()):
+        print()
+        rhat_rows(studies)
 
 
 if __name__ == "__main__":
