@@ -181,6 +181,21 @@ def fixed_cost_table(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def pause_table(rows: list[dict]) -> str:
+    """test_call_after_a_pause: each call back to back, and its slow-down after a 5 ms pause."""
+    rs = [r for r in rows if r["entry"] == "call_after_a_pause"]
+    if not rs:
+        return ""
+    lines = ["### A call after a pause (toy, B = 64; the third of three calls in a row, and the call after a "
+             "5 ms sleep / busy-wait)", "",
+             "| call | back to back µs | after a sleep | after a busy-wait |", "|---|---|---|---|"]
+    for r in rs:
+        for call in ("python_control", "sampler_1_step", "sampler_10_steps"):
+            lines.append(f"| {call.replace('_', ' ')} | {r[call + '_back_to_back_s'] * 1e6:.0f} | "
+                         f"×{r[call + '_after_sleep_ratio']:.2f} | ×{r[call + '_after_busy_ratio']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
 def train_table(rows: list[dict]) -> str:
     rs = [r for r in rows if r["entry"] == "train_iteration"]
     if not rs:
@@ -364,6 +379,7 @@ def render(data: dict) -> str:
     for entry in ("langevin", "reverse_diffusion"):
         parts.append(sampler_table(rows, entry, peak))
     parts.append(fixed_cost_table(rows))
+    parts.append(pause_table(rows))
     parts.append(train_table(rows))
     parts.append(ess_table(rows))
     parts.append(roofline(rows, peak, source))

@@ -99,3 +99,65 @@ def test_fixed_cost(benchmark, bench, provider):
     benchmark.group = "fixed_cost toy B=64"
     benchmark.pedantic(fns[("fused", "number")][0], rounds=5 if bench.quick else 50, iterations=1, warmup_rounds=1)
     info["median_s"] = benchmark.stats.stats.median
+
+
+def _python_control() -> int:
+    """A pure-Python function of ~15 µs (no torch, no hebm): what the machine alone does to a call."""
+    d = {}
+    for i in range(300):
+        d[i] = 2 * i
+    return sum(d.values())
+
+
+def test_call_after_a_pause(benchmark, bench):
+    """A call that follows a pause, against the same call back to back (cpu, toy B = 64).
+
+    A user's loop calls the sampler between other work, and the ESS/s study runs its rows in
+    lockstep, so each fused call follows a stretch of something else. On the 2-vCPU VMs a call
+    after a pause ran several times slower than back to back (benchmarks/RESULTS.md, 2026-12-08).
+    This row measures by how much, for ``Sampler.run`` (1 and 10 steps) and for a pure-Python
+    control that touches neither torch nor hebm: if the control slows as much, the machine does
+    it, not hebm. Each call is timed back to back, after a 5 ms sleep, and after 5 ms of
+    busy-waiting (the core kept awake)."""
+    if bench.device != "cpu":
+        pytest.skip("the pause is measured on the CPU")
+    p = hebm.standard_problem("toy", 64)
+    sampler = hebm.Sampler(p.prior, backend="cpu")
+    if sampler.backend != "cpu":
+        pytest.skip(f"cpu: {sampler.backend} ran instead (the cpu kernel is not built)")
+    calls = {"python_control": _python_control,
+             "sampler_1_step": lambda: sampler.run(p.u, **dict(p.kwargs, n_steps=1)),
+             "sampler_10_steps": lambda: sampler.run(p.u, **dict(p.kwargs, n_steps=10))}
+
+    def busy():
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < 0.005:
+            pass
+
+    # back to back: the third of three calls in a row; after a pause: the call that ends the pause
+    before = {"back_to_back": lambda f: (f(), f()), "after_sleep": lambda f: time.sleep(0.005),
+              "after_busy": lambda f: busy()}
+    rounds = 10 if bench.quick else 100
+    times = {(c, b): [] for c in calls for b in before}
+    for f in calls.values():  # warm
+        for _ in range(5):
+            f()
+    for _ in range(rounds):  # interleaved, as test_fixed_cost
+        for c, f in calls.items():
+            for b, pre in before.items():
+                pre(f)
+                t0 = time.perf_counter()
+                f()
+                times[(c, b)].append(time.perf_counter() - t0)
+    info = benchmark.extra_info
+    info.update(P.environment(bench.device))
+    info.update(entry="call_after_a_pause", provider="cpu", problem="toy", B=64, pause_s=0.005, rounds=rounds,
+                quick=bench.quick, flops=None)
+    for (c, b), xs in times.items():
+        info[f"{c}_{b}_s"] = statistics.median(xs)
+    for c in calls:
+        base = info[f"{c}_back_to_back_s"]
+        for b in ("after_sleep", "after_busy"):
+            info[f"{c}_{b}_ratio"] = info[f"{c}_{b}_s"] / base
+    benchmark.group = "call after a pause, toy B=64"
+    benchmark.pedantic(calls["sampler_1_step"], rounds=3 if bench.quick else 20, iterations=1, warmup_rounds=1)

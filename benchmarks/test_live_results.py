@@ -41,7 +41,7 @@ def _child(tmp_path, out, files, *extra):
 def test_killed_run_keeps_finished_cells(tmp_path):
     (tmp_path / "hebm_kill_after_first_test.py").write_text(KILLER)
     out = tmp_path / "bench.json"
-    r = _child(tmp_path, out, ["benchmarks/test_matmul_peak.py", "benchmarks/test_fixed_cost.py"],
+    r = _child(tmp_path, out, ["benchmarks/test_matmul_peak.py", "benchmarks/test_fixed_cost.py::test_fixed_cost"],
                "-p", "hebm_kill_after_first_test")
     log = r.stdout + r.stderr
     assert r.returncode == -signal.SIGKILL, f"the child was not killed after its first test:\n{log[-3000:]}"
