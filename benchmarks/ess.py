@@ -25,6 +25,11 @@ trained δ.
   continued with ``step_offset`` (the seeded stream makes the segments one chain);
 * ``fused-ula-fn`` — the same chain through ``hebm.langevin_fused`` (which reads the prior at
   every call: its fixed cost per call is ~2.5× the Sampler's, benchmarks/RESULTS.md);
+* ``fused-ula-traced`` — the same chain again, its kept stretch in **one** ``Sampler.run`` call
+  that records every ``every``-th state inside the kernel (``trace_every``): what a user who wants
+  the trace runs, with no per-segment fixed cost.  Its states are ``fused-ula``'s bit for bit (the
+  seeded stream, the same step counters); only the seconds differ.  It runs its one call at the
+  first kept turn of the lockstep and none after;
 * ``plain-mala`` / ``fused-mala`` — :func:`benchmarks.plain.plain_mala` (the accepted proposal's
   gradient reused) and the Sampler with ``metropolis=True``, both at the MALA step δ_M chosen on a
   pilot (:func:`mala_step`);
@@ -44,8 +49,10 @@ Samplers' construction and the MALA pilot.  The kept segments of all rows run in
 segment of each row in turn, :func:`run_rows`), so on a shared machine every row sees the same
 load and the ratios compare the same seconds.  Segmented calls put each call's fixed cost into the
 measurement — for the fused rows ~1.5 toy steps per call through the Sampler and ~4 through
-``langevin_fused`` on the AVX2 EPYC (benchmarks/RESULTS.md, issue 31): at ``every = 10`` that is
-part of what a user pays today for traces (in-kernel traces would remove it).
+``langevin_fused`` on the AVX2 EPYC (benchmarks/RESULTS.md, issue 31), and more when the call
+follows another row's segment (benchmarks/NOTES.md, "A call after a pause").  At ``every = 10``
+that is part of what a user pays for segmented traces; ``fused-ula-traced`` records the same
+chain inside one call and pays it once.
 
 **What is measured of the draws.**  Three projections of each traced state, the same for every
 row: log π (float64, evaluated after the run by the plain networks — not the sampler's own), the
@@ -69,7 +76,9 @@ from hebm.prior.philox import initial_noise
 
 from .plain import PlainNets, plain_langevin, plain_mala, torchebm_available, torchebm_sampler
 
-ULA_ROWS = ("plain-ula", "torchebm-ula", "fused-ula", "fused-ula-fn")
+ULA_ROWS = ("plain-ula", "torchebm-ula", "fused-ula", "fused-ula-fn", "fused-ula-traced")
+#: rows whose kept stretch is one call with draws recorded inside it (make_traced)
+TRACED_ROWS = ("fused-ula-traced",)
 MALA_ROWS = ("plain-mala", "fused-mala")
 BASE_ROWS = ULA_ROWS + MALA_ROWS
 BASELINE = "plain-ula"
@@ -208,7 +217,7 @@ def make_step(row: str, target: Target, seed: int, *, every: int, mala_step_size
         sampler, _ = torchebm_sampler(target.nets, target.start(seed), step_size=d, **kw)
         g = torch.Generator().manual_seed(seed)  # the plain loop's stream: the same chain
         return lambda u, off: sampler.sample(x=u, n_steps=every, generator=g)
-    if row in ("fused-ula", "fused-mala"):
+    if row in ("fused-ula", "fused-mala", "fused-ula-traced"):
         S = hebm.Sampler(target.prior, backend="cpu")
         mkw = dict(metropolis=True, step_size=mala_step_size) if row == "fused-mala" else dict(step_size=d)
         return lambda u, off: S.run(u, n_steps=every, seed=seed, step_offset=off, **mkw, **kw)
@@ -222,6 +231,21 @@ def make_step(row: str, target: Target, seed: int, *, every: int, mala_step_size
     raise ValueError(f"unknown row {row!r}")
 
 
+def make_traced(row: str, target: Target, seed: int, *, every: int) -> Callable:
+    """``run(u, step_offset, n) → (u after n steps, the states after every ``every``-th step
+    [n / every, B, D])``: one call, the draws recorded inside it (``trace_every``)."""
+    if row != "fused-ula-traced":
+        raise ValueError(f"{row!r} is not a traced row")
+    S = hebm.Sampler(target.prior, backend="cpu")
+    kw = target.kwargs()
+
+    def run(u, off, n):
+        out, info = S.run(u, n_steps=n, step_size=target.step_size, seed=seed, step_offset=off, trace_every=every,
+                          return_info=True, **kw)
+        return out, info["draws"]
+    return run
+
+
 class Runner:
     """One row's chain for one seed, advanced one segment (``every`` steps) at a time; the kept
     segments' call and state copy are timed.  The plain rows draw ``torch.randn_like`` from the
@@ -229,9 +253,12 @@ class Runner:
     outside the timed region), so rows run in lockstep do not share a stream and ``plain-ula`` is
     TorchEBM's chain (same generator, same seed, same update)."""
 
-    def __init__(self, row: str, target: Target, seed: int, *, every: int, mala_step_size: Optional[float] = None):
-        self.row, self.every = row, every
+    def __init__(self, row: str, target: Target, seed: int, *, every: int, mala_step_size: Optional[float] = None,
+                 keep: int = 0):
+        self.row, self.every, self.keep = row, every, (keep // every) * every  # (what the segments run)
         self.step = make_step(row, target, seed, every=every, mala_step_size=mala_step_size)
+        self.traced = make_traced(row, target, seed, every=every) if row in TRACED_ROWS else None
+        self.kept_traced = False
         self.u, self.offset = target.start(seed), 0
         self.cold = slice(len(LADDER) - 1, None, len(LADDER)) if row.startswith("pt-") else slice(None)
         self.rng = None
@@ -243,6 +270,14 @@ class Runner:
         self.states, self.seconds, self.burn_seconds = [], 0.0, 0.0
 
     def segment(self, keep: bool) -> None:
+        if keep and self.traced is not None:
+            if not self.kept_traced:  # the whole kept stretch, one call, at the first kept turn
+                t0 = time.perf_counter()
+                u, draws = self.traced(self.u, self.offset, self.keep)
+                self.states.extend(draws[:, self.cold].clone().unbind(0))
+                self.seconds += time.perf_counter() - t0
+                self.u, self.offset, self.kept_traced = u, self.offset + self.keep, True
+            return
         if self.rng is not None:
             saved = torch.get_rng_state()
             torch.set_rng_state(self.rng)
@@ -269,7 +304,7 @@ def run_rows(rows, target: Target, seed: int, *, burn: int, keep: int, every: in
     """One seed of every row: each row's burn-in on its own (untimed), then the kept segments in
     **lockstep** — one segment of each row in turn — so the load of a shared machine falls on every
     row alike and a ratio compares the same seconds."""
-    runners = {r: Runner(r, target, seed, every=every, mala_step_size=mala_step_size) for r in rows}
+    runners = {r: Runner(r, target, seed, every=every, mala_step_size=mala_step_size, keep=keep) for r in rows}
     for r in runners.values():
         for _ in range(burn // every):
             r.segment(False)
