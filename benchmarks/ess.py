@@ -25,7 +25,7 @@ trained δ.
   continued with ``step_offset`` (the seeded stream makes the segments one chain);
 * ``fused-ula-fn`` — the same chain through ``hebm.langevin_fused`` (which reads the prior at
   every call: its fixed cost per call is ~2.5× the Sampler's, benchmarks/RESULTS.md);
-* ``fused-ula-traced`` — the same chain again, its kept stretch in **one** ``Sampler.run`` call
+* ``fused-ula-traced`` (and ``fused-mala-traced``, ``fused-mala``'s) — the same chain again, its kept stretch in **one** ``Sampler.run`` call
   that records every ``every``-th state inside the kernel (``trace_every``): what a user who wants
   the trace runs, with no per-segment fixed cost.  Its states are ``fused-ula``'s bit for bit (the
   seeded stream, the same step counters); only the seconds differ.  It runs its one call at the
@@ -78,8 +78,8 @@ from .plain import PlainNets, plain_langevin, plain_mala, torchebm_available, to
 
 ULA_ROWS = ("plain-ula", "torchebm-ula", "fused-ula", "fused-ula-fn", "fused-ula-traced")
 #: rows whose kept stretch is one call with draws recorded inside it (make_traced)
-TRACED_ROWS = ("fused-ula-traced",)
-MALA_ROWS = ("plain-mala", "fused-mala")
+TRACED_ROWS = {"fused-ula-traced": "fused-ula", "fused-mala-traced": "fused-mala"}  # → the segmented twin
+MALA_ROWS = ("plain-mala", "fused-mala", "fused-mala-traced")
 BASE_ROWS = ULA_ROWS + MALA_ROWS
 BASELINE = "plain-ula"
 PROJECTIONS = ("log_pi", "u0", "norm")
@@ -217,9 +217,9 @@ def make_step(row: str, target: Target, seed: int, *, every: int, mala_step_size
         sampler, _ = torchebm_sampler(target.nets, target.start(seed), step_size=d, **kw)
         g = torch.Generator().manual_seed(seed)  # the plain loop's stream: the same chain
         return lambda u, off: sampler.sample(x=u, n_steps=every, generator=g)
-    if row in ("fused-ula", "fused-mala", "fused-ula-traced"):
+    if row in ("fused-ula", "fused-mala", *TRACED_ROWS):  # (a traced row's burn-in: its twin's segments)
         S = hebm.Sampler(target.prior, backend="cpu")
-        mkw = dict(metropolis=True, step_size=mala_step_size) if row == "fused-mala" else dict(step_size=d)
+        mkw = dict(metropolis=True, step_size=mala_step_size) if "-mala" in row else dict(step_size=d)
         return lambda u, off: S.run(u, n_steps=every, seed=seed, step_offset=off, **mkw, **kw)
     if row == "fused-ula-fn":
         return lambda u, off: hebm.langevin_fused(target.prior, u, n_steps=every, step_size=d, seed=seed,
@@ -231,17 +231,19 @@ def make_step(row: str, target: Target, seed: int, *, every: int, mala_step_size
     raise ValueError(f"unknown row {row!r}")
 
 
-def make_traced(row: str, target: Target, seed: int, *, every: int) -> Callable:
+def make_traced(row: str, target: Target, seed: int, *, every: int, mala_step_size: Optional[float] = None
+                ) -> Callable:
     """``run(u, step_offset, n) → (u after n steps, the states after every ``every``-th step
-    [n / every, B, D])``: one call, the draws recorded inside it (``trace_every``)."""
-    if row != "fused-ula-traced":
+    [n / every, B, D])``: one call, the draws recorded inside it (``trace_every``), of the chain
+    its segmented twin (:data:`TRACED_ROWS`) runs."""
+    if row not in TRACED_ROWS:
         raise ValueError(f"{row!r} is not a traced row")
     S = hebm.Sampler(target.prior, backend="cpu")
     kw = target.kwargs()
+    mkw = dict(metropolis=True, step_size=mala_step_size) if "-mala" in row else dict(step_size=target.step_size)
 
     def run(u, off, n):
-        out, info = S.run(u, n_steps=n, step_size=target.step_size, seed=seed, step_offset=off, trace_every=every,
-                          return_info=True, **kw)
+        out, info = S.run(u, n_steps=n, seed=seed, step_offset=off, trace_every=every, return_info=True, **mkw, **kw)
         return out, info["draws"]
     return run
 
@@ -257,7 +259,8 @@ class Runner:
                  keep: int = 0):
         self.row, self.every, self.keep = row, every, (keep // every) * every  # (what the segments run)
         self.step = make_step(row, target, seed, every=every, mala_step_size=mala_step_size)
-        self.traced = make_traced(row, target, seed, every=every) if row in TRACED_ROWS else None
+        self.traced = (make_traced(row, target, seed, every=every, mala_step_size=mala_step_size)
+                       if row in TRACED_ROWS else None)
         self.kept_traced = False
         self.u, self.offset = target.start(seed), 0
         self.cold = slice(len(LADDER) - 1, None, len(LADDER)) if row.startswith("pt-") else slice(None)
@@ -402,6 +405,6 @@ def study(target: Target, rows, seeds, *, burn: int, keep: int, every: int, pt_b
     return dict(info=info, rows=summarize(per_seed, seeds))
 
 
-__all__ = ["BASE_ROWS", "BASELINE", "LADDER", "MALA_ROWS", "PROJECTIONS", "SWAP_EVERY", "Target", "ULA_ROWS",
+__all__ = ["BASE_ROWS", "BASELINE", "LADDER", "MALA_ROWS", "PROJECTIONS", "SWAP_EVERY", "TRACED_ROWS", "Target", "ULA_ROWS",
            "chain_numbers", "checkpoint_target", "make_step", "mala_step", "row_skip_reason", "run_row",
            "standard_target", "study", "summarize"]

@@ -257,7 +257,7 @@ def ess_table(rows: list[dict]) -> str:
         for r in g:
             rh = max(n["rhat_max"] for n in r["per_seed"]) if r.get("per_seed") else None
             vs_mala = (None, None)
-            if pm is not None and r["row"].endswith("-mala") and r.get("per_seed"):
+            if pm is not None and "-mala" in r["row"] and r.get("per_seed"):
                 q = [a["ess_per_s"] / b["ess_per_s"] for a, b in zip(r["per_seed"], pm["per_seed"])]
                 vs_mala = (statistics.fmean(q), statistics.stdev(q) if len(q) > 1 else None)
             lines.append(f"| {r['row']} | {_pm(r.get('seconds_mean'), r.get('seconds_sd'))} | "
