@@ -25,11 +25,12 @@ trained δ.
   continued with ``step_offset`` (the seeded stream makes the segments one chain);
 * ``fused-ula-fn`` — the same chain through ``hebm.langevin_fused`` (which reads the prior at
   every call: its fixed cost per call is ~2.5× the Sampler's, benchmarks/RESULTS.md);
-* ``fused-ula-traced`` (and ``fused-mala-traced``, ``fused-mala``'s) — the same chain again, its kept stretch in **one** ``Sampler.run`` call
-  that records every ``every``-th state inside the kernel (``trace_every``): what a user who wants
-  the trace runs, with no per-segment fixed cost.  Its states are ``fused-ula``'s bit for bit (the
-  seeded stream, the same step counters); only the seconds differ.  It runs its one call at the
-  first kept turn of the lockstep and none after;
+* ``fused-ula-traced``, ``fused-mala-traced`` — the chain of ``fused-ula`` / ``fused-mala`` again,
+  its kept stretch in **one** ``Sampler.run`` call that records every ``every``-th state inside
+  the kernel (``trace_every``): what a user who wants the trace runs, with no per-segment fixed
+  cost.  Its states are its segmented twin's bit for bit (the seeded streams, the same step
+  counters); only the seconds differ.  It runs its one call at the first kept turn of the
+  lockstep and none after;
 * ``plain-mala`` / ``fused-mala`` — :func:`benchmarks.plain.plain_mala` (the accepted proposal's
   gradient reused) and the Sampler with ``metropolis=True``, both at the MALA step δ_M chosen on a
   pilot (:func:`mala_step`);
@@ -51,8 +52,8 @@ load and the ratios compare the same seconds.  Segmented calls put each call's f
 measurement — for the fused rows ~1.5 toy steps per call through the Sampler and ~4 through
 ``langevin_fused`` on the AVX2 EPYC (benchmarks/RESULTS.md, issue 31), and more when the call
 follows another row's segment (benchmarks/NOTES.md, "A call after a pause").  At ``every = 10``
-that is part of what a user pays for segmented traces; ``fused-ula-traced`` records the same
-chain inside one call and pays it once.
+that is part of what a user pays for segmented traces; the ``*-traced`` rows record the same
+chains inside one call and pay it once.
 
 **What is measured of the draws.**  Three projections of each traced state, the same for every
 row: log π (float64, evaluated after the run by the plain networks — not the sampler's own), the

@@ -314,7 +314,7 @@ def diagnostics_line(d: dict, acceptance) -> str:
         s += (f"; class switches {f(c['switches_per_1000_steps'], '.2f')} per 1000 steps, classes visited per chain "
               f"{min(c['classes_visited'])}-{max(c['classes_visited'])}, min class-indicator ESS "
               f"{f(c['indicator_ess']['min'], '.0f')} (largest class-indicator R-hat "
-              f"{f(c['indicator_ess'].get('rhat_max'), '.3f')})")
+              f"{f(c['indicator_ess']['rhat_max'], '.3f')})")
     return s + f" ({d['library']})"
 
 

@@ -34,6 +34,13 @@ def span(values) -> str:
     return f"{min(v):.2f}–{max(v):.2f}" if v else "—"
 
 
+def pt_over_mala(r: dict) -> str:
+    """The range over PT seeds of PT's class ESS/s ÷ MALA's at equal wall time, for one energy scale."""
+    mala = r["mala_equal_wall"]["class_ess_per_s"]
+    return span(None if x["class_ess_per_s"] is None or not mala else x["class_ess_per_s"] / mala
+                for x in r["pt"].values())
+
+
 def load(folder: Path):
     studies = {p.name: json.loads(p.read_text()) for p in sorted(folder.glob("*study*.json"))}
     ais = {p.name: json.loads(p.read_text()) for p in sorted(folder.glob("ais_*.json"))}
@@ -57,8 +64,7 @@ def study_rows(studies: dict) -> None:
             rh = span(x["logpi_rhat"] for x in pts)
             ref = span(x["logpi_rhat"] for x in r["reference_mala"].values())
             ess = "/".join(fmt(x["class_ess_min"], ".0f") for x in pts)
-            mala = r["mala_equal_wall"]["class_ess_per_s"]
-            each = span(None if x["class_ess_per_s"] is None or not mala else x["class_ess_per_s"] / mala for x in pts)
+            each = pt_over_mala(r)
             print(f"| {name} | {lam} | {R} × {G}, {m} | {worst:.3f} | {trips} | {unorm:.1f} | {inside:.2f} | {rh} | {ref} "
                   f"| {ess} | {fmt(r['mala_equal_wall']['class_ess_min'], '.0f')} "
                   f"| {fmt(r['compare']['pt_over_mala_ess_per_s'])} | {each} |")
@@ -107,8 +113,7 @@ def rhat_rows(studies: dict) -> None:
             if "class_rhat_max" not in r["mala_equal_wall"]:
                 continue
             pts = list(r["pt"].values())
-            mala = r["mala_equal_wall"]["class_ess_per_s"]
-            each = span(None if x["class_ess_per_s"] is None or not mala else x["class_ess_per_s"] / mala for x in pts)
+            each = pt_over_mala(r)
 
             def rh(xs):
                 return "/".join(fmt(x.get("class_rhat_max"), ".3f") for x in xs)
