@@ -186,13 +186,16 @@ def pause_table(rows: list[dict]) -> str:
     rs = [r for r in rows if r["entry"] == "call_after_a_pause"]
     if not rs:
         return ""
-    lines = ["### A call after a pause (toy, B = 64; the third of three calls in a row, and the call after a "
-             "5 ms sleep / busy-wait)", "",
-             "| call | back to back µs | after a sleep | after a busy-wait |", "|---|---|---|---|"]
+    pauses = ("after_sleep", "after_busy", "after_op", "after_stream")
+    lines = ["### A call after a pause (toy, B = 64; the third of three calls in a row, and the call after 5 ms "
+             "of a sleep / a busy-wait / the op alone / streaming 16 MB)", "",
+             "| call | back to back µs | after a sleep | after a busy-wait | after the op | after streaming |",
+             "|---|---|---|---|---|---|"]
     for r in rs:
         for call in ("python_control", "sampler_1_step", "sampler_10_steps"):
-            lines.append(f"| {call.replace('_', ' ')} | {r[call + '_back_to_back_s'] * 1e6:.0f} | "
-                         f"×{r[call + '_after_sleep_ratio']:.2f} | ×{r[call + '_after_busy_ratio']:.2f} |")
+            ratios = " | ".join("—" if r.get(f"{call}_{b}_ratio") is None else f"×{r[f'{call}_{b}_ratio']:.2f}"
+                                for b in pauses)
+            lines.append(f"| {call.replace('_', ' ')} | {r[call + '_back_to_back_s'] * 1e6:.0f} | {ratios} |")
     return "\n".join(lines) + "\n"
 
 

@@ -117,8 +117,10 @@ def test_call_after_a_pause(benchmark, bench):
     after a pause ran several times slower than back to back (benchmarks/RESULTS.md, 2026-12-08).
     This row measures by how much, for ``Sampler.run`` (1 and 10 steps) and for a pure-Python
     control that touches neither torch nor hebm: if the control slows as much, the machine does
-    it, not hebm. Each call is timed back to back, after a 5 ms sleep, and after 5 ms of
-    busy-waiting (the core kept awake)."""
+    it, not hebm. Each call is timed back to back, after a 5 ms sleep, after 5 ms of
+    busy-waiting (the core kept awake), after 5 ms of the op alone (hebm's kernel and weights
+    kept warm) and after streaming a 16 MB array for 5 ms (the caches evicted): if the kind of
+    pause matters, the caches do."""
     if bench.device != "cpu":
         pytest.skip("the pause is measured on the CPU")
     p = hebm.standard_problem("toy", 64)
@@ -129,14 +131,17 @@ def test_call_after_a_pause(benchmark, bench):
              "sampler_1_step": lambda: sampler.run(p.u, **dict(p.kwargs, n_steps=1)),
              "sampler_10_steps": lambda: sampler.run(p.u, **dict(p.kwargs, n_steps=10))}
 
-    def busy():
+    def for_5_ms(work):
         t0 = time.perf_counter()
         while time.perf_counter() - t0 < 0.005:
-            pass
+            work()
 
+    op = _op_call(sampler, p, 1)
+    big = torch.ones(2**22, dtype=torch.float32)  # 16 MB
     # back to back: the third of three calls in a row; after a pause: the call that ends the pause
     before = {"back_to_back": lambda f: (f(), f()), "after_sleep": lambda f: time.sleep(0.005),
-              "after_busy": lambda f: busy()}
+              "after_busy": lambda f: for_5_ms(lambda: None), "after_op": lambda f: for_5_ms(op),
+              "after_stream": lambda f: for_5_ms(big.sum)}
     rounds = 10 if bench.quick else 100
     times = {(c, b): [] for c in calls for b in before}
     for f in calls.values():  # warm
@@ -157,7 +162,7 @@ def test_call_after_a_pause(benchmark, bench):
         info[f"{c}_{b}_s"] = statistics.median(xs)
     for c in calls:
         base = info[f"{c}_back_to_back_s"]
-        for b in ("after_sleep", "after_busy"):
+        for b in ("after_sleep", "after_busy", "after_op", "after_stream"):
             info[f"{c}_{b}_ratio"] = info[f"{c}_{b}_s"] / base
     benchmark.group = "call after a pause, toy B=64"
     benchmark.pedantic(calls["sampler_1_step"], rounds=3 if bench.quick else 20, iterations=1, warmup_rounds=1)
