@@ -205,6 +205,13 @@ class Chain:
     burn_seconds: float
 
 
+def fused_keywords(row: str, target: Target, mala_step_size: Optional[float]) -> dict:
+    """The Sampler keywords of a fused row: the target's, with MALA's test and δ_M for a ``*-mala*``
+    row, else ULA's δ."""
+    step = dict(metropolis=True, step_size=mala_step_size) if "-mala" in row else dict(step_size=target.step_size)
+    return {**step, **target.kwargs()}
+
+
 def make_step(row: str, target: Target, seed: int, *, every: int, mala_step_size: Optional[float] = None
               ) -> Callable[[torch.Tensor, int], torch.Tensor]:
     """``step(u, step_offset) → u`` after ``every`` steps of ``row`` (one segment call)."""
@@ -220,8 +227,8 @@ def make_step(row: str, target: Target, seed: int, *, every: int, mala_step_size
         return lambda u, off: sampler.sample(x=u, n_steps=every, generator=g)
     if row in ("fused-ula", "fused-mala", *TRACED_ROWS):  # (a traced row's burn-in: its twin's segments)
         S = hebm.Sampler(target.prior, backend="cpu")
-        mkw = dict(metropolis=True, step_size=mala_step_size) if "-mala" in row else dict(step_size=d)
-        return lambda u, off: S.run(u, n_steps=every, seed=seed, step_offset=off, **mkw, **kw)
+        fkw = fused_keywords(row, target, mala_step_size)
+        return lambda u, off: S.run(u, n_steps=every, seed=seed, step_offset=off, **fkw)
     if row == "fused-ula-fn":
         return lambda u, off: hebm.langevin_fused(target.prior, u, n_steps=every, step_size=d, seed=seed,
                                                   step_offset=off, backend="cpu", **kw)
@@ -240,11 +247,10 @@ def make_traced(row: str, target: Target, seed: int, *, every: int, mala_step_si
     if row not in TRACED_ROWS:
         raise ValueError(f"{row!r} is not a traced row")
     S = hebm.Sampler(target.prior, backend="cpu")
-    kw = target.kwargs()
-    mkw = dict(metropolis=True, step_size=mala_step_size) if "-mala" in row else dict(step_size=target.step_size)
+    fkw = fused_keywords(row, target, mala_step_size)
 
     def run(u, off, n):
-        out, info = S.run(u, n_steps=n, seed=seed, step_offset=off, trace_every=every, return_info=True, **mkw, **kw)
+        out, info = S.run(u, n_steps=n, seed=seed, step_offset=off, trace_every=every, return_info=True, **fkw)
         return out, info["draws"]
     return run
 
